@@ -1,0 +1,226 @@
+/*
+ * remotemediad, the front: one libevent loop that speaks gRPC over HTTP/2
+ * and relays each Session stream to its own worker process.
+ *
+ * The chain is conn (a TCP connection) -> stream (one HTTP/2 stream, one
+ * RPC) -> session (one worker). A session outlives its stream until its
+ * worker is reaped and its directory removed.
+ */
+#ifndef RM_FRONT_H
+#define RM_FRONT_H
+
+#include <sys/types.h>
+#include <bsd/sys/queue.h>
+#ifndef __unused
+#define __unused __attribute__((__unused__))
+#endif
+#include <bsd/sys/tree.h>
+
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/bufferevent.h>
+#include <event2/buffer.h>
+#include <nghttp2/nghttp2.h>
+
+#include "frame.h"
+
+/* gRPC status codes. */
+enum grpc_status {
+	GRPC_OK = 0,
+	GRPC_CANCELLED = 1,
+	GRPC_UNKNOWN = 2,
+	GRPC_INVALID_ARGUMENT = 3,
+	GRPC_DEADLINE_EXCEEDED = 4,
+	GRPC_NOT_FOUND = 5,
+	GRPC_RESOURCE_EXHAUSTED = 8,
+	GRPC_FAILED_PRECONDITION = 9,
+	GRPC_ABORTED = 10,
+	GRPC_UNIMPLEMENTED = 12,
+	GRPC_INTERNAL = 13,
+	GRPC_UNAVAILABLE = 14,
+	GRPC_UNAUTHENTICATED = 16,
+};
+
+/* The front's default cap on one received gRPC message. */
+#define FRONT_MAX_MESSAGE (4 * 1024 * 1024)
+/* Per-stream buffer bounds: above HIGH the producer pauses. */
+#define FRONT_BUF_HIGH (2 * 1024 * 1024)
+#define FRONT_BUF_LOW (512 * 1024)
+
+struct front_config {
+	char fc_host[256];
+	uint16_t fc_port;
+	char *fc_state_dir;
+	char *fc_worker;
+	int fc_log_level;
+	uint64_t fc_max_message;
+	uint64_t fc_max_value;
+	uint64_t fc_grace_ms;
+	uint64_t fc_exit_wait_ms;
+};
+
+enum rpc_kind {
+	RPC_NONE,
+	RPC_SESSION,
+	RPC_ECHO,
+	RPC_HEALTH,
+	RPC_UNKNOWN,
+};
+
+struct conn;
+struct session;
+
+/* One HTTP/2 stream carrying one RPC. */
+struct stream {
+	TAILQ_ENTRY(stream) str_entry;
+	struct conn *str_conn;
+	int32_t str_id;
+	enum rpc_kind str_rpc;
+	char *str_path;
+	int str_bad_ct;        /* content-type is not application/grpc */
+	int str_bad_method;    /* :method is not POST */
+	uint64_t str_timeout_ms;
+	struct event *str_deadline;
+	struct deframer str_in;
+	struct evbuffer *str_out; /* gRPC-framed response bytes */
+	int str_started;          /* response HEADERS submitted */
+	int str_finished;         /* status decided; trailers follow str_out */
+	int str_status;
+	char *str_message;
+	int str_http_status;      /* non-zero: plain HTTP error response */
+	int str_remote_closed;    /* client half-closed */
+	size_t str_unconsumed;    /* received bytes not yet given back */
+	struct session *str_session;
+};
+TAILQ_HEAD(streamlist, stream);
+
+/* One client connection. */
+struct conn {
+	TAILQ_ENTRY(conn) c_entry;
+	struct bufferevent *c_bev;
+	nghttp2_session *c_h2;
+	struct streamlist c_streams;
+	struct event *c_flush_ev; /* deferred send */
+	char c_peer[80];
+	int c_dead;
+};
+TAILQ_HEAD(connlist, conn);
+
+enum session_state {
+	SES_OPENING,  /* waiting for Open */
+	SES_STARTING, /* worker started, waiting for Ready */
+	SES_READY,    /* calls flow */
+	SES_CLOSING,  /* Close sent to the worker, waiting for its exit */
+	SES_ENDING,   /* status decided, waiting for the worker to be reaped */
+};
+
+/* A call the front is tracking on behalf of the client. */
+struct call {
+	RB_ENTRY(call) cl_entry;
+	uint64_t cl_id;
+	struct session *cl_session;
+	int cl_generator;      /* Result said generator */
+	int cl_answered;       /* Result seen (plain calls end there) */
+	uint32_t cl_in_seq;    /* next expected client chunk seq */
+	int cl_in_more;        /* args chunks still expected */
+	uint32_t cl_out_seq;   /* next expected worker chunk seq */
+	int cl_out_more;       /* result/item chunks still expected */
+	uint64_t cl_credit;    /* items the worker may still send */
+	uint64_t cl_timeout_ms;
+	char *cl_name;
+	struct event *cl_deadline;
+};
+RB_HEAD(calltree, call);
+
+/* One session: a Session stream and its worker. */
+struct session {
+	TAILQ_ENTRY(session) ses_entry;
+	char ses_id[33];
+	enum session_state ses_state;
+	struct stream *ses_stream;
+	pid_t ses_pid;
+	int ses_exited;          /* waitpid saw it; the pid is no longer ours */
+	int ses_reaped;          /* and its last frames were read */
+	int ses_wstatus;
+	int ses_eof;
+	struct bufferevent *ses_wbev;
+	struct deframer ses_win; /* frames from the worker */
+	char *ses_dir;
+	uint64_t ses_last_call;
+	int ses_open_more;       /* Open.object chunks still expected */
+	uint32_t ses_open_seq;
+	int ses_ready_seen;
+	int ses_killed;
+	struct calltree ses_calls;
+	int ses_end_code;        /* status to report, once decided */
+	char *ses_end_msg;
+	int ses_end_set;
+	struct event *ses_timer; /* exit wait after EOF or kill */
+};
+TAILQ_HEAD(sessionlist, session);
+
+/* front.c */
+extern struct front_config front_conf;
+extern struct event_base *front_base;
+void front_conn_closed(struct conn *);
+int front_draining(void);
+void front_session_freed(void);
+
+/* front_config.c */
+void front_config_defaults(struct front_config *);
+int front_config_parse(struct front_config *, int, char **, char *, size_t);
+void front_config_usage(void);
+
+/* front_h2.c */
+struct conn *front_h2_accept(int, const char *);
+void front_h2_flush(struct conn *);
+void front_h2_resume(struct stream *);
+void front_h2_consume(struct stream *, size_t);
+void front_h2_goaway_all(void);
+void front_h2_free_all(void);
+
+/* front_grpc.c */
+void front_grpc_headers_done(struct stream *);
+int front_grpc_data(struct stream *, const uint8_t *, size_t);
+void front_grpc_remote_closed(struct stream *);
+void front_grpc_stream_closed(struct stream *);
+int front_grpc_send(struct stream *, const uint8_t *, size_t);
+void front_grpc_finish(struct stream *, int, const char *);
+void front_grpc_drained(struct stream *);
+void front_grpc_worker_drained(struct stream *);
+size_t front_grpc_pending_out(struct stream *);
+char *front_grpc_percent_encode(const char *);
+int front_grpc_parse_timeout(const char *, uint64_t *);
+enum rpc_kind front_grpc_route(const char *, size_t);
+
+/* front_session.c */
+struct session *front_session_new(struct stream *);
+int front_session_client_msg(struct session *, const uint8_t *, size_t);
+void front_session_client_closed(struct session *);
+void front_session_client_gone(struct session *);
+int front_session_worker_frame(struct session *, uint8_t, const uint8_t *,
+    size_t);
+void front_session_worker_exited(struct session *, int);
+void front_session_worker_eof(struct session *);
+void front_session_end(struct session *, int, const char *);
+void front_session_drained(struct session *);
+void front_session_kill_all(void);
+int front_session_count(void);
+struct session *front_session_by_pid(pid_t);
+const char *front_session_state_name(enum session_state);
+
+/* front_worker.c */
+int front_worker_spawn(struct session *);
+int front_worker_send(struct session *, uint8_t, const uint8_t *, size_t);
+int front_worker_send_init(struct session *);
+size_t front_worker_pending_out(struct session *);
+void front_worker_pause(struct session *, int);
+void front_worker_kill(struct session *);
+void front_worker_reap(void);
+void front_worker_drain(struct session *);
+void front_worker_close(struct session *);
+char *front_worker_describe_exit(int);
+void front_worker_clean_state_dir(void);
+
+#endif

@@ -1,0 +1,26 @@
+/* Small helpers shared by every program: memory, parsing, files, clocks. */
+#ifndef RM_UTIL_H
+#define RM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void *xmalloc(size_t);
+void *xcalloc(size_t, size_t);
+void *xrealloc(void *, size_t);
+char *xstrdup(const char *);
+
+int parse_size(const char *, uint64_t *);
+int parse_duration_ms(const char *, uint64_t *);
+int parse_onoff(const char *, int *);
+int parse_hostport(const char *, char *, size_t, uint16_t *);
+
+int rm_rf(const char *);
+int mkdir_p(const char *, unsigned int);
+void random_hex(char *, size_t);
+uint64_t now_ms(void);
+
+uint32_t get_be32(const uint8_t *);
+void put_be32(uint8_t *, uint32_t);
+
+#endif

@@ -1,0 +1,200 @@
+/*
+ * remotemediad: the front process. It parses flags, listens, and runs the
+ * one libevent loop that serves every connection and every session.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/listener.h>
+
+#include "front.h"
+#include "log.h"
+#include "util.h"
+
+#define FRONT_SHUTDOWN_MS 5000
+
+struct front_config front_conf;
+struct event_base *front_base;
+
+static struct evconnlistener *listener;
+static int draining;
+
+int
+front_draining(void)
+{
+	return draining;
+}
+
+void
+front_conn_closed(struct conn *c)
+{
+}
+
+/* A session was freed: during shutdown, the last one ends the loop. */
+void
+front_session_freed(void)
+{
+	if (draining && front_session_count() == 0)
+		event_base_loopexit(front_base, NULL);
+}
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	char host[INET6_ADDRSTRLEN], peer[80];
+	uint16_t port = 0;
+
+	host[0] = '\0';
+	if (sa->sa_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		port = ntohs(sin->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		port = ntohs(sin6->sin6_port);
+	}
+	snprintf(peer, sizeof(peer), "%s:%u", host, port);
+	front_h2_accept(fd, peer);
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	log_warn("accept");
+}
+
+/* Bind the listening socket and log the address actually bound. */
+static void
+front_listen(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	int len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN];
+	uint16_t port;
+
+	memset(&ss, 0, sizeof(ss));
+	if (evutil_parse_sockaddr_port(front_conf.fc_host,
+	    (struct sockaddr *)&ss, &len) == -1)
+		fatalx("--listen: '%s' is not an IP address", front_conf.fc_host);
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = htons(front_conf.fc_port);
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port =
+		    htons(front_conf.fc_port);
+	listener = evconnlistener_new_bind(front_base, accept_cb, NULL,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+	    512, (struct sockaddr *)&ss, len);
+	if (listener == NULL)
+		fatal("listen on %s:%u", front_conf.fc_host, front_conf.fc_port);
+	evconnlistener_set_error_cb(listener, accept_error_cb);
+	getsockname(evconnlistener_get_fd(listener), (struct sockaddr *)&ss,
+	    &sslen);
+	if (ss.ss_family == AF_INET) {
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host,
+		    sizeof(host));
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		log_info("listening on %s:%u", host, port);
+	} else {
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
+		    host, sizeof(host));
+		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		log_info("listening on [%s]:%u", host, port);
+	}
+}
+
+static void
+sigchld_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	front_worker_reap();
+}
+
+/* SIGTERM or SIGINT: stop accepting, end every session, then exit. */
+static void
+sigterm_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	struct timeval tv = { FRONT_SHUTDOWN_MS / 1000, 0 };
+
+	if (draining)
+		return;
+	log_info("signal %d: shutting down", (int)sig);
+	draining = 1;
+	if (listener != NULL) {
+		evconnlistener_free(listener);
+		listener = NULL;
+	}
+	front_h2_goaway_all();
+	front_session_kill_all();
+	if (front_session_count() == 0)
+		event_base_loopexit(front_base, NULL);
+	else
+		event_base_loopexit(front_base, &tv);
+}
+
+static void
+front_parse_args(int argc, char **argv)
+{
+	char err[256];
+	int rv;
+
+	front_config_defaults(&front_conf);
+	rv = front_config_parse(&front_conf, argc, argv, err, sizeof(err));
+	if (rv == 1) {
+		front_config_usage();
+		exit(0);
+	}
+	if (rv == -1) {
+		fprintf(stderr, "remotemediad: %s\n", err);
+		front_config_usage();
+		exit(2);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	struct event *ev_chld, *ev_term, *ev_int;
+
+	front_parse_args(argc, argv);
+	log_init("front", front_conf.fc_log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if (access(front_conf.fc_worker, X_OK) == -1)
+		fatal("--worker %s", front_conf.fc_worker);
+	if (mkdir_p(front_conf.fc_state_dir, 0700) == -1)
+		fatal("--state-dir %s", front_conf.fc_state_dir);
+	front_worker_clean_state_dir();
+	if ((front_base = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	ev_chld = evsignal_new(front_base, SIGCHLD, sigchld_cb, NULL);
+	ev_term = evsignal_new(front_base, SIGTERM, sigterm_cb, NULL);
+	ev_int = evsignal_new(front_base, SIGINT, sigterm_cb, NULL);
+	evsignal_add(ev_chld, NULL);
+	evsignal_add(ev_term, NULL);
+	evsignal_add(ev_int, NULL);
+	front_listen();
+	event_base_dispatch(front_base);
+	/* Whatever is left after the grace: kill, reap, remove. */
+	front_session_kill_all();
+	front_worker_reap();
+	front_h2_free_all();
+	front_worker_clean_state_dir();
+	log_info("stopped");
+	event_free(ev_chld);
+	event_free(ev_term);
+	event_free(ev_int);
+	event_base_free(front_base);
+	return 0;
+}

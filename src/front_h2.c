@@ -1,0 +1,441 @@
+/*
+ * HTTP/2 on libevent through nghttp2: connections and streams. gRPC
+ * meaning is given to streams by front_grpc.c; this file only moves frames.
+ */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bsd/string.h>
+
+#include "front.h"
+#include "log.h"
+#include "util.h"
+
+#define H2_MAX_STREAMS 100
+#define H2_STREAM_WINDOW (1024 * 1024)
+#define H2_CONN_WINDOW (16 * 1024 * 1024)
+#define H2_OUT_HIGH (256 * 1024)
+
+static struct connlist conns = TAILQ_HEAD_INITIALIZER(conns);
+
+static void conn_free(struct conn *);
+static void conn_schedule(struct conn *);
+
+static struct stream *
+stream_new(struct conn *c, int32_t id)
+{
+	struct stream *s = xcalloc(1, sizeof(*s));
+
+	s->str_conn = c;
+	s->str_id = id;
+	s->str_bad_ct = 1; /* until a content-type header says otherwise */
+	s->str_out = evbuffer_new();
+	if (s->str_out == NULL)
+		fatal("evbuffer_new");
+	deframer_init(&s->str_in, DEFRAME_GRPC, front_conf.fc_max_message);
+	TAILQ_INSERT_TAIL(&c->c_streams, s, str_entry);
+	return s;
+}
+
+/* Detach a stream from gRPC and its session, then free it. */
+static void
+stream_free(struct stream *s)
+{
+	front_grpc_stream_closed(s);
+	TAILQ_REMOVE(&s->str_conn->c_streams, s, str_entry);
+	if (s->str_deadline)
+		event_free(s->str_deadline);
+	deframer_free(&s->str_in);
+	evbuffer_free(s->str_out);
+	free(s->str_message);
+	free(s->str_path);
+	free(s);
+}
+
+/* nghttp2 wants to write: queue into the bufferevent, pausing when full. */
+static ssize_t
+h2_send_cb(nghttp2_session *h2, const uint8_t *data, size_t len, int flags,
+    void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *out = bufferevent_get_output(c->c_bev);
+
+	if (evbuffer_get_length(out) >= H2_OUT_HIGH)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	if (evbuffer_add(out, data, len) == -1)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return (ssize_t)len;
+}
+
+static int
+h2_begin_headers_cb(nghttp2_session *h2, const nghttp2_frame *frame,
+    void *arg)
+{
+	struct conn *c = arg;
+	struct stream *s;
+
+	if (frame->hd.type != NGHTTP2_HEADERS ||
+	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	s = stream_new(c, frame->hd.stream_id);
+	nghttp2_session_set_stream_user_data(h2, frame->hd.stream_id, s);
+	return 0;
+}
+
+/* Record the request headers that gRPC cares about. */
+static int
+h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
+    const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
+    uint8_t flags, void *arg)
+{
+	struct stream *s;
+	char buf[32];
+
+	if (frame->hd.type != NGHTTP2_HEADERS ||
+	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+	if (s == NULL)
+		return 0;
+	if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+		s->str_rpc = front_grpc_route((const char *)value, valuelen);
+		free(s->str_path);
+		s->str_path = strndup((const char *)value,
+		    valuelen > 200 ? 200 : valuelen);
+	}
+	else if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+		s->str_bad_method = !(valuelen == 4 &&
+		    memcmp(value, "POST", 4) == 0);
+	else if (namelen == 12 && memcmp(name, "content-type", 12) == 0)
+		s->str_bad_ct = !(valuelen >= 16 &&
+		    memcmp(value, "application/grpc", 16) == 0 &&
+		    (valuelen == 16 || value[16] == '+' || value[16] == ';'));
+	else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
+		if (valuelen >= sizeof(buf) ||
+		    (memcpy(buf, value, valuelen), buf[valuelen] = '\0',
+		    front_grpc_parse_timeout(buf, &s->str_timeout_ms) == -1))
+			s->str_timeout_ms = 0;
+	}
+	return 0;
+}
+
+static int
+h2_frame_recv_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
+{
+	struct stream *s;
+
+	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+		return 0;
+	s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+	if (s == NULL)
+		return 0;
+	if (frame->hd.type == NGHTTP2_HEADERS &&
+	    frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+		front_grpc_headers_done(s);
+	if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    !s->str_remote_closed) {
+		s->str_remote_closed = 1;
+		front_grpc_remote_closed(s);
+	}
+	return 0;
+}
+
+static int
+h2_data_chunk_cb(nghttp2_session *h2, uint8_t flags, int32_t id,
+    const uint8_t *data, size_t len, void *arg)
+{
+	struct stream *s = nghttp2_session_get_stream_user_data(h2, id);
+
+	if (s == NULL) {
+		nghttp2_session_consume(h2, id, len);
+		return 0;
+	}
+	if (front_grpc_data(s, data, len) == -1)
+		log_debug("%s: stream %d data refused", __func__, id);
+	return 0;
+}
+
+static int
+h2_stream_close_cb(nghttp2_session *h2, int32_t id, uint32_t code, void *arg)
+{
+	struct stream *s = nghttp2_session_get_stream_user_data(h2, id);
+
+	if (s == NULL)
+		return 0;
+	log_debug("%s: stream %d closed (h2 error %u)", __func__, id, code);
+	nghttp2_session_set_stream_user_data(h2, id, NULL);
+	stream_free(s);
+	return 0;
+}
+
+/* Feed the response body from str_out; end with trailers once finished. */
+static ssize_t
+h2_data_read_cb(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len,
+    uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+	struct stream *s = src->ptr;
+	size_t have = evbuffer_get_length(s->str_out);
+	nghttp2_nv trailers[2];
+	char status[16];
+	int n;
+
+	if (have > 0) {
+		n = evbuffer_remove(s->str_out, buf, len);
+		if (n < 0)
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		front_grpc_drained(s);
+		return n;
+	}
+	if (!s->str_finished)
+		return NGHTTP2_ERR_DEFERRED;
+	snprintf(status, sizeof(status), "%d", s->str_status);
+	trailers[0] = (nghttp2_nv){ (uint8_t *)"grpc-status",
+	    (uint8_t *)status, 11, strlen(status), NGHTTP2_NV_FLAG_NONE };
+	n = 1;
+	if (s->str_message != NULL && *s->str_message != '\0') {
+		trailers[1] = (nghttp2_nv){ (uint8_t *)"grpc-message",
+		    (uint8_t *)s->str_message, 12, strlen(s->str_message),
+		    NGHTTP2_NV_FLAG_NONE };
+		n = 2;
+	}
+	*flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+	if (nghttp2_submit_trailer(h2, id, trailers, (size_t)n) != 0)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	return 0;
+}
+
+/* Submit the response headers: 200 with a body, or a bare HTTP error. */
+static void
+stream_start(struct stream *s)
+{
+	nghttp2_session *h2 = s->str_conn->c_h2;
+	nghttp2_data_provider prd;
+	nghttp2_nv hdrs[2];
+	char status[8];
+
+	s->str_started = 1;
+	if (s->str_http_status) {
+		snprintf(status, sizeof(status), "%d", s->str_http_status);
+		hdrs[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status,
+		    7, strlen(status), NGHTTP2_NV_FLAG_NONE };
+		nghttp2_submit_response(h2, s->str_id, hdrs, 1, NULL);
+		return;
+	}
+	hdrs[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)"200", 7, 3,
+	    NGHTTP2_NV_FLAG_NONE };
+	hdrs[1] = (nghttp2_nv){ (uint8_t *)"content-type",
+	    (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE };
+	prd.source.ptr = s;
+	prd.read_callback = h2_data_read_cb;
+	nghttp2_submit_response(h2, s->str_id, hdrs, 2, &prd);
+}
+
+/*
+ * There is something new to send on this stream: wake nghttp2 up. The send
+ * itself runs from the loop, never nested in a caller that still holds the
+ * stream, because sending can close and free it.
+ */
+void
+front_h2_resume(struct stream *s)
+{
+	if (!s->str_started)
+		stream_start(s);
+	else
+		nghttp2_session_resume_data(s->str_conn->c_h2, s->str_id);
+	conn_schedule(s->str_conn);
+}
+
+/* Give received bytes back to the peer's flow-control window. */
+void
+front_h2_consume(struct stream *s, size_t n)
+{
+	if (n > 0)
+		nghttp2_session_consume(s->str_conn->c_h2, s->str_id, n);
+}
+
+static void
+conn_schedule(struct conn *c)
+{
+	event_active(c->c_flush_ev, EV_TIMEOUT, 0);
+}
+
+static void
+conn_flush_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	front_h2_flush(arg);
+}
+
+/*
+ * Send what nghttp2 has; free the connection when both sides are done.
+ * Called only from the top of a loop callback.
+ */
+void
+front_h2_flush(struct conn *c)
+{
+	struct evbuffer *out;
+
+	if (c->c_dead) {
+		if (evbuffer_get_length(bufferevent_get_output(c->c_bev)) == 0)
+			conn_free(c);
+		return;
+	}
+	if (nghttp2_session_send(c->c_h2) != 0) {
+		log_debug("%s: %s: send failed", __func__, c->c_peer);
+		c->c_dead = 1;
+	}
+	out = bufferevent_get_output(c->c_bev);
+	if (!nghttp2_session_want_read(c->c_h2) &&
+	    !nghttp2_session_want_write(c->c_h2) &&
+	    evbuffer_get_length(out) == 0)
+		c->c_dead = 1;
+	if (c->c_dead && evbuffer_get_length(out) == 0)
+		conn_free(c);
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t len = evbuffer_get_length(in);
+	unsigned char *data = evbuffer_pullup(in, -1);
+	ssize_t rv;
+
+	rv = nghttp2_session_mem_recv(c->c_h2, data, len);
+	if (rv < 0) {
+		log_debug("%s: %s: %s", __func__, c->c_peer,
+		    nghttp2_strerror((int)rv));
+		c->c_dead = 1;
+		evbuffer_drain(in, len);
+		front_h2_flush(c);
+		return;
+	}
+	evbuffer_drain(in, (size_t)rv);
+	front_h2_flush(c);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->c_dead) {
+		conn_free(c);
+		return;
+	}
+	front_h2_flush(c);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct conn *c = arg;
+
+	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		log_debug("%s: %s: connection closed", __func__, c->c_peer);
+		conn_free(c);
+	}
+}
+
+/* Free a connection and every stream on it. */
+static void
+conn_free(struct conn *c)
+{
+	struct stream *s;
+
+	TAILQ_REMOVE(&conns, c, c_entry);
+	while ((s = TAILQ_FIRST(&c->c_streams)) != NULL)
+		stream_free(s);
+	nghttp2_session_del(c->c_h2);
+	bufferevent_free(c->c_bev);
+	event_free(c->c_flush_ev);
+	front_conn_closed(c);
+	free(c);
+}
+
+static void
+conn_setup_h2(struct conn *c)
+{
+	nghttp2_session_callbacks *cbs;
+	nghttp2_option *opt;
+	nghttp2_settings_entry iv[3] = {
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384 },
+	};
+
+	nghttp2_session_callbacks_new(&cbs);
+	nghttp2_session_callbacks_set_send_callback(cbs, h2_send_cb);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs,
+	    h2_begin_headers_cb);
+	nghttp2_session_callbacks_set_on_header_callback(cbs, h2_header_cb);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs,
+	    h2_frame_recv_cb);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
+	    h2_data_chunk_cb);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
+	    h2_stream_close_cb);
+	nghttp2_option_new(&opt);
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	if (nghttp2_session_server_new2(&c->c_h2, cbs, c, opt) != 0)
+		fatalx("nghttp2_session_server_new2");
+	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cbs);
+	/* SETTINGS first, or grpcio waits for them until its deadline. */
+	nghttp2_submit_settings(c->c_h2, NGHTTP2_FLAG_NONE, iv, 3);
+	nghttp2_session_set_local_window_size(c->c_h2, NGHTTP2_FLAG_NONE, 0,
+	    H2_CONN_WINDOW);
+}
+
+/* Take a new TCP connection: no Nagle, an nghttp2 session, SETTINGS. */
+struct conn *
+front_h2_accept(int fd, const char *peer)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+	int one = 1;
+
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
+		log_debug("%s: TCP_NODELAY: %s", __func__, strerror(errno));
+	TAILQ_INIT(&c->c_streams);
+	strlcpy(c->c_peer, peer, sizeof(c->c_peer));
+	c->c_bev = bufferevent_socket_new(front_base, fd,
+	    BEV_OPT_CLOSE_ON_FREE);
+	if (c->c_bev == NULL)
+		fatalx("bufferevent_socket_new");
+	c->c_flush_ev = event_new(front_base, -1, 0, conn_flush_cb, c);
+	TAILQ_INSERT_TAIL(&conns, c, c_entry);
+	conn_setup_h2(c);
+	bufferevent_setcb(c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb,
+	    c);
+	bufferevent_setwatermark(c->c_bev, EV_WRITE, H2_OUT_HIGH / 2, 0);
+	bufferevent_enable(c->c_bev, EV_READ | EV_WRITE);
+	front_h2_flush(c);
+	log_debug("%s: connection from %s", __func__, peer);
+	return c;
+}
+
+/* Tell every client that no new streams will be accepted. */
+void
+front_h2_goaway_all(void)
+{
+	struct conn *c, *tmp;
+
+	TAILQ_FOREACH_SAFE(c, &conns, c_entry, tmp) {
+		nghttp2_submit_shutdown_notice(c->c_h2);
+		conn_schedule(c);
+	}
+}
+
+void
+front_h2_free_all(void)
+{
+	struct conn *c;
+
+	while ((c = TAILQ_FIRST(&conns)) != NULL)
+		conn_free(c);
+}

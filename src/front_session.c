@@ -1,0 +1,687 @@
+/*
+ * The session state machine: it checks every message in both directions
+ * and relays it unchanged. Neither the client nor the worker is trusted:
+ * call ids, chunk sequences, credit and state transitions are all checked.
+ */
+#include <sys/wait.h>
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "front.h"
+#include "log.h"
+#include "util.h"
+
+#include "remotemedia.pb-c.h"
+#include "worker.pb-c.h"
+
+typedef Remotemedia__V1__ClientMessage ClientMessage;
+typedef Remotemedia__V1__ServerMessage ServerMessage;
+typedef Remotemedia__V1__Value Value;
+
+static struct sessionlist sessions = TAILQ_HEAD_INITIALIZER(sessions);
+static int nsessions;
+
+static int
+call_cmp(struct call *a, struct call *b)
+{
+	return a->cl_id < b->cl_id ? -1 : a->cl_id > b->cl_id;
+}
+
+RB_GENERATE_STATIC(calltree, call, cl_entry, call_cmp)
+
+const char *
+front_session_state_name(enum session_state st)
+{
+	switch (st) {
+	case SES_OPENING:
+		return "opening";
+	case SES_STARTING:
+		return "starting";
+	case SES_READY:
+		return "ready";
+	case SES_CLOSING:
+		return "closing";
+	case SES_ENDING:
+		return "ending";
+	}
+	return "?";
+}
+
+int
+front_session_count(void)
+{
+	return nsessions;
+}
+
+struct session *
+front_session_by_pid(pid_t pid)
+{
+	struct session *ses;
+
+	TAILQ_FOREACH(ses, &sessions, ses_entry)
+		if (ses->ses_pid == pid && !ses->ses_exited)
+			return ses;
+	return NULL;
+}
+
+/* A new Session stream: the session waits for Open. */
+struct session *
+front_session_new(struct stream *s)
+{
+	struct session *ses = xcalloc(1, sizeof(*ses));
+
+	random_hex(ses->ses_id, sizeof(ses->ses_id));
+	ses->ses_state = SES_OPENING;
+	ses->ses_stream = s;
+	ses->ses_pid = -1;
+	RB_INIT(&ses->ses_calls);
+	deframer_init(&ses->ses_win, DEFRAME_WORKER, FRAME_WORKER_MAX);
+	TAILQ_INSERT_TAIL(&sessions, ses, ses_entry);
+	nsessions++;
+	log_debug("%s: session %s", __func__, ses->ses_id);
+	return ses;
+}
+
+static struct call *
+call_find(struct session *ses, uint64_t id)
+{
+	struct call key;
+
+	key.cl_id = id;
+	return RB_FIND(calltree, &ses->ses_calls, &key);
+}
+
+static void
+call_free(struct call *cl)
+{
+	RB_REMOVE(calltree, &cl->cl_session->ses_calls, cl);
+	if (cl->cl_deadline != NULL)
+		event_free(cl->cl_deadline);
+	free(cl->cl_name);
+	free(cl);
+}
+
+/* A call ignored its deadline and the grace after it: kill the worker. */
+static void
+call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct call *cl = arg;
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "call %" PRIu64 " ('%s') did not stop "
+	    "within %" PRIu64 " ms of its deadline of %" PRIu64 " ms; the "
+	    "worker was killed", cl->cl_id, cl->cl_name,
+	    front_conf.fc_grace_ms, cl->cl_timeout_ms);
+	front_session_end(cl->cl_session, GRPC_DEADLINE_EXCEEDED, msg);
+}
+
+/* Arm (or, with 0, disarm) the kill timer: deadline plus grace. */
+static void
+call_arm(struct call *cl, uint64_t timeout_ms)
+{
+	struct timeval tv;
+	uint64_t ms;
+
+	if (cl->cl_deadline != NULL)
+		evtimer_del(cl->cl_deadline);
+	if (timeout_ms == 0)
+		return;
+	if (cl->cl_deadline == NULL)
+		cl->cl_deadline = evtimer_new(front_base, call_deadline_cb, cl);
+	cl->cl_timeout_ms = timeout_ms;
+	ms = timeout_ms + front_conf.fc_grace_ms;
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(cl->cl_deadline, &tv);
+}
+
+/* Free a session whose worker is reaped: directory, socket, calls. */
+static void
+session_free(struct session *ses)
+{
+	struct call *cl;
+
+	if (ses->ses_stream != NULL)
+		ses->ses_stream->str_session = NULL;
+	while ((cl = RB_MIN(calltree, &ses->ses_calls)) != NULL)
+		call_free(cl);
+	front_worker_close(ses);
+	if (ses->ses_dir != NULL && rm_rf(ses->ses_dir) == -1)
+		log_warn("remove %s", ses->ses_dir);
+	if (ses->ses_timer != NULL)
+		event_free(ses->ses_timer);
+	deframer_free(&ses->ses_win);
+	TAILQ_REMOVE(&sessions, ses, ses_entry);
+	nsessions--;
+	log_debug("%s: session %s freed", __func__, ses->ses_id);
+	free(ses->ses_dir);
+	free(ses->ses_end_msg);
+	free(ses);
+	front_session_freed();
+}
+
+/*
+ * End the session with a status: tell the client, stop the worker, and
+ * free everything once the worker is reaped. The first status sticks.
+ */
+void
+front_session_end(struct session *ses, int code, const char *msg)
+{
+	if (!ses->ses_end_set) {
+		ses->ses_end_set = 1;
+		ses->ses_end_code = code;
+		ses->ses_end_msg = xstrdup(msg ? msg : "");
+		if (code != GRPC_OK)
+			log_info("session %s: %s", ses->ses_id, msg);
+	}
+	ses->ses_state = SES_ENDING;
+	if (ses->ses_stream != NULL)
+		front_grpc_finish(ses->ses_stream, ses->ses_end_code,
+		    ses->ses_end_msg);
+	if (ses->ses_pid > 0 && !ses->ses_reaped) {
+		front_worker_kill(ses);
+		return;
+	}
+	session_free(ses);
+}
+
+/* A protocol violation by the worker ends the session. */
+static int
+worker_violation(struct session *ses, const char *what, uint64_t id)
+{
+	char msg[200];
+
+	snprintf(msg, sizeof(msg), "worker protocol violation: %s (call %"
+	    PRIu64 ")", what, id);
+	front_session_end(ses, GRPC_INTERNAL, msg);
+	return -1;
+}
+
+/* A malformed or out-of-place client message ends the session. */
+static int
+client_error(struct session *ses, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+client_error(struct session *ses, int code, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	front_session_end(ses, code, msg);
+	return -1;
+}
+
+static int
+session_forward(struct session *ses, const uint8_t *msg, size_t len)
+{
+	if (front_worker_send(ses, FRAME_MSG, msg, len) == -1)
+		return client_error(ses, GRPC_ABORTED, "worker is gone");
+	return 0;
+}
+
+/* Check Open and start the worker. */
+static int
+session_open(struct session *ses, Remotemedia__V1__Open *op,
+    const uint8_t *msg, size_t len)
+{
+	if (op->protocol > REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1)
+		return client_error(ses, GRPC_FAILED_PRECONDITION,
+		    "protocol version %d is not supported (this server "
+		    "speaks 1)", op->protocol);
+	if (op->n_requirements > 0)
+		return client_error(ses, GRPC_FAILED_PRECONDITION,
+		    "pip_packages are not supported by this server yet; "
+		    "refusing %zu requirement(s) starting with '%.64s'",
+		    op->n_requirements, op->requirements[0]);
+	if ((op->object == NULL || op->object->data.len == 0) &&
+	    op->source[0] == '\0')
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "Open carries no object");
+	if (op->object != NULL && op->object->seq != 0)
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "Open.object must be chunk 0");
+	if (op->object != NULL && op->object->more) {
+		ses->ses_open_more = 1;
+		ses->ses_open_seq = 1;
+	}
+	if (front_worker_spawn(ses) == -1)
+		return client_error(ses, GRPC_UNAVAILABLE,
+		    "cannot start a worker for the session");
+	ses->ses_state = SES_STARTING;
+	return session_forward(ses, msg, len);
+}
+
+/* A continuation chunk from the client, for Open.object or Call.args. */
+static int
+session_client_value(struct session *ses, Value *v)
+{
+	struct call *cl;
+
+	if (v->call_id == 0) {
+		if (!ses->ses_open_more || v->seq != ses->ses_open_seq)
+			return client_error(ses, GRPC_INVALID_ARGUMENT,
+			    "unexpected chunk %u of the object", v->seq);
+		ses->ses_open_seq++;
+		ses->ses_open_more = v->more;
+		return 0;
+	}
+	cl = call_find(ses, v->call_id);
+	if (cl == NULL || !cl->cl_in_more || v->seq != cl->cl_in_seq)
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "unexpected chunk %u for call %" PRIu64, v->seq,
+		    v->call_id);
+	cl->cl_in_seq++;
+	cl->cl_in_more = v->more;
+	return 0;
+}
+
+/* A new call: ids strictly increase; track it until its terminal answer. */
+static int
+session_call(struct session *ses, Remotemedia__V1__Call *c)
+{
+	struct call *cl;
+
+	if (c->call_id <= ses->ses_last_call)
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "call id %" PRIu64 " is not greater than the previous "
+		    "call id %" PRIu64, c->call_id, ses->ses_last_call);
+	if (c->name[0] == '\0')
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "call %" PRIu64 " has no name", c->call_id);
+	if (c->args != NULL && c->args->seq != 0)
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "Call.args must be chunk 0");
+	ses->ses_last_call = c->call_id;
+	cl = xcalloc(1, sizeof(*cl));
+	cl->cl_id = c->call_id;
+	cl->cl_session = ses;
+	cl->cl_name = strndup(c->name, 128);
+	if (c->args != NULL && c->args->more) {
+		cl->cl_in_more = 1;
+		cl->cl_in_seq = 1;
+	}
+	RB_INSERT(calltree, &ses->ses_calls, cl);
+	call_arm(cl, c->timeout_ms);
+	return 0;
+}
+
+/*
+ * Pull and Cancel name a call: an id never sent is an error, a finished
+ * one is ignored (it raced with End). Returns 1 to forward, 0 to drop.
+ */
+static int
+session_call_ref(struct session *ses, uint64_t id, struct call **clp)
+{
+	if (id == 0 || id > ses->ses_last_call) {
+		client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "unknown call id %" PRIu64, id);
+		return -1;
+	}
+	*clp = call_find(ses, id);
+	return *clp != NULL;
+}
+
+static int
+session_pull(struct session *ses, Remotemedia__V1__Pull *p)
+{
+	struct call *cl;
+	int rv;
+
+	if ((rv = session_call_ref(ses, p->call_id, &cl)) <= 0)
+		return rv;
+	if (p->n == 0)
+		return 0;
+	if (cl->cl_credit + p->n > cl->cl_credit)
+		cl->cl_credit += p->n;
+	if (p->timeout_ms > 0)
+		call_arm(cl, p->timeout_ms);
+	return 1;
+}
+
+/* Dispatch a message of a ready session; returns 1 to forward it. */
+static int
+session_ready_msg(struct session *ses, ClientMessage *m)
+{
+	struct call *cl;
+
+	switch (m->msg_case) {
+	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CALL:
+		return session_call(ses, m->call) == 0;
+	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE:
+		return session_client_value(ses, m->value) == 0;
+	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_PULL:
+		return session_pull(ses, m->pull);
+	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CANCEL:
+		return session_call_ref(ses, m->cancel->call_id, &cl);
+	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE:
+		ses->ses_state = SES_CLOSING;
+		return 1;
+	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_OPEN:
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "Open sent twice");
+	default:
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "unknown client message");
+	}
+}
+
+/* Route one decoded client message by session state. */
+static int
+session_client_dispatch(struct session *ses, ClientMessage *m,
+    const uint8_t *msg, size_t len)
+{
+	int fwd;
+
+	switch (ses->ses_state) {
+	case SES_OPENING:
+		if (m->msg_case != REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_OPEN)
+			return client_error(ses, GRPC_INVALID_ARGUMENT,
+			    "the first message of a session must be Open");
+		return session_open(ses, m->open, msg, len);
+	case SES_STARTING:
+		if (m->msg_case == REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE) {
+			if (session_client_value(ses, m->value) == -1)
+				return -1;
+			return session_forward(ses, msg, len);
+		}
+		if (m->msg_case == REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE) {
+			ses->ses_state = SES_CLOSING;
+			return session_forward(ses, msg, len);
+		}
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "message before Ready");
+	case SES_READY:
+		if ((fwd = session_ready_msg(ses, m)) <= 0)
+			return fwd;
+		return session_forward(ses, msg, len);
+	default:
+		return 0; /* closing or ending: drop */
+	}
+}
+
+/* One message from the client. Returns -1 once the session has ended. */
+int
+front_session_client_msg(struct session *ses, const uint8_t *msg, size_t len)
+{
+	ClientMessage *m;
+	int rv;
+
+	m = remotemedia__v1__client_message__unpack(NULL, len, msg);
+	if (m == NULL)
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "malformed ClientMessage (%zu bytes)", len);
+	rv = session_client_dispatch(ses, m, msg, len);
+	remotemedia__v1__client_message__free_unpacked(m, NULL);
+	return rv < 0 ? -1 : 0;
+}
+
+/* The client half-closed: that ends the session as Close does. */
+void
+front_session_client_closed(struct session *ses)
+{
+	static const uint8_t close_msg[] = { 0x2a, 0x00 }; /* close = 5 */
+
+	switch (ses->ses_state) {
+	case SES_OPENING:
+		client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "the stream ended before Open");
+		break;
+	case SES_STARTING:
+	case SES_READY:
+		ses->ses_state = SES_CLOSING;
+		session_forward(ses, close_msg, sizeof(close_msg));
+		break;
+	default:
+		break;
+	}
+}
+
+/* The client's stream is gone: nobody waits for this worker any more. */
+void
+front_session_client_gone(struct session *ses)
+{
+	log_debug("%s: session %s (%s)", __func__, ses->ses_id,
+	    front_session_state_name(ses->ses_state));
+	front_session_end(ses, GRPC_CANCELLED, "the client went away");
+}
+
+/* Retire a call whose terminal answer has gone by. */
+static void
+call_retire(struct call *cl)
+{
+	call_free(cl);
+}
+
+/* Result: a plain call's value (maybe chunked) or a generator handle. */
+static int
+worker_result(struct session *ses, Remotemedia__V1__Result *r)
+{
+	struct call *cl = call_find(ses, r->call_id);
+
+	if (cl == NULL || cl->cl_answered)
+		return worker_violation(ses, "result for an unknown call",
+		    r->call_id);
+	if (r->value != NULL && r->value->seq != 0)
+		return worker_violation(ses, "result chunk out of order",
+		    r->call_id);
+	cl->cl_answered = 1;
+	call_arm(cl, 0);
+	if (r->generator) {
+		cl->cl_generator = 1;
+		return 0;
+	}
+	if (r->value != NULL && r->value->more) {
+		cl->cl_out_more = 1;
+		cl->cl_out_seq = 1;
+		return 0;
+	}
+	call_retire(cl);
+	return 0;
+}
+
+/* A continuation chunk of a result or an item. */
+static int
+worker_value(struct session *ses, Value *v)
+{
+	struct call *cl = call_find(ses, v->call_id);
+
+	if (cl == NULL || !cl->cl_out_more || v->seq != cl->cl_out_seq)
+		return worker_violation(ses, "unexpected value chunk",
+		    v->call_id);
+	cl->cl_out_seq++;
+	cl->cl_out_more = v->more;
+	if (!v->more && !cl->cl_generator)
+		call_retire(cl);
+	return 0;
+}
+
+/* An item needs credit from a Pull, and a generator to belong to. */
+static int
+worker_item(struct session *ses, Remotemedia__V1__Item *it)
+{
+	struct call *cl = call_find(ses, it->call_id);
+
+	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
+		return worker_violation(ses, "item for an unknown generator",
+		    it->call_id);
+	if (cl->cl_credit == 0)
+		return worker_violation(ses, "item without credit",
+		    it->call_id);
+	if (--cl->cl_credit == 0)
+		call_arm(cl, 0);
+	if (it->value != NULL && it->value->more) {
+		cl->cl_out_more = 1;
+		cl->cl_out_seq = 1;
+	}
+	return 0;
+}
+
+static int
+worker_end(struct session *ses, uint64_t id)
+{
+	struct call *cl = call_find(ses, id);
+
+	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
+		return worker_violation(ses, "end of an unknown generator", id);
+	call_retire(cl);
+	return 0;
+}
+
+static int
+worker_error(struct session *ses, uint64_t id)
+{
+	struct call *cl;
+
+	if (id == 0)
+		return 0;
+	if ((cl = call_find(ses, id)) == NULL)
+		return worker_violation(ses, "error for an unknown call", id);
+	call_retire(cl);
+	return 0;
+}
+
+/* Check one worker message against the session state. */
+static int
+session_worker_check(struct session *ses, ServerMessage *m)
+{
+	int ready = ses->ses_state == SES_READY ||
+	    ses->ses_state == SES_CLOSING;
+
+	switch (m->msg_case) {
+	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_PROGRESS:
+		return ses->ses_state == SES_STARTING ? 0 :
+		    worker_violation(ses, "progress after Ready", 0);
+	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY:
+		if (ses->ses_ready_seen || ses->ses_state != SES_STARTING)
+			return worker_violation(ses, "unexpected Ready", 0);
+		ses->ses_ready_seen = 1;
+		ses->ses_state = SES_READY;
+		return 0;
+	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_OUTPUT:
+		return 0;
+	default:
+		break;
+	}
+	if (!ready)
+		return worker_violation(ses, "answer before Ready", 0);
+	switch (m->msg_case) {
+	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_RESULT:
+		return worker_result(ses, m->result);
+	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_VALUE:
+		return worker_value(ses, m->value);
+	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ITEM:
+		return worker_item(ses, m->item);
+	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_END:
+		return worker_end(ses, m->end->call_id);
+	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR:
+		return worker_error(ses, m->error->call_id);
+	default:
+		return worker_violation(ses, "unknown message", 0);
+	}
+}
+
+/* A control frame: only Fatal may come from a worker. */
+static int
+session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
+{
+	Remotemedia__Worker__V1__WorkerControl *c;
+	int code;
+
+	c = remotemedia__worker__v1__worker_control__unpack(NULL, len, msg);
+	if (c == NULL || c->msg_case !=
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FATAL) {
+		if (c != NULL)
+			remotemedia__worker__v1__worker_control__free_unpacked(
+			    c, NULL);
+		return worker_violation(ses, "bad control frame", 0);
+	}
+	code = (int)c->fatal->code;
+	if (code <= 0 || code > GRPC_UNAUTHENTICATED)
+		code = GRPC_INTERNAL;
+	front_session_end(ses, code, c->fatal->message);
+	remotemedia__worker__v1__worker_control__free_unpacked(c, NULL);
+	return -1;
+}
+
+/* One frame from the worker: check it, then relay it unchanged. */
+int
+front_session_worker_frame(struct session *ses, uint8_t type,
+    const uint8_t *msg, size_t len)
+{
+	ServerMessage *m;
+	int rv;
+
+	if (ses->ses_state == SES_ENDING)
+		return -1;
+	if (type == FRAME_CTL)
+		return session_worker_control(ses, msg, len);
+	m = remotemedia__v1__server_message__unpack(NULL, len, msg);
+	if (m == NULL)
+		return worker_violation(ses, "malformed message", 0);
+	rv = session_worker_check(ses, m);
+	remotemedia__v1__server_message__free_unpacked(m, NULL);
+	if (rv == -1)
+		return -1;
+	if (ses->ses_stream == NULL)
+		return 0;
+	front_grpc_send(ses->ses_stream, msg, len);
+	if (front_grpc_pending_out(ses->ses_stream) >= FRONT_BUF_HIGH)
+		front_worker_pause(ses, 1);
+	return 0;
+}
+
+/* The client drained our queue: read the worker again. */
+void
+front_session_drained(struct session *ses)
+{
+	front_worker_pause(ses, 0);
+}
+
+/* The worker closed its socket; it should exit now. */
+void
+front_session_worker_eof(struct session *ses)
+{
+	ses->ses_eof = 1;
+}
+
+/* The worker was reaped: decide the status from how it ended. */
+void
+front_session_worker_exited(struct session *ses, int wstatus)
+{
+	char *how;
+
+	ses->ses_reaped = 1;
+	ses->ses_wstatus = wstatus;
+	if (ses->ses_end_set) {
+		front_session_end(ses, ses->ses_end_code, ses->ses_end_msg);
+		return;
+	}
+	if (ses->ses_state == SES_CLOSING && WIFEXITED(wstatus) &&
+	    WEXITSTATUS(wstatus) == 0) {
+		front_session_end(ses, GRPC_OK, NULL);
+		return;
+	}
+	how = front_worker_describe_exit(wstatus);
+	front_session_end(ses, GRPC_ABORTED, how);
+	free(how);
+}
+
+/* SIGTERM: end every session; the loop exits when the last is freed. */
+void
+front_session_kill_all(void)
+{
+	struct session *ses, *tmp;
+
+	TAILQ_FOREACH_SAFE(ses, &sessions, ses_entry, tmp)
+		front_session_end(ses, GRPC_UNAVAILABLE,
+		    "the server is shutting down");
+}

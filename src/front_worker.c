@@ -1,0 +1,391 @@
+/*
+ * Worker processes: a fresh exec of remotemedia-worker per session, never a
+ * fork of the front, with the session's socketpair on fd 3.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "front.h"
+#include "log.h"
+#include "util.h"
+
+#include "worker.pb-c.h"
+
+#define WORKER_FD 3
+#define WORKER_READ_MAX (1024 * 1024)
+
+static int
+worker_frame_cb(void *arg, uint8_t type, const uint8_t *msg, size_t len)
+{
+	return front_session_worker_frame(arg, type, msg, len);
+}
+
+/* Feed everything the bufferevent holds to the session. */
+static void
+worker_feed(struct session *ses, struct evbuffer *in)
+{
+	struct evbuffer_iovec v[8];
+	int i, n;
+	size_t used;
+	int rv = DEFRAME_OK;
+
+	while (evbuffer_get_length(in) > 0 && rv == DEFRAME_OK &&
+	    ses->ses_state != SES_ENDING) {
+		n = evbuffer_peek(in, -1, NULL, v, 8);
+		if (n > 8)
+			n = 8;
+		used = 0;
+		for (i = 0; i < n && rv == DEFRAME_OK; i++) {
+			rv = deframer_feed(&ses->ses_win, v[i].iov_base,
+			    v[i].iov_len, worker_frame_cb, ses);
+			used += v[i].iov_len;
+		}
+		evbuffer_drain(in, used);
+	}
+	if (rv != DEFRAME_OK && rv != DEFRAME_E_CALLBACK &&
+	    ses->ses_state != SES_ENDING) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "worker protocol violation: %s",
+		    deframe_strerror(rv));
+		front_session_end(ses, GRPC_INTERNAL, msg);
+	}
+	if (ses->ses_state == SES_ENDING)
+		evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void
+worker_read_cb(struct bufferevent *bev, void *arg)
+{
+	worker_feed(arg, bufferevent_get_input(bev));
+}
+
+static void
+worker_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *ses = arg;
+
+	if (ses->ses_stream != NULL)
+		front_grpc_worker_drained(ses->ses_stream);
+}
+
+/* The worker is gone or misbehaves: if it does not exit soon, kill it. */
+static void
+worker_exit_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session *ses = arg;
+
+	if (!ses->ses_exited) {
+		log_warnx("session %s: worker %d did not exit; killing it",
+		    ses->ses_id, (int)ses->ses_pid);
+		kill(ses->ses_pid, SIGKILL);
+	}
+}
+
+static void
+worker_arm_exit_timer(struct session *ses)
+{
+	struct timeval tv;
+
+	if (ses->ses_timer == NULL)
+		ses->ses_timer = evtimer_new(front_base, worker_exit_timer_cb,
+		    ses);
+	if (evtimer_pending(ses->ses_timer, NULL))
+		return;
+	tv.tv_sec = (time_t)(front_conf.fc_exit_wait_ms / 1000);
+	tv.tv_usec = (suseconds_t)(front_conf.fc_exit_wait_ms % 1000) * 1000;
+	evtimer_add(ses->ses_timer, &tv);
+}
+
+static void
+worker_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct session *ses = arg;
+
+	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
+		front_session_worker_eof(ses);
+		worker_arm_exit_timer(ses);
+	}
+}
+
+/* Build the scrubbed environment a worker starts with. */
+static void
+worker_env(struct session *ses, char **env, size_t n, char *bufs, size_t blen)
+{
+	const char *vars[] = { "PATH=/usr/local/bin:/usr/bin:/bin",
+	    "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1",
+	    "PYTHONNOUSERSITE=1" };
+	size_t i, k = 0, off = 0;
+
+	for (i = 0; i < sizeof(vars) / sizeof(vars[0]) && k + 1 < n; i++)
+		env[k++] = (char *)vars[i];
+	env[k++] = bufs + off;
+	off += (size_t)snprintf(bufs + off, blen - off, "HOME=%s",
+	    ses->ses_dir) + 1;
+	env[k++] = bufs + off;
+	off += (size_t)snprintf(bufs + off, blen - off, "TMPDIR=%s/tmp",
+	    ses->ses_dir) + 1;
+	env[k++] = bufs + off;
+	snprintf(bufs + off, blen - off, "REMOTEMEDIA_SESSION=%s", ses->ses_id);
+	env[k] = NULL;
+}
+
+/* exec the worker with fd on 3, /dev/null on 0, and nothing else open. */
+static int
+worker_exec(struct session *ses, int fd)
+{
+	static const char *levels[] = { "error", "warn", "info", "debug" };
+	posix_spawn_file_actions_t fa;
+	char *argv[4], *env[12], envbuf[3 * 4200];
+	int rv;
+
+	argv[0] = front_conf.fc_worker;
+	argv[1] = (char *)"--log-level";
+	argv[2] = (char *)levels[log_getlevel()];
+	argv[3] = NULL;
+	worker_env(ses, env, 12, envbuf, sizeof(envbuf));
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, fd, WORKER_FD);
+	posix_spawn_file_actions_addclosefrom_np(&fa, WORKER_FD + 1);
+	rv = posix_spawn(&ses->ses_pid, front_conf.fc_worker, &fa, NULL, argv,
+	    env);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rv != 0) {
+		errno = rv;
+		log_warn("spawn %s", front_conf.fc_worker);
+		ses->ses_pid = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/* Create the session directory (with its tmp/) under the state dir. */
+static int
+worker_mkdir(struct session *ses)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/sessions/%s", front_conf.fc_state_dir,
+	    ses->ses_id);
+	ses->ses_dir = xstrdup(path);
+	if (mkdir(path, 0700) == -1) {
+		log_warn("mkdir %s", path);
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/tmp", ses->ses_dir);
+	if (mkdir(path, 0700) == -1) {
+		log_warn("mkdir %s", path);
+		return -1;
+	}
+	return 0;
+}
+
+/* Start the session's worker and send it Init. */
+int
+front_worker_spawn(struct session *ses)
+{
+	int sv[2], child;
+
+	if (worker_mkdir(ses) == -1)
+		return -1;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
+		log_warn("socketpair");
+		return -1;
+	}
+	child = sv[1];
+	if (child == WORKER_FD) {
+		/* dup2 onto itself would keep FD_CLOEXEC. */
+		child = fcntl(sv[1], F_DUPFD_CLOEXEC, WORKER_FD + 1);
+		close(sv[1]);
+	}
+	if (child == -1 || worker_exec(ses, child) == -1) {
+		close(sv[0]);
+		if (child != -1)
+			close(child);
+		return -1;
+	}
+	close(child);
+	evutil_make_socket_nonblocking(sv[0]);
+	ses->ses_wbev = bufferevent_socket_new(front_base, sv[0],
+	    BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(ses->ses_wbev, worker_read_cb, worker_write_cb,
+	    worker_event_cb, ses);
+	bufferevent_setwatermark(ses->ses_wbev, EV_WRITE, FRONT_BUF_LOW, 0);
+	bufferevent_set_max_single_read(ses->ses_wbev, WORKER_READ_MAX);
+	bufferevent_enable(ses->ses_wbev, EV_READ | EV_WRITE);
+	log_debug("%s: session %s: worker %d", __func__, ses->ses_id,
+	    (int)ses->ses_pid);
+	return front_worker_send_init(ses);
+}
+
+/* The first frame: who the worker is and where it lives. */
+int
+front_worker_send_init(struct session *ses)
+{
+	Remotemedia__Worker__V1__WorkerControl ctl =
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
+	Remotemedia__Worker__V1__Init init = REMOTEMEDIA__WORKER__V1__INIT__INIT;
+	uint8_t *buf;
+	size_t len;
+	int rv;
+
+	init.session_id = ses->ses_id;
+	init.session_dir = ses->ses_dir;
+	init.parent_pid = (int32_t)getpid();
+	init.log_level = log_getlevel();
+	init.max_value_bytes = front_conf.fc_max_value;
+	init.grace_ms = front_conf.fc_grace_ms;
+	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_INIT;
+	ctl.init = &init;
+	len = remotemedia__worker__v1__worker_control__get_packed_size(&ctl);
+	buf = xmalloc(len);
+	remotemedia__worker__v1__worker_control__pack(&ctl, buf);
+	rv = front_worker_send(ses, FRAME_CTL, buf, len);
+	free(buf);
+	return rv;
+}
+
+/* Queue one frame to the worker. */
+int
+front_worker_send(struct session *ses, uint8_t type, const uint8_t *msg,
+    size_t len)
+{
+	struct evbuffer *out;
+	uint8_t hdr[FRAME_HDR_LEN];
+
+	if (ses->ses_wbev == NULL || ses->ses_eof)
+		return -1;
+	out = bufferevent_get_output(ses->ses_wbev);
+	frame_worker_header(hdr, type, (uint32_t)len);
+	if (evbuffer_add(out, hdr, sizeof(hdr)) == -1 ||
+	    evbuffer_add(out, msg, len) == -1)
+		fatalx("%s: evbuffer_add", __func__);
+	return 0;
+}
+
+size_t
+front_worker_pending_out(struct session *ses)
+{
+	if (ses->ses_wbev == NULL)
+		return 0;
+	return evbuffer_get_length(bufferevent_get_output(ses->ses_wbev));
+}
+
+/* Stop or resume reading the worker: end-to-end flow control. */
+void
+front_worker_pause(struct session *ses, int pause)
+{
+	if (ses->ses_wbev == NULL || ses->ses_eof)
+		return;
+	if (pause)
+		bufferevent_disable(ses->ses_wbev, EV_READ);
+	else
+		bufferevent_enable(ses->ses_wbev, EV_READ);
+}
+
+/* Kill the worker (once), and make sure it is reaped soon. */
+void
+front_worker_kill(struct session *ses)
+{
+	if (ses->ses_pid <= 0 || ses->ses_exited)
+		return;
+	if (!ses->ses_killed) {
+		ses->ses_killed = 1;
+		kill(ses->ses_pid, SIGKILL);
+	}
+	if (ses->ses_wbev != NULL)
+		bufferevent_disable(ses->ses_wbev, EV_READ);
+}
+
+void
+front_worker_close(struct session *ses)
+{
+	if (ses->ses_wbev != NULL) {
+		bufferevent_free(ses->ses_wbev);
+		ses->ses_wbev = NULL;
+	}
+}
+
+/* Read the frames a dead worker left in its socket. */
+void
+front_worker_drain(struct session *ses)
+{
+	struct evbuffer *in;
+	int fd, i;
+
+	if (ses->ses_wbev == NULL || ses->ses_state == SES_ENDING)
+		return;
+	in = bufferevent_get_input(ses->ses_wbev);
+	fd = bufferevent_getfd(ses->ses_wbev);
+	for (i = 0; i < 64 && ses->ses_state != SES_ENDING; i++) {
+		worker_feed(ses, in);
+		if (evbuffer_read(in, fd, WORKER_READ_MAX) <= 0)
+			break;
+	}
+	worker_feed(ses, in);
+}
+
+/* Describe a wait status for a person: how the worker died. */
+char *
+front_worker_describe_exit(int wstatus)
+{
+	char buf[128];
+
+	if (WIFSIGNALED(wstatus))
+		snprintf(buf, sizeof(buf), "worker killed by signal %d (%s)%s",
+		    WTERMSIG(wstatus), strsignal(WTERMSIG(wstatus)),
+		    WCOREDUMP(wstatus) ? ", core dumped" : "");
+	else if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
+		snprintf(buf, sizeof(buf), "worker exited with status 0 "
+		    "before the session was closed");
+	else if (WIFEXITED(wstatus))
+		snprintf(buf, sizeof(buf), "worker exited with status %d",
+		    WEXITSTATUS(wstatus));
+	else
+		snprintf(buf, sizeof(buf), "worker ended (wait status %#x)",
+		    wstatus);
+	return xstrdup(buf);
+}
+
+/* SIGCHLD: reap every exited worker and end its session. */
+void
+front_worker_reap(void)
+{
+	struct session *ses;
+	pid_t pid;
+	int st;
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if ((ses = front_session_by_pid(pid)) == NULL)
+			continue;
+		ses->ses_exited = 1;
+		front_worker_drain(ses);
+		front_session_worker_exited(ses, st);
+	}
+}
+
+/* At start: remove session directories a previous run left behind. */
+void
+front_worker_clean_state_dir(void)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/sessions", front_conf.fc_state_dir);
+	if (rm_rf(path) == -1)
+		log_warn("cannot clean %s", path);
+	if (mkdir_p(path, 0700) == -1)
+		fatal("mkdir %s", path);
+}

@@ -1,0 +1,257 @@
+/* Helpers shared by the front, the worker and rmctl. */
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL)
+		fatal("%s", __func__);
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (p == NULL)
+		fatal("%s", __func__);
+	return p;
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	if (q == NULL)
+		fatal("%s", __func__);
+	return q;
+}
+
+char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		fatal("%s", __func__);
+	return p;
+}
+
+/* Parse an unsigned decimal with a unit suffix; the suffix is returned. */
+static int
+parse_number(const char *s, uint64_t *out, const char **suffix)
+{
+	char *end;
+	unsigned long long v;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	*out = v;
+	*suffix = end;
+	return 0;
+}
+
+/* Parse a size written 512, 512K, 64M or 1G (powers of 1024). */
+int
+parse_size(const char *s, uint64_t *out)
+{
+	const char *suf;
+	uint64_t v, mul = 1;
+
+	if (parse_number(s, &v, &suf) == -1)
+		return -1;
+	if (strcmp(suf, "") == 0 || strcmp(suf, "B") == 0)
+		mul = 1;
+	else if (strcmp(suf, "K") == 0)
+		mul = 1024ULL;
+	else if (strcmp(suf, "M") == 0)
+		mul = 1024ULL * 1024;
+	else if (strcmp(suf, "G") == 0)
+		mul = 1024ULL * 1024 * 1024;
+	else if (strcmp(suf, "T") == 0)
+		mul = 1024ULL * 1024 * 1024 * 1024;
+	else
+		return -1;
+	if (v > UINT64_MAX / mul)
+		return -1;
+	*out = v * mul;
+	return 0;
+}
+
+/* Parse a duration written 500ms, 30s, 5m or 2h, into milliseconds. */
+int
+parse_duration_ms(const char *s, uint64_t *out)
+{
+	const char *suf;
+	uint64_t v, mul;
+
+	if (parse_number(s, &v, &suf) == -1)
+		return -1;
+	if (strcmp(suf, "ms") == 0)
+		mul = 1;
+	else if (strcmp(suf, "s") == 0)
+		mul = 1000;
+	else if (strcmp(suf, "m") == 0)
+		mul = 60 * 1000;
+	else if (strcmp(suf, "h") == 0)
+		mul = 3600 * 1000;
+	else
+		return -1;
+	if (v > UINT64_MAX / mul)
+		return -1;
+	*out = v * mul;
+	return 0;
+}
+
+int
+parse_onoff(const char *s, int *out)
+{
+	if (strcmp(s, "on") == 0)
+		*out = 1;
+	else if (strcmp(s, "off") == 0)
+		*out = 0;
+	else
+		return -1;
+	return 0;
+}
+
+/* Split HOST:PORT or [IPv6]:PORT. */
+int
+parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *colon, *h = s;
+	size_t hl;
+	char *end;
+	unsigned long p;
+
+	if (*s == '[') {
+		const char *rb = strchr(s, ']');
+
+		if (rb == NULL || rb[1] != ':')
+			return -1;
+		h = s + 1;
+		hl = (size_t)(rb - h);
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL || memchr(s, ':', (size_t)(colon - s)))
+			return -1;
+		hl = (size_t)(colon - s);
+	}
+	if (hl == 0 || hl >= hostlen || colon[1] == '\0')
+		return -1;
+	errno = 0;
+	p = strtoul(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || p > 65535)
+		return -1;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}
+
+static int
+rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	if (remove(path) == -1 && errno != ENOENT)
+		log_warn("remove %s", path);
+	return 0;
+}
+
+/* Remove a tree, depth first, without following symlinks. */
+int
+rm_rf(const char *path)
+{
+	struct stat sb;
+
+	if (lstat(path, &sb) == -1)
+		return errno == ENOENT ? 0 : -1;
+	return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Create a directory and its parents. */
+int
+mkdir_p(const char *path, unsigned int mode)
+{
+	char buf[PATH_MAX];
+	char *p;
+
+	if (strlen(path) >= sizeof(buf))
+		return -1;
+	strcpy(buf, path);
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) == -1 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* Fill buf with len-1 random hex digits and a NUL. */
+void
+random_hex(char *buf, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t raw[64];
+	size_t i, n = (len - 1 + 1) / 2;
+
+	if (n > sizeof(raw))
+		n = sizeof(raw);
+	if (getrandom(raw, n, 0) != (ssize_t)n)
+		fatal("getrandom");
+	for (i = 0; i + 1 < len && i / 2 < n; i++)
+		buf[i] = hex[(raw[i / 2] >> ((i % 2) ? 0 : 4)) & 0xf];
+	buf[i] = '\0';
+}
+
+uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint32_t
+get_be32(const uint8_t *p)
+{
+	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+	    ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+void
+put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}

@@ -74,7 +74,7 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka)
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
-$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/front_worker.c src/front_config.c src/frame.c src/log.c src/util.c $(PROTO_C))
+$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lbsd
 $(BUILD)/test_config: $(call objs,tests/unit/test_config.c src/front_config.c src/log.c src/util.c)
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
@@ -101,3 +101,11 @@ clean:
 .PHONY: all pyproto unit integration test demo bench clean
 .SECONDARY:
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
+
+PREFIX      ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system
+	install -m 0755 $(BUILD)/remotemediad $(BUILD)/remotemedia-worker \
+		$(BUILD)/rmctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 systemd/remotemediad.service $(DESTDIR)/etc/systemd/system/
+.PHONY: install

@@ -43,8 +43,10 @@ front_conn_closed(struct conn *c)
 void
 front_session_freed(void)
 {
+	struct timeval tv = { 0, 100 * 1000 }; /* let the trailers go out */
+
 	if (draining && front_session_count() == 0)
-		event_base_loopexit(front_base, NULL);
+		event_base_loopexit(front_base, &tv);
 }
 
 static void

@@ -1,0 +1,40 @@
+"""Fixtures for the integration suite: the real remotemediad on a free
+loopback port with a temporary state directory, driven by the real client."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "python"))
+sys.path.insert(0, str(HERE))
+
+from serverlib import ROOT, BUILD, Server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = Server()
+    yield srv
+    rc = srv.stop()
+    log = srv.log_text()
+    srv.cleanup()
+    assert rc == 0, log[-4000:]
+
+
+@pytest.fixture
+def fresh_server():
+    """A server of the test's own, for tests that stop or break it."""
+    servers: list[Server] = []
+
+    def start(extra_args: list[str] | None = None) -> Server:
+        srv = Server(extra_args)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+        srv.cleanup()

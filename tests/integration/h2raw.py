@@ -1,0 +1,116 @@
+"""A raw HTTP/2 client (python3-h2) for tests that need to see or send what a
+gRPC library hides: the server's first frame, HTTP status codes, trailers,
+malformed gRPC framing."""
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+
+
+def grpc_frame(msg: bytes, compressed: bool = False, length: int | None = None) -> bytes:
+    """A gRPC length-prefixed message; length may lie on purpose."""
+    n = len(msg) if length is None else length
+    return struct.pack(">BI", 1 if compressed else 0, n) + msg
+
+
+@dataclass
+class Response:
+    first_frame_type: int = -1
+    headers: dict[str, str] = field(default_factory=dict)
+    data: bytes = b""
+    trailers: dict[str, str] = field(default_factory=dict)
+    reset: int | None = None
+    ended: bool = False
+
+    @property
+    def status(self) -> int:
+        return int(self.headers.get(":status", "0"))
+
+    @property
+    def grpc_status(self) -> int | None:
+        v = self.trailers.get("grpc-status", self.headers.get("grpc-status"))
+        return None if v is None else int(v)
+
+    @property
+    def grpc_message(self) -> str:
+        from urllib.parse import unquote
+        return unquote(self.trailers.get("grpc-message", self.headers.get("grpc-message", "")))
+
+
+class H2Client:
+    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.host, self.port = host, port
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+        self.first_frame_type = -1
+        self.responses: dict[int, Response] = {}
+
+    def request(self, path: str, body: bytes = b"", content_type: str = "application/grpc",
+                extra: list[tuple[str, str]] | None = None, end: bool = True) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":scheme", "http"),
+                   (":authority", f"{self.host}:{self.port}"), (":path", path),
+                   ("content-type", content_type), ("te", "trailers")] + (extra or [])
+        self.conn.send_headers(sid, headers, end_stream=end and not body)
+        if body:
+            self.conn.send_data(sid, body, end_stream=end)
+        self.sock.sendall(self.conn.data_to_send())
+        self.responses[sid] = Response()
+        return sid
+
+    def send(self, sid: int, body: bytes, end: bool = False) -> None:
+        self.conn.send_data(sid, body, end_stream=end)
+        self.sock.sendall(self.conn.data_to_send())
+
+    def wait(self, sid: int, timeout: float = 10.0) -> Response:
+        """Read until the stream ends or is reset, or timeout passes."""
+        deadline = time.monotonic() + timeout
+        r = self.responses[sid]
+        while not r.ended and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            if not data:
+                break
+            if self.first_frame_type == -1 and len(data) >= 4:
+                self.first_frame_type = data[3]
+            for ev in self.conn.receive_data(data):
+                self._event(ev)
+            out = self.conn.data_to_send()
+            if out:
+                self.sock.sendall(out)
+        r.first_frame_type = self.first_frame_type
+        return r
+
+    def _event(self, ev) -> None:
+        sid = getattr(ev, "stream_id", None)
+        r = self.responses.get(sid) if sid else None
+        if isinstance(ev, h2.events.ResponseReceived) and r:
+            r.headers.update(dict(ev.headers))
+        elif isinstance(ev, h2.events.TrailersReceived) and r:
+            r.trailers.update(dict(ev.headers))
+        elif isinstance(ev, h2.events.DataReceived) and r:
+            r.data += ev.data
+            self.conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+        elif isinstance(ev, h2.events.StreamEnded) and r:
+            r.ended = True
+        elif isinstance(ev, h2.events.StreamReset) and r:
+            r.reset = ev.error_code
+            r.ended = True
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

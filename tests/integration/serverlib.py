@@ -1,0 +1,98 @@
+"""A real remotemediad on a free loopback port, for tests and benchmarks."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build"
+
+
+class Server:
+    """A running remotemediad and what a test needs to reach and inspect it."""
+
+    def __init__(self, extra_args: list[str] | None = None) -> None:
+        self.state_dir = tempfile.mkdtemp(prefix="rm-state-")
+        self.log_path = self.state_dir + ".log"
+        self.log = open(self.log_path, "w+b")
+        args = [
+            str(BUILD / "remotemediad"),
+            "--listen", "127.0.0.1:0",
+            "--state-dir", self.state_dir,
+            "--log-level", "debug",
+        ] + list(extra_args or [])
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        self.host = "127.0.0.1"
+        self.port = self._wait_port()
+
+    def _wait_port(self) -> int:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"remotemediad exited: {text}")
+            time.sleep(0.02)
+        raise RuntimeError("remotemediad did not start listening")
+
+    def log_text(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def sessions_dir(self) -> Path:
+        return Path(self.state_dir) / "sessions"
+
+    def session_dirs(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.sessions_dir()))
+        except FileNotFoundError:
+            return []
+
+    def worker_pids(self) -> list[int]:
+        """Live worker processes that are children of this server."""
+        out = subprocess.run(["ps", "-o", "pid=,stat=", "--ppid", str(self.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(line.split()[0]) for line in out.splitlines()
+                if line.split() and not line.split()[1].startswith("Z")]
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until no worker and no session directory is left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.worker_pids() and not self.session_dirs():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"left behind: workers {self.worker_pids()}, "
+                             f"dirs {self.session_dirs()}")
+
+    def config(self, **kw):
+        from remotemedia.core.node import RemoteExecutorConfig
+        kw.setdefault("timeout", 30.0)
+        return RemoteExecutorConfig(host=self.host, port=self.port, **kw)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        """Remove the state directory and the log (after stop)."""
+        import shutil
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        try:
+            os.unlink(self.log_path)
+        except FileNotFoundError:
+            pass

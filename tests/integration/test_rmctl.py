@@ -1,0 +1,96 @@
+"""rmctl, the C command-line client, against the real server.
+
+The `server` fixture (tests/integration/conftest.py) starts remotemediad on a
+free loopback port and yields an object with `.host` and `.port`.
+"""
+
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RMCTL = REPO_ROOT / "build" / "rmctl"
+TIMEOUT = 30  # seconds; no rmctl run may take longer
+
+
+def rmctl(*args: str) -> subprocess.CompletedProcess:
+    """Run build/rmctl with args; capture its output as text."""
+    if not RMCTL.exists():
+        pytest.fail(f"{RMCTL} is missing: run `make build/rmctl` first")
+    return subprocess.run(
+        [str(RMCTL), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def at(server) -> list:
+    """The --host and --port flags that reach the test server."""
+    return ["--host", str(server.host), "--port", str(server.port)]
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening on it (as of this call)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_health_serving(server):
+    r = rmctl("health", *at(server))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "SERVING"
+
+
+def test_health_named_service(server):
+    r = rmctl("health", *at(server), "--service",
+              "remotemedia.v1.RemoteExecution", "--timeout", "5s")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "SERVING"
+
+
+def test_echo_message_round_trips(server):
+    text = "hello, remotemedia: \u00e9\u00e8 42"
+    r = rmctl("echo", *at(server), "--message", text)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == text + "\n"
+
+
+def test_echo_count_prints_percentiles(server):
+    r = rmctl("echo", *at(server), "--count", "200", "--size", "1K")
+    assert r.returncode == 0, r.stderr
+    m = re.fullmatch(r"count 200 p50 (\d+)us p99 (\d+)us\n", r.stdout)
+    assert m, r.stdout
+    p50, p99 = int(m.group(1)), int(m.group(2))
+    assert 0 <= p50 <= p99
+
+
+def test_health_closed_port_cannot_connect():
+    port = closed_port()
+    r = rmctl("health", "--host", "127.0.0.1", "--port", str(port),
+              "--timeout", "5s")
+    assert r.returncode == 1
+    assert f"cannot connect to 127.0.0.1:{port}" in r.stderr
+    assert r.stdout == ""
+
+
+def test_bad_flag_is_usage_error():
+    r = rmctl("health", "--no-such-flag")
+    assert r.returncode == 2
+    assert "--no-such-flag" in r.stderr
+
+
+def test_bad_value_is_usage_error():
+    r = rmctl("echo", "--count", "many")
+    assert r.returncode == 2
+    assert "--count" in r.stderr
+
+
+def test_help():
+    r = rmctl("--help")
+    assert r.returncode == 0
+    assert "rmctl health" in r.stdout and "rmctl echo" in r.stdout

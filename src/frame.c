@@ -149,10 +149,9 @@ deframer_feed(struct deframer *df, const uint8_t *p, size_t n, deframe_cb cb,
 		n -= take;
 		if (df->df_have == df->df_len) {
 			rv = deframer_deliver(df, df->df_buf, cb, arg);
-			if (df->df_len == 0 && df->df_buf != NULL) {
-				free(df->df_buf);
-				df->df_buf = NULL;
-			}
+			/* Hold no memory between messages. */
+			free(df->df_buf);
+			df->df_buf = NULL;
 			if (rv != 0)
 				return df->df_error = rv;
 		}

@@ -134,7 +134,11 @@ call_arm(struct call *cl, uint64_t timeout_ms)
 	if (cl->cl_deadline == NULL)
 		cl->cl_deadline = evtimer_new(front_base, call_deadline_cb, cl);
 	cl->cl_timeout_ms = timeout_ms;
-	ms = timeout_ms + front_conf.fc_grace_ms;
+	/* The client's timeout is untrusted: saturate instead of wrapping. */
+	if (timeout_ms > UINT64_MAX - front_conf.fc_grace_ms)
+		ms = UINT64_MAX;
+	else
+		ms = timeout_ms + front_conf.fc_grace_ms;
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(cl->cl_deadline, &tv);
@@ -260,7 +264,11 @@ session_open(struct session *ses, Remotemedia__V1__Open *op,
 	return session_forward(ses, msg, len);
 }
 
-/* A continuation chunk from the client, for Open.object or Call.args. */
+/*
+ * A continuation chunk from the client, for Open.object or Call.args.
+ * Returns 1 to forward, 0 to drop (the call already ended: the worker
+ * answered before the last chunk arrived), -1 once the session ended.
+ */
 static int
 session_client_value(struct session *ses, Value *v)
 {
@@ -272,16 +280,18 @@ session_client_value(struct session *ses, Value *v)
 			    "unexpected chunk %u of the object", v->seq);
 		ses->ses_open_seq++;
 		ses->ses_open_more = v->more;
-		return 0;
+		return 1;
 	}
 	cl = call_find(ses, v->call_id);
+	if (cl == NULL && v->call_id <= ses->ses_last_call)
+		return 0;
 	if (cl == NULL || !cl->cl_in_more || v->seq != cl->cl_in_seq)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "unexpected chunk %u for call %" PRIu64, v->seq,
 		    v->call_id);
 	cl->cl_in_seq++;
 	cl->cl_in_more = v->more;
-	return 0;
+	return 1;
 }
 
 /* A new call: ids strictly increase; track it until its terminal answer. */
@@ -355,9 +365,9 @@ session_ready_msg(struct session *ses, ClientMessage *m)
 
 	switch (m->msg_case) {
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CALL:
-		return session_call(ses, m->call) == 0;
+		return session_call(ses, m->call) == 0 ? 1 : -1;
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE:
-		return session_client_value(ses, m->value) == 0;
+		return session_client_value(ses, m->value);
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_PULL:
 		return session_pull(ses, m->pull);
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CANCEL:
@@ -389,6 +399,9 @@ session_client_dispatch(struct session *ses, ClientMessage *m,
 		return session_open(ses, m->open, msg, len);
 	case SES_STARTING:
 		if (m->msg_case == REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE) {
+			if (m->value->call_id != 0)
+				return client_error(ses, GRPC_INVALID_ARGUMENT,
+				    "message before Ready");
 			if (session_client_value(ses, m->value) == -1)
 				return -1;
 			return session_forward(ses, msg, len);
@@ -513,6 +526,9 @@ worker_item(struct session *ses, Remotemedia__V1__Item *it)
 	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
 		return worker_violation(ses, "item for an unknown generator",
 		    it->call_id);
+	if (it->value != NULL && it->value->seq != 0)
+		return worker_violation(ses, "item chunk out of order",
+		    it->call_id);
 	if (cl->cl_credit == 0)
 		return worker_violation(ses, "item without credit",
 		    it->call_id);
@@ -545,6 +561,8 @@ worker_error(struct session *ses, uint64_t id)
 		return 0;
 	if ((cl = call_find(ses, id)) == NULL)
 		return worker_violation(ses, "error for an unknown call", id);
+	if (cl->cl_out_more)
+		return worker_violation(ses, "error inside a chunked value", id);
 	call_retire(cl);
 	return 0;
 }
@@ -553,18 +571,20 @@ worker_error(struct session *ses, uint64_t id)
 static int
 session_worker_check(struct session *ses, ServerMessage *m)
 {
-	int ready = ses->ses_state == SES_READY ||
-	    ses->ses_state == SES_CLOSING;
+	/* A Close may cross the worker's Progress and Ready: CLOSING
+	 * alone does not say whether Ready was seen. */
+	int ready = ses->ses_ready_seen;
 
 	switch (m->msg_case) {
 	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_PROGRESS:
-		return ses->ses_state == SES_STARTING ? 0 :
+		return !ses->ses_ready_seen ? 0 :
 		    worker_violation(ses, "progress after Ready", 0);
 	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY:
-		if (ses->ses_ready_seen || ses->ses_state != SES_STARTING)
+		if (ses->ses_ready_seen)
 			return worker_violation(ses, "unexpected Ready", 0);
 		ses->ses_ready_seen = 1;
-		ses->ses_state = SES_READY;
+		if (ses->ses_state == SES_STARTING)
+			ses->ses_state = SES_READY;
 		return 0;
 	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_OUTPUT:
 		return 0;

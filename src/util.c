@@ -160,7 +160,7 @@ parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port)
 			return -1;
 		hl = (size_t)(colon - s);
 	}
-	if (hl == 0 || hl >= hostlen || colon[1] == '\0')
+	if (hl == 0 || hl >= hostlen || colon[1] < '0' || colon[1] > '9')
 		return -1;
 	errno = 0;
 	p = strtoul(colon + 1, &end, 10);

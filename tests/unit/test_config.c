@@ -1,0 +1,275 @@
+/* Unit tests for the front's command-line parser (front_config.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "front.h"
+#include "log.h"
+
+#define ARGV(...) ((char *[]){ "remotemediad", __VA_ARGS__, NULL })
+#define ARGC(...) ((int)(sizeof((char *[]){ "remotemediad", __VA_ARGS__ }) / \
+    sizeof(char *)))
+
+static struct front_config fc;
+static char err[256];
+
+static int
+setup(void **state)
+{
+	front_config_defaults(&fc);
+	memset(err, 0, sizeof(err));
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	free(fc.fc_state_dir);
+	free(fc.fc_worker);
+	memset(&fc, 0, sizeof(fc));
+	return 0;
+}
+
+/* Parse argv into the fixture; the error buffer is cleared first. */
+static int
+parse(int argc, char **argv)
+{
+	memset(err, 0, sizeof(err));
+	return front_config_parse(&fc, argc, argv, err, sizeof(err));
+}
+
+#define PARSE(...) parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+/* Expect -1 and an error message that contains each given word. */
+static void
+expect_error(int rv, const char *word1, const char *word2)
+{
+	assert_int_equal(rv, -1);
+	assert_true(err[0] != '\0');
+	if (strstr(err, word1) == NULL)
+		fail_msg("error '%s' does not name '%s'", err, word1);
+	if (word2 != NULL && strstr(err, word2) == NULL)
+		fail_msg("error '%s' does not mention '%s'", err, word2);
+}
+
+static void
+test_defaults(void **state)
+{
+	const char *slash;
+
+	assert_int_equal(parse(1, (char *[]){ "remotemediad", NULL }), 0);
+	assert_string_equal(fc.fc_host, "127.0.0.1");
+	assert_int_equal(fc.fc_port, 50052);
+	assert_int_equal(fc.fc_log_level, LOG_LEVEL_INFO);
+	assert_string_equal(fc.fc_state_dir, "/var/lib/remotemedia");
+	assert_int_equal(fc.fc_max_message, FRONT_MAX_MESSAGE);
+	assert_true(fc.fc_max_value == 1024ULL * 1024 * 1024);
+	assert_int_equal(fc.fc_grace_ms, 2000);
+	assert_int_equal(fc.fc_exit_wait_ms, 2000);
+	/* The worker binary defaults to the one beside this program. */
+	assert_non_null(fc.fc_worker);
+	slash = strrchr(fc.fc_worker, '/');
+	assert_non_null(slash);
+	assert_string_equal(slash + 1, "remotemedia-worker");
+	assert_true(fc.fc_worker[0] == '/');
+}
+
+static void
+test_listen_space(void **state)
+{
+	assert_int_equal(PARSE("--listen", "0.0.0.0:8080"), 0);
+	assert_string_equal(fc.fc_host, "0.0.0.0");
+	assert_int_equal(fc.fc_port, 8080);
+}
+
+static void
+test_listen_eq(void **state)
+{
+	assert_int_equal(PARSE("--listen=10.1.2.3:1"), 0);
+	assert_string_equal(fc.fc_host, "10.1.2.3");
+	assert_int_equal(fc.fc_port, 1);
+}
+
+static void
+test_listen_ipv6(void **state)
+{
+	assert_int_equal(PARSE("--listen", "[::1]:0"), 0);
+	assert_string_equal(fc.fc_host, "::1");
+	assert_int_equal(fc.fc_port, 0);
+	assert_int_equal(PARSE("--listen=[::]:50053"), 0);
+	assert_string_equal(fc.fc_host, "::");
+	assert_int_equal(fc.fc_port, 50053);
+}
+
+static void
+test_state_dir(void **state)
+{
+	assert_int_equal(PARSE("--state-dir", "/tmp/rm-a"), 0);
+	assert_string_equal(fc.fc_state_dir, "/tmp/rm-a");
+	assert_int_equal(PARSE("--state-dir=/tmp/rm-b"), 0);
+	assert_string_equal(fc.fc_state_dir, "/tmp/rm-b");
+}
+
+static void
+test_worker(void **state)
+{
+	assert_int_equal(PARSE("--worker", "/opt/rm/worker"), 0);
+	assert_string_equal(fc.fc_worker, "/opt/rm/worker");
+	assert_int_equal(PARSE("--worker=./w"), 0);
+	assert_string_equal(fc.fc_worker, "./w");
+}
+
+static void
+test_log_level(void **state)
+{
+	static const char *names[] = { "error", "warn", "info", "debug" };
+	char buf[32];
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(PARSE("--log-level", (char *)names[i]), 0);
+		assert_int_equal(fc.fc_log_level, i);
+		fc.fc_log_level = -7;
+		snprintf(buf, sizeof(buf), "--log-level=%s", names[i]);
+		assert_int_equal(PARSE(buf), 0);
+		assert_int_equal(fc.fc_log_level, i);
+	}
+}
+
+/* Every flag at once, mixing both forms; the last of a repeat wins. */
+static void
+test_all_flags(void **state)
+{
+	assert_int_equal(PARSE("--listen=[::1]:0", "--state-dir", "/srv/rm",
+	    "--worker=/bin/w", "--log-level", "debug", "--listen",
+	    "127.0.0.1:9"), 0);
+	assert_string_equal(fc.fc_host, "127.0.0.1");
+	assert_int_equal(fc.fc_port, 9);
+	assert_string_equal(fc.fc_state_dir, "/srv/rm");
+	assert_string_equal(fc.fc_worker, "/bin/w");
+	assert_int_equal(fc.fc_log_level, LOG_LEVEL_DEBUG);
+}
+
+static void
+test_help(void **state)
+{
+	assert_int_equal(PARSE("--help"), 1);
+	assert_int_equal(PARSE("-h"), 1);
+	assert_int_equal(PARSE("--log-level", "debug", "--help"), 1);
+}
+
+static void
+test_unknown_flag(void **state)
+{
+	expect_error(PARSE("--bogus"), "--bogus", "unknown");
+	expect_error(PARSE("--bogus", "x"), "--bogus", "unknown");
+	expect_error(PARSE("--bogus=x"), "--bogus", "unknown");
+	expect_error(PARSE("--listen=127.0.0.1:1", "--port", "2"), "--port",
+	    "unknown");
+	/* A flag longer than the parser's buffer, in both forms. */
+	expect_error(PARSE("--an-unreasonably-long-flag-name-that-goes-on-"
+	    "and-on-and-on-and-on"), "--an-unreasonably", "unknown");
+	expect_error(PARSE("--an-unreasonably-long-flag-name-that-goes-on-"
+	    "and-on-and-on-and-on=1"), "--an-unreasonably", "unknown");
+}
+
+static void
+test_positional(void **state)
+{
+	expect_error(PARSE("serve"), "serve", "unexpected");
+	expect_error(PARSE("-v"), "-v", NULL);
+}
+
+static void
+test_missing_value(void **state)
+{
+	static const char *flags[] = { "--listen", "--state-dir", "--worker",
+	    "--log-level" };
+	size_t i;
+
+	for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		expect_error(PARSE((char *)flags[i]), flags[i], "missing");
+}
+
+static void
+test_bad_log_level(void **state)
+{
+	expect_error(PARSE("--log-level", "verbose"), "--log-level",
+	    "verbose");
+	expect_error(PARSE("--log-level=INFO"), "--log-level", "INFO");
+	expect_error(PARSE("--log-level="), "--log-level", NULL);
+}
+
+static void
+test_relative_state_dir(void **state)
+{
+	expect_error(PARSE("--state-dir", "var/lib/rm"), "--state-dir",
+	    "var/lib/rm");
+	expect_error(PARSE("--state-dir=./rm"), "--state-dir", "./rm");
+	expect_error(PARSE("--state-dir="), "--state-dir", NULL);
+	assert_string_equal(fc.fc_state_dir, "/var/lib/remotemedia");
+}
+
+static void
+test_bad_listen(void **state)
+{
+	static const char *bad[] = { "127.0.0.1", "127.0.0.1:70000", "::1:80",
+	    "[::1]", ":80", "host:port", "" };
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		expect_error(PARSE("--listen", (char *)bad[i]), "--listen",
+		    NULL);
+		assert_string_equal(fc.fc_host, "127.0.0.1");
+		assert_int_equal(fc.fc_port, 50052);
+	}
+	expect_error(PARSE("--listen=[::1]"), "--listen", "[::1]");
+	/* A value that is itself a flag is taken as the value. */
+	expect_error(PARSE("--listen", "--state-dir", "/x"), "--listen",
+	    "--state-dir");
+}
+
+/* A small error buffer truncates the message but stays terminated. */
+static void
+test_small_err_buffer(void **state)
+{
+	char small[8];
+
+	memset(small, 'x', sizeof(small));
+	assert_int_equal(front_config_parse(&fc, ARGC("--bogus-flag"),
+	    ARGV("--bogus-flag"), small, sizeof(small)), -1);
+	assert_int_equal(small[sizeof(small) - 1], '\0');
+	assert_string_equal(small, "--bogus");
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_defaults),
+		T(test_listen_space),
+		T(test_listen_eq),
+		T(test_listen_ipv6),
+		T(test_state_dir),
+		T(test_worker),
+		T(test_log_level),
+		T(test_all_flags),
+		T(test_help),
+		T(test_unknown_flag),
+		T(test_positional),
+		T(test_missing_value),
+		T(test_bad_log_level),
+		T(test_relative_state_dir),
+		T(test_bad_listen),
+		T(test_small_err_buffer),
+	};
+
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

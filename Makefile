@@ -69,7 +69,8 @@ $(PYPROTO)/__init__.py: proto/remotemedia.proto
 
 # Unit tests: one cmocka program per module.
 UNIT_TESTS   = $(BUILD)/test_frame \
-               $(BUILD)/test_session_state $(BUILD)/test_config
+               $(BUILD)/test_session_state $(BUILD)/test_config \
+               $(BUILD)/test_req
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka)
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
@@ -77,6 +78,8 @@ $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c s
 $(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lbsd
 $(BUILD)/test_config: $(call objs,tests/unit/test_config.c src/front_config.c src/log.c src/util.c)
+	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
+$(BUILD)/test_req: $(call objs,tests/unit/test_req.c src/req.c src/log.c src/util.c)
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
 
 unit: $(UNIT_TESTS)

@@ -1,0 +1,67 @@
+/*
+ * remotemedia-worker: one process per session, exec'd by the front with
+ * its end of the session's socketpair on fd 3.
+ *
+ * worker.c        start-up, and every frame written to fd 3 (one lock);
+ * worker_py.c     the embedded CPython, the builtin module _rmworker, the
+ *                 reading of fd 3 and the reassembly of chunked values;
+ * worker_output.c the capture of fds 1 and 2 into rate-capped Output.
+ *
+ * The object semantics (unpickling, dispatch, generators, deadlines) live
+ * in python/remotemedia/_worker_runtime.py, embedded in the binary.
+ */
+#ifndef RM_WORKER_H
+#define RM_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+/* The session's socketpair end, as the front arranges it. */
+#define WORKER_FD 3
+
+/* Output rate cap when the front's Init leaves it at 0. */
+#define WORKER_OUTPUT_RATE (64 * 1024)
+#define WORKER_OUTPUT_BURST (256 * 1024)
+/* How long the output thread may take to send what is left at exit. */
+#define WORKER_FLUSH_MS 200
+
+/* gRPC status codes the worker puts in a Fatal. */
+#define WORKER_INVALID_ARGUMENT 3
+#define WORKER_RESOURCE_EXHAUSTED 8
+#define WORKER_FAILED_PRECONDITION 9
+#define WORKER_INTERNAL 13
+
+/* The session, as the front's Init describes it. */
+struct worker_conf {
+	char *wc_session_id;
+	char *wc_session_dir;
+	uint64_t wc_max_value;  /* largest value, either way; 0: none */
+	uint32_t wc_out_rate;   /* Output bytes per second */
+	uint32_t wc_out_burst;  /* Output bucket size */
+	uint64_t wc_grace_ms;
+	uint32_t wc_prefetch;
+	char **wc_sys_path;     /* prepended to sys.path */
+	size_t wc_n_sys_path;
+};
+
+/* worker.c */
+int worker_send(uint8_t, const ProtobufCMessage *);
+int worker_send_fatal(uint32_t, const char *);
+void worker_send_lock(void);
+void worker_send_unlock(void);
+int worker_dead(void);
+void worker_exit(int) __attribute__((noreturn));
+
+/* worker_py.c */
+int worker_py_run(const struct worker_conf *);
+
+/* worker_output.c */
+void worker_output_start(uint32_t, uint32_t);
+void worker_output_drain(void);
+void worker_output_stop(unsigned int);
+FILE *worker_output_stderr(void);
+
+#endif

@@ -1,0 +1,859 @@
+"""The worker-side runtime of remotemedia: object semantics for one session.
+
+remotemedia-worker compiles this file into its binary, imports it as
+``_remotemedia_runtime`` in its embedded CPython and calls :func:`main`.
+Everything that is protocol (framing, chunking, the socket, the output
+capture, the sandbox) stays in C, behind the builtin module ``_rmworker``:
+
+- ``_rmworker.pump()`` reads what the front sent and returns events:
+  ``("open", fmt, obj, py_ver, cp_ver, source, class_name, init_args_json)``,
+  ``("call", id, name, kind, args, timeout_ms)``, ``("pull", id, n,
+  timeout_ms)``, ``("cancel", id)``, ``("close",)`` and ``("eof",)``;
+- ``_rmworker.send_*`` answer: Ready, Result, Error, Item, End, Fatal.
+
+This module loads the object, builds its attribute map, and runs every call
+on one asyncio loop, on the main thread: sync methods one at a time in
+arrival order, async methods as interleaving tasks, generators only as far
+as their Pull credit allows. Deadlines come from ``setitimer`` and a
+SIGALRM handler that raises ``TimeoutError`` into the late call.
+
+It is not importable outside the worker (``_rmworker`` exists only there).
+"""
+
+import asyncio
+import functools
+import inspect
+import json
+import linecache
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+import types
+
+import _rmworker
+
+FORMAT_PICKLE = 0
+FORMAT_JSON = 1
+
+CALL_METHOD = 0
+CALL_GET = 1
+
+ATTR_METHOD = 1
+ATTR_ASYNC_METHOD = 2
+ATTR_GENERATOR = 3
+ATTR_ASYNC_GENERATOR = 4
+ATTR_PROPERTY = 5
+ATTR_ATTRIBUTE = 6
+
+INVALID_ARGUMENT = 3
+FAILED_PRECONDITION = 9
+INTERNAL = 13
+
+LOG_WARN = 1
+LOG_INFO = 2
+LOG_DEBUG = 3
+
+SERVER_PYTHON = "%d.%d" % sys.version_info[:2]
+SOURCE_MODULE = "__remotemedia__"
+SOURCE_FILE = "<remotemedia source>"
+# How long shutdown waits for tasks and async generators to finish.
+SHUTDOWN_WAIT = 2.0
+# The alarm may fire a little before the deadline it was set for.
+ALARM_SLACK = 0.001
+
+_RUNTIME_FILE = (lambda: None).__code__.co_filename
+
+
+def _log(level, message):
+    """Write to the worker's own log (the front's stderr), not the client's."""
+    try:
+        _rmworker.log(level, message)
+    except Exception:
+        pass
+
+
+def _flush_stdio():
+    """Push what print() buffered into the capture pipes."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def _setup_stdio():
+    """Line-buffer stdout/stderr and send the root logger to stderr."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    root.addHandler(handler)
+
+
+def _report(what, exc):
+    """Show the session's user an exception nobody else will see."""
+    try:
+        sys.stderr.write("remotemedia: %s:\n%s" % (what, _format_traceback(exc)))
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+# Errors --------------------------------------------------------------------
+
+
+def _type_name(t):
+    """The exception type's name as a traceback prints it."""
+    if t is asyncio.CancelledError:
+        return "asyncio.CancelledError"
+    module = getattr(t, "__module__", None)
+    qualname = getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
+    if not isinstance(module, str) or module in ("builtins", "__main__"):
+        return str(qualname)
+    return "%s.%s" % (module, qualname)
+
+
+def _safe_str(exc):
+    try:
+        return str(exc)
+    except BaseException:
+        return "<unprintable %s object>" % type(exc).__name__
+
+
+def _strip_runtime(te):
+    """Drop this module's frames from a TracebackException and its chain."""
+    seen = set()
+    while te is not None and id(te) not in seen:
+        seen.add(id(te))
+        te.stack = traceback.StackSummary.from_list(
+            [f for f in te.stack if f.filename != _RUNTIME_FILE])
+        if te.__cause__ is not None:
+            _strip_runtime(te.__cause__)
+        te = te.__context__
+
+
+def _format_traceback(exc):
+    """The remote traceback text, without the runtime's own frames."""
+    try:
+        te = traceback.TracebackException.from_exception(exc)
+        _strip_runtime(te)
+        return "".join(te.format())
+    except BaseException:
+        return "%s: %s\n" % (_type_name(type(exc)), _safe_str(exc))
+
+
+def _clean(text):
+    """Make text safe for a protobuf string: valid UTF-8, no NUL."""
+    text = str(text).replace("\0", "\\0")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error_fields(exc, pickler):
+    """type, module, qualname, message, traceback and pickled of exc."""
+    t = type(exc)
+    pickled = b""
+    if pickler is not None:
+        try:
+            pickled = pickler.dumps(exc, protocol=5)
+        except BaseException:
+            pickled = b""
+    return (_clean(_type_name(t)),
+            _clean(getattr(t, "__module__", "") or ""),
+            _clean(getattr(t, "__qualname__", t.__name__)),
+            _clean(_safe_str(exc)),
+            _clean(_format_traceback(exc)),
+            pickled)
+
+
+# The attribute map ------------------------------------------------------------
+
+
+def _attr_kind(value):
+    """The AttrKind of a value found by inspect.getattr_static."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if isinstance(value, (property, functools.cached_property)):
+        return ATTR_PROPERTY
+    if inspect.ismemberdescriptor(value):
+        return ATTR_ATTRIBUTE  # a __slots__ entry
+    if inspect.isdatadescriptor(value):
+        return ATTR_PROPERTY
+    if inspect.isasyncgenfunction(value):
+        return ATTR_ASYNC_GENERATOR
+    if inspect.iscoroutinefunction(value):
+        return ATTR_ASYNC_METHOD
+    if inspect.isgeneratorfunction(value):
+        return ATTR_GENERATOR
+    if callable(value):
+        return ATTR_METHOD
+    return ATTR_ATTRIBUTE
+
+
+def attribute_map(obj):
+    """Public name -> AttrKind, without running any property getter."""
+    try:
+        names = dir(obj)
+    except Exception as exc:
+        _log(LOG_WARN, "dir() of the object failed: %r" % (exc,))
+        names = []
+    kinds = {}
+    for name in names:
+        if not isinstance(name, str) or name.startswith("_"):
+            continue
+        try:
+            value = inspect.getattr_static(obj, name)
+        except AttributeError:
+            continue  # resolved dynamically: the client forwards it anyway
+        try:
+            kinds[name] = _attr_kind(value)
+        except Exception:
+            kinds[name] = ATTR_ATTRIBUTE
+    return kinds
+
+
+# Opening ------------------------------------------------------------------------
+
+
+def _major_minor(version):
+    parts = version.strip().split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _version_problem(py_ver, cp_ver, server_cp):
+    """Why a pickle from this client cannot load here, or None."""
+    client = _major_minor(py_ver) if py_ver else None
+    if client is not None and client != sys.version_info[:2]:
+        c = "%d.%d" % client
+        return ("Python version mismatch: client %s, server %s: cloudpickle "
+                "can only load an object pickled by the same Python "
+                "major.minor version; run the client with Python %s, or use "
+                "a server that runs Python %s" % (c, SERVER_PYTHON,
+                                                  SERVER_PYTHON, c))
+    client_major = cp_ver.split(".")[0] if cp_ver else ""
+    server_major = server_cp.split(".")[0]
+    if client_major and client_major != server_major:
+        return ("cloudpickle version mismatch: client %s, server %s: the "
+                "major versions must match; install cloudpickle %s.x on the "
+                "client (pip install 'cloudpickle>=%s,<%d')"
+                % (cp_ver, server_cp, server_major, server_major,
+                   int(server_major) + 1))
+    return None
+
+
+def _load_problem(exc):
+    """An actionable message for an object that cannot be loaded."""
+    msg = "cannot load the object: %s: %s" % (_type_name(type(exc)),
+                                               _safe_str(exc))
+    if isinstance(exc, ModuleNotFoundError):
+        msg += (" (the module is not on the server: add its package to "
+                "pip_packages, or, for your own module, call "
+                "cloudpickle.register_pickle_by_value(module) on the client)")
+    elif isinstance(exc, (AttributeError, ImportError)):
+        msg += (" (the server's version of a module differs from the "
+                "client's: pin the same version in pip_packages)")
+    return msg
+
+
+def _from_source(source, class_name, init_args_json):
+    """Run Python source in a fresh module and instantiate class_name."""
+    module = types.ModuleType(SOURCE_MODULE)
+    module.__file__ = SOURCE_FILE
+    sys.modules[SOURCE_MODULE] = module
+    linecache.cache[SOURCE_FILE] = (len(source), None,
+                                    source.splitlines(True), SOURCE_FILE)
+    exec(compile(source, SOURCE_FILE, "exec"), module.__dict__)
+    cls = module.__dict__.get(class_name)
+    if cls is None:
+        raise NameError("the source defines no %r" % (class_name,))
+    doc = json.loads(init_args_json) if init_args_json else {}
+    args, kwargs = _split_json_args(doc, "init_args_json")
+    return cls(*args, **kwargs)
+
+
+def _split_json_args(doc, what):
+    """{"args": [...], "kwargs": {...}} -> (list, dict)."""
+    if not isinstance(doc, dict):
+        raise TypeError('%s must be a JSON object {"args": [...], '
+                        '"kwargs": {...}}' % what)
+    args = doc.get("args", [])
+    kwargs = doc.get("kwargs", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise TypeError('%s: "args" must be a list and "kwargs" an object'
+                        % what)
+    return args, kwargs
+
+
+def _installed(sys_path):
+    """name==version of the distributions on the session's extra paths."""
+    if not sys_path:
+        return []
+    try:
+        import importlib.metadata as md
+        found = {"%s==%s" % (d.metadata["Name"], d.version)
+                 for d in md.distributions(path=list(sys_path))}
+        return sorted(found)
+    except Exception as exc:
+        _log(LOG_WARN, "cannot list installed packages: %r" % (exc,))
+        return []
+
+
+# Calls --------------------------------------------------------------------------
+
+
+class _Call:
+    """One call, from its Call message to its one terminal answer."""
+
+    __slots__ = ("id", "name", "timeout", "deadline", "task", "gen",
+                 "is_async", "credit", "index", "advancing", "in_user",
+                 "timed_out", "cancelling", "done")
+
+    def __init__(self, call_id, name):
+        self.id = call_id
+        self.name = name
+        self.timeout = 0.0      # seconds, of the deadline in force
+        self.deadline = None    # time.monotonic() value, or None
+        self.task = None        # the task running its code, if any
+        self.gen = None         # the generator it returned, if any
+        self.is_async = False   # gen is an async generator
+        self.credit = 0         # items the client may still receive
+        self.index = 0          # index of the next item
+        self.advancing = False  # a step or a task is producing items
+        self.in_user = False    # user code of this call runs right now
+        self.timed_out = False
+        self.cancelling = False
+        self.done = False       # the terminal answer has been sent
+
+
+class Runtime:
+    """The session: the object, its calls, and the loop they run on."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.info = _rmworker.init_info()
+        self.max_value = self.info.get("max_value_bytes") or 0
+        self.obj = None
+        self.fmt = FORMAT_PICKLE
+        self.pickler = None     # the cloudpickle module, once opened
+        self.opened = False
+        self.calls = {}         # call id -> _Call, until answered
+        self.tasks = {}         # task -> the _Call whose code it runs
+        self.current = None     # the _Call whose sync code runs now
+        self.armed = None       # the deadline the timer is set for
+        self.stopping = loop.create_future()
+
+    # The loop ------------------------------------------------------------------
+
+    async def serve(self):
+        """Serve the session until Close, EOF or a Fatal; then clean up."""
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        fd = _rmworker.fileno()
+        self.loop.add_reader(fd, self._on_readable)
+        try:
+            self._on_readable()  # frames may already be waiting
+            why = await self.stopping
+        finally:
+            self.loop.remove_reader(fd)
+        _log(LOG_DEBUG, "session ends: %s" % why)
+        await self._shutdown()
+
+    def _stop(self, why):
+        if not self.stopping.done():
+            self.stopping.set_result(why)
+
+    def _on_readable(self):
+        try:
+            events = _rmworker.pump()
+        except Exception as exc:
+            _log(LOG_WARN, "pump failed: %r" % (exc,))
+            events = [("eof",)]
+        for ev in events:
+            if self.stopping.done():
+                return
+            self._dispatch(ev)
+
+    def _dispatch(self, ev):
+        """Run one event; a failure here never stops the loop."""
+        kind = ev[0]
+        try:
+            if kind == "call":
+                self._call(*ev[1:])
+            elif kind == "pull":
+                self._pull(*ev[1:])
+            elif kind == "cancel":
+                self._cancel(ev[1])
+            elif kind == "open":
+                self._open(*ev[1:])
+            elif kind in ("close", "eof"):
+                self._stop(kind)
+            else:
+                _log(LOG_WARN, "unknown event %r" % (kind,))
+        except BaseException as exc:
+            _log(LOG_WARN, "runtime error on %s: %s"
+                 % (kind, "".join(traceback.format_exception(exc))))
+            if kind == "call" and ev[1] in self.calls:
+                self._fail(self.calls[ev[1]], exc)
+            elif kind == "open" and not self.opened:
+                self._fatal(INTERNAL, "the worker failed to open the "
+                            "session: %s" % _safe_str(exc))
+
+    def _send(self, fn, *args):
+        _flush_stdio()
+        fn(*args)
+
+    def _fatal(self, code, message):
+        self._send(_rmworker.send_fatal, code, _clean(message))
+        self._stop("fatal")
+
+    # Open ------------------------------------------------------------------------
+
+    def _open(self, fmt, obj, py_ver, cp_ver, source, class_name, init_args):
+        if fmt not in (FORMAT_PICKLE, FORMAT_JSON):
+            return self._fatal(INVALID_ARGUMENT,
+                               "unknown serialization format %d" % fmt)
+        try:
+            import cloudpickle
+        except ImportError as exc:
+            return self._fatal(FAILED_PRECONDITION, "cloudpickle is not "
+                               "installed on the server: %s" % exc)
+        self.fmt = fmt
+        self.pickler = cloudpickle if fmt == FORMAT_PICKLE else None
+        if not obj and not source:
+            return self._fatal(INVALID_ARGUMENT, "Open carries neither an "
+                               "object nor source and class_name")
+        problem = _version_problem(py_ver, cp_ver, cloudpickle.__version__)
+        if obj and problem:
+            return self._fatal(FAILED_PRECONDITION, problem)
+        try:
+            if obj:
+                value = cloudpickle.loads(obj)
+            else:
+                value = _from_source(source, class_name, init_args)
+        except BaseException as exc:
+            return self._fatal(FAILED_PRECONDITION, _load_problem(exc))
+        self.obj = value
+        self.opened = True
+        self._send(_rmworker.send_ready, self.info["session_id"],
+                   attribute_map(value), SERVER_PYTHON,
+                   cloudpickle.__version__, _installed(self.info["sys_path"]))
+
+    # Calls -----------------------------------------------------------------------
+
+    def _call(self, call_id, name, kind, args, timeout_ms):
+        st = _Call(call_id, name)
+        self.calls[call_id] = st
+        if not self.opened:
+            return self._fail(st, RuntimeError("the session is not open"))
+        self._set_deadline(st, timeout_ms)
+        try:
+            if kind == CALL_GET:
+                value = self._run_user(st, getattr, self.obj, name)
+            elif kind == CALL_METHOD:
+                a, kw = self._decode_args(name, args)
+                fn = self._run_user(st, getattr, self.obj, name)
+                value = self._run_user(st, fn, *a, **kw)
+            else:
+                raise ValueError("unknown call kind %d" % kind)
+        except BaseException as exc:
+            return self._fail(st, exc)
+        self._handle_value(st, value)
+
+    def _run_user(self, st, fn, *args, **kwargs):
+        """Run user code of st, where the deadline alarm may strike."""
+        self.current = st
+        st.in_user = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            st.in_user = False
+            self.current = None
+
+    def _decode_args(self, name, data):
+        """The call's (args, kwargs), from its pickle or JSON document."""
+        if not data:
+            return (), {}
+        if self.fmt == FORMAT_JSON:
+            try:
+                doc = json.loads(data)
+            except ValueError as exc:
+                raise TypeError("the arguments of %r are not valid JSON: %s"
+                                % (name, exc)) from None
+            return _split_json_args(doc, "the arguments of %r" % name)
+        import cloudpickle
+        doc = cloudpickle.loads(data)
+        if (not isinstance(doc, (tuple, list)) or len(doc) != 2
+                or not isinstance(doc[1], dict)):
+            raise TypeError("the arguments of %r must be a pickled "
+                            "(args, kwargs) pair" % name)
+        return tuple(doc[0]), doc[1]
+
+    def _encode(self, value, what):
+        """The wire form of a result or an item, within the size limit."""
+        if self.fmt == FORMAT_JSON:
+            try:
+                data = json.dumps(value).encode()
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise TypeError("%s is not JSON serializable: %s"
+                                % (what, exc)) from None
+        else:
+            import cloudpickle
+            try:
+                data = cloudpickle.dumps(value, protocol=5)
+            except Exception as exc:
+                raise TypeError("%s cannot be pickled: %s: %s"
+                                % (what, type(exc).__name__, exc)) from exc
+        if self.max_value and len(data) > self.max_value:
+            raise ValueError("%s is %d bytes, over the server's limit of %d "
+                             "bytes per value (max_value_bytes)"
+                             % (what, len(data), self.max_value))
+        return data
+
+    def _handle_value(self, st, value):
+        """Answer with what the call returned: a value, a task, a stream."""
+        if inspect.isgenerator(value) or inspect.isasyncgen(value):
+            st.gen = value
+            st.is_async = inspect.isasyncgen(value)
+            st.deadline = None
+            self._rearm()
+            self._send(_rmworker.send_result, st.id, None, True)
+        elif inspect.isawaitable(value):
+            self._start_task(st, self._await_call(st, value))
+        else:
+            self._reply(st, value)
+
+    def _start_task(self, st, coro):
+        task = self.loop.create_task(coro)
+        st.task = task
+        self.tasks[task] = st
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task):
+        """Clean up after a call's task; answer if it never got to run."""
+        st = self.tasks.pop(task, None)
+        if st is None:
+            return
+        if st.task is task:
+            st.task = None
+            st.advancing = False
+        if st.done:
+            return
+        if task.cancelled():
+            if not st.cancelling or st.gen is None:
+                self._fail_cancelled(st, asyncio.CancelledError())
+        elif task.exception() is not None:
+            self._fail(st, task.exception())
+
+    async def _await_call(self, st, awaitable):
+        st.in_user = True
+        try:
+            try:
+                value = await awaitable
+            finally:
+                st.in_user = False
+        except asyncio.CancelledError as exc:
+            return self._fail_cancelled(st, exc)
+        except BaseException as exc:
+            return self._fail(st, exc)
+        st.task = None
+        self._handle_value(st, value)
+
+    def _reply(self, st, value):
+        try:
+            data = self._encode(value, "result of %r" % st.name)
+        except BaseException as exc:
+            return self._fail(st, exc)
+        if self._finish(st):
+            self._send(_rmworker.send_result, st.id, data, False)
+
+    def _finish(self, st):
+        """Mark st answered; False if it already was."""
+        if st.done:
+            return False
+        st.done = True
+        self.calls.pop(st.id, None)
+        if st.deadline is not None:
+            st.deadline = None
+            self._rearm()
+        return True
+
+    def _fail(self, st, exc):
+        """Answer st with an Error for exc (closing its generator)."""
+        if not self._finish(st):
+            return
+        timeout = st.timed_out and isinstance(exc, TimeoutError)
+        if st.gen is not None:
+            self._close_gen(st)
+        fields = _error_fields(exc, self.pickler)
+        self._send(_rmworker.send_error, st.id, *fields, timeout)
+
+    def _fail_cancelled(self, st, exc):
+        """A task of st was cancelled: by its deadline, or by the client."""
+        if st.timed_out:
+            err = TimeoutError(self._deadline_message(st))
+            return self._fail(st, err.with_traceback(exc.__traceback__))
+        if st.cancelling and not exc.args:
+            exc.args = ("cancelled by the client",)
+        self._fail(st, exc)
+
+    def _end(self, st, cancelled):
+        if self._finish(st):
+            self._send(_rmworker.send_end, st.id, cancelled)
+
+    # Generators ------------------------------------------------------------------
+
+    def _pull(self, call_id, n, timeout_ms):
+        st = self.calls.get(call_id)
+        if st is None or st.gen is None or st.cancelling or n <= 0:
+            return  # finished, or not a generator: the Pull raced its end
+        st.credit += n
+        self._set_deadline(st, timeout_ms)
+        self._advance(st)
+
+    def _advance(self, st):
+        if st.advancing or st.done or st.credit <= 0:
+            return
+        st.advancing = True
+        if st.is_async:
+            self._start_task(st, self._advance_async(st))
+        else:
+            self.loop.call_soon(self._step_sync, st)
+
+    def _idle(self, st):
+        """The credit is used up: the generator waits, with no deadline."""
+        st.advancing = False
+        if st.deadline is not None:
+            st.deadline = None
+            self._rearm()
+
+    def _item(self, st, item):
+        """Send one item; False if it could not be encoded (st failed)."""
+        try:
+            data = self._encode(item, "item %d of %r" % (st.index, st.name))
+        except BaseException as exc:
+            self._fail(st, exc)
+            return False
+        index = st.index
+        st.index += 1
+        st.credit -= 1
+        self._send(_rmworker.send_item, st.id, index, data)
+        return True
+
+    def _step_sync(self, st):
+        """Advance a sync generator by one item, on the loop thread."""
+        if st.done or st.cancelling:
+            st.advancing = False
+            return
+        try:
+            item = self._run_user(st, next, st.gen)
+        except StopIteration:
+            return self._end(st, False)
+        except BaseException as exc:
+            return self._fail(st, exc)
+        if not self._item(st, item):
+            return
+        if st.credit > 0:
+            self.loop.call_soon(self._step_sync, st)
+        else:
+            self._idle(st)
+
+    async def _advance_async(self, st):
+        """Advance an async generator while it has credit, one at a time."""
+        while st.credit > 0 and not st.done and not st.cancelling:
+            st.in_user = True
+            try:
+                try:
+                    item = await st.gen.__anext__()
+                finally:
+                    st.in_user = False
+            except StopAsyncIteration:
+                return self._end(st, False)
+            except asyncio.CancelledError as exc:
+                if not st.cancelling:
+                    self._fail_cancelled(st, exc)
+                return
+            except BaseException as exc:
+                return self._fail(st, exc)
+            if st.cancelling or not self._item(st, item):
+                return
+        self._idle(st)
+
+    def _close_gen(self, st):
+        """Close st's generator so that its finally runs; never raises."""
+        if st.is_async:
+            task = st.task
+            if task is None or task.done() or task is _current_task():
+                self.loop.create_task(self._aclose(st.gen, st.name))
+            return
+        try:
+            st.gen.close()
+        except BaseException as exc:
+            _report("closing generator %r raised" % st.name, exc)
+
+    async def _aclose(self, agen, name):
+        try:
+            await agen.aclose()
+        except BaseException as exc:
+            _report("closing async generator %r raised" % name, exc)
+
+    def _cancel(self, call_id):
+        st = self.calls.get(call_id)
+        if st is None or st.cancelling:
+            return  # finished already: the Cancel raced its end
+        st.cancelling = True
+        if st.gen is not None and st.is_async:
+            self.loop.create_task(self._cancel_async_gen(st))
+        elif st.gen is not None:
+            self._close_gen(st)
+            self._end(st, True)
+        elif st.task is not None:
+            st.task.cancel()
+
+    async def _cancel_async_gen(self, st):
+        task = st.task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        await self._aclose(st.gen, st.name)
+        self._end(st, True)
+
+    # Deadlines -------------------------------------------------------------------
+
+    def _deadline_message(self, st):
+        return "call to %r exceeded its deadline of %gs" % (st.name, st.timeout)
+
+    def _set_deadline(self, st, timeout_ms):
+        if not timeout_ms:
+            return
+        st.timeout = timeout_ms / 1000.0
+        st.deadline = time.monotonic() + st.timeout
+        self._rearm()
+
+    def _rearm(self):
+        """Set the timer for the earliest deadline of all running calls."""
+        soonest = None
+        for st in list(self.calls.values()):
+            if st.deadline is not None and (soonest is None
+                                            or st.deadline < soonest):
+                soonest = st.deadline
+        if soonest == self.armed:
+            return
+        self.armed = soonest
+        if soonest is None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        else:
+            delay = max(soonest - time.monotonic(), 0.0005)
+            signal.setitimer(signal.ITIMER_REAL, delay)
+
+    def _on_alarm(self, signum, frame):
+        """SIGALRM: raise TimeoutError into a late call that is running;
+        cancel the late calls that are not."""
+        self.armed = None
+        now = time.monotonic() + ALARM_SLACK
+        running = self.current
+        if running is None:
+            running = self.tasks.get(_current_task())
+        hit = None
+        for st in list(self.calls.values()):
+            if st.deadline is None or st.deadline > now:
+                continue
+            st.deadline = None
+            st.timed_out = True
+            if st is running and st.in_user:
+                hit = st
+            else:
+                self.loop.call_soon_threadsafe(self._expire, st)
+        self._rearm()
+        if hit is not None:
+            raise TimeoutError(self._deadline_message(hit))
+
+    def _expire(self, st):
+        """A late call that was not running when its deadline passed."""
+        if st.done:
+            return
+        if st.task is not None and not st.task.done():
+            st.task.cancel()  # its handler turns this into a TimeoutError
+            return
+        self._fail(st, TimeoutError(self._deadline_message(st)))
+
+    # The end ---------------------------------------------------------------------
+
+    async def _shutdown(self):
+        """Close or EOF: cancel tasks, close generators, flush output."""
+        self.armed = None
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        pending = list(self.calls.values())
+        for st in pending:
+            st.done = True  # the client is gone: no more answers
+            st.deadline = None
+        self.calls.clear()
+        me = _current_task()
+        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not me]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
+        for st in pending:
+            if st.gen is None:
+                continue
+            if not st.is_async:
+                self._close_gen(st)
+                continue
+            try:
+                await asyncio.wait_for(st.gen.aclose(), SHUTDOWN_WAIT)
+            except BaseException as exc:
+                _report("closing async generator %r raised" % st.name, exc)
+        _flush_stdio()
+
+
+def _current_task():
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _run_exit_hooks():
+    """What the interpreter would run at exit; the worker skips finalize."""
+    try:
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException as exc:
+        _log(LOG_WARN, "atexit hooks failed: %r" % (exc,))
+    try:
+        logging.shutdown()
+    except BaseException:
+        pass
+    _flush_stdio()
+
+
+def _forget_front():
+    """In a child forked by user code: let go of the front's socket."""
+    try:
+        os.close(_rmworker.fileno())
+    except OSError:
+        pass
+
+
+def main():
+    """Serve the session; return the worker's exit status."""
+    _setup_stdio()
+    os.register_at_fork(after_in_child=_forget_front)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    runtime = Runtime(loop)
+    try:
+        loop.run_until_complete(runtime.serve())
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    _run_exit_hooks()
+    return 0

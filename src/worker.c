@@ -1,0 +1,364 @@
+/*
+ * remotemedia-worker: start-up and the one writer of fd 3.
+ *
+ * The front exec's this program with fd 3 on the session's socketpair. It
+ * reads the front's Init, checks that the front is its parent, enters the
+ * session directory and the sandbox, captures its stdout and stderr, and
+ * hands the session to the embedded Python runtime (worker_py.c).
+ *
+ * Every frame the worker writes goes through worker_send, under one lock,
+ * so that the output thread never splits another frame. Writes block: when
+ * the front stops reading, the worker stops, and that is the flow control.
+ */
+#include <sys/prctl.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "log.h"
+#include "util.h"
+#include "worker.h"
+#include "worker.pb-c.h"
+#include "../sandbox/sandbox.h"
+
+static pthread_mutex_t worker_wlock;
+static uint8_t *worker_wbuf;	/* one frame being written, under the lock */
+static size_t worker_wcap;
+static atomic_int worker_gone;	/* a write failed: the front is gone */
+
+static void usage(void) __attribute__((noreturn));
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: remotemedia-worker [--log-level LEVEL]\n");
+	exit(1);
+}
+
+/* Read exactly n bytes from fd 3; -1 on EOF or error. */
+static int
+worker_read_full(uint8_t *p, size_t n)
+{
+	ssize_t r;
+
+	while (n > 0) {
+		r = read(WORKER_FD, p, n);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Keep the first frame if it is a WorkerControl carrying an Init. */
+static int
+worker_init_frame(void *arg, uint8_t type, const uint8_t *msg, size_t len)
+{
+	Remotemedia__Worker__V1__WorkerControl **ctl = arg;
+
+	if (type != FRAME_CTL)
+		return -1;
+	*ctl = remotemedia__worker__v1__worker_control__unpack(NULL, len, msg);
+	if (*ctl == NULL)
+		return -1;
+	if ((*ctl)->msg_case !=
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_INIT) {
+		remotemedia__worker__v1__worker_control__free_unpacked(*ctl,
+		    NULL);
+		*ctl = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Read the front's Init with blocking reads of exactly its header and its
+ * body, so that no byte of the frames after it is consumed here.
+ */
+static Remotemedia__Worker__V1__WorkerControl *
+worker_read_init(void)
+{
+	Remotemedia__Worker__V1__WorkerControl *ctl = NULL;
+	struct deframer df;
+	uint8_t hdr[FRAME_HDR_LEN], *body;
+	size_t want;
+	int rv;
+
+	deframer_init(&df, DEFRAME_WORKER, FRAME_WORKER_MAX);
+	if (worker_read_full(hdr, sizeof(hdr)) == -1)
+		fatalx("no Init from the front on fd %d", WORKER_FD);
+	rv = deframer_feed(&df, hdr, sizeof(hdr), worker_init_frame, &ctl);
+	if (rv == DEFRAME_OK && (want = deframer_wanted(&df)) > 0) {
+		body = xmalloc(want);
+		if (worker_read_full(body, want) == -1)
+			fatalx("the front closed fd %d during Init", WORKER_FD);
+		rv = deframer_feed(&df, body, want, worker_init_frame, &ctl);
+		free(body);
+	}
+	deframer_free(&df);
+	if (rv != DEFRAME_OK || ctl == NULL)
+		fatalx("the first frame is not an Init: %s",
+		    deframe_strerror(rv));
+	return ctl;
+}
+
+/* Copy what the worker needs from Init into its configuration. */
+static void
+worker_conf_init(struct worker_conf *wc,
+    const Remotemedia__Worker__V1__Init *init)
+{
+	size_t i;
+
+	memset(wc, 0, sizeof(*wc));
+	wc->wc_session_id = xstrdup(init->session_id);
+	wc->wc_session_dir = xstrdup(init->session_dir);
+	wc->wc_max_value = init->max_value_bytes;
+	wc->wc_out_rate = init->output_rate_bytes ? init->output_rate_bytes :
+	    WORKER_OUTPUT_RATE;
+	wc->wc_out_burst = init->output_burst_bytes ?
+	    init->output_burst_bytes : WORKER_OUTPUT_BURST;
+	wc->wc_grace_ms = init->grace_ms;
+	wc->wc_prefetch = init->prefetch_items;
+	wc->wc_n_sys_path = init->n_sys_path;
+	wc->wc_sys_path = xcalloc(init->n_sys_path + 1, sizeof(char *));
+	for (i = 0; i < init->n_sys_path; i++)
+		wc->wc_sys_path[i] = xstrdup(init->sys_path[i]);
+}
+
+/* Parse the command line; returns the log level, or -1 if not given. */
+static int
+worker_parse_args(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "log-level", required_argument, NULL, 'l' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch, level = -1;
+
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'l':
+			if ((level = log_parse_level(optarg)) == -1)
+				usage();
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	return level;
+}
+
+/* Make fd 3 close-on-exec and non-blocking, for the loop that reads it. */
+static void
+worker_setup_fd(void)
+{
+	int fl;
+
+	if (fcntl(WORKER_FD, F_SETFD, FD_CLOEXEC) == -1)
+		fatal("fcntl F_SETFD");
+	if ((fl = fcntl(WORKER_FD, F_GETFL)) == -1 ||
+	    fcntl(WORKER_FD, F_SETFL, fl | O_NONBLOCK) == -1)
+		fatal("fcntl O_NONBLOCK");
+}
+
+/* Enter the session directory and the sandbox. */
+static void
+worker_confine(const struct worker_conf *wc)
+{
+	struct sandbox_conf sc;
+
+	if (chdir(wc->wc_session_dir) == -1)
+		fatal("chdir %s", wc->wc_session_dir);
+	sc.sc_session_id = wc->wc_session_id;
+	sc.sc_session_dir = wc->wc_session_dir;
+	if (sandbox_prepare(&sc) == -1)
+		fatalx("sandbox_prepare failed");
+	if (sandbox_enter(&sc) == -1)
+		fatalx("sandbox_enter failed");
+}
+
+/* The write lock is recursive, so that a chunked value holds it whole. */
+static void
+worker_lock_init(void)
+{
+	pthread_mutexattr_t attr;
+
+	if (pthread_mutexattr_init(&attr) != 0 ||
+	    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE) != 0 ||
+	    pthread_mutex_init(&worker_wlock, &attr) != 0)
+		fatalx("cannot create the write lock");
+	pthread_mutexattr_destroy(&attr);
+}
+
+int
+main(int argc, char *argv[])
+{
+	Remotemedia__Worker__V1__WorkerControl *ctl;
+	Remotemedia__Worker__V1__Init *init;
+	struct worker_conf wc;
+	int level;
+
+	level = worker_parse_args(argc, argv);
+	log_init("worker", level == -1 ? LOG_LEVEL_INFO : level);
+	signal(SIGPIPE, SIG_IGN);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
+		fatal("prctl PR_SET_PDEATHSIG");
+	worker_lock_init();
+
+	ctl = worker_read_init();
+	init = ctl->init;
+	if (getppid() != init->parent_pid) {
+		log_warnx("parent is %d, not the front %d: exiting",
+		    (int)getppid(), init->parent_pid);
+		exit(1);
+	}
+	if (level == -1 && init->log_level >= LOG_LEVEL_ERROR &&
+	    init->log_level <= LOG_LEVEL_DEBUG)
+		log_setlevel(init->log_level);
+	worker_setup_fd();
+	worker_conf_init(&wc, init);
+	remotemedia__worker__v1__worker_control__free_unpacked(ctl, NULL);
+	log_debug("%s: session %s in %s", __func__, wc.wc_session_id,
+	    wc.wc_session_dir);
+
+	worker_confine(&wc);
+	worker_output_start(wc.wc_out_rate, wc.wc_out_burst);
+	worker_exit(worker_py_run(&wc));
+}
+
+void
+worker_send_lock(void)
+{
+	pthread_mutex_lock(&worker_wlock);
+}
+
+void
+worker_send_unlock(void)
+{
+	pthread_mutex_unlock(&worker_wlock);
+}
+
+/* Whether a write to the front has failed: nobody reads fd 3 any more. */
+int
+worker_dead(void)
+{
+	return atomic_load(&worker_gone);
+}
+
+/* Wait until fd 3 can take more bytes; -1 if it never will. */
+static int
+worker_wait_writable(void)
+{
+	struct pollfd pfd;
+
+	pfd.fd = WORKER_FD;
+	pfd.events = POLLOUT;
+	pfd.revents = 0;
+	while (poll(&pfd, 1, -1) == -1) {
+		if (errno != EINTR) {
+			log_warn("%s: poll", __func__);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Write all of p, blocking as long as the front does not read. */
+static int
+worker_write_all(const uint8_t *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0 && !worker_dead()) {
+		w = write(WORKER_FD, p, n);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+		} else if (w == -1 && errno == EINTR)
+			continue;
+		else if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (worker_wait_writable() == -1)
+				atomic_store(&worker_gone, 1);
+		} else {
+			log_debug("%s: write: %s", __func__, strerror(errno));
+			atomic_store(&worker_gone, 1);
+		}
+	}
+	return worker_dead() ? -1 : 0;
+}
+
+/*
+ * Send one message as one frame of the given type. Returns -1 when the
+ * front is gone or the message cannot be a frame; the caller goes on, and
+ * the reader sees EOF.
+ */
+int
+worker_send(uint8_t type, const ProtobufCMessage *msg)
+{
+	size_t len;
+	int rv;
+
+	len = protobuf_c_message_get_packed_size(msg);
+	if (len > FRAME_WORKER_MAX) {
+		log_warnx("%s: a %zu-byte message is over the frame limit",
+		    __func__, len);
+		return -1;
+	}
+	worker_send_lock();
+	if (worker_wcap < len + FRAME_HDR_LEN) {
+		worker_wcap = len + FRAME_HDR_LEN;
+		worker_wbuf = xrealloc(worker_wbuf, worker_wcap);
+	}
+	frame_worker_header(worker_wbuf, type, (uint32_t)len);
+	protobuf_c_message_pack(msg, worker_wbuf + FRAME_HDR_LEN);
+	rv = worker_write_all(worker_wbuf, len + FRAME_HDR_LEN);
+	worker_send_unlock();
+	return rv;
+}
+
+/* Tell the front the session cannot go on, with a gRPC status code. */
+int
+worker_send_fatal(uint32_t code, const char *message)
+{
+	Remotemedia__Worker__V1__WorkerControl ctl =
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
+	Remotemedia__Worker__V1__Fatal f = REMOTEMEDIA__WORKER__V1__FATAL__INIT;
+
+	log_info("session fails with status %u: %s", code, message);
+	f.code = code;
+	f.message = (char *)message;
+	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FATAL;
+	ctl.fatal = &f;
+	return worker_send(FRAME_CTL, &ctl.base);
+}
+
+/*
+ * Leave: give the output thread a bounded moment to send what user code
+ * wrote, then exit without running Python's finalization, which could
+ * wait forever on threads that user code left behind.
+ */
+void
+worker_exit(int code)
+{
+	fflush(stdout);
+	worker_output_stop(WORKER_FLUSH_MS);
+	log_debug("%s: exit %d", __func__, code);
+	fflush(stderr);
+	_exit(code);
+}

@@ -1,0 +1,712 @@
+"""remotemedia-worker driven directly through a fake front (workerlib).
+
+No remotemediad here: these tests pin down the worker's half of the
+socketpair protocol (proto/worker.proto, docs/protocol.md).
+
+Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_worker_direct.py
+"""
+
+import asyncio
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import workerlib  # noqa: E402
+from workerlib import CHUNK, FakeFront, Fatal, RemoteError, pb  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not workerlib.WORKER.exists(),
+                                reason="make build/remotemedia-worker first")
+
+# The objects below travel by value, as the client sends __main__ classes.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+STDOUT, STDERR = 0, 1
+
+
+class Boom(Exception):
+    pass
+
+
+class Sample:
+    """Every kind of attribute, and a trace of what ran."""
+
+    limit = 10
+
+    def __init__(self):
+        self.value = 41
+        self.getter_runs = 0
+        self.produced = 0
+        self.closed = False
+        self.aclosed = False
+        self.callback = len
+        self._event = None
+
+    @property
+    def prop(self):
+        self.getter_runs += 1
+        return "computed"
+
+    @staticmethod
+    def static_add(a, b):
+        return a + b
+
+    @classmethod
+    def make(cls):
+        return cls.__name__
+
+    def add(self, a, b=0):
+        return a + b
+
+    async def async_add(self, a, b=0):
+        await asyncio.sleep(0.01)
+        return a + b
+
+    def gen(self, n=None):
+        i = 0
+        try:
+            while n is None or i < n:
+                self.produced += 1
+                yield i
+                i += 1
+        finally:
+            self.closed = True
+
+    async def agen(self, n):
+        try:
+            for i in range(n):
+                self.produced += 1
+                await asyncio.sleep(0)
+                yield i * 10
+        finally:
+            await asyncio.sleep(0)
+            self.aclosed = True
+
+    def marker_gen(self):
+        try:
+            while True:
+                yield "tick"
+        finally:
+            with open(os.path.join(os.getcwd(), "finally.marker"), "w") as f:
+                f.write("closed\n")
+
+    def fail(self):
+        raise ValueError("bad value 7")
+
+    def fail_custom(self):
+        raise Boom("custom boom")
+
+    def gen_fail(self):
+        yield 1
+        raise KeyError("gen broke")
+
+    def echo(self, data):
+        return data
+
+    def size(self, data):
+        return len(data)
+
+    def blob(self, n):
+        return bytes(range(256)) * (n // 256)
+
+    def big_gen(self, n):
+        while True:
+            yield b"y" * n
+
+    def get_set(self):
+        return {1, 2}
+
+    def get_list(self):
+        return [1, "two", {"three": 3}]
+
+    def sleep(self, s):
+        time.sleep(s)
+        return "slept"
+
+    def spin(self):
+        while True:
+            pass
+
+    async def async_sleep(self, s):
+        await asyncio.sleep(s)
+        return "slept"
+
+    async def async_spin(self):
+        while True:
+            pass
+
+    def slow_gen(self):
+        yield "fast"
+        time.sleep(100)
+        yield "never"
+
+    async def slow_agen(self):
+        try:
+            yield "fast"
+            await asyncio.sleep(100)
+            yield "never"
+        finally:
+            self.aclosed = True
+
+    async def async_make_gen(self, n):
+        await asyncio.sleep(0)
+        return self.gen(n)
+
+    def forked(self):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.fstat(3)
+                os._exit(1)
+            except OSError:
+                os._exit(0)
+        return os.waitpid(pid, 0)[1]
+
+    def _ev(self):
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    async def waiter(self):
+        await self._ev().wait()
+        return "woken"
+
+    async def setter(self):
+        self._ev().set()
+        return "set"
+
+    def talk(self):
+        print("hello from print")
+        logging.info("hello from logging")
+        sys.stderr.write("raw stderr\n")
+        subprocess.run(["echo", "hello from a subprocess"], check=True)
+        return "talked"
+
+    def flood(self, n):
+        sys.stdout.write("x" * n)
+        sys.stdout.flush()
+        return n
+
+    def executable(self):
+        return sys.executable
+
+    def cwd(self):
+        return os.getcwd()
+
+
+class Slotted:
+    __slots__ = ("a",)
+
+    def __init__(self):
+        self.a = 1
+
+
+SOURCE = '''
+class Adder:
+    def __init__(self, base, scale=1):
+        self.base = base
+        self.scale = scale
+
+    def add(self, x):
+        return (self.base + x) * self.scale
+
+    def oops(self):
+        raise RuntimeError("from source")
+'''
+
+
+@pytest.fixture
+def front(tmp_path):
+    """A factory of started fake fronts, stopped at the end of the test."""
+    made = []
+
+    def make(name="session", **kw):
+        f = FakeFront(tmp_path / name, **kw).start()
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.stop()
+
+
+@pytest.fixture
+def w(front):
+    """A worker with a Sample open."""
+    f = front()
+    f.open(Sample())
+    return f
+
+
+# Open and Ready ------------------------------------------------------------------
+
+
+def test_ready_attribute_map(front):
+    f = front()
+    ready = f.open(Sample())
+    kinds = dict(ready.attributes)
+    assert kinds["add"] == pb.ATTR_METHOD
+    assert kinds["async_add"] == pb.ATTR_ASYNC_METHOD
+    assert kinds["gen"] == pb.ATTR_GENERATOR
+    assert kinds["agen"] == pb.ATTR_ASYNC_GENERATOR
+    assert kinds["prop"] == pb.ATTR_PROPERTY
+    assert kinds["value"] == pb.ATTR_ATTRIBUTE
+    assert kinds["limit"] == pb.ATTR_ATTRIBUTE
+    assert kinds["static_add"] == pb.ATTR_METHOD
+    assert kinds["make"] == pb.ATTR_METHOD
+    assert kinds["callback"] == pb.ATTR_METHOD  # a callable plain value
+    assert not any(k.startswith("_") for k in kinds)
+    assert ready.session_id == "test-session"
+    assert ready.python_version == workerlib.PY_VERSION
+    assert ready.cloudpickle_version == cloudpickle.__version__
+    assert ready.protocol == pb.PROTOCOL_V1
+    # Building the map ran no property getter.
+    assert f.get("getter_runs") == 0
+    assert f.get("prop") == "computed"
+    assert f.get("getter_runs") == 1
+
+
+def test_slots_are_attributes(front):
+    f = front()
+    assert dict(f.open(Slotted()).attributes) == {"a": pb.ATTR_ATTRIBUTE}
+    assert f.get("a") == 1
+
+
+def test_worker_environment(w):
+    assert w.call_value("executable") == "/usr/bin/python3"
+    assert w.call_value("cwd") == str(w.session_dir)
+
+
+# Calls ----------------------------------------------------------------------------
+
+
+def test_sync_async_and_get(w):
+    assert w.call_value("add", 2, b=3) == 5
+    assert w.call_value("async_add", 4, b=5) == 9
+    assert w.call_value("static_add", 1, 1) == 2
+    assert w.call_value("make") == "Sample"
+    assert w.get("value") == 41
+    assert w.get("limit") == 10
+    assert w.get("prop") == "computed"
+
+
+def test_errors_carry_type_module_traceback(w):
+    e = w.error(w.send_call("fail"))
+    assert (e.type, e.module, e.qualname) == ("ValueError", "builtins",
+                                              "ValueError")
+    assert e.message == "bad value 7"
+    assert "Traceback (most recent call last)" in e.traceback
+    assert 'raise ValueError("bad value 7")' in e.traceback
+    assert "_worker_runtime" not in e.traceback
+    assert not e.timeout
+    exc = pickle.loads(e.pickled)
+    assert isinstance(exc, ValueError) and exc.args == ("bad value 7",)
+
+    e = w.error(w.send_call("fail_custom"))
+    assert e.type == "%s.Boom" % __name__
+    assert (e.module, e.qualname) == (__name__, "Boom")
+    assert type(pickle.loads(e.pickled)).__name__ == "Boom"
+
+    e = w.error(w.send_call("missing"))
+    assert e.type == "AttributeError" and "missing" in e.message
+
+    e = w.error(w.send_call("add"))  # a missing argument
+    assert e.type == "TypeError"
+    # The session goes on after errors.
+    assert w.call_value("add", 1, 1) == 2
+
+
+def test_sync_calls_run_in_order(w):
+    ids = [w.send_call("add", i, 1) for i in range(20)]
+    order = []
+    w.read_until(lambda: all(w.inbox[i] for i in ids))
+    for i in ids:
+        order.append(w.result(i))
+    assert order == [i + 1 for i in range(20)]
+
+
+def test_async_calls_interleave(w):
+    waiter = w.send_call("waiter")
+    time.sleep(0.2)
+    assert not w.inbox[waiter]
+    setter = w.send_call("setter")
+    assert w.result(setter) == "set"
+    assert w.result(waiter) == "woken"
+
+
+# Generators -----------------------------------------------------------------------
+
+
+def test_generator_credit(w):
+    g = w.start_generator("gen")
+    time.sleep(0.2)
+    assert w.get("produced") == 0  # nothing before the first Pull
+    w.pull(g, 3)
+    assert w.items(g, 3) == [0, 1, 2]
+    w.drain(0.3)
+    assert not w.inbox[g], "more items than the credit allowed"
+    assert w.get("produced") == 3
+    w.pull(g, 2)
+    assert w.items(g, 2) == [3, 4]
+    w.drain(0.3)
+    assert not w.inbox[g]
+    assert w.get("produced") == 5
+
+
+def test_generator_exhaustion_and_error(w):
+    g = w.start_generator("gen", 2)
+    w.pull(g, 10)
+    got = w.items(g, 3)
+    assert got[:2] == [0, 1]
+    assert got[2].kind == "end" and not got[2].msg.cancelled
+    assert w.get("closed") is True
+
+    g = w.start_generator("gen_fail")
+    w.pull(g, 5)
+    first, err = w.items(g, 2)
+    assert first == 1
+    assert err.kind == "error" and err.msg.type == "KeyError"
+    assert "gen broke" in err.msg.message
+
+
+def test_generator_cancel_runs_finally(w):
+    g = w.start_generator("gen")
+    w.pull(g, 2)
+    assert w.items(g, 2) == [0, 1]
+    assert w.get("closed") is False
+    w.cancel(g)
+    end = w.answer(g)
+    assert end.kind == "end" and end.msg.cancelled
+    assert w.get("closed") is True
+    # A Pull or Cancel after the end is ignored.
+    w.pull(g, 1)
+    w.cancel(g)
+    assert w.call_value("add", 1, 2) == 3
+    assert not w.inbox[g]
+
+
+def test_async_generator(w):
+    g = w.start_generator("agen", 5)
+    w.pull(g, 2)
+    assert w.items(g, 2) == [0, 10]
+    w.drain(0.3)
+    assert not w.inbox[g]
+    assert w.get("produced") == 2
+    w.pull(g, 10)
+    got = w.items(g, 4)
+    assert got[:3] == [20, 30, 40]
+    assert got[3].kind == "end" and not got[3].msg.cancelled
+    assert w.get("aclosed") is True
+
+
+def test_async_generator_cancel(w):
+    g = w.start_generator("agen", 100)
+    w.pull(g, 1)
+    assert w.items(g, 1) == [0]
+    w.cancel(g)
+    end = w.answer(g)
+    assert end.kind == "end" and end.msg.cancelled
+    assert w.get("aclosed") is True
+
+
+def test_async_method_returning_generator(w):
+    g = w.start_generator("async_make_gen", 3)
+    w.pull(g, 5)
+    got = w.items(g, 4)
+    assert got[:3] == [0, 1, 2] and got[3].kind == "end"
+
+
+def test_cancel_pending_async_call(w):
+    c = w.send_call("async_sleep", 100)
+    time.sleep(0.2)
+    w.cancel(c)
+    e = w.error(c)
+    assert e.type == "asyncio.CancelledError"
+    assert (e.module, e.qualname) == ("asyncio.exceptions", "CancelledError")
+    assert not e.timeout
+    assert w.call_value("add", 1, 2) == 3
+
+
+# Values -----------------------------------------------------------------------------
+
+
+def test_large_argument_and_result(w):
+    big = os.urandom(5 * 1024 * 1024 + 123)
+    c = w.send_call("echo", big)
+    a = w.answer(c, timeout=30)
+    assert a.kind == "result"
+    assert w.decode(a.data) == big
+    assert len(a.chunks) >= 5
+    assert all(n <= CHUNK for n in a.chunks)
+    assert a.total_size == len(a.data)
+    assert w.call_value("size", big, timeout=30) == len(big)
+
+
+def test_large_generator_item(w):
+    g = w.start_generator("big_gen", 3 * CHUNK + 5)
+    w.pull(g, 2)
+    for index in range(2):
+        a = w.answer(g, timeout=30)
+        assert a.kind == "item" and a.msg.index == index
+        assert len(a.chunks) == 4 and all(n <= CHUNK for n in a.chunks)
+        assert len(w.decode(a.data)) == 3 * CHUNK + 5
+    w.cancel(g)
+    assert w.answer(g).kind == "end"
+
+
+def test_cancel_while_arguments_arrive(w):
+    call_id = w.next_id
+    w.next_id += 1
+    w.send(call=pb.Call(call_id=call_id, name="size", args=pb.Value(
+        call_id=call_id, seq=0, data=b"x" * 10, more=True)))
+    w.cancel(call_id)
+    w.send(value=pb.Value(call_id=call_id, seq=1, data=b"y" * 10))
+    e = w.error(call_id)
+    assert e.type == "asyncio.CancelledError"
+    w.drain(0.3)
+    assert not w.inbox[call_id]
+    assert w.call_value("add", 1, 2) == 3
+
+
+def test_slow_front_blocks_the_worker(w):
+    c = w.send_call("blob", 8 * CHUNK)
+    time.sleep(1.0)  # the socket buffer fills; the worker must wait
+    assert w.proc.poll() is None
+    a = w.answer(c, timeout=30)
+    assert len(w.decode(a.data)) == 8 * CHUNK
+    assert w.call_value("add", 1, 2) == 3
+
+
+def test_value_over_the_limit(front):
+    f = front(max_value_bytes=2 * 1024 * 1024)
+    f.open(Sample())
+    e = f.error(f.send_call("size", b"x" * (3 * 1024 * 1024)))
+    assert "max_value_bytes" in e.message
+    e = f.error(f.send_call("blob", 3 * 1024 * 1024))
+    assert "max_value_bytes" in e.message
+    assert f.call_value("size", b"x" * 1000) == 1000
+
+
+# JSON -------------------------------------------------------------------------------
+
+
+def test_json_format(front):
+    f = front(fmt="json")
+    ready = f.open(Sample())
+    assert dict(ready.attributes)["add"] == pb.ATTR_METHOD
+    assert f.call_value("add", 2, b=40) == 42
+    assert f.call_value("get_list") == [1, "two", {"three": 3}]
+    e = f.error(f.send_call("get_set"))
+    assert e.type == "TypeError"
+    assert e.message == ("result of 'get_set' is not JSON serializable: "
+                         "Object of type set is not JSON serializable")
+    assert e.pickled == b""
+    g = f.start_generator("gen", 2)
+    f.pull(g, 2)
+    assert f.items(g, 2) == [0, 1]
+    e = f.error(f.send_call("add", raw_args=b"not json"))
+    assert e.type == "TypeError"
+
+
+def test_json_source_object(front):
+    f = front(fmt="json")
+    ready = f.open(source=SOURCE, class_name="Adder",
+                   init_args={"args": [1], "kwargs": {"scale": 10}})
+    assert dict(ready.attributes) == {"add": pb.ATTR_METHOD,
+                                      "oops": pb.ATTR_METHOD,
+                                      "base": pb.ATTR_ATTRIBUTE,
+                                      "scale": pb.ATTR_ATTRIBUTE}
+    assert f.call_value("add", 2) == 30
+    e = f.error(f.send_call("oops"))
+    assert e.type == "RuntimeError"
+    assert 'raise RuntimeError("from source")' in e.traceback
+
+
+# Deadlines ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,args", [
+    ("sleep", (100,)), ("spin", ()), ("async_sleep", (100,)),
+    ("async_spin", ()),
+])
+def test_deadline(w, method, args):
+    t0 = time.monotonic()
+    c = w.send_call(method, *args, timeout_ms=300)
+    e = w.error(c, timeout=10)
+    elapsed = time.monotonic() - t0
+    assert e.timeout
+    assert e.type == "TimeoutError"
+    assert e.message == "call to %r exceeded its deadline of 0.3s" % method
+    assert 0.25 < elapsed < 5
+    # The worker goes on, and the deadline does not hit later calls.
+    assert w.call_value("sleep", 0.5, timeout_ms=5000) == "slept"
+    assert w.call_value("add", 1, 2) == 3
+
+
+def test_deadline_on_pull(w):
+    g = w.start_generator("slow_gen")
+    w.pull(g, 2, timeout_ms=300)
+    first, err = w.items(g, 2)
+    assert first == "fast"
+    assert err.kind == "error" and err.msg.timeout
+    assert err.msg.type == "TimeoutError"
+
+
+def test_deadline_on_async_generator_pull(w):
+    g = w.start_generator("slow_agen")
+    w.pull(g, 2, timeout_ms=300)
+    first, err = w.items(g, 2)
+    assert first == "fast"
+    assert err.kind == "error" and err.msg.timeout
+    assert err.msg.type == "TimeoutError"
+    assert w.get("aclosed") is True
+
+
+def test_deadline_not_hit(w):
+    assert w.call_value("sleep", 0.1, timeout_ms=2000) == "slept"
+    assert w.call_value("async_sleep", 0.1, timeout_ms=2000) == "slept"
+    time.sleep(2.2)  # the old deadlines pass: nothing may fire now
+    assert w.call_value("sleep", 0.3) == "slept"
+
+
+# Output --------------------------------------------------------------------------------
+
+
+def test_print_and_logging_arrive_as_output(w):
+    assert w.call_value("talk") == "talked"
+    # Output is sent before the result it belongs to.
+    out = w.output_text(STDOUT)
+    err = w.output_text(STDERR)
+    assert "hello from print\n" in out
+    assert "hello from a subprocess\n" in out
+    assert "INFO:root:hello from logging\n" in err
+    assert "raw stderr\n" in err
+    assert "worker:" not in out + err  # the worker's log stays with the front
+
+
+def test_output_rate_cap(front):
+    f = front(output_rate_bytes=1000, output_burst_bytes=1000)
+    f.open(Sample())
+    assert f.call_value("flood", 50000) == 50000
+    f.close()
+    assert f.wait_exit() == 0
+    f.drain(0.3)
+    sent = sum(len(d) for s, d, _ in f.outputs)
+    dropped = sum(n for _, _, n in f.outputs)
+    assert sent < 5000
+    assert sent + dropped == 50000
+
+
+# Session failures -----------------------------------------------------------------------
+
+
+def test_python_version_mismatch(front):
+    f = front()
+    with pytest.raises(Fatal) as ei:
+        f.open(Sample(), python_version="3.12")
+    assert ei.value.code == 9
+    assert ei.value.message.startswith(
+        "Python version mismatch: client 3.12, server %s" % workerlib.PY_VERSION)
+    assert f.wait_exit() == 0
+
+
+def test_cloudpickle_version_mismatch(front):
+    f = front()
+    with pytest.raises(Fatal) as ei:
+        f.open(Sample(), cloudpickle_version="99.0.0")
+    assert ei.value.code == 9
+    assert "cloudpickle version mismatch: client 99.0.0" in ei.value.message
+    assert f.wait_exit() == 0
+
+
+def test_object_cannot_load(front):
+    f = front()
+    with pytest.raises(Fatal) as ei:
+        f.open(data=b"crm_no_such_module\nThing\n.")
+    assert ei.value.code == 9
+    assert ei.value.message.startswith(
+        "cannot load the object: ModuleNotFoundError: No module named "
+        "'rm_no_such_module'")
+    assert "pip_packages" in ei.value.message
+    assert f.wait_exit() == 0
+
+
+def test_object_over_the_limit(front):
+    f = front(max_value_bytes=1024)
+    with pytest.raises(Fatal) as ei:
+        f.open(data=b"x" * 4096)
+    assert ei.value.code == 8
+    assert "max_value_bytes" in ei.value.message
+    assert f.wait_exit() == 0
+
+
+def test_sys_path_and_installed(front, tmp_path):
+    env = tmp_path / "env"
+    (env / "rmenvpkg-1.2.dist-info").mkdir(parents=True)
+    (env / "rmenvpkg-1.2.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: rmenvpkg\nVersion: 1.2\n")
+    (env / "rmenvmod.py").write_text(
+        "class Thing:\n    def hello(self):\n        return 'from env'\n")
+    sys.path.insert(0, str(env))
+    try:
+        import rmenvmod
+        data = pickle.dumps(rmenvmod.Thing())  # by reference
+    finally:
+        sys.path.remove(str(env))
+        sys.modules.pop("rmenvmod", None)
+    f = front(sys_path=[str(env)])
+    ready = f.open(data=data)
+    assert list(ready.installed) == ["rmenvpkg==1.2"]
+    assert f.call_value("hello") == "from env"
+
+
+def test_fork_children_drop_the_socket(w):
+    assert w.call_value("forked") == 0
+
+
+def test_wrong_parent_exits(front):
+    f = front(parent_pid=1)
+    assert f.wait_exit() == 1
+
+
+def test_malformed_frame_exits(front):
+    f = front()
+    f.open(Sample())
+    f.send_frame(workerlib.FRAME_MSG, b"\xff\xff\xff")
+    assert f.wait_exit() == 1
+
+
+# Session end ----------------------------------------------------------------------------
+
+
+def test_eof_closes_generators_and_exits(front):
+    f = front()
+    f.open(Sample())
+    g = f.start_generator("marker_gen")
+    f.pull(g, 1)
+    assert f.items(g, 1) == ["tick"]
+    marker = f.session_dir / "finally.marker"
+    assert not marker.exists()
+    f.sock.close()
+    f.sock = None
+    assert f.wait_exit() == 0
+    assert marker.read_text() == "closed\n"
+
+
+def test_close_exits(front):
+    f = front()
+    f.open(Sample())
+    g = f.start_generator("marker_gen")
+    f.pull(g, 1)
+    f.items(g, 1)
+    pending = f.send_call("async_sleep", 100)
+    f.close()
+    assert f.wait_exit() == 0
+    assert (f.session_dir / "finally.marker").exists()
+    assert not f.inbox[pending]

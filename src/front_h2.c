@@ -254,8 +254,10 @@ front_h2_resume(struct stream *s)
 void
 front_h2_consume(struct stream *s, size_t n)
 {
-	if (n > 0)
-		nghttp2_session_consume(s->str_conn->c_h2, s->str_id, n);
+	if (n == 0)
+		return;
+	nghttp2_session_consume(s->str_conn->c_h2, s->str_id, n);
+	conn_schedule(s->str_conn); /* the WINDOW_UPDATE must go out */
 }
 
 static void

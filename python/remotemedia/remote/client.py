@@ -1,0 +1,302 @@
+"""RemoteProxyClient: a gRPC channel to ``remotemediad`` and its sessions.
+
+One client holds one HTTP/2 channel (h2c, or TLS when ``ssl_enabled``).
+Each :meth:`RemoteProxyClient.create_proxy` opens one
+``RemoteExecution/Session`` stream, i.e. one sandboxed worker on the server,
+and returns a :class:`~remotemedia.remote.proxy.RemoteProxy` for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import random
+from types import TracebackType
+from typing import Any, Callable, List, Optional, Set, Tuple, Type
+
+import grpc
+
+from remotemedia import __version__
+from remotemedia.core.exceptions import (
+    ConnectionLostError,
+    RemoteExecutionError,
+    RemoteTimeoutError,
+)
+from remotemedia.core.node import RemoteExecutorConfig
+from remotemedia.remote import wire
+from remotemedia.remote.errors import exception_from_status
+from remotemedia.remote.proxy import RemoteProxy
+from remotemedia.remote.session import SESSION_METHOD, Session, StreamEnd, log_remote
+from remotemedia.remote.wire import pb
+
+__all__ = ["RemoteProxyClient", "ProgressCallback"]
+
+log = logging.getLogger("remotemedia.remote")
+
+#: Receives each ``remotemedia.v1.Progress`` message; may be a coroutine function.
+ProgressCallback = Callable[[Any], Any]
+
+#: Largest gRPC message either side may send (chunks are at most 1 MiB).
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+#: Where Debian keeps the system CA bundle.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+_BACKOFF_BASE = 0.1
+
+
+def backoff_delay(attempt: int) -> float:
+    """Jittered exponential backoff before retry ``attempt`` (1, 2, ...)."""
+    return float(_BACKOFF_BASE * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.5))
+
+
+def _read_file(path: Any) -> bytes:
+    with open(os.fspath(path), "rb") as f:
+        return f.read()
+
+
+def _type_name(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    module = getattr(cls, "__module__", "")
+    qualname = getattr(cls, "__qualname__", cls.__name__)
+    return qualname if module in ("builtins", "__main__", "") else f"{module}.{qualname}"
+
+
+class RemoteProxyClient:
+    """Client for creating transparent proxies of Python objects on a server.
+
+    Use it as ``async with RemoteProxyClient(config) as client:`` (connects
+    on enter; on exit closes all of its sessions and the channel), or call
+    :meth:`connect` and :meth:`disconnect` yourself.
+    """
+
+    def __init__(self, config: RemoteExecutorConfig) -> None:
+        if not isinstance(config, RemoteExecutorConfig):
+            raise TypeError(
+                f"config must be a RemoteExecutorConfig, not {type(config).__name__}")
+        self._config = config
+        self._channel: Optional[grpc.aio.Channel] = None
+        self._session_rpc: Any = None
+        self._sessions: Set[Session] = set()
+        self._metadata: Optional[Tuple[Tuple[str, str], ...]] = None
+        if config.auth_token:
+            self._metadata = (("authorization", f"Bearer {config.auth_token}"),)
+
+    @property
+    def config(self) -> RemoteExecutorConfig:
+        """The configuration this client was made with."""
+        return self._config
+
+    async def __aenter__(self) -> RemoteProxyClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: Optional[Type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        await self.disconnect()
+
+    # ------------------------------------------------------------------
+    # Channel
+
+    async def connect(self) -> None:
+        """Create the gRPC channel to ``host:port`` (idempotent).
+
+        The channel starts connecting in the background; nothing is sent
+        until :meth:`create_proxy`, which reports an unreachable server
+        (after ``max_retries`` retries) as :class:`ConnectionLostError`.
+        With ``ssl_enabled`` it reads the CA and client certificate files
+        here, so a missing file raises ``OSError``.
+        """
+        if self._channel is not None:
+            return
+        channel = self._make_channel()
+        self._channel = channel
+        self._session_rpc = channel.stream_stream(
+            SESSION_METHOD,
+            request_serializer=pb.ClientMessage.SerializeToString,
+            response_deserializer=pb.ServerMessage.FromString,
+        )
+        channel.get_state(try_to_connect=True)
+
+    def _make_channel(self) -> grpc.aio.Channel:
+        """An h2c channel, or a TLS one verified against ``ca_file`` or the system bundle."""
+        cfg = self._config
+        options: List[Tuple[str, Any]] = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.primary_user_agent", f"remotemedia-python/{__version__}"),
+            # Reconnect quickly so that create_proxy's own retries can succeed.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if not cfg.ssl_enabled:
+            return grpc.aio.insecure_channel(cfg.target, options=options)
+        roots: Optional[bytes] = None
+        if cfg.ca_file is not None:
+            roots = _read_file(cfg.ca_file)
+        elif os.path.exists(SYSTEM_CA_BUNDLE):
+            roots = _read_file(SYSTEM_CA_BUNDLE)
+        key = _read_file(cfg.client_key_file) if cfg.client_key_file is not None else None
+        chain = _read_file(cfg.client_cert_file) if cfg.client_cert_file is not None else None
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=roots, private_key=key, certificate_chain=chain)
+        return grpc.aio.secure_channel(cfg.target, credentials, options=options)
+
+    async def disconnect(self) -> None:
+        """Close every session of this client, then the channel (idempotent).
+
+        Each session is ended with ``Close`` and a half-close, and waited for
+        at most ``timeout``; pending and later calls on its proxies raise
+        :class:`SessionClosedError`.
+        """
+        sessions = list(self._sessions)
+        self._sessions.clear()
+        if sessions:
+            await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        channel, self._channel, self._session_rpc = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    # ------------------------------------------------------------------
+    # Sessions
+
+    async def create_proxy(self, obj: Any, serialization_format: str = "pickle",
+                           progress: Optional[ProgressCallback] = None) -> RemoteProxy:
+        """Host ``obj`` in a new remote session and return its RemoteProxy.
+
+        Connects first if :meth:`connect` was not called. On the wire: opens a ``Session`` stream and sends ``Open`` with
+        ``obj`` cloudpickled (the user's own modules travel by value), the
+        format, ``pip_packages`` as requirements, and the client's Python and
+        cloudpickle versions; the object continues in 1 MiB ``Value`` chunks
+        if it is larger. Then waits for ``Ready``: each ``Progress`` restarts
+        the ``timeout`` clock and goes to ``progress`` (or is logged at
+        INFO). If the server cannot be reached (UNAVAILABLE before
+        ``Ready``), retries up to ``max_retries`` times with jittered
+        backoff, within ``timeout``.
+
+        Args:
+            obj: any object cloudpickle can serialise.
+            serialization_format: ``"pickle"`` or ``"json"``: how arguments,
+                results and items travel. The object itself always goes by
+                cloudpickle.
+            progress: called with each ``Progress`` message (may be async).
+
+        Raises:
+            ValueError: unknown ``serialization_format``.
+            InstallError: installing ``pip_packages`` failed.
+            AuthenticationError: the server refused the token.
+            ConnectionLostError: the server could not be reached.
+            RemoteTimeoutError: no ``Ready`` within ``timeout``.
+            RemoteExecutionError: any other refusal (version mismatch, the
+                object cannot be loaded), with ``.code`` and the server's
+                message.
+        """
+        fmt = wire.FORMATS.get(serialization_format)
+        if fmt is None:
+            raise ValueError(
+                f"serialization_format must be 'pickle' or 'json', not {serialization_format!r}")
+        if self._channel is None:
+            await self.connect()
+        payload = wire.dump_object(obj)
+        session = await self._open(payload, fmt, progress)
+        self._sessions.add(session)
+        ready = session.ready
+        if ready.python_version and ready.python_version != wire.python_version():
+            log.warning("[session %s] server runs Python %s, client %s", session.short_id,
+                        ready.python_version, wire.python_version())
+        return RemoteProxy(session, dict(ready.attributes), _type_name(obj))
+
+    async def close_proxy(self, proxy: Any) -> None:
+        """End ``proxy``'s session: ``Close``, half-close, wait for the stream's end.
+
+        The wait is bounded by ``timeout``, after which the stream is
+        cancelled. Later calls on the proxy raise :class:`SessionClosedError`.
+        Closing a proxy twice is harmless.
+        """
+        if not isinstance(proxy, RemoteProxy):
+            raise TypeError(f"expected a RemoteProxy, not {type(proxy).__name__}")
+        session: Session = proxy._rm_session
+        self._sessions.discard(session)
+        await session.close()
+
+    async def _open(self, payload: bytes, fmt: int,
+                    progress: Optional[ProgressCallback]) -> Session:
+        """Open a session, retrying connection failures; return it once Ready."""
+        cfg = self._config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            session = Session(self._session_rpc(metadata=self._metadata), fmt, cfg,
+                              wire.open_messages(payload, fmt, cfg.pip_packages or []))
+            try:
+                end, deadline = await self._await_ready(session, deadline, progress)
+            except BaseException:
+                await session.abort()
+                raise
+            if end is None:
+                return session
+            await session.abort()
+            if end.code != grpc.StatusCode.UNAVAILABLE:
+                raise exception_from_status(end.code, end.details, cfg.target,
+                                            session._session_error)
+            delay = backoff_delay(attempt)
+            if attempt > cfg.max_retries or loop.time() + delay >= deadline:
+                raise ConnectionLostError(
+                    f"cannot connect to {cfg.target} ({attempt} attempt"
+                    f"{'s' if attempt > 1 else ''}): {end.details}",
+                    code=end.code)
+            log.debug("session open failed (%s), retry %d in %.2fs",
+                      end.details, attempt, delay)
+            await asyncio.sleep(delay)
+
+    async def _await_ready(self, session: Session, deadline: float,
+                           progress: Optional[ProgressCallback]) -> Tuple[Optional[StreamEnd], float]:
+        """Wait for ``Ready``, handing on ``Progress``.
+
+        Returns ``(None, deadline)`` once Ready, or ``(StreamEnd, deadline)``
+        if the stream ended first; each ``Progress`` pushes the deadline to
+        now + ``timeout``.
+        """
+        cfg = self._config
+        loop = asyncio.get_running_loop()
+        while True:
+            event = await session.next_open_event(deadline - loop.time())
+            if event is None:
+                raise RemoteTimeoutError(
+                    f"no answer from {cfg.target} within {cfg.timeout:g}s while opening "
+                    "a session", code=grpc.StatusCode.DEADLINE_EXCEEDED)
+            if isinstance(event, StreamEnd):
+                return event, deadline
+            if isinstance(event, pb.Progress):
+                deadline = loop.time() + cfg.timeout
+                await _report_progress(progress, event)
+                continue
+            _check_protocol(event)
+            session.set_ready(event)
+            return None, deadline
+
+
+async def _report_progress(progress: Optional[ProgressCallback], event: Any) -> None:
+    """Give a Progress message to the user's callback, or log it at INFO.
+
+    Raising from the callback aborts ``create_proxy`` with that exception.
+    """
+    if progress is None:
+        log_remote(logging.INFO, "[session opening] %s", wire.format_progress(event))
+        return
+    result = progress(event)
+    if inspect.isawaitable(result):
+        await result
+
+
+def _check_protocol(ready: Any) -> None:
+    """Refuse a ``Ready`` of a protocol version this client does not speak."""
+    if ready.protocol not in (pb.PROTOCOL_UNSPECIFIED, pb.PROTOCOL_V1):
+        raise RemoteExecutionError(
+            f"the server speaks protocol version {ready.protocol}; this client speaks 1",
+            code=grpc.StatusCode.FAILED_PRECONDITION)

@@ -1,0 +1,570 @@
+"""One session: one ``RemoteExecution/Session`` stream, one remote worker.
+
+A :class:`Session` owns the gRPC stream-stream call and two tasks:
+
+- the **writer** takes batches of ``ClientMessage``s from a FIFO queue and
+  writes them with ``call.write()``. A batch (a call and its argument
+  chunks) is written back to back, so writes never interleave, and no
+  user-side cancellation ever lands inside a gRPC write (which would cancel
+  the whole stream).
+- the **reader** reads ``ServerMessage``s with ``call.read()`` and
+  dispatches them by call id to per-call :class:`CallState`s: an event
+  deque and a waiter future. It reassembles chunked values, logs
+  ``Output``, and, when the stream ends, fails every pending call with the
+  exception the status maps to.
+
+Calls get ids 1, 2, ... allocated synchronously together with the enqueue
+of their messages, so ids reach the wire strictly increasing. A call is
+never re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import sys
+from typing import Any, Callable, Deque, Dict, Iterable, Optional, Tuple
+
+import grpc
+
+from remotemedia.core.exceptions import (
+    RemoteExecutionError,
+    RemoteMediaError,
+    RemoteTimeoutError,
+    SessionClosedError,
+)
+from remotemedia.core.node import RemoteExecutorConfig
+from remotemedia.remote import wire
+from remotemedia.remote.errors import exception_from_error, exception_from_status
+from remotemedia.remote.wire import pb
+
+__all__ = ["CallState", "Session", "StreamEnd"]
+
+log = logging.getLogger("remotemedia.remote")
+
+#: gRPC method of the session stream.
+SESSION_METHOD = "/remotemedia.v1.RemoteExecution/Session"
+
+# Queue sentinel: half-close the stream after what was queued before it.
+_HALF_CLOSE = object()
+
+# Session phases.
+_OPENING, _READY, _ENDED = "opening", "ready", "ended"
+
+Event = Tuple[Any, ...]
+
+
+def log_remote(level: int, message: str, *args: Any) -> None:
+    """Log what the remote side printed or reported, on ``remotemedia.remote``.
+
+    When the application has configured no logging at all (no handler on
+    the logger or any ancestor), Python would drop INFO records, so the line
+    is written to stderr instead: remote ``print()`` output stays visible.
+    """
+    if log.hasHandlers():
+        log.log(level, message, *args)
+    else:
+        sys.stderr.write((message % args) + "\n")
+
+
+def local_grace(timeout: float) -> float:
+    """Extra time the client waits past ``timeout`` before its own timer fires.
+
+    The server enforces the same deadline (``timeout_ms``) and answers with an
+    ``Error`` that carries the remote traceback; the grace (10 %, at most
+    1 s) lets that answer arrive first.
+    """
+    return min(1.0, 0.1 * timeout)
+
+
+class StreamEnd:
+    """How the session stream ended: a gRPC status code and its message."""
+
+    __slots__ = ("code", "details")
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        self.details = details
+
+    def __repr__(self) -> str:
+        return f"StreamEnd({self.code.name}, {self.details!r})"
+
+
+class CallState:
+    """What the reader has delivered for one call id, and who waits for it.
+
+    Events, in order: ``("result", bytes)``, ``("generator",)``,
+    ``("item", bytes)``, ``("end", cancelled)``, ``("error", exception)``.
+    """
+
+    __slots__ = ("call_id", "name", "events", "waiter", "generator", "cancelled")
+
+    def __init__(self, call_id: int, name: str) -> None:
+        self.call_id = call_id
+        self.name = name
+        self.events: Deque[Event] = collections.deque()
+        self.waiter: Optional[asyncio.Future[None]] = None
+        self.generator = False
+        self.cancelled = False
+
+    def push(self, event: Event) -> None:
+        """Queue an event and wake the waiter."""
+        self.events.append(event)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_event(self, timeout: Optional[float]) -> Optional[Event]:
+        """The next event, or None if none came within ``timeout`` seconds.
+
+        Cancelling the waiting task loses no event.
+        """
+        if not self.events:
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+            self.waiter = waiter
+            timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return self.events.popleft() if self.events else None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Timer callback: wake a waiter without an event (a timeout)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Session:
+    """The client end of one session stream (see the module docstring).
+
+    Created by :class:`~remotemedia.remote.client.RemoteProxyClient` for each
+    attempt to open a session; ``Open`` is queued at construction.
+    """
+
+    def __init__(self, call: Any, fmt: int, config: RemoteExecutorConfig,
+                 open_messages: Iterable[Any]) -> None:
+        self.fmt = fmt
+        self.target = config.target
+        self.timeout = config.timeout
+        self.timeout_ms = int(config.timeout * 1000)
+        self.call_timeout = config.timeout + local_grace(config.timeout)
+        self.session_id = ""
+        self.ready: Any = None
+        self.prefetch = 4
+        self._call = call
+        self._loop = asyncio.get_running_loop()
+        self._phase = _OPENING
+        self._closing = False
+        self._next_id = 1
+        self._chunk_size = wire.CHUNK_SIZE
+        self._max_value = 0
+        self._pending: Dict[int, CallState] = {}
+        self._gc_cancels: Deque[CallState] = collections.deque()
+        self._assembler = wire.ValueAssembler()
+        self._open_events: asyncio.Queue[Any] = asyncio.Queue()
+        self._session_error: Any = None
+        self._failure: Optional[Callable[[], RemoteMediaError]] = None
+        self._outq: asyncio.Queue[Any] = asyncio.Queue()
+        self._outq.put_nowait(open_messages)
+        self._writer = self._loop.create_task(self._write_loop())
+        self._reader = self._loop.create_task(self._read_loop())
+        self._handlers: Dict[str, Callable[[Any], None]] = {
+            "progress": self._on_opening_event,
+            "ready": self._on_opening_event,
+            "result": self._on_result,
+            "value": self._on_value,
+            "item": self._on_item,
+            "error": self._on_error,
+            "end": self._on_end,
+            "output": self._on_output,
+        }
+
+    # ------------------------------------------------------------------
+    # State
+
+    @property
+    def short_id(self) -> str:
+        """The first 8 characters of the session id, for log prefixes."""
+        return self.session_id[:8] if self.session_id else "opening"
+
+    @property
+    def closed(self) -> bool:
+        """True once the session can take no more calls."""
+        return self._failure is not None
+
+    def _check_usable(self) -> None:
+        """Raise the session's failure if it can take no more calls."""
+        if self._failure is not None:
+            raise self._failure()
+        if self._phase != _READY or self._closing:
+            raise SessionClosedError(f"session {self.short_id} is not open")
+
+    # ------------------------------------------------------------------
+    # Opening
+
+    async def next_open_event(self, timeout: float) -> Any:
+        """The next ``Progress``, ``Ready`` or :class:`StreamEnd`, or None on timeout."""
+        try:
+            return await asyncio.wait_for(self._open_events.get(), max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            return None
+
+    def set_ready(self, ready: Any) -> None:
+        """Enter the ready phase with the server's ``Ready`` message.
+
+        Adopts the server's chunk size, value size and prefetch limits when
+        it sets them.
+        """
+        self.ready = ready
+        self.session_id = str(ready.session_id)
+        limits = ready.limits
+        if 0 < limits.max_chunk_bytes < wire.CHUNK_SIZE:
+            self._chunk_size = int(limits.max_chunk_bytes)
+        self._max_value = int(limits.max_value_bytes)
+        if limits.prefetch_items > 0:
+            self.prefetch = int(limits.prefetch_items)
+        self._phase = _READY
+
+    def _on_opening_event(self, message: Any) -> None:
+        """Progress and Ready go to :meth:`next_open_event` while opening."""
+        if self._phase == _OPENING:
+            self._open_events.put_nowait(message)
+        else:
+            log.debug("[session %s] ignoring a late %s", self.short_id,
+                      type(message).__name__)
+
+    # ------------------------------------------------------------------
+    # Calls
+
+    def start_call(self, name: str, kind: int, doc: Optional[bytes]) -> CallState:
+        """Allocate the next call id and queue ``Call`` and its arg chunks.
+
+        Raises:
+            SessionClosedError, WorkerDiedError, ConnectionLostError, ...:
+                the session can take no more calls.
+            ValueError: the arguments exceed the session's value limit.
+        """
+        self._check_usable()
+        self._flush_cancels()
+        if doc is not None and 0 < self._max_value < len(doc):
+            raise ValueError(
+                f"arguments of {name}() are {len(doc)} bytes, over the session's "
+                f"limit of {self._max_value} bytes")
+        call_id = self._next_id
+        self._next_id += 1
+        state = CallState(call_id, name)
+        self._pending[call_id] = state
+        self._outq.put_nowait(wire.call_messages(
+            call_id, name, kind, doc, self.timeout_ms, self._chunk_size))
+        return state
+
+    async def next_event(self, state: CallState, what: str) -> Event:
+        """Wait (at most the call timeout) for the next event of ``state``.
+
+        Raises the exception of an ``error`` event. On local expiry the call
+        is cancelled on the server and :class:`RemoteTimeoutError` raised.
+        """
+        event = await state.next_event(self.call_timeout)
+        if event is None:
+            self.cancel(state)
+            raise RemoteTimeoutError(
+                f"{what} timed out after {self.timeout:g}s",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED)
+        if event[0] == "error":
+            raise event[1]
+        return event
+
+    async def call(self, name: str, kind: int, doc: Optional[bytes]) -> Tuple[bool, Any]:
+        """Make one call and wait for its answer.
+
+        Returns ``(False, value)`` for a plain result, or ``(True, state)``
+        when the result is a generator (``Result{generator: true}``). If the
+        waiting task is cancelled, the call is abandoned on the server
+        (``Cancel``).
+        """
+        state = self.start_call(name, kind, doc)
+        try:
+            event = await self.next_event(state, f"call {name}()")
+        except asyncio.CancelledError:
+            self.cancel(state)
+            raise
+        if event[0] == "generator":
+            return True, state
+        return False, wire.decode_value(self.fmt, event[1])
+
+    def pull(self, state: CallState, n: int) -> None:
+        """Queue ``Pull{call_id, n}``: credit for n more items.
+
+        Nothing is sent for a generator that has already ended.
+        """
+        if self._pending.get(state.call_id) is not state or state.cancelled:
+            return
+        if self._phase == _READY and not self._closing:
+            self._outq.put_nowait((wire.pull_message(state.call_id, n, self.timeout_ms),))
+
+    def cancel(self, state: CallState) -> bool:
+        """Stop a generator or abandon a pending call (``Cancel{call_id}``).
+
+        A plain call is forgotten at once; a generator stays registered until
+        its ``End`` (or ``Error``), and items that arrive meanwhile are
+        dropped. Returns True when a ``Cancel`` was queued.
+        """
+        if state.cancelled:
+            return False
+        state.cancelled = True
+        if self._pending.get(state.call_id) is not state:
+            return False
+        if not state.generator:
+            del self._pending[state.call_id]
+            self._assembler.discard(state.call_id)
+        if self._phase != _READY or self._closing:
+            return False
+        self._outq.put_nowait((wire.cancel_message(state.call_id),))
+        return True
+
+    def cancel_threadsafe(self, state: CallState) -> None:
+        """Cancel ``state`` soon, from ``__del__`` of an abandoned generator.
+
+        ``__del__`` may run in any thread and at any point (cyclic GC can
+        interrupt the session's own code), so this only records the state
+        and schedules the real :meth:`cancel` on the loop. A call made
+        before that runs flushes the record first, so the ``Cancel`` still
+        reaches the server ahead of the next ``Call``. Never raises.
+        """
+        try:
+            self._gc_cancels.append(state)
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._flush_cancels)
+        except Exception:
+            pass
+
+    def _flush_cancels(self) -> None:
+        """Send the cancels recorded by :meth:`cancel_threadsafe`."""
+        while True:
+            try:
+                state = self._gc_cancels.popleft()
+            except IndexError:
+                return
+            self.cancel(state)
+
+    async def drain(self, state: CallState) -> None:
+        """After :meth:`cancel` of a generator, wait for its ``End`` (bounded)."""
+        loop = self._loop
+        deadline = loop.time() + self.timeout
+        while True:
+            event = await state.next_event(max(0.0, deadline - loop.time()))
+            if event is None or event[0] in ("end", "error"):
+                return
+
+    # ------------------------------------------------------------------
+    # Reader: dispatch of ServerMessages
+
+    async def _read_loop(self) -> None:
+        """Read until the stream ends, then fail what is pending."""
+        code, details = grpc.StatusCode.OK, ""
+        try:
+            while True:
+                message = await self._call.read()
+                if message is grpc.aio.EOF:
+                    break
+                self._dispatch(message)
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            code, details = grpc.StatusCode.CANCELLED, "stream cancelled by the client"
+            if task is not None and task.cancelling():
+                self._finish(code, details)
+                raise
+        except Exception as exc:  # a bug in dispatch, or an undecodable message
+            log.exception("[session %s] cannot handle a server message", self.short_id)
+            code, details = grpc.StatusCode.INTERNAL, f"client error: {exc!r}"
+            self._call.cancel()
+        self._finish(code, details)
+
+    def _dispatch(self, message: Any) -> None:
+        """Route one ServerMessage to its handler."""
+        kind = message.WhichOneof("msg") if message is not None else None
+        handler = self._handlers.get(kind or "")
+        if handler is None:
+            log.debug("[session %s] ignoring server message %r", self.short_id, kind)
+            return
+        handler(getattr(message, kind))
+
+    def _on_result(self, result: Any) -> None:
+        state = self._pending.get(result.call_id)
+        if state is None:
+            return
+        if result.generator:
+            state.generator = True
+            state.push(("generator",))
+            return
+        self._start_value(result.call_id, result.value, "result")
+
+    def _on_item(self, item: Any) -> None:
+        if item.call_id in self._pending:
+            self._start_value(item.call_id, item.value, "item")
+
+    def _start_value(self, call_id: int, value: Any, tag: str) -> None:
+        try:
+            done = self._assembler.start(call_id, value, tag)
+        except wire.ProtocolError as exc:
+            self._fail_call(call_id, exc)
+            return
+        if done is not None:
+            self._deliver(call_id, done[0], done[1])
+
+    def _on_value(self, value: Any) -> None:
+        try:
+            done = self._assembler.feed(value)
+        except KeyError:
+            return  # a value of a call that was abandoned
+        except wire.ProtocolError as exc:
+            self._fail_call(value.call_id, exc)
+            return
+        if done is not None:
+            self._deliver(value.call_id, done[0], done[1])
+
+    def _deliver(self, call_id: int, tag: str, data: bytes) -> None:
+        """Hand a complete result or item to its call."""
+        state = self._pending.get(call_id)
+        if state is None:
+            return
+        if tag == "result":
+            del self._pending[call_id]
+            state.push(("result", data))
+        elif not state.cancelled:
+            state.push(("item", data))
+
+    def _fail_call(self, call_id: int, exc: Exception) -> None:
+        state = self._pending.pop(call_id, None)
+        self._assembler.discard(call_id)
+        if state is not None:
+            state.push(("error", RemoteExecutionError(f"protocol error: {exc}")))
+
+    def _on_error(self, error: Any) -> None:
+        if error.call_id == 0:
+            self._session_error = error
+            log.warning("[session %s] session error: %s: %s", self.short_id,
+                        error.type, error.message)
+            return
+        state = self._pending.pop(error.call_id, None)
+        self._assembler.discard(error.call_id)
+        if state is not None:
+            state.push(("error", exception_from_error(error, self.fmt)))
+
+    def _on_end(self, end: Any) -> None:
+        state = self._pending.pop(end.call_id, None)
+        self._assembler.discard(end.call_id)
+        if state is not None:
+            state.push(("end", bool(end.cancelled)))
+
+    def _on_output(self, output: Any) -> None:
+        """Log what user code printed: stdout at INFO, stderr at WARNING."""
+        prefix = f"[session {self.short_id}]"
+        if output.dropped_bytes:
+            log_remote(logging.WARNING, "%s %d bytes of output dropped by the server's rate limit",
+                       prefix, output.dropped_bytes)
+        level = logging.WARNING if output.stream == pb.Output.STDERR else logging.INFO
+        for line in wire.output_lines(output.data):
+            log_remote(level, "%s %s", prefix, line)
+
+    def _finish(self, code: grpc.StatusCode, details: str) -> None:
+        """The stream ended: record why and fail every pending call."""
+        if self._phase == _OPENING:
+            self._open_events.put_nowait(StreamEnd(code, details))
+        self._phase = _ENDED
+        if self._failure is None:
+            if self._closing:
+                closed = f"session {self.short_id} is closed"
+                self._failure = lambda: SessionClosedError(closed)
+            else:
+                target, error = self.target, self._session_error
+                self._failure = lambda: exception_from_status(code, details, target, error)
+        quiet = (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED)
+        if code not in quiet and not self._closing and self.session_id:
+            log.warning("[session %s] ended: %s: %s", self.short_id, code.name, details)
+        for state in self._pending.values():
+            state.push(("error", self._failure()))
+        self._pending.clear()
+
+    # ------------------------------------------------------------------
+    # Writer
+
+    async def _write_loop(self) -> None:
+        """Write queued batches in order; stop at the half-close sentinel."""
+        try:
+            while True:
+                batch = await self._outq.get()
+                if batch is _HALF_CLOSE:
+                    await self._call.done_writing()
+                    return
+                for message in batch:
+                    await self._call.write(message)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            # The stream is over; the reader reports its status.
+            log.debug("[session %s] write failed: %r", self.short_id, exc)
+        except Exception:
+            log.exception("[session %s] cannot write a message", self.short_id)
+            self._call.cancel()
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+
+    async def close(self) -> None:
+        """End the session: ``Close``, half-close, wait for the stream's end.
+
+        Waits at most ``timeout`` for the server to end the stream, then
+        cancels it. Pending and later calls raise :class:`SessionClosedError`.
+        Idempotent.
+        """
+        if self._closing:
+            await self._wait_tasks()
+            return
+        self._closing = True
+        if self._phase == _READY:
+            self._outq.put_nowait((wire.close_message(),))
+            self._outq.put_nowait(_HALF_CLOSE)
+            await asyncio.wait({self._reader}, timeout=self.timeout)
+        await self._wait_tasks()
+        closed = f"session {self.short_id} is closed"
+        self._failure = lambda: SessionClosedError(closed)
+
+    async def abort(self) -> None:
+        """Cancel the stream at once (a failed or abandoned open)."""
+        self._closing = True
+        await self._wait_tasks()
+
+    async def _wait_tasks(self) -> None:
+        """Cancel the stream if it still runs, and reap both tasks."""
+        if not self._reader.done():
+            self._call.cancel()
+        await asyncio.wait({self._reader}, timeout=5.0)
+        if not self._writer.done():
+            self._writer.cancel()
+        for task in (self._reader, self._writer):
+            if not task.done():
+                task.cancel()
+            try:
+                await task
+            except BaseException:  # already reported by the task itself
+                if task.cancelled() and _current_task_cancelling():
+                    raise
+        if self._failure is None:
+            self._finish(grpc.StatusCode.CANCELLED, "session closed")
+
+
+def _current_task_cancelling() -> bool:
+    """True when the running task has been asked to cancel."""
+    task = asyncio.current_task()
+    return bool(task is not None and task.cancelling())

@@ -1,0 +1,359 @@
+"""Encoding of the remotemedia v1 messages: pure functions, no I/O.
+
+What lives here:
+
+- serialising the hosted object (cloudpickle, with the user's own modules
+  registered to travel by value) and the ``Open`` message that carries it;
+- encoding call arguments as one document (pickle or JSON) and decoding
+  results and items;
+- splitting a value into ``Value`` chunks of at most 1 MiB of data (chunk 0
+  inside its carrier, the rest as stand-alone ``ClientMessage.value``
+  messages) and reassembling the server's chunks.
+
+See ``docs/protocol.md`` for the rules the ``.proto`` cannot express.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import sys
+import sysconfig
+import types
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cloudpickle
+
+try:
+    from remotemedia._proto import remotemedia_pb2 as _pb2
+except ImportError as exc:  # pragma: no cover - depends on the build
+    raise ImportError(
+        "remotemedia._proto.remotemedia_pb2 is missing: run `make pyproto` in the "
+        "source tree (it generates the module from proto/remotemedia.proto)") from exc
+
+#: The generated protobuf module. Typed Any: its classes are built at run time.
+pb: Any = _pb2
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FORMATS",
+    "ProtocolError",
+    "ValueAssembler",
+    "call_messages",
+    "cancel_message",
+    "close_message",
+    "decode_value",
+    "dump_object",
+    "encode_args",
+    "iter_chunks",
+    "open_messages",
+    "pb",
+    "pull_message",
+]
+
+#: Most data bytes in one ``Value`` chunk (protocol limit: 1 MiB).
+CHUNK_SIZE = 1 << 20
+
+#: ``serialization_format`` name -> ``Format`` enum value.
+FORMATS: Dict[str, int] = {"pickle": pb.FORMAT_PICKLE, "json": pb.FORMAT_JSON}
+
+_PICKLE_PROTOCOL = 5
+
+
+class ProtocolError(ValueError):
+    """The server broke a rule of the protocol (for example a chunk out of order)."""
+
+
+# ---------------------------------------------------------------------------
+# The hosted object
+
+@functools.lru_cache(maxsize=1)
+def _site_dirs() -> Tuple[str, ...]:
+    """Directories of installed packages and of the standard library."""
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.realpath(path))
+    return tuple(sorted(dirs))
+
+
+def is_user_module(module: types.ModuleType) -> bool:
+    """True when ``module`` is the user's own code, which the server cannot import.
+
+    Not user code: ``__main__`` (cloudpickle already sends it by value),
+    builtins and the standard library, anything under a ``site-packages`` or
+    ``dist-packages`` directory, modules without a source file, and
+    ``remotemedia`` itself.
+    """
+    name = module.__name__
+    top = name.partition(".")[0]
+    if name == "__main__" or top == "remotemedia":
+        return False
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return False
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False
+    real = os.path.realpath(path)
+    parts = real.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    return not any(real.startswith(d + os.sep) for d in _site_dirs())
+
+
+def _modules_of(obj: Any) -> List[str]:
+    """Names of the modules defining ``obj``'s class and its bases.
+
+    When ``obj`` is itself a class or a function, its own module (and its
+    bases' modules) count too.
+    """
+    classes: List[type] = list(type(obj).__mro__)
+    if isinstance(obj, type):
+        classes.extend(obj.__mro__)
+    names = [getattr(c, "__module__", None) for c in classes]
+    if isinstance(obj, (types.FunctionType, types.MethodType)):
+        names.append(getattr(obj, "__module__", None))
+    return [n for n in dict.fromkeys(names) if isinstance(n, str)]
+
+
+def register_user_modules(obj: Any) -> List[str]:
+    """Register the user's modules of ``obj`` with cloudpickle to go by value.
+
+    The registration stays in force, so that arguments of the same classes
+    also travel by value. Returns the names newly registered.
+    """
+    registered = cloudpickle.list_registry_pickle_by_value()
+    added = []
+    for name in _modules_of(obj):
+        module = sys.modules.get(name)
+        if module is None or name in registered or not is_user_module(module):
+            continue
+        cloudpickle.register_pickle_by_value(module)
+        added.append(name)
+    return added
+
+
+def dump_object(obj: Any) -> bytes:
+    """cloudpickle ``obj`` (protocol 5) for ``Open.object``."""
+    register_user_modules(obj)
+    payload: bytes = cloudpickle.dumps(obj, protocol=_PICKLE_PROTOCOL)
+    return payload
+
+
+def python_version() -> str:
+    """The client's Python ``major.minor``, as ``Open.python_version`` carries it."""
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def open_messages(payload: bytes, fmt: int, requirements: Sequence[str],
+                  chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
+    """Yield the ``ClientMessage``s that open a session.
+
+    The first is ``Open`` with chunk 0 of the object (call id 0); the rest of
+    the object follows as ``ClientMessage.value`` with seq 1, 2, ...
+    """
+    chunks = iter_chunks(0, payload, chunk_size)
+    msg = pb.ClientMessage()
+    op = msg.open
+    op.protocol = pb.PROTOCOL_V1
+    op.format = fmt
+    op.object.CopyFrom(next(chunks))
+    op.requirements.extend(requirements)
+    op.python_version = python_version()
+    op.cloudpickle_version = cloudpickle.__version__
+    yield msg
+    for chunk in chunks:
+        yield pb.ClientMessage(value=chunk)
+
+
+# ---------------------------------------------------------------------------
+# Arguments and results
+
+def encode_args(fmt: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
+    """Encode a call's arguments as one document (``Call.args``).
+
+    pickle: ``cloudpickle.dumps((args, kwargs), protocol=5)``;
+    json: ``{"args": [...], "kwargs": {...}}`` in UTF-8.
+
+    Raises:
+        TypeError: with json, a value JSON cannot carry; the message names
+            its type. Nothing has been sent.
+    """
+    if fmt == pb.FORMAT_JSON:
+        try:
+            text = json.dumps({"args": list(args), "kwargs": kwargs},
+                              ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"argument cannot be sent as JSON: {exc}") from exc
+        return text.encode("utf-8")
+    doc: bytes = cloudpickle.dumps((tuple(args), dict(kwargs)), protocol=_PICKLE_PROTOCOL)
+    return doc
+
+
+def decode_value(fmt: int, data: bytes) -> Any:
+    """Decode a result or item document: ``pickle.loads`` or ``json.loads``.
+
+    An empty document decodes to None.
+    """
+    if not data:
+        return None
+    if fmt == pb.FORMAT_JSON:
+        return json.loads(data)
+    return pickle.loads(data)
+
+
+# ---------------------------------------------------------------------------
+# Chunking and reassembly
+
+def iter_chunks(call_id: int, data: bytes, chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
+    """Split ``data`` into ``Value`` chunks of at most ``chunk_size`` bytes.
+
+    Chunk 0 has seq 0 and ``total_size``; every chunk but the last has
+    ``more`` set. An empty value is one empty chunk.
+    """
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be > 0")
+    view = memoryview(data)
+    total = len(view)
+    offset = 0
+    seq = 0
+    while True:
+        end = min(offset + chunk_size, total)
+        chunk = pb.Value(call_id=call_id, seq=seq, more=end < total,
+                         data=bytes(view[offset:end]))
+        if seq == 0:
+            chunk.total_size = total
+        yield chunk
+        if end >= total:
+            return
+        offset = end
+        seq += 1
+
+
+def call_messages(call_id: int, name: str, kind: int, doc: Optional[bytes],
+                  timeout_ms: int, chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
+    """Yield the ``ClientMessage``s of one call: ``Call``, then its arg chunks.
+
+    ``doc`` is None for ``CALL_GET``, which carries no arguments.
+    """
+    msg = pb.ClientMessage()
+    call = msg.call
+    call.call_id = call_id
+    call.name = name
+    call.kind = kind
+    call.timeout_ms = timeout_ms
+    if doc is None:
+        yield msg
+        return
+    chunks = iter_chunks(call_id, doc, chunk_size)
+    call.args.CopyFrom(next(chunks))
+    yield msg
+    for chunk in chunks:
+        yield pb.ClientMessage(value=chunk)
+
+
+def pull_message(call_id: int, n: int, timeout_ms: int) -> Any:
+    """``Pull{call_id, n}``: credit for n more generator items."""
+    return pb.ClientMessage(pull=pb.Pull(call_id=call_id, n=n, timeout_ms=timeout_ms))
+
+
+def cancel_message(call_id: int) -> Any:
+    """``Cancel{call_id}``: stop a generator or abandon a pending call."""
+    return pb.ClientMessage(cancel=pb.Cancel(call_id=call_id))
+
+
+def close_message() -> Any:
+    """``Close``: end the session."""
+    return pb.ClientMessage(close=pb.Close())
+
+
+class ValueAssembler:
+    """Reassembles chunked values, one in progress per call id.
+
+    A carrier (``Result.value`` or ``Item.value``) starts a value with
+    :meth:`start`; ``ServerMessage.value`` continuations go to :meth:`feed`.
+    Each returns ``(tag, data)`` once the value is complete, else None; the
+    tag is whatever the caller passed to :meth:`start` (e.g. the item index).
+    """
+
+    def __init__(self) -> None:
+        self._parts: Dict[int, Tuple[Any, int, List[bytes]]] = {}
+
+    def start(self, call_id: int, value: Any, tag: Any) -> Optional[Tuple[Any, bytes]]:
+        """Begin the value whose chunk 0 is ``value``.
+
+        Raises:
+            ProtocolError: a value for this call is already in progress, or
+                the chunk's seq is not 0.
+        """
+        if call_id in self._parts:
+            raise ProtocolError(f"call {call_id}: new value before the last one ended")
+        if value.seq != 0:
+            raise ProtocolError(f"call {call_id}: first chunk has seq {value.seq}")
+        if not value.more:
+            return tag, value.data
+        self._parts[call_id] = (tag, 0, [value.data])
+        return None
+
+    def feed(self, value: Any) -> Optional[Tuple[Any, bytes]]:
+        """Add a continuation chunk.
+
+        Raises:
+            KeyError: no value is in progress for ``value.call_id`` (for
+                example the call was abandoned); the caller ignores it.
+            ProtocolError: the chunk is out of sequence.
+        """
+        call_id = value.call_id
+        tag, seq, parts = self._parts[call_id]
+        if value.seq != seq + 1:
+            del self._parts[call_id]
+            raise ProtocolError(
+                f"call {call_id}: chunk seq {value.seq} after {seq}")
+        parts.append(value.data)
+        if value.more:
+            self._parts[call_id] = (tag, seq + 1, parts)
+            return None
+        del self._parts[call_id]
+        return tag, b"".join(parts)
+
+    def discard(self, call_id: int) -> None:
+        """Forget a value in progress (its call was abandoned)."""
+        self._parts.pop(call_id, None)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+
+# ---------------------------------------------------------------------------
+# Human-readable forms
+
+_STAGES = {
+    pb.Progress.STAGE_RESOLVING: "resolving",
+    pb.Progress.STAGE_DOWNLOADING: "downloading",
+    pb.Progress.STAGE_INSTALLING: "installing",
+    pb.Progress.STAGE_DONE: "done",
+    pb.Progress.STAGE_LOG: "pip",
+}
+
+
+def format_progress(progress: Any) -> str:
+    """One line describing a ``Progress`` message, for the log."""
+    stage = _STAGES.get(progress.stage, "progress")
+    if progress.stage == pb.Progress.STAGE_LOG or (progress.log_line and not progress.package):
+        return f"{stage}: {progress.log_line}"
+    text = stage
+    if progress.package:
+        text += f" {progress.package}"
+    if progress.fraction >= 0 and progress.stage != pb.Progress.STAGE_DONE:
+        text += f" ({progress.fraction * 100:.0f}%)"
+    if progress.log_line:
+        text += f": {progress.log_line}"
+    return text
+
+
+def output_lines(data: bytes) -> List[str]:
+    """Split an ``Output`` chunk into lines (invalid UTF-8 is replaced)."""
+    return data.decode("utf-8", errors="replace").splitlines()

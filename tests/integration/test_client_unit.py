@@ -1,0 +1,1150 @@
+"""Unit tests of the remotemedia client that need no real server.
+
+Run: cd /work/main && PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_client_unit.py
+
+The first half tests pure parts (config, exceptions, encoding, chunking). The
+second half drives the client's real gRPC stream handling against
+``FakeServer``: a tiny in-process ``grpc.aio`` server that answers ``Open``
+with ``Ready`` and plays scripted answers to calls. It is a test double for
+the client's stream logic only; the integration tests use the real
+``remotemediad``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import json
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, AsyncIterator, Dict, List, Optional
+
+import cloudpickle
+import grpc
+import pytest
+
+from remotemedia._proto import remotemedia_pb2 as pb
+from remotemedia.core.exceptions import (
+    AuthenticationError,
+    ConnectionLostError,
+    InstallError,
+    RemoteExecutionError,
+    RemoteMediaError,
+    RemoteTimeoutError,
+    SessionClosedError,
+    WorkerDiedError,
+)
+from remotemedia.core.node import RemoteExecutorConfig
+from remotemedia.remote import RemoteProxyClient, wire
+from remotemedia.remote.errors import exception_from_error, exception_from_status
+from remotemedia.remote.proxy import RemoteProxy
+
+MiB = 1 << 20
+TEST_TIMEOUT = 20.0  # every async test is bounded by this
+
+
+class MyError(Exception):
+    """A user exception class of the client's own code."""
+
+
+class Calculator:
+    """The object hosted in the fake sessions."""
+
+    def __init__(self) -> None:
+        self.value = 42
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+def run(coro: Any, timeout: float = TEST_TIMEOUT) -> Any:
+    """Run a coroutine in a fresh loop, bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+# ---------------------------------------------------------------------------
+# Config and import paths
+
+def test_config_fields_and_defaults() -> None:
+    fields = [(f.name, f.default) for f in dataclasses.fields(RemoteExecutorConfig)]
+    assert fields == [
+        ("host", "localhost"), ("port", 50052), ("protocol", "grpc"), ("auth_token", None),
+        ("timeout", 30.0), ("max_retries", 3), ("ssl_enabled", False), ("pip_packages", None),
+        ("ca_file", None), ("client_cert_file", None), ("client_key_file", None),
+    ]
+    cfg = RemoteExecutorConfig("example.org", 1234, "grpc", "tok", 5, 0, False, ["numpy"])
+    assert cfg.target == "example.org:1234"
+    assert cfg.timeout == 5.0 and isinstance(cfg.timeout, float)
+    assert "tok" not in repr(cfg)
+    assert RemoteExecutorConfig(host="::1").target == "[::1]:50052"
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"protocol": "http"}, ValueError),
+    ({"timeout": 0}, ValueError),
+    ({"timeout": -1.5}, ValueError),
+    ({"timeout": "30"}, TypeError),
+    ({"max_retries": -1}, ValueError),
+    ({"max_retries": 1.5}, TypeError),
+    ({"pip_packages": "numpy"}, TypeError),
+    ({"pip_packages": ["numpy", 3]}, TypeError),
+    ({"port": 0}, ValueError),
+    ({"host": ""}, ValueError),
+    ({"ssl_enabled": True, "client_cert_file": "c.pem"}, ValueError),
+    ({"ca_file": "ca.pem"}, ValueError),
+])
+def test_config_validation(kwargs: Dict[str, Any], error: type) -> None:
+    with pytest.raises(error):
+        RemoteExecutorConfig(**kwargs)
+
+
+def test_config_accepts_valid_values() -> None:
+    cfg = RemoteExecutorConfig(pip_packages=("numpy>=1.21", "qrcode[pil]"), max_retries=0,
+                               ssl_enabled=True, ca_file="ca.pem")
+    assert cfg.pip_packages == ["numpy>=1.21", "qrcode[pil]"]
+
+
+def test_import_paths() -> None:
+    import remotemedia
+    import remotemedia.core.exceptions as core_exc
+    import remotemedia.remote as remote
+
+    assert isinstance(remotemedia.__version__, str)
+    assert remotemedia.RemoteProxyClient is remote.RemoteProxyClient
+    assert remotemedia.RemoteExecutorConfig is RemoteExecutorConfig
+    for name in ("RemoteMediaError", "RemoteExecutionError", "InstallError",
+                 "AuthenticationError", "RemoteTimeoutError", "WorkerDiedError",
+                 "ConnectionLostError", "SessionClosedError"):
+        assert getattr(remote, name) is getattr(core_exc, name)
+        assert getattr(remotemedia, name) is getattr(core_exc, name)
+    assert issubclass(RemoteExecutionError, RemoteMediaError)
+    for cls in (InstallError, AuthenticationError, RemoteTimeoutError, WorkerDiedError,
+                ConnectionLostError, SessionClosedError):
+        assert issubclass(cls, RemoteExecutionError)
+    assert issubclass(RemoteTimeoutError, TimeoutError)
+
+
+def test_import_remotemedia_does_not_load_grpc() -> None:
+    code = ("import sys, remotemedia, remotemedia.core.node, remotemedia.core.exceptions;"
+            "print('grpc' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "..", "python"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=30, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------
+# Exceptions from Error messages and statuses
+
+def make_error(module: str, qualname: str, message: str = "boom", **kw: Any) -> Any:
+    kw.setdefault("type", qualname if module == "builtins" else f"{module}.{qualname}")
+    kw.setdefault("traceback", f"Traceback (most recent call last):\n  ...\n{qualname}: {message}\n")
+    return pb.Error(call_id=1, module=module, qualname=qualname, message=message, **kw)
+
+
+def test_builtin_exception_is_catchable() -> None:
+    exc = exception_from_error(make_error("builtins", "ValueError", "bad value"), pb.FORMAT_PICKLE)
+    assert isinstance(exc, ValueError) and isinstance(exc, RemoteExecutionError)
+    assert str(exc) == "bad value"
+    assert exc.args == ("bad value",)
+    assert exc.remote_type == "ValueError"
+    assert "ValueError: bad value" in exc.remote_traceback
+    assert exc.code is None
+    assert any("Remote traceback" in note for note in exc.__notes__)
+    with pytest.raises(ValueError, match="bad value"):
+        raise exc
+    again = exception_from_error(make_error("builtins", "ValueError"), pb.FORMAT_PICKLE)
+    assert type(again) is type(exc)  # the dynamic class is cached
+    assert repr(exc) == "ValueError('bad value')"
+
+
+def test_client_module_exception_is_catchable() -> None:
+    exc = exception_from_error(make_error(__name__, "MyError", "mine"), pb.FORMAT_JSON)
+    assert isinstance(exc, MyError) and isinstance(exc, RemoteExecutionError)
+    assert str(exc) == "mine"
+    with pytest.raises(MyError):
+        raise exc
+
+
+def test_main_module_exception_is_catchable() -> None:
+    main = sys.modules["__main__"]
+
+    class ScriptError(Exception):
+        pass
+
+    ScriptError.__module__ = "__main__"
+    ScriptError.__qualname__ = "ScriptError"
+    setattr(main, "ScriptError", ScriptError)
+    try:
+        exc = exception_from_error(make_error("__main__", "ScriptError", "from script"),
+                                   pb.FORMAT_PICKLE)
+        assert isinstance(exc, ScriptError)
+        assert str(exc) == "from script"
+    finally:
+        delattr(main, "ScriptError")
+
+
+def test_unknown_module_is_never_imported(tmp_path: Any) -> None:
+    marker = tmp_path / "imported"
+    name = "remotemedia_test_evil_module"
+    (tmp_path / f"{name}.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass Err(Exception):\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        # A pickle that names the module: GLOBAL, empty tuple, REDUCE.
+        pickled = f"c{name}\nErr\n(tR.".encode()
+        before = set(sys.modules)
+        err = make_error(name, "Err", "remote only", pickled=pickled)
+        exc = exception_from_error(err, pb.FORMAT_PICKLE)
+        assert type(exc) is RemoteExecutionError
+        assert str(exc) == "remote only"
+        assert exc.remote_type == f"{name}.Err"
+        assert name not in sys.modules
+        assert set(sys.modules) == before
+        assert not marker.exists()
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_non_exception_and_flow_control_types_are_not_combined() -> None:
+    for module, qualname in (("builtins", "StopIteration"), ("builtins", "KeyboardInterrupt"),
+                             ("asyncio.exceptions", "CancelledError"), ("builtins", "len"),
+                             ("os", "path")):
+        exc = exception_from_error(make_error(module, qualname), pb.FORMAT_PICKLE)
+        assert type(exc) is RemoteExecutionError, qualname
+
+
+class _Uncombinable(Exception):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError("final class")
+
+
+class _BadNew(Exception):
+    def __new__(cls, *args: Any) -> Any:
+        raise RuntimeError("no")
+
+
+def test_uncombinable_types_fall_back() -> None:
+    for qualname in ("_Uncombinable", "_BadNew"):
+        exc = exception_from_error(make_error(__name__, qualname, "x"), pb.FORMAT_PICKLE)
+        assert type(exc) is RemoteExecutionError
+        assert str(exc) == "x"
+
+
+class _WithState(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message, status)
+        self.status = status
+
+
+def test_pickled_state_is_restored() -> None:
+    err = make_error("builtins", "KeyError", "'k'", pickled=pickle.dumps(KeyError("k")))
+    exc = exception_from_error(err, pb.FORMAT_PICKLE)
+    assert isinstance(exc, KeyError) and exc.args == ("k",) and str(exc) == "'k'"
+    err = make_error(__name__, "_WithState", "teapot",
+                     pickled=pickle.dumps(_WithState("teapot", 418)))
+    exc = exception_from_error(err, pb.FORMAT_PICKLE)
+    assert isinstance(exc, _WithState) and exc.status == 418 and exc.code is None
+    # json never unpickles what the server sent
+    exc = exception_from_error(err, pb.FORMAT_JSON)
+    assert not hasattr(exc, "status")
+    # garbage is ignored
+    err = make_error("builtins", "ValueError", "v", pickled=b"\x80\x05garbage")
+    assert isinstance(exception_from_error(err, pb.FORMAT_PICKLE), ValueError)
+
+
+def test_timeout_flag_gives_remote_timeout_error() -> None:
+    err = make_error("builtins", "TimeoutError", "deadline passed", timeout=True)
+    exc = exception_from_error(err, pb.FORMAT_PICKLE)
+    assert isinstance(exc, RemoteTimeoutError) and isinstance(exc, TimeoutError)
+    assert str(exc) == "deadline passed"
+
+
+def test_combined_exception_pickles() -> None:
+    exc = exception_from_error(make_error("builtins", "ValueError", "v"), pb.FORMAT_PICKLE)
+    again = pickle.loads(pickle.dumps(exc))
+    assert isinstance(again, ValueError) and isinstance(again, RemoteExecutionError)
+    assert str(again) == "v"
+
+
+@pytest.mark.parametrize("code, details, cls", [
+    (grpc.StatusCode.ABORTED, "worker killed by signal 9 (Killed)", WorkerDiedError),
+    (grpc.StatusCode.FAILED_PRECONDITION, "install failed: no matching distribution for x",
+     InstallError),
+    (grpc.StatusCode.FAILED_PRECONDITION, "client Python 3.10 differs from server's 3.11",
+     RemoteExecutionError),
+    (grpc.StatusCode.UNAUTHENTICATED, "bad token", AuthenticationError),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, "call ignored its deadline", RemoteTimeoutError),
+    (grpc.StatusCode.UNAVAILABLE, "Socket closed", ConnectionLostError),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "memory limit 512 MiB reached", RemoteExecutionError),
+    (grpc.StatusCode.OK, "", SessionClosedError),
+])
+def test_status_mapping(code: grpc.StatusCode, details: str, cls: type) -> None:
+    exc = exception_from_status(code, details, "h:1")
+    assert type(exc) is cls
+    assert exc.code == code
+    assert details in str(exc)
+    if cls in (WorkerDiedError, InstallError, AuthenticationError):
+        assert str(exc) == details
+
+
+# ---------------------------------------------------------------------------
+# Encoding and chunking
+
+def test_json_args_that_json_cannot_carry() -> None:
+    assert json.loads(wire.encode_args(pb.FORMAT_JSON, (1, "é"), {"b": [2]})) == {
+        "args": [1, "é"], "kwargs": {"b": [2]}}
+    with pytest.raises(TypeError, match="set"):
+        wire.encode_args(pb.FORMAT_JSON, ({1, 2},), {})
+    with pytest.raises(TypeError, match="bytes"):
+        wire.encode_args(pb.FORMAT_JSON, (), {"data": b"x"})
+
+
+def test_pickle_args_document() -> None:
+    doc = wire.encode_args(pb.FORMAT_PICKLE, (1, [2]), {"b": 3})
+    assert pickle.loads(doc) == ((1, [2]), {"b": 3})
+
+
+def test_args_are_chunked_under_one_mib() -> None:
+    doc = os.urandom(3 * MiB + MiB // 2)
+    messages = list(wire.call_messages(7, "process", pb.CALL_METHOD, doc, 30000))
+    assert len(messages) == 4
+    assert messages[0].WhichOneof("msg") == "call"
+    call = messages[0].call
+    assert (call.call_id, call.name, call.timeout_ms) == (7, "process", 30000)
+    chunks = [call.args] + [m.value for m in messages[1:]]
+    assert all(m.WhichOneof("msg") == "value" for m in messages[1:])
+    assert [c.seq for c in chunks] == [0, 1, 2, 3]
+    assert [c.more for c in chunks] == [True, True, True, False]
+    assert all(c.call_id == 7 for c in chunks)
+    assert chunks[0].total_size == len(doc)
+    assert all(len(c.data) <= MiB for c in chunks)
+    assert all(m.ByteSize() <= MiB + 64 for m in messages)
+    assert b"".join(c.data for c in chunks) == doc
+
+
+def test_python_version_tolerates_a_plain_tuple(monkeypatch: Any) -> None:
+    monkeypatch.setattr(sys, "version_info", (3, 99, 0, "final", 0))
+    assert wire.python_version() == "3.99"
+    (message,) = wire.open_messages(b"x", pb.FORMAT_PICKLE, [])
+    assert message.open.python_version == "3.99"
+
+
+def test_open_is_chunked() -> None:
+    payload = os.urandom(2 * MiB + 5)
+    messages = list(wire.open_messages(payload, pb.FORMAT_JSON, ["numpy"]))
+    op = messages[0].open
+    assert op.protocol == pb.PROTOCOL_V1 and op.format == pb.FORMAT_JSON
+    assert list(op.requirements) == ["numpy"]
+    assert op.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert op.cloudpickle_version == cloudpickle.__version__
+    assert op.object.call_id == 0 and op.object.more
+    rest = [m.value for m in messages[1:]]
+    assert [v.seq for v in rest] == [1, 2] and all(v.call_id == 0 for v in rest)
+    assert op.object.data + b"".join(v.data for v in rest) == payload
+    assert all(m.ByteSize() <= MiB + 256 for m in messages)
+
+
+def test_get_call_has_no_args() -> None:
+    (message,) = wire.call_messages(3, "value", pb.CALL_GET, None, 1000)
+    assert message.call.kind == pb.CALL_GET and not message.call.HasField("args")
+
+
+def test_reassembly() -> None:
+    data = os.urandom(2 * MiB + 17)
+    chunks = list(wire.iter_chunks(5, data))
+    asm = wire.ValueAssembler()
+    assert asm.start(5, chunks[0], "result") is None
+    assert asm.feed(chunks[1]) is None
+    assert asm.feed(chunks[2]) == ("result", data)
+    assert len(asm) == 0
+    # single chunk
+    (only,) = wire.iter_chunks(6, b"small")
+    assert asm.start(6, only, ("item", 0)) == (("item", 0), b"small")
+    # out of order
+    asm.start(5, chunks[0], "result")
+    with pytest.raises(wire.ProtocolError):
+        asm.feed(chunks[2])
+    with pytest.raises(KeyError):
+        asm.feed(chunks[1])  # value was dropped after the error
+    # empty value
+    (empty,) = wire.iter_chunks(8, b"")
+    assert asm.start(8, empty, "result") == ("result", b"")
+
+
+def test_user_modules_are_registered_by_value(tmp_path: Any) -> None:
+    name = "remotemedia_test_user_mod"
+    (tmp_path / f"{name}.py").write_text("class Base:\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = __import__(name)
+
+        class Child(mod.Base):
+            pass
+
+        Child.__module__ = "json"  # stdlib: never by value
+        added = wire.register_user_modules(Child())
+        assert name in added
+        assert name in cloudpickle.list_registry_pickle_by_value()
+        assert "json" not in cloudpickle.list_registry_pickle_by_value()
+        assert not wire.is_user_module(sys.modules["remotemedia.remote.wire"])
+        assert not wire.is_user_module(sys.modules["grpc"])
+        assert not wire.is_user_module(sys.modules["__main__"])
+        cloudpickle.unregister_pickle_by_value(mod)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+
+
+def test_progress_and_output_formatting() -> None:
+    stage = pb.Progress
+    assert wire.format_progress(pb.Progress(stage=stage.STAGE_DOWNLOADING, package="numpy",
+                                            fraction=0.5)) == "downloading numpy (50%)"
+    assert wire.format_progress(pb.Progress(stage=stage.STAGE_LOG, log_line="Collecting x",
+                                            fraction=-1)) == "pip: Collecting x"
+    assert wire.format_progress(pb.Progress(stage=stage.STAGE_DONE, fraction=1)) == "done"
+    assert wire.output_lines(b"a\nb\xff\n") == ["a", "b\ufffd"]
+
+
+class _StubSession:
+    """Stands in for a Session where no wire may be touched."""
+
+    fmt = pb.FORMAT_PICKLE
+    closed = False
+    short_id = "01234567"
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the proxy touched session.{name}")
+
+
+def test_proxy_has_no_public_names() -> None:
+    proxy = RemoteProxy(_StubSession(), {"process": pb.ATTR_METHOD, "value": pb.ATTR_PROPERTY},
+                        "Calculator")  # type: ignore[arg-type]
+    assert [n for n in dir(proxy) if not n.startswith("_")] == []
+    assert [n for n in dir(RemoteProxy) if not n.startswith("_")] == []
+    assert repr(proxy) == "<RemoteProxy Calculator session=01234567>"
+    assert str(proxy) == repr(proxy)
+    assert callable(proxy.process) and not hasattr(proxy.process, "__await__")
+    assert hasattr(proxy.value, "__await__") and callable(proxy.value)
+    assert hasattr(proxy.anything_else, "__await__") and callable(proxy.anything_else)
+    with pytest.raises(AttributeError):
+        proxy.__len__
+    with pytest.raises(AttributeError):
+        proxy._rm_missing
+    with pytest.raises(AttributeError):
+        proxy.value = 3
+    with pytest.raises(TypeError):
+        pickle.dumps(proxy)
+
+
+# ---------------------------------------------------------------------------
+# The fake server: a test double for the client's stream handling
+
+ATTRS = {
+    "echo": pb.ATTR_METHOD, "add": pb.ATTR_METHOD, "big": pb.ATTR_METHOD,
+    "count": pb.ATTR_GENERATOR, "fail_gen": pb.ATTR_ASYNC_GENERATOR,
+    "boom": pb.ATTR_METHOD, "main_error": pb.ATTR_METHOD, "hang": pb.ATTR_ASYNC_METHOD,
+    "deadline": pb.ATTR_METHOD, "say": pb.ATTR_METHOD, "die": pb.ATTR_METHOD,
+    "value": pb.ATTR_ATTRIBUTE, "doubled": pb.ATTR_PROPERTY,
+}
+SESSION_ID = "0123456789abcdef0123456789abcdef"
+
+
+class FakeSession:
+    """Server side of one fake session: scripted answers by method name."""
+
+    def __init__(self, server: "FakeServer", context: Any) -> None:
+        self.server = server
+        self.context = context
+        self.fmt = pb.FORMAT_PICKLE
+        self.args: Dict[int, List[bytes]] = {}
+        self.calls: Dict[int, pb.Call] = {}
+        self.gens: Dict[int, List[Any]] = {}
+        self.credit: Dict[int, int] = {}
+        self.hanging: set = set()
+
+    def encode(self, value: Any) -> bytes:
+        if self.fmt == pb.FORMAT_JSON:
+            return json.dumps(value).encode()
+        return pickle.dumps(value, protocol=5)
+
+    def decode_args(self, doc: bytes) -> Any:
+        if self.fmt == pb.FORMAT_JSON:
+            parsed = json.loads(doc)
+            return tuple(parsed["args"]), parsed["kwargs"]
+        return pickle.loads(doc)
+
+    async def send(self, **fields: Any) -> None:
+        await self.context.write(pb.ServerMessage(**fields))
+
+    async def send_value(self, carrier: str, call_id: int, data: bytes, **extra: Any) -> None:
+        chunks = list(wire.iter_chunks(call_id, data))
+        if carrier == "result":
+            await self.send(result=pb.Result(call_id=call_id, value=chunks[0]))
+        else:
+            await self.send(item=pb.Item(call_id=call_id, value=chunks[0], **extra))
+        for chunk in chunks[1:]:
+            await self.send(value=chunk)
+
+    async def error(self, call_id: int, module: str, qualname: str, message: str,
+                    **kw: Any) -> None:
+        await self.send(error=pb.Error(
+            call_id=call_id, module=module, qualname=qualname, message=message,
+            type=qualname if module == "builtins" else f"{module}.{qualname}",
+            traceback=f"Traceback (most recent call last):\n{qualname}: {message}\n", **kw))
+
+    async def run(self) -> None:
+        first = await self.context.read()
+        self.server.received.append(first)
+        if first is grpc.aio.EOF or first.WhichOneof("msg") != "open":
+            await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be Open")
+        if not await self.open(first.open):
+            return
+        while True:
+            message = await self.context.read()
+            if message is grpc.aio.EOF:
+                return
+            self.server.received.append(message)
+            kind = message.WhichOneof("msg")
+            if kind == "close":
+                self.server.closes += 1
+                return
+            await getattr(self, f"on_{kind}")(getattr(message, kind))
+
+    async def open(self, op: pb.Open) -> bool:
+        token = self.server.token
+        metadata = dict(self.context.invocation_metadata())
+        if token is not None and metadata.get("authorization") != f"Bearer {token}":
+            await self.context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid token")
+        self.fmt = op.format
+        data = op.object.data
+        more = op.object.more
+        while more:
+            chunk = (await self.context.read()).value
+            self.server.received.append(pb.ClientMessage(value=chunk))
+            data += chunk.data
+            more = chunk.more
+        self.server.objects.append(pickle.loads(data))
+        if self.server.hang_open:
+            await asyncio.sleep(60)
+        if op.requirements:
+            for i, package in enumerate(op.requirements):
+                await self.send(progress=pb.Progress(
+                    stage=pb.Progress.STAGE_INSTALLING, package=package, fraction=i / 2))
+                await asyncio.sleep(self.server.progress_delay)
+        if op.requirements and not self.server.install_ok:
+            await self.context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"install failed: {op.requirements[-1]}: no matching distribution found")
+        await self.send(ready=pb.Ready(session_id=SESSION_ID, python_version="3.11",
+                                       attributes=ATTRS, protocol=pb.PROTOCOL_V1,
+                                       limits=pb.Limits(prefetch_items=self.server.prefetch)))
+        return True
+
+    async def on_call(self, call: pb.Call) -> None:
+        self.calls[call.call_id] = call
+        self.server.call_ids.append(call.call_id)
+        if call.kind == pb.CALL_GET:
+            await self.on_get(call)
+            return
+        self.args[call.call_id] = [call.args.data]
+        if not call.args.more:
+            await self.dispatch(call.call_id)
+
+    async def on_value(self, value: pb.Value) -> None:
+        self.args[value.call_id].append(value.data)
+        if not value.more:
+            await self.dispatch(value.call_id)
+
+    async def on_get(self, call: pb.Call) -> None:
+        if call.name == "value":
+            await self.send_value("result", call.call_id, self.encode(42))
+        elif call.name == "doubled":
+            await self.send_value("result", call.call_id, self.encode(84))
+        else:
+            await self.error(call.call_id, "builtins", "AttributeError",
+                             f"'Calculator' object has no attribute '{call.name}'")
+
+    async def dispatch(self, call_id: int) -> None:
+        call = self.calls[call_id]
+        args, kwargs = self.decode_args(b"".join(self.args.pop(call_id)))
+        handler = getattr(self, f"do_{call.name}", None)
+        if handler is None:
+            await self.error(call_id, "builtins", "AttributeError",
+                             f"'Calculator' object has no attribute '{call.name}'")
+            return
+        await handler(call_id, *args, **kwargs)
+
+    async def do_echo(self, call_id: int, *args: Any, **kwargs: Any) -> None:
+        await self.send_value("result", call_id, self.encode([list(args), kwargs]))
+
+    async def do_add(self, call_id: int, a: int, b: int) -> None:
+        await self.send_value("result", call_id, self.encode(a + b))
+
+    async def do_big(self, call_id: int, n: int) -> None:
+        await self.send_value("result", call_id, self.encode(b"z" * n))
+
+    async def do_count(self, call_id: int, n: int) -> None:
+        self.gens[call_id] = list(range(n))
+        self.credit[call_id] = 0
+        await self.send(result=pb.Result(call_id=call_id, generator=True))
+
+    async def do_fail_gen(self, call_id: int) -> None:
+        self.gens[call_id] = [0, 1, MyError("third item failed")]
+        self.credit[call_id] = 0
+        await self.send(result=pb.Result(call_id=call_id, generator=True))
+
+    async def do_boom(self, call_id: int) -> None:
+        await self.error(call_id, "builtins", "ValueError", "boom",
+                         pickled=pickle.dumps(ValueError("boom")))
+
+    async def do_main_error(self, call_id: int) -> None:
+        await self.error(call_id, __name__, "MyError", "mine")
+
+    async def do_hang(self, call_id: int) -> None:
+        self.hanging.add(call_id)
+
+    async def do_deadline(self, call_id: int) -> None:
+        await self.error(call_id, "builtins", "TimeoutError", "call exceeded 0.3s", timeout=True)
+
+    async def do_say(self, call_id: int) -> None:
+        await self.send(output=pb.Output(stream=pb.Output.STDOUT, data=b"hello\nworld\n"))
+        await self.send(output=pb.Output(stream=pb.Output.STDERR, data=b"oops\n",
+                                         dropped_bytes=10))
+        await self.send_value("result", call_id, self.encode(None))
+
+    async def do_die(self, call_id: int) -> None:
+        await self.context.abort(grpc.StatusCode.ABORTED, "worker killed by signal 9 (Killed)")
+
+    async def on_pull(self, pull: pb.Pull) -> None:
+        self.server.pulls.append((pull.call_id, pull.n, pull.timeout_ms))
+        if pull.call_id not in self.gens:
+            return
+        self.credit[pull.call_id] += pull.n
+        self.server.max_credit = max(self.server.max_credit, self.credit[pull.call_id])
+        await self.emit(pull.call_id)
+
+    async def emit(self, call_id: int) -> None:
+        items = self.gens[call_id]
+        while self.credit[call_id] > 0 and items:
+            item = items.pop(0)
+            if isinstance(item, Exception):
+                del self.gens[call_id]
+                await self.error(call_id, __name__, type(item).__qualname__, str(item))
+                return
+            self.credit[call_id] -= 1
+            await self.send_value("item", call_id, self.encode(item), index=item)
+        if not items:
+            del self.gens[call_id]
+            await self.send(end=pb.End(call_id=call_id))
+
+    async def on_cancel(self, cancel: pb.Cancel) -> None:
+        self.server.cancels.append(cancel.call_id)
+        if cancel.call_id in self.gens:
+            del self.gens[cancel.call_id]
+            await self.send(end=pb.End(call_id=cancel.call_id, cancelled=True))
+        elif cancel.call_id in self.hanging:
+            self.hanging.discard(cancel.call_id)
+            await self.error(cancel.call_id, "asyncio.exceptions", "CancelledError", "")
+
+
+class FakeServer:
+    """An in-process grpc.aio server speaking the Session RPC (test double)."""
+
+    def __init__(self, token: Optional[str] = None, prefetch: int = 0,
+                 install_ok: bool = False, progress_delay: float = 0.05,
+                 hang_open: bool = False) -> None:
+        self.token = token
+        self.prefetch = prefetch
+        self.install_ok = install_ok
+        self.progress_delay = progress_delay
+        self.hang_open = hang_open
+        self.received: List[pb.ClientMessage] = []
+        self.objects: List[Any] = []
+        self.call_ids: List[int] = []
+        self.pulls: List[tuple] = []
+        self.cancels: List[int] = []
+        self.closes = 0
+        self.max_credit = 0
+        self.port = 0
+        self.server: Any = None
+
+    async def _session(self, request_iterator: Any, context: Any) -> None:
+        await FakeSession(self, context).run()
+
+    async def start(self, port: int = 0) -> None:
+        self.server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler("remotemedia.v1.RemoteExecution", {
+            "Session": grpc.stream_stream_rpc_method_handler(
+                self._session,
+                request_deserializer=pb.ClientMessage.FromString,
+                response_serializer=pb.ServerMessage.SerializeToString),
+        })
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+
+    def config(self, **kw: Any) -> RemoteExecutorConfig:
+        kw.setdefault("timeout", 5.0)
+        return RemoteExecutorConfig(host="127.0.0.1", port=self.port, **kw)
+
+    def kinds(self) -> List[str]:
+        return [m.WhichOneof("msg") for m in self.received]
+
+
+@contextlib.asynccontextmanager
+async def fake_server(**kw: Any) -> AsyncIterator[FakeServer]:
+    server = FakeServer(**kw)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def session(**kw: Any) -> AsyncIterator[Any]:
+    """A fake server, a connected client and a proxy of a Calculator."""
+    fmt = kw.pop("serialization_format", "pickle")
+    async with fake_server(**{k: kw.pop(k) for k in ("token", "prefetch") if k in kw}) as server:
+        async with RemoteProxyClient(server.config(**kw)) as client:
+            proxy = await client.create_proxy(Calculator(), serialization_format=fmt)
+            yield server, client, proxy
+
+
+async def wait_until(predicate: Any, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------
+# Stream handling against the fake server
+
+def test_calls_attributes_and_ids() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            assert isinstance(server.objects[0], Calculator)
+            op = server.received[0].open
+            assert op.protocol == pb.PROTOCOL_V1 and op.format == pb.FORMAT_PICKLE
+            assert list(op.requirements) == [] and op.cloudpickle_version == cloudpickle.__version__
+            assert await proxy.add(2, b=3) == 5
+            assert await proxy.echo(1, "x", k=[1]) == [[1, "x"], {"k": [1]}]
+            assert await proxy.value == 42
+            assert await proxy.doubled == 84
+            results = await asyncio.gather(*(proxy.add(i, i) for i in range(20)))
+            assert results == [2 * i for i in range(20)]
+            assert await asyncio.create_task(proxy.add(1, 1)) == 2
+            assert server.call_ids == list(range(1, len(server.call_ids) + 1))
+            calls = [m.call for m in server.received if m.WhichOneof("msg") == "call"]
+            assert all(c.timeout_ms == 5000 for c in calls)
+            sent = len(server.received)
+            assert "RemoteProxy" in repr(proxy) and "01234567" in repr(proxy)
+            assert len(server.received) == sent  # dunder access stays local
+    run(main())
+
+
+def test_json_format() -> None:
+    async def main() -> None:
+        async with session(serialization_format="json") as (server, client, proxy):
+            assert server.received[0].open.format == pb.FORMAT_JSON
+            assert await proxy.echo(1, [2], k={"a": None}) == [[1, [2]], {"k": {"a": None}}]
+            sent = len(server.received)
+            with pytest.raises(TypeError, match="set"):
+                proxy.echo({1, 2})
+            with pytest.raises(TypeError, match="Calculator"):
+                proxy.echo(Calculator())
+            await asyncio.sleep(0.05)
+            assert len(server.received) == sent  # nothing was sent
+    run(main())
+
+
+def test_large_args_and_results_are_chunked() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            blob = os.urandom(3 * MiB + MiB // 2)
+            assert await proxy.echo(blob) == [[blob], {}]
+            assert all(m.ByteSize() <= MiB + 1024 for m in server.received)
+            assert server.kinds().count("value") >= 3
+            data = await proxy.big(5 * MiB + 3)
+            assert data == b"z" * (5 * MiB + 3)
+    run(main())
+
+
+def test_generators_stream_on_credit() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            assert [x async for x in proxy.count(10)] == list(range(10))
+            assert server.max_credit <= 4
+            gen = await proxy.count(3)
+            assert [x async for x in gen] == [0, 1, 2]
+            assert [x async for x in await proxy.count(0)] == []
+            assert all(t == 5000 for (_, _, t) in server.pulls)
+    run(main())
+
+
+def test_generator_prefetch_from_limits() -> None:
+    async def main() -> None:
+        async with session(prefetch=1) as (server, client, proxy):
+            assert [x async for x in proxy.count(5)] == list(range(5))
+            assert server.max_credit == 1
+    run(main())
+
+
+def test_generator_error_at_item() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            seen = []
+            with pytest.raises(MyError, match="third item failed"):
+                async for x in proxy.fail_gen():
+                    seen.append(x)
+            assert seen == [0, 1]
+    run(main())
+
+
+def test_generator_early_exit_sends_cancel() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            async for x in proxy.count(100):
+                if x == 2:
+                    break
+            assert await proxy.add(1, 2) == 3
+            # the iterator's Cancel went out before that Call
+            assert server.kinds().index("cancel") < len(server.kinds()) - 1
+            assert server.received[-1].call.name == "add"
+            assert len(server.cancels) == 1
+            gen = await proxy.count(100)
+            assert await gen.__anext__() == 0
+            await gen.aclose()
+            assert len(server.cancels) == 2
+            gen = await proxy.count(100)
+            assert await gen.__anext__() == 0
+            del gen
+            gc.collect()
+            await wait_until(lambda: len(server.cancels) == 3)
+            assert await proxy.add(1, 2) == 3  # the session is fine
+    run(main())
+
+
+def test_iterating_a_plain_result_is_a_type_error() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            with pytest.raises(TypeError, match="not a generator"):
+                async for _ in proxy.add(1, 2):
+                    pass
+    run(main())
+
+
+def test_remote_exceptions() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            with pytest.raises(ValueError, match="boom") as info:
+                await proxy.boom()
+            assert isinstance(info.value, RemoteExecutionError)
+            assert info.value.remote_type == "ValueError" and info.value.code is None
+            with pytest.raises(MyError, match="mine"):
+                await proxy.main_error()
+            with pytest.raises(AttributeError, match="nope"):
+                await proxy.nope
+            with pytest.raises(AttributeError, match="nope"):
+                await proxy.nope(1)
+            with pytest.raises(RemoteTimeoutError, match="exceeded"):
+                await proxy.deadline()
+            assert await proxy.add(1, 1) == 2
+    run(main())
+
+
+def test_local_timeout_cancels_the_call() -> None:
+    async def main() -> None:
+        async with session(timeout=0.3) as (server, client, proxy):
+            start = time.monotonic()
+            with pytest.raises(RemoteTimeoutError) as info:
+                await proxy.hang()
+            assert isinstance(info.value, TimeoutError)
+            assert time.monotonic() - start < 2.0
+            await wait_until(lambda: server.cancels == [1])
+            assert await proxy.add(1, 1) == 2
+    run(main())
+
+
+def test_cancelled_task_abandons_the_call() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            task = asyncio.create_task(proxy.hang())
+            await wait_until(lambda: server.call_ids == [1])
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await wait_until(lambda: server.cancels == [1])
+            assert await proxy.add(2, 2) == 4
+    run(main())
+
+
+def test_worker_death_fails_pending_and_later_calls() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            pending = asyncio.create_task(proxy.hang())
+            await wait_until(lambda: server.call_ids == [1])
+            with pytest.raises(WorkerDiedError, match="signal 9") as info:
+                await proxy.die()
+            assert info.value.code == grpc.StatusCode.ABORTED
+            assert str(info.value) == "worker killed by signal 9 (Killed)"
+            with pytest.raises(WorkerDiedError):
+                await pending
+            with pytest.raises(WorkerDiedError):
+                await proxy.add(1, 1)
+            with pytest.raises(WorkerDiedError):
+                async for _ in proxy.count(3):
+                    pass
+            assert "closed" in repr(proxy)
+    run(main())
+
+
+def test_close_proxy_and_leaving_the_client() -> None:
+    async def main() -> None:
+        async with fake_server() as server:
+            async with RemoteProxyClient(server.config()) as client:
+                first = await client.create_proxy(Calculator())
+                second = await client.create_proxy(Calculator())
+                pending = asyncio.create_task(second.hang())
+                await wait_until(lambda: server.call_ids == [1])
+                await client.close_proxy(first)
+                assert server.closes == 1
+                assert server.kinds()[-1] == "close"
+                with pytest.raises(SessionClosedError):
+                    await first.add(1, 2)
+                await client.close_proxy(first)  # idempotent
+            assert server.closes == 2
+            with pytest.raises(SessionClosedError):
+                await pending
+            with pytest.raises(SessionClosedError):
+                await second.add(1, 2)
+    run(main())
+
+
+def test_output_is_logged(caplog: Any) -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            await proxy.say()
+    with caplog.at_level(logging.INFO, logger="remotemedia.remote"):
+        run(main())
+    records = [(r.levelno, r.getMessage()) for r in caplog.records
+               if r.name == "remotemedia.remote"]
+    assert (logging.INFO, "[session 01234567] hello") in records
+    assert (logging.INFO, "[session 01234567] world") in records
+    assert (logging.WARNING, "[session 01234567] oops") in records
+    assert any(level == logging.WARNING and "10 bytes" in msg and "dropped" in msg
+               for level, msg in records)
+
+
+def test_install_failure_and_progress() -> None:
+    async def main() -> None:
+        async with fake_server() as server:
+            cfg = server.config(pip_packages=["numpy", "nonexistent-package"], timeout=2.0)
+            events: List[Any] = []
+            async with RemoteProxyClient(cfg) as client:
+                with pytest.raises(InstallError, match="nonexistent-package") as info:
+                    await client.create_proxy(Calculator(), progress=events.append)
+            assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert [e.package for e in events] == ["numpy", "nonexistent-package"]
+            assert list(server.received[0].open.requirements) == ["numpy", "nonexistent-package"]
+    run(main())
+
+
+def test_authentication() -> None:
+    async def main() -> None:
+        async with fake_server(token="s3cret") as server:
+            async with RemoteProxyClient(server.config(auth_token="wrong")) as client:
+                with pytest.raises(AuthenticationError, match="invalid token"):
+                    await client.create_proxy(Calculator())
+            async with RemoteProxyClient(server.config(auth_token="s3cret")) as client:
+                proxy = await client.create_proxy(Calculator())
+                assert await proxy.add(1, 2) == 3
+    run(main())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_server_is_retried_then_fails() -> None:
+    async def main() -> None:
+        cfg = RemoteExecutorConfig(host="127.0.0.1", port=_free_port(), timeout=3.0,
+                                   max_retries=2)
+        start = time.monotonic()
+        async with RemoteProxyClient(cfg) as client:
+            with pytest.raises(ConnectionLostError, match="3 attempts") as info:
+                await client.create_proxy(Calculator())
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert isinstance(info.value, ConnectionError)
+        assert time.monotonic() - start < 3.5
+    run(main())
+
+
+def test_retry_reaches_a_server_that_starts_late() -> None:
+    async def main() -> None:
+        port = _free_port()
+        server = FakeServer()
+
+        async def start_later() -> None:
+            await asyncio.sleep(0.4)
+            await server.start(port)
+
+        starter = asyncio.create_task(start_later())
+        try:
+            cfg = RemoteExecutorConfig(host="127.0.0.1", port=port, timeout=8.0, max_retries=6)
+            async with RemoteProxyClient(cfg) as client:
+                proxy = await client.create_proxy(Calculator())
+                assert await proxy.add(2, 3) == 5
+        finally:
+            await starter
+            await server.stop()
+    run(main())
+
+
+def test_never_awaited_call_warns() -> None:
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            with pytest.warns(RuntimeWarning, match="never awaited"):
+                proxy.add(1, 2)
+                gc.collect()
+            attribute = proxy.value  # reading an attribute without awaiting is fine
+            del attribute
+    run(main())
+
+
+def _make_pki(directory: Any) -> Dict[str, bytes]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (PEM)."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import datetime
+    import ipaddress
+
+    def key_pem(key: Any) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    def cert(subject: str, key: Any, issuer: Any, issuer_key: Any, ca: bool,
+             san: Optional[Any] = None) -> Any:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(issuer).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san is not None:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "remotemedia test CA")])
+    ca_cert = cert("remotemedia test CA", ca_key, ca_name, ca_key, True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = cert("localhost", server_key, ca_name, ca_key, False,
+                       [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = cert("client", client_key, ca_name, ca_key, False)
+    pem = {
+        "ca": ca_cert.public_bytes(serialization.Encoding.PEM),
+        "server_cert": server_cert.public_bytes(serialization.Encoding.PEM),
+        "server_key": key_pem(server_key),
+        "client_cert": client_cert.public_bytes(serialization.Encoding.PEM),
+        "client_key": key_pem(client_key),
+    }
+    for name, data in pem.items():
+        (directory / f"{name}.pem").write_bytes(data)
+    return pem
+
+
+def test_tls_with_ca_file_and_client_certificate(tmp_path: Any) -> None:
+    pem = _make_pki(tmp_path)
+
+    async def main() -> None:
+        server = FakeServer()
+        server.server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler("remotemedia.v1.RemoteExecution", {
+            "Session": grpc.stream_stream_rpc_method_handler(
+                server._session, request_deserializer=pb.ClientMessage.FromString,
+                response_serializer=pb.ServerMessage.SerializeToString)})
+        server.server.add_generic_rpc_handlers((handler,))
+        credentials = grpc.ssl_server_credentials(
+            [(pem["server_key"], pem["server_cert"])], root_certificates=pem["ca"],
+            require_client_auth=True)
+        server.port = server.server.add_secure_port("127.0.0.1:0", credentials)
+        await server.server.start()
+        try:
+            cfg = server.config(ssl_enabled=True, ca_file=str(tmp_path / "ca.pem"),
+                                client_cert_file=tmp_path / "client_cert.pem",
+                                client_key_file=tmp_path / "client_key.pem")
+            async with RemoteProxyClient(cfg) as client:
+                proxy = await client.create_proxy(Calculator())
+                assert await proxy.add(20, 22) == 42
+            # Without the client certificate the handshake fails: not retried forever.
+            cfg = server.config(ssl_enabled=True, ca_file=str(tmp_path / "ca.pem"),
+                                timeout=2.0, max_retries=1)
+            async with RemoteProxyClient(cfg) as client:
+                with pytest.raises(ConnectionLostError):
+                    await client.create_proxy(Calculator())
+        finally:
+            await server.stop()
+    run(main())
+
+
+def test_progress_restarts_the_open_timeout(caplog: Any) -> None:
+    async def main() -> None:
+        async with fake_server(install_ok=True, progress_delay=0.15) as server:
+            packages = [f"pkg{i}" for i in range(5)]  # 0.75 s of install, timeout 0.4 s
+            async with RemoteProxyClient(server.config(pip_packages=packages,
+                                                       timeout=0.4)) as client:
+                proxy = await client.create_proxy(Calculator())
+                assert await proxy.add(1, 2) == 3
+    with caplog.at_level(logging.INFO, logger="remotemedia.remote"):
+        run(main())
+    assert any("installing pkg4" in r.getMessage() for r in caplog.records)
+
+
+def test_open_timeout() -> None:
+    async def main() -> None:
+        async with fake_server(hang_open=True) as server:
+            start = time.monotonic()
+            async with RemoteProxyClient(server.config(timeout=0.3)) as client:
+                with pytest.raises(RemoteTimeoutError):
+                    await client.create_proxy(Calculator())
+            assert time.monotonic() - start < 2.0
+    run(main())
+
+
+def test_connection_loss_fails_pending_and_later_calls() -> None:
+    async def main() -> None:
+        server = FakeServer()
+        await server.start()
+        async with RemoteProxyClient(server.config()) as client:
+            proxy = await client.create_proxy(Calculator())
+            pending = asyncio.create_task(proxy.hang())
+            await wait_until(lambda: server.call_ids == [1])
+            await server.stop()
+            with pytest.raises(ConnectionLostError) as info:
+                await pending
+            assert isinstance(info.value, ConnectionError)
+            with pytest.raises(ConnectionLostError):
+                await proxy.add(1, 2)
+    run(main())

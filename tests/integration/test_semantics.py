@@ -1,0 +1,619 @@
+"""Object semantics (issue 3) through the real server: generators,
+concurrency, exceptions, deadlines, retries, values, pickling, json, output
+and the session lifecycle."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import socket
+import sys
+import time
+
+import grpc
+import pytest
+
+from remotemedia.core import exceptions as rx
+from remotemedia.core.exceptions import RemoteExecutionError
+from remotemedia.remote import RemoteProxyClient
+from serverlib import ROOT
+
+
+def run(coro, timeout: float = 90.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+class MyError(Exception):
+    """A custom exception class defined in the test module."""
+
+
+class Streams:
+    def __init__(self, marker_dir):
+        self.marker_dir = marker_dir
+        self.advanced = 0
+
+    def count(self, n):
+        for i in range(n):
+            self.advanced += 1
+            yield i
+
+    async def acount(self, n):
+        for i in range(n):
+            await asyncio.sleep(0)
+            self.advanced += 1
+            yield i
+
+    def forever(self, tag):
+        try:
+            i = 0
+            while True:
+                self.advanced += 1
+                yield i
+                i += 1
+        finally:
+            with open(os.path.join(self.marker_dir, tag), "w") as f:
+                f.write("closed")
+
+    async def aforever(self, tag):
+        try:
+            i = 0
+            while True:
+                await asyncio.sleep(0)
+                yield i
+                i += 1
+        finally:
+            with open(os.path.join(self.marker_dir, tag), "w") as f:
+                f.write("closed")
+
+    def broken(self):
+        yield 1
+        yield 2
+        raise KeyError("midway")
+
+    def get_advanced(self):
+        return self.advanced
+
+
+class Conc:
+    def __init__(self):
+        self.event = None
+        self.threads = set()
+
+    async def wait_for_event(self):
+        import threading
+        self.threads.add(threading.get_ident())
+        if self.event is None:
+            self.event = asyncio.Event()
+        await self.event.wait()
+        return "released"
+
+    async def set_event(self):
+        import threading
+        self.threads.add(threading.get_ident())
+        if self.event is None:
+            self.event = asyncio.Event()
+        self.event.set()
+        return "set"
+
+    def square(self, x):
+        import threading
+        self.threads.add(threading.get_ident())
+        return x * x
+
+    def thread_count(self):
+        import threading
+        self.threads.add(threading.get_ident())
+        return len(self.threads)
+
+
+class Errors:
+    def value_error(self):
+        raise ValueError("nope")
+
+    def key_error(self):
+        raise KeyError("k")
+
+    def custom(self):
+        raise MyError("custom!")
+
+    def unknown_module(self):
+        import types
+        mod = types.ModuleType("rm_never_on_client")
+        exec("class Hidden(Exception): pass", mod.__dict__)
+        sys.modules["rm_never_on_client"] = mod
+        raise mod.Hidden("hidden")
+
+
+class Slow:
+    def __init__(self):
+        self.calls = 0
+
+    def sleep(self, s):
+        self.calls += 1
+        time.sleep(s)
+        return "done"
+
+    def busy(self, s):
+        end = time.monotonic() + s
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    def busy_forever_ignoring_timeouts(self):
+        while True:
+            try:
+                while True:
+                    pass
+            except TimeoutError:
+                pass
+
+    async def async_sleep(self, s):
+        await asyncio.sleep(s)
+        return "done"
+
+    def count(self):
+        return self.calls
+
+
+class Values:
+    def echo(self, x):
+        return x
+
+    def size(self, b):
+        return len(b)
+
+    def make(self, n):
+        return os.urandom(16) * (n // 16)
+
+    def a_set(self):
+        return {1, 2}
+
+    def circular(self):
+        a = [1]
+        a.append(a)
+        return a
+
+
+class Talker:
+    def talk(self, n):
+        import logging as lg
+        for i in range(n):
+            print(f"line {i}")
+        lg.getLogger("talker").warning("logged warning")
+        return n
+
+    def flood(self, mib):
+        import sys as s
+        chunk = "x" * 1023 + "\n"
+        for _ in range(mib * 1024):
+            s.stdout.write(chunk)
+        return mib
+
+
+# --- generators -----------------------------------------------------------------
+
+def test_generators_both_syntaxes(server, tmp_path):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            s = await client.create_proxy(Streams(str(tmp_path)))
+            assert [x async for x in s.count(5)] == [0, 1, 2, 3, 4]
+            assert [x async for x in await s.count(3)] == [0, 1, 2]
+            assert [x async for x in s.acount(4)] == [0, 1, 2, 3]
+            assert [x async for x in await s.acount(2)] == [0, 1]
+    run(main())
+
+
+def test_items_flow_on_demand(server, tmp_path):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            s = await client.create_proxy(Streams(str(tmp_path)))
+            got = []
+            async for x in s.forever("demand"):
+                got.append(x)
+                if len(got) == 3:
+                    break
+            # an infinite generator advanced only by the small prefetch window
+            adv = await s.get_advanced()
+            assert 3 <= adv <= 3 + 16
+    run(main())
+
+
+def test_early_break_runs_finally(server, tmp_path):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            s = await client.create_proxy(Streams(str(tmp_path)))
+            async for x in s.forever("brk"):
+                if x == 2:
+                    break
+            async for x in s.aforever("abrk"):
+                if x == 2:
+                    break
+            await s.get_advanced()  # ordering: the Cancels went before this call
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not (
+                    (tmp_path / "brk").exists() and (tmp_path / "abrk").exists()):
+                await asyncio.sleep(0.02)
+            assert (tmp_path / "brk").read_text() == "closed"
+            assert (tmp_path / "abrk").read_text() == "closed"
+    run(main())
+
+
+def test_closed_and_collected_iterators_cancel(server, tmp_path):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            s = await client.create_proxy(Streams(str(tmp_path)))
+            it = (await s.forever("closed")).__aiter__()
+            assert await it.__anext__() == 0
+            await it.aclose()
+            it2 = (await s.forever("collected")).__aiter__()
+            assert await it2.__anext__() == 0
+            del it2
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not (
+                    (tmp_path / "closed").exists() and (tmp_path / "collected").exists()):
+                await asyncio.sleep(0.02)
+            assert (tmp_path / "closed").exists()
+            assert (tmp_path / "collected").exists()
+    run(main())
+
+
+def test_error_midway_through_a_generator(server, tmp_path):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            s = await client.create_proxy(Streams(str(tmp_path)))
+            got = []
+            with pytest.raises(KeyError) as e:
+                async for x in s.broken():
+                    got.append(x)
+            assert got == [1, 2]
+            assert isinstance(e.value, RemoteExecutionError)
+            assert "midway" in str(e.value)
+    run(main())
+
+
+# --- concurrency ----------------------------------------------------------------
+
+def test_gather_many_calls(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            c = await client.create_proxy(Conc())
+            results = await asyncio.gather(*(c.square(i) for i in range(200)))
+            assert results == [i * i for i in range(200)]
+            assert await c.thread_count() == 1  # all user code on the loop thread
+    run(main())
+
+
+def test_async_methods_interleave(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            c = await client.create_proxy(Conc())
+            waiter = asyncio.ensure_future(c.wait_for_event())
+            await asyncio.sleep(0)  # the waiter's Call goes first
+            setter = c.set_event()
+            assert await asyncio.gather(waiter, setter) == ["released", "set"]
+            assert await c.thread_count() == 1
+    run(main())
+
+
+# --- exceptions -------------------------------------------------------------------
+
+def test_exception_types(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            e = await client.create_proxy(Errors())
+            with pytest.raises(ValueError):
+                await e.value_error()
+            with pytest.raises(KeyError):
+                await e.key_error()
+            with pytest.raises(MyError) as exc:
+                await e.custom()
+            assert isinstance(exc.value, RemoteExecutionError)
+            assert "custom!" in str(exc.value)
+            before = set(sys.modules)
+            with pytest.raises(RemoteExecutionError) as exc:
+                await e.unknown_module()
+            assert exc.value.remote_type == "rm_never_on_client.Hidden"
+            assert "rm_never_on_client" not in sys.modules
+            assert set(sys.modules) - before <= {"rm_never_on_client"} - {"rm_never_on_client"}
+            with pytest.raises(AttributeError):
+                await e.no_such_method()
+            with pytest.raises(AttributeError):
+                await e.no_such_attribute
+    run(main())
+
+
+def test_exception_subclasses_exist():
+    assert issubclass(rx.RemoteExecutionError, rx.RemoteMediaError)
+    for name in ("InstallError", "AuthenticationError", "RemoteTimeoutError", "WorkerDiedError"):
+        assert issubclass(getattr(rx, name), rx.RemoteMediaError), name
+    assert issubclass(rx.RemoteTimeoutError, TimeoutError)
+
+
+# --- deadlines ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["sleep", "busy", "async_sleep"])
+def test_deadline_raises_timeout_error_in_the_call(server, method):
+    async def main():
+        async with RemoteProxyClient(server.config(timeout=1.0)) as client:
+            s = await client.create_proxy(Slow())
+            t = time.monotonic()
+            with pytest.raises(TimeoutError) as e:
+                await getattr(s, method)(30)
+            assert isinstance(e.value, rx.RemoteTimeoutError)
+            assert time.monotonic() - t < 10
+            # the session survives: the worker stopped the call itself
+            assert await s.count() in (0, 1)
+    run(main())
+
+
+def test_call_ignoring_its_deadline_kills_the_worker(server):
+    async def main():
+        async with RemoteProxyClient(server.config(timeout=1.0)) as client:
+            s = await client.create_proxy(Slow())
+            with pytest.raises(TimeoutError):
+                await s.busy_forever_ignoring_timeouts()
+            # the front kills the worker after the grace period
+            with pytest.raises(RemoteExecutionError) as e:
+                for _ in range(100):
+                    await s.count()
+                    await asyncio.sleep(0.1)
+            assert e.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED,)
+    run(main())
+    server.wait_idle()
+
+
+# --- retries ------------------------------------------------------------------------
+
+def test_retries_connection_failures_then_fails_clearly():
+    from remotemedia.core.node import RemoteExecutorConfig
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+
+    async def main():
+        cfg = RemoteExecutorConfig(host="127.0.0.1", port=port, timeout=5.0, max_retries=2)
+        async with RemoteProxyClient(cfg) as client:
+            t = time.monotonic()
+            with pytest.raises(rx.RemoteMediaError):
+                await client.create_proxy(Values())
+            assert time.monotonic() - t < 10
+    run(main())
+
+
+def test_retry_reaches_a_server_that_starts_late(fresh_server):
+    import threading
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    holder = {}
+
+    def start_later():
+        time.sleep(0.5)
+        holder["srv"] = fresh_server(["--listen", f"127.0.0.1:{port}"])
+
+    async def main():
+        from remotemedia.core.node import RemoteExecutorConfig
+        th = threading.Thread(target=start_later)
+        th.start()
+        cfg = RemoteExecutorConfig(host="127.0.0.1", port=port, timeout=20.0, max_retries=8)
+        try:
+            async with RemoteProxyClient(cfg) as client:
+                v = await client.create_proxy(Values())
+                assert await v.echo(1) == 1
+        finally:
+            th.join()
+    run(main())
+
+
+def test_a_call_is_never_resent(fresh_server):
+    srv = fresh_server()
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=5.0, max_retries=5)) as client:
+            s = await client.create_proxy(Slow())
+            assert await s.sleep(0) == "done"
+            task = asyncio.ensure_future(s.sleep(3))
+            await asyncio.sleep(0.5)
+            pid = srv.worker_pids()[0]
+            os.kill(pid, 9)
+            with pytest.raises(RemoteExecutionError):
+                await task
+            with pytest.raises(RemoteExecutionError):
+                await s.count()  # no silent new session
+            s2 = await client.create_proxy(Slow())
+            assert await s2.count() == 0
+    run(main())
+
+
+def test_executions_are_counted_once_per_call(server):
+    async def main():
+        async with RemoteProxyClient(server.config(max_retries=5)) as client:
+            s = await client.create_proxy(Slow())
+            for _ in range(20):
+                await s.sleep(0)
+            assert await s.count() == 20
+    run(main())
+
+
+# --- values -------------------------------------------------------------------------
+
+def test_values_round_trip(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            v = await client.create_proxy(Values())
+            for x in [None, b"\x00\xff", {"a": [1, (2, 3)], "b": {"c": None}},
+                      (1, 2), {1, 2, 3}, frozenset({4}), 1.5, "ü"]:
+                got = await v.echo(x)
+                assert got == x and type(got) is type(x)
+            assert await v.echo(((1,), [2])) == ((1,), [2])
+            c = await v.circular()
+            assert c[0] == 1 and c[1] is c
+    run(main())
+
+
+def test_64_mib_both_ways_with_bounded_front_memory(server):
+    def front_rss_kib():
+        with open(f"/proc/{server.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    async def main():
+        async with RemoteProxyClient(server.config(timeout=60)) as client:
+            v = await client.create_proxy(Values())
+            base = front_rss_kib()
+            payload = os.urandom(64 << 20)
+            assert await v.size(payload) == 64 << 20
+            peak = front_rss_kib()
+            got = await v.make(64 << 20)
+            assert len(got) == 64 << 20
+            got2 = await v.echo(payload)
+            assert got2 == payload
+            peak = max(peak, front_rss_kib())
+            with open(f"/proc/{server.proc.pid}/status") as f:
+                hwm = [int(x.split()[1]) for x in f if x.startswith("VmHWM:")][0]
+            # the front relays chunk by chunk: far below one 64 MiB value
+            assert hwm - base < 32 * 1024, (base, peak, hwm)
+    run(main(), timeout=300)
+
+
+# --- pickling the object ---------------------------------------------------------
+
+def test_classes_from_user_modules_travel_by_value(server, tmp_path):
+    mod = tmp_path / "rm_user_mod_xyz.py"
+    mod.write_text("class Helper:\n    def hi(self):\n        return 'hi from user module'\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import rm_user_mod_xyz
+
+        async def main():
+            async with RemoteProxyClient(server.config()) as client:
+                h = await client.create_proxy(rm_user_mod_xyz.Helper())
+                assert await h.hi() == "hi from user module"
+        run(main())
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("rm_user_mod_xyz", None)
+
+
+def test_version_mismatch_is_failed_precondition(server, monkeypatch):
+    import remotemedia.remote as rr
+    import cloudpickle
+
+    async def main(field, value):
+        async with RemoteProxyClient(server.config()) as client:
+            with pytest.raises(RemoteExecutionError) as e:
+                await client.create_proxy(Values())
+            assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            return str(e.value)
+
+    import remotemedia.remote.wire as wire
+    monkeypatch.setattr(wire, "python_version", lambda: "3.99")
+    msg = run(main("py", "3.99"))
+    assert "3.99" in msg
+    monkeypatch.undo()
+    monkeypatch.setattr(cloudpickle, "__version__", "99.0.0")
+    msg = run(main("cp", "99.0.0"))
+    assert "cloudpickle" in msg
+    server.wait_idle()
+
+
+# --- json -------------------------------------------------------------------------
+
+def test_json_format(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            v = await client.create_proxy(Values(), serialization_format="json")
+            assert await v.echo({"a": [1, 2.5, "x", None, True]}) == {"a": [1, 2.5, "x", None, True]}
+            assert await v.echo((1, 2)) == [1, 2]  # JSON has no tuples
+            with pytest.raises(TypeError) as e:
+                await v.echo({1, 2})
+            assert "set" in str(e.value)
+            with pytest.raises(RemoteExecutionError) as e:
+                await v.a_set()
+            assert "set" in str(e.value)
+    run(main())
+
+
+# --- output -----------------------------------------------------------------------
+
+def test_print_and_logging_arrive_as_output(server, caplog):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            t = await client.create_proxy(Talker())
+            assert await t.talk(3) == 3
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and "logged warning" not in caplog.text:
+                await asyncio.sleep(0.05)
+    with caplog.at_level(logging.INFO, logger="remotemedia"):
+        run(main())
+    for i in range(3):
+        assert f"line {i}" in caplog.text
+    assert "logged warning" in caplog.text
+    assert "[session " in caplog.text
+
+
+def test_output_is_rate_capped(server, caplog):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            t = await client.create_proxy(Talker())
+            assert await t.flood(8) == 8
+            await asyncio.sleep(0.5)
+    with caplog.at_level(logging.INFO, logger="remotemedia"):
+        run(main())
+    shown = sum(len(r.getMessage()) for r in caplog.records)
+    assert shown < 4 * 1024 * 1024
+    assert "dropped" in caplog.text
+
+
+# --- lifecycle ----------------------------------------------------------------------
+
+def test_connect_disconnect_and_close_proxy(server):
+    async def main():
+        client = RemoteProxyClient(server.config())
+        await client.connect()
+        v = await client.create_proxy(Values())
+        assert await v.echo(1) == 1
+        await client.close_proxy(v)
+        with pytest.raises(rx.RemoteMediaError):
+            await v.echo(1)
+        w = await client.create_proxy(Values())
+        assert await w.echo(2) == 2
+        await client.disconnect()
+    run(main())
+    server.wait_idle()
+
+
+def test_lost_connection_fails_pending_calls(fresh_server):
+    srv = fresh_server()
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=20)) as client:
+            s = await client.create_proxy(Slow())
+            pending = asyncio.ensure_future(s.sleep(10))
+            await asyncio.sleep(0.3)
+            srv.proc.kill()
+            srv.proc.wait()
+            with pytest.raises(rx.RemoteMediaError) as e:
+                await pending
+            assert "connection" in str(e.value).lower() or "unavailable" in str(e.value).lower()
+            with pytest.raises(rx.RemoteMediaError):
+                await s.count()
+    run(main())
+
+
+def test_proxy_has_no_public_helpers(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            v = await client.create_proxy(Values())
+            assert [n for n in dir(v) if not n.startswith("_")] == []
+            # a name missing from the attribute map is still forwarded
+            with pytest.raises(AttributeError):
+                await v.close()
+    run(main())

@@ -1,0 +1,364 @@
+"""The core transport (issue 2): gRPC over h2c done right, sessions end to
+end, worker death, cleanup, flags. Real server, real client."""
+from __future__ import annotations
+
+import asyncio
+import ctypes  # noqa: F401  (used inside remote objects)
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import grpc
+import pytest
+
+from h2raw import H2Client, grpc_frame
+from remotemedia._proto import remotemedia_pb2 as pb
+from remotemedia.core.exceptions import RemoteExecutionError
+from remotemedia.remote import RemoteProxyClient
+from serverlib import BUILD, ROOT
+
+SESSION = "/remotemedia.v1.RemoteExecution/Session"
+ECHO = "/remotemedia.v1.RemoteExecution/Echo"
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+class Calc:
+    def __init__(self):
+        self.total = 0
+        self.label = "calc"
+
+    def add(self, a, b=0):
+        self.total += a + b
+        return self.total
+
+    async def slow_add(self, a, *, b=1):
+        await asyncio.sleep(0.01)
+        return a + b
+
+    @property
+    def doubled(self):
+        return self.total * 2
+
+    def fail(self):
+        raise ValueError("bad value 42")
+
+    def where(self):
+        return os.getcwd()
+
+    def pid(self):
+        return os.getpid()
+
+    def sleep(self, s):
+        time.sleep(s)
+        return s
+
+    def segfault(self):
+        import ctypes
+        ctypes.string_at(0)
+
+    def exit3(self):
+        os._exit(3)
+
+
+# --- gRPC over HTTP/2 -----------------------------------------------------
+
+def test_settings_first_and_echo_trailers(server):
+    c = H2Client(server.host, server.port)
+    try:
+        msg = pb.EchoMessage(payload=b"hello").SerializeToString()
+        sid = c.request(ECHO, grpc_frame(msg) + grpc_frame(msg))
+        r = c.wait(sid)
+        assert r.first_frame_type == 0x4  # SETTINGS
+        assert r.status == 200
+        assert r.headers["content-type"] == "application/grpc"
+        assert r.data == grpc_frame(msg) * 2
+        assert r.trailers.get("grpc-status") == "0"  # ended by trailers
+    finally:
+        c.close()
+
+
+def test_echo_with_grpcio(server):
+    with grpc.insecure_channel(f"{server.host}:{server.port}") as ch:
+        echo = ch.stream_stream(ECHO)
+        reqs = [pb.EchoMessage(payload=bytes([i]) * i).SerializeToString() for i in range(50)]
+        assert list(echo(iter(reqs), timeout=10)) == reqs
+
+
+def test_health_check(server):
+    with grpc.insecure_channel(f"{server.host}:{server.port}") as ch:
+        check = ch.unary_unary("/grpc.health.v1.Health/Check")
+        assert check(b"", timeout=5) == b"\x08\x01"  # SERVING
+        with pytest.raises(grpc.RpcError) as e:
+            check(b"\x0a\x05other", timeout=5)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_unknown_method_is_unimplemented(server):
+    with grpc.insecure_channel(f"{server.host}:{server.port}") as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/remotemedia.v1.RemoteExecution/Nope")(b"", timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "Nope" in e.value.details()
+
+
+def test_wrong_content_type_is_415(server):
+    c = H2Client(server.host, server.port)
+    try:
+        sid = c.request(ECHO, b"x", content_type="application/json")
+        assert c.wait(sid).status == 415
+        sid = c.request(ECHO, b"x", content_type="application/grpcfoo")
+        assert c.wait(sid).status == 415
+        sid = c.request(ECHO, grpc_frame(b""), content_type="application/grpc+proto")
+        assert c.wait(sid).status == 200
+    finally:
+        c.close()
+
+
+def test_grpc_timeout_is_honoured_by_the_server(server):
+    c = H2Client(server.host, server.port)
+    try:
+        t = time.monotonic()
+        sid = c.request(ECHO, b"", extra=[("grpc-timeout", "300m")], end=False)
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+        assert time.monotonic() - t < 5
+    finally:
+        c.close()
+
+
+def test_session_grpc_timeout_kills_the_worker(server):
+    c = H2Client(server.host, server.port)
+    try:
+        import cloudpickle
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        op = pb.ClientMessage(open=pb.Open(
+            protocol=pb.PROTOCOL_V1, object=pb.Value(data=cloudpickle.dumps(Calc())),
+            python_version="%d.%d" % sys.version_info[:2],
+            cloudpickle_version=cloudpickle.__version__))
+        sid = c.request(SESSION, grpc_frame(op.SerializeToString()),
+                        extra=[("grpc-timeout", "1S")], end=False)
+        r = c.wait(sid, timeout=15)
+        assert r.grpc_status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    finally:
+        c.close()
+    server.wait_idle()
+
+
+def test_lying_length_prefix_and_compressed_flag(server):
+    c = H2Client(server.host, server.port)
+    try:
+        sid = c.request(ECHO, grpc_frame(b"abc", length=100))  # ends inside a message
+        r = c.wait(sid)
+        assert r.grpc_status == grpc.StatusCode.INTERNAL.value[0]
+        sid = c.request(ECHO, grpc_frame(b"\x0a\x01x", compressed=True))
+        r = c.wait(sid)
+        assert r.grpc_status == grpc.StatusCode.INTERNAL.value[0]
+        assert "compressed" in r.grpc_message
+    finally:
+        c.close()
+
+
+def test_message_over_the_size_cap(server):
+    big = grpc_frame(b"\x0a" + b"x" * 10, length=5 * 1024 * 1024)
+    c = H2Client(server.host, server.port)
+    try:
+        sid = c.request(SESSION, big, end=False)
+        r = c.wait(sid)
+        assert r.grpc_status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert "limit of 4194304 bytes" in r.grpc_message
+    finally:
+        c.close()
+    # and through grpcio, a real 5 MiB message
+    with grpc.insecure_channel(f"{server.host}:{server.port}",
+                               options=[("grpc.max_send_message_length", -1)]) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            list(ch.stream_stream(ECHO)(iter([b"\x0a" * (5 << 20)]), timeout=10))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_first_message_must_be_open(server):
+    with grpc.insecure_channel(f"{server.host}:{server.port}") as ch:
+        call = ch.stream_stream(SESSION)
+        msg = pb.ClientMessage(call=pb.Call(call_id=1, name="x")).SerializeToString()
+        with pytest.raises(grpc.RpcError) as e:
+            list(call(iter([msg]), timeout=10))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Open" in e.value.details()
+    server.wait_idle()
+
+
+# --- sessions end to end ----------------------------------------------------
+
+def test_calls_attributes_and_exceptions(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            calc = await client.create_proxy(Calc())
+            assert await calc.add(1, 2) == 3
+            assert await calc.add(4, b=5) == 12
+            assert await calc.slow_add(1, b=41) == 42
+            assert await calc.total == 12
+            assert await calc.doubled == 24
+            assert await calc.label == "calc"
+            with pytest.raises(RemoteExecutionError) as e:
+                await calc.fail()
+            assert e.value.remote_type == "ValueError"
+            assert "bad value 42" in str(e.value)
+            assert "raise ValueError" in e.value.remote_traceback
+            assert isinstance(e.value, ValueError)
+            where = await calc.where()
+            assert where.startswith(os.path.join(server.state_dir, "sessions"))
+            assert os.path.isdir(where)
+            return where
+    where = run(main())
+    server.wait_idle()
+    assert not os.path.exists(where)
+
+
+def test_two_sessions_are_separate_workers(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            a = await client.create_proxy(Calc())
+            b = await client.create_proxy(Calc())
+            await a.add(5)
+            assert await b.total == 0
+            assert await a.pid() != await b.pid()
+            assert await a.pid() != os.getpid()
+    run(main())
+    server.wait_idle()
+
+
+def test_requirements_are_refused_until_environments_land(server):
+    async def main():
+        async with RemoteProxyClient(server.config(pip_packages=["numpy"])) as client:
+            with pytest.raises(RemoteExecutionError) as e:
+                await client.create_proxy(Calc())
+            assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert "numpy" in str(e.value)
+    run(main())
+    server.wait_idle()
+
+
+# --- worker death -------------------------------------------------------------
+
+def test_worker_sigkill_leaves_other_sessions_alone(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            victim = await client.create_proxy(Calc())
+            other = await client.create_proxy(Calc())
+            os.kill(await victim.pid(), signal.SIGKILL)
+            with pytest.raises(RemoteExecutionError) as e:
+                await victim.add(1)
+            assert e.value.code == grpc.StatusCode.ABORTED
+            assert "worker killed by signal 9" in str(e.value)
+            assert await other.add(2) == 2
+    run(main())
+    server.wait_idle()
+
+
+@pytest.mark.parametrize("method,text", [
+    ("segfault", "worker killed by signal 11"),
+    ("exit3", "worker exited with status 3"),
+])
+def test_worker_death_is_aborted_with_how_it_died(server, method, text):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            calc = await client.create_proxy(Calc())
+            other = await client.create_proxy(Calc())
+            with pytest.raises(RemoteExecutionError) as e:
+                await getattr(calc, method)()
+            assert e.value.code == grpc.StatusCode.ABORTED
+            assert text in str(e.value)
+            assert await other.add(1) == 1
+    run(main())
+    server.wait_idle()
+
+
+def test_client_that_vanishes_mid_call(server):
+    script = textwrap.dedent(f"""
+        import asyncio, sys, time
+        sys.path.insert(0, {str(ROOT / 'python')!r})
+        from remotemedia.remote import RemoteProxyClient
+        from remotemedia.core.node import RemoteExecutorConfig
+        class Sleeper:
+            def sleep(self):
+                import time
+                time.sleep(60)
+        async def main():
+            async with RemoteProxyClient(RemoteExecutorConfig(host={server.host!r}, port={server.port})) as c:
+                p = await c.create_proxy(Sleeper())
+                print("calling", flush=True)
+                await p.sleep()
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"calling"
+        deadline = time.monotonic() + 10
+        while not server.worker_pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.worker_pids()
+        time.sleep(0.2)
+        proc.kill()
+    finally:
+        proc.wait()
+    server.wait_idle()
+
+
+# --- the server process -----------------------------------------------------
+
+def test_sigterm_closes_sessions_and_removes_directories(fresh_server):
+    srv = fresh_server()
+
+    async def main():
+        async with RemoteProxyClient(srv.config()) as client:
+            calc = await client.create_proxy(Calc())
+            assert await calc.add(1) == 1
+            assert srv.session_dirs() and srv.worker_pids()
+            pids = srv.worker_pids()
+            srv.proc.send_signal(signal.SIGTERM)
+            assert srv.proc.wait(timeout=10) == 0
+            with pytest.raises(RemoteExecutionError):
+                await calc.add(1)
+            return pids
+    pids = run(main())
+    assert srv.session_dirs() == []
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_leftover_session_directories_are_removed_at_start(fresh_server, tmp_path):
+    state = tmp_path / "state"
+    (state / "sessions" / "deadbeef").mkdir(parents=True)
+    (state / "sessions" / "deadbeef" / "junk").write_text("x")
+    srv = fresh_server(["--state-dir", str(state)])
+    assert srv.session_dirs() != ["deadbeef"]
+    assert not (state / "sessions" / "deadbeef").exists()
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--bogus"], "--bogus"),
+    (["--listen", "nowhere"], "--listen"),
+    (["--log-level", "loud"], "--log-level"),
+    (["--state-dir", "relative"], "--state-dir"),
+    (["--listen"], "--listen"),
+])
+def test_usage_errors_exit_2_and_name_the_flag(args, flag):
+    p = subprocess.run([str(BUILD / "remotemediad")] + args, capture_output=True,
+                       text=True, timeout=10)
+    assert p.returncode == 2
+    assert flag in p.stderr
+
+
+def test_help_lists_the_flags():
+    p = subprocess.run([str(BUILD / "remotemediad"), "--help"], capture_output=True,
+                       text=True, timeout=10)
+    assert p.returncode == 0
+    for flag in ("--listen", "--state-dir", "--worker", "--log-level"):
+        assert flag in p.stderr + p.stdout

@@ -23,8 +23,9 @@ PROTO_H      = $(PROTO_C:.c=.h)
 
 COMMON_SRC   = src/log.c src/util.c src/frame.c
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
-               src/front_grpc.c src/front_session.c src/front_worker.c
-WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c \
+               src/front_grpc.c src/front_session.c src/front_worker.c \
+               src/front_env.c src/req.c
+WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
                sandbox/sandbox_null.c
 RMCTL_SRC    = src/rmctl.c
 
@@ -47,12 +48,14 @@ $(OBJ)/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+PY_VERSION  := $(shell pkg-config --modversion python3-embed)
+$(OBJ)/src/front_env.o: CFLAGS += -DRM_PYTHON_VERSION='"$(PY_VERSION)"'
 $(OBJ)/src/worker_py.o: CFLAGS += $(PY_CFLAGS)
 $(OBJ)/src/worker_py.o: $(GEN)/worker_runtime.h
 $(OBJ)/$(GEN)/%.o: CFLAGS += -Wno-missing-prototypes
 
 $(BUILD)/remotemediad: $(call objs,$(FRONT_SRC) $(COMMON_SRC) $(PROTO_C))
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lbsd
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lbsd -lcrypto
 
 $(BUILD)/remotemedia-worker: $(call objs,$(WORKER_SRC) $(COMMON_SRC) $(PROTO_C))
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(PY_LIBS) -lpthread
@@ -75,7 +78,7 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka)
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
-$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/frame.c src/log.c src/util.c $(PROTO_C))
+$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/req.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lbsd
 $(BUILD)/test_config: $(call objs,tests/unit/test_config.c src/front_config.c src/log.c src/util.c)
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)

@@ -48,6 +48,8 @@ enum grpc_status {
 #define FRONT_BUF_HIGH (2 * 1024 * 1024)
 #define FRONT_BUF_LOW (512 * 1024)
 
+#define FRONT_MAX_REPEAT 16
+
 struct front_config {
 	char fc_host[256];
 	uint16_t fc_port;
@@ -58,6 +60,19 @@ struct front_config {
 	uint64_t fc_max_value;
 	uint64_t fc_grace_ms;
 	uint64_t fc_exit_wait_ms;
+	/* Environments (pip_packages). */
+	char *fc_pip_index_url;
+	char *fc_pip_extra_index[FRONT_MAX_REPEAT];
+	int fc_n_pip_extra_index;
+	char *fc_pip_find_links[FRONT_MAX_REPEAT];
+	int fc_n_pip_find_links;
+	int fc_pip_system_site;
+	int fc_pip_allow_source;
+	uint64_t fc_pip_timeout_ms;
+	char *fc_env_cache_dir;
+	uint64_t fc_env_cache_size;
+	int fc_env_builds;
+	long fc_builder_uid;
 };
 
 enum rpc_kind {
@@ -109,6 +124,7 @@ TAILQ_HEAD(connlist, conn);
 
 enum session_state {
 	SES_OPENING,  /* waiting for Open */
+	SES_INSTALLING, /* waiting for its environment */
 	SES_STARTING, /* worker started, waiting for Ready */
 	SES_READY,    /* calls flow */
 	SES_CLOSING,  /* Close sent to the worker, waiting for its exit */
@@ -157,8 +173,45 @@ struct session {
 	char *ses_end_msg;
 	int ses_end_set;
 	struct event *ses_timer; /* exit wait after EOF or kill */
+	struct env *ses_env;     /* the environment it uses or waits for */
+	TAILQ_ENTRY(session) ses_env_entry; /* on env_waiters */
+	struct evbuffer *ses_pending; /* frames held until the worker runs */
 };
 TAILQ_HEAD(sessionlist, session);
+
+enum env_state {
+	ENV_QUEUED,   /* waiting for a build slot */
+	ENV_BUILDING, /* its builder runs */
+	ENV_READY,    /* complete and read-only */
+	ENV_FAILED,   /* remembered for a short time */
+};
+
+/* One entry of the environment cache, content-addressed by env_key. */
+struct env {
+	RB_ENTRY(env) env_entry;
+	TAILQ_ENTRY(env) env_lru;  /* ready entries, least recently used first */
+	TAILQ_ENTRY(env) env_queue; /* queued builds */
+	char env_key[65];
+	char *env_dir;
+	char *env_reqs;            /* canonical, newline-joined */
+	enum env_state env_state;
+	int env_refs;              /* sessions using or waiting for it */
+	int env_busy;              /* being notified: not to be evicted */
+	struct sessionlist env_waiters;
+	pid_t env_pid;
+	struct bufferevent *env_out; /* the builder's stdout and stderr */
+	int env_exited;
+	int env_eof;
+	int env_wstatus;
+	struct event *env_timer;   /* pip timeout */
+	char env_tail[2048];       /* the last lines of pip's output */
+	char env_package[128];     /* the package pip is working on */
+	int env_stage;
+	char *env_error;
+	uint64_t env_failed_at;
+	uint64_t env_size;
+	uint64_t env_used_at;
+};
 
 /* front.c */
 extern struct front_config front_conf;
@@ -209,6 +262,21 @@ void front_session_kill_all(void);
 int front_session_count(void);
 struct session *front_session_by_pid(pid_t);
 const char *front_session_state_name(enum session_state);
+
+/* front_env.c */
+void front_env_init(void);
+int front_env_attach(struct session *, const char *, const char **);
+void front_env_release(struct session *);
+void front_env_reap(pid_t, int);
+int front_env_is_builder(pid_t);
+char *front_env_site_packages(struct env *);
+void front_env_kill_all(void);
+
+/* front_session.c, for front_env.c */
+void front_session_env_ready(struct session *);
+void front_session_env_failed(struct session *, const char *);
+void front_session_progress(struct session *, int, const char *,
+    const char *);
 
 /* front_worker.c */
 int front_worker_spawn(struct session *);

@@ -55,6 +55,9 @@ void worker_send_unlock(void);
 int worker_dead(void);
 void worker_exit(int) __attribute__((noreturn));
 
+/* worker_venv.c: the environment builder mode */
+int worker_venv_main(int, char *[]);
+
 /* worker_py.c */
 int worker_py_run(const struct worker_conf *);
 

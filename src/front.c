@@ -146,6 +146,18 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 		event_base_loopexit(front_base, &tv);
 }
 
+/* --env-cache-dir defaults to envs/ under the state dir. */
+static void
+front_env_setup_dir(void)
+{
+	char path[4096];
+
+	if (front_conf.fc_env_cache_dir != NULL)
+		return;
+	snprintf(path, sizeof(path), "%s/envs", front_conf.fc_state_dir);
+	front_conf.fc_env_cache_dir = xstrdup(path);
+}
+
 static void
 front_parse_args(int argc, char **argv)
 {
@@ -178,6 +190,7 @@ main(int argc, char **argv)
 	if (mkdir_p(front_conf.fc_state_dir, 0700) == -1)
 		fatal("--state-dir %s", front_conf.fc_state_dir);
 	front_worker_clean_state_dir();
+	front_env_setup_dir();
 	if ((front_base = event_base_new()) == NULL)
 		fatalx("event_base_new");
 	ev_chld = evsignal_new(front_base, SIGCHLD, sigchld_cb, NULL);
@@ -186,10 +199,12 @@ main(int argc, char **argv)
 	evsignal_add(ev_chld, NULL);
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
+	front_env_init();
 	front_listen();
 	event_base_dispatch(front_base);
 	/* Whatever is left after the grace: kill, reap, remove. */
 	front_session_kill_all();
+	front_env_kill_all();
 	front_worker_reap();
 	front_h2_free_all();
 	front_worker_clean_state_dir();

@@ -25,6 +25,12 @@ front_config_defaults(struct front_config *fc)
 	fc->fc_max_value = 1024ULL * 1024 * 1024;
 	fc->fc_grace_ms = 2000;
 	fc->fc_exit_wait_ms = 2000;
+	fc->fc_pip_index_url = xstrdup("https://pypi.org/simple");
+	fc->fc_pip_system_site = 1;
+	fc->fc_pip_timeout_ms = 10 * 60 * 1000;
+	fc->fc_env_cache_size = 10ULL * 1024 * 1024 * 1024;
+	fc->fc_env_builds = 2;
+	fc->fc_builder_uid = 60999;
 	n = readlink("/proc/self/exe", self, sizeof(self) - 32);
 	if (n > 0) {
 		self[n] = '\0';
@@ -51,7 +57,108 @@ front_config_usage(void)
 	    "  --worker PATH        the worker binary "
 	    "(default: remotemedia-worker beside remotemediad)\n"
 	    "  --log-level LEVEL    error, warn, info or debug "
-	    "(default info)\n");
+	    "(default info)\n"
+	    "environments (pip_packages):\n"
+	    "  --pip-index-url URL  the index pip uses, or 'none' "
+	    "(default https://pypi.org/simple)\n"
+	    "  --pip-extra-index-url URL   another index; repeatable\n"
+	    "  --pip-find-links DIR        a directory of wheels; repeatable\n"
+	    "  --pip-system-site-packages on|off  see the host's packages "
+	    "(default on)\n"
+	    "  --pip-allow-source on|off   allow source builds (setup.py) "
+	    "(default off)\n"
+	    "  --pip-timeout DURATION      bound on one install (default 10m)\n"
+	    "  --env-cache-dir DIR         cached environments "
+	    "(default STATE-DIR/envs)\n"
+	    "  --env-cache-size SIZE       evict unused ones above this "
+	    "(default 10G)\n"
+	    "  --env-builds N              concurrent builds (default 2)\n"
+	    "  --builder-uid UID           uid environment builds run as "
+	    "(default 60999)\n");
+}
+
+/* Add a value to a repeatable flag's list. */
+static int
+front_config_repeat(char **list, int *n, const char *flag, const char *val,
+    char *err, size_t errlen)
+{
+	if (*n >= FRONT_MAX_REPEAT) {
+		snprintf(err, errlen, "%s: at most %d times", flag,
+		    FRONT_MAX_REPEAT);
+		return -1;
+	}
+	list[(*n)++] = xstrdup(val);
+	return 0;
+}
+
+static int
+front_config_bad(char *err, size_t errlen, const char *flag, const char *want,
+    const char *val)
+{
+	snprintf(err, errlen, "%s: expected %s, got '%s'", flag, want, val);
+	return -1;
+}
+
+/* The environment flags (pip_packages). */
+static int
+front_config_apply_env(struct front_config *fc, const char *flag,
+    const char *val, char *err, size_t errlen)
+{
+	uint64_t v;
+	char *end;
+
+	if (strcmp(flag, "--pip-index-url") == 0) {
+		free(fc->fc_pip_index_url);
+		fc->fc_pip_index_url = strcmp(val, "none") == 0 ? NULL :
+		    xstrdup(val);
+	} else if (strcmp(flag, "--pip-extra-index-url") == 0)
+		return front_config_repeat(fc->fc_pip_extra_index,
+		    &fc->fc_n_pip_extra_index, flag, val, err, errlen);
+	else if (strcmp(flag, "--pip-find-links") == 0)
+		return front_config_repeat(fc->fc_pip_find_links,
+		    &fc->fc_n_pip_find_links, flag, val, err, errlen);
+	else if (strcmp(flag, "--pip-system-site-packages") == 0) {
+		if (parse_onoff(val, &fc->fc_pip_system_site) == -1)
+			return front_config_bad(err, errlen, flag, "on or off",
+			    val);
+	} else if (strcmp(flag, "--pip-allow-source") == 0) {
+		if (parse_onoff(val, &fc->fc_pip_allow_source) == -1)
+			return front_config_bad(err, errlen, flag, "on or off",
+			    val);
+	} else if (strcmp(flag, "--pip-timeout") == 0) {
+		if (parse_duration_ms(val, &fc->fc_pip_timeout_ms) == -1 ||
+		    fc->fc_pip_timeout_ms == 0)
+			return front_config_bad(err, errlen, flag,
+			    "a duration such as 90s or 10m", val);
+	} else if (strcmp(flag, "--env-cache-dir") == 0) {
+		if (*val != '/')
+			return front_config_bad(err, errlen, flag,
+			    "an absolute path", val);
+		free(fc->fc_env_cache_dir);
+		fc->fc_env_cache_dir = xstrdup(val);
+	} else if (strcmp(flag, "--env-cache-size") == 0) {
+		if (parse_size(val, &fc->fc_env_cache_size) == -1)
+			return front_config_bad(err, errlen, flag,
+			    "a size such as 512M or 10G", val);
+	} else if (strcmp(flag, "--env-builds") == 0) {
+		v = strtoull(val, &end, 10);
+		if (*val < '0' || *val > '9' || *end != '\0' || v < 1 ||
+		    v > 64)
+			return front_config_bad(err, errlen, flag,
+			    "a number from 1 to 64", val);
+		fc->fc_env_builds = (int)v;
+	} else if (strcmp(flag, "--builder-uid") == 0) {
+		v = strtoull(val, &end, 10);
+		if (*val < '0' || *val > '9' || *end != '\0' || v == 0 ||
+		    v > 4294967294ULL)
+			return front_config_bad(err, errlen, flag,
+			    "a non-root uid", val);
+		fc->fc_builder_uid = (long)v;
+	} else {
+		snprintf(err, errlen, "%s: unknown flag", flag);
+		return -1;
+	}
+	return 0;
 }
 
 /* Apply one flag and its value; write a message to err on failure. */
@@ -83,15 +190,16 @@ front_config_apply(struct front_config *fc, const char *flag, const char *val,
 			    "warn, info or debug, got '%s'", val);
 			return -1;
 		}
-	} else {
-		snprintf(err, errlen, "%s: unknown flag", flag);
-		return -1;
-	}
+	} else
+		return front_config_apply_env(fc, flag, val, err, errlen);
 	return 0;
 }
 
 static const char *front_flags[] = {
 	"--listen", "--state-dir", "--worker", "--log-level",
+	"--pip-index-url", "--pip-extra-index-url", "--pip-find-links",
+	"--pip-system-site-packages", "--pip-allow-source", "--pip-timeout",
+	"--env-cache-dir", "--env-cache-size", "--env-builds", "--builder-uid",
 };
 
 static int

@@ -14,6 +14,7 @@
 
 #include "front.h"
 #include "log.h"
+#include "req.h"
 #include "util.h"
 
 #include "remotemedia.pb-c.h"
@@ -40,6 +41,8 @@ front_session_state_name(enum session_state st)
 	switch (st) {
 	case SES_OPENING:
 		return "opening";
+	case SES_INSTALLING:
+		return "installing";
 	case SES_STARTING:
 		return "starting";
 	case SES_READY:
@@ -159,6 +162,9 @@ session_free(struct session *ses)
 		log_warn("remove %s", ses->ses_dir);
 	if (ses->ses_timer != NULL)
 		event_free(ses->ses_timer);
+	front_env_release(ses);
+	if (ses->ses_pending != NULL)
+		evbuffer_free(ses->ses_pending);
 	deframer_free(&ses->ses_win);
 	TAILQ_REMOVE(&sessions, ses, ses_entry);
 	nsessions--;
@@ -232,20 +238,35 @@ session_forward(struct session *ses, const uint8_t *msg, size_t len)
 	return 0;
 }
 
-/* Check Open and start the worker. */
+/* Validate the requirements and attach the session to its environment. */
+static int
+session_requirements(struct session *ses, Remotemedia__V1__Open *op)
+{
+	char err[512], *canon = NULL;
+	const char *why = NULL;
+	int rv;
+
+	if (req_validate_list((const char *const *)op->requirements,
+	    op->n_requirements, &canon, err, sizeof(err)) == -1)
+		return client_error(ses, GRPC_INVALID_ARGUMENT, "%s", err);
+	rv = front_env_attach(ses, canon, &why);
+	free(canon);
+	if (rv == -1)
+		return client_error(ses, GRPC_FAILED_PRECONDITION, "%s", why);
+	return rv;
+}
+
+/* Check Open; start the worker now, or once its environment is built. */
 static int
 session_open(struct session *ses, Remotemedia__V1__Open *op,
     const uint8_t *msg, size_t len)
 {
+	int ready = 1;
+
 	if (op->protocol > REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1)
 		return client_error(ses, GRPC_FAILED_PRECONDITION,
 		    "protocol version %d is not supported (this server "
 		    "speaks 1)", op->protocol);
-	if (op->n_requirements > 0)
-		return client_error(ses, GRPC_FAILED_PRECONDITION,
-		    "pip_packages are not supported by this server yet; "
-		    "refusing %zu requirement(s) starting with '%.64s'",
-		    op->n_requirements, op->requirements[0]);
 	if ((op->object == NULL || op->object->data.len == 0) &&
 	    op->source[0] == '\0')
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
@@ -257,11 +278,61 @@ session_open(struct session *ses, Remotemedia__V1__Open *op,
 		ses->ses_open_more = 1;
 		ses->ses_open_seq = 1;
 	}
+	if (op->n_requirements > 0 &&
+	    (ready = session_requirements(ses, op)) == -1)
+		return -1;
+	if (!ready) {
+		ses->ses_state = SES_INSTALLING;
+		return session_forward(ses, msg, len);
+	}
 	if (front_worker_spawn(ses) == -1)
 		return client_error(ses, GRPC_UNAVAILABLE,
 		    "cannot start a worker for the session");
 	ses->ses_state = SES_STARTING;
 	return session_forward(ses, msg, len);
+}
+
+/* The environment is ready: start the worker, which gets the held Open. */
+void
+front_session_env_ready(struct session *ses)
+{
+	if (ses->ses_state != SES_INSTALLING)
+		return;
+	ses->ses_state = SES_STARTING;
+	if (front_worker_spawn(ses) == -1)
+		client_error(ses, GRPC_UNAVAILABLE,
+		    "cannot start a worker for the session");
+}
+
+void
+front_session_env_failed(struct session *ses, const char *msg)
+{
+	front_session_end(ses, GRPC_FAILED_PRECONDITION, msg);
+}
+
+/* Relay one line of the environment build as a Progress message. */
+void
+front_session_progress(struct session *ses, int stage, const char *pkg,
+    const char *line)
+{
+	Remotemedia__V1__ServerMessage m = REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
+	Remotemedia__V1__Progress p = REMOTEMEDIA__V1__PROGRESS__INIT;
+	uint8_t *buf;
+	size_t len;
+
+	if (ses->ses_stream == NULL)
+		return;
+	p.stage = (Remotemedia__V1__Progress__Stage)stage;
+	p.package = (char *)pkg;
+	p.fraction = -1;
+	p.log_line = (char *)line;
+	m.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_PROGRESS;
+	m.progress = &p;
+	len = remotemedia__v1__server_message__get_packed_size(&m);
+	buf = xmalloc(len);
+	remotemedia__v1__server_message__pack(&m, buf);
+	front_grpc_send(ses->ses_stream, buf, len);
+	free(buf);
 }
 
 /*
@@ -397,6 +468,7 @@ session_client_dispatch(struct session *ses, ClientMessage *m,
 			return client_error(ses, GRPC_INVALID_ARGUMENT,
 			    "the first message of a session must be Open");
 		return session_open(ses, m->open, msg, len);
+	case SES_INSTALLING:
 	case SES_STARTING:
 		if (m->msg_case == REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE) {
 			if (m->value->call_id != 0)
@@ -407,6 +479,10 @@ session_client_dispatch(struct session *ses, ClientMessage *m,
 			return session_forward(ses, msg, len);
 		}
 		if (m->msg_case == REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE) {
+			if (ses->ses_state == SES_INSTALLING) {
+				front_session_end(ses, GRPC_OK, NULL);
+				return -1;
+			}
 			ses->ses_state = SES_CLOSING;
 			return session_forward(ses, msg, len);
 		}
@@ -447,6 +523,9 @@ front_session_client_closed(struct session *ses)
 	case SES_OPENING:
 		client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "the stream ended before Open");
+		break;
+	case SES_INSTALLING:
+		front_session_end(ses, GRPC_OK, NULL);
 		break;
 	case SES_STARTING:
 	case SES_READY:

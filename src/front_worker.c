@@ -239,6 +239,7 @@ front_worker_send_init(struct session *ses)
 	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
 	Remotemedia__Worker__V1__Init init = REMOTEMEDIA__WORKER__V1__INIT__INIT;
 	uint8_t *buf;
+	char *site = NULL;
 	size_t len;
 	int rv;
 
@@ -248,6 +249,11 @@ front_worker_send_init(struct session *ses)
 	init.log_level = log_getlevel();
 	init.max_value_bytes = front_conf.fc_max_value;
 	init.grace_ms = front_conf.fc_grace_ms;
+	if (ses->ses_env != NULL) {
+		site = front_env_site_packages(ses->ses_env);
+		init.n_sys_path = 1;
+		init.sys_path = &site;
+	}
 	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_INIT;
 	ctl.init = &init;
 	len = remotemedia__worker__v1__worker_control__get_packed_size(&ctl);
@@ -255,6 +261,12 @@ front_worker_send_init(struct session *ses)
 	remotemedia__worker__v1__worker_control__pack(&ctl, buf);
 	rv = front_worker_send(ses, FRAME_CTL, buf, len);
 	free(buf);
+	free(site);
+	if (rv == 0 && ses->ses_pending != NULL) {
+		/* Open and the object's chunks, held during the install. */
+		evbuffer_add_buffer(bufferevent_get_output(ses->ses_wbev),
+		    ses->ses_pending);
+	}
 	return rv;
 }
 
@@ -266,9 +278,15 @@ front_worker_send(struct session *ses, uint8_t type, const uint8_t *msg,
 	struct evbuffer *out;
 	uint8_t hdr[FRAME_HDR_LEN];
 
-	if (ses->ses_wbev == NULL || ses->ses_eof)
+	if (ses->ses_wbev == NULL && ses->ses_state == SES_INSTALLING) {
+		/* Held until the environment is ready and the worker runs. */
+		if (ses->ses_pending == NULL)
+			ses->ses_pending = evbuffer_new();
+		out = ses->ses_pending;
+	} else if (ses->ses_wbev == NULL || ses->ses_eof)
 		return -1;
-	out = bufferevent_get_output(ses->ses_wbev);
+	else
+		out = bufferevent_get_output(ses->ses_wbev);
 	frame_worker_header(hdr, type, (uint32_t)len);
 	if (evbuffer_add(out, hdr, sizeof(hdr)) == -1 ||
 	    evbuffer_add(out, msg, len) == -1)
@@ -280,7 +298,8 @@ size_t
 front_worker_pending_out(struct session *ses)
 {
 	if (ses->ses_wbev == NULL)
-		return 0;
+		return ses->ses_pending ? evbuffer_get_length(ses->ses_pending) :
+		    0;
 	return evbuffer_get_length(bufferevent_get_output(ses->ses_wbev));
 }
 
@@ -369,8 +388,10 @@ front_worker_reap(void)
 	int st;
 
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-		if ((ses = front_session_by_pid(pid)) == NULL)
+		if ((ses = front_session_by_pid(pid)) == NULL) {
+			front_env_reap(pid, st);
 			continue;
+		}
 		ses->ses_exited = 1;
 		front_worker_drain(ses);
 		front_session_worker_exited(ses, st);

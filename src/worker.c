@@ -214,6 +214,8 @@ main(int argc, char *argv[])
 	struct worker_conf wc;
 	int level;
 
+	if (argc > 1 && strcmp(argv[1], "--build-env") == 0)
+		return worker_venv_main(argc, argv);
 	level = worker_parse_args(argc, argv);
 	log_init("worker", level == -1 ? LOG_LEVEL_INFO : level);
 	signal(SIGPIPE, SIG_IGN);

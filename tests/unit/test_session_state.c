@@ -110,6 +110,31 @@ front_session_freed(void)
 	rec.freed++;
 }
 
+/* front_env.c: attach answers what the test says. */
+static int env_attach_rv;
+static char env_attach_reqs[512];
+static int env_release_n;
+
+int
+front_env_attach(struct session *s, const char *reqs, const char **err)
+{
+	snprintf(env_attach_reqs, sizeof(env_attach_reqs), "%s", reqs);
+	if (env_attach_rv == -1) {
+		*err = "Failed to install rmtest-broken: pip failed";
+		return -1;
+	}
+	s->ses_env = (struct env *)&env_attach_rv; /* any non-NULL marker */
+	return env_attach_rv;
+}
+
+void
+front_env_release(struct session *s)
+{
+	if (s->ses_env != NULL)
+		env_release_n++;
+	s->ses_env = NULL;
+}
+
 /* front_grpc.c: the first status sticks, as in the real one. */
 void
 front_grpc_finish(struct stream *s, int code, const char *msg)
@@ -696,15 +721,46 @@ test_first_not_open_kinds(void **state)
 }
 
 static void
-test_open_requirements(void **state)
+test_open_requirements_invalid(void **state)
 {
-	char *reqs[] = { (char *)"numpy==1.26.4", (char *)"pandas" };
+	char *reqs[] = { (char *)"pandas", (char *)"-r /etc/shadow" };
 
 	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), -1);
-	check_finished(GRPC_FAILED_PRECONDITION, "numpy==1.26.4");
-	check_finished(GRPC_FAILED_PRECONDITION, "2 requirement");
+	check_finished(GRPC_INVALID_ARGUMENT, "options are not allowed");
 	assert_int_equal(rec.spawn_n, 0);
 	assert_false(alive());
+}
+
+static void
+test_open_requirements_wait_then_ready(void **state)
+{
+	char *reqs[] = { (char *)"Pandas>=1.3", (char *)"numpy" };
+
+	env_attach_rv = 0;
+	env_release_n = 0;
+	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), 0);
+	assert_string_equal(env_attach_reqs, "numpy\npandas>=1.3");
+	assert_int_equal(ses->ses_state, SES_INSTALLING);
+	assert_int_equal(rec.spawn_n, 0);
+	front_session_env_ready(ses);
+	assert_int_equal(rec.spawn_n, 1);
+	assert_int_equal(ses->ses_state, SES_STARTING);
+	front_session_client_gone(ses);
+	front_session_worker_exited(ses, W_EXITCODE(0, 9));
+	assert_int_equal(env_release_n, 1);
+}
+
+static void
+test_open_requirements_failed(void **state)
+{
+	char *reqs[] = { (char *)"rmtest-broken" };
+
+	env_attach_rv = -1;
+	assert_int_equal(c_open_full(1, 0, reqs, 1, "obj", NULL), -1);
+	check_finished(GRPC_FAILED_PRECONDITION, "Failed to install rmtest-broken");
+	assert_int_equal(rec.spawn_n, 0);
+	assert_false(alive());
+	env_attach_rv = 0;
 }
 
 static void
@@ -1653,7 +1709,9 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_first_not_open),
 		T(test_first_not_open_kinds),
-		T(test_open_requirements),
+		T(test_open_requirements_invalid),
+		T(test_open_requirements_wait_then_ready),
+		T(test_open_requirements_failed),
 		T(test_open_protocol_too_new),
 		T(test_open_no_object),
 		T(test_open_ok),

@@ -1,0 +1,740 @@
+/*
+ * The environment cache (architecture section 4). Entries are
+ * content-addressed: the key hashes the Python version, the index
+ * configuration and the canonical requirements. Each entry is built once,
+ * at its final path, by a builder process (remotemedia-worker --build-env);
+ * sessions that want it meanwhile wait on it (single flight) and see pip's
+ * progress. Ready entries are reference-counted and evicted least recently
+ * used first once the cache outgrows its size bound; they survive restarts.
+ */
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bsd/string.h>
+#include <openssl/evp.h>
+
+#include "front.h"
+#include "log.h"
+#include "req.h"
+#include "util.h"
+
+#include "remotemedia.pb-c.h"
+
+#ifndef RM_PYTHON_VERSION
+#define RM_PYTHON_VERSION "3.11"
+#endif
+#define ENV_FAIL_TTL_MS (30 * 1000)
+
+RB_HEAD(envtree, env);
+static struct envtree envs = RB_INITIALIZER(&envs);
+static TAILQ_HEAD(, env) env_lru = TAILQ_HEAD_INITIALIZER(env_lru);
+static TAILQ_HEAD(, env) env_queue = TAILQ_HEAD_INITIALIZER(env_queue);
+static int env_building;
+static int env_count;
+static uint64_t env_total;
+
+static int
+env_cmp(struct env *a, struct env *b)
+{
+	return strcmp(a->env_key, b->env_key);
+}
+
+RB_GENERATE_STATIC(envtree, env, env_entry, env_cmp)
+
+static void env_start_queued(void);
+
+/* The cache key: everything that decides what pip would install. */
+static void
+env_key(const char *reqs, char *out)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int n, i;
+	char line[64];
+	int k;
+
+	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+#define ENV_HASH(s) EVP_DigestUpdate(md, (s), strlen(s) + 1)
+	ENV_HASH("remotemedia-env-v1");
+	ENV_HASH("python=" RM_PYTHON_VERSION);
+	ENV_HASH(front_conf.fc_pip_index_url ? front_conf.fc_pip_index_url : "");
+	for (k = 0; k < front_conf.fc_n_pip_extra_index; k++)
+		ENV_HASH(front_conf.fc_pip_extra_index[k]);
+	ENV_HASH("find-links");
+	for (k = 0; k < front_conf.fc_n_pip_find_links; k++)
+		ENV_HASH(front_conf.fc_pip_find_links[k]);
+	snprintf(line, sizeof(line), "system-site=%d source=%d",
+	    front_conf.fc_pip_system_site, front_conf.fc_pip_allow_source);
+	ENV_HASH(line);
+	ENV_HASH(reqs);
+#undef ENV_HASH
+	EVP_DigestFinal_ex(md, dig, &n);
+	EVP_MD_CTX_free(md);
+	for (i = 0; i < n && i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", dig[i]);
+}
+
+static struct env *
+env_new(const char *key, const char *reqs)
+{
+	struct env *e = xcalloc(1, sizeof(*e));
+	char path[4096];
+
+	strlcpy(e->env_key, key, sizeof(e->env_key));
+	snprintf(path, sizeof(path), "%s/%s", front_conf.fc_env_cache_dir, key);
+	e->env_dir = xstrdup(path);
+	e->env_reqs = xstrdup(reqs ? reqs : "");
+	e->env_pid = -1;
+	TAILQ_INIT(&e->env_waiters);
+	RB_INSERT(envtree, &envs, e);
+	env_count++;
+	return e;
+}
+
+static void
+env_free(struct env *e)
+{
+	RB_REMOVE(envtree, &envs, e);
+	if (e->env_state == ENV_READY) {
+		TAILQ_REMOVE(&env_lru, e, env_lru);
+		env_total -= e->env_size;
+	}
+	if (e->env_state == ENV_QUEUED)
+		TAILQ_REMOVE(&env_queue, e, env_queue);
+	if (e->env_out != NULL)
+		bufferevent_free(e->env_out);
+	if (e->env_timer != NULL)
+		event_free(e->env_timer);
+	free(e->env_dir);
+	free(e->env_reqs);
+	free(e->env_error);
+	free(e);
+	env_count--;
+}
+
+/* Remove an entry's tree: read-only dirs need their write bits back. */
+static void
+env_remove_tree(const char *dir)
+{
+	if (rm_rf(dir) == -1)
+		log_warn("cannot remove %s", dir);
+}
+
+/* Evict unused ready entries, oldest first, until under the bound. */
+static void
+env_evict(void)
+{
+	struct env *e, *tmp;
+
+	TAILQ_FOREACH_SAFE(e, &env_lru, env_lru, tmp) {
+		if (env_total <= front_conf.fc_env_cache_size)
+			break;
+		if (e->env_refs > 0 || e->env_busy)
+			continue;
+		log_info("environment %.12s: evicted (%llu bytes; cache %llu "
+		    "of %llu)", e->env_key, (unsigned long long)e->env_size,
+		    (unsigned long long)env_total,
+		    (unsigned long long)front_conf.fc_env_cache_size);
+		env_remove_tree(e->env_dir);
+		env_free(e);
+	}
+}
+
+/* Read the size from a complete marker; -1 if the entry is not complete. */
+static int
+env_read_marker(const char *dir, uint64_t *size)
+{
+	char path[4200], buf[64];
+	unsigned long long v = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/complete", dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		log_debug("%s: %s: %s", __func__, path, strerror(errno));
+		return -1;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	if (sscanf(buf, "size=%llu", &v) != 1)
+		return -1;
+	*size = v;
+	return 0;
+}
+
+static void
+env_mark_ready(struct env *e)
+{
+	e->env_state = ENV_READY;
+	e->env_used_at = now_ms();
+	TAILQ_INSERT_TAIL(&env_lru, e, env_lru);
+	env_total += e->env_size;
+}
+
+/*
+ * The builder uid and the sessions must reach the cache: give every
+ * directory above it that we own the search bit (not the read bit).
+ */
+static void
+env_make_traversable(void)
+{
+	char path[4096], *slash;
+	struct stat sb;
+
+	strlcpy(path, front_conf.fc_env_cache_dir, sizeof(path));
+	while ((slash = strrchr(path, '/')) != NULL && slash != path) {
+		*slash = '\0';
+		if (stat(path, &sb) == -1 || sb.st_uid != geteuid())
+			continue;
+		if ((sb.st_mode & 0011) == 0011)
+			continue;
+		if (chmod(path, (sb.st_mode & 07777) | 0011) == -1)
+			log_warn("chmod %s", path);
+		else
+			log_info("%s: made traversable (o+x) for the builder "
+			    "and the sessions", path);
+	}
+}
+
+/* At start: load complete entries, remove anything half-built. */
+void
+front_env_init(void)
+{
+	struct dirent *de;
+	struct env *e;
+	char path[4200];
+	uint64_t size;
+	DIR *d;
+
+	if (mkdir_p(front_conf.fc_env_cache_dir, 0755) == -1)
+		fatal("--env-cache-dir %s", front_conf.fc_env_cache_dir);
+	env_make_traversable();
+	if ((d = opendir(front_conf.fc_env_cache_dir)) == NULL)
+		fatal("opendir %s", front_conf.fc_env_cache_dir);
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s",
+		    front_conf.fc_env_cache_dir, de->d_name);
+		if (strlen(de->d_name) != 64 ||
+		    env_read_marker(path, &size) == -1) {
+			log_info("environment cache: removing incomplete %s",
+			    de->d_name);
+			env_remove_tree(path);
+			continue;
+		}
+		e = env_new(de->d_name, NULL);
+		e->env_size = size;
+		env_mark_ready(e);
+	}
+	closedir(d);
+	log_info("environment cache %s: %d entries, %llu bytes",
+	    front_conf.fc_env_cache_dir, env_count,
+	    (unsigned long long)env_total);
+	env_evict();
+}
+
+/* Pick the package name out of "Collecting NAME>=1" and the like. */
+static void
+env_take_name(struct env *e, const char *p)
+{
+	size_t n = strcspn(p, " <>=!~[;(,\n");
+
+	if (n >= sizeof(e->env_package))
+		n = sizeof(e->env_package) - 1;
+	memcpy(e->env_package, p, n);
+	e->env_package[n] = '\0';
+}
+
+/* Map one line of pip's output to a stage and a package. */
+static void
+env_parse_line(struct env *e, const char *line)
+{
+	const char *p = line + strspn(line, " ");
+	const char *slash;
+
+	if (strncmp(p, "Collecting ", 11) == 0) {
+		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING;
+		env_take_name(e, p + 11);
+	} else if (strncmp(p, "Downloading ", 12) == 0) {
+		e->env_stage =
+		    REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_DOWNLOADING;
+		p += 12;
+		if ((slash = strrchr(p, '/')) != NULL &&
+		    (size_t)(slash - p) < strcspn(p, " "))
+			p = slash + 1;
+		env_take_name(e, p);
+		e->env_package[strcspn(e->env_package, "-")] = '\0';
+	} else if (strncmp(p, "Installing collected packages: ", 31) == 0) {
+		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_INSTALLING;
+		env_take_name(e, p + 31);
+	} else if (strncmp(p, "Successfully installed", 22) == 0) {
+		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_DONE;
+		e->env_package[0] = '\0';
+	} else if (e->env_stage == 0)
+		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING;
+}
+
+/* Keep the last lines of output for the error message. */
+static void
+env_keep_tail(struct env *e, const char *line)
+{
+	size_t have = strlen(e->env_tail), add = strlen(line) + 1;
+	size_t room = sizeof(e->env_tail) - 1;
+
+	if (add > room) {
+		line += add - room;
+		add = room;
+	}
+	if (have + add > room) {
+		memmove(e->env_tail, e->env_tail + (have + add - room),
+		    room - add + 1);
+		have = strlen(e->env_tail);
+	}
+	snprintf(e->env_tail + have, sizeof(e->env_tail) - have, "%s\n", line);
+}
+
+/* One line from the builder: progress for every waiting session. */
+static void
+env_line(struct env *e, char *line)
+{
+	struct session *ses, *tmp;
+	size_t i;
+
+	for (i = 0; line[i] != '\0'; i++)
+		if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
+			line[i] = ' ';
+	env_parse_line(e, line);
+	env_keep_tail(e, line);
+	log_debug("environment %.12s: %s", e->env_key, line);
+	TAILQ_FOREACH_SAFE(ses, &e->env_waiters, ses_env_entry, tmp)
+		front_session_progress(ses, e->env_stage, e->env_package, line);
+}
+
+static void
+env_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct env *e = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char *line;
+	size_t n;
+
+	while ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) != NULL) {
+		if (n > 1000)
+			line[1000] = '\0';
+		env_line(e, line);
+		free(line);
+	}
+	if (evbuffer_get_length(in) > 64 * 1024)
+		evbuffer_drain(in, evbuffer_get_length(in)); /* no newline */
+}
+
+static void
+env_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct env *e = arg;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		bufferevent_disable(bev, EV_READ);
+		e->env_eof = 1;
+	}
+}
+
+static void
+env_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct env *e = arg;
+	char msg[128];
+
+	snprintf(msg, sizeof(msg), "pip did not finish within %llu s "
+	    "(--pip-timeout)",
+	    (unsigned long long)(front_conf.fc_pip_timeout_ms / 1000));
+	free(e->env_error);
+	e->env_error = xstrdup(msg);
+	if (e->env_pid > 0 && !e->env_exited)
+		kill(-e->env_pid, SIGKILL);
+}
+
+/* The builder's command line: the server's pip options, then the reqs. */
+static char **
+env_argv(struct env *e)
+{
+	char **argv = xcalloc(64 + REQ_MAX_COUNT, sizeof(char *));
+	char *reqs, *r, *save = NULL;
+	static char uid[32];
+	int i, n = 0;
+
+	argv[n++] = front_conf.fc_worker;
+	argv[n++] = (char *)"--build-env";
+	argv[n++] = e->env_dir;
+	if (front_conf.fc_builder_uid >= 0) {
+		snprintf(uid, sizeof(uid), "%ld", front_conf.fc_builder_uid);
+		argv[n++] = (char *)"--uid";
+		argv[n++] = uid;
+	}
+	if (front_conf.fc_pip_system_site)
+		argv[n++] = (char *)"--system-site-packages";
+	if (front_conf.fc_pip_allow_source)
+		argv[n++] = (char *)"--allow-source";
+	if (front_conf.fc_pip_index_url != NULL) {
+		argv[n++] = (char *)"--index-url";
+		argv[n++] = front_conf.fc_pip_index_url;
+	}
+	for (i = 0; i < front_conf.fc_n_pip_extra_index; i++) {
+		argv[n++] = (char *)"--extra-index-url";
+		argv[n++] = front_conf.fc_pip_extra_index[i];
+	}
+	for (i = 0; i < front_conf.fc_n_pip_find_links; i++) {
+		argv[n++] = (char *)"--find-links";
+		argv[n++] = front_conf.fc_pip_find_links[i];
+	}
+	argv[n++] = (char *)"--";
+	reqs = xstrdup(e->env_reqs);
+	for (r = strtok_r(reqs, "\n", &save); r != NULL && n < 63 + REQ_MAX_COUNT;
+	    r = strtok_r(NULL, "\n", &save))
+		argv[n++] = xstrdup(r);
+	free(reqs);
+	argv[n] = NULL;
+	return argv;
+}
+
+static void
+env_argv_free(char **argv)
+{
+	int i;
+
+	for (i = 0; argv[i] != NULL; i++)
+		if (i > 0 && strcmp(argv[i - 1], "--") == 0)
+			break;
+	for (; argv[i] != NULL; i++)
+		free(argv[i]);
+	free(argv);
+}
+
+/* Start the builder in its own process group, its output on a pipe. */
+static int
+env_spawn(struct env *e)
+{
+	char *envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LANG=C.UTF-8",
+		NULL };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	struct timeval tv;
+	char **argv;
+	int p[2], rv;
+
+	env_remove_tree(e->env_dir);
+	if (pipe2(p, O_CLOEXEC) == -1)
+		return -1;
+	argv = env_argv(e);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+	posix_spawnattr_setpgroup(&attr, 0);
+	rv = posix_spawn(&e->env_pid, front_conf.fc_worker, &fa, &attr, argv,
+	    envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	env_argv_free(argv);
+	close(p[1]);
+	if (rv != 0) {
+		close(p[0]);
+		errno = rv;
+		log_warn("spawn the environment builder");
+		return -1;
+	}
+	evutil_make_socket_nonblocking(p[0]);
+	e->env_out = bufferevent_socket_new(front_base, p[0],
+	    BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(e->env_out, env_read_cb, NULL, env_event_cb, e);
+	bufferevent_enable(e->env_out, EV_READ);
+	e->env_timer = evtimer_new(front_base, env_timeout_cb, e);
+	tv.tv_sec = (time_t)(front_conf.fc_pip_timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(front_conf.fc_pip_timeout_ms % 1000) * 1000;
+	evtimer_add(e->env_timer, &tv);
+	e->env_state = ENV_BUILDING;
+	env_building++;
+	log_info("environment %.12s: building [%s] (builder %d)", e->env_key,
+	    e->env_reqs, (int)e->env_pid);
+	return 0;
+}
+
+/* Name the failing package from pip's output, or fall back to the list. */
+static void
+env_failed_package(struct env *e, char *out, size_t len)
+{
+	static const char *marks[] = { "No matching distribution found for ",
+		"ERROR: Wheel '", "satisfies the requirement ",
+		"Failed to build " };
+	const char *p;
+	size_t i, n;
+
+	for (i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+		if ((p = strstr(e->env_tail, marks[i])) == NULL)
+			continue;
+		p += strlen(marks[i]);
+		n = strcspn(p, " '\n<>=!~[;(");
+		snprintf(out, len, "%.*s", (int)n, p);
+		return;
+	}
+	if (e->env_package[0] != '\0') {
+		snprintf(out, len, "%s", e->env_package);
+		return;
+	}
+	snprintf(out, len, "%s", e->env_reqs);
+	for (i = 0; out[i] != '\0'; i++)
+		if (out[i] == '\n')
+			out[i] = ' ';
+}
+
+/* The message a session gets when its environment could not be built. */
+static char *
+env_failure_message(struct env *e)
+{
+	char pkg[160], *msg;
+	size_t len;
+
+	env_failed_package(e, pkg, sizeof(pkg));
+	len = strlen(pkg) + strlen(e->env_tail) + 256;
+	msg = xmalloc(len);
+	snprintf(msg, len, "Failed to install %s: %s%s", pkg,
+	    e->env_error ? e->env_error : "pip failed",
+	    e->env_tail[0] ? "; pip's output ends with:\n" : "");
+	strlcat(msg, e->env_tail, len);
+	return msg;
+}
+
+/* Hand the outcome of a build to every session waiting for it. */
+static void
+env_notify(struct env *e)
+{
+	struct session *ses;
+
+	e->env_busy++; /* sessions may end here: keep e from eviction */
+	while ((ses = TAILQ_FIRST(&e->env_waiters)) != NULL) {
+		TAILQ_REMOVE(&e->env_waiters, ses, ses_env_entry);
+		if (e->env_state == ENV_READY)
+			front_session_env_ready(ses);
+		else
+			front_session_env_failed(ses, e->env_error);
+	}
+	e->env_busy--;
+}
+
+/* The builder is done: a complete entry, or a failure to remember. */
+static void
+env_build_done(struct env *e, int st)
+{
+	char *msg;
+	int timed_out;
+
+	env_building--;
+	if (e->env_timer != NULL)
+		evtimer_del(e->env_timer);
+	if (e->env_out != NULL) {
+		env_read_cb(e->env_out, e);
+		bufferevent_free(e->env_out);
+		e->env_out = NULL;
+	}
+	log_debug("%s: builder %d: wait status %#x", __func__, (int)e->env_pid,
+	    st);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+	    env_read_marker(e->env_dir, &e->env_size) == 0) {
+		log_info("environment %.12s: ready, %llu bytes", e->env_key,
+		    (unsigned long long)e->env_size);
+		env_mark_ready(e);
+		env_notify(e);
+		env_evict();
+		return;
+	}
+	timed_out = e->env_error != NULL;
+	if (WIFSIGNALED(st) && e->env_error == NULL) {
+		char buf[96];
+
+		snprintf(buf, sizeof(buf), "the environment builder was "
+		    "killed by signal %d", WTERMSIG(st));
+		e->env_error = xstrdup(buf);
+	}
+	msg = env_failure_message(e);
+	free(e->env_error);
+	e->env_error = msg;
+	log_info("environment %.12s: %s", e->env_key, msg);
+	env_remove_tree(e->env_dir);
+	e->env_state = ENV_FAILED;
+	e->env_failed_at = now_ms();
+	env_notify(e);
+	if (WIFSIGNALED(st) && !timed_out)
+		e->env_failed_at = 0; /* a killed build says nothing of the reqs */
+}
+
+int
+front_env_is_builder(pid_t pid)
+{
+	struct env *e;
+
+	RB_FOREACH(e, envtree, &envs)
+		if (e->env_pid == pid && e->env_state == ENV_BUILDING)
+			return 1;
+	return 0;
+}
+
+/* SIGCHLD for a builder. A cancelled build is removed quietly. */
+void
+front_env_reap(pid_t pid, int st)
+{
+	struct env *e;
+
+	RB_FOREACH(e, envtree, &envs)
+		if (e->env_pid == pid && e->env_state == ENV_BUILDING)
+			break;
+	if (e == NULL)
+		return;
+	e->env_exited = 1;
+	kill(-pid, SIGKILL); /* anything the builder left in its group */
+	if (e->env_refs == 0) {
+		env_building--;
+		log_info("environment %.12s: build cancelled", e->env_key);
+		env_remove_tree(e->env_dir);
+		env_free(e);
+	} else
+		env_build_done(e, st);
+	env_start_queued();
+}
+
+/* Start queued builds while there are free slots. */
+static void
+env_start_queued(void)
+{
+	struct env *e;
+
+	while (env_building < front_conf.fc_env_builds &&
+	    (e = TAILQ_FIRST(&env_queue)) != NULL) {
+		TAILQ_REMOVE(&env_queue, e, env_queue);
+		if (env_spawn(e) == -1) {
+			e->env_state = ENV_FAILED;
+			e->env_failed_at = now_ms();
+			e->env_error = xstrdup("cannot start the environment "
+			    "builder");
+			env_notify(e);
+		}
+	}
+}
+
+/* Find or create the entry for these requirements. */
+static struct env *
+env_lookup(const char *reqs)
+{
+	struct env key, *e;
+
+	env_key(reqs, key.env_key);
+	e = RB_FIND(envtree, &envs, &key);
+	if (e != NULL && e->env_state == ENV_FAILED && e->env_refs == 0 &&
+	    now_ms() - e->env_failed_at >= ENV_FAIL_TTL_MS) {
+		env_free(e);
+		e = NULL;
+	}
+	if (e == NULL) {
+		e = env_new(key.env_key, reqs);
+		e->env_state = ENV_QUEUED;
+		TAILQ_INSERT_TAIL(&env_queue, e, env_queue);
+		env_start_queued();
+	} else if (e->env_reqs[0] == '\0') {
+		free(e->env_reqs); /* loaded from disk at start */
+		e->env_reqs = xstrdup(reqs);
+	}
+	return e;
+}
+
+/*
+ * Attach a session to the environment for its canonical requirements.
+ * Returns 1 if it is ready now, 0 if the session must wait (progress and
+ * the outcome come through front_session_*), -1 if it failed recently; the
+ * message is then in *err.
+ */
+int
+front_env_attach(struct session *ses, const char *reqs, const char **err)
+{
+	struct env *e = env_lookup(reqs);
+
+	if (e->env_state == ENV_FAILED) {
+		*err = e->env_error;
+		return -1;
+	}
+	e->env_refs++;
+	ses->ses_env = e;
+	if (e->env_state == ENV_READY) {
+		e->env_used_at = now_ms();
+		TAILQ_REMOVE(&env_lru, e, env_lru);
+		TAILQ_INSERT_TAIL(&env_lru, e, env_lru);
+		return 1;
+	}
+	TAILQ_INSERT_TAIL(&e->env_waiters, ses, ses_env_entry);
+	return 0;
+}
+
+/* A session is done with its environment; nobody waiting cancels a build. */
+void
+front_env_release(struct session *ses)
+{
+	struct env *e = ses->ses_env;
+	struct session *w;
+
+	if (e == NULL)
+		return;
+	ses->ses_env = NULL;
+	TAILQ_FOREACH(w, &e->env_waiters, ses_env_entry)
+		if (w == ses) {
+			TAILQ_REMOVE(&e->env_waiters, ses, ses_env_entry);
+			break;
+		}
+	e->env_used_at = now_ms();
+	if (--e->env_refs > 0)
+		return;
+	if (e->env_state == ENV_BUILDING && !e->env_exited) {
+		log_info("environment %.12s: nobody waits any more; cancelling",
+		    e->env_key);
+		kill(-e->env_pid, SIGKILL);
+	} else if (e->env_state == ENV_QUEUED)
+		env_free(e);
+	else if (e->env_state == ENV_READY)
+		env_evict();
+}
+
+/* The site-packages directory a session puts first on sys.path. */
+char *
+front_env_site_packages(struct env *e)
+{
+	char path[4200];
+
+	snprintf(path, sizeof(path), "%s/venv/lib/python%s/site-packages",
+	    e->env_dir, RM_PYTHON_VERSION);
+	return xstrdup(path);
+}
+
+/* Shutdown: stop every builder; their half-built trees go at next start. */
+void
+front_env_kill_all(void)
+{
+	struct env *e;
+
+	RB_FOREACH(e, envtree, &envs)
+		if (e->env_state == ENV_BUILDING && !e->env_exited)
+			kill(-e->env_pid, SIGKILL);
+}

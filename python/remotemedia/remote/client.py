@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import random
+import sys
 from types import TracebackType
 from typing import Any, Callable, List, Optional, Set, Tuple, Type
 
@@ -172,8 +173,9 @@ class RemoteProxyClient:
         format, ``pip_packages`` as requirements, and the client's Python and
         cloudpickle versions; the object continues in 1 MiB ``Value`` chunks
         if it is larger. Then waits for ``Ready``: each ``Progress`` restarts
-        the ``timeout`` clock and goes to ``progress`` (or is logged at
-        INFO). If the server cannot be reached (UNAVAILABLE before
+        the ``timeout`` clock and goes to ``progress``; without a callback it
+        drives a progress bar on stderr when stderr is a terminal, and is
+        logged at INFO otherwise. If the server cannot be reached (UNAVAILABLE before
         ``Ready``), retries up to ``max_retries`` times with jittered
         backoff, within ``timeout``.
 
@@ -201,7 +203,14 @@ class RemoteProxyClient:
         if self._channel is None:
             await self.connect()
         payload = wire.dump_object(obj)
-        session = await self._open(payload, fmt, progress)
+        bar: Optional[TerminalProgress] = None
+        if progress is None and _stderr_is_terminal():
+            bar = TerminalProgress(sys.stderr)
+        try:
+            session = await self._open(payload, fmt, bar or progress)
+        finally:
+            if bar is not None:
+                bar.finish()
         self._sessions.add(session)
         ready = session.ready
         if ready.python_version and ready.python_version != wire.python_version():
@@ -279,6 +288,47 @@ class RemoteProxyClient:
             _check_protocol(event)
             session.set_ready(event)
             return None, deadline
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr, for installs shown on a terminal.
+
+    pip's stages fill a bar of four steps (resolving, downloading,
+    installing, done); the package being worked on is named beside it.
+    """
+
+    _STEPS = {pb.Progress.STAGE_RESOLVING: 1, pb.Progress.STAGE_DOWNLOADING: 2,
+              pb.Progress.STAGE_INSTALLING: 3, pb.Progress.STAGE_DONE: 4}
+    _WIDTH = 20
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._shown = False
+        self._step = 0
+
+    def __call__(self, event: Any) -> None:
+        self._step = max(self._step, self._STEPS.get(event.stage, 0))
+        filled = self._WIDTH * self._step // 4
+        bar = "#" * filled + "." * (self._WIDTH - filled)
+        what = wire.format_progress(event).split(":", 1)[0]
+        line = f"remotemedia: installing [{bar}] {what}"
+        self._stream.write("\r\x1b[K" + line[:200])
+        self._stream.flush()
+        self._shown = True
+
+    def finish(self) -> None:
+        """Clear the bar's line, once the session is ready or has failed."""
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 async def _report_progress(progress: Optional[ProgressCallback], event: Any) -> None:

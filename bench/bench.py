@@ -24,6 +24,7 @@ import grpc  # noqa: E402
 
 from remotemedia._proto import remotemedia_pb2 as pb  # noqa: E402
 from remotemedia.remote import RemoteProxyClient  # noqa: E402
+from pkgindex import PackageIndex, build_test_packages  # noqa: E402
 from serverlib import Server  # noqa: E402
 
 
@@ -55,7 +56,7 @@ async def echo_rtts(host: str, port: int, n: int) -> list[float]:
             await call.read()
             out.append(time.perf_counter() - t)
         await call.done_writing()
-        await call
+        await call.code()
         return out
 
 
@@ -95,6 +96,49 @@ async def big_round_trip(config, size: int, n: int) -> list[float]:
         return out
 
 
+class App:
+    def hello(self):
+        import rmtest_app
+        return rmtest_app.hello()
+
+
+async def ready_times(config, n: int, reqs_for=None) -> list[float]:
+    """create_proxy until Ready, n times; reqs_for(i) varies the requirements."""
+    from dataclasses import replace
+    out = []
+    for i in range(n):
+        cfg = replace(config, pip_packages=reqs_for(i)) if reqs_for else config
+        async with RemoteProxyClient(cfg) as client:
+            await client.connect()
+            t = time.perf_counter()
+            proxy = await client.create_proxy(App())
+            out.append(time.perf_counter() - t)
+            await client.close_proxy(proxy)
+    return out
+
+
+async def env_rows(srv, args) -> list[str]:
+    """Ready time: cold install, cached environment, no packages."""
+    base = srv.config(timeout=120.0)
+    cold = await ready_times(base, args.cold,
+                             lambda i: ["rmtest-app", f"rmtest-base>=1.0,!=9.{i}.{os.getpid()}"])
+    warm_cfg = srv.config(timeout=60.0, pip_packages=["rmtest-app"])
+    await ready_times(warm_cfg, 1)  # build it once
+    hit = await ready_times(warm_cfg, args.sessions)
+    none = await ready_times(srv.config(timeout=60.0), args.sessions)
+    hit2 = await ready_times(warm_cfg, args.sessions)
+    none2 = await ready_times(srv.config(timeout=60.0), args.sessions)
+    hit, none = hit + hit2, none + none2
+    delta = (pct(hit, 0.5) - pct(none, 0.5)) * 1e3
+    return [
+        row("session ready, cold install (2 wheels, local index)", cold,
+            "no packages", none, unit="ms"),
+        row("session ready, cached environment", hit, "no packages", none, unit="ms")
+        + f" (+{delta:.1f} ms)",
+        row("session ready, no packages", none, "fresh exec, no zygote", None, unit="ms"),
+    ]
+
+
 def row(name: str, samples: list[float], ref_name: str, ref: list[float] | None,
         unit: str = "us") -> str:
     scale = 1e6 if unit == "us" else 1e3
@@ -107,7 +151,9 @@ def row(name: str, samples: list[float], ref_name: str, ref: list[float] | None,
 
 
 async def run(args) -> None:
-    srv = Server()
+    wheels = build_test_packages(Path(os.environ.get("TMPDIR", "/tmp")) / f"rm-bench-wheels-{os.getpid()}")
+    idx = PackageIndex([w for ws in wheels.values() for w in ws])
+    srv = Server(["--pip-index-url", idx.url])
     try:
         config = srv.config(timeout=60.0)
         echo = await echo_rtts(srv.host, srv.port, args.n)
@@ -115,6 +161,7 @@ async def run(args) -> None:
         echo2 = await echo_rtts(srv.host, srv.port, args.n)
         opens = await open_times(config, args.sessions)
         big = await big_round_trip(config, 64 * 1024 * 1024, args.big)
+        envs = await env_rows(srv, args)
         print(f"remotemedia benchmarks ({os.cpu_count()} cores, "
               f"{args.n} calls, {args.sessions} sessions)")
         print()
@@ -128,9 +175,15 @@ async def run(args) -> None:
                   "fresh exec, no zygote", None, unit="ms"))
         print(row("64 MiB round trip (64 MiB each way)", big,
                   "one 64 MiB value each way", None, unit="ms"))
+        for line in envs:
+            print(line)
     finally:
         srv.stop()
         srv.cleanup()
+        idx.close()
+        import shutil
+        shutil.rmtree(Path(os.environ.get("TMPDIR", "/tmp")) / f"rm-bench-wheels-{os.getpid()}",
+                      ignore_errors=True)
 
 
 def main() -> None:
@@ -138,6 +191,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="calls per round-trip figure")
     ap.add_argument("--sessions", type=int, default=30, help="sessions opened")
     ap.add_argument("--big", type=int, default=3, help="64 MiB round trips")
+    ap.add_argument("--cold", type=int, default=5, help="cold installs")
     asyncio.run(run(ap.parse_args()))
 
 

@@ -295,17 +295,25 @@ def _split_json_args(doc, what):
 
 
 def _installed(sys_path):
-    """name==version of the distributions on the session's extra paths."""
-    if not sys_path:
-        return []
-    try:
-        import importlib.metadata as md
-        found = {"%s==%s" % (d.metadata["Name"], d.version)
-                 for d in md.distributions(path=list(sys_path))}
-        return sorted(found)
-    except Exception as exc:
-        _log(LOG_WARN, "cannot list installed packages: %r" % (exc,))
-        return []
+    """name==version of the distributions on the session's extra paths.
+
+    Read from the *.dist-info directory names (NAME-VERSION.dist-info, as
+    wheels install them), which costs a directory listing instead of the
+    import of importlib.metadata.
+    """
+    found = set()
+    for entry in sys_path or ():
+        try:
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith(".dist-info"):
+                continue
+            dist, sep, version = name[:-len(".dist-info")].partition("-")
+            if sep and dist and version:
+                found.add("%s==%s" % (dist.replace("_", "-"), version))
+    return sorted(found)
 
 
 # Calls --------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """The seed's DataProcessor, run remotely.
 
-Until environments land (the pip issue), numpy comes from the host's Debian
-package, so the example passes no pip_packages.
+numpy is requested with pip_packages; on a server with
+--pip-system-site-packages on (the default) the host's Debian numpy
+satisfies it, so nothing is downloaded.
 
 Usage: data_processor.py [HOST [PORT]]   (default localhost 50052)
 """
@@ -29,7 +30,7 @@ class DataProcessor:
 
 
 async def main(host: str, port: int) -> None:
-    config = RemoteExecutorConfig(host=host, port=port)
+    config = RemoteExecutorConfig(host=host, port=port, pip_packages=["numpy"])
     async with RemoteProxyClient(config) as client:
         processor = DataProcessor()
         remote_processor = await client.create_proxy(processor)

@@ -25,8 +25,10 @@ COMMON_SRC   = src/log.c src/util.c src/frame.c
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_worker.c \
                src/front_env.c src/req.c
+# The sandbox: one file per mechanism (architecture section 5).
+SANDBOX_SRC  = sandbox/sandbox_null.c
 WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
-               sandbox/sandbox_null.c
+               $(SANDBOX_SRC)
 RMCTL_SRC    = src/rmctl.c
 
 OBJ          = $(BUILD)/obj

@@ -1,19 +1,59 @@
 /*
- * The worker's sandbox behind a two-call interface, so that it can be
- * tested alone and switched off for development. sandbox_prepare runs
- * first (cgroup, environment), sandbox_enter last (namespaces, identity,
- * rlimits, landlock, seccomp). This tree only has the null backend.
+ * The worker's sandbox behind a small interface, so that it can be tested
+ * alone and switched off for development (architecture section 5).
+ *
+ * Process layout when the sandbox is on (the worker is exec'd as root):
+ *
+ *   W0  remotemedia-worker, the front's child, host namespaces, root.
+ *       sandbox_prepare(): joins the session's cgroup (created by the front
+ *       with sandbox_cgroup_create) before anything else runs; then
+ *       unshares mount, PID, IPC, UTS (and network unless the policy is
+ *       host) namespaces and forks W1. W0 only waits: it starts the user
+ *       mode network stack for `isolated`, relays W1's final status (the
+ *       exact wait status of W2, over a pipe) as its own exit, and dies
+ *       with the front (PR_SET_PDEATHSIG).
+ *   W1  PID 1 of the new PID namespace: builds the minimal root with
+ *       pivot_root, drops to the session uid, and forks W2; then it is the
+ *       tiny init: it reaps orphans and forwards SIGTERM/SIGINT to W2.
+ *   W2  the worker proper: sandbox_enter() applies rlimits, Landlock and,
+ *       last, seccomp; then the embedded Python runs the session.
+ *
+ * sandbox_prepare returns in W2 (0) or never returns in W0/W1; it returns
+ * -1 on a set-up failure, which the worker reports as a Fatal frame.
  */
 #ifndef RM_SANDBOX_H
 #define RM_SANDBOX_H
 
+#include <sys/types.h>
+
+#include <stdint.h>
+
+enum sandbox_network {
+	SANDBOX_NET_OFF,      /* loopback only */
+	SANDBOX_NET_ISOLATED, /* outbound through slirp4netns; no host loopback */
+	SANDBOX_NET_HOST,     /* the host's network namespace */
+};
+
 /* What the sandbox needs to know about the session. */
 struct sandbox_conf {
 	const char *sc_session_id;
-	const char *sc_session_dir;
+	const char *sc_session_dir;   /* host path; becomes the cwd */
+	int sc_enabled;               /* 0: the null sandbox (--sandbox off) */
+	uid_t sc_uid;                 /* the session's own uid and gid */
+	gid_t sc_gid;
+	enum sandbox_network sc_network;
+	const char *sc_cgroup;        /* cgroup path(s) to join, ':'-separated */
+	const char *sc_env_dir;       /* env cache entry to bind read-only, or NULL */
+	uint64_t sc_disk_bytes;       /* size of the session dir and /tmp tmpfs */
+	uint64_t sc_memory_bytes;
+	uint32_t sc_pids;
+	uint32_t sc_cpu_percent;
+	uint64_t sc_cpu_seconds;      /* RLIMIT_CPU backstop; 0: none */
+	int sc_seccomp_log;           /* log violations instead of killing */
+	int sc_status_fd;             /* W2 -> W0: a seccomp violation's syscall */
 };
 
-int sandbox_prepare(const struct sandbox_conf *);
-int sandbox_enter(const struct sandbox_conf *);
+int sandbox_prepare(struct sandbox_conf *);
+int sandbox_enter(struct sandbox_conf *);
 
 #endif

@@ -4,7 +4,7 @@
 
 /* Nothing to set up before the session's environment is attached. */
 int
-sandbox_prepare(const struct sandbox_conf *sc)
+sandbox_prepare(struct sandbox_conf *sc)
 {
 	log_debug("%s: sandbox off: session %s is not confined", __func__,
 	    sc->sc_session_id);
@@ -13,7 +13,7 @@ sandbox_prepare(const struct sandbox_conf *sc)
 
 /* Nothing to enter: the worker keeps the front's uid and namespaces. */
 int
-sandbox_enter(const struct sandbox_conf *sc)
+sandbox_enter(struct sandbox_conf *sc)
 {
 	log_debug("%s: sandbox off: %s is writable as the front's user",
 	    __func__, sc->sc_session_dir);

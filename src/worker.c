@@ -181,7 +181,7 @@ worker_setup_fd(void)
 static void
 worker_confine(const struct worker_conf *wc)
 {
-	struct sandbox_conf sc;
+	struct sandbox_conf sc = { 0 };
 
 	if (chdir(wc->wc_session_dir) == -1)
 		fatal("chdir %s", wc->wc_session_dir);

@@ -14,7 +14,7 @@ DEP_LIBS    := $(shell pkg-config --libs $(PKGS))
 WARN         = -Wall -Wextra -Werror -Wshadow -Wpointer-arith \
                -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS      ?= -O2 -g
-CFLAGS      += -std=gnu11 $(WARN) -D_GNU_SOURCE -Iinclude -I$(GEN) $(DEP_CFLAGS)
+CFLAGS      += -std=gnu11 $(WARN) -D_GNU_SOURCE -Iinclude -Isandbox -I$(GEN) $(DEP_CFLAGS)
 LDFLAGS     ?=
 
 PROTO_C      = $(GEN)/remotemedia.pb-c.c $(GEN)/worker.pb-c.c \
@@ -22,11 +22,17 @@ PROTO_C      = $(GEN)/remotemedia.pb-c.c $(GEN)/worker.pb-c.c \
 PROTO_H      = $(PROTO_C:.c=.h)
 
 COMMON_SRC   = src/log.c src/util.c src/frame.c
+# Session cgroups: the front creates and destroys them, the worker joins.
+CGROUP_SRC   = sandbox/sandbox_cgroup.c
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_worker.c \
-               src/front_env.c src/req.c
+               src/front_env.c src/front_trash.c src/front_sandbox.c \
+               src/req.c $(CGROUP_SRC)
 # The sandbox: one file per mechanism (architecture section 5).
-SANDBOX_SRC  = sandbox/sandbox_null.c
+SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c
+SANDBOX_SRC += sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c
+SANDBOX_SRC += sandbox/sandbox_rlimit.c
+SANDBOX_SRC += sandbox/sandbox_cgroup.c
 WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
                $(SANDBOX_SRC)
 RMCTL_SRC    = src/rmctl.c
@@ -60,7 +66,7 @@ $(BUILD)/remotemediad: $(call objs,$(FRONT_SRC) $(COMMON_SRC) $(PROTO_C))
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lbsd -lcrypto
 
 $(BUILD)/remotemedia-worker: $(call objs,$(WORKER_SRC) $(COMMON_SRC) $(PROTO_C))
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(PY_LIBS) -lpthread
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(PY_LIBS) -lpthread -lseccomp
 
 $(BUILD)/rmctl: $(call objs,$(RMCTL_SRC) $(COMMON_SRC) $(PROTO_C))
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
@@ -75,7 +81,8 @@ $(PYPROTO)/__init__.py: proto/remotemedia.proto
 # Unit tests: one cmocka program per module.
 UNIT_TESTS   = $(BUILD)/test_frame \
                $(BUILD)/test_session_state $(BUILD)/test_config \
-               $(BUILD)/test_req
+               $(BUILD)/test_req $(BUILD)/test_cgroup \
+               $(BUILD)/test_sandbox_policy
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka)
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
@@ -86,6 +93,10 @@ $(BUILD)/test_config: $(call objs,tests/unit/test_config.c src/front_config.c sr
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
 $(BUILD)/test_req: $(call objs,tests/unit/test_req.c src/req.c src/log.c src/util.c)
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
+$(BUILD)/test_cgroup: $(call objs,tests/unit/test_cgroup.c $(CGROUP_SRC) src/log.c src/util.c)
+	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS)
+$(BUILD)/test_sandbox_policy: $(call objs,tests/unit/test_sandbox_policy.c sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c sandbox/sandbox_rlimit.c src/log.c)
+	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) -lseccomp -lpthread
 
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done

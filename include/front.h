@@ -44,6 +44,8 @@ enum grpc_status {
 
 /* The front's default cap on one received gRPC message. */
 #define FRONT_MAX_MESSAGE (4 * 1024 * 1024)
+/* The cap on one Session message: a 1 MiB chunk and its envelope. */
+#define FRONT_SESSION_MAX_MESSAGE (FRAME_CHUNK_MAX + 32 * 1024)
 /* Per-stream buffer bounds: above HIGH the producer pauses. */
 #define FRONT_BUF_HIGH (2 * 1024 * 1024)
 #define FRONT_BUF_LOW (512 * 1024)
@@ -73,6 +75,18 @@ struct front_config {
 	uint64_t fc_env_cache_size;
 	int fc_env_builds;
 	long fc_builder_uid;
+	/* The sandbox (architecture section 5). */
+	int fc_sandbox;
+	uint32_t fc_uid_first;
+	uint32_t fc_uid_last;
+	int fc_network;              /* enum sandbox_network */
+	uint64_t fc_session_memory;
+	uint32_t fc_session_pids;
+	uint32_t fc_session_cpu;
+	uint64_t fc_session_disk;
+	uint64_t fc_session_lifetime_ms;
+	uint64_t fc_session_idle_ms;
+	int fc_seccomp_log;
 };
 
 enum rpc_kind {
@@ -144,6 +158,7 @@ struct call {
 	int cl_out_more;       /* result/item chunks still expected */
 	uint64_t cl_credit;    /* items the worker may still send */
 	uint64_t cl_timeout_ms;
+	int cl_deadline_hit;   /* fired while the front was not reading */
 	char *cl_name;
 	struct event *cl_deadline;
 };
@@ -168,6 +183,7 @@ struct session {
 	uint32_t ses_open_seq;
 	int ses_ready_seen;
 	int ses_killed;
+	int ses_paused;          /* not reading the worker: the client is slow */
 	struct calltree ses_calls;
 	int ses_end_code;        /* status to report, once decided */
 	char *ses_end_msg;
@@ -176,6 +192,10 @@ struct session {
 	struct env *ses_env;     /* the environment it uses or waits for */
 	TAILQ_ENTRY(session) ses_env_entry; /* on env_waiters */
 	struct evbuffer *ses_pending; /* frames held until the worker runs */
+	long ses_uid;            /* its own uid, -1 without the sandbox */
+	char *ses_cgroup;        /* its cgroup path(s) */
+	struct event *ses_life;  /* --session-max-lifetime */
+	struct event *ses_idle;  /* --session-idle-timeout */
 };
 TAILQ_HEAD(sessionlist, session);
 
@@ -197,6 +217,7 @@ struct env {
 	enum env_state env_state;
 	int env_refs;              /* sessions using or waiting for it */
 	int env_busy;              /* being notified: not to be evicted */
+	int env_orphan;            /* cancelled: out of the tree, being reaped */
 	struct sessionlist env_waiters;
 	pid_t env_pid;
 	struct bufferevent *env_out; /* the builder's stdout and stderr */
@@ -211,6 +232,7 @@ struct env {
 	uint64_t env_failed_at;
 	uint64_t env_size;
 	uint64_t env_used_at;
+	char *env_cgroup;          /* the build's cgroup */
 };
 
 /* front.c */
@@ -278,6 +300,18 @@ void front_session_env_failed(struct session *, const char *);
 void front_session_progress(struct session *, int, const char *,
     const char *);
 
+/* front_trash.c */
+int front_trash(const char *, const char *);
+void front_trash_empty(const char *);
+
+/* front_sandbox.c */
+void front_sandbox_init(void);
+int front_sandbox_session_start(struct session *, char *, size_t);
+void front_sandbox_session_end(struct session *);
+char *front_sandbox_limit_hit(struct session *, int);
+char *front_sandbox_build_cgroup(const char *);
+void front_sandbox_cgroup_destroy(char *);
+
 /* front_worker.c */
 int front_worker_spawn(struct session *);
 int front_worker_send(struct session *, uint8_t, const uint8_t *, size_t);
@@ -285,10 +319,12 @@ int front_worker_send_init(struct session *);
 size_t front_worker_pending_out(struct session *);
 void front_worker_pause(struct session *, int);
 void front_worker_kill(struct session *);
+void front_worker_expect_exit(struct session *, uint64_t);
 void front_worker_reap(void);
 void front_worker_drain(struct session *);
 void front_worker_close(struct session *);
 char *front_worker_describe_exit(int);
 void front_worker_clean_state_dir(void);
+const char *front_worker_trash_dir(void);
 
 #endif

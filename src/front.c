@@ -73,9 +73,31 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 }
 
 static void
+accept_resume_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	if (listener != NULL)
+		evconnlistener_enable(listener);
+}
+
+/* Out of descriptors: stop accepting for a moment instead of spinning. */
+static void
 accept_error_cb(struct evconnlistener *l, void *arg)
 {
-	log_warn("accept");
+	static struct event *resume;
+	struct timeval tv = { 0, 100 * 1000 };
+	int e = EVUTIL_SOCKET_ERROR();
+
+	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
+		log_warn("accept");
+		return;
+	}
+	if (resume == NULL) {
+		resume = evtimer_new(front_base, accept_resume_cb, NULL);
+		log_warnx("accept: %s; pausing new connections",
+		    strerror(e));
+	}
+	evconnlistener_disable(l);
+	evtimer_add(resume, &tv);
 }
 
 /* Bind the listening socket and log the address actually bound. */
@@ -191,6 +213,7 @@ main(int argc, char **argv)
 		fatal("--state-dir %s", front_conf.fc_state_dir);
 	front_worker_clean_state_dir();
 	front_env_setup_dir();
+	front_sandbox_init();
 	if ((front_base = event_base_new()) == NULL)
 		fatalx("event_base_new");
 	ev_chld = evsignal_new(front_base, SIGCHLD, sigchld_cb, NULL);

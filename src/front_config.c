@@ -1,4 +1,5 @@
 /* The front's command-line flags (architecture section 9). */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,16 @@ front_config_defaults(struct front_config *fc)
 	fc->fc_env_cache_size = 10ULL * 1024 * 1024 * 1024;
 	fc->fc_env_builds = 2;
 	fc->fc_builder_uid = 60999;
+	fc->fc_sandbox = 1;
+	fc->fc_uid_first = 61000;
+	fc->fc_uid_last = 61999;
+	fc->fc_network = 1; /* isolated */
+	fc->fc_session_memory = 1024ULL * 1024 * 1024;
+	fc->fc_session_pids = 128;
+	fc->fc_session_cpu = 100;
+	fc->fc_session_disk = 256ULL * 1024 * 1024;
+	fc->fc_session_lifetime_ms = 24ULL * 3600 * 1000;
+	fc->fc_session_idle_ms = 0;
 	n = readlink("/proc/self/exe", self, sizeof(self) - 32);
 	if (n > 0) {
 		self[n] = '\0';
@@ -74,7 +85,22 @@ front_config_usage(void)
 	    "(default 10G)\n"
 	    "  --env-builds N              concurrent builds (default 2)\n"
 	    "  --builder-uid UID           uid environment builds run as "
-	    "(default 60999)\n");
+	    "(default 60999)\n"
+	    "sessions and the sandbox:\n"
+	    "  --sandbox on|off            confine sessions; off is for "
+	    "development only (default on)\n"
+	    "  --session-uids FIRST-LAST   one uid per session "
+	    "(default 61000-61999)\n"
+	    "  --session-network off|isolated|host  (default isolated)\n"
+	    "  --session-memory SIZE       (default 1G)\n"
+	    "  --session-pids N            (default 128)\n"
+	    "  --session-cpu PERCENT       (default 100)\n"
+	    "  --session-disk SIZE         session dir and /tmp, each "
+	    "(default 256M)\n"
+	    "  --session-max-lifetime DURATION  (default 24h)\n"
+	    "  --session-idle-timeout DURATION  0 for none (default 0)\n"
+	    "  --seccomp-log on|off        log violations instead of killing "
+	    "(default off)\n");
 }
 
 /* Add a value to a repeatable flag's list. */
@@ -97,6 +123,107 @@ front_config_bad(char *err, size_t errlen, const char *flag, const char *want,
 {
 	snprintf(err, errlen, "%s: expected %s, got '%s'", flag, want, val);
 	return -1;
+}
+
+/* Parse an unsigned number in [lo, hi]. */
+static int
+front_config_number(const char *val, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	char *end;
+
+	if (*val < '0' || *val > '9')
+		return -1;
+	errno = 0;
+	*out = strtoull(val, &end, 10);
+	if (errno != 0 || *end != '\0' || *out < lo || *out > hi)
+		return -1;
+	return 0;
+}
+
+/* --session-uids FIRST-LAST: a range of non-root uids. */
+static int
+front_config_uids(struct front_config *fc, const char *val)
+{
+	char first[32];
+	const char *dash = strchr(val, '-');
+	uint64_t a, b;
+
+	if (dash == NULL || (size_t)(dash - val) >= sizeof(first))
+		return -1;
+	memcpy(first, val, (size_t)(dash - val));
+	first[dash - val] = '\0';
+	if (front_config_number(first, 1, 4294967294ULL, &a) == -1 ||
+	    front_config_number(dash + 1, 1, 4294967294ULL, &b) == -1 || b < a)
+		return -1;
+	fc->fc_uid_first = (uint32_t)a;
+	fc->fc_uid_last = (uint32_t)b;
+	return 0;
+}
+
+/* The session and sandbox flags. */
+static int
+front_config_apply_session(struct front_config *fc, const char *flag,
+    const char *val, char *err, size_t errlen)
+{
+	uint64_t v;
+
+	if (strcmp(flag, "--sandbox") == 0) {
+		if (parse_onoff(val, &fc->fc_sandbox) == -1)
+			return front_config_bad(err, errlen, flag, "on or off",
+			    val);
+	} else if (strcmp(flag, "--seccomp-log") == 0) {
+		if (parse_onoff(val, &fc->fc_seccomp_log) == -1)
+			return front_config_bad(err, errlen, flag, "on or off",
+			    val);
+	} else if (strcmp(flag, "--session-uids") == 0) {
+		if (front_config_uids(fc, val) == -1)
+			return front_config_bad(err, errlen, flag,
+			    "FIRST-LAST, non-root uids", val);
+	} else if (strcmp(flag, "--session-network") == 0) {
+		if (strcmp(val, "off") == 0)
+			fc->fc_network = 0;
+		else if (strcmp(val, "isolated") == 0)
+			fc->fc_network = 1;
+		else if (strcmp(val, "host") == 0)
+			fc->fc_network = 2;
+		else
+			return front_config_bad(err, errlen, flag,
+			    "off, isolated or host", val);
+	} else if (strcmp(flag, "--session-memory") == 0 ||
+	    strcmp(flag, "--session-disk") == 0) {
+		if (parse_size(val, &v) == -1 || v < 1024 * 1024)
+			return front_config_bad(err, errlen, flag,
+			    "a size of at least 1M", val);
+		if (flag[10] == 'm')
+			fc->fc_session_memory = v;
+		else
+			fc->fc_session_disk = v;
+	} else if (strcmp(flag, "--session-pids") == 0) {
+		if (front_config_number(val, 4, 1000000, &v) == -1)
+			return front_config_bad(err, errlen, flag,
+			    "a number from 4 to 1000000", val);
+		fc->fc_session_pids = (uint32_t)v;
+	} else if (strcmp(flag, "--session-cpu") == 0) {
+		if (front_config_number(val, 1, 6400, &v) == -1)
+			return front_config_bad(err, errlen, flag,
+			    "a percentage from 1 to 6400", val);
+		fc->fc_session_cpu = (uint32_t)v;
+	} else if (strcmp(flag, "--session-max-lifetime") == 0 ||
+	    strcmp(flag, "--session-idle-timeout") == 0) {
+		if (parse_duration_ms(val, &v) == -1 && strcmp(val, "0") != 0)
+			return front_config_bad(err, errlen, flag,
+			    "a duration such as 30s, 10m or 2h", val);
+		if (strcmp(val, "0") == 0)
+			v = 0;
+		if (flag[10] == 'm')
+			fc->fc_session_lifetime_ms = v;
+		else
+			fc->fc_session_idle_ms = v;
+	} else {
+		snprintf(err, errlen, "%s: unknown flag", flag);
+		return -1;
+	}
+	return 0;
 }
 
 /* The environment flags (pip_packages). */
@@ -154,10 +281,8 @@ front_config_apply_env(struct front_config *fc, const char *flag,
 			return front_config_bad(err, errlen, flag,
 			    "a non-root uid", val);
 		fc->fc_builder_uid = (long)v;
-	} else {
-		snprintf(err, errlen, "%s: unknown flag", flag);
-		return -1;
-	}
+	} else
+		return front_config_apply_session(fc, flag, val, err, errlen);
 	return 0;
 }
 
@@ -200,6 +325,9 @@ static const char *front_flags[] = {
 	"--pip-index-url", "--pip-extra-index-url", "--pip-find-links",
 	"--pip-system-site-packages", "--pip-allow-source", "--pip-timeout",
 	"--env-cache-dir", "--env-cache-size", "--env-builds", "--builder-uid",
+	"--sandbox", "--session-uids", "--session-network", "--session-memory",
+	"--session-pids", "--session-cpu", "--session-disk",
+	"--session-max-lifetime", "--session-idle-timeout", "--seccomp-log",
 };
 
 static int

@@ -39,6 +39,8 @@ RB_HEAD(envtree, env);
 static struct envtree envs = RB_INITIALIZER(&envs);
 static TAILQ_HEAD(, env) env_lru = TAILQ_HEAD_INITIALIZER(env_lru);
 static TAILQ_HEAD(, env) env_queue = TAILQ_HEAD_INITIALIZER(env_queue);
+/* Cancelled builds, out of the tree until their builder is reaped. */
+static TAILQ_HEAD(, env) env_orphans = TAILQ_HEAD_INITIALIZER(env_orphans);
 static int env_building;
 static int env_count;
 static uint64_t env_total;
@@ -104,7 +106,10 @@ env_new(const char *key, const char *reqs)
 static void
 env_free(struct env *e)
 {
-	RB_REMOVE(envtree, &envs, e);
+	if (e->env_orphan)
+		TAILQ_REMOVE(&env_orphans, e, env_queue);
+	else
+		RB_REMOVE(envtree, &envs, e);
 	if (e->env_state == ENV_READY) {
 		TAILQ_REMOVE(&env_lru, e, env_lru);
 		env_total -= e->env_size;
@@ -115,6 +120,7 @@ env_free(struct env *e)
 		bufferevent_free(e->env_out);
 	if (e->env_timer != NULL)
 		event_free(e->env_timer);
+	front_sandbox_cgroup_destroy(e->env_cgroup);
 	free(e->env_dir);
 	free(e->env_reqs);
 	free(e->env_error);
@@ -126,8 +132,11 @@ env_free(struct env *e)
 static void
 env_remove_tree(const char *dir)
 {
-	if (rm_rf(dir) == -1)
-		log_warn("cannot remove %s", dir);
+	char trash[4200];
+
+	snprintf(trash, sizeof(trash), "%s/.trash", front_conf.fc_env_cache_dir);
+	if (front_trash(dir, trash) == -1)
+		log_warnx("cannot remove %s", dir);
 }
 
 /* Evict unused ready entries, oldest first, until under the bound. */
@@ -222,6 +231,8 @@ front_env_init(void)
 	if (mkdir_p(front_conf.fc_env_cache_dir, 0755) == -1)
 		fatal("--env-cache-dir %s", front_conf.fc_env_cache_dir);
 	env_make_traversable();
+	snprintf(path, sizeof(path), "%s/.trash", front_conf.fc_env_cache_dir);
+	front_trash_empty(path);
 	if ((d = opendir(front_conf.fc_env_cache_dir)) == NULL)
 		fatal("opendir %s", front_conf.fc_env_cache_dir);
 	while ((de = readdir(d)) != NULL) {
@@ -401,6 +412,10 @@ env_argv(struct env *e)
 		argv[n++] = (char *)"--find-links";
 		argv[n++] = front_conf.fc_pip_find_links[i];
 	}
+	if (e->env_cgroup != NULL) {
+		argv[n++] = (char *)"--cgroup";
+		argv[n++] = e->env_cgroup;
+	}
 	argv[n++] = (char *)"--";
 	reqs = xstrdup(e->env_reqs);
 	for (r = strtok_r(reqs, "\n", &save); r != NULL && n < 63 + REQ_MAX_COUNT;
@@ -439,6 +454,7 @@ env_spawn(struct env *e)
 	env_remove_tree(e->env_dir);
 	if (pipe2(p, O_CLOEXEC) == -1)
 		return -1;
+	e->env_cgroup = front_sandbox_build_cgroup(e->env_key);
 	argv = env_argv(e);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -584,15 +600,25 @@ env_build_done(struct env *e, int st)
 		e->env_failed_at = 0; /* a killed build says nothing of the reqs */
 }
 
-int
-front_env_is_builder(pid_t pid)
+/* The entry whose builder has this pid, in the tree or cancelled. */
+static struct env *
+env_by_builder(pid_t pid)
 {
 	struct env *e;
 
 	RB_FOREACH(e, envtree, &envs)
 		if (e->env_pid == pid && e->env_state == ENV_BUILDING)
-			return 1;
-	return 0;
+			return e;
+	TAILQ_FOREACH(e, &env_orphans, env_queue)
+		if (e->env_pid == pid)
+			return e;
+	return NULL;
+}
+
+int
+front_env_is_builder(pid_t pid)
+{
+	return env_by_builder(pid) != NULL;
 }
 
 /* SIGCHLD for a builder. A cancelled build is removed quietly. */
@@ -601,17 +627,18 @@ front_env_reap(pid_t pid, int st)
 {
 	struct env *e;
 
-	RB_FOREACH(e, envtree, &envs)
-		if (e->env_pid == pid && e->env_state == ENV_BUILDING)
-			break;
-	if (e == NULL)
+	if ((e = env_by_builder(pid)) == NULL)
 		return;
 	e->env_exited = 1;
 	kill(-pid, SIGKILL); /* anything the builder left in its group */
+	front_sandbox_cgroup_destroy(e->env_cgroup);
+	e->env_cgroup = NULL;
 	if (e->env_refs == 0) {
 		env_building--;
 		log_info("environment %.12s: build cancelled", e->env_key);
-		env_remove_tree(e->env_dir);
+		/* A newer build of the same key owns the path now. */
+		if (RB_FIND(envtree, &envs, e) == NULL)
+			env_remove_tree(e->env_dir);
 		env_free(e);
 	} else
 		env_build_done(e, st);
@@ -637,12 +664,26 @@ env_start_queued(void)
 	}
 }
 
+/* Forget failures that nobody refers to once they are old enough. */
+static void
+env_prune_failed(void)
+{
+	struct env *e, *tmp;
+	uint64_t now = now_ms();
+
+	RB_FOREACH_SAFE(e, envtree, &envs, tmp)
+		if (e->env_state == ENV_FAILED && e->env_refs == 0 &&
+		    now - e->env_failed_at >= ENV_FAIL_TTL_MS)
+			env_free(e);
+}
+
 /* Find or create the entry for these requirements. */
 static struct env *
 env_lookup(const char *reqs)
 {
 	struct env key, *e;
 
+	env_prune_failed();
 	env_key(reqs, key.env_key);
 	e = RB_FIND(envtree, &envs, &key);
 	if (e != NULL && e->env_state == ENV_FAILED && e->env_refs == 0 &&
@@ -711,6 +752,10 @@ front_env_release(struct session *ses)
 		log_info("environment %.12s: nobody waits any more; cancelling",
 		    e->env_key);
 		kill(-e->env_pid, SIGKILL);
+		/* A new request builds afresh instead of joining this one. */
+		RB_REMOVE(envtree, &envs, e);
+		e->env_orphan = 1;
+		TAILQ_INSERT_TAIL(&env_orphans, e, env_queue);
 	} else if (e->env_state == ENV_QUEUED)
 		env_free(e);
 	else if (e->env_state == ENV_READY)

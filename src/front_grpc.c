@@ -104,6 +104,9 @@ front_grpc_finish(struct stream *s, int code, const char *msg)
 	s->str_finished = 1;
 	s->str_status = code;
 	s->str_message = front_grpc_percent_encode(msg ? msg : "");
+	/* What was held back for the sink is dropped: give the credit back. */
+	front_h2_consume(s, s->str_unconsumed);
+	s->str_unconsumed = 0;
 	if (code != GRPC_OK)
 		log_debug("%s: stream %d: status %d: %s", __func__, s->str_id,
 		    code, msg ? msg : "");
@@ -180,8 +183,13 @@ front_grpc_headers_done(struct stream *s)
 		tv.tv_usec = (suseconds_t)(s->str_timeout_ms % 1000) * 1000;
 		evtimer_add(s->str_deadline, &tv);
 	}
-	if (s->str_rpc == RPC_SESSION)
+	if (s->str_rpc == RPC_SESSION) {
+		/* Values travel in chunks of 1 MiB: a Session message is
+		 * never larger than what one worker frame carries. */
+		if (s->str_in.df_max > FRONT_SESSION_MAX_MESSAGE)
+			s->str_in.df_max = FRONT_SESSION_MAX_MESSAGE;
 		s->str_session = front_session_new(s);
+	}
 	else
 		front_h2_resume(s); /* send the response headers now */
 }

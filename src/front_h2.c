@@ -47,6 +47,11 @@ static void
 stream_free(struct stream *s)
 {
 	front_grpc_stream_closed(s);
+	/* A reset stream's held-back bytes still count against the
+	 * connection window: give them back there. */
+	if (s->str_unconsumed > 0 && !s->str_conn->c_dead)
+		nghttp2_session_consume_connection(s->str_conn->c_h2,
+		    s->str_unconsumed);
 	TAILQ_REMOVE(&s->str_conn->c_streams, s, str_entry);
 	if (s->str_deadline)
 		event_free(s->str_deadline);

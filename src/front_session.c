@@ -72,6 +72,61 @@ front_session_by_pid(pid_t pid)
 	return NULL;
 }
 
+static void
+session_limit_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session *ses = arg;
+	char msg[128];
+	int life = fd == -2;
+
+	(void)ev;
+	snprintf(msg, sizeof(msg), "session %s %llu s reached (%s)",
+	    life ? "lifetime" : "idle time",
+	    (unsigned long long)((life ? front_conf.fc_session_lifetime_ms :
+	    front_conf.fc_session_idle_ms) / 1000),
+	    life ? "--session-max-lifetime" : "--session-idle-timeout");
+	front_session_end(ses, GRPC_RESOURCE_EXHAUSTED, msg);
+}
+
+static void
+session_life_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	session_limit_cb(-2, ev, arg);
+}
+
+static void
+session_timer_add(struct event *ev, uint64_t ms)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(ev, &tv);
+}
+
+/* The session's lifetime and idle limits. */
+static void
+session_arm_limits(struct session *ses)
+{
+	if (front_conf.fc_session_lifetime_ms > 0) {
+		ses->ses_life = evtimer_new(front_base, session_life_cb, ses);
+		session_timer_add(ses->ses_life,
+		    front_conf.fc_session_lifetime_ms);
+	}
+	if (front_conf.fc_session_idle_ms > 0) {
+		ses->ses_idle = evtimer_new(front_base, session_limit_cb, ses);
+		session_timer_add(ses->ses_idle, front_conf.fc_session_idle_ms);
+	}
+}
+
+/* Activity: the idle clock starts again. */
+static void
+session_touch(struct session *ses)
+{
+	if (ses->ses_idle != NULL)
+		session_timer_add(ses->ses_idle, front_conf.fc_session_idle_ms);
+}
+
 /* A new Session stream: the session waits for Open. */
 struct session *
 front_session_new(struct stream *s)
@@ -82,6 +137,8 @@ front_session_new(struct stream *s)
 	ses->ses_state = SES_OPENING;
 	ses->ses_stream = s;
 	ses->ses_pid = -1;
+	ses->ses_uid = -1;
+	session_arm_limits(ses);
 	RB_INIT(&ses->ses_calls);
 	deframer_init(&ses->ses_win, DEFRAME_WORKER, FRAME_WORKER_MAX);
 	TAILQ_INSERT_TAIL(&sessions, ses, ses_entry);
@@ -116,6 +173,12 @@ call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 	struct call *cl = arg;
 	char msg[256];
 
+	if (cl->cl_session->ses_paused) {
+		/* Its answer may be sitting unread behind a slow client:
+		 * judge the worker once the front reads it again. */
+		cl->cl_deadline_hit = 1;
+		return;
+	}
 	snprintf(msg, sizeof(msg), "call %" PRIu64 " ('%s') did not stop "
 	    "within %" PRIu64 " ms of its deadline of %" PRIu64 " ms; the "
 	    "worker was killed", cl->cl_id, cl->cl_name,
@@ -132,6 +195,7 @@ call_arm(struct call *cl, uint64_t timeout_ms)
 
 	if (cl->cl_deadline != NULL)
 		evtimer_del(cl->cl_deadline);
+	cl->cl_deadline_hit = 0;
 	if (timeout_ms == 0)
 		return;
 	if (cl->cl_deadline == NULL)
@@ -158,11 +222,17 @@ session_free(struct session *ses)
 	while ((cl = RB_MIN(calltree, &ses->ses_calls)) != NULL)
 		call_free(cl);
 	front_worker_close(ses);
-	if (ses->ses_dir != NULL && rm_rf(ses->ses_dir) == -1)
-		log_warn("remove %s", ses->ses_dir);
+	if (ses->ses_dir != NULL &&
+	    front_trash(ses->ses_dir, front_worker_trash_dir()) == -1)
+		log_warnx("cannot remove %s", ses->ses_dir);
 	if (ses->ses_timer != NULL)
 		event_free(ses->ses_timer);
 	front_env_release(ses);
+	front_sandbox_session_end(ses);
+	if (ses->ses_life != NULL)
+		event_free(ses->ses_life);
+	if (ses->ses_idle != NULL)
+		event_free(ses->ses_idle);
 	if (ses->ses_pending != NULL)
 		evbuffer_free(ses->ses_pending);
 	deframer_free(&ses->ses_win);
@@ -233,6 +303,11 @@ client_error(struct session *ses, int code, const char *fmt, ...)
 static int
 session_forward(struct session *ses, const uint8_t *msg, size_t len)
 {
+	if (ses->ses_eof)
+		return 0; /* the worker is going: its exit decides the status */
+	if (ses->ses_state == SES_CLOSING)
+		front_worker_expect_exit(ses, front_conf.fc_grace_ms +
+		    front_conf.fc_exit_wait_ms);
 	if (front_worker_send(ses, FRAME_MSG, msg, len) == -1)
 		return client_error(ses, GRPC_ABORTED, "worker is gone");
 	return 0;
@@ -504,6 +579,7 @@ front_session_client_msg(struct session *ses, const uint8_t *msg, size_t len)
 	ClientMessage *m;
 	int rv;
 
+	session_touch(ses);
 	m = remotemedia__v1__client_message__unpack(NULL, len, msg);
 	if (m == NULL)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
@@ -728,6 +804,7 @@ front_session_worker_frame(struct session *ses, uint8_t type,
 		return worker_violation(ses, "malformed message", 0);
 	rv = session_worker_check(ses, m);
 	remotemedia__v1__server_message__free_unpacked(m, NULL);
+	session_touch(ses);
 	if (rv == -1)
 		return -1;
 	if (ses->ses_stream == NULL)
@@ -742,7 +819,21 @@ front_session_worker_frame(struct session *ses, uint8_t type,
 void
 front_session_drained(struct session *ses)
 {
+	struct call *cl;
+	struct timeval tv;
+
+	if (!ses->ses_paused)
+		return;
 	front_worker_pause(ses, 0);
+	/* Deadlines that passed meanwhile get their grace from now on. */
+	RB_FOREACH(cl, calltree, &ses->ses_calls) {
+		if (!cl->cl_deadline_hit)
+			continue;
+		cl->cl_deadline_hit = 0;
+		tv.tv_sec = (time_t)(front_conf.fc_grace_ms / 1000);
+		tv.tv_usec = (suseconds_t)(front_conf.fc_grace_ms % 1000) * 1000;
+		evtimer_add(cl->cl_deadline, &tv);
+	}
 }
 
 /* The worker closed its socket; it should exit now. */
@@ -767,6 +858,11 @@ front_session_worker_exited(struct session *ses, int wstatus)
 	if (ses->ses_state == SES_CLOSING && WIFEXITED(wstatus) &&
 	    WEXITSTATUS(wstatus) == 0) {
 		front_session_end(ses, GRPC_OK, NULL);
+		return;
+	}
+	if ((how = front_sandbox_limit_hit(ses, wstatus)) != NULL) {
+		front_session_end(ses, GRPC_RESOURCE_EXHAUSTED, how);
+		free(how);
 		return;
 	}
 	how = front_worker_describe_exit(wstatus);

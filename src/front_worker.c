@@ -89,23 +89,33 @@ worker_exit_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	if (!ses->ses_exited) {
 		log_warnx("session %s: worker %d did not exit; killing it",
 		    ses->ses_id, (int)ses->ses_pid);
+		kill(-ses->ses_pid, SIGKILL);
 		kill(ses->ses_pid, SIGKILL);
 	}
 }
 
-static void
-worker_arm_exit_timer(struct session *ses)
+/* The worker should exit within ms: kill it if it does not. */
+void
+front_worker_expect_exit(struct session *ses, uint64_t ms)
 {
 	struct timeval tv;
 
+	if (ses->ses_pid <= 0 || ses->ses_exited)
+		return;
 	if (ses->ses_timer == NULL)
 		ses->ses_timer = evtimer_new(front_base, worker_exit_timer_cb,
 		    ses);
 	if (evtimer_pending(ses->ses_timer, NULL))
 		return;
-	tv.tv_sec = (time_t)(front_conf.fc_exit_wait_ms / 1000);
-	tv.tv_usec = (suseconds_t)(front_conf.fc_exit_wait_ms % 1000) * 1000;
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(ses->ses_timer, &tv);
+}
+
+static void
+worker_arm_exit_timer(struct session *ses)
+{
+	front_worker_expect_exit(ses, front_conf.fc_exit_wait_ms);
 }
 
 static void
@@ -148,6 +158,7 @@ worker_exec(struct session *ses, int fd)
 {
 	static const char *levels[] = { "error", "warn", "info", "debug" };
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
 	char *argv[4], *env[12], envbuf[3 * 4200];
 	int rv;
 
@@ -160,9 +171,13 @@ worker_exec(struct session *ses, int fd)
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, fd, WORKER_FD);
 	posix_spawn_file_actions_addclosefrom_np(&fa, WORKER_FD + 1);
-	rv = posix_spawn(&ses->ses_pid, front_conf.fc_worker, &fa, NULL, argv,
+	/* Its own session and process group: what it starts dies with it. */
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+	rv = posix_spawn(&ses->ses_pid, front_conf.fc_worker, &fa, &attr, argv,
 	    env);
 	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
 	if (rv != 0) {
 		errno = rv;
 		log_warn("spawn %s", front_conf.fc_worker);
@@ -197,10 +212,15 @@ worker_mkdir(struct session *ses)
 int
 front_worker_spawn(struct session *ses)
 {
+	char err[256];
 	int sv[2], child;
 
 	if (worker_mkdir(ses) == -1)
 		return -1;
+	if (front_sandbox_session_start(ses, err, sizeof(err)) == -1) {
+		log_warnx("session %s: %s", ses->ses_id, err);
+		return -1;
+	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
 		log_warn("socketpair");
 		return -1;
@@ -231,6 +251,31 @@ front_worker_spawn(struct session *ses)
 	return front_worker_send_init(ses);
 }
 
+/* The sandbox part of Init: identity, cgroup, network and limits. */
+static void
+worker_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
+{
+	uint64_t cpu_s;
+
+	init->sandbox = front_conf.fc_sandbox;
+	if (!front_conf.fc_sandbox)
+		return;
+	init->uid = (uint32_t)ses->ses_uid;
+	init->gid = (uint32_t)ses->ses_uid;
+	init->network = (uint32_t)front_conf.fc_network;
+	init->cgroup = ses->ses_cgroup ? ses->ses_cgroup : (char *)"";
+	init->disk_bytes = front_conf.fc_session_disk;
+	init->memory_bytes = front_conf.fc_session_memory;
+	init->pids = front_conf.fc_session_pids;
+	init->cpu_percent = front_conf.fc_session_cpu;
+	/* RLIMIT_CPU is a backstop: the whole lifetime at the CPU share. */
+	cpu_s = front_conf.fc_session_lifetime_ms / 1000 *
+	    (front_conf.fc_session_cpu < 100 ? 100 : front_conf.fc_session_cpu) /
+	    100;
+	init->cpu_seconds = cpu_s;
+	init->seccomp_log = front_conf.fc_seccomp_log;
+}
+
 /* The first frame: who the worker is and where it lives. */
 int
 front_worker_send_init(struct session *ses)
@@ -253,7 +298,9 @@ front_worker_send_init(struct session *ses)
 		site = front_env_site_packages(ses->ses_env);
 		init.n_sys_path = 1;
 		init.sys_path = &site;
+		init.env_dir = ses->ses_env->env_dir;
 	}
+	worker_init_sandbox(ses, &init);
 	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_INIT;
 	ctl.init = &init;
 	len = remotemedia__worker__v1__worker_control__get_packed_size(&ctl);
@@ -309,6 +356,7 @@ front_worker_pause(struct session *ses, int pause)
 {
 	if (ses->ses_wbev == NULL || ses->ses_eof)
 		return;
+	ses->ses_paused = pause;
 	if (pause)
 		bufferevent_disable(ses->ses_wbev, EV_READ);
 	else
@@ -323,6 +371,7 @@ front_worker_kill(struct session *ses)
 		return;
 	if (!ses->ses_killed) {
 		ses->ses_killed = 1;
+		kill(-ses->ses_pid, SIGKILL);
 		kill(ses->ses_pid, SIGKILL);
 	}
 	if (ses->ses_wbev != NULL)
@@ -393,9 +442,22 @@ front_worker_reap(void)
 			continue;
 		}
 		ses->ses_exited = 1;
+		kill(-pid, SIGKILL); /* whatever it started, in its group */
 		front_worker_drain(ses);
 		front_session_worker_exited(ses, st);
 	}
+}
+
+/* The trash directory of the state dir (see front_trash.c). */
+const char *
+front_worker_trash_dir(void)
+{
+	static char path[4096];
+
+	if (path[0] == '\0')
+		snprintf(path, sizeof(path), "%s/trash",
+		    front_conf.fc_state_dir);
+	return path;
 }
 
 /* At start: remove session directories a previous run left behind. */
@@ -405,8 +467,9 @@ front_worker_clean_state_dir(void)
 	char path[4096];
 
 	snprintf(path, sizeof(path), "%s/sessions", front_conf.fc_state_dir);
-	if (rm_rf(path) == -1)
-		log_warn("cannot clean %s", path);
+	if (front_trash(path, front_worker_trash_dir()) == -1)
+		log_warnx("cannot clean %s", path);
+	front_trash_empty(front_worker_trash_dir());
 	if (mkdir_p(path, 0700) == -1)
 		fatal("mkdir %s", path);
 }

@@ -177,9 +177,10 @@ worker_setup_fd(void)
 		fatal("fcntl O_NONBLOCK");
 }
 
-/* Enter the session directory and the sandbox. */
+/* Enter the session directory and the sandbox that Init describes. */
 static void
-worker_confine(const struct worker_conf *wc)
+worker_confine(const struct worker_conf *wc,
+    const Remotemedia__Worker__V1__Init *init)
 {
 	struct sandbox_conf sc = { 0 };
 
@@ -187,10 +188,25 @@ worker_confine(const struct worker_conf *wc)
 		fatal("chdir %s", wc->wc_session_dir);
 	sc.sc_session_id = wc->wc_session_id;
 	sc.sc_session_dir = wc->wc_session_dir;
-	if (sandbox_prepare(&sc) == -1)
-		fatalx("sandbox_prepare failed");
-	if (sandbox_enter(&sc) == -1)
-		fatalx("sandbox_enter failed");
+	sc.sc_enabled = init->sandbox;
+	sc.sc_uid = init->uid;
+	sc.sc_gid = init->gid;
+	sc.sc_network = init->network == 1 ? SANDBOX_NET_ISOLATED :
+	    init->network == 2 ? SANDBOX_NET_HOST : SANDBOX_NET_OFF;
+	sc.sc_cgroup = init->cgroup;
+	sc.sc_env_dir = init->env_dir;
+	sc.sc_disk_bytes = init->disk_bytes;
+	sc.sc_memory_bytes = init->memory_bytes;
+	sc.sc_pids = init->pids;
+	sc.sc_cpu_percent = init->cpu_percent;
+	sc.sc_cpu_seconds = init->cpu_seconds;
+	sc.sc_seccomp_log = init->seccomp_log;
+	sc.sc_status_fd = -1;
+	if (sandbox_prepare(&sc) == -1 || sandbox_enter(&sc) == -1) {
+		worker_send_fatal(WORKER_INTERNAL,
+		    "the session's sandbox could not be set up");
+		fatalx("the sandbox could not be set up");
+	}
 }
 
 /* The write lock is recursive, so that a chunked value holds it whole. */
@@ -235,11 +251,11 @@ main(int argc, char *argv[])
 		log_setlevel(init->log_level);
 	worker_setup_fd();
 	worker_conf_init(&wc, init);
-	remotemedia__worker__v1__worker_control__free_unpacked(ctl, NULL);
 	log_debug("%s: session %s in %s", __func__, wc.wc_session_id,
 	    wc.wc_session_dir);
 
-	worker_confine(&wc);
+	worker_confine(&wc, init);
+	remotemedia__worker__v1__worker_control__free_unpacked(ctl, NULL);
 	worker_output_start(wc.wc_out_rate, wc.wc_out_burst);
 	worker_exit(worker_py_run(&wc));
 }

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "util.h"
 #include "worker.h"
+#include "sandbox_cgroup.h"
 
 #define VENV_PYTHON "/usr/bin/python3"
 #define VENV_MAX_ARGS 256
@@ -43,6 +44,7 @@ struct venv_conf {
 	int vc_n_extra;
 	const char *vc_find_links[16];
 	int vc_n_find_links;
+	const char *vc_cgroup;
 	char **vc_reqs;
 	int vc_n_reqs;
 };
@@ -67,6 +69,7 @@ venv_parse(struct venv_conf *vc, int argc, char *argv[])
 		{ "index-url", required_argument, NULL, 'i' },
 		{ "extra-index-url", required_argument, NULL, 'e' },
 		{ "find-links", required_argument, NULL, 'f' },
+		{ "cgroup", required_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
@@ -93,6 +96,9 @@ venv_parse(struct venv_conf *vc, int argc, char *argv[])
 		case 'e':
 			if (vc->vc_n_extra < 16)
 				vc->vc_extra[vc->vc_n_extra++] = optarg;
+			break;
+		case 'c':
+			vc->vc_cgroup = optarg;
 			break;
 		case 'f':
 			if (vc->vc_n_find_links < 16)
@@ -289,6 +295,9 @@ worker_venv_main(int argc, char *argv[])
 	log_init("builder", LOG_LEVEL_INFO);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	venv_parse(&vc, argc, argv);
+	/* Into the build's cgroup before anything else runs. */
+	if (vc.vc_cgroup != NULL && cg_join(vc.vc_cgroup, 0) == -1)
+		fatal("cannot join the build's cgroup");
 	umask(022);
 	venv_prepare(&vc);
 	snprintf(target, sizeof(target), "%s/venv", vc.vc_dir);

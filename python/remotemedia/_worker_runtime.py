@@ -216,7 +216,28 @@ def attribute_map(obj):
             kinds[name] = _attr_kind(value)
         except Exception:
             kinds[name] = ATTR_ATTRIBUTE
-    return kinds
+    return _fit_attribute_map(kinds)
+
+
+# Ready must fit one frame. The client forwards names missing from the map
+# anyway, so a huge map is cut, plain attributes first, then by name length.
+_MAP_BUDGET = 512 * 1024
+
+
+def _fit_attribute_map(kinds):
+    size = sum(len(n.encode("utf-8", "replace")) + 8 for n in kinds)
+    if size <= _MAP_BUDGET:
+        return kinds
+    order = sorted(kinds, key=lambda n: (kinds[n] == ATTR_ATTRIBUTE, len(n), n))
+    kept, size = {}, 0
+    for name in order:
+        size += len(name.encode("utf-8", "replace")) + 8
+        if size > _MAP_BUDGET:
+            break
+        kept[name] = kinds[name]
+    _log(LOG_WARN, "attribute map cut from %d to %d names to fit Ready"
+         % (len(kinds), len(kept)))
+    return kept
 
 
 # Opening ------------------------------------------------------------------------

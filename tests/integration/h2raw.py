@@ -61,15 +61,31 @@ class H2Client:
                    (":authority", f"{self.host}:{self.port}"), (":path", path),
                    ("content-type", content_type), ("te", "trailers")] + (extra or [])
         self.conn.send_headers(sid, headers, end_stream=end and not body)
-        if body:
-            self.conn.send_data(sid, body, end_stream=end)
-        self.sock.sendall(self.conn.data_to_send())
         self.responses[sid] = Response()
+        self._unsent = getattr(self, "_unsent", {})
+        if body:
+            n = self.send(sid, body, end=end)
+            if n < len(body):
+                self._unsent[sid] = (body[n:], end)
+        else:
+            self.sock.sendall(self.conn.data_to_send())
         return sid
 
-    def send(self, sid: int, body: bytes, end: bool = False) -> None:
-        self.conn.send_data(sid, body, end_stream=end)
+    def send(self, sid: int, body: bytes, end: bool = False) -> int:
+        """Send what the flow-control window allows now; return the count."""
+        sent = 0
+        while sent < len(body):
+            room = min(self.conn.local_flow_control_window(sid),
+                       self.conn.max_outbound_frame_size, len(body) - sent)
+            if room <= 0:
+                break
+            last = end and sent + room == len(body)
+            self.conn.send_data(sid, body[sent:sent + room], end_stream=last)
+            sent += room
+        if end and not body:
+            self.conn.end_stream(sid)
         self.sock.sendall(self.conn.data_to_send())
+        return sent
 
     def wait(self, sid: int, timeout: float = 10.0) -> Response:
         """Read until the stream ends or is reset, or timeout passes."""
@@ -87,11 +103,21 @@ class H2Client:
                 self.first_frame_type = data[3]
             for ev in self.conn.receive_data(data):
                 self._event(ev)
+            self._flush_unsent()
             out = self.conn.data_to_send()
             if out:
                 self.sock.sendall(out)
         r.first_frame_type = self.first_frame_type
         return r
+
+    def _flush_unsent(self) -> None:
+        """Send more of bodies that waited for flow-control credit."""
+        for sid, (body, end) in list(getattr(self, "_unsent", {}).items()):
+            n = self.send(sid, body, end=end)
+            if n == len(body):
+                del self._unsent[sid]
+            else:
+                self._unsent[sid] = (body[n:], end)
 
     def _event(self, ev) -> None:
         sid = getattr(ev, "stream_id", None)
@@ -114,3 +140,23 @@ class H2Client:
             self.sock.close()
         except OSError:
             pass
+
+
+def read_until(client: "H2Client", sid: int, nbytes: int, timeout: float = 10.0) -> bytes:
+    """Read until stream sid has at least nbytes of DATA (or it ends)."""
+    deadline = time.monotonic() + timeout
+    r = client.responses[sid]
+    while len(r.data) < nbytes and not r.ended and time.monotonic() < deadline:
+        client.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = client.sock.recv(65536)
+        except socket.timeout:
+            break
+        if not data:
+            break
+        for ev in client.conn.receive_data(data):
+            client._event(ev)
+        out = client.conn.data_to_send()
+        if out:
+            client.sock.sendall(out)
+    return r.data

@@ -62,6 +62,19 @@ class Server:
         return [int(line.split()[0]) for line in out.splitlines()
                 if line.split() and not line.split()[1].startswith("Z")]
 
+    def worker_pid_of(self, session_id: str) -> int:
+        """The host pid of the worker process (the front's child) that
+        serves session_id: inside a sandbox, os.getpid() is of no use."""
+        want = f"REMOTEMEDIA_SESSION={session_id}".encode()
+        for pid in self.worker_pids():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if want in f.read().split(b"\0"):
+                        return pid
+            except OSError:
+                continue
+        raise LookupError(f"no worker for session {session_id}")
+
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until no worker and no session directory is left."""
         deadline = time.monotonic() + timeout

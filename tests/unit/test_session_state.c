@@ -110,6 +110,43 @@ front_session_freed(void)
 	rec.freed++;
 }
 
+/* front_trash.c and the rest of front_worker.c. */
+int
+front_trash(const char *path, const char *trash)
+{
+	(void)path;
+	(void)trash;
+	return 0;
+}
+
+const char *
+front_worker_trash_dir(void)
+{
+	return "/nonexistent/trash";
+}
+
+void
+front_worker_expect_exit(struct session *s, uint64_t ms)
+{
+	(void)s;
+	(void)ms;
+}
+
+/* front_sandbox.c: no limits in these tests. */
+void
+front_sandbox_session_end(struct session *s)
+{
+	(void)s;
+}
+
+char *
+front_sandbox_limit_hit(struct session *s, int wstatus)
+{
+	(void)s;
+	(void)wstatus;
+	return NULL;
+}
+
 /* front_env.c: attach answers what the test says. */
 static int env_attach_rv;
 static char env_attach_reqs[512];
@@ -201,6 +238,7 @@ front_worker_pause(struct session *s, int on)
 {
 	rec.pause_n++;
 	rec.pause_last = on;
+	s->ses_paused = on;
 }
 
 void
@@ -1563,6 +1601,28 @@ test_call_deadline(void **state)
 	check_client_error(GRPC_DEADLINE_EXCEEDED, "call 1 ('slow')");
 }
 
+/*
+ * While the front is not reading the worker (its client is slow), a
+ * deadline that passes is not held against the worker: once reading
+ * resumes, the call gets the grace from then on.
+ */
+static void
+test_call_deadline_while_paused(void **state)
+{
+	front_conf.fc_grace_ms = 0;
+	make_ready();
+	assert_int_equal(c_call_full(1, "slow", 1, 0, 0), 0);
+	rec.grpc_pending = FRONT_BUF_HIGH;
+	assert_int_equal(w_output(), 0);
+	assert_true(ses->ses_paused);
+	event_base_dispatch(front_base);
+	check_running();
+	rec.grpc_pending = 0;
+	front_session_drained(ses);
+	event_base_dispatch(front_base);
+	check_client_error(GRPC_DEADLINE_EXCEEDED, "call 1 ('slow')");
+}
+
 /* A Result disarms the deadline: the loop has nothing left to run. */
 static void
 test_call_deadline_disarmed(void **state)
@@ -1775,6 +1835,7 @@ main(void)
 		T(test_after_end_dropped),
 		T(test_backpressure),
 		T(test_call_deadline),
+		T(test_call_deadline_while_paused),
 		T(test_call_deadline_disarmed),
 		T(test_pull_deadline),
 		T(test_kill_all),

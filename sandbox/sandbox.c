@@ -1,0 +1,441 @@
+/*
+ * The sandbox: the worker's three processes and the order in which they
+ * confine the session (architecture section 5; sandbox.h draws them).
+ *
+ *   W0  joins the session's cgroup, then clones W1 into new mount, PID,
+ *       IPC, UTS and cgroup namespaces (and a network namespace unless the
+ *       policy is host). W0 itself stays in the host's namespaces, so that
+ *       it can start slirp4netns there for an isolated session. Then it
+ *       only waits, and ends as W2 ended: same exit code, or killed by the
+ *       same signal.
+ *   W1  builds the session's root and enters it (sandbox_ns.c), brings up
+ *       lo, waits until W0 says the network is up, drops to the session's
+ *       uid, forks W2, and is the session's init: it reaps, forwards
+ *       SIGTERM, SIGINT and SIGHUP to W2, and reports W2's wait status.
+ *   W2  returns from sandbox_prepare; sandbox_enter applies rlimits,
+ *       Landlock and, last, seccomp.
+ *
+ * Two pipes lead to W0: W1 writes W2's wait status (or its own set-up
+ * failure) on one, and W2's seccomp SIGSYS handler writes "seccomp <nr>"
+ * on the other (sc_status_fd). A third, from W0 to W1,
+ * says the network is up; its EOF tells W1 that W0 is gone.
+ *
+ * With sc_enabled 0 this file does what sandbox_null.c does, and says so
+ * loudly on every session.
+ */
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+#include "sandbox.h"
+
+/* rlimits, Landlock and seccomp (sandbox_rlimit.c and friends). */
+#if __has_include("sandbox_policy.h")
+#include "sandbox_policy.h"
+#else
+int sandbox_seccomp_load(int, int);
+const char *sandbox_seccomp_name(int);
+int sandbox_landlock_apply(const char *const *, size_t);
+int sandbox_rlimits_apply(uint64_t, uint64_t, uint64_t);
+void sandbox_thread_env(uint32_t);
+#endif
+/* The session's cgroup (sandbox_cgroup.c). */
+#if __has_include("sandbox_cgroup.h")
+#include "sandbox_cgroup.h"
+#else
+int cg_join(const char *, pid_t);
+#endif
+
+/* sandbox_ns.c */
+int sandbox_ns_root(const struct sandbox_conf *);
+int sandbox_ns_identity(const struct sandbox_conf *);
+/* sandbox_net.c */
+pid_t sandbox_net_start(const struct sandbox_conf *, pid_t);
+int sandbox_net_inside(const struct sandbox_conf *);
+
+#define SANDBOX_NS_FLAGS \
+	(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | \
+	    CLONE_NEWCGROUP)
+/* The session dir and /tmp tmpfs size when the front gives none. */
+#define SANDBOX_DISK_DEFAULT (512ULL << 20)
+#define SANDBOX_NOFILE 1024
+#define SANDBOX_ABORTED 10 /* gRPC ABORTED */
+
+/* What W1 tells W0 on the status pipe. */
+struct sandbox_status {
+	int ss_kind;
+	int ss_wstatus; /* W2's, for SANDBOX_ST_EXIT */
+};
+#define SANDBOX_ST_EXIT 1 /* W2 ended */
+#define SANDBOX_ST_FAIL 2 /* W1 could not set up the sandbox */
+
+/* The pipes between the three processes; each keeps only its ends. */
+struct sandbox_pipes {
+	int sp_status[2]; /* W1 -> W0: struct sandbox_status */
+	int sp_seccomp[2]; /* W2 -> W0: "seccomp <nr>" */
+	int sp_go[2]; /* W0 -> W1: the network is up */
+};
+
+static sigset_t sandbox_oldmask; /* W0's mask before the sandbox */
+
+static void sandbox_w1_fail(int) __attribute__((noreturn));
+static void sandbox_w1_init(pid_t, int) __attribute__((noreturn));
+static void sandbox_w0_relay(int) __attribute__((noreturn));
+
+/* The signals W0 and W1 wait for instead of handling them. */
+static void
+sandbox_sigset(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGCHLD);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+}
+
+/* Open the three pipes, all close-on-exec. */
+static int
+sandbox_pipes_open(struct sandbox_pipes *p)
+{
+	if (pipe2(p->sp_status, O_CLOEXEC) == -1 ||
+	    pipe2(p->sp_seccomp, O_CLOEXEC) == -1 ||
+	    pipe2(p->sp_go, O_CLOEXEC) == -1) {
+		log_warn("pipe");
+		return -1;
+	}
+	return 0;
+}
+
+/* W1 could not build the sandbox: tell W0 and leave. */
+static void
+sandbox_w1_fail(int fd)
+{
+	struct sandbox_status ss = {SANDBOX_ST_FAIL, 0};
+
+	if (write(fd, &ss, sizeof(ss)) != sizeof(ss))
+		log_warn("%s: write", __func__);
+	_exit(1);
+}
+
+/* Wait for W0's go; -1 if W0 closed the pipe instead (it is gone). */
+static int
+sandbox_w1_go(int fd)
+{
+	char c;
+	ssize_t n;
+
+	while ((n = read(fd, &c, 1)) == -1 && errno == EINTR)
+		;
+	return n == 1 ? 0 : -1;
+}
+
+/* Whether W0 still holds its end of the go pipe, that is, still lives. */
+static int
+sandbox_w1_parent_alive(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) == 0 || (pfd.revents & POLLHUP) == 0;
+}
+
+/*
+ * PID 1 of the session: reap every orphan, forward SIGTERM, SIGINT and
+ * SIGHUP to W2, and when W2 ends, send its wait status to W0 and exit,
+ * which makes the kernel kill whatever is left in the namespace.
+ */
+static void
+sandbox_w1_init(pid_t w2, int fd)
+{
+	struct sandbox_status ss = {SANDBOX_ST_EXIT, 0};
+	sigset_t set;
+	pid_t pid;
+	int sig, st;
+
+	sandbox_sigset(&set);
+	for (;;) {
+		if ((sig = sigwaitinfo(&set, NULL)) == -1)
+			continue;
+		if (sig != SIGCHLD) {
+			kill(w2, sig);
+			continue;
+		}
+		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+			if (pid != w2)
+				continue;
+			ss.ss_wstatus = st;
+			if (write(fd, &ss, sizeof(ss)) != sizeof(ss))
+				log_warn("%s: write", __func__);
+			_exit(0);
+		}
+	}
+}
+
+/*
+ * W1, as root in the new namespaces: build and enter the root, wait for
+ * the network, become the session's uid, and fork W2. Returns 0 in W2
+ * only; W1 itself never returns.
+ */
+static int
+sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
+{
+	pid_t w2;
+
+	log_init("worker-init", log_getlevel());
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
+		_exit(1);
+	close(p->sp_status[0]);
+	close(p->sp_seccomp[0]);
+	close(p->sp_go[1]);
+	if (sandbox_ns_root(sc) == -1 || sandbox_net_inside(sc) == -1 ||
+	    sandbox_w1_go(p->sp_go[0]) == -1 || sandbox_ns_identity(sc) == -1)
+		sandbox_w1_fail(p->sp_status[1]);
+	/* The uid change cleared PR_SET_PDEATHSIG: is W0 still there? */
+	if (!sandbox_w1_parent_alive(p->sp_go[0]))
+		_exit(1);
+	if ((w2 = fork()) == -1) {
+		log_warn("fork");
+		sandbox_w1_fail(p->sp_status[1]);
+	}
+	if (w2 == 0) {
+		log_init("worker", log_getlevel());
+		close(p->sp_status[1]);
+		close(p->sp_go[0]);
+		sigprocmask(SIG_SETMASK, &sandbox_oldmask, NULL);
+		sc->sc_status_fd = p->sp_seccomp[1];
+		return 0;
+	}
+	close(WORKER_FD);
+	close(p->sp_seccomp[1]);
+	close(p->sp_go[0]);
+	sandbox_w1_init(w2, p->sp_status[1]);
+}
+
+/*
+ * W0 waits for W1, forwarding SIGTERM, SIGINT and SIGHUP to it, and
+ * reaping slirp4netns if it ends first. Returns W1's wait status.
+ */
+static int
+sandbox_w0_wait(pid_t w1, pid_t *slirp)
+{
+	sigset_t set;
+	pid_t pid;
+	int sig, st;
+
+	sandbox_sigset(&set);
+	for (;;) {
+		if ((sig = sigwaitinfo(&set, NULL)) == -1)
+			continue;
+		if (sig != SIGCHLD) {
+			kill(w1, sig);
+			continue;
+		}
+		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+			if (pid == w1)
+				return st;
+			if (pid == *slirp) {
+				log_warnx("slirp4netns ended (status %d): the "
+				          "session has no network",
+				    st);
+				*slirp = 0;
+			}
+		}
+	}
+}
+
+/* End W0 the way W2 ended: killed by the same signal, or its exit code. */
+static void
+sandbox_w0_relay(int st)
+{
+	struct rlimit rl = {0, 0};
+	sigset_t set;
+	int sig;
+
+	if (WIFEXITED(st))
+		_exit(WEXITSTATUS(st));
+	sig = WIFSIGNALED(st) ? WTERMSIG(st) : SIGKILL;
+	setrlimit(RLIMIT_CORE, &rl); /* W0's core says nothing */
+	signal(sig, SIG_DFL);
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	kill(getpid(), sig); /* W0 has one thread */
+	_exit(128 + sig);
+}
+
+/*
+ * If W2's seccomp SIGSYS handler wrote "seccomp <nr>" on its pipe, end the
+ * session with a Fatal that names the syscall. Every writer is dead now.
+ */
+static void
+sandbox_w0_seccomp(int fd)
+{
+	char buf[64], msg[160];
+	ssize_t n;
+	int nr;
+
+	if (fcntl(fd, F_SETFL, O_NONBLOCK) == -1 ||
+	    (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+		return;
+	buf[n] = '\0';
+	if (sscanf(buf, "seccomp %d", &nr) != 1) {
+		log_warnx("unreadable seccomp report");
+		return;
+	}
+	snprintf(msg, sizeof(msg), "seccomp: blocked syscall %s (%d)",
+	    sandbox_seccomp_name(nr), nr);
+	worker_send_fatal(SANDBOX_ABORTED, msg);
+}
+
+/* Read W1's report; 0 if it wrote none. */
+static int
+sandbox_w0_status(int fd, struct sandbox_status *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (fcntl(fd, F_SETFL, O_NONBLOCK) == -1 ||
+	    read(fd, ss, sizeof(*ss)) != sizeof(*ss))
+		return 0;
+	return ss->ss_kind;
+}
+
+/*
+ * W0: start the network, let W1 go on, wait, and end as W2 ended. Returns
+ * -1 when the sandbox could not be set up (W1 is gone by then).
+ */
+static int
+sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
+{
+	struct sandbox_status ss;
+	pid_t slirp;
+	int st, failed = 0;
+
+	log_init("worker-relay", log_getlevel());
+	close(p->sp_status[1]);
+	close(p->sp_seccomp[1]);
+	close(p->sp_go[0]);
+	if ((slirp = sandbox_net_start(sc, w1)) == -1) {
+		kill(w1, SIGKILL);
+		failed = 1;
+	} else if (write(p->sp_go[1], "g", 1) != 1)
+		log_debug("%s: W1 is gone before the go", __func__);
+	st = sandbox_w0_wait(w1, &slirp);
+	if (slirp > 0) {
+		kill(slirp, SIGKILL);
+		waitpid(slirp, NULL, 0);
+	}
+	switch (sandbox_w0_status(p->sp_status[0], &ss)) {
+	case SANDBOX_ST_EXIT:
+		if (!sc->sc_seccomp_log)
+			sandbox_w0_seccomp(p->sp_seccomp[0]);
+		sandbox_w0_relay(ss.ss_wstatus);
+	case SANDBOX_ST_FAIL:
+		failed = 1;
+		break;
+	}
+	if (failed) {
+		sigprocmask(SIG_SETMASK, &sandbox_oldmask, NULL);
+		return -1;
+	}
+	log_warnx("the session's init ended without a status (%d)", st);
+	sandbox_w0_relay(st);
+}
+
+/* Clone W1 into the new namespaces; W0 stays where it is. */
+static pid_t
+sandbox_clone(const struct sandbox_conf *sc)
+{
+	unsigned long flags = SANDBOX_NS_FLAGS | SIGCHLD;
+
+	if (sc->sc_network != SANDBOX_NET_HOST)
+		flags |= CLONE_NEWNET;
+	/*
+	 * No new stack: the child goes on from here, as after fork. glibc's
+	 * cached thread id stays W0's in W1, which therefore takes no
+	 * pthread mutex and calls no raise(); W2 comes from a real fork().
+	 */
+	return (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+}
+
+/* Say loudly that a session runs unconfined (--sandbox off). */
+static void
+sandbox_warn_off(const struct sandbox_conf *sc)
+{
+	log_warnx("SANDBOX OFF: session %s runs unconfined as uid %u, with "
+	          "the front's filesystem, network and limits",
+	    sc->sc_session_id, (unsigned)getuid());
+}
+
+/*
+ * Join the cgroup, create W1 in new namespaces and, through it, W2. Returns
+ * 0 in W2, -1 in W0 if the sandbox could not be set up, and never returns
+ * in W0 or W1 otherwise.
+ */
+int
+sandbox_prepare(struct sandbox_conf *sc)
+{
+	struct sandbox_pipes p;
+	sigset_t set;
+	pid_t w1;
+
+	if (!sc->sc_enabled) {
+		sandbox_warn_off(sc);
+		return 0;
+	}
+	if (geteuid() != 0) {
+		log_warnx("the sandbox needs root (or --sandbox off)");
+		return -1;
+	}
+	if (sc->sc_disk_bytes == 0)
+		sc->sc_disk_bytes = SANDBOX_DISK_DEFAULT;
+	if (sc->sc_cgroup != NULL && sc->sc_cgroup[0] != '\0' &&
+	    cg_join(sc->sc_cgroup, getpid()) == -1) {
+		log_warnx("cannot join the cgroup %s", sc->sc_cgroup);
+		return -1;
+	}
+	if (sandbox_pipes_open(&p) == -1)
+		return -1;
+	sandbox_sigset(&set);
+	sigprocmask(SIG_BLOCK, &set, &sandbox_oldmask);
+	if ((w1 = sandbox_clone(sc)) == -1) {
+		log_warn("clone into new namespaces");
+		sigprocmask(SIG_SETMASK, &sandbox_oldmask, NULL);
+		return -1;
+	}
+	if (w1 == 0)
+		return sandbox_w1(sc, &p);
+	return sandbox_w0(sc, &p, w1);
+}
+
+/*
+ * In W2, after the environment is attached: rlimits, the thread count of
+ * the numeric libraries, Landlock, and seccomp last of all.
+ */
+int
+sandbox_enter(struct sandbox_conf *sc)
+{
+	const char *writable[] = {sc->sc_session_dir, "/tmp", "/dev/shm"};
+
+	if (!sc->sc_enabled)
+		return 0;
+	if (sandbox_rlimits_apply(
+	        SANDBOX_NOFILE, sc->sc_disk_bytes, sc->sc_cpu_seconds) == -1)
+		return -1;
+	sandbox_thread_env(sc->sc_cpu_percent);
+	if (sandbox_landlock_apply(
+	        writable, sizeof(writable) / sizeof(writable[0])) == -1)
+		return -1;
+	return sandbox_seccomp_load(sc->sc_seccomp_log, sc->sc_status_fd);
+}

@@ -1,0 +1,238 @@
+/*
+ * Landlock, the second wall (architecture section 5, step 6): W2 may write,
+ * create, remove, rename and truncate only beneath the writable directories
+ * it is given (the session directory and /tmp), and write to a few device
+ * files. Reads and execution are not handled here, so they stay unrestricted:
+ * the mount namespace already hides what must not be read.
+ *
+ * Debian 12's <linux/landlock.h> stops at ABI 2 while the kernel may be
+ * newer, so the newer constants are defined here and the ABI is negotiated
+ * at run time: only the rights that the running kernel knows are handled.
+ */
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+#include <linux/landlock.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sandbox_policy.h"
+
+#ifndef LANDLOCK_CREATE_RULESET_VERSION
+#define LANDLOCK_CREATE_RULESET_VERSION	(1U << 0)
+#endif
+#ifndef LANDLOCK_ACCESS_FS_REFER
+#define LANDLOCK_ACCESS_FS_REFER	(1ULL << 13)	/* ABI 2 */
+#endif
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE	(1ULL << 14)	/* ABI 3 */
+#endif
+#ifndef LANDLOCK_ACCESS_FS_IOCTL_DEV
+#define LANDLOCK_ACCESS_FS_IOCTL_DEV	(1ULL << 15)	/* ABI 5 */
+#endif
+#ifndef LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+#define LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)	/* ABI 6 */
+#endif
+
+#ifndef __NR_landlock_create_ruleset
+#define __NR_landlock_create_ruleset	444
+#endif
+#ifndef __NR_landlock_add_rule
+#define __NR_landlock_add_rule		445
+#endif
+#ifndef __NR_landlock_restrict_self
+#define __NR_landlock_restrict_self	446
+#endif
+
+/* Every write-type right of ABI 1. */
+#define LL_WRITE_ABI1	(LANDLOCK_ACCESS_FS_WRITE_FILE |		\
+	LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |	\
+	LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |	\
+	LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |	\
+	LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |	\
+	LANDLOCK_ACCESS_FS_MAKE_SYM)
+
+/* The rights that may be granted on a file rather than a directory. */
+#define LL_FILE_RIGHTS	(LANDLOCK_ACCESS_FS_EXECUTE |			\
+	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_FILE |	\
+	LANDLOCK_ACCESS_FS_TRUNCATE | LANDLOCK_ACCESS_FS_IOCTL_DEV)
+
+/*
+ * Our own copy of the ruleset attribute: the system header lacks the
+ * fields of ABI 4 and 6. Passing the whole struct is fine on older
+ * kernels, since the fields they do not know are zero there.
+ */
+struct ll_ruleset_attr {
+	uint64_t handled_access_fs;
+	uint64_t handled_access_net;	/* ABI 4; not handled here */
+	uint64_t scoped;		/* ABI 6 */
+};
+
+/*
+ * Device files that any process may write (as files, not as directories:
+ * a rule on a directory would apply to everything beneath it). Missing
+ * ones are skipped. /dev/pts is a directory, given file rights only.
+ */
+static const char *const ll_dev_files[] = {
+	"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+	"/dev/tty", "/dev/ptmx", "/dev/pts",
+};
+
+static int ll_kernel_abi(void);
+
+int (*sandbox_landlock_abi_hook)(void) = ll_kernel_abi;
+
+/* The ABI version query of landlock_create_ruleset(2), 0 if none. */
+static int
+ll_kernel_abi(void)
+{
+	long abi;
+
+	abi = syscall(__NR_landlock_create_ruleset, NULL, 0,
+	    LANDLOCK_CREATE_RULESET_VERSION);
+	if (abi < 0)
+		return 0;	/* ENOSYS, or EOPNOTSUPP when disabled at boot */
+	return (int)abi;
+}
+
+int
+sandbox_landlock_abi(void)
+{
+	return ll_kernel_abi();
+}
+
+uint64_t
+sandbox_landlock_fs_access(int abi)
+{
+	uint64_t access = 0;
+
+	if (abi >= 1)
+		access |= LL_WRITE_ABI1;
+	if (abi >= 2)
+		access |= LANDLOCK_ACCESS_FS_REFER;
+	if (abi >= 3)
+		access |= LANDLOCK_ACCESS_FS_TRUNCATE;
+	if (abi >= 5)
+		access |= LANDLOCK_ACCESS_FS_IOCTL_DEV;
+	return access;
+}
+
+/* Allow access beneath path (or on it, for a file). */
+static int
+ll_add_path(int ruleset, const char *path, uint64_t access)
+{
+	struct landlock_path_beneath_attr pb;
+	int fd, rc, saved;
+
+	if ((fd = open(path, O_PATH | O_CLOEXEC)) == -1)
+		return -1;
+	memset(&pb, 0, sizeof(pb));
+	pb.allowed_access = access;
+	pb.parent_fd = fd;
+	rc = (int)syscall(__NR_landlock_add_rule, ruleset,
+	    LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+/* The writable directories: every handled right, beneath each. */
+static int
+ll_add_writable(int ruleset, const char *const *writable, size_t n,
+    uint64_t handled)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (ll_add_path(ruleset, writable[i], handled) == -1) {
+			log_warn("%s: %s", __func__, writable[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The device files: writing, truncating (O_TRUNC) and device ioctls. */
+static int
+ll_add_devices(int ruleset, uint64_t handled)
+{
+	uint64_t access = handled & LL_FILE_RIGHTS;
+	size_t i;
+
+	for (i = 0; i < sizeof(ll_dev_files) / sizeof(ll_dev_files[0]); i++) {
+		if (ll_add_path(ruleset, ll_dev_files[i], access) == 0)
+			continue;
+		if (errno != ENOENT && errno != EACCES) {
+			log_warn("%s: %s", __func__, ll_dev_files[i]);
+			return -1;
+		}
+		log_debug("%s: %s: skipped", __func__, ll_dev_files[i]);
+	}
+	return 0;
+}
+
+/*
+ * Build the ruleset for abi and restrict the calling thread (and its
+ * future children) to it. From ABI 6 the domain also may not connect to
+ * abstract unix sockets created outside it, which matters with the host
+ * network policy, where those of the host would otherwise be reachable.
+ */
+static int
+ll_restrict(int abi, const char *const *writable, size_t n)
+{
+	struct ll_ruleset_attr attr;
+	int ruleset, rc = -1;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.handled_access_fs = sandbox_landlock_fs_access(abi);
+	if (abi >= 6)
+		attr.scoped = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET;
+	ruleset = (int)syscall(__NR_landlock_create_ruleset, &attr,
+	    sizeof(attr), 0);
+	if (ruleset == -1) {
+		log_warn("%s: landlock_create_ruleset (ABI %d)", __func__,
+		    abi);
+		return -1;
+	}
+	if (ll_add_writable(ruleset, writable, n,
+	    attr.handled_access_fs) == -1 ||
+	    ll_add_devices(ruleset, attr.handled_access_fs) == -1)
+		goto out;
+	if (syscall(__NR_landlock_restrict_self, ruleset, 0) == -1) {
+		log_warn("%s: landlock_restrict_self", __func__);
+		goto out;
+	}
+	rc = 0;
+out:
+	close(ruleset);
+	return rc;
+}
+
+int
+sandbox_landlock_apply(const char *const *writable, size_t n)
+{
+	int abi;
+
+	/* Required for an unprivileged restrict_self; seccomp needs it too. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1) {
+		log_warn("%s: PR_SET_NO_NEW_PRIVS", __func__);
+		return -1;
+	}
+	abi = sandbox_landlock_abi_hook();
+	if (abi <= 0) {
+		log_info("landlock: not supported by this kernel; skipped "
+		    "(seccomp and the mount namespace still apply)");
+		return 0;
+	}
+	if (ll_restrict(abi, writable, n) == -1)
+		return -1;
+	log_debug("%s: landlock ABI %d, %zu writable paths", __func__, abi,
+	    n);
+	return abi;
+}

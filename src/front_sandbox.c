@@ -1,0 +1,188 @@
+/*
+ * The front's side of the sandbox: per-session uids, per-session cgroups,
+ * and telling a limit that was hit from a plain death. The worker does the
+ * confining itself (sandbox/), in the order of architecture section 5.
+ */
+#include <sys/wait.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "front.h"
+#include "log.h"
+#include "util.h"
+
+#include "sandbox_cgroup.h"
+
+static struct cg_root front_cg;
+static uint8_t *uid_used; /* one byte per uid of --session-uids */
+
+/* At start: the sandbox needs root; find the cgroup hierarchy. */
+void
+front_sandbox_init(void)
+{
+	size_t n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) + 1;
+
+	uid_used = xcalloc(n, 1);
+	if (!front_conf.fc_sandbox) {
+		log_warnx("*** SANDBOX OFF: sessions run unconfined, as uid %d, "
+		    "with the server's files, network and privileges. For "
+		    "development only. ***", (int)geteuid());
+		return;
+	}
+	if (geteuid() != 0)
+		fatalx("the sandbox needs root (namespaces, cgroups and a uid "
+		    "per session): run as root, or pass --sandbox off for "
+		    "development");
+	if (cg_discover(&front_cg, "/sys/fs/cgroup", "/proc/self/cgroup") == -1)
+		log_warnx("cgroups unusable: sessions get no memory, pids or "
+		    "CPU limits");
+	cg_cleanup_stale(&front_cg);
+}
+
+/* The lowest free uid of the range; -1 when all are in use. */
+static long
+uid_alloc(void)
+{
+	size_t i, n = (size_t)(front_conf.fc_uid_last -
+	    front_conf.fc_uid_first) + 1;
+
+	for (i = 0; i < n; i++)
+		if (!uid_used[i]) {
+			uid_used[i] = 1;
+			return (long)(front_conf.fc_uid_first + i);
+		}
+	return -1;
+}
+
+static void
+uid_free(long uid)
+{
+	if (uid >= (long)front_conf.fc_uid_first &&
+	    uid <= (long)front_conf.fc_uid_last)
+		uid_used[uid - (long)front_conf.fc_uid_first] = 0;
+}
+
+/*
+ * Before the worker starts: a uid of its own and a cgroup with the
+ * session's limits. Returns -1 with a message when the server is full.
+ */
+int
+front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
+{
+	struct cg_limits lim;
+	char paths[4096];
+
+	if (!front_conf.fc_sandbox) {
+		log_warnx("*** SANDBOX OFF: session %s runs unconfined ***",
+		    ses->ses_id);
+		return 0;
+	}
+	if ((ses->ses_uid = uid_alloc()) == -1) {
+		snprintf(err, errlen, "no free session uid in %u-%u "
+		    "(--session-uids)", front_conf.fc_uid_first,
+		    front_conf.fc_uid_last);
+		return -1;
+	}
+	lim.memory_bytes = front_conf.fc_session_memory;
+	lim.pids = front_conf.fc_session_pids;
+	lim.cpu_percent = front_conf.fc_session_cpu;
+	if (cg_create(&front_cg, ses->ses_id, &lim, paths,
+	    sizeof(paths)) == -1) {
+		snprintf(err, errlen, "cannot create the session's cgroup");
+		uid_free(ses->ses_uid);
+		ses->ses_uid = -1;
+		return -1;
+	}
+	ses->ses_cgroup = xstrdup(paths);
+	return 0;
+}
+
+/* A cgroup for an environment build: the builder joins it first. */
+char *
+front_sandbox_build_cgroup(const char *key)
+{
+	struct cg_limits lim;
+	char name[64], paths[4096];
+
+	if (!front_conf.fc_sandbox)
+		return NULL;
+	snprintf(name, sizeof(name), "build-%.16s", key);
+	lim.memory_bytes = front_conf.fc_session_memory;
+	lim.pids = 256;
+	lim.cpu_percent = 100;
+	if (cg_create(&front_cg, name, &lim, paths, sizeof(paths)) == -1) {
+		log_warn("environment build %.16s: no cgroup", key);
+		return NULL;
+	}
+	return xstrdup(paths);
+}
+
+void
+front_sandbox_cgroup_destroy(char *paths)
+{
+	if (paths == NULL)
+		return;
+	cg_destroy(paths);
+	free(paths);
+}
+
+/* After the worker is reaped: nothing of the session's stays behind. */
+void
+front_sandbox_session_end(struct session *ses)
+{
+	if (ses->ses_cgroup != NULL) {
+		cg_destroy(ses->ses_cgroup);
+		free(ses->ses_cgroup);
+		ses->ses_cgroup = NULL;
+	}
+	if (ses->ses_uid != -1) {
+		uid_free(ses->ses_uid);
+		ses->ses_uid = -1;
+	}
+}
+
+/* Format a size in the units people read: 512 MiB, 1 GiB. */
+static void
+front_sandbox_size(uint64_t v, char *buf, size_t len)
+{
+	if (v % (1024ULL * 1024 * 1024) == 0)
+		snprintf(buf, len, "%llu GiB",
+		    (unsigned long long)(v >> 30));
+	else
+		snprintf(buf, len, "%llu MiB",
+		    (unsigned long long)(v >> 20));
+}
+
+/*
+ * Did the worker die because it hit a limit? Returns a message naming the
+ * limit (to end the session with RESOURCE_EXHAUSTED), or NULL.
+ */
+char *
+front_sandbox_limit_hit(struct session *ses, int wstatus)
+{
+	char buf[160], size[32];
+
+	if (ses->ses_cgroup != NULL && cg_oom_killed(ses->ses_cgroup) == 1) {
+		front_sandbox_size(front_conf.fc_session_memory, size,
+		    sizeof(size));
+		snprintf(buf, sizeof(buf), "memory limit %s reached "
+		    "(--session-memory)", size);
+		return xstrdup(buf);
+	}
+	if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXCPU) {
+		snprintf(buf, sizeof(buf), "CPU time limit reached");
+		return xstrdup(buf);
+	}
+	if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXFSZ) {
+		front_sandbox_size(front_conf.fc_session_disk, size,
+		    sizeof(size));
+		snprintf(buf, sizeof(buf), "file size limit %s reached "
+		    "(--session-disk)", size);
+		return xstrdup(buf);
+	}
+	return NULL;
+}

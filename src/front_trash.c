@@ -1,0 +1,85 @@
+/*
+ * Removing trees the sessions wrote, without trusting their shape: a tree
+ * is renamed into a trash directory at once (so the name is free and the
+ * session is gone), then /bin/rm removes it in its own process. A tree of
+ * any depth or size can neither crash the front nor stall its loop.
+ */
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "front.h"
+#include "log.h"
+#include "util.h"
+
+/* Start /bin/rm on path; with wait set, wait for it. */
+static void
+trash_rm(const char *path, int wait)
+{
+	char *argv[] = { (char *)"rm", (char *)"-rf", (char *)"--one-file-system",
+		(char *)"--", (char *)path, NULL };
+	char *envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int st, rv;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	rv = posix_spawn(&pid, "/bin/rm", &fa, NULL, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rv != 0) {
+		errno = rv;
+		log_warn("cannot start /bin/rm for %s", path);
+		return;
+	}
+	if (wait)
+		while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
+			;
+}
+
+/*
+ * Move path into trashdir under a fresh name and remove it in the
+ * background (the SIGCHLD handler reaps rm). Returns 0 once path is gone.
+ */
+int
+front_trash(const char *path, const char *trashdir)
+{
+	char dest[4200], name[17];
+	struct stat sb;
+
+	if (lstat(path, &sb) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if (mkdir(trashdir, 0700) == -1 && errno != EEXIST) {
+		log_warn("mkdir %s", trashdir);
+		return -1;
+	}
+	random_hex(name, sizeof(name));
+	snprintf(dest, sizeof(dest), "%s/%s", trashdir, name);
+	if (rename(path, dest) == -1) {
+		log_warn("rename %s", path);
+		trash_rm(path, 1); /* another file system: remove it in place */
+		return lstat(path, &sb) == -1 ? 0 : -1;
+	}
+	trash_rm(dest, 0);
+	return 0;
+}
+
+/* At start: empty a trash directory a previous run left, and wait. */
+void
+front_trash_empty(const char *trashdir)
+{
+	struct stat sb;
+
+	if (lstat(trashdir, &sb) == -1)
+		return;
+	trash_rm(trashdir, 1);
+	if (lstat(trashdir, &sb) == 0)
+		log_warnx("could not empty %s", trashdir);
+}

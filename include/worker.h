@@ -45,6 +45,7 @@ struct worker_conf {
 	uint32_t wc_prefetch;
 	char **wc_sys_path;     /* prepended to sys.path */
 	size_t wc_n_sys_path;
+	int wc_isolate_site;    /* hide the host's site-packages */
 };
 
 /* worker.c */

@@ -17,8 +17,13 @@
  *
  * Two pipes lead to W0: W1 writes W2's wait status (or its own set-up
  * failure) on one, and W2's seccomp SIGSYS handler writes "seccomp <nr>"
- * on the other (sc_status_fd). A third, from W0 to W1,
- * says the network is up; its EOF tells W1 that W0 is gone.
+ * on the other (sc_status_fd). A third, from W0 to W1, says the network
+ * is up; its EOF tells W1 that W0 is gone.
+ *
+ * W0 dies with the front (PR_SET_PDEATHSIG), W1 with W0 (the same, re-armed
+ * after the uid change), and W2 and every other process of the session
+ * with W1, since W1 is their PID namespace's init. That takes a few
+ * milliseconds: a SIGKILL to W0 alone does not stop W2 at once.
  *
  * With sc_enabled 0 this file does what sandbox_null.c does, and says so
  * loudly on every session.

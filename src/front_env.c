@@ -204,17 +204,18 @@ env_make_traversable(void)
 	struct stat sb;
 
 	strlcpy(path, front_conf.fc_env_cache_dir, sizeof(path));
-	while ((slash = strrchr(path, '/')) != NULL && slash != path) {
+	for (;;) { /* the cache dir itself, then every one above it */
+		if (stat(path, &sb) == 0 && sb.st_uid == geteuid() &&
+		    (sb.st_mode & 0011) != 0011) {
+			if (chmod(path, (sb.st_mode & 07777) | 0011) == -1)
+				log_warn("chmod %s", path);
+			else
+				log_info("%s: made traversable (o+x) for the "
+				    "builder and the sessions", path);
+		}
+		if ((slash = strrchr(path, '/')) == NULL || slash == path)
+			break;
 		*slash = '\0';
-		if (stat(path, &sb) == -1 || sb.st_uid != geteuid())
-			continue;
-		if ((sb.st_mode & 0011) == 0011)
-			continue;
-		if (chmod(path, (sb.st_mode & 07777) | 0011) == -1)
-			log_warn("chmod %s", path);
-		else
-			log_info("%s: made traversable (o+x) for the builder "
-			    "and the sessions", path);
 	}
 }
 
@@ -270,6 +271,18 @@ env_take_name(struct env *e, const char *p)
 	e->env_package[n] = '\0';
 }
 
+/* PEP 503: lowercase, '_' and '.' as '-' (wheel names spell '-' as '_'). */
+static void
+env_norm_name(char *s)
+{
+	for (; *s != '\0'; s++) {
+		if (*s == '_' || *s == '.')
+			*s = '-';
+		else if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s - 'A' + 'a');
+	}
+}
+
 /* Map one line of pip's output to a stage and a package. */
 static void
 env_parse_line(struct env *e, const char *line)
@@ -289,6 +302,7 @@ env_parse_line(struct env *e, const char *line)
 			p = slash + 1;
 		env_take_name(e, p);
 		e->env_package[strcspn(e->env_package, "-")] = '\0';
+		env_norm_name(e->env_package);
 	} else if (strncmp(p, "Installing collected packages: ", 31) == 0) {
 		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_INSTALLING;
 		env_take_name(e, p + 31);

@@ -313,6 +313,89 @@ session_forward(struct session *ses, const uint8_t *msg, size_t len)
 	return 0;
 }
 
+/* Read one varint; -1 if it runs past end. */
+static int
+pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	unsigned int shift;
+	uint8_t b;
+
+	*v = 0;
+	for (shift = 0; shift < 64 && *p < end; shift += 7) {
+		b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if ((b & 0x80) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/*
+ * Step over one protobuf field; for a length-delimited one, *val and *vlen
+ * are its bytes (else *val is NULL). -1 at the end or on malformed input.
+ */
+static int
+pb_field(const uint8_t **p, const uint8_t *end, uint64_t *num,
+    const uint8_t **val, size_t *vlen)
+{
+	uint64_t key, v;
+
+	*val = NULL;
+	*vlen = 0;
+	if (*p >= end || pb_varint(p, end, &key) == -1)
+		return -1;
+	*num = key >> 3;
+	switch (key & 7) {
+	case 0:
+		return pb_varint(p, end, &v);
+	case 1:
+	case 5:
+		v = (key & 7) == 1 ? 8 : 4;
+		break;
+	case 2:
+		if (pb_varint(p, end, &v) == -1)
+			return -1;
+		*val = *p;
+		*vlen = (size_t)v;
+		break;
+	default:
+		return -1;
+	}
+	if (v > (uint64_t)(end - *p))
+		return -1;
+	*p += v;
+	return 0;
+}
+
+/*
+ * protobuf-c hands string fields over as C strings, so a NUL inside a
+ * requirement would cut it short unseen. Find Open.requirements in the raw
+ * ClientMessage (field 1, then field 4): the 1-based index of the first
+ * one holding a NUL, and the NUL's offset; 0 if none does.
+ */
+static size_t
+open_requirement_with_nul(const uint8_t *msg, size_t len, size_t *offset)
+{
+	const uint8_t *p = msg, *end = msg + len, *o, *oend, *val, *nul;
+	uint64_t num;
+	size_t vlen, i = 0;
+
+	while (pb_field(&p, end, &num, &o, &vlen) == 0) {
+		if (num != 1 || o == NULL)
+			continue;
+		for (oend = o + vlen; pb_field(&o, oend, &num, &val, &vlen) == 0;) {
+			if (num != 4 || val == NULL)
+				continue;
+			i++;
+			if ((nul = memchr(val, 0, vlen)) != NULL) {
+				*offset = (size_t)(nul - val);
+				return i;
+			}
+		}
+	}
+	return 0;
+}
+
 /* Validate the requirements and attach the session to its environment. */
 static int
 session_requirements(struct session *ses, Remotemedia__V1__Open *op)
@@ -326,8 +409,11 @@ session_requirements(struct session *ses, Remotemedia__V1__Open *op)
 		return client_error(ses, GRPC_INVALID_ARGUMENT, "%s", err);
 	rv = front_env_attach(ses, canon, &why);
 	free(canon);
-	if (rv == -1)
-		return client_error(ses, GRPC_FAILED_PRECONDITION, "%s", why);
+	if (rv == -1) {
+		/* not client_error(): its buffer would cut pip's tail off */
+		front_session_end(ses, GRPC_FAILED_PRECONDITION, why);
+		return -1;
+	}
 	return rv;
 }
 
@@ -336,6 +422,7 @@ static int
 session_open(struct session *ses, Remotemedia__V1__Open *op,
     const uint8_t *msg, size_t len)
 {
+	size_t bad, off = 0;
 	int ready = 1;
 
 	if (op->protocol > REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1)
@@ -353,6 +440,11 @@ session_open(struct session *ses, Remotemedia__V1__Open *op,
 		ses->ses_open_more = 1;
 		ses->ses_open_seq = 1;
 	}
+	if (op->n_requirements > 0 &&
+	    (bad = open_requirement_with_nul(msg, len, &off)) != 0)
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "requirement %zu of %zu: control character \\x00 at offset "
+		    "%zu is not allowed", bad, op->n_requirements, off);
 	if (op->n_requirements > 0 &&
 	    (ready = session_requirements(ses, op)) == -1)
 		return -1;

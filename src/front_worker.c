@@ -299,6 +299,7 @@ front_worker_send_init(struct session *ses)
 		init.n_sys_path = 1;
 		init.sys_path = &site;
 		init.env_dir = ses->ses_env->env_dir;
+		init.isolate_site_packages = !front_conf.fc_pip_system_site;
 	}
 	worker_init_sandbox(ses, &init);
 	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_INIT;

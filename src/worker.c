@@ -134,6 +134,7 @@ worker_conf_init(struct worker_conf *wc,
 	wc->wc_grace_ms = init->grace_ms;
 	wc->wc_prefetch = init->prefetch_items;
 	wc->wc_n_sys_path = init->n_sys_path;
+	wc->wc_isolate_site = init->isolate_site_packages;
 	wc->wc_sys_path = xcalloc(init->n_sys_path + 1, sizeof(char *));
 	for (i = 0; i < init->n_sys_path; i++)
 		wc->wc_sys_path[i] = xstrdup(init->sys_path[i]);

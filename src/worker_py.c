@@ -492,7 +492,7 @@ worker_py_init_info(PyObject *self, PyObject *unused)
 
 	if ((sys_path = worker_py_sys_path_list()) == NULL)
 		return NULL;
-	return Py_BuildValue("{sssssKsKsIsIsIsN}",
+	return Py_BuildValue("{sssssKsKsIsIsIsNsO}",
 	    "session_id", wp_conf->wc_session_id,
 	    "session_dir", wp_conf->wc_session_dir,
 	    "max_value_bytes", (unsigned long long)wp_conf->wc_max_value,
@@ -500,7 +500,8 @@ worker_py_init_info(PyObject *self, PyObject *unused)
 	    "prefetch_items", wp_conf->wc_prefetch,
 	    "output_rate_bytes", wp_conf->wc_out_rate,
 	    "output_burst_bytes", wp_conf->wc_out_burst,
-	    "sys_path", sys_path);
+	    "sys_path", sys_path,
+	    "isolate_site", wp_conf->wc_isolate_site ? Py_True : Py_False);
 }
 
 /* _rmworker.log(level, message): a line in the worker's own log. */

@@ -364,6 +364,18 @@ class _Call:
         self.done = False       # the terminal answer has been sent
 
 
+def _hide_host_packages(keep):
+    """An environment built without the host's site-packages: take them off
+    sys.path (the runtime's own imports are done), keeping the session's."""
+    import site
+    hidden = set(site.getsitepackages()) | {site.getusersitepackages()}
+    keep = set(keep or ())
+    sys.path[:] = [p for p in sys.path if p in keep or not (
+        p in hidden or p.endswith(("site-packages", "dist-packages")))]
+    import importlib
+    importlib.invalidate_caches()
+
+
 class Runtime:
     """The session: the object, its calls, and the loop they run on."""
 
@@ -463,6 +475,8 @@ class Runtime:
         problem = _version_problem(py_ver, cp_ver, cloudpickle.__version__)
         if obj and problem:
             return self._fatal(FAILED_PRECONDITION, problem)
+        if self.info.get("isolate_site"):
+            _hide_host_packages(self.info["sys_path"])
         try:
             if obj:
                 value = cloudpickle.loads(obj)

@@ -63,17 +63,36 @@ class Server:
                 if line.split() and not line.split()[1].startswith("Z")]
 
     def worker_pid_of(self, session_id: str) -> int:
-        """The host pid of the worker process (the front's child) that
-        serves session_id: inside a sandbox, os.getpid() is of no use."""
+        """The host pid of the process that runs session_id's Python (with
+        the sandbox, the innermost of the worker's processes): inside a
+        sandbox, os.getpid() is of no use."""
         want = f"REMOTEMEDIA_SESSION={session_id}".encode()
-        for pid in self.worker_pids():
+        parent: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
             try:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    if want in f.read().split(b"\0"):
-                        return pid
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if want not in f.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{entry}/comm") as f:
+                    if not f.read().startswith("remotemedia-wor"):
+                        continue
+                with open(f"/proc/{entry}/stat") as f:
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue
-        raise LookupError(f"no worker for session {session_id}")
+        leaves = [p for p in parent if p not in parent.values()]
+        if not leaves:
+            raise LookupError(f"no worker for session {session_id}")
+        return max(leaves, key=lambda p: self._depth(p, parent))
+
+    @staticmethod
+    def _depth(pid: int, parent: dict[int, int]) -> int:
+        depth = 0
+        while pid in parent:
+            pid, depth = parent[pid], depth + 1
+        return depth
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until no worker and no session directory is left."""

@@ -1,0 +1,498 @@
+"""The worker's sandbox, driven directly through a fake front (workerlib).
+
+Each test opens a session with the sandbox on (Init fields 11 and up in
+proto/worker.proto) and asks an object inside it what it can see and do:
+the session's own uid, a new PID namespace, a minimal read-only root, a
+size-limited session dir and /tmp, no host loopback. With the sandbox off
+everything works as before, and the worker says so loudly.
+
+The isolated-network test builds its own network namespace and veth pair
+(10.213.0.1 in the test's namespace, 10.213.0.2 on the host side) and
+removes them afterwards, whatever happens.
+
+Run as root: PYTHONPATH=python /usr/bin/python3 -m pytest -q \
+    tests/integration/test_sandbox_direct.py
+"""
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import cloudpickle
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import workerlib  # noqa: E402
+from workerlib import FakeFront, Fatal  # noqa: E402
+
+pytestmark = [
+    pytest.mark.skipif(not workerlib.WORKER.exists(),
+                       reason="make build/remotemedia-worker first"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root"),
+]
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+UID = 61000
+GID = 61000
+# A uid of this run's own for the tests that count the session's processes,
+# so that other suites' sessions do not count.
+SOLO_UID = 62000 + os.getpid() % 1000
+DISK = 64 << 20
+NET_OFF, NET_ISOLATED, NET_HOST = 0, 1, 2
+# What the minimal root may hold at its top (sandbox/sandbox_ns.c).
+ROOT_ALLOWED = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr",
+                "etc", "dev", "proc", "tmp"}
+
+
+class SandboxFront(FakeFront):
+    """A fake front whose Init turns the sandbox on."""
+
+    def __init__(self, session_dir, sandbox=None, **kw):
+        super().__init__(session_dir, **kw)
+        self.sandbox = sandbox or {}
+
+    def send_init(self, **overrides):
+        fields = dict(self.sandbox)
+        fields.update(overrides)
+        super().send_init(**fields)
+
+
+def _errno_of(fn, *args):
+    """Run fn; 0 if it worked, else the errno of the OSError it raised."""
+    try:
+        fn(*args)
+        return 0
+    except TimeoutError:
+        return errno.ETIMEDOUT
+    except OSError as e:
+        return e.errno
+
+
+class Probe:
+    """Runs inside the session and reports what it sees."""
+
+    def identity(self):
+        status = open("/proc/self/status").read()
+        fields = dict(line.split(":\t", 1) for line in status.splitlines()
+                      if ":\t" in line)
+        return {"uid": os.getresuid(), "gid": os.getresgid(),
+                "groups": os.getgroups(), "pid": os.getpid(),
+                "caps": {k: fields[k].strip() for k in
+                         ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+                "nnp": fields["NoNewPrivs"].strip(),
+                "seccomp": fields["Seccomp"].strip(),
+                "hostname": socket.gethostname()}
+
+    def listdir(self, path):
+        try:
+            return sorted(os.listdir(path))
+        except OSError as e:
+            return e.errno
+
+    def exists(self, path):
+        return os.path.lexists(path)
+
+    def cwd(self):
+        return os.getcwd(), os.environ.get("HOME"), os.environ.get("TMPDIR")
+
+    def write(self, path, data=b"x"):
+        def go():
+            with open(path, "wb") as f:
+                f.write(data)
+        return _errno_of(go)
+
+    def read(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write_big(self, path, nbytes):
+        block = b"\0" * (1 << 20)
+
+        def go():
+            with open(path, "wb") as f:
+                for _ in range(nbytes // len(block)):
+                    f.write(block)
+        rv = _errno_of(go)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return rv
+
+    def connect(self, host, port):
+        def go():
+            socket.create_connection((host, port), timeout=3).close()
+        return _errno_of(go)
+
+    def fetch(self, host, port):
+        with socket.create_connection((host, port), timeout=5) as s:
+            return s.recv(100)
+
+    def interfaces(self):
+        return sorted(name for _, name in socket.if_nameindex())
+
+    def threads(self, n=8):
+        out = []
+        ts = [threading.Thread(target=out.append, args=(i,))
+              for i in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return sorted(out)
+
+    def run(self, argv):
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return p.returncode, p.stdout
+
+    def matmul(self):
+        import numpy as np
+        a = np.arange(40000, dtype=float).reshape(200, 200)
+        return float((a @ a.T).trace())
+
+    def syscall(self, nr):
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(nr), ctypes.get_errno()
+
+    def background(self):
+        subprocess.Popen(["/bin/sleep", "1000"], start_new_session=True)
+        return True
+
+    def die(self, sig):
+        os.kill(os.getpid(), sig)
+
+    def exit(self, code):
+        os._exit(code)
+
+
+@pytest.fixture
+def front(tmp_path):
+    """A factory of started sandboxed fake fronts, stopped at the end."""
+    made = []
+
+    def make(name="session", network=NET_OFF, enabled=True, **fields):
+        sandbox = dict(sandbox=enabled, uid=UID, gid=GID, network=network,
+                       disk_bytes=DISK)
+        sandbox.update(fields)
+        f = SandboxFront(tmp_path / name, sandbox=sandbox).start()
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.stop()
+
+
+@pytest.fixture
+def probe(front):
+    f = front()
+    f.open(Probe())
+    return f
+
+
+@pytest.fixture
+def listener():
+    """A TCP listener on the host's 127.0.0.1; its port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def _session_procs(uid=SOLO_UID):
+    """Host pids of processes running as uid."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat("/proc/" + name).st_uid == uid:
+                pids.append(int(name))
+        except OSError:
+            pass
+    return pids
+
+
+def _wait_no_session_procs(timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while _session_procs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _session_procs()
+
+
+@pytest.fixture
+def solo(front):
+    """A session with a Probe open, as SOLO_UID."""
+    f = front(uid=SOLO_UID, gid=SOLO_UID)
+    f.open(Probe())
+    return f
+
+
+# Identity and namespaces -----------------------------------------------------
+
+
+def test_identity(probe):
+    ident = probe.call_value("identity")
+    assert ident["uid"] == (UID, UID, UID)
+    assert ident["gid"] == (GID, GID, GID)
+    assert ident["groups"] in ([], [GID])
+    assert set(ident["caps"].values()) == {"0000000000000000"}
+    assert ident["nnp"] == "1"
+    assert ident["hostname"] == "remotemedia"
+
+
+def test_pid_namespace(probe):
+    assert probe.call_value("identity")["pid"] <= 3
+    # Only the session's processes are there; the init is hidden.
+    procs = [p for p in probe.call_value("listdir", "/proc") if p.isdigit()]
+    assert len(procs) <= 2
+
+
+# The minimal root ---------------------------------------------------------------
+
+
+def test_minimal_root(probe):
+    top = set(probe.call_value("listdir", "/"))
+    assert top <= ROOT_ALLOWED, top - ROOT_ALLOWED
+    assert {"usr", "etc", "dev", "proc", "tmp"} <= top
+    for path in ("/root", "/home", "/var", "/srv", "/opt", "/sys", "/work",
+                 "/etc/shadow", "/etc/ssh", "/run"):
+        assert not probe.call_value("exists", path), path
+
+
+def test_state_dir_not_visible(probe, tmp_path):
+    (tmp_path / "secret-token").write_text("hunter2")
+    (probe.session_dir / "left-by-front").write_text("x")
+    parent = str(probe.session_dir.parent)
+    # The session dir's parent holds nothing but the session dir: no other
+    # session, no worker log, no token.
+    assert probe.call_value("listdir", parent) == [probe.session_dir.name]
+    assert not probe.call_value("exists", str(tmp_path / "secret-token"))
+    # The session dir is a fresh tmpfs: only the tmp/ that TMPDIR names.
+    assert probe.call_value("listdir", str(probe.session_dir)) == ["tmp"]
+
+
+def test_dev_minimal(probe):
+    dev = set(probe.call_value("listdir", "/dev"))
+    assert {"null", "zero", "urandom", "shm", "fd"} <= dev
+    assert not dev & {"sda", "vda", "mem", "kmsg", "net", "pts", "ptmx"}
+    assert probe.call_value("write", "/dev/null") == 0
+
+
+def test_system_read_only(probe):
+    for path in ("/usr/rm-probe", "/etc/passwd", "/rm-probe",
+                 "/dev/rm-probe", "/bin/rm-probe"):
+        assert probe.call_value("write", path) in (errno.EROFS,
+                                                   errno.EACCES), path
+
+
+def test_session_dir_and_tmp_writable(probe):
+    cwd, home, tmpdir = probe.call_value("cwd")
+    assert cwd == home == str(probe.session_dir)
+    assert tmpdir == str(probe.session_dir / "tmp")
+    assert probe.call_value("write", "here", b"cwd") == 0
+    assert probe.call_value("write", "/tmp/there", b"tmp") == 0
+    assert probe.call_value("write", tmpdir + "/t", b"tmpdir") == 0
+    assert probe.call_value("read", "here") == b"cwd"
+    assert probe.call_value("read", "/tmp/there") == b"tmp"
+    # A tmpfs of the session's own: nothing reaches the host's directory.
+    assert not (probe.session_dir / "here").exists()
+
+
+def test_disk_limit(probe):
+    assert probe.call_value("write_big", "big", DISK + (8 << 20),
+                            timeout=30) in (errno.ENOSPC, errno.EFBIG)
+    assert probe.call_value("write_big", "/tmp/big", DISK + (8 << 20),
+                            timeout=30) in (errno.ENOSPC, errno.EFBIG)
+    # The space comes back.
+    assert probe.call_value("write", "after", b"ok") == 0
+
+
+# Network -------------------------------------------------------------------------
+
+
+def test_network_off(probe, listener):
+    assert probe.call_value("interfaces") == ["lo"]
+    assert probe.call_value("connect", "127.0.0.1", listener) == \
+        errno.ECONNREFUSED
+    assert not probe.call_value("exists", "/etc/resolv.conf")
+
+
+def test_network_host(front):
+    f = front(network=NET_HOST)
+    f.open(Probe())
+    assert f.call_value("interfaces") == \
+        sorted(name for _, name in socket.if_nameindex())
+    if os.path.exists("/etc/resolv.conf"):
+        with open("/etc/resolv.conf", "rb") as r:
+            assert f.call_value("read", "/etc/resolv.conf") == r.read()
+
+
+# What user code needs --------------------------------------------------------------
+
+
+def test_threads_subprocess_numpy(probe):
+    assert probe.call_value("threads") == list(range(8))
+    assert probe.call_value("run", ["/bin/true"]) == (0, "")
+    rc, out = probe.call_value("run", ["/usr/bin/id", "-u"])
+    assert (rc, out.strip()) == (0, str(UID))
+    a = sum(float(i) * float(i) for i in range(40000))
+    assert probe.call_value("matmul", timeout=30) == a
+
+
+# The process layout: status relay, signals, cleanup --------------------------------
+
+
+def test_exit_code_relayed(probe):
+    probe.send_call("exit", 3)
+    assert probe.wait_exit() == 3
+
+
+def test_signal_death_relayed(probe):
+    probe.send_call("die", signal.SIGSEGV)
+    assert probe.wait_exit() == -signal.SIGSEGV
+
+
+def test_sigterm_forwarded(probe):
+    probe.proc.send_signal(signal.SIGTERM)
+    assert probe.wait_exit() == -signal.SIGTERM
+
+
+def test_orphans_killed_at_end(solo):
+    assert solo.call_value("background")
+    assert len(_session_procs()) >= 2
+    solo.close()
+    assert solo.wait_exit() == 0
+    assert _wait_no_session_procs() == []
+
+
+def test_front_death_kills_session(solo):
+    assert solo.call_value("background")
+    solo.proc.kill()
+    solo.proc.wait(timeout=10)
+    assert _wait_no_session_procs() == []
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86_64 numbers")
+def test_seccomp_violation_named(probe):
+    if probe.call_value("identity")["seccomp"] != "2":
+        pytest.skip("this worker build loads no seccomp filter")
+    probe.send_call("syscall", 153)  # vhangup: killed by the policy
+    probe.read_until(lambda: probe.fatal, timeout=10)
+    assert probe.fatal.code == 10  # ABORTED
+    assert probe.fatal.message == "seccomp: blocked syscall vhangup (153)"
+    assert probe.wait_exit() == -signal.SIGSYS
+
+
+def test_setup_failure_is_fatal(front):
+    f = front(uid=0, gid=0)
+    with pytest.raises(Fatal) as ei:
+        f.open(Probe())
+    assert ei.value.code == 13
+    assert "sandbox" in ei.value.message
+    assert f.wait_exit() != 0
+    assert "refusing to run a session as uid or gid 0" in f.worker_log()
+
+
+# Sandbox off ----------------------------------------------------------------------
+
+
+def test_sandbox_off_runs_as_before(front):
+    f = front(enabled=False)
+    f.open(Probe())
+    ident = f.call_value("identity")
+    assert ident["uid"] == (0, 0, 0)
+    assert ident["pid"] == f.proc.pid
+    assert "root" in f.call_value("listdir", "/")
+    assert f.call_value("write", "here") == 0
+    assert (f.session_dir / "here").exists()
+    assert f.call_value("run", ["/bin/true"]) == (0, "")
+    assert f.call_value("matmul", timeout=30) > 0
+    assert "SANDBOX OFF: session test-session runs unconfined as uid 0" in \
+        f.worker_log()
+
+
+# Isolated network ------------------------------------------------------------------
+
+NS_HOST_IP = "10.213.0.2"
+NS_PEER_IP = "10.213.0.1"
+
+
+def _ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True,
+                   timeout=10)
+
+
+@pytest.fixture
+def test_netns():
+    """A network namespace of the test's own, reached from the host over a
+    veth pair; yields (name, its address). Always removed."""
+    if shutil.which("ip") is None or \
+            not os.path.exists("/usr/bin/slirp4netns"):
+        pytest.skip("needs iproute2 and slirp4netns")
+    tag = "%d" % (os.getpid() % 100000)
+    ns, veth, peer = "rmsbx" + tag, "rmsbxh" + tag, "rmsbxp" + tag
+    try:
+        _ip("netns", "add", ns)
+        _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
+        _ip("link", "set", peer, "netns", ns)
+        _ip("addr", "add", NS_HOST_IP + "/24", "dev", veth)
+        _ip("link", "set", veth, "up")
+        _ip("-n", ns, "addr", "add", NS_PEER_IP + "/24", "dev", peer)
+        _ip("-n", ns, "link", "set", peer, "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture
+def ns_server(test_netns):
+    """A TCP server in the test's namespace that says hello; its port."""
+    code = ("import socket,sys\n"
+            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,"
+            "socket.SO_REUSEADDR,1); s.bind((%r,0)); s.listen(8)\n"
+            "print(s.getsockname()[1], flush=True)\n"
+            "s.settimeout(60)\n"
+            "while True:\n"
+            "    c,_=s.accept(); c.sendall(b'hello from the test netns');"
+            " c.close()\n" % NS_PEER_IP)
+    p = subprocess.Popen(["ip", "netns", "exec", test_netns, sys.executable,
+                          "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(p.stdout.readline())
+        yield port
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+
+
+def test_network_isolated(front, ns_server, listener):
+    f = front(network=NET_ISOLATED, uid=SOLO_UID, gid=SOLO_UID)
+    f.open(Probe(), timeout=30)
+    assert "tap0" in f.call_value("interfaces")
+    assert f.call_value("read", "/etc/resolv.conf") == \
+        b"nameserver 10.0.2.3\n"
+    # Out through slirp4netns to an address the test's namespace owns.
+    assert f.call_value("fetch", NS_PEER_IP, ns_server, timeout=15) == \
+        b"hello from the test netns"
+    # The host's loopback is out of reach, by its own address (that is the
+    # session's lo) and through the gateway (--disable-host-loopback).
+    assert f.call_value("connect", "127.0.0.1", listener) == \
+        errno.ECONNREFUSED
+    assert f.call_value("connect", "10.0.2.2", listener, timeout=15) in \
+        (errno.ENETUNREACH, errno.ECONNREFUSED, errno.ETIMEDOUT,
+         errno.EHOSTUNREACH)
+    f.close()
+    assert f.wait_exit() == 0
+    assert _wait_no_session_procs() == []

@@ -150,6 +150,29 @@ def row(name: str, samples: list[float], ref_name: str, ref: list[float] | None,
     return f"| {name} | {p50:.0f} {unit} | {p99:.0f} {unit} | {ref_name} | |"
 
 
+async def sandbox_rows(args) -> list[str]:
+    """Session start-up with the sandbox on and off, in the same run."""
+    rows = []
+    servers = {
+        "sandbox off": Server(["--sandbox", "off"]),
+        "sandbox on, network off": Server(["--session-network", "off"]),
+        "sandbox on, network isolated": Server(["--session-network", "isolated"]),
+    }
+    try:
+        times = {name: await open_times(srv.config(timeout=60.0), args.sessions)
+                 for name, srv in servers.items()}
+        off = times["sandbox off"]
+        for name, t in times.items():
+            rows.append(row(f"session open to first result, {name}", t,
+                            "sandbox off", off if name != "sandbox off" else None,
+                            unit="ms"))
+    finally:
+        for srv in servers.values():
+            srv.stop()
+            srv.cleanup()
+    return rows
+
+
 async def run(args) -> None:
     wheels = build_test_packages(Path(os.environ.get("TMPDIR", "/tmp")) / f"rm-bench-wheels-{os.getpid()}")
     idx = PackageIndex([w for ws in wheels.values() for w in ws])
@@ -162,6 +185,7 @@ async def run(args) -> None:
         opens = await open_times(config, args.sessions)
         big = await big_round_trip(config, 64 * 1024 * 1024, args.big)
         envs = await env_rows(srv, args)
+        sand = await sandbox_rows(args) if os.geteuid() == 0 else []
         print(f"remotemedia benchmarks ({os.cpu_count()} cores, "
               f"{args.n} calls, {args.sessions} sessions)")
         print()
@@ -175,7 +199,7 @@ async def run(args) -> None:
                   "fresh exec, no zygote", None, unit="ms"))
         print(row("64 MiB round trip (64 MiB each way)", big,
                   "one 64 MiB value each way", None, unit="ms"))
-        for line in envs:
+        for line in envs + sand:
             print(line)
     finally:
         srv.stop()

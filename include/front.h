@@ -87,6 +87,9 @@ struct front_config {
 	uint64_t fc_session_lifetime_ms;
 	uint64_t fc_session_idle_ms;
 	int fc_seccomp_log;
+	/* Authentication. */
+	char *fc_token_file;
+	int fc_allow_unauth;
 };
 
 enum rpc_kind {
@@ -107,6 +110,8 @@ struct stream {
 	int32_t str_id;
 	enum rpc_kind str_rpc;
 	char *str_path;
+	char *str_auth;          /* the authorization header */
+	char *str_owner;         /* the token's name, once authenticated */
 	int str_bad_ct;        /* content-type is not application/grpc */
 	int str_bad_method;    /* :method is not POST */
 	uint64_t str_timeout_ms;
@@ -193,6 +198,7 @@ struct session {
 	TAILQ_ENTRY(session) ses_env_entry; /* on env_waiters */
 	struct evbuffer *ses_pending; /* frames held until the worker runs */
 	long ses_uid;            /* its own uid, -1 without the sandbox */
+	char *ses_owner;         /* the name of the token that opened it */
 	char *ses_cgroup;        /* its cgroup path(s) */
 	struct event *ses_life;  /* --session-max-lifetime */
 	struct event *ses_idle;  /* --session-idle-timeout */
@@ -303,6 +309,13 @@ void front_session_progress(struct session *, int, const char *,
 /* front_trash.c */
 int front_trash(const char *, const char *);
 void front_trash_empty(const char *);
+
+/* front_auth.c */
+void front_auth_init(void);
+void front_auth_reload(void);
+int front_auth_enabled(void);
+int front_auth_check(const char *);
+const char *front_auth_name(int);
 
 /* front_sandbox.c */
 void front_sandbox_init(void);

@@ -180,6 +180,14 @@ front_env_setup_dir(void)
 	front_conf.fc_env_cache_dir = xstrdup(path);
 }
 
+/* SIGHUP: reload the tokens; sessions stay. */
+static void
+sighup_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	log_info("SIGHUP: reloading");
+	front_auth_reload();
+}
+
 static void
 front_parse_args(int argc, char **argv)
 {
@@ -202,7 +210,7 @@ front_parse_args(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
-	struct event *ev_chld, *ev_term, *ev_int;
+	struct event *ev_chld, *ev_term, *ev_int, *ev_hup;
 
 	front_parse_args(argc, argv);
 	log_init("front", front_conf.fc_log_level);
@@ -214,6 +222,7 @@ main(int argc, char **argv)
 	front_worker_clean_state_dir();
 	front_env_setup_dir();
 	front_sandbox_init();
+	front_auth_init();
 	if ((front_base = event_base_new()) == NULL)
 		fatalx("event_base_new");
 	ev_chld = evsignal_new(front_base, SIGCHLD, sigchld_cb, NULL);
@@ -222,6 +231,8 @@ main(int argc, char **argv)
 	evsignal_add(ev_chld, NULL);
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
+	ev_hup = evsignal_new(front_base, SIGHUP, sighup_cb, NULL);
+	evsignal_add(ev_hup, NULL);
 	front_env_init();
 	front_listen();
 	event_base_dispatch(front_base);
@@ -235,6 +246,7 @@ main(int argc, char **argv)
 	event_free(ev_chld);
 	event_free(ev_term);
 	event_free(ev_int);
+	event_free(ev_hup);
 	event_base_free(front_base);
 	return 0;
 }

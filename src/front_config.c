@@ -100,7 +100,15 @@ front_config_usage(void)
 	    "  --session-max-lifetime DURATION  (default 24h)\n"
 	    "  --session-idle-timeout DURATION  0 for none (default 0)\n"
 	    "  --seccomp-log on|off        log violations instead of killing "
-	    "(default off)\n");
+	    "(default off)\n"
+	    "authentication:\n"
+	    "  --token-file FILE           lines NAME:TOKEN[:admin]; clients "
+	    "send\n"
+	    "                              authorization: Bearer TOKEN "
+	    "(re-read on SIGHUP)\n"
+	    "  --allow-unauthenticated on|off  serve a non-loopback address "
+	    "without\n"
+	    "                              a token file (default off)\n");
 }
 
 /* Add a value to a repeatable flag's list. */
@@ -169,6 +177,16 @@ front_config_apply_session(struct front_config *fc, const char *flag,
 
 	if (strcmp(flag, "--sandbox") == 0) {
 		if (parse_onoff(val, &fc->fc_sandbox) == -1)
+			return front_config_bad(err, errlen, flag, "on or off",
+			    val);
+	} else if (strcmp(flag, "--token-file") == 0) {
+		if (*val != '/')
+			return front_config_bad(err, errlen, flag,
+			    "an absolute path", val);
+		free(fc->fc_token_file);
+		fc->fc_token_file = xstrdup(val);
+	} else if (strcmp(flag, "--allow-unauthenticated") == 0) {
+		if (parse_onoff(val, &fc->fc_allow_unauth) == -1)
 			return front_config_bad(err, errlen, flag, "on or off",
 			    val);
 	} else if (strcmp(flag, "--seccomp-log") == 0) {
@@ -328,6 +346,7 @@ static const char *front_flags[] = {
 	"--sandbox", "--session-uids", "--session-network", "--session-memory",
 	"--session-pids", "--session-cpu", "--session-disk",
 	"--session-max-lifetime", "--session-idle-timeout", "--seccomp-log",
+	"--token-file", "--allow-unauthenticated",
 };
 
 static int

@@ -172,6 +172,17 @@ front_grpc_headers_done(struct stream *s)
 		front_grpc_finish(s, GRPC_UNIMPLEMENTED, msg);
 		return;
 	}
+	if (s->str_rpc != RPC_HEALTH && front_auth_enabled()) {
+		int idx = front_auth_check(s->str_auth);
+
+		if (idx == -1) {
+			front_grpc_finish(s, GRPC_UNAUTHENTICATED,
+			    s->str_auth == NULL ? "missing token: send "
+			    "'authorization: Bearer TOKEN'" : "invalid token");
+			return;
+		}
+		s->str_owner = xstrdup(front_auth_name(idx));
+	}
 	if (front_draining() && s->str_rpc == RPC_SESSION) {
 		front_grpc_finish(s, GRPC_UNAVAILABLE,
 		    "the server is shutting down");

@@ -59,6 +59,10 @@ stream_free(struct stream *s)
 	evbuffer_free(s->str_out);
 	free(s->str_message);
 	free(s->str_path);
+	if (s->str_auth != NULL)
+		explicit_bzero(s->str_auth, strlen(s->str_auth));
+	free(s->str_auth);
+	free(s->str_owner);
 	free(s);
 }
 
@@ -120,7 +124,11 @@ h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 		s->str_bad_ct = !(valuelen >= 16 &&
 		    memcmp(value, "application/grpc", 16) == 0 &&
 		    (valuelen == 16 || value[16] == '+' || value[16] == ';'));
-	else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
+	else if (namelen == 13 && memcmp(name, "authorization", 13) == 0) {
+		free(s->str_auth);
+		s->str_auth = strndup((const char *)value,
+		    valuelen > 512 ? 512 : valuelen);
+	} else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
 		if (valuelen >= sizeof(buf) ||
 		    (memcpy(buf, value, valuelen), buf[valuelen] = '\0',
 		    front_grpc_parse_timeout(buf, &s->str_timeout_ms) == -1))

@@ -138,12 +138,15 @@ front_session_new(struct stream *s)
 	ses->ses_stream = s;
 	ses->ses_pid = -1;
 	ses->ses_uid = -1;
+	if (s->str_owner != NULL)
+		ses->ses_owner = xstrdup(s->str_owner);
 	session_arm_limits(ses);
 	RB_INIT(&ses->ses_calls);
 	deframer_init(&ses->ses_win, DEFRAME_WORKER, FRAME_WORKER_MAX);
 	TAILQ_INSERT_TAIL(&sessions, ses, ses_entry);
 	nsessions++;
-	log_debug("%s: session %s", __func__, ses->ses_id);
+	log_debug("%s: session %s (owner %s)", __func__, ses->ses_id,
+	    ses->ses_owner ? ses->ses_owner : "-");
 	return ses;
 }
 
@@ -240,6 +243,7 @@ session_free(struct session *ses)
 	nsessions--;
 	log_debug("%s: session %s freed", __func__, ses->ses_id);
 	free(ses->ses_dir);
+	free(ses->ses_owner);
 	free(ses->ses_end_msg);
 	free(ses);
 	front_session_freed();

@@ -34,7 +34,7 @@ class Server:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             text = self.log_text()
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
+            m = re.search(r"listening on \S+:(\d+)", text)
             if m:
                 return int(m.group(1))
             if self.proc.poll() is not None:

@@ -1,0 +1,134 @@
+"""Authentication (issue 6): bearer tokens from --token-file."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+
+import grpc
+import pytest
+
+from remotemedia.core.exceptions import AuthenticationError, RemoteMediaError
+from remotemedia.remote import RemoteProxyClient
+from serverlib import BUILD
+
+TOKEN_A = "alice-token-0123456789abcdef"
+TOKEN_B = "bob-token-0123456789abcdef00"
+
+
+class Echo:
+    def ping(self, x):
+        return x
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def token_file(tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text(f"# who may open sessions\nalice:{TOKEN_A}\n\nroot:{TOKEN_B}:admin\n")
+    path.chmod(0o600)
+    return path
+
+
+async def ping(srv, token):
+    async with RemoteProxyClient(srv.config(auth_token=token, max_retries=0)) as client:
+        p = await client.create_proxy(Echo())
+        return await p.ping(7)
+
+
+def test_right_token_opens_a_session(fresh_server, token_file):
+    srv = fresh_server(["--token-file", str(token_file)])
+    assert run(ping(srv, TOKEN_A)) == 7
+    assert run(ping(srv, TOKEN_B)) == 7
+    assert "owner alice" in srv.log_text()
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-0123456789abcdef", TOKEN_A + "x", ""])
+def test_missing_or_wrong_token_is_unauthenticated_before_any_worker(fresh_server, token_file, token):
+    srv = fresh_server(["--token-file", str(token_file)])
+    with pytest.raises(AuthenticationError) as e:
+        run(ping(srv, token))
+    assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert "token" in str(e.value)
+    assert srv.session_dirs() == [] and srv.worker_pids() == []
+    assert "front_worker_spawn" not in srv.log_text()  # no worker was started
+
+
+def test_echo_needs_a_token_and_health_does_not(fresh_server, token_file):
+    srv = fresh_server(["--token-file", str(token_file)])
+    with grpc.insecure_channel(f"{srv.host}:{srv.port}") as ch:
+        assert ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5) == b"\x08\x01"
+        echo = ch.stream_stream("/remotemedia.v1.RemoteExecution/Echo")
+        with pytest.raises(grpc.RpcError) as e:
+            list(echo(iter([b"\x0a\x01x"]), timeout=5))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        got = list(echo(iter([b"\x0a\x01x"]), timeout=5,
+                        metadata=[("authorization", f"Bearer {TOKEN_A}")]))
+        assert got == [b"\x0a\x01x"]
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_token_file_readable_by_others_is_refused(tmp_path, token_file, mode):
+    token_file.chmod(mode)
+    p = subprocess.run([str(BUILD / "remotemediad"), "--listen", "127.0.0.1:0",
+                        "--state-dir", str(tmp_path / "st"), "--token-file", str(token_file)],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode != 0
+    assert "chmod 600" in p.stderr
+
+
+def test_malformed_token_file_is_refused(tmp_path):
+    bad = tmp_path / "tokens"
+    bad.write_text("just-a-token-without-a-name\n")
+    bad.chmod(0o600)
+    p = subprocess.run([str(BUILD / "remotemediad"), "--listen", "127.0.0.1:0",
+                        "--state-dir", str(tmp_path / "st"), "--token-file", str(bad)],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode != 0
+    assert "NAME:TOKEN" in p.stderr
+
+
+def test_sighup_reloads_tokens_and_sessions_stay(fresh_server, token_file):
+    srv = fresh_server(["--token-file", str(token_file)])
+    new = "carol-token-0123456789abcdef"
+
+    async def main():
+        async with RemoteProxyClient(srv.config(auth_token=TOKEN_A)) as client:
+            p = await client.create_proxy(Echo())
+            assert await p.ping(1) == 1
+            token_file.write_text(f"carol:{new}\n")
+            token_file.chmod(0o600)
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while "1 token(s) loaded" not in srv.log_text() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert await p.ping(2) == 2  # the established session stays
+        with pytest.raises(AuthenticationError):
+            await ping(srv, TOKEN_A)
+        assert await ping(srv, new) == 7
+        # a broken file on SIGHUP keeps the tokens that were loaded
+        token_file.chmod(0o644)
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "not reloaded" not in srv.log_text() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await ping(srv, new) == 7
+    run(main())
+
+
+def test_non_loopback_needs_a_token_file(tmp_path):
+    p = subprocess.run([str(BUILD / "remotemediad"), "--listen", "0.0.0.0:0",
+                        "--state-dir", str(tmp_path / "st")],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode != 0
+    assert "--token-file" in p.stderr and "--allow-unauthenticated" in p.stderr
+
+
+def test_allow_unauthenticated_says_so(fresh_server):
+    srv = fresh_server(["--listen", "0.0.0.0:0", "--allow-unauthenticated", "on"])
+    assert "WITHOUT AUTHENTICATION" in srv.log_text()

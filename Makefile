@@ -27,7 +27,7 @@ CGROUP_SRC   = sandbox/sandbox_cgroup.c
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_worker.c \
                src/front_env.c src/front_trash.c src/front_sandbox.c \
-               src/front_auth.c \
+               src/front_auth.c src/front_tls.c \
                src/req.c $(CGROUP_SRC)
 # The sandbox: one file per mechanism (architecture section 5).
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c
@@ -64,7 +64,8 @@ $(OBJ)/src/worker_py.o: $(GEN)/worker_runtime.h
 $(OBJ)/$(GEN)/%.o: CFLAGS += -Wno-missing-prototypes
 
 $(BUILD)/remotemediad: $(call objs,$(FRONT_SRC) $(COMMON_SRC) $(PROTO_C))
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lbsd -lcrypto
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -levent_openssl -lssl \
+		-lcrypto -lbsd
 
 $(BUILD)/remotemedia-worker: $(call objs,$(WORKER_SRC) $(COMMON_SRC) $(PROTO_C))
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(PY_LIBS) -lpthread -lseccomp

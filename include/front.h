@@ -90,6 +90,10 @@ struct front_config {
 	/* Authentication. */
 	char *fc_token_file;
 	int fc_allow_unauth;
+	/* TLS. */
+	char *fc_tls_cert;
+	char *fc_tls_key;
+	char *fc_tls_client_ca;
 };
 
 enum rpc_kind {
@@ -309,6 +313,14 @@ void front_session_progress(struct session *, int, const char *,
 /* front_trash.c */
 int front_trash(const char *, const char *);
 void front_trash_empty(const char *);
+
+/* front_tls.c */
+void front_tls_init(void);
+void front_tls_reload(void);
+int front_tls_enabled(void);
+struct bufferevent *front_tls_bufferevent(int);
+const char *front_tls_last_error(struct bufferevent *);
+int front_tls_alpn_ok(struct bufferevent *);
 
 /* front_auth.c */
 void front_auth_init(void);

@@ -186,6 +186,7 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 {
 	log_info("SIGHUP: reloading");
 	front_auth_reload();
+	front_tls_reload();
 }
 
 static void
@@ -223,6 +224,7 @@ main(int argc, char **argv)
 	front_env_setup_dir();
 	front_sandbox_init();
 	front_auth_init();
+	front_tls_init();
 	if ((front_base = event_base_new()) == NULL)
 		fatalx("event_base_new");
 	ev_chld = evsignal_new(front_base, SIGCHLD, sigchld_cb, NULL);

@@ -108,7 +108,11 @@ front_config_usage(void)
 	    "(re-read on SIGHUP)\n"
 	    "  --allow-unauthenticated on|off  serve a non-loopback address "
 	    "without\n"
-	    "                              a token file (default off)\n");
+	    "                              a token file (default off)\n"
+	    "TLS (reloaded on SIGHUP):\n"
+	    "  --tls-cert FILE --tls-key FILE  serve TLS 1.2/1.3 with ALPN h2\n"
+	    "  --tls-client-ca FILE        require client certificates "
+	    "signed by it\n");
 }
 
 /* Add a value to a repeatable flag's list. */
@@ -185,6 +189,15 @@ front_config_apply_session(struct front_config *fc, const char *flag,
 			    "an absolute path", val);
 		free(fc->fc_token_file);
 		fc->fc_token_file = xstrdup(val);
+	} else if (strcmp(flag, "--tls-cert") == 0) {
+		free(fc->fc_tls_cert);
+		fc->fc_tls_cert = xstrdup(val);
+	} else if (strcmp(flag, "--tls-key") == 0) {
+		free(fc->fc_tls_key);
+		fc->fc_tls_key = xstrdup(val);
+	} else if (strcmp(flag, "--tls-client-ca") == 0) {
+		free(fc->fc_tls_client_ca);
+		fc->fc_tls_client_ca = xstrdup(val);
 	} else if (strcmp(flag, "--allow-unauthenticated") == 0) {
 		if (parse_onoff(val, &fc->fc_allow_unauth) == -1)
 			return front_config_bad(err, errlen, flag, "on or off",
@@ -347,6 +360,7 @@ static const char *front_flags[] = {
 	"--session-pids", "--session-cpu", "--session-disk",
 	"--session-max-lifetime", "--session-idle-timeout", "--seccomp-log",
 	"--token-file", "--allow-unauthenticated",
+	"--tls-cert", "--tls-key", "--tls-client-ca",
 };
 
 static int

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <bsd/string.h>
 
@@ -351,8 +352,15 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct conn *c = arg;
 
+	if ((events & BEV_EVENT_CONNECTED) && !front_tls_alpn_ok(bev)) {
+		log_debug("%s: %s: TLS without ALPN h2; closing", __func__,
+		    c->c_peer);
+		conn_free(c);
+		return;
+	}
 	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		log_debug("%s: %s: connection closed", __func__, c->c_peer);
+		log_debug("%s: %s: connection closed %s", __func__, c->c_peer,
+		    front_tls_last_error(bev));
 		conn_free(c);
 	}
 }
@@ -418,10 +426,12 @@ front_h2_accept(int fd, const char *peer)
 		log_debug("%s: TCP_NODELAY: %s", __func__, strerror(errno));
 	TAILQ_INIT(&c->c_streams);
 	strlcpy(c->c_peer, peer, sizeof(c->c_peer));
-	c->c_bev = bufferevent_socket_new(front_base, fd,
-	    BEV_OPT_CLOSE_ON_FREE);
-	if (c->c_bev == NULL)
-		fatalx("bufferevent_socket_new");
+	if ((c->c_bev = front_tls_bufferevent(fd)) == NULL) {
+		log_warnx("%s: cannot set up the connection", peer);
+		close(fd);
+		free(c);
+		return NULL;
+	}
 	c->c_flush_ev = event_new(front_base, -1, 0, conn_flush_cb, c);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	conn_setup_h2(c);

@@ -1,0 +1,154 @@
+"""TLS (issue 6): ALPN h2, TLS 1.2+ only, cleartext refused cleanly, client
+certificates, certificate reload on SIGHUP, and the client's verification."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import grpc
+import pytest
+
+from remotemedia.core.exceptions import RemoteMediaError
+from remotemedia.remote import RemoteProxyClient
+from serverlib import ROOT
+
+
+class Echo:
+    def ping(self, x):
+        return x
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    subprocess.run([str(ROOT / "scripts" / "gen-test-certs"), str(d)], check=True,
+                   capture_output=True, timeout=60)
+    return d
+
+
+def tls_args(certs, client_ca=False):
+    args = ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
+    if client_ca:
+        args += ["--tls-client-ca", str(certs / "ca.crt")]
+    return args
+
+
+async def ping(srv, **kw):
+    cfg = srv.config(ssl_enabled=True, max_retries=0, timeout=10.0, **kw)
+    async with RemoteProxyClient(cfg) as client:
+        p = await client.create_proxy(Echo())
+        return await p.ping(5)
+
+
+def s_client(port, *args, data=b""):
+    return subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                           "-servername", "localhost", *args],
+                          input=data, capture_output=True, timeout=15)
+
+
+def test_session_over_tls_with_the_test_ca(fresh_server, certs):
+    srv = fresh_server(tls_args(certs))
+    assert run(ping(srv, ca_file=str(certs / "ca.crt"))) == 5
+
+
+def test_system_bundle_does_not_trust_the_test_ca(fresh_server, certs):
+    srv = fresh_server(tls_args(certs))
+    with pytest.raises(RemoteMediaError) as e:
+        run(ping(srv))
+    assert "certificate" in str(e.value).lower()
+
+
+def test_wrong_ca_says_what_failed(fresh_server, certs):
+    srv = fresh_server(tls_args(certs))
+    with pytest.raises(RemoteMediaError) as e:
+        run(ping(srv, ca_file=str(certs / "other-ca.crt")))
+    assert "certificate" in str(e.value).lower()
+
+
+def test_alpn_must_select_h2(fresh_server, certs):
+    srv = fresh_server(tls_args(certs))
+    ok = s_client(srv.port, "-alpn", "h2", "-CAfile", str(certs / "ca.crt"))
+    assert b"ALPN protocol: h2" in ok.stdout
+    bad = s_client(srv.port, "-alpn", "http/1.1", "-CAfile", str(certs / "ca.crt"))
+    assert b"ALPN protocol: h2" not in bad.stdout
+    assert b"alert" in bad.stderr.lower() or bad.returncode != 0
+    assert srv.proc.poll() is None
+
+
+@pytest.mark.parametrize("version", ["-tls1", "-tls1_1"])
+def test_only_tls_12_and_13(fresh_server, certs, version):
+    srv = fresh_server(tls_args(certs))
+    p = s_client(srv.port, version, "-alpn", "h2")
+    assert b"Cipher is (NONE)" in p.stdout or p.returncode != 0
+    for v in ("-tls1_2", "-tls1_3"):
+        p = s_client(srv.port, v, "-alpn", "h2", "-CAfile", str(certs / "ca.crt"))
+        assert b"Verify return code: 0 (ok)" in p.stdout, (v, p.stdout[-400:])
+
+
+def test_cleartext_on_a_tls_port_is_closed_cleanly(fresh_server, certs):
+    srv = fresh_server(tls_args(certs))
+    with grpc.insecure_channel(f"{srv.host}:{srv.port}") as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    s = socket.create_connection((srv.host, srv.port), timeout=5)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00" * 64)
+    s.settimeout(5)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    assert srv.proc.poll() is None
+    assert run(ping(srv, ca_file=str(certs / "ca.crt"))) == 5
+
+
+def test_client_certificates_required(fresh_server, certs):
+    srv = fresh_server(tls_args(certs, client_ca=True))
+    with pytest.raises(RemoteMediaError):
+        run(ping(srv, ca_file=str(certs / "ca.crt")))
+    assert run(ping(srv, ca_file=str(certs / "ca.crt"),
+                    client_cert_file=str(certs / "client.crt"),
+                    client_key_file=str(certs / "client.key"))) == 5
+
+
+def test_certificate_reloaded_on_sighup(fresh_server, certs, tmp_path):
+    live = tmp_path / "live"
+    live.mkdir()
+    for f in ("server.crt", "server.key"):
+        shutil.copy(certs / f, live / f)
+    srv = fresh_server(["--tls-cert", str(live / "server.crt"),
+                        "--tls-key", str(live / "server.key")])
+
+    def serial():
+        p = s_client(srv.port, "-alpn", "h2", "-CAfile", str(certs / "ca.crt"))
+        x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=p.stdout,
+                           capture_output=True, timeout=10)
+        return x.stdout.strip()
+
+    before = serial()
+    new = tmp_path / "new"
+    subprocess.run([str(ROOT / "scripts" / "gen-test-certs"), str(new)], check=True,
+                   capture_output=True, timeout=60)
+    shutil.copy(new / "server.crt", live / "server.crt")
+    shutil.copy(new / "server.key", live / "server.key")
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "TLS certificate reloaded" not in srv.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "TLS certificate reloaded" in srv.log_text()
+    assert serial() != before
+    assert run(ping(srv, ca_file=str(new / "ca.crt"))) == 5

@@ -94,6 +94,15 @@ struct front_config {
 	char *fc_tls_cert;
 	char *fc_tls_key;
 	char *fc_tls_client_ca;
+	/* Limits (issue 6). */
+	uint32_t fc_max_sessions;
+	uint32_t fc_max_sessions_per_token;
+	uint32_t fc_max_streams;
+	uint32_t fc_max_header_list;
+	uint32_t fc_max_inflight;
+	uint64_t fc_handshake_ms;
+	uint64_t fc_conn_idle_ms;
+	uint32_t fc_ping_rate;          /* PINGs per second allowed, sustained */
 };
 
 enum rpc_kind {
@@ -140,6 +149,11 @@ struct conn {
 	nghttp2_session *c_h2;
 	struct streamlist c_streams;
 	struct event *c_flush_ev; /* deferred send */
+	struct event *c_timer;    /* handshake, then idle timeout */
+	int c_handshaken;         /* the client's SETTINGS arrived */
+	uint64_t c_ping_at;       /* token bucket for PINGs */
+	double c_ping_tokens;
+	size_t c_hdr_bytes;       /* header list size of the stream being read */
 	char c_peer[80];
 	int c_dead;
 };
@@ -169,6 +183,7 @@ struct call {
 	uint64_t cl_timeout_ms;
 	int cl_deadline_hit;   /* fired while the front was not reading */
 	char *cl_name;
+	uint64_t cl_in_bytes;  /* bytes of the arguments so far */
 	struct event *cl_deadline;
 };
 RB_HEAD(calltree, call);
@@ -193,6 +208,8 @@ struct session {
 	int ses_ready_seen;
 	int ses_killed;
 	int ses_paused;          /* not reading the worker: the client is slow */
+	uint32_t ses_inflight;   /* calls not yet answered */
+	uint64_t ses_value_bytes; /* bytes of the client value being received */
 	struct calltree ses_calls;
 	int ses_end_code;        /* status to report, once decided */
 	char *ses_end_msg;
@@ -293,6 +310,7 @@ void front_session_drained(struct session *);
 void front_session_kill_all(void);
 int front_session_count(void);
 struct session *front_session_by_pid(pid_t);
+int front_session_refuse(const char *, char *, size_t);
 const char *front_session_state_name(enum session_state);
 
 /* front_env.c */

@@ -42,6 +42,14 @@ front_config_defaults(struct front_config *fc)
 	fc->fc_session_disk = 256ULL * 1024 * 1024;
 	fc->fc_session_lifetime_ms = 24ULL * 3600 * 1000;
 	fc->fc_session_idle_ms = 0;
+	fc->fc_max_sessions = 1000;
+	fc->fc_max_sessions_per_token = 100;
+	fc->fc_max_streams = 100;
+	fc->fc_max_header_list = 16384;
+	fc->fc_max_inflight = 1000;
+	fc->fc_handshake_ms = 10 * 1000;
+	fc->fc_conn_idle_ms = 10 * 60 * 1000;
+	fc->fc_ping_rate = 10;
 	n = readlink("/proc/self/exe", self, sizeof(self) - 32);
 	if (n > 0) {
 		self[n] = '\0';
@@ -112,7 +120,17 @@ front_config_usage(void)
 	    "TLS (reloaded on SIGHUP):\n"
 	    "  --tls-cert FILE --tls-key FILE  serve TLS 1.2/1.3 with ALPN h2\n"
 	    "  --tls-client-ca FILE        require client certificates "
-	    "signed by it\n");
+	    "signed by it\n"
+	    "limits:\n"
+	    "  --max-sessions N (1000)   --max-sessions-per-token N (100)\n"
+	    "  --max-streams N (100, per connection)\n"
+	    "  --max-message-size SIZE (4M)   --max-header-list-size SIZE "
+	    "(16K)\n"
+	    "  --max-value-size SIZE (1G, a chunked value)\n"
+	    "  --max-inflight-calls N (1000, per session)\n"
+	    "  --handshake-timeout DURATION (10s)   --idle-timeout DURATION "
+	    "(10m)\n"
+	    "  --max-ping-rate N (10 PINGs per second, sustained)\n");
 }
 
 /* Add a value to a repeatable flag's list. */
@@ -169,6 +187,77 @@ front_config_uids(struct front_config *fc, const char *val)
 		return -1;
 	fc->fc_uid_first = (uint32_t)a;
 	fc->fc_uid_last = (uint32_t)b;
+	return 0;
+}
+
+/* A number flag in [lo, hi] into a uint32_t. */
+static int
+front_config_u32(const char *flag, const char *val, uint64_t lo, uint64_t hi,
+    uint32_t *out, char *err, size_t errlen)
+{
+	uint64_t v;
+	char want[64];
+
+	if (front_config_number(val, lo, hi, &v) == -1) {
+		snprintf(want, sizeof(want), "a number from %llu to %llu",
+		    (unsigned long long)lo, (unsigned long long)hi);
+		return front_config_bad(err, errlen, flag, want, val);
+	}
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* The limits flags. */
+static int
+front_config_apply_limits(struct front_config *fc, const char *flag,
+    const char *val, char *err, size_t errlen)
+{
+	uint64_t v;
+
+	if (strcmp(flag, "--max-sessions") == 0)
+		return front_config_u32(flag, val, 1, 1000000,
+		    &fc->fc_max_sessions, err, errlen);
+	if (strcmp(flag, "--max-sessions-per-token") == 0)
+		return front_config_u32(flag, val, 1, 1000000,
+		    &fc->fc_max_sessions_per_token, err, errlen);
+	if (strcmp(flag, "--max-streams") == 0)
+		return front_config_u32(flag, val, 1, 100000,
+		    &fc->fc_max_streams, err, errlen);
+	if (strcmp(flag, "--max-inflight-calls") == 0)
+		return front_config_u32(flag, val, 1, 1000000,
+		    &fc->fc_max_inflight, err, errlen);
+	if (strcmp(flag, "--max-ping-rate") == 0)
+		return front_config_u32(flag, val, 1, 100000,
+		    &fc->fc_ping_rate, err, errlen);
+	if (strcmp(flag, "--max-header-list-size") == 0) {
+		if (parse_size(val, &v) == -1 || v < 1024 || v > (1U << 24))
+			return front_config_bad(err, errlen, flag,
+			    "a size from 1K to 16M", val);
+		fc->fc_max_header_list = (uint32_t)v;
+	} else if (strcmp(flag, "--max-message-size") == 0) {
+		if (parse_size(val, &fc->fc_max_message) == -1 ||
+		    fc->fc_max_message < 1024 ||
+		    fc->fc_max_message > (1ULL << 31))
+			return front_config_bad(err, errlen, flag,
+			    "a size from 1K to 2G", val);
+	} else if (strcmp(flag, "--max-value-size") == 0) {
+		if (parse_size(val, &fc->fc_max_value) == -1 ||
+		    fc->fc_max_value < 1024)
+			return front_config_bad(err, errlen, flag,
+			    "a size of at least 1K", val);
+	} else if (strcmp(flag, "--handshake-timeout") == 0 ||
+	    strcmp(flag, "--idle-timeout") == 0) {
+		if (parse_duration_ms(val, &v) == -1 || v == 0)
+			return front_config_bad(err, errlen, flag,
+			    "a duration such as 10s or 5m", val);
+		if (flag[2] == 'h')
+			fc->fc_handshake_ms = v;
+		else
+			fc->fc_conn_idle_ms = v;
+	} else {
+		snprintf(err, errlen, "%s: unknown flag", flag);
+		return -1;
+	}
 	return 0;
 }
 
@@ -250,10 +339,8 @@ front_config_apply_session(struct front_config *fc, const char *flag,
 			fc->fc_session_lifetime_ms = v;
 		else
 			fc->fc_session_idle_ms = v;
-	} else {
-		snprintf(err, errlen, "%s: unknown flag", flag);
-		return -1;
-	}
+	} else
+		return front_config_apply_limits(fc, flag, val, err, errlen);
 	return 0;
 }
 
@@ -361,6 +448,10 @@ static const char *front_flags[] = {
 	"--session-max-lifetime", "--session-idle-timeout", "--seccomp-log",
 	"--token-file", "--allow-unauthenticated",
 	"--tls-cert", "--tls-key", "--tls-client-ca",
+	"--max-sessions", "--max-sessions-per-token", "--max-streams",
+	"--max-message-size", "--max-header-list-size", "--max-value-size",
+	"--max-inflight-calls", "--handshake-timeout", "--idle-timeout",
+	"--max-ping-rate",
 };
 
 static int

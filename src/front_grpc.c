@@ -153,6 +153,7 @@ void
 front_grpc_headers_done(struct stream *s)
 {
 	struct timeval tv;
+	char msgbuf[200];
 
 	if (s->str_bad_method) {
 		s->str_http_status = 405;
@@ -193,6 +194,11 @@ front_grpc_headers_done(struct stream *s)
 		tv.tv_sec = (time_t)(s->str_timeout_ms / 1000);
 		tv.tv_usec = (suseconds_t)(s->str_timeout_ms % 1000) * 1000;
 		evtimer_add(s->str_deadline, &tv);
+	}
+	if (s->str_rpc == RPC_SESSION && front_session_refuse(s->str_owner,
+	    msgbuf, sizeof(msgbuf)) == -1) {
+		front_grpc_finish(s, GRPC_RESOURCE_EXHAUSTED, msgbuf);
+		return;
 	}
 	if (s->str_rpc == RPC_SESSION) {
 		/* Values travel in chunks of 1 MiB: a Session message is

@@ -17,7 +17,6 @@
 #include "log.h"
 #include "util.h"
 
-#define H2_MAX_STREAMS 100
 #define H2_STREAM_WINDOW (1024 * 1024)
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
 #define H2_OUT_HIGH (256 * 1024)
@@ -26,6 +25,7 @@ static struct connlist conns = TAILQ_HEAD_INITIALIZER(conns);
 
 static void conn_free(struct conn *);
 static void conn_schedule(struct conn *);
+static void conn_arm_timer(struct conn *);
 
 static struct stream *
 stream_new(struct conn *c, int32_t id)
@@ -89,11 +89,13 @@ h2_begin_headers_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 	struct conn *c = arg;
 	struct stream *s;
 
+	c->c_hdr_bytes = 0;
 	if (frame->hd.type != NGHTTP2_HEADERS ||
 	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
 	s = stream_new(c, frame->hd.stream_id);
 	nghttp2_session_set_stream_user_data(h2, frame->hd.stream_id, s);
+	c->c_hdr_bytes = 0;
 	return 0;
 }
 
@@ -103,11 +105,18 @@ h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
     const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
     uint8_t flags, void *arg)
 {
+	struct conn *c = arg;
 	struct stream *s;
 	char buf[32];
 
-	if (frame->hd.type != NGHTTP2_HEADERS ||
-	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+	if (frame->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	/* --max-header-list-size, counted as HTTP/2 does (RFC 9113 6.5.2):
+	 * past it, the stream is reset (an HPACK bomb expands here). */
+	c->c_hdr_bytes += namelen + valuelen + 32;
+	if (c->c_hdr_bytes > front_conf.fc_max_header_list)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
 	s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
 	if (s == NULL)
@@ -138,11 +147,53 @@ h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 	return 0;
 }
 
+/*
+ * The keepalive policy: PINGs are answered up to --max-ping-rate per second
+ * sustained (a burst of twice that); a flood ends the connection with
+ * ENHANCE_YOUR_CALM.
+ */
+static int
+conn_ping_allowed(struct conn *c)
+{
+	uint64_t now = now_ms();
+	double rate = front_conf.fc_ping_rate;
+
+	c->c_ping_tokens += (double)(now - c->c_ping_at) * rate / 1000.0;
+	if (c->c_ping_tokens > 2 * rate)
+		c->c_ping_tokens = 2 * rate;
+	c->c_ping_at = now;
+	if (c->c_ping_tokens < 1)
+		return 0;
+	c->c_ping_tokens -= 1;
+	return 1;
+}
+
+/* Connection-level frames: the handshake, PINGs; then the idle clock. */
+static int
+conn_frame(struct conn *c, const nghttp2_frame *frame)
+{
+	if (frame->hd.type == NGHTTP2_SETTINGS &&
+	    !(frame->hd.flags & NGHTTP2_FLAG_ACK))
+		c->c_handshaken = 1;
+	if (frame->hd.type == NGHTTP2_PING &&
+	    !(frame->hd.flags & NGHTTP2_FLAG_ACK) && !conn_ping_allowed(c)) {
+		log_info("%s: PING flood; closing (--max-ping-rate %u)",
+		    c->c_peer, front_conf.fc_ping_rate);
+		nghttp2_session_terminate_session(c->c_h2,
+		    NGHTTP2_ENHANCE_YOUR_CALM);
+		return -1;
+	}
+	conn_arm_timer(c);
+	return 0;
+}
+
 static int
 h2_frame_recv_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
 {
 	struct stream *s;
 
+	if (conn_frame(arg, frame) == -1)
+		return 0;
 	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
 		return 0;
 	s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
@@ -274,6 +325,41 @@ front_h2_consume(struct stream *s, size_t n)
 	conn_schedule(s->str_conn); /* the WINDOW_UPDATE must go out */
 }
 
+/* Handshake not done in time, or idle with no stream: close. */
+static void
+conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (!c->c_handshaken) {
+		log_info("%s: no HTTP/2 handshake within %llu ms; closing",
+		    c->c_peer, (unsigned long long)front_conf.fc_handshake_ms);
+		c->c_dead = 1;
+		conn_free(c);
+		return;
+	}
+	if (!TAILQ_EMPTY(&c->c_streams)) {
+		conn_arm_timer(c); /* streams have limits of their own */
+		return;
+	}
+	log_debug("%s: idle; closing", c->c_peer);
+	nghttp2_session_terminate_session(c->c_h2, NGHTTP2_NO_ERROR);
+	conn_schedule(c);
+}
+
+/* Arm the handshake timeout, or once handshaken the idle timeout. */
+static void
+conn_arm_timer(struct conn *c)
+{
+	uint64_t ms = c->c_handshaken ? front_conf.fc_conn_idle_ms :
+	    front_conf.fc_handshake_ms;
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(c->c_timer, &tv);
+}
+
 static void
 conn_schedule(struct conn *c)
 {
@@ -377,6 +463,7 @@ conn_free(struct conn *c)
 	nghttp2_session_del(c->c_h2);
 	bufferevent_free(c->c_bev);
 	event_free(c->c_flush_ev);
+	event_free(c->c_timer);
 	front_conn_closed(c);
 	free(c);
 }
@@ -387,9 +474,11 @@ conn_setup_h2(struct conn *c)
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *opt;
 	nghttp2_settings_entry iv[3] = {
-		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS },
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+		    front_conf.fc_max_streams },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
-		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384 },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+		    front_conf.fc_max_header_list },
 	};
 
 	nghttp2_session_callbacks_new(&cbs);
@@ -405,6 +494,12 @@ conn_setup_h2(struct conn *c)
 	    h2_stream_close_cb);
 	nghttp2_option_new(&opt);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
+	/* Floods: queued ACKs, SETTINGS entries, and the rapid-reset
+	 * pattern (CVE-2023-44487) are bounded by nghttp2 itself. */
+	nghttp2_option_set_max_outbound_ack(opt, 1000);
+	nghttp2_option_set_max_settings(opt, 32);
+	nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+	nghttp2_option_set_max_continuations(opt, 8);
 	if (nghttp2_session_server_new2(&c->c_h2, cbs, c, opt) != 0)
 		fatalx("nghttp2_session_server_new2");
 	nghttp2_option_del(opt);
@@ -433,6 +528,10 @@ front_h2_accept(int fd, const char *peer)
 		return NULL;
 	}
 	c->c_flush_ev = event_new(front_base, -1, 0, conn_flush_cb, c);
+	c->c_timer = evtimer_new(front_base, conn_timer_cb, c);
+	c->c_ping_at = now_ms();
+	c->c_ping_tokens = 2.0 * front_conf.fc_ping_rate;
+	conn_arm_timer(c);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	conn_setup_h2(c);
 	bufferevent_setcb(c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb,

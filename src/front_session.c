@@ -127,6 +127,35 @@ session_touch(struct session *ses)
 		session_timer_add(ses->ses_idle, front_conf.fc_session_idle_ms);
 }
 
+/*
+ * Would one more session break --max-sessions or, for this token,
+ * --max-sessions-per-token? Returns -1 with a message naming the limit.
+ */
+int
+front_session_refuse(const char *owner, char *msg, size_t len)
+{
+	struct session *ses;
+	uint32_t mine = 0;
+
+	if ((uint32_t)nsessions >= front_conf.fc_max_sessions) {
+		snprintf(msg, len, "too many sessions: this server runs at most "
+		    "%u (--max-sessions)", front_conf.fc_max_sessions);
+		return -1;
+	}
+	if (owner == NULL)
+		return 0;
+	TAILQ_FOREACH(ses, &sessions, ses_entry)
+		if (ses->ses_owner != NULL && strcmp(ses->ses_owner, owner) == 0)
+			mine++;
+	if (mine >= front_conf.fc_max_sessions_per_token) {
+		snprintf(msg, len, "too many sessions for token '%s': at most "
+		    "%u (--max-sessions-per-token)", owner,
+		    front_conf.fc_max_sessions_per_token);
+		return -1;
+	}
+	return 0;
+}
+
 /* A new Session stream: the session waits for Open. */
 struct session *
 front_session_new(struct stream *s)
@@ -163,6 +192,7 @@ static void
 call_free(struct call *cl)
 {
 	RB_REMOVE(calltree, &cl->cl_session->ses_calls, cl);
+	cl->cl_session->ses_inflight--;
 	if (cl->cl_deadline != NULL)
 		event_free(cl->cl_deadline);
 	free(cl->cl_name);
@@ -444,6 +474,7 @@ session_open(struct session *ses, Remotemedia__V1__Open *op,
 		ses->ses_open_more = 1;
 		ses->ses_open_seq = 1;
 	}
+	ses->ses_value_bytes = op->object != NULL ? op->object->data.len : 0;
 	if (op->n_requirements > 0 &&
 	    (bad = open_requirement_with_nul(msg, len, &off)) != 0)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
@@ -506,6 +537,21 @@ front_session_progress(struct session *ses, int stage, const char *pkg,
 	free(buf);
 }
 
+/* A chunked value outgrew --max-value-size. */
+static int
+session_value_too_big(struct session *ses, uint64_t id)
+{
+	char size[32];
+
+	snprintf(size, sizeof(size), "%llu MiB",
+	    (unsigned long long)(front_conf.fc_max_value >> 20));
+	if (id == 0)
+		return client_error(ses, GRPC_RESOURCE_EXHAUSTED, "the object is "
+		    "larger than %s (--max-value-size)", size);
+	return client_error(ses, GRPC_RESOURCE_EXHAUSTED, "the arguments of "
+	    "call %" PRIu64 " are larger than %s (--max-value-size)", id, size);
+}
+
 /*
  * A continuation chunk from the client, for Open.object or Call.args.
  * Returns 1 to forward, 0 to drop (the call already ended: the worker
@@ -522,6 +568,9 @@ session_client_value(struct session *ses, Value *v)
 			    "unexpected chunk %u of the object", v->seq);
 		ses->ses_open_seq++;
 		ses->ses_open_more = v->more;
+		ses->ses_value_bytes += v->data.len;
+		if (ses->ses_value_bytes > front_conf.fc_max_value)
+			return session_value_too_big(ses, 0);
 		return 1;
 	}
 	cl = call_find(ses, v->call_id);
@@ -533,6 +582,9 @@ session_client_value(struct session *ses, Value *v)
 		    v->call_id);
 	cl->cl_in_seq++;
 	cl->cl_in_more = v->more;
+	cl->cl_in_bytes += v->data.len;
+	if (cl->cl_in_bytes > front_conf.fc_max_value)
+		return session_value_too_big(ses, v->call_id);
 	return 1;
 }
 
@@ -552,6 +604,12 @@ session_call(struct session *ses, Remotemedia__V1__Call *c)
 	if (c->args != NULL && c->args->seq != 0)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "Call.args must be chunk 0");
+	if (ses->ses_inflight >= front_conf.fc_max_inflight)
+		return client_error(ses, GRPC_RESOURCE_EXHAUSTED,
+		    "more than %u calls in flight (--max-inflight-calls)",
+		    front_conf.fc_max_inflight);
+	if (c->args != NULL && c->args->data.len > front_conf.fc_max_value)
+		return session_value_too_big(ses, c->call_id);
 	ses->ses_last_call = c->call_id;
 	cl = xcalloc(1, sizeof(*cl));
 	cl->cl_id = c->call_id;
@@ -562,6 +620,8 @@ session_call(struct session *ses, Remotemedia__V1__Call *c)
 		cl->cl_in_seq = 1;
 	}
 	RB_INSERT(calltree, &ses->ses_calls, cl);
+	ses->ses_inflight++;
+	cl->cl_in_bytes = c->args != NULL ? c->args->data.len : 0;
 	call_arm(cl, c->timeout_ms);
 	return 0;
 }

@@ -273,6 +273,10 @@ setup(void **state)
 	memset(&front_conf, 0, sizeof(front_conf));
 	front_conf.fc_grace_ms = 2000;
 	front_conf.fc_exit_wait_ms = 2000;
+	front_conf.fc_max_inflight = 4;
+	front_conf.fc_max_value = 64 * 1024;
+	front_conf.fc_max_sessions = 3;
+	front_conf.fc_max_sessions_per_token = 2;
 	front_base = event_base_new();
 	assert_non_null(front_base);
 	assert_int_equal(front_session_count(), 0);
@@ -1623,6 +1627,55 @@ test_call_deadline_while_paused(void **state)
 	check_client_error(GRPC_DEADLINE_EXCEEDED, "call 1 ('slow')");
 }
 
+/* --max-inflight-calls: one call too many ends the session, naming it. */
+static void
+test_inflight_limit(void **state)
+{
+	uint64_t id;
+
+	make_ready();
+	for (id = 1; id <= 4; id++)
+		assert_int_equal(c_call(id), 0);
+	assert_int_equal(c_call(5), -1);
+	check_client_error(GRPC_RESOURCE_EXHAUSTED, "--max-inflight-calls");
+}
+
+/* An answered call frees its place. */
+static void
+test_inflight_limit_frees(void **state)
+{
+	uint64_t id;
+
+	make_ready();
+	for (id = 1; id <= 4; id++)
+		assert_int_equal(c_call(id), 0);
+	assert_int_equal(w_error(1), 0);
+	assert_int_equal(c_call(5), 0);
+	check_running();
+}
+
+/* --max-sessions-per-token and --max-sessions. */
+static void
+test_session_limits(void **state)
+{
+	char msg[200];
+
+	ses->ses_owner = xstrdup("alice");
+	assert_int_equal(front_session_refuse("alice", msg, sizeof(msg)), 0);
+	assert_int_equal(front_session_refuse("bob", msg, sizeof(msg)), 0);
+	struct stream s2 = { 0 };
+	struct session *b = front_session_new(&s2);
+	b->ses_owner = xstrdup("alice");
+	assert_int_equal(front_session_refuse("alice", msg, sizeof(msg)), -1);
+	assert_non_null(strstr(msg, "--max-sessions-per-token"));
+	struct stream s3 = { 0 };
+	struct session *c = front_session_new(&s3);
+	assert_int_equal(front_session_refuse("bob", msg, sizeof(msg)), -1);
+	assert_non_null(strstr(msg, "--max-sessions"));
+	front_session_end(b, GRPC_OK, NULL);
+	front_session_end(c, GRPC_OK, NULL);
+}
+
 /* A Result disarms the deadline: the loop has nothing left to run. */
 static void
 test_call_deadline_disarmed(void **state)
@@ -1835,6 +1888,9 @@ main(void)
 		T(test_after_end_dropped),
 		T(test_backpressure),
 		T(test_call_deadline),
+		T(test_inflight_limit),
+		T(test_inflight_limit_frees),
+		T(test_session_limits),
 		T(test_call_deadline_while_paused),
 		T(test_call_deadline_disarmed),
 		T(test_pull_deadline),

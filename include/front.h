@@ -209,6 +209,7 @@ struct session {
 	int ses_killed;
 	int ses_paused;          /* not reading the worker: the client is slow */
 	uint32_t ses_inflight;   /* calls not yet answered */
+	int ses_draining;        /* the server drains: Close once idle */
 	uint64_t ses_value_bytes; /* bytes of the client value being received */
 	struct calltree ses_calls;
 	int ses_end_code;        /* status to report, once decided */
@@ -308,6 +309,7 @@ void front_session_worker_eof(struct session *);
 void front_session_end(struct session *, int, const char *);
 void front_session_drained(struct session *);
 void front_session_kill_all(void);
+void front_session_drain_all(void);
 int front_session_count(void);
 struct session *front_session_by_pid(pid_t);
 int front_session_refuse(const char *, char *, size_t);

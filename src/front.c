@@ -20,7 +20,7 @@
 #include "log.h"
 #include "util.h"
 
-#define FRONT_SHUTDOWN_MS 5000
+#define FRONT_SHUTDOWN_MS 10000
 
 struct front_config front_conf;
 struct event_base *front_base;
@@ -146,7 +146,25 @@ sigchld_cb(evutil_socket_t sig, short ev, void *arg)
 	front_worker_reap();
 }
 
-/* SIGTERM or SIGINT: stop accepting, end every session, then exit. */
+static struct event *drain_timer;
+
+/* The drain grace is over: stop what is left, exit once it is reaped. */
+static void
+drain_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct timeval hard = { 5, 0 };
+
+	log_info("drain grace over: stopping %d session(s)",
+	    front_session_count());
+	front_session_kill_all();
+	event_base_loopexit(front_base, &hard);
+}
+
+/*
+ * SIGTERM or SIGINT: drain. GOAWAY goes to every client, new sessions are
+ * refused, running calls may finish within the grace; then every session
+ * is stopped and its directory removed.
+ */
 static void
 sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 {
@@ -161,11 +179,15 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 		listener = NULL;
 	}
 	front_h2_goaway_all();
-	front_session_kill_all();
-	if (front_session_count() == 0)
+	front_session_drain_all();
+	front_env_kill_all();
+	if (front_session_count() == 0) {
 		event_base_loopexit(front_base, NULL);
-	else
-		event_base_loopexit(front_base, &tv);
+		return;
+	}
+	/* Running calls may finish within the grace; then stop the rest. */
+	drain_timer = evtimer_new(front_base, drain_timeout_cb, NULL);
+	evtimer_add(drain_timer, &tv);
 }
 
 /* --env-cache-dir defaults to envs/ under the state dir. */
@@ -249,6 +271,8 @@ main(int argc, char **argv)
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);
+	if (drain_timer != NULL)
+		event_free(drain_timer);
 	event_base_free(front_base);
 	return 0;
 }

@@ -551,6 +551,9 @@ front_h2_goaway_all(void)
 
 	TAILQ_FOREACH_SAFE(c, &conns, c_entry, tmp) {
 		nghttp2_submit_shutdown_notice(c->c_h2);
+		nghttp2_submit_goaway(c->c_h2, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(c->c_h2),
+		    NGHTTP2_NO_ERROR, NULL, 0);
 		conn_schedule(c);
 	}
 }

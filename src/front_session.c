@@ -188,6 +188,8 @@ call_find(struct session *ses, uint64_t id)
 	return RB_FIND(calltree, &ses->ses_calls, &key);
 }
 
+static void session_drain(struct session *);
+
 static void
 call_free(struct call *cl)
 {
@@ -782,7 +784,11 @@ front_session_client_gone(struct session *ses)
 static void
 call_retire(struct call *cl)
 {
+	struct session *ses = cl->cl_session;
+
 	call_free(cl);
+	if (ses->ses_draining)
+		session_drain(ses);
 }
 
 /* Result: a plain call's value (maybe chunked) or a generator handle. */
@@ -1013,7 +1019,11 @@ front_session_worker_exited(struct session *ses, int wstatus)
 	}
 	if (ses->ses_state == SES_CLOSING && WIFEXITED(wstatus) &&
 	    WEXITSTATUS(wstatus) == 0) {
-		front_session_end(ses, GRPC_OK, NULL);
+		if (ses->ses_draining)
+			front_session_end(ses, GRPC_UNAVAILABLE,
+			    "the server is shutting down");
+		else
+			front_session_end(ses, GRPC_OK, NULL);
 		return;
 	}
 	if ((how = front_sandbox_limit_hit(ses, wstatus)) != NULL) {
@@ -1024,6 +1034,38 @@ front_session_worker_exited(struct session *ses, int wstatus)
 	how = front_worker_describe_exit(wstatus);
 	front_session_end(ses, GRPC_ABORTED, how);
 	free(how);
+}
+
+/* Draining: a ready session with nothing in flight is closed now. */
+static void
+session_drain(struct session *ses)
+{
+	static const uint8_t close_msg[] = { 0x2a, 0x00 }; /* close = 5 */
+
+	if (ses->ses_state != SES_READY || ses->ses_inflight > 0)
+		return;
+	ses->ses_state = SES_CLOSING;
+	session_forward(ses, close_msg, sizeof(close_msg));
+}
+
+/*
+ * SIGTERM: sessions with calls running may finish them; idle ones are
+ * closed; those not ready yet end at once. All end UNAVAILABLE.
+ */
+void
+front_session_drain_all(void)
+{
+	struct session *ses, *tmp;
+
+	TAILQ_FOREACH_SAFE(ses, &sessions, ses_entry, tmp) {
+		ses->ses_draining = 1;
+		if (ses->ses_state == SES_READY)
+			session_drain(ses);
+		else if (ses->ses_state != SES_CLOSING &&
+		    ses->ses_state != SES_ENDING)
+			front_session_end(ses, GRPC_UNAVAILABLE,
+			    "the server is shutting down");
+	}
 }
 
 /* SIGTERM: end every session; the loop exits when the last is freed. */

@@ -369,3 +369,26 @@ def test_help_lists_the_flags():
     assert p.returncode == 0
     for flag in ("--listen", "--state-dir", "--worker", "--log-level"):
         assert flag in p.stderr + p.stdout
+
+
+def test_sigterm_drains_running_calls_complete(fresh_server):
+    srv = fresh_server()
+
+    async def main():
+        async with RemoteProxyClient(srv.config(max_retries=0)) as client:
+            busy = await client.create_proxy(Calc())
+            idle = await client.create_proxy(Calc())
+            assert await idle.add(1) == 1
+            running = asyncio.ensure_future(busy.sleep(1.5))
+            await asyncio.sleep(0.3)
+            srv.proc.send_signal(signal.SIGTERM)
+            assert await running == 1.5  # the running call completed
+            with pytest.raises(RemoteExecutionError):
+                await idle.add(1)  # closed by the drain
+        async with RemoteProxyClient(srv.config(max_retries=0, timeout=5)) as client:
+            with pytest.raises(Exception):
+                await client.create_proxy(Calc())  # no new sessions
+    run(main())
+    assert srv.proc.wait(timeout=15) == 0
+    assert srv.session_dirs() == []
+    assert "GOAWAY" in srv.log_text() or "shutting down" in srv.log_text()

@@ -80,13 +80,16 @@ cg_write(const char *dir, const char *file, const char *val)
 	char path[PATH_MAX];
 	size_t len = strlen(val);
 	ssize_t n;
-	int fd, saved;
+	int fd, saved, tries;
 
 	if (cg_path(path, sizeof(path), dir, file) == -1)
 		return -1;
 	if ((fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)) == -1)
 		return -1;
-	n = write(fd, val, len);
+	/* A signal (the front's SIGCHLD) can interrupt a limit write. */
+	for (tries = 0; (n = write(fd, val, len)) == -1 && errno == EINTR &&
+	    tries < 100; tries++)
+		;
 	saved = errno;
 	close(fd);
 	errno = saved;
@@ -1028,6 +1031,19 @@ cg_in_use(const char *dir)
 	return used;
 }
 
+/*
+ * The names this daemon gives its cgroups start with this prefix (one per
+ * state dir): stale cleanup leaves every other daemon's cgroups alone,
+ * even an empty one that is about to be joined.
+ */
+static char cg_owner[64];
+
+void
+cg_set_owner(const char *prefix)
+{
+	snprintf(cg_owner, sizeof(cg_owner), "%s", prefix ? prefix : "");
+}
+
 /* Destroy each stale session cgroup under parent. */
 static int
 cg_cleanup_parent(const char *parent)
@@ -1041,7 +1057,8 @@ cg_cleanup_parent(const char *parent)
 	if (parent[0] == '\0' || (d = opendir(parent)) == NULL)
 		return 0;
 	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.' ||
+		if (de->d_name[0] == '.' || (cg_owner[0] != '\0' &&
+		    strncmp(de->d_name, cg_owner, strlen(cg_owner)) != 0) ||
 		    cg_path(dir, sizeof(dir), parent, de->d_name) == -1 ||
 		    lstat(dir, &st) == -1 || !S_ISDIR(st.st_mode))
 			continue;

@@ -90,6 +90,8 @@ int cg_oom_killed(const char *);
 int cg_pids_exhausted(const char *);
 int cg_destroy(const char *);
 int cg_cleanup_stale(const struct cg_root *);
+/* Only cgroups whose names start with this prefix are this daemon's. */
+void cg_set_owner(const char *);
 
 /*
  * For the tests, which stand in for the kernel on a scratch directory:

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "front.h"
 #include "log.h"
 #include "util.h"
@@ -18,7 +20,26 @@
 #include "sandbox_cgroup.h"
 
 static struct cg_root front_cg;
+static char cg_tag[16]; /* this daemon's cgroup name prefix, from its state dir */
 static uint8_t *uid_used; /* one byte per uid of --session-uids */
+
+/*
+ * Several daemons may share a host's cgroup tree: this one's cgroups are
+ * named "<tag>-<name>", the tag a digest of its state dir, so that its
+ * start-up cleanup only ever removes what an earlier run of it left.
+ */
+static void
+front_sandbox_tag(void)
+{
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+
+	EVP_Digest(front_conf.fc_state_dir, strlen(front_conf.fc_state_dir),
+	    dig, &n, EVP_sha256(), NULL);
+	snprintf(cg_tag, sizeof(cg_tag), "%02x%02x%02x%02x-", dig[0], dig[1],
+	    dig[2], dig[3]);
+	cg_set_owner(cg_tag);
+}
 
 /* At start: the sandbox needs root; find the cgroup hierarchy. */
 void
@@ -40,6 +61,7 @@ front_sandbox_init(void)
 	if (cg_discover(&front_cg, "/sys/fs/cgroup", "/proc/self/cgroup") == -1)
 		log_warnx("cgroups unusable: sessions get no memory, pids or "
 		    "CPU limits");
+	front_sandbox_tag();
 	cg_cleanup_stale(&front_cg);
 }
 
@@ -74,13 +96,14 @@ int
 front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
 {
 	struct cg_limits lim;
-	char paths[4096];
+	char paths[4096], name[64];
 
 	if (!front_conf.fc_sandbox) {
 		log_warnx("*** SANDBOX OFF: session %s runs unconfined ***",
 		    ses->ses_id);
 		return 0;
 	}
+	snprintf(name, sizeof(name), "%s%s", cg_tag, ses->ses_id);
 	if ((ses->ses_uid = uid_alloc()) == -1) {
 		snprintf(err, errlen, "no free session uid in %u-%u "
 		    "(--session-uids)", front_conf.fc_uid_first,
@@ -90,8 +113,7 @@ front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
 	lim.memory_bytes = front_conf.fc_session_memory;
 	lim.pids = front_conf.fc_session_pids;
 	lim.cpu_percent = front_conf.fc_session_cpu;
-	if (cg_create(&front_cg, ses->ses_id, &lim, paths,
-	    sizeof(paths)) == -1) {
+	if (cg_create(&front_cg, name, &lim, paths, sizeof(paths)) == -1) {
 		snprintf(err, errlen, "cannot create the session's cgroup");
 		uid_free(ses->ses_uid);
 		ses->ses_uid = -1;
@@ -110,7 +132,7 @@ front_sandbox_build_cgroup(const char *key)
 
 	if (!front_conf.fc_sandbox)
 		return NULL;
-	snprintf(name, sizeof(name), "build-%.16s", key);
+	snprintf(name, sizeof(name), "%sbuild-%.16s", cg_tag, key);
 	lim.memory_bytes = front_conf.fc_session_memory;
 	lim.pids = 256;
 	lim.cpu_percent = 100;

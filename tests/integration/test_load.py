@@ -1,0 +1,146 @@
+"""Lifecycle under load (issue 6): many concurrent sessions with zero
+errors and the front's memory back to its baseline; churn with nothing left
+behind; a SIGKILLed front takes its workers along and the next start
+cleans up."""
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from remotemedia.remote import RemoteProxyClient
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def inc(self, k=1):
+        self.n += k
+        return self.n
+
+
+def run(coro, timeout: float = 300.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def session_cgroups() -> list[str]:
+    return [p for p in glob.glob("/sys/fs/cgroup/*/remotemedia/*") if os.path.isdir(p)]
+
+
+def test_200_concurrent_sessions_zero_errors_memory_back_to_baseline(fresh_server):
+    srv = fresh_server(["--session-network", "off", "--session-memory", "256M"])
+    nsessions, seconds = 200, 8.0
+
+    async def one(client, i, errors, calls):
+        try:
+            p = await client.create_proxy(Counter())
+            end = time.monotonic() + seconds
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+                assert await p.inc() == n
+            calls.append(n)
+            await client.close_proxy(p)
+        except Exception as exc:  # counted, then asserted to be none
+            errors.append(repr(exc))
+
+    async def main():
+        errors, calls = [], []
+        async with RemoteProxyClient(srv.config(timeout=120)) as warm:
+            p = await warm.create_proxy(Counter())
+            await p.inc()
+            await warm.close_proxy(p)
+        srv.wait_idle()
+        base = rss_kib(srv.proc.pid)
+        clients = [RemoteProxyClient(srv.config(timeout=120)) for _ in range(8)]
+        for c in clients:
+            await c.connect()
+        await asyncio.gather(*(one(clients[i % 8], i, errors, calls) for i in range(nsessions)))
+        peak = rss_kib(srv.proc.pid)
+        for c in clients:
+            await c.disconnect()
+        return errors, calls, base, peak
+
+    errors, calls, base, peak = run(main())
+    assert errors == []
+    assert len(calls) == nsessions
+    srv.wait_idle(timeout=60)
+    after = rss_kib(srv.proc.pid)
+    print(f"load: {nsessions} sessions, {sum(calls)} calls in {seconds}s; "
+          f"front RSS base {base} KiB, peak {peak} KiB, after {after} KiB")
+    assert after - base < 8 * 1024, (base, peak, after)
+
+
+def test_churn_1000_sessions_leaves_nothing(fresh_server):
+    srv = fresh_server(["--session-network", "off"])
+
+    async def worker(client, n):
+        for _ in range(n):
+            p = await client.create_proxy(Counter())
+            assert await p.inc() == 1
+            await client.close_proxy(p)
+
+    async def main():
+        clients = [RemoteProxyClient(srv.config(timeout=60)) for _ in range(8)]
+        for c in clients:
+            await c.connect()
+        await asyncio.gather(*(worker(c, 125) for c in clients))
+        for c in clients:
+            await c.disconnect()
+
+    run(main(), timeout=600)
+    srv.wait_idle(timeout=60)
+    assert srv.worker_pids() == [] and srv.session_dirs() == []
+    ids = set(re.findall(r"session ([0-9a-f]{32}) freed", srv.log_text()))
+    assert len(ids) == 1000
+    # no session cgroup of this server remains: each is named after its session
+    assert [p for p in session_cgroups() if os.path.basename(p) in ids] == []
+
+
+def test_sigkill_of_the_front_kills_workers_and_next_start_cleans_up(fresh_server):
+    srv = fresh_server()
+
+    async def main():
+        client = RemoteProxyClient(srv.config(timeout=30, max_retries=0))
+        await client.connect()
+        ps = [await client.create_proxy(Counter()) for _ in range(3)]
+        for p in ps:
+            await p.inc()
+        workers = srv.worker_pids()
+        srv.proc.kill()
+        srv.proc.wait()
+        try:
+            await client.disconnect()
+        except Exception:
+            pass
+        return workers
+
+    workers = run(main())
+    assert len(workers) == 3
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}")
+                 and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        time.sleep(0.05)
+    assert alive == []
+    leftovers = srv.session_dirs()
+    assert len(leftovers) == 3  # what the SIGKILL left
+    assert [p for p in session_cgroups() if os.path.basename(p) in leftovers]
+    fresh_server(["--state-dir", srv.state_dir])
+    assert os.listdir(os.path.join(srv.state_dir, "sessions")) == []
+    assert [p for p in session_cgroups() if os.path.basename(p) in leftovers] == []

@@ -358,7 +358,7 @@ char *front_sandbox_build_cgroup(const char *);
 void front_sandbox_cgroup_destroy(char *);
 
 /* front_worker.c */
-int front_worker_spawn(struct session *);
+int front_worker_spawn(struct session *, char *, size_t);
 int front_worker_send(struct session *, uint8_t, const uint8_t *, size_t);
 int front_worker_send_init(struct session *);
 size_t front_worker_pending_out(struct session *);

@@ -515,5 +515,12 @@ front_config_parse(struct front_config *fc, int argc, char **argv, char *err,
 		if (front_config_apply(fc, flag, val, err, errlen) == -1)
 			return -1;
 	}
+	if (fc->fc_builder_uid >= (long)fc->fc_uid_first &&
+	    fc->fc_builder_uid <= (long)fc->fc_uid_last) {
+		snprintf(err, errlen, "--builder-uid %ld is inside "
+		    "--session-uids %u-%u: builds need a uid of their own",
+		    fc->fc_builder_uid, fc->fc_uid_first, fc->fc_uid_last);
+		return -1;
+	}
 	return 0;
 }

@@ -90,7 +90,8 @@ uid_free(long uid)
 
 /*
  * Before the worker starts: a uid of its own and a cgroup with the
- * session's limits. Returns -1 with a message when the server is full.
+ * session's limits. Returns 0, or a gRPC status with a message in err:
+ * RESOURCE_EXHAUSTED when every uid of --session-uids is in use.
  */
 int
 front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
@@ -108,7 +109,7 @@ front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
 		snprintf(err, errlen, "no free session uid in %u-%u "
 		    "(--session-uids)", front_conf.fc_uid_first,
 		    front_conf.fc_uid_last);
-		return -1;
+		return GRPC_RESOURCE_EXHAUSTED;
 	}
 	lim.memory_bytes = front_conf.fc_session_memory;
 	lim.pids = front_conf.fc_session_pids;
@@ -117,7 +118,7 @@ front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot create the session's cgroup");
 		uid_free(ses->ses_uid);
 		ses->ses_uid = -1;
-		return -1;
+		return GRPC_UNAVAILABLE;
 	}
 	ses->ses_cgroup = xstrdup(paths);
 	return 0;

@@ -76,14 +76,19 @@ static void
 session_limit_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *ses = arg;
-	char msg[128];
+	char msg[128], dur[32];
 	int life = fd == -2;
+	uint64_t ms = life ? front_conf.fc_session_lifetime_ms :
+	    front_conf.fc_session_idle_ms;
 
 	(void)ev;
-	snprintf(msg, sizeof(msg), "session %s %llu s reached (%s)",
-	    life ? "lifetime" : "idle time",
-	    (unsigned long long)((life ? front_conf.fc_session_lifetime_ms :
-	    front_conf.fc_session_idle_ms) / 1000),
+	if (ms % 1000 == 0)
+		snprintf(dur, sizeof(dur), "%llu s",
+		    (unsigned long long)(ms / 1000));
+	else
+		snprintf(dur, sizeof(dur), "%llu ms", (unsigned long long)ms);
+	snprintf(msg, sizeof(msg), "session %s %s reached (%s)",
+	    life ? "lifetime" : "idle time", dur,
 	    life ? "--session-max-lifetime" : "--session-idle-timeout");
 	front_session_end(ses, GRPC_RESOURCE_EXHAUSTED, msg);
 }
@@ -92,6 +97,27 @@ static void
 session_life_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	session_limit_cb(-2, ev, arg);
+}
+
+static void session_touch(struct session *);
+
+/*
+ * The idle clock. While the environment installs or the worker starts, the
+ * client can only wait for Ready: that is not idleness (the lifetime still
+ * bounds it).
+ */
+static void
+session_idle_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session *ses = arg;
+
+	/* Installing, starting or running a call is not being idle. */
+	if (ses->ses_state == SES_INSTALLING ||
+	    ses->ses_state == SES_STARTING || ses->ses_inflight > 0) {
+		session_touch(ses);
+		return;
+	}
+	session_limit_cb(-1, ev, arg);
 }
 
 static void
@@ -114,7 +140,7 @@ session_arm_limits(struct session *ses)
 		    front_conf.fc_session_lifetime_ms);
 	}
 	if (front_conf.fc_session_idle_ms > 0) {
-		ses->ses_idle = evtimer_new(front_base, session_limit_cb, ses);
+		ses->ses_idle = evtimer_new(front_base, session_idle_cb, ses);
 		session_timer_add(ses->ses_idle, front_conf.fc_session_idle_ms);
 	}
 }
@@ -458,8 +484,9 @@ static int
 session_open(struct session *ses, Remotemedia__V1__Open *op,
     const uint8_t *msg, size_t len)
 {
+	char err[256];
 	size_t bad, off = 0;
-	int ready = 1;
+	int code, ready = 1;
 
 	if (op->protocol > REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1)
 		return client_error(ses, GRPC_FAILED_PRECONDITION,
@@ -489,9 +516,8 @@ session_open(struct session *ses, Remotemedia__V1__Open *op,
 		ses->ses_state = SES_INSTALLING;
 		return session_forward(ses, msg, len);
 	}
-	if (front_worker_spawn(ses) == -1)
-		return client_error(ses, GRPC_UNAVAILABLE,
-		    "cannot start a worker for the session");
+	if ((code = front_worker_spawn(ses, err, sizeof(err))) != 0)
+		return client_error(ses, code, "%s", err);
 	ses->ses_state = SES_STARTING;
 	return session_forward(ses, msg, len);
 }
@@ -500,12 +526,14 @@ session_open(struct session *ses, Remotemedia__V1__Open *op,
 void
 front_session_env_ready(struct session *ses)
 {
+	char err[256];
+	int code;
+
 	if (ses->ses_state != SES_INSTALLING)
 		return;
 	ses->ses_state = SES_STARTING;
-	if (front_worker_spawn(ses) == -1)
-		client_error(ses, GRPC_UNAVAILABLE,
-		    "cannot start a worker for the session");
+	if ((code = front_worker_spawn(ses, err, sizeof(err))) != 0)
+		client_error(ses, code, "%s", err);
 }
 
 void

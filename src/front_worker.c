@@ -208,22 +208,25 @@ worker_mkdir(struct session *ses)
 	return 0;
 }
 
-/* Start the session's worker and send it Init. */
+/*
+ * Start the session's worker and send it Init. Returns 0, or a gRPC status
+ * with the reason, for the client, in err.
+ */
 int
-front_worker_spawn(struct session *ses)
+front_worker_spawn(struct session *ses, char *err, size_t errlen)
 {
-	char err[256];
-	int sv[2], child;
+	int sv[2], child, code;
 
+	snprintf(err, errlen, "cannot start a worker for the session");
 	if (worker_mkdir(ses) == -1)
-		return -1;
-	if (front_sandbox_session_start(ses, err, sizeof(err)) == -1) {
+		return GRPC_UNAVAILABLE;
+	if ((code = front_sandbox_session_start(ses, err, errlen)) != 0) {
 		log_warnx("session %s: %s", ses->ses_id, err);
-		return -1;
+		return code;
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
 		log_warn("socketpair");
-		return -1;
+		return GRPC_UNAVAILABLE;
 	}
 	child = sv[1];
 	if (child == WORKER_FD) {
@@ -235,7 +238,7 @@ front_worker_spawn(struct session *ses)
 		close(sv[0]);
 		if (child != -1)
 			close(child);
-		return -1;
+		return GRPC_UNAVAILABLE;
 	}
 	close(child);
 	evutil_make_socket_nonblocking(sv[0]);
@@ -248,7 +251,7 @@ front_worker_spawn(struct session *ses)
 	bufferevent_enable(ses->ses_wbev, EV_READ | EV_WRITE);
 	log_debug("%s: session %s: worker %d", __func__, ses->ses_id,
 	    (int)ses->ses_pid);
-	return front_worker_send_init(ses);
+	return front_worker_send_init(ses) == 0 ? 0 : GRPC_UNAVAILABLE;
 }
 
 /* The sandbox part of Init: identity, cgroup, network and limits. */

@@ -208,11 +208,13 @@ front_grpc_pending_out(struct stream *s)
 
 /* front_worker.c */
 int
-front_worker_spawn(struct session *s)
+front_worker_spawn(struct session *s, char *err, size_t errlen)
 {
 	rec.spawn_n++;
-	if (rec.spawn_fail)
-		return -1;
+	if (rec.spawn_fail) {
+		snprintf(err, errlen, "cannot start a worker for the session");
+		return GRPC_UNAVAILABLE;
+	}
 	s->ses_pid = FAKE_PID;
 	return 0;
 }

@@ -30,6 +30,7 @@
  */
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -93,6 +94,22 @@ struct sandbox_pipes {
 	int sp_status[2]; /* W1 -> W0: struct sandbox_status */
 	int sp_seccomp[2]; /* W2 -> W0: "seccomp <nr>" */
 	int sp_go[2]; /* W0 -> W1: the network is up */
+	int sp_log[2]; /* W1, W2 -> W0: their stderr, which W0 relays */
+};
+
+/*
+ * W1's and W2's stderr as W0 relays it to the front's: line by line, each
+ * line marked as the session's and stripped of control bytes, and no more
+ * than SANDBOX_LOG_MAX bytes in all. The front's stderr itself (a file, a
+ * journal stream) stays with W0, out of the session's reach.
+ */
+#define SANDBOX_LOG_MAX (256 * 1024)
+struct sandbox_log {
+	int sl_fd;
+	const char *sl_session;
+	char sl_line[1024];
+	size_t sl_len;
+	size_t sl_total;
 };
 
 static sigset_t sandbox_oldmask; /* W0's mask before the sandbox */
@@ -118,7 +135,8 @@ sandbox_pipes_open(struct sandbox_pipes *p)
 {
 	if (pipe2(p->sp_status, O_CLOEXEC) == -1 ||
 	    pipe2(p->sp_seccomp, O_CLOEXEC) == -1 ||
-	    pipe2(p->sp_go, O_CLOEXEC) == -1) {
+	    pipe2(p->sp_go, O_CLOEXEC) == -1 ||
+	    pipe2(p->sp_log, O_CLOEXEC) == -1) {
 		log_warn("pipe");
 		return -1;
 	}
@@ -205,6 +223,11 @@ sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
 	close(p->sp_status[0]);
 	close(p->sp_seccomp[0]);
 	close(p->sp_go[1]);
+	close(p->sp_log[0]);
+	/* From here on, W1 and W2 log through W0 (struct sandbox_log). */
+	if (dup2(p->sp_log[1], STDERR_FILENO) == -1)
+		_exit(1);
+	close(p->sp_log[1]);
 	if (sandbox_ns_root(sc) == -1 || sandbox_net_inside(sc) == -1 ||
 	    sandbox_w1_go(p->sp_go[0]) == -1 || sandbox_ns_identity(sc) == -1)
 		sandbox_w1_fail(p->sp_status[1]);
@@ -229,28 +252,89 @@ sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
 	sandbox_w1_init(w2, p->sp_status[1]);
 }
 
+/* Relay one line of the session's log (struct sandbox_log). */
+static void
+sandbox_log_line(struct sandbox_log *sl)
+{
+	size_t i;
+
+	for (i = 0; i < sl->sl_len; i++)
+		if ((unsigned char)sl->sl_line[i] < 0x20 ||
+		    sl->sl_line[i] == 0x7f)
+			sl->sl_line[i] = '?';
+	if (sl->sl_total < SANDBOX_LOG_MAX) {
+		fprintf(stderr, "session %s| %.*s\n", sl->sl_session,
+		    (int)sl->sl_len, sl->sl_line);
+		fflush(stderr);
+	}
+	sl->sl_total += sl->sl_len + 1;
+	sl->sl_len = 0;
+}
+
+/* Read and relay what the session logged; read()'s result. */
+static ssize_t
+sandbox_log_read(struct sandbox_log *sl)
+{
+	char buf[4096];
+	ssize_t n, i;
+
+	if ((n = read(sl->sl_fd, buf, sizeof(buf))) == -1)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (buf[i] == '\n') {
+			sandbox_log_line(sl);
+			continue;
+		}
+		if (sl->sl_len == sizeof(sl->sl_line))
+			sandbox_log_line(sl);
+		sl->sl_line[sl->sl_len++] = buf[i];
+	}
+	if (n == 0 && sl->sl_len > 0)
+		sandbox_log_line(sl);
+	return n;
+}
+
 /*
- * W0 waits for W1, forwarding SIGTERM, SIGINT and SIGHUP to it, and
- * reaping slirp4netns if it ends first. Returns W1's wait status.
+ * W0 waits for W1, forwarding SIGTERM, SIGINT and SIGHUP to it, reaping
+ * slirp4netns if it ends first, and relaying the session's log. Returns
+ * W1's wait status.
  */
 static int
-sandbox_w0_wait(pid_t w1, pid_t *slirp)
+sandbox_w0_wait(pid_t w1, pid_t *slirp, struct sandbox_log *sl)
 {
+	struct signalfd_siginfo si;
+	struct pollfd pfd[2];
 	sigset_t set;
 	pid_t pid;
-	int sig, st;
+	int st;
 
 	sandbox_sigset(&set);
+	if ((pfd[0].fd = signalfd(-1, &set, SFD_CLOEXEC)) == -1) {
+		log_warn("signalfd");
+		kill(w1, SIGKILL);
+		waitpid(w1, &st, 0);
+		return st;
+	}
+	pfd[0].events = POLLIN;
+	pfd[1].fd = sl->sl_fd;
+	pfd[1].events = POLLIN;
 	for (;;) {
-		if ((sig = sigwaitinfo(&set, NULL)) == -1)
+		if (poll(pfd, 2, -1) == -1)
 			continue;
-		if (sig != SIGCHLD) {
-			kill(w1, sig);
+		if (pfd[1].revents != 0 && sandbox_log_read(sl) == 0)
+			pfd[1].fd = -1; /* every writer is gone */
+		if ((pfd[0].revents & POLLIN) == 0 ||
+		    read(pfd[0].fd, &si, sizeof(si)) != sizeof(si))
+			continue;
+		if (si.ssi_signo != SIGCHLD) {
+			kill(w1, (int)si.ssi_signo);
 			continue;
 		}
 		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-			if (pid == w1)
+			if (pid == w1) {
+				close(pfd[0].fd);
 				return st;
+			}
 			if (pid == *slirp) {
 				log_warnx("slirp4netns ended (status %d): the "
 				          "session has no network",
@@ -324,6 +408,7 @@ static int
 sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 {
 	struct sandbox_status ss;
+	struct sandbox_log sl = {p->sp_log[0], sc->sc_session_id, {0}, 0, 0};
 	pid_t slirp;
 	int st, failed = 0;
 
@@ -331,12 +416,18 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 	close(p->sp_status[1]);
 	close(p->sp_seccomp[1]);
 	close(p->sp_go[0]);
+	close(p->sp_log[1]);
 	if ((slirp = sandbox_net_start(sc, w1)) == -1) {
 		kill(w1, SIGKILL);
 		failed = 1;
 	} else if (write(p->sp_go[1], "g", 1) != 1)
 		log_debug("%s: W1 is gone before the go", __func__);
-	st = sandbox_w0_wait(w1, &slirp);
+	st = sandbox_w0_wait(w1, &slirp, &sl);
+	/* What the session's last processes logged as they went. */
+	if (fcntl(sl.sl_fd, F_SETFL, O_NONBLOCK) == 0)
+		while (sandbox_log_read(&sl) > 0)
+			;
+	close(sl.sl_fd);
 	if (slirp > 0) {
 		kill(slirp, SIGKILL);
 		waitpid(slirp, NULL, 0);

@@ -69,7 +69,8 @@ static const char *const ns_top[] = {
 
 /* /etc entries bound read-only when the host has them. */
 static const char *const ns_etc_files[] = {"nsswitch.conf", "localtime",
-    "timezone", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
+    "timezone", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl/certs",
+    "ssl/openssl.cnf",
     "ca-certificates", "alternatives", "mime.types", "protocols", "services",
     "host.conf", "gai.conf", "matplotlibrc", "fonts"};
 
@@ -301,7 +302,9 @@ ns_etc(const struct sandbox_conf *sc)
 	char path[PATH_MAX];
 	size_t i;
 
-	if (mkdir(NS_NEW "/etc", 0755) == -1) {
+	/* /etc/ssl: the CA certificates, never the host's private keys. */
+	if (mkdir(NS_NEW "/etc", 0755) == -1 ||
+	    mkdir(NS_NEW "/etc/ssl", 0755) == -1) {
 		log_warn("mkdir /etc");
 		return -1;
 	}

@@ -47,11 +47,15 @@ static void
 vlog(int level, int errnum, const char *fmt, va_list ap)
 {
 	static const char *tags[] = { "error", "warn", "info", "debug" };
-	char msg[2048];
+	char msg[2048], *p;
 
 	if (level > log_level)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* One message, one line: text from a peer cannot forge log lines. */
+	for (p = msg; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	if (errnum != 0)
 		fprintf(stderr, "%s: %s: %s: %s\n", log_prefix, tags[level],
 		    msg, strerror(errnum));

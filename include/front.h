@@ -127,6 +127,7 @@ struct stream {
 	char *str_owner;         /* the token's name, once authenticated */
 	int str_bad_ct;        /* content-type is not application/grpc */
 	int str_bad_method;    /* :method is not POST */
+	int str_encoded;       /* grpc-encoding other than identity */
 	uint64_t str_timeout_ms;
 	struct event *str_deadline;
 	struct deframer str_in;
@@ -224,6 +225,7 @@ struct session {
 	char *ses_cgroup;        /* its cgroup path(s) */
 	struct event *ses_life;  /* --session-max-lifetime */
 	struct event *ses_idle;  /* --session-idle-timeout */
+	struct event *ses_open;  /* Open due within --handshake-timeout */
 };
 TAILQ_HEAD(sessionlist, session);
 

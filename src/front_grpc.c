@@ -305,14 +305,21 @@ grpc_consume(struct stream *s)
 static void
 grpc_framing_error(struct stream *s, int err)
 {
-	char msg[160];
+	char msg[256];
 	int code = GRPC_INTERNAL;
 
 	if (err == DEFRAME_E_TOO_BIG) {
 		code = GRPC_RESOURCE_EXHAUSTED;
 		snprintf(msg, sizeof(msg), "received message of %u bytes is "
-		    "larger than the limit of %zu bytes",
-		    get_be32(s->str_in.df_hdr + 1), s->str_in.df_max);
+		    "larger than the limit of %zu bytes (%s)",
+		    get_be32(s->str_in.df_hdr + 1), s->str_in.df_max,
+		    s->str_in.df_max == front_conf.fc_max_message ?
+		    "--max-message-size" : "a Session message carries at most "
+		    "one 1 MiB chunk of a value");
+	} else if (err == DEFRAME_E_COMPRESSED && s->str_encoded) {
+		code = GRPC_UNIMPLEMENTED;
+		snprintf(msg, sizeof(msg), "compressed messages are not "
+		    "supported (grpc-accept-encoding: identity)");
 	} else
 		snprintf(msg, sizeof(msg), "%s", deframe_strerror(err));
 	if (s->str_session != NULL)

@@ -20,12 +20,15 @@
 #define H2_STREAM_WINDOW (1024 * 1024)
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
 #define H2_OUT_HIGH (256 * 1024)
+/* A closing connection gets this long to send its last frames (GOAWAY). */
+#define H2_LINGER_MS 2000
 
 static struct connlist conns = TAILQ_HEAD_INITIALIZER(conns);
 
 static void conn_free(struct conn *);
 static void conn_schedule(struct conn *);
 static void conn_arm_timer(struct conn *);
+static void conn_close_soon(struct conn *);
 
 static struct stream *
 stream_new(struct conn *c, int32_t id)
@@ -138,6 +141,9 @@ h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 		free(s->str_auth);
 		s->str_auth = strndup((const char *)value,
 		    valuelen > 512 ? 512 : valuelen);
+	} else if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0) {
+		s->str_encoded = !(valuelen == 8 &&
+		    memcmp(value, "identity", 8) == 0);
 	} else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
 		if (valuelen >= sizeof(buf) ||
 		    (memcpy(buf, value, valuelen), buf[valuelen] = '\0',
@@ -280,7 +286,7 @@ stream_start(struct stream *s)
 {
 	nghttp2_session *h2 = s->str_conn->c_h2;
 	nghttp2_data_provider prd;
-	nghttp2_nv hdrs[2];
+	nghttp2_nv hdrs[3];
 	char status[8];
 
 	s->str_started = 1;
@@ -295,9 +301,11 @@ stream_start(struct stream *s)
 	    NGHTTP2_NV_FLAG_NONE };
 	hdrs[1] = (nghttp2_nv){ (uint8_t *)"content-type",
 	    (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE };
+	hdrs[2] = (nghttp2_nv){ (uint8_t *)"grpc-accept-encoding",
+	    (uint8_t *)"identity", 20, 8, NGHTTP2_NV_FLAG_NONE };
 	prd.source.ptr = s;
 	prd.read_callback = h2_data_read_cb;
-	nghttp2_submit_response(h2, s->str_id, hdrs, 2, &prd);
+	nghttp2_submit_response(h2, s->str_id, hdrs, 3, &prd);
 }
 
 /*
@@ -331,6 +339,12 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct conn *c = arg;
 
+	if (c->c_dead) {
+		log_debug("%s: output not taken within %d ms; dropping",
+		    c->c_peer, H2_LINGER_MS);
+		conn_free(c);
+		return;
+	}
 	if (!c->c_handshaken) {
 		log_info("%s: no HTTP/2 handshake within %llu ms; closing",
 		    c->c_peer, (unsigned long long)front_conf.fc_handshake_ms);
@@ -381,22 +395,36 @@ front_h2_flush(struct conn *c)
 {
 	struct evbuffer *out;
 
-	if (c->c_dead) {
-		if (evbuffer_get_length(bufferevent_get_output(c->c_bev)) == 0)
-			conn_free(c);
-		return;
-	}
-	if (nghttp2_session_send(c->c_h2) != 0) {
-		log_debug("%s: %s: send failed", __func__, c->c_peer);
-		c->c_dead = 1;
-	}
 	out = bufferevent_get_output(c->c_bev);
-	if (!nghttp2_session_want_read(c->c_h2) &&
-	    !nghttp2_session_want_write(c->c_h2) &&
-	    evbuffer_get_length(out) == 0)
-		c->c_dead = 1;
+	if (!c->c_dead) {
+		if (nghttp2_session_send(c->c_h2) != 0) {
+			log_debug("%s: %s: send failed", __func__, c->c_peer);
+			conn_close_soon(c);
+		} else if (!nghttp2_session_want_read(c->c_h2) &&
+		    !nghttp2_session_want_write(c->c_h2))
+			conn_close_soon(c);
+	}
 	if (c->c_dead && evbuffer_get_length(out) == 0)
 		conn_free(c);
+}
+
+/*
+ * The connection is over: read no more, and free it once its output is out
+ * (conn_write_cb, front_h2_flush) or H2_LINGER_MS passed (conn_timer_cb),
+ * whichever comes first: a peer that never reads cannot keep it.
+ */
+static void
+conn_close_soon(struct conn *c)
+{
+	struct timeval tv;
+
+	if (c->c_dead)
+		return;
+	c->c_dead = 1;
+	bufferevent_disable(c->c_bev, EV_READ);
+	tv.tv_sec = H2_LINGER_MS / 1000;
+	tv.tv_usec = (H2_LINGER_MS % 1000) * 1000;
+	evtimer_add(c->c_timer, &tv);
 }
 
 static void
@@ -408,12 +436,16 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	unsigned char *data = evbuffer_pullup(in, -1);
 	ssize_t rv;
 
+	if (c->c_dead) { /* closing: what the peer still sends is dropped */
+		evbuffer_drain(in, len);
+		return;
+	}
 	rv = nghttp2_session_mem_recv(c->c_h2, data, len);
 	if (rv < 0) {
 		log_debug("%s: %s: %s", __func__, c->c_peer,
 		    nghttp2_strerror((int)rv));
-		c->c_dead = 1;
 		evbuffer_drain(in, len);
+		conn_close_soon(c);
 		front_h2_flush(c);
 		return;
 	}

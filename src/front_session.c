@@ -182,6 +182,21 @@ front_session_refuse(const char *owner, char *msg, size_t len)
 	return 0;
 }
 
+/* A Session stream that never sends Open must not hold its slot. */
+static void
+session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session *ses = arg;
+	char msg[128];
+
+	if (ses->ses_state != SES_OPENING)
+		return;
+	snprintf(msg, sizeof(msg), "no Open within %llu ms "
+	    "(--handshake-timeout)",
+	    (unsigned long long)front_conf.fc_handshake_ms);
+	front_session_end(ses, GRPC_DEADLINE_EXCEEDED, msg);
+}
+
 /* A new Session stream: the session waits for Open. */
 struct session *
 front_session_new(struct stream *s)
@@ -196,6 +211,8 @@ front_session_new(struct stream *s)
 	if (s->str_owner != NULL)
 		ses->ses_owner = xstrdup(s->str_owner);
 	session_arm_limits(ses);
+	ses->ses_open = evtimer_new(front_base, session_open_timeout_cb, ses);
+	session_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
 	RB_INIT(&ses->ses_calls);
 	deframer_init(&ses->ses_win, DEFRAME_WORKER, FRAME_WORKER_MAX);
 	TAILQ_INSERT_TAIL(&sessions, ses, ses_entry);
@@ -294,6 +311,8 @@ session_free(struct session *ses)
 		event_free(ses->ses_life);
 	if (ses->ses_idle != NULL)
 		event_free(ses->ses_idle);
+	if (ses->ses_open != NULL)
+		event_free(ses->ses_open);
 	if (ses->ses_pending != NULL)
 		evbuffer_free(ses->ses_pending);
 	deframer_free(&ses->ses_win);

@@ -1,0 +1,665 @@
+"""Hostile peers on both sides of the front.
+
+Client side, through a raw HTTP/2 client: SETTINGS, PING, RST_STREAM and
+CONTINUATION floods, the rapid-reset pattern (CVE-2023-44487), an HPACK bomb,
+streams past the advertised limit, gRPC length prefixes that lie, the
+compressed flag without an encoding, protobuf that does not parse, sessions
+that break the protocol (no Open first, duplicate call ids, Pull for a call
+never made), and 10,000 sessions opened and dropped at once. Each time the
+server must survive with bounded memory, and keep serving other clients.
+
+Worker side, with tests/integration/fake_worker.py as --worker (sandbox off):
+garbage frames, a 2^31-byte length prefix, answers for calls never made, a
+worker that says Ready and then nothing, and one that exits at once. Each
+session must end with a clear status, and the front must be unharmed.
+
+Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_hostile.py
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import struct
+import time
+import warnings
+from pathlib import Path
+
+import h2.events
+import pytest
+from google.protobuf.message import DecodeError
+from hpack import Encoder
+
+from h2raw import H2Client, grpc_frame
+from remotemedia._proto import remotemedia_pb2 as pb
+from remotemedia.core.exceptions import RemoteTimeoutError
+from remotemedia.remote import RemoteProxyClient
+from serverlib import SERVER_ARGS, Server
+from test_limits_h2 import (
+    ABORTED, ECHO, ENHANCE_YOUR_CALM, F_CONTINUATION, F_HEADERS, F_PING,
+    F_RST_STREAM, F_SETTINGS, H2_INTERNAL_ERROR, INTERNAL, INVALID_ARGUMENT,
+    OK, PREFACE, PROTOCOL_ERROR, REFUSED_STREAM, RESOURCE_EXHAUSTED, SESSION,
+    Sleeper, call_msgs, call_result, echo_ok, frame, goaway_code, open_msg,
+    open_session, pump, raw_frames, raw_read, run, split_grpc,
+)
+
+HERE = Path(__file__).resolve().parent
+FAKE_WORKER = HERE / "fake_worker.py"
+RSS_SLACK_KB = 50 * 1024
+# make sanitize-test: ASan's shadow and quarantine make RSS meaningless, and
+# sanitized processes are slower.
+SANITIZED = bool(os.environ.get("RM_SANITIZED"))
+SANDBOX_OFF = any(a == "--sandbox" and b == "off" for a, b in zip(SERVER_ARGS, SERVER_ARGS[1:])) \
+    or "--sandbox=off" in SERVER_ARGS
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def assert_unharmed(srv: Server, rss_before: int) -> None:
+    """Alive, within 50 MB of where it started, and serving a new connection."""
+    assert srv.proc.poll() is None, srv.log_text()[-3000:]
+    grown = rss_kb(srv.proc.pid) - rss_before
+    assert SANITIZED or grown < RSS_SLACK_KB, f"VmRSS grew by {grown} kB"
+    echo_ok(srv.host, srv.port, payload=b"still here")
+
+
+def raw_conn(srv: Server) -> socket.socket:
+    """A TCP connection that has sent the preface and an empty SETTINGS."""
+    s = socket.create_connection((srv.host, srv.port), timeout=10)
+    s.sendall(PREFACE + frame(F_SETTINGS, 0, 0))
+    return s
+
+
+def send_quietly(s: socket.socket, data: bytes) -> bool:
+    """sendall that tolerates the server hanging up; False if it did."""
+    try:
+        s.sendall(data)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def fast():
+    """A server whose sessions are unconfined: a real worker is Ready in a
+    fraction of a second (sandboxed, it takes seconds)."""
+    srv = Server(["--sandbox", "off"])
+    yield srv
+    rc = srv.stop()
+    log = srv.log_text()
+    srv.cleanup()
+    assert rc == 0, log[-4000:]
+
+
+def session_end(srv: Server, body: bytes, end: bool = True, timeout: float = 15.0):
+    """Send body on a new Session stream; return the Response once it ended."""
+    c = H2Client(srv.host, srv.port, timeout=timeout)
+    try:
+        sid = c.request(SESSION, body, end=end)
+        r = c.wait(sid, timeout=timeout)
+        assert r.ended, r
+        return r
+    finally:
+        c.close()
+
+
+# --- floods --------------------------------------------------------------------
+
+def test_settings_flood(server):
+    rss = rss_kb(server.proc.pid)
+    s = raw_conn(server)
+    try:
+        send_quietly(s, frame(F_SETTINGS, 0, 0) * 10_000)
+        got, closed, acks = b"", False, 0
+        deadline = time.monotonic() + 10
+        while acks < 10_001 and not closed and time.monotonic() < deadline:
+            more, closed = raw_read(s, 0.5)
+            got += more
+            frames = raw_frames(got)
+            acks = sum(1 for f in frames if f[0] == F_SETTINGS and f[1] & 1)
+            if goaway_code(frames) is not None:
+                break
+        # Each acknowledged as read (and no more), or the connection ended
+        # as a flood.
+        assert acks == 10_001 or closed or goaway_code(frames) is not None, acks
+    finally:
+        s.close()
+    assert_unharmed(server, rss)
+
+
+def flood_without_reading(srv: Server) -> socket.socket:
+    """1,000,000 SETTINGS frames from a peer that reads none of the ACKs."""
+    s = socket.create_connection((srv.host, srv.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    blob = frame(F_SETTINGS, 0, 0) * 100_000
+    send_quietly(s, PREFACE)
+    for _ in range(10):
+        if not send_quietly(s, blob):
+            break
+    return s
+
+
+def server_sockets(srv: Server) -> int:
+    fds = f"/proc/{srv.proc.pid}/fd"
+    n = 0
+    for fd in os.listdir(fds):
+        try:
+            n += os.readlink(f"{fds}/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_settings_flood_from_a_peer_that_never_reads_is_detected(server):
+    rss = rss_kb(server.proc.pid)
+    s = flood_without_reading(server)
+    try:
+        deadline = time.monotonic() + 10
+        while "Flooding was detected" not in server.log_text():
+            assert time.monotonic() < deadline, "no flood detected"
+            time.sleep(0.1)
+        assert_unharmed(server, rss)
+    finally:
+        s.close()
+
+
+def test_a_dead_connection_whose_peer_never_reads_is_dropped(fresh_server):
+    srv = fresh_server(["--idle-timeout", "1s"])
+    base = server_sockets(srv)
+    s = flood_without_reading(srv)
+    try:
+        deadline = time.monotonic() + 10
+        while "Flooding was detected" not in srv.log_text():
+            assert time.monotonic() < deadline, "no flood detected"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 6
+        while server_sockets(srv) > base and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert server_sockets(srv) == base, "the front still holds the flooder's socket"
+    finally:
+        s.close()
+
+
+def test_ping_flood(server):
+    rss = rss_kb(server.proc.pid)
+    s = raw_conn(server)
+    try:
+        send_quietly(s, b"".join(frame(F_PING, 0, 0, struct.pack(">Q", i))
+                                 for i in range(10_000)))
+        got, closed = raw_read(s, 5.0)
+        frames = raw_frames(got)
+        assert goaway_code(frames) == ENHANCE_YOUR_CALM, frames[-3:]
+        assert sum(1 for f in frames if f[0] == F_PING) <= 25  # the burst, no more
+    finally:
+        s.close()
+    assert_unharmed(server, rss)
+
+
+def test_rst_stream_flood(server):
+    """10,000 RST_STREAMs for a stream that already ended: nghttp2's reset
+    rate limit ends the connection; one for a stream never opened is a
+    protocol error."""
+    rss = rss_kb(server.proc.pid)
+    c = H2Client(server.host, server.port)
+    try:
+        echo_ok(server.host, server.port, c=c)  # streams 1 and 3, both ended
+        send_quietly(c.sock, frame(F_RST_STREAM, 0, 1, struct.pack(">I", 8)) * 10_000)
+        got, closed = raw_read(c.sock, 5.0)
+        assert goaway_code(raw_frames(got)) == H2_INTERNAL_ERROR, raw_frames(got)[-3:]
+    finally:
+        c.close()
+    s = raw_conn(server)
+    try:
+        s.sendall(frame(F_RST_STREAM, 0, 99, struct.pack(">I", 8)))
+        got, _ = raw_read(s, 5.0)
+        assert goaway_code(raw_frames(got)) == PROTOCOL_ERROR
+    finally:
+        s.close()
+    assert_unharmed(server, rss)
+
+
+def test_rapid_reset_cve_2023_44487(server):
+    """Open and at once reset 5,000 streams: the front must not do the work
+    of each, and nghttp2's reset rate limit ends the connection."""
+    rss = rss_kb(server.proc.pid)
+    c = H2Client(server.host, server.port)
+    hdrs = [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+            (":path", ECHO), ("content-type", "application/grpc"), ("te", "trailers")]
+    sent = 0
+    t0 = time.monotonic()
+    try:
+        pump(c, 0.3)
+        for i in range(5000):
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, hdrs)
+            c.conn.reset_stream(sid)
+            sent += 1
+            if i % 100 == 99 and not send_quietly(c.sock, c.conn.data_to_send()):
+                break
+        send_quietly(c.sock, c.conn.data_to_send())
+        events, closed = pump(c, 5.0, until=lambda ev: isinstance(ev, h2.events.ConnectionTerminated))
+        term = [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
+        assert term or closed, "5,000 rapid resets were taken without complaint"
+        if term:
+            assert term[0].error_code in (H2_INTERNAL_ERROR, ENHANCE_YOUR_CALM)
+            assert term[0].last_stream_id < 2 * 1500
+    finally:
+        c.close()
+    assert time.monotonic() - t0 < 30
+    assert_unharmed(server, rss)
+
+
+def test_continuation_flood(server):
+    """A header block cut into thousands of CONTINUATION frames (the 2024
+    CONTINUATION flood): cut off after a few."""
+    rss = rss_kb(server.proc.pid)
+    block = Encoder().encode([(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                              (":path", ECHO), ("content-type", "application/grpc"),
+                              ("x-pad", "p" * 3000)])
+    out = frame(F_HEADERS, 0, 1, block[:8])
+    rest = block[8:]
+    for i in range(len(rest)):
+        out += frame(F_CONTINUATION, 4 if i == len(rest) - 1 else 0, 1, rest[i:i + 1])
+    s = raw_conn(server)
+    try:
+        send_quietly(s, out)
+        got, closed = raw_read(s, 5.0)
+        assert closed or goaway_code(raw_frames(got)) is not None
+        assert not any(f[0] == F_HEADERS and f[2] == 1 for f in raw_frames(got)), \
+            "the request was served"
+    finally:
+        s.close()
+    assert_unharmed(server, rss)
+
+
+def test_hpack_bomb(server):
+    """A 4,000-byte header put in the HPACK dynamic table, then referenced
+    10,000 times in one 14 KB block (40 MB once decoded)."""
+    rss = rss_kb(server.proc.pid)
+    c = H2Client(server.host, server.port)
+    try:
+        pump(c, 0.3)
+        msg = grpc_frame(pb.EchoMessage(payload=b"b").SerializeToString())
+        sid = c.request(ECHO, msg, extra=[("x-bomb", "b" * 4000)] * 10_000)
+        events, closed = pump(c, 5.0, until=lambda ev: isinstance(
+            ev, (h2.events.StreamReset, h2.events.ConnectionTerminated, h2.events.StreamEnded)))
+        r = c.responses[sid]
+        assert r.reset is not None or closed or any(
+            isinstance(ev, h2.events.ConnectionTerminated) for ev in events), events
+        assert r.grpc_status is None and not r.data
+    finally:
+        c.close()
+    assert_unharmed(server, rss)
+
+
+def test_streams_past_the_limit_are_refused_and_the_rest_served(server):
+    """150 streams at once against the default --max-streams 100, sent before
+    the client read the server's SETTINGS."""
+    c = H2Client(server.host, server.port, timeout=20)
+    try:
+        sids = [c.request(ECHO, b"", end=False) for _ in range(150)]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and \
+                sum(c.responses[s].reset is not None for s in sids) < 50:
+            pump(c, 0.2)
+        refused = [s for s in sids if c.responses[s].reset is not None]
+        assert len(refused) == 50, len(refused)
+        assert all(c.responses[s].reset == REFUSED_STREAM for s in refused)
+        assert refused == sids[100:]  # the first hundred were taken
+        for s in sids[:100]:
+            c.send(s, grpc_frame(pb.EchoMessage(payload=b"%d" % s).SerializeToString()), end=True)
+        for s in sids[:100]:
+            r = c.wait(s, timeout=10)
+            assert r.grpc_status == OK, r
+            assert pb.EchoMessage.FromString(split_grpc(r.data)[0]).payload == b"%d" % s
+    finally:
+        c.close()
+    echo_ok(server.host, server.port)
+
+
+# --- gRPC framing -------------------------------------------------------------------
+
+def test_length_prefix_larger_than_sent_then_end_stream(fast):
+    msg = pb.EchoMessage(payload=b"short").SerializeToString()
+    c = H2Client(fast.host, fast.port)
+    try:
+        sid = c.request(ECHO, grpc_frame(msg, length=len(msg) + 1000))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == INTERNAL and "stream ended inside a message" in r.grpc_message, r
+        # A claim of 4 GiB - 1: over any limit, refused at the header.
+        sid = c.request(ECHO, grpc_frame(msg, length=0xFFFFFFFF))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == RESOURCE_EXHAUSTED and "larger than the limit" in r.grpc_message, r
+    finally:
+        c.close()
+    r = session_end(fast, grpc_frame(open_msg(Sleeper()), length=100_000))
+    assert r.grpc_status == INTERNAL and "stream ended inside a message" in r.grpc_message, r
+    fast.wait_idle(timeout=20)
+
+
+def test_length_prefix_smaller_than_sent(fast):
+    c = H2Client(fast.host, fast.port)
+    try:
+        # b"\x0a\x05" of b"\x0a\x05hello": a truncated field.
+        msg = pb.EchoMessage(payload=b"hello").SerializeToString()
+        sid = c.request(ECHO, grpc_frame(msg, length=2))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == INVALID_ARGUMENT and "malformed EchoMessage" in r.grpc_message, r
+        # Length 0: an empty (valid) message, echoed; then the payload is
+        # read as a header whose flag byte is 0x0a.
+        msg = pb.EchoMessage(payload=b"abcdef").SerializeToString()
+        sid = c.request(ECHO, grpc_frame(msg, length=0))
+        r = c.wait(sid, timeout=10)
+        assert split_grpc(r.data) == [b""], r
+        assert r.grpc_status == INTERNAL and "invalid gRPC message flag" in r.grpc_message, r
+    finally:
+        c.close()
+    body = open_msg(Sleeper())
+    r = session_end(fast, grpc_frame(body, length=len(body) // 2))
+    assert r.grpc_status in (INVALID_ARGUMENT, INTERNAL), r
+    fast.wait_idle(timeout=20)
+    echo_ok(fast.host, fast.port)
+
+
+def test_compressed_flag_without_grpc_encoding(fast):
+    msg = pb.EchoMessage(payload=b"zip").SerializeToString()
+    c = H2Client(fast.host, fast.port)
+    try:
+        sid = c.request(ECHO, grpc_frame(msg, compressed=True))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == INTERNAL, r
+        assert "compressed message without grpc-encoding" in r.grpc_message
+        # A flag byte that is neither 0 nor 1.
+        sid = c.request(ECHO, b"\x07" + grpc_frame(msg)[1:])
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == INTERNAL and "invalid gRPC message flag" in r.grpc_message, r
+    finally:
+        c.close()
+    r = session_end(fast, grpc_frame(open_msg(Sleeper()), compressed=True))
+    assert r.grpc_status == INTERNAL, r
+    assert "compressed message without grpc-encoding" in r.grpc_message
+    fast.wait_idle(timeout=20)
+
+
+def test_compressed_message_with_an_unsupported_encoding_is_unimplemented(fast):
+    import gzip
+    msg = gzip.compress(pb.EchoMessage(payload=b"zip").SerializeToString())
+    c = H2Client(fast.host, fast.port)
+    try:
+        sid = c.request(ECHO, grpc_frame(msg, compressed=True),
+                        extra=[("grpc-encoding", "gzip")])
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == 12, r  # UNIMPLEMENTED
+    finally:
+        c.close()
+
+
+# --- sessions that break the protocol ------------------------------------------------
+
+def undecodable(seed: int) -> bytes:
+    """Random bytes that protobuf's own parser rejects as a ClientMessage."""
+    rnd = random.Random(seed)
+    while True:
+        data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(8, 512)))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pb.ClientMessage.FromString(data)
+        except DecodeError:
+            return data
+
+
+def test_protobuf_that_does_not_parse_is_invalid_argument(fast):
+    fast.wait_idle(timeout=20)
+    spawned = fast.log_text().count("front_worker_spawn")
+    c = H2Client(fast.host, fast.port)
+    try:
+        sids = [c.request(SESSION, grpc_frame(undecodable(seed)), end=False)
+                for seed in range(20)]
+        for sid in sids:
+            r = c.wait(sid, timeout=10)
+            assert r.grpc_status == INVALID_ARGUMENT, r
+            assert "malformed ClientMessage" in r.grpc_message, r
+    finally:
+        c.close()
+    assert fast.log_text().count("front_worker_spawn") == spawned  # no worker started
+    assert fast.session_dirs() == []
+    echo_ok(fast.host, fast.port)
+
+
+def test_first_message_not_open_is_invalid_argument_and_starts_no_worker(fast):
+    fast.wait_idle(timeout=20)
+    spawned = fast.log_text().count("front_worker_spawn")
+    for first in (pb.ClientMessage(call=pb.Call(call_id=1, name="ping")),
+                  pb.ClientMessage(close=pb.Close()),
+                  pb.ClientMessage(value=pb.Value(call_id=0, seq=1, data=b"x")),
+                  pb.ClientMessage()):
+        r = session_end(fast, grpc_frame(first.SerializeToString()), end=False)
+        assert r.grpc_status == INVALID_ARGUMENT, (first, r)
+        assert "the first message of a session must be Open" in r.grpc_message, r
+    r = session_end(fast, b"")  # half-closed before any message
+    assert r.grpc_status == INVALID_ARGUMENT and "before Open" in r.grpc_message, r
+    assert fast.log_text().count("front_worker_spawn") == spawned
+    assert fast.session_dirs() == []
+
+
+def test_duplicate_and_decreasing_call_ids_are_invalid_argument(fast):
+    c = H2Client(fast.host, fast.port, timeout=30)
+    try:
+        dup = open_session(c)
+        assert call_result(c, dup, 1, "ping", ()) == "pong"
+        c.send(dup, call_msgs(1, "ping", ()))
+        r = c.wait(dup, timeout=10)
+        assert r.grpc_status == INVALID_ARGUMENT, r
+        assert "call id 1 is not greater than the previous call id 1" in r.grpc_message
+        down = open_session(c)
+        assert call_result(c, down, 5, "ping", ()) == "pong"
+        c.send(down, call_msgs(3, "ping", ()))
+        r = c.wait(down, timeout=10)
+        assert r.grpc_status == INVALID_ARGUMENT, r
+        assert "call id 3 is not greater than the previous call id 5" in r.grpc_message
+        # Two Calls with the same id in flight at once.
+        both = open_session(c)
+        c.send(both, call_msgs(1, "sleep", (0.5,)) + call_msgs(1, "sleep", (0.5,)))
+        r = c.wait(both, timeout=10)
+        assert r.grpc_status == INVALID_ARGUMENT and "call id 1" in r.grpc_message, r
+    finally:
+        c.close()
+    fast.wait_idle(timeout=20)
+
+
+def test_pull_or_cancel_for_an_unknown_call_id_is_invalid_argument(fast):
+    c = H2Client(fast.host, fast.port, timeout=30)
+    try:
+        pull = open_session(c)
+        c.send(pull, grpc_frame(pb.ClientMessage(pull=pb.Pull(call_id=9, n=1)).SerializeToString()))
+        r = c.wait(pull, timeout=10)
+        assert r.grpc_status == INVALID_ARGUMENT and "unknown call id 9" in r.grpc_message, r
+        cancel = open_session(c)
+        assert call_result(c, cancel, 1, "ping", ()) == "pong"
+        # A finished call may be cancelled (it races with the answer) ...
+        c.send(cancel, grpc_frame(pb.ClientMessage(cancel=pb.Cancel(call_id=1)).SerializeToString()))
+        assert call_result(c, cancel, 2, "ping", ()) == "pong"
+        # ... one never made may not.
+        c.send(cancel, grpc_frame(pb.ClientMessage(cancel=pb.Cancel(call_id=3)).SerializeToString()))
+        r = c.wait(cancel, timeout=10)
+        assert r.grpc_status == INVALID_ARGUMENT and "unknown call id 3" in r.grpc_message, r
+    finally:
+        c.close()
+    fast.wait_idle(timeout=20)
+
+
+def test_session_streams_that_never_send_open_do_not_hold_slots_forever(fresh_server):
+    srv = fresh_server(["--sandbox", "off", "--max-sessions", "2",
+                        "--handshake-timeout", "1s", "--idle-timeout", "1s"])
+    squatter = H2Client(srv.host, srv.port)
+    try:
+        for _ in range(2):  # HEADERS only: no Open, ever
+            squatter.request(SESSION, b"", end=False)
+        pump(squatter, 3.0)
+
+        async def main():
+            async with RemoteProxyClient(srv.config(max_retries=0, timeout=10)) as client:
+                p = await client.create_proxy(Sleeper())
+                return await p.ping()
+        assert run(main()) == "pong"
+    finally:
+        squatter.close()
+    srv.wait_idle(timeout=20)
+
+
+# --- sessions opened and dropped -----------------------------------------------------
+
+def open_and_drop(srv: Server, total: int, per_conn: int, deadline: float) -> None:
+    """Open `total` Session streams, each with an Open and at once a
+    RST_STREAM, `per_conn` to a connection (under nghttp2's reset limit).
+    Each connection ends with a PING whose ACK says the server read it all."""
+    body = grpc_frame(open_msg(Sleeper()))
+    hdrs = [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+            (":path", SESSION), ("content-type", "application/grpc"), ("te", "trailers")]
+    done = 0
+    while done < total:
+        assert time.monotonic() < deadline, f"only {done} of {total} sessions in time"
+        c = H2Client(srv.host, srv.port, timeout=30)
+        try:
+            pump(c, 0.2, until=lambda ev: isinstance(ev, h2.events.SettingsAcknowledged))
+            n = min(per_conn, total - done)
+            for i in range(n):
+                sid = c.conn.get_next_available_stream_id()
+                c.conn.send_headers(sid, hdrs)
+                c.conn.send_data(sid, body)
+                c.conn.reset_stream(sid)
+                if i % 50 == 49:
+                    c.sock.sendall(c.conn.data_to_send())
+            c.conn.ping(b"batchend")
+            c.sock.sendall(c.conn.data_to_send())
+            events, closed = pump(c, max(1.0, deadline - time.monotonic()), until=lambda ev: isinstance(
+                ev, (h2.events.PingAckReceived, h2.events.ConnectionTerminated)))
+            assert not closed and not any(
+                isinstance(ev, h2.events.ConnectionTerminated) for ev in events), events[-3:]
+            assert any(isinstance(ev, h2.events.PingAckReceived) for ev in events)
+            done += n
+        finally:
+            c.close()
+
+
+@pytest.mark.timeout(170)
+def test_ten_thousand_sessions_opened_and_dropped(fresh_server):
+    # Unconfined: each session costs a worker spawn and an rm (5 to 10 ms in
+    # all; more with a sandbox's cgroups), which is what this test is about.
+    n = 1000 if SANITIZED else 10_000
+    srv = fresh_server(["--sandbox", "off"])
+    rss = rss_kb(srv.proc.pid)
+    t0 = time.monotonic()
+    open_and_drop(srv, n, 500, t0 + 140)
+    srv.wait_idle(timeout=60)
+    log = srv.log_text()
+    assert log.count("front_session_new: session") == n
+    assert log.count("session_free: session") == n
+    assert_unharmed(srv, rss)
+
+    async def main():
+        async with RemoteProxyClient(srv.config(max_retries=0)) as client:
+            p = await client.create_proxy(Sleeper())
+            return await p.ping()
+    assert run(main()) == "pong"
+
+
+@pytest.mark.skipif(SANDBOX_OFF, reason="about the sandbox's uids and cgroups")
+def test_sessions_dropped_past_the_uid_range_recycle_uids_and_cgroups(server):
+    """With the sandbox on, 1,100 sessions dropped at once go through more
+    than the 1,000 session uids: each uid, cgroup and directory comes back."""
+    rss = rss_kb(server.proc.pid)
+    before = server.log_text().count("session_free: session")
+    open_and_drop(server, 1100, 550, time.monotonic() + 60)
+    server.wait_idle(timeout=60)
+    assert server.log_text().count("session_free: session") - before >= 1100
+    assert_unharmed(server, rss)
+    c = H2Client(server.host, server.port, timeout=30)
+    try:
+        sid = open_session(c)  # a uid is still to be had
+        assert call_result(c, sid, 1, "ping", ()) == "pong"
+    finally:
+        c.close()
+    server.wait_idle(timeout=20)
+
+
+# --- hostile workers ------------------------------------------------------------------
+
+def fake_server(fresh_server, tmp_path, mode: str) -> Server:
+    os.chmod(FAKE_WORKER, 0o755)
+    link = tmp_path / f"fake_worker_{mode}"
+    link.symlink_to(FAKE_WORKER)
+    return fresh_server(["--worker", str(link), "--sandbox", "off"])
+
+
+def fake_open() -> bytes:
+    return grpc_frame(pb.ClientMessage(open=pb.Open(
+        protocol=pb.PROTOCOL_V1, object=pb.Value(data=b"not even a pickle"),
+        python_version="3.11", cloudpickle_version="2.2.0")).SerializeToString())
+
+
+@pytest.mark.parametrize("mode,code,message", [
+    ("garbage", INTERNAL, "worker protocol violation: malformed message"),
+    ("badtype", INTERNAL, "worker protocol violation: unknown frame type"),
+    ("oversize", INTERNAL, "worker protocol violation: message larger than the limit"),
+    ("early_result", INTERNAL, "worker protocol violation: answer before Ready"),
+    ("result_unknown", INTERNAL, "worker protocol violation: result for an unknown call (call 42)"),
+    ("item_unknown", INTERNAL, "worker protocol violation: item for an unknown generator (call 7)"),
+    ("ready_twice", INTERNAL, "worker protocol violation: unexpected Ready"),
+    ("exit", ABORTED, "worker exited with status 3"),
+    ("ready_exit0", ABORTED, "worker exited with status 0 before the session was closed"),
+])
+def test_hostile_worker_ends_its_session_with_a_clear_status(fresh_server, tmp_path,
+                                                             mode, code, message):
+    srv = fake_server(fresh_server, tmp_path, mode)
+    rss = rss_kb(srv.proc.pid)
+    c = H2Client(srv.host, srv.port, timeout=20)
+    try:
+        neighbour = c.request(ECHO, b"", end=False)  # same connection, open throughout
+        sid = c.request(SESSION, fake_open(), end=False)
+        r = c.wait(sid, timeout=15)
+        assert r.ended and r.grpc_status == code, r
+        assert message in r.grpc_message, r.grpc_message
+        kinds = [pb.ServerMessage.FromString(m).WhichOneof("msg") for m in split_grpc(r.data)]
+        assert kinds in ([], ["ready"]), kinds  # nothing bogus relayed
+        c.send(neighbour, grpc_frame(pb.EchoMessage(payload=b"n").SerializeToString()), end=True)
+        assert c.wait(neighbour, timeout=10).grpc_status == OK
+        echo_ok(srv.host, srv.port, c=c)
+    finally:
+        c.close()
+    srv.wait_idle(timeout=15)  # the fake worker was killed, its directory removed
+    assert_unharmed(srv, rss)
+
+
+def test_worker_that_goes_silent_after_ready(fresh_server, tmp_path):
+    """Ready, then nothing: the call times out on the client, which closes
+    the session; the front kills the worker long before it would give up by
+    itself (60 s)."""
+    srv = fake_server(fresh_server, tmp_path, "silent")
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=1.0, max_retries=0)) as client:
+            p = await client.create_proxy(object())
+            t0 = time.monotonic()
+            with pytest.raises(RemoteTimeoutError):
+                await p.work()
+            assert time.monotonic() - t0 < 5
+            assert srv.worker_pids(), "the silent worker is already gone"
+            await client.close_proxy(p)
+    t0 = time.monotonic()
+    run(main(), timeout=30)
+    srv.wait_idle(timeout=15)
+    assert time.monotonic() - t0 < 20
+    assert srv.proc.poll() is None
+    echo_ok(srv.host, srv.port)
+    log = srv.log_text()
+    assert re.search(r"session \w+: (the client went away|call 1 \('work'\) did not stop)", log), \
+        log[-2000:]

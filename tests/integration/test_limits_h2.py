@@ -1,0 +1,572 @@
+"""The front's connection and stream limits, one test per flag, through a raw
+HTTP/2 client (h2raw) or the real client: --max-sessions,
+--max-sessions-per-token, --max-streams, --max-message-size,
+--max-header-list-size, --max-value-size, --max-inflight-calls,
+--handshake-timeout, --idle-timeout, --max-ping-rate.
+
+Each test checks that the limit bites with the status the client should see
+(RESOURCE_EXHAUSTED naming the flag, or for HTTP/2 settings the HTTP/2
+mechanism: REFUSED_STREAM, RST_STREAM, GOAWAY), and that nothing else is
+hurt: a neighbour session or a second connection keeps working.
+
+The raw-HTTP/2 helpers here are shared with test_hostile.py.
+
+Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_limits_h2.py
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import sys
+import time
+
+import cloudpickle
+import grpc
+import h2.events
+import pytest
+from h2.settings import SettingCodes
+
+from h2raw import H2Client, grpc_frame
+from remotemedia._proto import remotemedia_pb2 as pb
+from remotemedia.core.exceptions import RemoteExecutionError, RemoteMediaError
+from remotemedia.remote import RemoteProxyClient
+
+SESSION = "/remotemedia.v1.RemoteExecution/Session"
+ECHO = "/remotemedia.v1.RemoteExecution/Echo"
+HEALTH = "/grpc.health.v1.Health/Check"
+
+# gRPC status codes
+OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
+RESOURCE_EXHAUSTED, ABORTED, INTERNAL = 8, 10, 13
+# HTTP/2 error codes and frame types
+NO_ERROR, PROTOCOL_ERROR, H2_INTERNAL_ERROR = 0x0, 0x1, 0x2
+REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x7, 0xB
+F_DATA, F_HEADERS, F_RST_STREAM, F_SETTINGS, F_PING, F_GOAWAY = 0, 1, 3, 4, 6, 7
+F_CONTINUATION = 9
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Tests that need real workers but test the front run them unconfined: a
+# sandboxed session takes seconds to start, an unconfined one a fraction.
+FAST = ["--sandbox", "off"]
+
+TOKEN_A = "alice-token-0123456789abcdef"
+TOKEN_B = "bob-token-0123456789abcdef00"
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+class Sleeper:
+    """What the real workers host in these tests."""
+
+    def sleep(self, s):
+        import time as t
+        t.sleep(s)
+        return s
+
+    def size(self, data):
+        return len(data)
+
+    def ping(self):
+        return "pong"
+
+
+# --- protocol helpers ------------------------------------------------------
+
+def open_msg(obj) -> bytes:
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return pb.ClientMessage(open=pb.Open(
+        protocol=pb.PROTOCOL_V1, object=pb.Value(data=cloudpickle.dumps(obj)),
+        python_version="%d.%d" % sys.version_info[:2],
+        cloudpickle_version=cloudpickle.__version__)).SerializeToString()
+
+
+def call_msgs(call_id: int, name: str, args: tuple, chunk: int = 1 << 20) -> bytes:
+    """A Call and its argument chunks, each gRPC-framed."""
+    doc = cloudpickle.dumps((args, {}))
+    parts = [doc[i:i + chunk] for i in range(0, len(doc), chunk)] or [b""]
+    out = grpc_frame(pb.ClientMessage(call=pb.Call(
+        call_id=call_id, name=name,
+        args=pb.Value(call_id=call_id, seq=0, more=len(parts) > 1, data=parts[0]))
+    ).SerializeToString())
+    for i, p in enumerate(parts[1:], 1):
+        out += grpc_frame(pb.ClientMessage(value=pb.Value(
+            call_id=call_id, seq=i, more=i < len(parts) - 1, data=p)).SerializeToString())
+    return out
+
+
+def split_grpc(data: bytes) -> list[bytes]:
+    """The complete gRPC messages in a response body."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        n = struct.unpack(">I", data[i + 1:i + 5])[0]
+        if i + 5 + n > len(data):
+            break
+        out.append(data[i + 5:i + 5 + n])
+        i += 5 + n
+    return out
+
+
+def server_msgs(data: bytes) -> list:
+    return [pb.ServerMessage.FromString(m) for m in split_grpc(data)]
+
+
+def pump(c: H2Client, timeout: float, until=None) -> tuple[list, bool]:
+    """Read and dispatch events for at most timeout seconds, or until an event
+    satisfies until(). Returns (events, the server closed the socket)."""
+    events: list = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = c.sock.recv(65536)
+        except socket.timeout:
+            break
+        except OSError:
+            return events, True
+        if not data:
+            return events, True
+        new = c.conn.receive_data(data)
+        for ev in new:
+            c._event(ev)
+        events.extend(new)
+        out = c.conn.data_to_send()
+        if out:
+            try:
+                c.sock.sendall(out)
+            except OSError:
+                return events, True
+        if until is not None and any(until(ev) for ev in new):
+            break
+    return events, False
+
+
+def wait_msgs(c: H2Client, sid: int, n: int, timeout: float = 30.0) -> list:
+    """Read until stream sid carried n server messages, or ended."""
+    deadline = time.monotonic() + timeout
+    r = c.responses[sid]
+    while len(split_grpc(r.data)) < n and not r.ended and time.monotonic() < deadline:
+        pump(c, min(0.2, max(0.01, deadline - time.monotonic())))
+    return server_msgs(r.data)
+
+
+def open_session(c: H2Client, obj=None, timeout: float = 30.0) -> int:
+    """Open a Session stream with a real worker; return it once Ready."""
+    sid = c.request(SESSION, grpc_frame(open_msg(obj if obj is not None else Sleeper())),
+                    end=False)
+    msgs = wait_msgs(c, sid, 1, timeout)
+    assert msgs and msgs[-1].WhichOneof("msg") == "ready", c.responses[sid]
+    return sid
+
+
+def call_result(c: H2Client, sid: int, call_id: int, name: str, args: tuple,
+                timeout: float = 30.0):
+    """Make one call on a ready session and return its unpickled result."""
+    before = len(split_grpc(c.responses[sid].data))
+    c.send(sid, call_msgs(call_id, name, args))
+    msgs = wait_msgs(c, sid, before + 1, timeout)
+    assert len(msgs) > before, c.responses[sid]
+    m = msgs[before]
+    assert m.WhichOneof("msg") == "result" and m.result.call_id == call_id, m
+    return cloudpickle.loads(m.result.value.data)
+
+
+def echo_ok(host: str, port: int, payload: bytes = b"ping", c: H2Client | None = None) -> None:
+    """An Echo round trip on a new connection (or on c), and a health check."""
+    own = c is None
+    c = c or H2Client(host, port, timeout=10)
+    try:
+        msg = pb.EchoMessage(payload=payload).SerializeToString()
+        sid = c.request(ECHO, grpc_frame(msg))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == OK, r
+        assert split_grpc(r.data) == [msg]
+        sid = c.request(HEALTH, grpc_frame(b""))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == OK and split_grpc(r.data) == [b"\x08\x01"], r
+    finally:
+        if own:
+            c.close()
+
+
+def raw_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """Parse HTTP/2 frames: (type, flags, stream id, payload)."""
+    out, i = [], 0
+    while i + 9 <= len(data):
+        n = int.from_bytes(data[i:i + 3], "big")
+        if i + 9 + n > len(data):
+            break
+        ftype, flags = data[i + 3], data[i + 4]
+        sid = int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF
+        out.append((ftype, flags, sid, data[i + 9:i + 9 + n]))
+        i += 9 + n
+    return out
+
+
+def raw_read(sock: socket.socket, timeout: float, stop_on_goaway: bool = True) -> tuple[bytes, bool]:
+    """Everything the server sends for at most timeout seconds; (bytes, closed)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            d = sock.recv(1 << 20)
+        except socket.timeout:
+            break
+        except OSError:
+            return got, True
+        if not d:
+            return got, True
+        got += d
+        if stop_on_goaway and any(f[0] == F_GOAWAY for f in raw_frames(got)):
+            break
+    return got, False
+
+
+def goaway_code(frames) -> int | None:
+    for ftype, _, _, payload in frames:
+        if ftype == F_GOAWAY:
+            return int.from_bytes(payload[4:8], "big")
+    return None
+
+
+def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def closed_within(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the server closed sock (reading and dropping what it
+    sends), or None if it stayed open for timeout."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return time.monotonic() - t0
+        except socket.timeout:
+            return None
+        except OSError:
+            return time.monotonic() - t0
+    return None
+
+
+def is_end(ev) -> bool:
+    return isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset,
+                           h2.events.ConnectionTerminated))
+
+
+# --- --max-sessions, --max-sessions-per-token ------------------------------
+
+def test_max_sessions_refuses_the_third_session_naming_the_flag(fresh_server):
+    srv = fresh_server(FAST + ["--max-sessions", "2"])
+
+    async def main():
+        async with RemoteProxyClient(srv.config(max_retries=0)) as client:
+            a = await client.create_proxy(Sleeper())
+            b = await client.create_proxy(Sleeper())
+            with pytest.raises(RemoteExecutionError) as e:
+                await client.create_proxy(Sleeper())
+            assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--max-sessions" in str(e.value) and "2" in str(e.value)
+            # The two sessions that run are not hurt ...
+            assert await a.ping() == "pong"
+            assert await b.ping() == "pong"
+            # ... and a slot freed is a slot to be had again.
+            await client.close_proxy(b)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    c = await client.create_proxy(Sleeper())
+                    break
+                except RemoteExecutionError as err:  # b's worker still being reaped
+                    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert time.monotonic() < deadline, "the freed slot never came back"
+                    await asyncio.sleep(0.1)
+            assert await c.ping() == "pong"
+            assert await a.ping() == "pong"
+    run(main())
+    echo_ok(srv.host, srv.port)
+    srv.wait_idle(timeout=20)
+
+
+def test_max_sessions_per_token_refuses_the_same_token_only(fresh_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice:{TOKEN_A}\nbob:{TOKEN_B}\n")
+    tokens.chmod(0o600)
+    srv = fresh_server(FAST + ["--token-file", str(tokens),
+                        "--max-sessions-per-token", "1"])
+
+    async def main():
+        async with RemoteProxyClient(srv.config(auth_token=TOKEN_A, max_retries=0)) as alice, \
+                RemoteProxyClient(srv.config(auth_token=TOKEN_B, max_retries=0)) as bob:
+            a1 = await alice.create_proxy(Sleeper())
+            with pytest.raises(RemoteExecutionError) as e:
+                await alice.create_proxy(Sleeper())
+            assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--max-sessions-per-token" in str(e.value)
+            assert "alice" in str(e.value) and TOKEN_A not in str(e.value)
+            b1 = await bob.create_proxy(Sleeper())  # another token: fine
+            assert await b1.ping() == "pong"
+            assert await a1.ping() == "pong"
+    run(main())
+    srv.wait_idle(timeout=20)
+
+
+# --- --max-streams -----------------------------------------------------------
+
+def test_max_streams_is_advertised_and_a_fourth_stream_is_refused(fresh_server):
+    """Four streams sent before the client read SETTINGS: nghttp2 refuses the
+    fourth with RST_STREAM(REFUSED_STREAM); the other three are served."""
+    srv = fresh_server(["--max-streams", "3"])
+    c = H2Client(srv.host, srv.port)
+    try:
+        sids = [c.request(ECHO, b"", end=False) for _ in range(4)]
+        pump(c, 3, until=lambda ev: isinstance(ev, h2.events.StreamReset))
+        assert c.conn.remote_settings.max_concurrent_streams == 3
+        assert c.responses[sids[3]].reset == REFUSED_STREAM, c.responses[sids[3]]
+        for i, sid in enumerate(sids[:3]):
+            msg = pb.EchoMessage(payload=b"n%d" % i).SerializeToString()
+            c.send(sid, grpc_frame(msg), end=True)
+        for i, sid in enumerate(sids[:3]):
+            r = c.wait(sid, timeout=10)
+            assert r.reset is None and r.grpc_status == OK, r
+            assert pb.EchoMessage.FromString(split_grpc(r.data)[0]).payload == b"n%d" % i
+        echo_ok(srv.host, srv.port, c=c)  # the slots are free again
+    finally:
+        c.close()
+    echo_ok(srv.host, srv.port)
+
+
+def test_max_streams_ignored_after_its_ack_ends_that_connection_only(fresh_server):
+    """A client that acknowledged SETTINGS(3) and still opens a fourth stream
+    breaks the protocol: nghttp2 answers GOAWAY(PROTOCOL_ERROR). Another
+    connection is not affected."""
+    srv = fresh_server(["--max-streams", "3"])
+    other = H2Client(srv.host, srv.port)
+    c = H2Client(srv.host, srv.port)
+    try:
+        pump(c, 0.5, until=lambda ev: isinstance(ev, h2.events.SettingsAcknowledged))
+        assert c.conn.remote_settings.max_concurrent_streams == 3
+        for _ in range(3):
+            c.request(ECHO, b"", end=False)
+        # Pretend the limit were higher, so that h2 lets us break it.
+        c.conn.remote_settings[SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+        c.conn.remote_settings.acknowledge()
+        c.request(ECHO, b"", end=False)
+        events, closed = pump(c, 5, until=lambda ev: isinstance(
+            ev, (h2.events.ConnectionTerminated, h2.events.StreamReset)))
+        term = [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
+        reset = [ev for ev in events if isinstance(ev, h2.events.StreamReset)]
+        assert (term and term[0].error_code == PROTOCOL_ERROR) or \
+            (reset and reset[0].error_code in (REFUSED_STREAM, PROTOCOL_ERROR)), events
+        echo_ok(srv.host, srv.port, c=other)
+    finally:
+        c.close()
+        other.close()
+
+
+# --- --max-message-size --------------------------------------------------------
+
+def test_max_message_size_refuses_a_larger_echo_message(fresh_server):
+    srv = fresh_server(["--max-message-size", "64K"])
+    c = H2Client(srv.host, srv.port)
+    try:
+        big = pb.EchoMessage(payload=b"x" * (100 << 10)).SerializeToString()
+        sid = c.request(ECHO, grpc_frame(big))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == RESOURCE_EXHAUSTED, r
+        assert f"received message of {len(big)} bytes" in r.grpc_message
+        assert "limit of 65536 bytes" in r.grpc_message
+        # Just under the limit passes, on the same connection and another.
+        echo_ok(srv.host, srv.port, payload=b"y" * (60 << 10), c=c)
+        echo_ok(srv.host, srv.port, payload=b"y" * (60 << 10))
+    finally:
+        c.close()
+
+
+def test_max_message_size_refusal_names_the_flag(fresh_server):
+    srv = fresh_server(["--max-message-size", "64K"])
+    c = H2Client(srv.host, srv.port)
+    try:
+        big = pb.EchoMessage(payload=b"x" * (100 << 10)).SerializeToString()
+        sid = c.request(ECHO, grpc_frame(big))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == RESOURCE_EXHAUSTED, r
+        assert "--max-message-size" in r.grpc_message, r.grpc_message
+    finally:
+        c.close()
+
+
+# --- --max-header-list-size ----------------------------------------------------
+
+def test_max_header_list_size_resets_an_oversized_request(fresh_server):
+    srv = fresh_server(["--max-header-list-size", "4K"])
+    c = H2Client(srv.host, srv.port)
+    try:
+        pump(c, 0.5, until=lambda ev: isinstance(ev, h2.events.SettingsAcknowledged))
+        assert c.conn.remote_settings.max_header_list_size == 4096
+        msg = grpc_frame(pb.EchoMessage(payload=b"z").SerializeToString())
+        sid = c.request(ECHO, msg, extra=[("x-custom", "h" * 8192)])
+        events, closed = pump(c, 5, until=is_end)
+        r = c.responses[sid]
+        term = [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
+        assert r.reset is not None or term or closed, (events, r)
+        assert r.grpc_status is None and not r.data, "the request was served"
+    finally:
+        c.close()
+    echo_ok(srv.host, srv.port)  # a normal request on a new connection
+    assert srv.proc.poll() is None
+
+
+# --- --max-value-size -------------------------------------------------------------
+
+def test_max_value_size_through_the_real_client(fresh_server):
+    """The real client learns the limit from Ready and refuses a 3 MiB
+    argument itself; when it does not (an older or foreign client), the front
+    ends that session with RESOURCE_EXHAUSTED naming --max-value-size, and a
+    neighbour session on the same connection is not hurt."""
+    srv = fresh_server(FAST + ["--max-value-size", "1M"])
+    three = b"v" * (3 << 20)
+
+    async def main():
+        async with RemoteProxyClient(srv.config(max_retries=0)) as client:
+            victim = await client.create_proxy(Sleeper())
+            neighbour = await client.create_proxy(Sleeper())
+            with pytest.raises(ValueError, match="1048576"):
+                await victim.size(three)
+            assert await victim.size(b"ok") == 2  # refused locally: session intact
+            victim._rm_session._max_value = 0  # a client that does not check
+            with pytest.raises(RemoteMediaError) as e:
+                await victim.size(three)
+            assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+            assert "--max-value-size" in str(e.value), str(e.value)
+            assert await neighbour.size(b"x" * 1000) == 1000
+    run(main())
+    echo_ok(srv.host, srv.port)
+    srv.wait_idle(timeout=20)
+
+
+# --- --max-inflight-calls ----------------------------------------------------------
+
+def test_max_inflight_calls_refuses_a_third_concurrent_call(fresh_server):
+    srv = fresh_server(FAST + ["--max-inflight-calls", "2"])
+    c = H2Client(srv.host, srv.port, timeout=30)
+    try:
+        neighbour = open_session(c)
+        victim = open_session(c)
+        c.send(victim, call_msgs(1, "sleep", (5,)) + call_msgs(2, "sleep", (5,))
+               + call_msgs(3, "sleep", (5,)))
+        r = c.wait(victim, timeout=10)
+        assert r.grpc_status == RESOURCE_EXHAUSTED, r
+        assert "--max-inflight-calls" in r.grpc_message and "2" in r.grpc_message
+        # Two calls at a time are fine on the neighbour, on the same connection.
+        c.send(neighbour, call_msgs(1, "sleep", (0.1,)) + call_msgs(2, "sleep", (0.1,)))
+        msgs = wait_msgs(c, neighbour, 3, timeout=20)
+        assert sorted(m.result.call_id for m in msgs[1:3]) == [1, 2], msgs
+        assert call_result(c, neighbour, 3, "ping", ()) == "pong"
+    finally:
+        c.close()
+    srv.wait_idle(timeout=20)
+
+
+# --- --handshake-timeout ------------------------------------------------------------
+
+def test_handshake_timeout_closes_silent_and_slowloris_connections(fresh_server):
+    srv = fresh_server(["--handshake-timeout", "1s"])
+    good = H2Client(srv.host, srv.port)  # handshakes at once: not affected
+    silent = socket.create_connection((srv.host, srv.port))
+    t_silent = time.monotonic()
+    slow = socket.create_connection((srv.host, srv.port))
+    t_slow = time.monotonic()
+    try:
+        # Slowloris: the preface one byte every 0.3 s (it would take 7 s).
+        slow_closed_at = None
+        for b in PREFACE:
+            try:
+                slow.sendall(bytes([b]))
+            except OSError:
+                slow_closed_at = time.monotonic() - t_slow
+                break
+            if closed_within(slow, 0.3) is not None:
+                slow_closed_at = time.monotonic() - t_slow
+                break
+        assert slow_closed_at is not None, "the slowloris connection was never closed"
+        assert 0.7 < slow_closed_at < 3.0, slow_closed_at
+        left = closed_within(silent, 3.0)
+        assert left is not None, "the silent connection was never closed"
+        took = time.monotonic() - t_silent
+        assert 0.7 < took < 3.0, took
+        time.sleep(max(0.0, 1.5 - (time.monotonic() - t_silent)))
+        echo_ok(srv.host, srv.port, c=good)  # past the timeout, still served
+    finally:
+        for s in (silent, slow):
+            s.close()
+        good.close()
+    assert "no HTTP/2 handshake within 1000 ms" in srv.log_text()
+
+
+# --- --idle-timeout ---------------------------------------------------------------------
+
+def test_idle_timeout_closes_a_connection_without_streams_only(fresh_server):
+    srv = fresh_server(FAST + ["--idle-timeout", "1s"])
+    busy = H2Client(srv.host, srv.port, timeout=30)
+    idle = None
+    try:
+        sid = open_session(busy)
+        idle = H2Client(srv.host, srv.port)
+        t0 = time.monotonic()
+        events, closed = pump(idle, 4, until=lambda ev: isinstance(ev, h2.events.ConnectionTerminated))
+        term = [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
+        assert term and term[0].error_code == NO_ERROR, events
+        assert time.monotonic() - t0 < 3.0
+        assert closed_within(idle.sock, 2.0) is not None, "GOAWAY, but the socket stayed open"
+        # The connection with a live session outlived the timeout and works.
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - t0)))
+        assert call_result(busy, sid, 1, "ping", ()) == "pong"
+        r = busy.responses[sid]
+        assert not r.ended, r
+    finally:
+        if idle is not None:
+            idle.close()
+        busy.close()
+    srv.wait_idle(timeout=20)
+
+
+# --- --max-ping-rate ----------------------------------------------------------------------
+
+def test_max_ping_rate_spares_keepalives_and_ends_a_flood(fresh_server):
+    srv = fresh_server(["--max-ping-rate", "5"])
+    polite = H2Client(srv.host, srv.port)
+    flood = H2Client(srv.host, srv.port)
+    try:
+        # A legitimate keepalive: one PING every 0.5 s for 3 s.
+        acks = 0
+        for i in range(6):
+            polite.conn.ping(struct.pack(">Q", i))
+            polite.sock.sendall(polite.conn.data_to_send())
+            events, closed = pump(polite, 0.5)
+            assert not closed
+            assert not [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
+            acks += sum(isinstance(ev, h2.events.PingAckReceived) for ev in events)
+        events, _ = pump(polite, 0.3)
+        acks += sum(isinstance(ev, h2.events.PingAckReceived) for ev in events)
+        assert acks == 6
+        # A flood: 200 PINGs at once.
+        pump(flood, 0.3)
+        for i in range(200):
+            flood.conn.ping(struct.pack(">Q", i))
+        flood.sock.sendall(flood.conn.data_to_send())
+        events, closed = pump(flood, 5, until=lambda ev: isinstance(ev, h2.events.ConnectionTerminated))
+        term = [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
+        assert term and term[0].error_code == ENHANCE_YOUR_CALM, events
+        assert sum(isinstance(ev, h2.events.PingAckReceived) for ev in events) <= 20
+        assert closed or closed_within(flood.sock, 3.0) is not None
+        echo_ok(srv.host, srv.port, c=polite)  # the polite one is still served
+    finally:
+        polite.close()
+        flood.close()
+    echo_ok(srv.host, srv.port)
+    assert "PING flood; closing (--max-ping-rate 5)" in srv.log_text()

@@ -106,7 +106,12 @@ unit: $(UNIT_TESTS)
 integration: all
 	PYTHONPATH=python $(PYTHON) -m pytest -q tests/integration
 
-test: all unit integration
+# Escape attempts from inside sessions, and legitimate work in the sandbox
+# (tests/escape; needs root).
+escape: all
+	PYTHONPATH=python $(PYTHON) -m pytest -q tests/escape
+
+test: all unit integration escape sanitize-test fuzz-smoke
 
 demo:
 	scripts/install-deps
@@ -119,7 +124,49 @@ bench: all
 clean:
 	rm -rf $(BUILD) $(PYPROTO)
 
-.PHONY: all pyproto unit integration test demo bench clean
+# Sanitizers (ASan + UBSan + LSan): make asan builds $(ASAN_BUILD)/ with
+# SANITIZE's flags appended to CFLAGS (a CFLAGS on the command line would
+# replace all of the Makefile's); make sanitize-test runs the integration
+# suite against it, the workers with the sandbox off (LeakSanitizer needs
+# ptrace, which the sandbox's seccomp filter refuses), and fails on any
+# report file (tests/sanitize/run).
+ASAN_BUILD  ?= build-asan
+ASAN_CC     ?= clang
+ASAN_FLAGS   = -fsanitize=address,undefined -fno-omit-frame-pointer \
+               -fno-sanitize-recover=undefined -O1 -g
+SANITIZE    ?=
+SANITIZE_LOG_DIR ?= $(abspath $(BUILD))/sanitize-logs
+ASAN_LOG_DIR = $(abspath $(ASAN_BUILD))/sanitize-logs
+ifneq ($(strip $(SANITIZE)),)
+CFLAGS      += $(SANITIZE)
+# The worker's worker_exit() calls _exit: check for leaks first.
+LDFLAGS     += -Wl,--wrap=_exit
+SANITIZE_OBJ = $(OBJ)/tests/sanitize/asan_defaults.o
+$(PROGS): $(SANITIZE_OBJ)
+$(SANITIZE_OBJ): CFLAGS += -DRM_SANITIZE_LOG_DIR='"$(SANITIZE_LOG_DIR)"' \
+               -DRM_LSAN_SUPP='"$(abspath tests/sanitize/lsan.supp)"'
+$(SANITIZE_OBJ): Makefile tests/sanitize/lsan.supp
+endif
+
+asan: pyproto
+	$(MAKE) BUILD=$(ASAN_BUILD) CC=$(ASAN_CC) SANITIZE="$(ASAN_FLAGS)" \
+		SANITIZE_LOG_DIR=$(ASAN_LOG_DIR) $(ASAN_BUILD)/remotemediad \
+		$(ASAN_BUILD)/remotemedia-worker $(ASAN_BUILD)/rmctl
+
+sanitize-test: asan
+	PYTHON=$(PYTHON) RM_SANITIZE_LOG_DIR=$(ASAN_LOG_DIR) \
+		tests/sanitize/run $(ASAN_BUILD)
+# make -j test: not two suites at once, timing-sensitive tests would suffer.
+ifneq ($(filter test,$(MAKECMDGOALS)),)
+sanitize-test: unit integration
+endif
+
+clean-asan:
+	rm -rf $(ASAN_BUILD)
+clean: clean-asan
+.PHONY: asan sanitize-test clean-asan
+
+.PHONY: all pyproto unit integration escape test demo bench clean
 .SECONDARY:
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
@@ -130,3 +177,79 @@ install: all
 		$(BUILD)/rmctl $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 systemd/remotemediad.service $(DESTDIR)/etc/systemd/system/
 .PHONY: install
+
+# Fuzzing (libFuzzer, clang): one target per input path; see tests/fuzz/.
+# Built with their own flags into $(FUZZ_OUT), never mixed with the gcc
+# objects. make fuzz runs each target for FUZZ_SECONDS on a working copy of
+# its committed seed corpus (build/fuzz/corpus/, kept between runs); make
+# fuzz-smoke runs each for FUZZ_SMOKE_SECONDS from the seeds alone, for make
+# test. Crashes land in build/fuzz/artifacts/.
+FUZZ_CC      ?= clang
+FUZZ_OUT     = $(BUILD)/fuzz
+FUZZ_OBJ     = $(FUZZ_OUT)/obj
+FUZZ_SAN     = -fsanitize=fuzzer,address,undefined \
+               -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  = -g -O1 $(FUZZ_SAN) -std=gnu11 $(WARN) -D_GNU_SOURCE \
+               -Iinclude -Isandbox -I$(GEN) -Itests/fuzz $(DEP_CFLAGS)
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_TIMEOUT       ?= 10
+FUZZ_RUN_FLAGS     ?= -rss_limit_mb=2048 -print_final_stats=1
+FUZZ_TARGETS = fuzz_deframe fuzz_req fuzz_worker_frames fuzz_front_h2
+FUZZ_BINS    = $(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))
+fuzzobjs     = $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(1))
+
+FUZZ_DEFRAME_SRC = tests/fuzz/fuzz_deframe.c src/frame.c src/log.c src/util.c
+FUZZ_REQ_SRC     = tests/fuzz/fuzz_req.c src/req.c src/log.c src/util.c
+FUZZ_WORKER_SRC  = tests/fuzz/fuzz_worker_frames.c tests/fuzz/stubs.c \
+                   src/front_session.c src/front_config.c src/req.c \
+                   src/frame.c src/log.c src/util.c $(PROTO_C)
+FUZZ_H2_SRC      = tests/fuzz/fuzz_front_h2.c tests/fuzz/stubs.c \
+                   src/front_h2.c src/front_grpc.c src/front_session.c \
+                   src/front_auth.c src/front_tls.c src/front_config.c \
+                   src/req.c src/frame.c src/log.c src/util.c $(PROTO_C)
+
+$(FUZZ_OBJ)/%.o: %.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+$(FUZZ_OBJ)/$(GEN)/%.o: FUZZ_CFLAGS += -Wno-missing-prototypes
+
+$(FUZZ_OUT)/fuzz_deframe: $(call fuzzobjs,$(FUZZ_DEFRAME_SRC))
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^
+$(FUZZ_OUT)/fuzz_req: $(call fuzzobjs,$(FUZZ_REQ_SRC))
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^
+$(FUZZ_OUT)/fuzz_worker_frames: $(call fuzzobjs,$(FUZZ_WORKER_SRC))
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(DEP_LIBS) -lbsd
+$(FUZZ_OUT)/fuzz_front_h2: $(call fuzzobjs,$(FUZZ_H2_SRC))
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(DEP_LIBS) -levent_openssl -lssl \
+		-lcrypto -lbsd
+
+fuzz-build: $(FUZZ_BINS)
+
+# $(call fuzz_run,target,seconds,corpus dir): run one target on a corpus.
+fuzz_run = $(FUZZ_OUT)/$(1) -max_total_time=$(2) -timeout=$(FUZZ_TIMEOUT) \
+	$(FUZZ_RUN_FLAGS) -artifact_prefix=$(FUZZ_OUT)/artifacts/$(1)- \
+	$(if $(wildcard tests/fuzz/$(1).dict),-dict=tests/fuzz/$(1).dict) $(3)
+
+fuzz: $(FUZZ_BINS)
+	@set -e; mkdir -p $(FUZZ_OUT)/artifacts; for t in $(FUZZ_TARGETS); do \
+		echo "== $$t ($(FUZZ_SECONDS) s)"; \
+		mkdir -p $(FUZZ_OUT)/corpus/$$t; \
+		cp tests/fuzz/corpus/$$t/* $(FUZZ_OUT)/corpus/$$t/; \
+		$(call fuzz_run,$$t,$(FUZZ_SECONDS),$(FUZZ_OUT)/corpus/$$t); \
+	done
+
+fuzz-smoke: $(FUZZ_BINS)
+	@set -e; mkdir -p $(FUZZ_OUT)/artifacts; for t in $(FUZZ_TARGETS); do \
+		echo "== $$t ($(FUZZ_SMOKE_SECONDS) s)"; \
+		rm -rf $(FUZZ_OUT)/smoke/$$t; mkdir -p $(FUZZ_OUT)/smoke/$$t; \
+		cp tests/fuzz/corpus/$$t/* $(FUZZ_OUT)/smoke/$$t/; \
+		$(call fuzz_run,$$t,$(FUZZ_SMOKE_SECONDS),$(FUZZ_OUT)/smoke/$$t) \
+			2>$(FUZZ_OUT)/smoke/$$t.log || \
+			{ tail -n 60 $(FUZZ_OUT)/smoke/$$t.log; exit 1; }; \
+		grep -E 'DONE|^stat::(number_of_executed_units|average_exec)' \
+			$(FUZZ_OUT)/smoke/$$t.log; \
+	done
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+-include $(shell find $(FUZZ_OBJ) -name '*.d' 2>/dev/null)

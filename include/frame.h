@@ -54,6 +54,7 @@ struct deframer {
 	uint8_t *df_buf; /* partial message, df_have of df_len bytes */
 	size_t df_len;
 	size_t df_have;
+	size_t df_cap;   /* df_buf's size: grown as bytes arrive */
 	int df_error; /* sticky: once failed, the stream is dead */
 };
 

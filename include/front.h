@@ -46,6 +46,8 @@ enum grpc_status {
 #define FRONT_MAX_MESSAGE (4 * 1024 * 1024)
 /* The cap on one Session message: a 1 MiB chunk and its envelope. */
 #define FRONT_SESSION_MAX_MESSAGE (FRAME_CHUNK_MAX + 32 * 1024)
+/* Bytes one connection may hold in unfinished messages, all streams. */
+#define FRONT_CONN_PARTIAL_MAX (16 * 1024 * 1024)
 /* Per-stream buffer bounds: above HIGH the producer pauses. */
 #define FRONT_BUF_HIGH (2 * 1024 * 1024)
 #define FRONT_BUF_LOW (512 * 1024)
@@ -139,6 +141,7 @@ struct stream {
 	int str_http_status;      /* non-zero: plain HTTP error response */
 	int str_remote_closed;    /* client half-closed */
 	size_t str_unconsumed;    /* received bytes not yet given back */
+	size_t str_partial;       /* counted in c_partial */
 	struct session *str_session;
 };
 TAILQ_HEAD(streamlist, stream);
@@ -155,6 +158,7 @@ struct conn {
 	uint64_t c_ping_at;       /* token bucket for PINGs */
 	double c_ping_tokens;
 	size_t c_hdr_bytes;       /* header list size of the stream being read */
+	size_t c_partial;         /* bytes held in unfinished messages */
 	char c_peer[80];
 	int c_dead;
 };

@@ -103,7 +103,7 @@ static int
 cg_read(const char *path, char *buf, size_t len)
 {
 	size_t off = 0;
-	ssize_t n;
+	ssize_t n = 0;
 	int fd, saved;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)

@@ -18,7 +18,28 @@ deframer_free(struct deframer *df)
 {
 	free(df->df_buf);
 	df->df_buf = NULL;
-	df->df_len = df->df_have = df->df_hdrlen = 0;
+	df->df_len = df->df_have = df->df_hdrlen = df->df_cap = 0;
+}
+
+/*
+ * Make room for n more bytes of the current message. The buffer grows
+ * with what arrives (doubling, up to df_len), never with what a header
+ * merely promises.
+ */
+static void
+deframer_reserve(struct deframer *df, size_t n)
+{
+	size_t cap;
+
+	if (df->df_have + n <= df->df_cap)
+		return;
+	cap = df->df_cap < 4096 ? 4096 : df->df_cap * 2;
+	if (cap < df->df_have + n)
+		cap = df->df_have + n;
+	if (cap > df->df_len)
+		cap = df->df_len;
+	df->df_buf = xrealloc(df->df_buf, cap);
+	df->df_cap = cap;
 }
 
 /* Whether a message has been started but not finished. */
@@ -137,12 +158,12 @@ deframer_feed(struct deframer *df, const uint8_t *p, size_t n, deframe_cb cb,
 				n -= take;
 				continue;
 			}
-			df->df_buf = xrealloc(df->df_buf, df->df_len);
 			continue;
 		}
 		take = df->df_len - df->df_have;
 		if (take > n)
 			take = n;
+		deframer_reserve(df, take);
 		memcpy(df->df_buf + df->df_have, p, take);
 		df->df_have += take;
 		p += take;
@@ -152,6 +173,7 @@ deframer_feed(struct deframer *df, const uint8_t *p, size_t n, deframe_cb cb,
 			/* Hold no memory between messages. */
 			free(df->df_buf);
 			df->df_buf = NULL;
+			df->df_cap = 0;
 			if (rv != 0)
 				return df->df_error = rv;
 		}

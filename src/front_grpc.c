@@ -17,6 +17,8 @@
 #define PATH_SESSION "/remotemedia.v1.RemoteExecution/Session"
 #define PATH_ECHO "/remotemedia.v1.RemoteExecution/Echo"
 #define PATH_HEALTH "/grpc.health.v1.Health/Check"
+/* A HealthCheckRequest only names a service. */
+#define HEALTH_MAX_MESSAGE 1024
 
 /* Map a :path to the RPC it names. */
 enum rpc_kind
@@ -206,9 +208,12 @@ front_grpc_headers_done(struct stream *s)
 		if (s->str_in.df_max > FRONT_SESSION_MAX_MESSAGE)
 			s->str_in.df_max = FRONT_SESSION_MAX_MESSAGE;
 		s->str_session = front_session_new(s);
+		return;
 	}
-	else
-		front_h2_resume(s); /* send the response headers now */
+	/* Health needs no token: it may not make the front hold megabytes. */
+	if (s->str_rpc == RPC_HEALTH && s->str_in.df_max > HEALTH_MAX_MESSAGE)
+		s->str_in.df_max = HEALTH_MAX_MESSAGE;
+	front_h2_resume(s); /* send the response headers now */
 }
 
 /* Answer a health check: SERVING for us, NOT_FOUND for other services. */
@@ -328,6 +333,35 @@ grpc_framing_error(struct stream *s, int err)
 		front_grpc_finish(s, code, msg);
 }
 
+/*
+ * Keep the connection's count of bytes held in unfinished messages. Past
+ * FRONT_CONN_PARTIAL_MAX, the stream that grows it is failed: one client
+ * cannot make the front hold a full message on every stream at once.
+ */
+static int
+grpc_partial_account(struct stream *s)
+{
+	struct conn *c = s->str_conn;
+	size_t now = s->str_in.df_have;
+
+	c->c_partial = c->c_partial - s->str_partial + now;
+	s->str_partial = now;
+	if (c->c_partial <= FRONT_CONN_PARTIAL_MAX)
+		return 0;
+	c->c_partial -= s->str_partial;
+	s->str_partial = 0;
+	deframer_free(&s->str_in);
+	s->str_in.df_error = DEFRAME_E_TOO_BIG;
+	if (s->str_session != NULL)
+		front_session_end(s->str_session, GRPC_RESOURCE_EXHAUSTED,
+		    "too many bytes held in unfinished messages on this "
+		    "connection");
+	else
+		front_grpc_finish(s, GRPC_RESOURCE_EXHAUSTED, "too many bytes "
+		    "held in unfinished messages on this connection");
+	return -1;
+}
+
 /* A DATA chunk arrived: deframe it and count it for flow control. */
 int
 front_grpc_data(struct stream *s, const uint8_t *data, size_t len)
@@ -339,6 +373,8 @@ front_grpc_data(struct stream *s, const uint8_t *data, size_t len)
 		rv = deframer_feed(&s->str_in, data, len, grpc_message_cb, s);
 		if (rv != DEFRAME_OK && rv != DEFRAME_E_CALLBACK)
 			grpc_framing_error(s, rv);
+		else if (grpc_partial_account(s) == -1)
+			rv = DEFRAME_E_TOO_BIG;
 	}
 	if (s->str_finished || s->str_http_status) {
 		front_h2_consume(s, s->str_unconsumed);

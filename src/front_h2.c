@@ -57,6 +57,7 @@ stream_free(struct stream *s)
 		nghttp2_session_consume_connection(s->str_conn->c_h2,
 		    s->str_unconsumed);
 	TAILQ_REMOVE(&s->str_conn->c_streams, s, str_entry);
+	s->str_conn->c_partial -= s->str_partial;
 	if (s->str_deadline)
 		event_free(s->str_deadline);
 	deframer_free(&s->str_in);

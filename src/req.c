@@ -715,6 +715,23 @@ req_parse_body(struct req_parser *rp, struct req *rq)
 	return 0;
 }
 
+/*
+ * The canonical form must be a valid requirement too: normalizing adds
+ * spaces around marker operators, so it may outgrow the input's limit.
+ */
+static int
+req_canon_fits(struct req_parser *rp, const struct req *rq)
+{
+	char canon[REQ_FORMAT_SIZE];
+	size_t n;
+
+	req_format(rq, canon, sizeof(canon));
+	if ((n = strlen(canon)) <= REQ_MAX_LEN)
+		return 0;
+	return req_fail(rp, "the requirement is too long once normalized "
+	    "(%zu bytes, limit %d)", n, REQ_MAX_LEN);
+}
+
 /* Parse one requirement; on failure quote it, escaped and cut short, in err. */
 int
 req_parse(const char *s, size_t len, struct req *rq, char *err, size_t errlen)
@@ -726,7 +743,7 @@ req_parse(const char *s, size_t len, struct req *rq, char *err, size_t errlen)
 	memset(rq, 0, sizeof(*rq));
 	rp.rp_s = s != NULL ? s : "";
 	rp.rp_len = s != NULL ? len : 0;
-	if (req_parse_body(&rp, rq) == 0) {
+	if (req_parse_body(&rp, rq) == 0 && req_canon_fits(&rp, rq) == 0) {
 		if (err != NULL && errlen > 0)
 			err[0] = '\0';
 		return 0;

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -10,7 +11,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / "build"
+# RM_BUILD selects another build directory (e.g. build-asan, make
+# sanitize-test); RM_SERVER_ARGS holds flags every server gets before the
+# test's own (which win), e.g. "--sandbox off".
+BUILD = Path(os.environ.get("RM_BUILD") or ROOT / "build").resolve()
+SERVER_ARGS = shlex.split(os.environ.get("RM_SERVER_ARGS", ""))
 
 
 class Server:
@@ -25,7 +30,7 @@ class Server:
             "--listen", "127.0.0.1:0",
             "--state-dir", self.state_dir,
             "--log-level", "debug",
-        ] + list(extra_args or [])
+        ] + SERVER_ARGS + list(extra_args or [])
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
         self.host = "127.0.0.1"
         self.port = self._wait_port()

@@ -663,3 +663,38 @@ def test_worker_that_goes_silent_after_ready(fresh_server, tmp_path):
     log = srv.log_text()
     assert re.search(r"session \w+: (the client went away|call 1 \('work'\) did not stop)", log), \
         log[-2000:]
+
+
+def test_unfinished_messages_are_bounded_per_connection(server):
+    """Many streams each holding part of a large message: the connection's
+    total is capped (16 MiB); the streams past it are refused and the
+    front's memory stays bounded."""
+    from h2raw import H2Client, grpc_frame, read_until
+
+    def rss():
+        with open(f"/proc/{server.proc.pid}/status") as f:
+            return [int(x.split()[1]) for x in f if x.startswith("VmRSS:")][0]
+
+    before = rss()
+    c = H2Client(server.host, server.port, timeout=30)
+    try:
+        head = grpc_frame(b"", length=4 << 20)[:5]
+        sids = []
+        for _ in range(40):
+            sid = c.request("/remotemedia.v1.RemoteExecution/Echo", b"", end=False)
+            c.send(sid, head + b"x" * (1000 * 1000))
+            read_until(c, sid, 1, timeout=0.2)  # take WINDOW_UPDATEs
+            sids.append(sid)
+        refused = 0
+        for sid in sids:
+            r = c.wait(sid, timeout=0.5)
+            if r.ended and r.grpc_status == 8:
+                assert "unfinished messages" in r.grpc_message
+                refused += 1
+        assert refused >= 20
+        assert rss() - before < 40 * 1024
+    finally:
+        c.close()
+    import grpc as _grpc
+    with _grpc.insecure_channel(f"{server.host}:{server.port}") as ch:
+        assert ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5) == b"\x08\x01"

@@ -31,11 +31,11 @@ enum deframe_kind {
 
 enum deframe_error {
 	DEFRAME_OK = 0,
-	DEFRAME_E_TOO_BIG = -1,    /* length over df_max */
+	DEFRAME_E_TOO_BIG = -1, /* length over df_max */
 	DEFRAME_E_COMPRESSED = -2, /* gRPC compressed flag, no encoding */
-	DEFRAME_E_BAD_FLAG = -3,   /* gRPC flag byte other than 0 or 1 */
-	DEFRAME_E_BAD_TYPE = -4,   /* worker frame of unknown type */
-	DEFRAME_E_CALLBACK = -5,   /* the callback refused the message */
+	DEFRAME_E_BAD_FLAG = -3, /* gRPC flag byte other than 0 or 1 */
+	DEFRAME_E_BAD_TYPE = -4, /* worker frame of unknown type */
+	DEFRAME_E_CALLBACK = -5, /* the callback refused the message */
 };
 
 /*
@@ -46,7 +46,7 @@ typedef int (*deframe_cb)(void *, uint8_t, const uint8_t *, size_t);
 
 struct deframer {
 	enum deframe_kind df_kind;
-	size_t df_max;           /* largest message accepted */
+	size_t df_max; /* largest message accepted */
 	int df_allow_compressed; /* gRPC: a grpc-encoding was negotiated */
 	uint8_t df_hdr[FRAME_HDR_LEN];
 	size_t df_hdrlen;
@@ -54,14 +54,14 @@ struct deframer {
 	uint8_t *df_buf; /* partial message, df_have of df_len bytes */
 	size_t df_len;
 	size_t df_have;
-	size_t df_cap;   /* df_buf's size: grown as bytes arrive */
+	size_t df_cap; /* df_buf's size: grown as bytes arrive */
 	int df_error; /* sticky: once failed, the stream is dead */
 };
 
 void deframer_init(struct deframer *, enum deframe_kind, size_t);
 void deframer_free(struct deframer *);
-int deframer_feed(struct deframer *, const uint8_t *, size_t, deframe_cb,
-    void *);
+int
+deframer_feed(struct deframer *, const uint8_t *, size_t, deframe_cb, void *);
 int deframer_partial(const struct deframer *);
 size_t deframer_wanted(const struct deframer *);
 const char *deframe_strerror(int);

@@ -81,7 +81,7 @@ struct front_config {
 	int fc_sandbox;
 	uint32_t fc_uid_first;
 	uint32_t fc_uid_last;
-	int fc_network;              /* enum sandbox_network */
+	int fc_network; /* enum sandbox_network */
 	uint64_t fc_session_memory;
 	uint32_t fc_session_pids;
 	uint32_t fc_session_cpu;
@@ -104,7 +104,7 @@ struct front_config {
 	uint32_t fc_max_inflight;
 	uint64_t fc_handshake_ms;
 	uint64_t fc_conn_idle_ms;
-	uint32_t fc_ping_rate;          /* PINGs per second allowed, sustained */
+	uint32_t fc_ping_rate; /* PINGs per second allowed, sustained */
 };
 
 enum rpc_kind {
@@ -125,23 +125,23 @@ struct stream {
 	int32_t str_id;
 	enum rpc_kind str_rpc;
 	char *str_path;
-	char *str_auth;          /* the authorization header */
-	char *str_owner;         /* the token's name, once authenticated */
-	int str_bad_ct;        /* content-type is not application/grpc */
-	int str_bad_method;    /* :method is not POST */
-	int str_encoded;       /* grpc-encoding other than identity */
+	char *str_auth; /* the authorization header */
+	char *str_owner; /* the token's name, once authenticated */
+	int str_bad_ct; /* content-type is not application/grpc */
+	int str_bad_method; /* :method is not POST */
+	int str_encoded; /* grpc-encoding other than identity */
 	uint64_t str_timeout_ms;
 	struct event *str_deadline;
 	struct deframer str_in;
 	struct evbuffer *str_out; /* gRPC-framed response bytes */
-	int str_started;          /* response HEADERS submitted */
-	int str_finished;         /* status decided; trailers follow str_out */
+	int str_started; /* response HEADERS submitted */
+	int str_finished; /* status decided; trailers follow str_out */
 	int str_status;
 	char *str_message;
-	int str_http_status;      /* non-zero: plain HTTP error response */
-	int str_remote_closed;    /* client half-closed */
-	size_t str_unconsumed;    /* received bytes not yet given back */
-	size_t str_partial;       /* counted in c_partial */
+	int str_http_status; /* non-zero: plain HTTP error response */
+	int str_remote_closed; /* client half-closed */
+	size_t str_unconsumed; /* received bytes not yet given back */
+	size_t str_partial; /* counted in c_partial */
 	struct session *str_session;
 };
 TAILQ_HEAD(streamlist, stream);
@@ -153,24 +153,24 @@ struct conn {
 	nghttp2_session *c_h2;
 	struct streamlist c_streams;
 	struct event *c_flush_ev; /* deferred send */
-	struct event *c_timer;    /* handshake, then idle timeout */
-	int c_handshaken;         /* the client's SETTINGS arrived */
-	uint64_t c_ping_at;       /* token bucket for PINGs */
+	struct event *c_timer; /* handshake, then idle timeout */
+	int c_handshaken; /* the client's SETTINGS arrived */
+	uint64_t c_ping_at; /* token bucket for PINGs */
 	double c_ping_tokens;
-	size_t c_hdr_bytes;       /* header list size of the stream being read */
-	size_t c_partial;         /* bytes held in unfinished messages */
+	size_t c_hdr_bytes; /* header list size of the stream being read */
+	size_t c_partial; /* bytes held in unfinished messages */
 	char c_peer[80];
 	int c_dead;
 };
 TAILQ_HEAD(connlist, conn);
 
 enum session_state {
-	SES_OPENING,  /* waiting for Open */
+	SES_OPENING, /* waiting for Open */
 	SES_INSTALLING, /* waiting for its environment */
 	SES_STARTING, /* worker started, waiting for Ready */
-	SES_READY,    /* calls flow */
-	SES_CLOSING,  /* Close sent to the worker, waiting for its exit */
-	SES_ENDING,   /* status decided, waiting for the worker to be reaped */
+	SES_READY, /* calls flow */
+	SES_CLOSING, /* Close sent to the worker, waiting for its exit */
+	SES_ENDING, /* status decided, waiting for the worker to be reaped */
 };
 
 /* A call the front is tracking on behalf of the client. */
@@ -178,17 +178,17 @@ struct call {
 	RB_ENTRY(call) cl_entry;
 	uint64_t cl_id;
 	struct session *cl_session;
-	int cl_generator;      /* Result said generator */
-	int cl_answered;       /* Result seen (plain calls end there) */
-	uint32_t cl_in_seq;    /* next expected client chunk seq */
-	int cl_in_more;        /* args chunks still expected */
-	uint32_t cl_out_seq;   /* next expected worker chunk seq */
-	int cl_out_more;       /* result/item chunks still expected */
-	uint64_t cl_credit;    /* items the worker may still send */
+	int cl_generator; /* Result said generator */
+	int cl_answered; /* Result seen (plain calls end there) */
+	uint32_t cl_in_seq; /* next expected client chunk seq */
+	int cl_in_more; /* args chunks still expected */
+	uint32_t cl_out_seq; /* next expected worker chunk seq */
+	int cl_out_more; /* result/item chunks still expected */
+	uint64_t cl_credit; /* items the worker may still send */
 	uint64_t cl_timeout_ms;
-	int cl_deadline_hit;   /* fired while the front was not reading */
+	int cl_deadline_hit; /* fired while the front was not reading */
 	char *cl_name;
-	uint64_t cl_in_bytes;  /* bytes of the arguments so far */
+	uint64_t cl_in_bytes; /* bytes of the arguments so far */
 	struct event *cl_deadline;
 };
 RB_HEAD(calltree, call);
@@ -200,73 +200,73 @@ struct session {
 	enum session_state ses_state;
 	struct stream *ses_stream;
 	pid_t ses_pid;
-	int ses_exited;          /* waitpid saw it; the pid is no longer ours */
-	int ses_reaped;          /* and its last frames were read */
+	int ses_exited; /* waitpid saw it; the pid is no longer ours */
+	int ses_reaped; /* and its last frames were read */
 	int ses_wstatus;
 	int ses_eof;
 	struct bufferevent *ses_wbev;
 	struct deframer ses_win; /* frames from the worker */
 	char *ses_dir;
 	uint64_t ses_last_call;
-	int ses_open_more;       /* Open.object chunks still expected */
+	int ses_open_more; /* Open.object chunks still expected */
 	uint32_t ses_open_seq;
 	int ses_ready_seen;
 	int ses_killed;
-	int ses_paused;          /* not reading the worker: the client is slow */
-	uint32_t ses_inflight;   /* calls not yet answered */
-	int ses_draining;        /* the server drains: Close once idle */
+	int ses_paused; /* not reading the worker: the client is slow */
+	uint32_t ses_inflight; /* calls not yet answered */
+	int ses_draining; /* the server drains: Close once idle */
 	uint64_t ses_value_bytes; /* bytes of the client value being received */
 	struct calltree ses_calls;
-	int ses_end_code;        /* status to report, once decided */
+	int ses_end_code; /* status to report, once decided */
 	char *ses_end_msg;
 	int ses_end_set;
 	struct event *ses_timer; /* exit wait after EOF or kill */
-	struct env *ses_env;     /* the environment it uses or waits for */
+	struct env *ses_env; /* the environment it uses or waits for */
 	TAILQ_ENTRY(session) ses_env_entry; /* on env_waiters */
 	struct evbuffer *ses_pending; /* frames held until the worker runs */
-	long ses_uid;            /* its own uid, -1 without the sandbox */
-	char *ses_owner;         /* the name of the token that opened it */
-	char *ses_cgroup;        /* its cgroup path(s) */
-	struct event *ses_life;  /* --session-max-lifetime */
-	struct event *ses_idle;  /* --session-idle-timeout */
-	struct event *ses_open;  /* Open due within --handshake-timeout */
+	long ses_uid; /* its own uid, -1 without the sandbox */
+	char *ses_owner; /* the name of the token that opened it */
+	char *ses_cgroup; /* its cgroup path(s) */
+	struct event *ses_life; /* --session-max-lifetime */
+	struct event *ses_idle; /* --session-idle-timeout */
+	struct event *ses_open; /* Open due within --handshake-timeout */
 };
 TAILQ_HEAD(sessionlist, session);
 
 enum env_state {
-	ENV_QUEUED,   /* waiting for a build slot */
+	ENV_QUEUED, /* waiting for a build slot */
 	ENV_BUILDING, /* its builder runs */
-	ENV_READY,    /* complete and read-only */
-	ENV_FAILED,   /* remembered for a short time */
+	ENV_READY, /* complete and read-only */
+	ENV_FAILED, /* remembered for a short time */
 };
 
 /* One entry of the environment cache, content-addressed by env_key. */
 struct env {
 	RB_ENTRY(env) env_entry;
-	TAILQ_ENTRY(env) env_lru;  /* ready entries, least recently used first */
+	TAILQ_ENTRY(env) env_lru; /* ready entries, least recently used first */
 	TAILQ_ENTRY(env) env_queue; /* queued builds */
 	char env_key[65];
 	char *env_dir;
-	char *env_reqs;            /* canonical, newline-joined */
+	char *env_reqs; /* canonical, newline-joined */
 	enum env_state env_state;
-	int env_refs;              /* sessions using or waiting for it */
-	int env_busy;              /* being notified: not to be evicted */
-	int env_orphan;            /* cancelled: out of the tree, being reaped */
+	int env_refs; /* sessions using or waiting for it */
+	int env_busy; /* being notified: not to be evicted */
+	int env_orphan; /* cancelled: out of the tree, being reaped */
 	struct sessionlist env_waiters;
 	pid_t env_pid;
 	struct bufferevent *env_out; /* the builder's stdout and stderr */
 	int env_exited;
 	int env_eof;
 	int env_wstatus;
-	struct event *env_timer;   /* pip timeout */
-	char env_tail[2048];       /* the last lines of pip's output */
-	char env_package[128];     /* the package pip is working on */
+	struct event *env_timer; /* pip timeout */
+	char env_tail[2048]; /* the last lines of pip's output */
+	char env_package[128]; /* the package pip is working on */
 	int env_stage;
 	char *env_error;
 	uint64_t env_failed_at;
 	uint64_t env_size;
 	uint64_t env_used_at;
-	char *env_cgroup;          /* the build's cgroup */
+	char *env_cgroup; /* the build's cgroup */
 };
 
 /* front.c */
@@ -308,8 +308,8 @@ struct session *front_session_new(struct stream *);
 int front_session_client_msg(struct session *, const uint8_t *, size_t);
 void front_session_client_closed(struct session *);
 void front_session_client_gone(struct session *);
-int front_session_worker_frame(struct session *, uint8_t, const uint8_t *,
-    size_t);
+int
+front_session_worker_frame(struct session *, uint8_t, const uint8_t *, size_t);
 void front_session_worker_exited(struct session *, int);
 void front_session_worker_eof(struct session *);
 void front_session_end(struct session *, int, const char *);
@@ -333,8 +333,7 @@ void front_env_kill_all(void);
 /* front_session.c, for front_env.c */
 void front_session_env_ready(struct session *);
 void front_session_env_failed(struct session *, const char *);
-void front_session_progress(struct session *, int, const char *,
-    const char *);
+void front_session_progress(struct session *, int, const char *, const char *);
 
 /* front_trash.c */
 int front_trash(const char *, const char *);

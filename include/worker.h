@@ -38,14 +38,14 @@
 struct worker_conf {
 	char *wc_session_id;
 	char *wc_session_dir;
-	uint64_t wc_max_value;  /* largest value, either way; 0: none */
-	uint32_t wc_out_rate;   /* Output bytes per second */
-	uint32_t wc_out_burst;  /* Output bucket size */
+	uint64_t wc_max_value; /* largest value, either way; 0: none */
+	uint32_t wc_out_rate; /* Output bytes per second */
+	uint32_t wc_out_burst; /* Output bucket size */
 	uint64_t wc_grace_ms;
 	uint32_t wc_prefetch;
-	char **wc_sys_path;     /* prepended to sys.path */
+	char **wc_sys_path; /* prepended to sys.path */
 	size_t wc_n_sys_path;
-	int wc_isolate_site;    /* hide the host's site-packages */
+	int wc_isolate_site; /* hide the host's site-packages */
 };
 
 /* worker.c */

@@ -29,28 +29,28 @@
 #include <stdint.h>
 
 enum sandbox_network {
-	SANDBOX_NET_OFF,      /* loopback only */
+	SANDBOX_NET_OFF, /* loopback only */
 	SANDBOX_NET_ISOLATED, /* outbound through slirp4netns; no host loopback */
-	SANDBOX_NET_HOST,     /* the host's network namespace */
+	SANDBOX_NET_HOST, /* the host's network namespace */
 };
 
 /* What the sandbox needs to know about the session. */
 struct sandbox_conf {
 	const char *sc_session_id;
-	const char *sc_session_dir;   /* host path; becomes the cwd */
-	int sc_enabled;               /* 0: the null sandbox (--sandbox off) */
-	uid_t sc_uid;                 /* the session's own uid and gid */
+	const char *sc_session_dir; /* host path; becomes the cwd */
+	int sc_enabled; /* 0: the null sandbox (--sandbox off) */
+	uid_t sc_uid; /* the session's own uid and gid */
 	gid_t sc_gid;
 	enum sandbox_network sc_network;
-	const char *sc_cgroup;        /* cgroup path(s) to join, ':'-separated */
-	const char *sc_env_dir;       /* env cache entry to bind read-only, or NULL */
-	uint64_t sc_disk_bytes;       /* size of the session dir and /tmp tmpfs */
+	const char *sc_cgroup; /* cgroup path(s) to join, ':'-separated */
+	const char *sc_env_dir; /* env cache entry to bind read-only, or NULL */
+	uint64_t sc_disk_bytes; /* size of the session dir and /tmp tmpfs */
 	uint64_t sc_memory_bytes;
 	uint32_t sc_pids;
 	uint32_t sc_cpu_percent;
-	uint64_t sc_cpu_seconds;      /* RLIMIT_CPU backstop; 0: none */
-	int sc_seccomp_log;           /* log violations instead of killing */
-	int sc_status_fd;             /* W2 -> W0: a seccomp violation's syscall */
+	uint64_t sc_cpu_seconds; /* RLIMIT_CPU backstop; 0: none */
+	int sc_seccomp_log; /* log violations instead of killing */
+	int sc_status_fd; /* W2 -> W0: a seccomp violation's syscall */
 };
 
 int sandbox_prepare(struct sandbox_conf *);

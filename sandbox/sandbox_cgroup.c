@@ -87,8 +87,9 @@ cg_write(const char *dir, const char *file, const char *val)
 	if ((fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)) == -1)
 		return -1;
 	/* A signal (the front's SIGCHLD) can interrupt a limit write. */
-	for (tries = 0; (n = write(fd, val, len)) == -1 && errno == EINTR &&
-	    tries < 100; tries++)
+	for (tries = 0;
+	     (n = write(fd, val, len)) == -1 && errno == EINTR && tries < 100;
+	     tries++)
 		;
 	saved = errno;
 	close(fd);
@@ -1057,8 +1058,9 @@ cg_cleanup_parent(const char *parent)
 	if (parent[0] == '\0' || (d = opendir(parent)) == NULL)
 		return 0;
 	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.' || (cg_owner[0] != '\0' &&
-		    strncmp(de->d_name, cg_owner, strlen(cg_owner)) != 0) ||
+		if (de->d_name[0] == '.' ||
+		    (cg_owner[0] != '\0' &&
+		        strncmp(de->d_name, cg_owner, strlen(cg_owner)) != 0) ||
 		    cg_path(dir, sizeof(dir), parent, de->d_name) == -1 ||
 		    lstat(dir, &st) == -1 || !S_ISDIR(st.st_mode))
 			continue;

@@ -24,43 +24,44 @@
 #include "sandbox_policy.h"
 
 #ifndef LANDLOCK_CREATE_RULESET_VERSION
-#define LANDLOCK_CREATE_RULESET_VERSION	(1U << 0)
+#define LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
 #endif
 #ifndef LANDLOCK_ACCESS_FS_REFER
-#define LANDLOCK_ACCESS_FS_REFER	(1ULL << 13)	/* ABI 2 */
+#define LANDLOCK_ACCESS_FS_REFER (1ULL << 13) /* ABI 2 */
 #endif
 #ifndef LANDLOCK_ACCESS_FS_TRUNCATE
-#define LANDLOCK_ACCESS_FS_TRUNCATE	(1ULL << 14)	/* ABI 3 */
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14) /* ABI 3 */
 #endif
 #ifndef LANDLOCK_ACCESS_FS_IOCTL_DEV
-#define LANDLOCK_ACCESS_FS_IOCTL_DEV	(1ULL << 15)	/* ABI 5 */
+#define LANDLOCK_ACCESS_FS_IOCTL_DEV (1ULL << 15) /* ABI 5 */
 #endif
 #ifndef LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
-#define LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)	/* ABI 6 */
+#define LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0) /* ABI 6 */
 #endif
 
 #ifndef __NR_landlock_create_ruleset
-#define __NR_landlock_create_ruleset	444
+#define __NR_landlock_create_ruleset 444
 #endif
 #ifndef __NR_landlock_add_rule
-#define __NR_landlock_add_rule		445
+#define __NR_landlock_add_rule 445
 #endif
 #ifndef __NR_landlock_restrict_self
-#define __NR_landlock_restrict_self	446
+#define __NR_landlock_restrict_self 446
 #endif
 
 /* Every write-type right of ABI 1. */
-#define LL_WRITE_ABI1	(LANDLOCK_ACCESS_FS_WRITE_FILE |		\
-	LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |	\
-	LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |	\
-	LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |	\
-	LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |	\
-	LANDLOCK_ACCESS_FS_MAKE_SYM)
+#define LL_WRITE_ABI1 \
+	(LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR | \
+	    LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_MAKE_CHAR | \
+	    LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG | \
+	    LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO | \
+	    LANDLOCK_ACCESS_FS_MAKE_BLOCK | LANDLOCK_ACCESS_FS_MAKE_SYM)
 
 /* The rights that may be granted on a file rather than a directory. */
-#define LL_FILE_RIGHTS	(LANDLOCK_ACCESS_FS_EXECUTE |			\
-	LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_FILE |	\
-	LANDLOCK_ACCESS_FS_TRUNCATE | LANDLOCK_ACCESS_FS_IOCTL_DEV)
+#define LL_FILE_RIGHTS \
+	(LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE | \
+	    LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_TRUNCATE | \
+	    LANDLOCK_ACCESS_FS_IOCTL_DEV)
 
 /*
  * Our own copy of the ruleset attribute: the system header lacks the
@@ -69,8 +70,8 @@
  */
 struct ll_ruleset_attr {
 	uint64_t handled_access_fs;
-	uint64_t handled_access_net;	/* ABI 4; not handled here */
-	uint64_t scoped;		/* ABI 6 */
+	uint64_t handled_access_net; /* ABI 4; not handled here */
+	uint64_t scoped; /* ABI 6 */
 };
 
 /*
@@ -79,8 +80,14 @@ struct ll_ruleset_attr {
  * ones are skipped. /dev/pts is a directory, given file rights only.
  */
 static const char *const ll_dev_files[] = {
-	"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
-	"/dev/tty", "/dev/ptmx", "/dev/pts",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts",
 };
 
 static int ll_kernel_abi(void);
@@ -96,7 +103,7 @@ ll_kernel_abi(void)
 	abi = syscall(__NR_landlock_create_ruleset, NULL, 0,
 	    LANDLOCK_CREATE_RULESET_VERSION);
 	if (abi < 0)
-		return 0;	/* ENOSYS, or EOPNOTSUPP when disabled at boot */
+		return 0; /* ENOSYS, or EOPNOTSUPP when disabled at boot */
 	return (int)abi;
 }
 
@@ -144,8 +151,8 @@ ll_add_path(int ruleset, const char *path, uint64_t access)
 
 /* The writable directories: every handled right, beneath each. */
 static int
-ll_add_writable(int ruleset, const char *const *writable, size_t n,
-    uint64_t handled)
+ll_add_writable(
+    int ruleset, const char *const *writable, size_t n, uint64_t handled)
 {
 	size_t i;
 
@@ -193,15 +200,14 @@ ll_restrict(int abi, const char *const *writable, size_t n)
 	attr.handled_access_fs = sandbox_landlock_fs_access(abi);
 	if (abi >= 6)
 		attr.scoped = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET;
-	ruleset = (int)syscall(__NR_landlock_create_ruleset, &attr,
-	    sizeof(attr), 0);
+	ruleset = (int)syscall(
+	    __NR_landlock_create_ruleset, &attr, sizeof(attr), 0);
 	if (ruleset == -1) {
-		log_warn("%s: landlock_create_ruleset (ABI %d)", __func__,
-		    abi);
+		log_warn("%s: landlock_create_ruleset (ABI %d)", __func__, abi);
 		return -1;
 	}
-	if (ll_add_writable(ruleset, writable, n,
-	    attr.handled_access_fs) == -1 ||
+	if (ll_add_writable(ruleset, writable, n, attr.handled_access_fs) ==
+	        -1 ||
 	    ll_add_devices(ruleset, attr.handled_access_fs) == -1)
 		goto out;
 	if (syscall(__NR_landlock_restrict_self, ruleset, 0) == -1) {
@@ -227,12 +233,11 @@ sandbox_landlock_apply(const char *const *writable, size_t n)
 	abi = sandbox_landlock_abi_hook();
 	if (abi <= 0) {
 		log_info("landlock: not supported by this kernel; skipped "
-		    "(seccomp and the mount namespace still apply)");
+		         "(seccomp and the mount namespace still apply)");
 		return 0;
 	}
 	if (ll_restrict(abi, writable, n) == -1)
 		return -1;
-	log_debug("%s: landlock ABI %d, %zu writable paths", __func__, abi,
-	    n);
+	log_debug("%s: landlock ABI %d, %zu writable paths", __func__, abi, n);
 	return abi;
 }

@@ -70,9 +70,8 @@ static const char *const ns_top[] = {
 /* /etc entries bound read-only when the host has them. */
 static const char *const ns_etc_files[] = {"nsswitch.conf", "localtime",
     "timezone", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl/certs",
-    "ssl/openssl.cnf",
-    "ca-certificates", "alternatives", "mime.types", "protocols", "services",
-    "host.conf", "gai.conf", "matplotlibrc", "fonts"};
+    "ssl/openssl.cnf", "ca-certificates", "alternatives", "mime.types",
+    "protocols", "services", "host.conf", "gai.conf", "matplotlibrc", "fonts"};
 
 /* Device nodes bound from the host's /dev. */
 static const char *const ns_devices[] = {

@@ -25,9 +25,9 @@ const char *sandbox_seccomp_name(int nr);
  * Pass every writable mount: the session dir, /tmp and, if the minimal root
  * has one, /dev/shm (sem_open and joblib write there).
  */
-int sandbox_landlock_abi(void);                /* kernel ABI, 0 if none */
+int sandbox_landlock_abi(void); /* kernel ABI, 0 if none */
 extern int (*sandbox_landlock_abi_hook)(void); /* tests replace the query */
-uint64_t sandbox_landlock_fs_access(int abi);  /* handled_access_fs */
+uint64_t sandbox_landlock_fs_access(int abi); /* handled_access_fs */
 /* Returns the ABI used (0: unsupported, skipped with a log line), or -1. */
 int sandbox_landlock_apply(const char *const *writable, size_t n);
 
@@ -35,8 +35,8 @@ int sandbox_landlock_apply(const char *const *writable, size_t n);
  * sandbox_rlimit.c: NOFILE, FSIZE, CORE=0 and a CPU backstop; 0 leaves a
  * limit as it is (CORE is always 0). Never RLIMIT_AS. Returns 0 or -1.
  */
-int sandbox_rlimits_apply(uint64_t nofile, uint64_t fsize_bytes,
-    uint64_t cpu_seconds);
+int sandbox_rlimits_apply(
+    uint64_t nofile, uint64_t fsize_bytes, uint64_t cpu_seconds);
 /*
  * OPENBLAS_, OMP_, MKL_ and NUMEXPR_NUM_THREADS (and NUMEXPR_MAX_THREADS)
  * from the CPU limit: max(1, ceil(cpu_percent / 100)), overriding.

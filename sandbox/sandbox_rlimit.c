@@ -13,7 +13,7 @@
 #include "sandbox_policy.h"
 
 /* Seconds between SIGXCPU at the soft CPU limit and SIGKILL at the hard. */
-#define RLIMIT_CPU_GRACE	2
+#define RLIMIT_CPU_GRACE 2
 
 /*
  * Set one limit, soft and hard. An unprivileged process cannot raise its
@@ -38,16 +38,16 @@ rlimit_set(int resource, const char *name, rlim_t soft, rlim_t hard)
 	rl.rlim_cur = soft;
 	rl.rlim_max = hard;
 	if (setrlimit(resource, &rl) == -1) {
-		log_warn("%s: setrlimit %s %ju", __func__, name,
-		    (uintmax_t)soft);
+		log_warn(
+		    "%s: setrlimit %s %ju", __func__, name, (uintmax_t)soft);
 		return -1;
 	}
 	return 0;
 }
 
 int
-sandbox_rlimits_apply(uint64_t nofile, uint64_t fsize_bytes,
-    uint64_t cpu_seconds)
+sandbox_rlimits_apply(
+    uint64_t nofile, uint64_t fsize_bytes, uint64_t cpu_seconds)
 {
 	if (rlimit_set(RLIMIT_CORE, "CORE", 0, 0) == -1)
 		return -1;
@@ -55,12 +55,13 @@ sandbox_rlimits_apply(uint64_t nofile, uint64_t fsize_bytes,
 	    rlimit_set(RLIMIT_NOFILE, "NOFILE", nofile, nofile) == -1)
 		return -1;
 	/* Python ignores SIGXFSZ, so an over-long write fails with EFBIG. */
-	if (fsize_bytes != 0 && rlimit_set(RLIMIT_FSIZE, "FSIZE",
-	    fsize_bytes, fsize_bytes) == -1)
+	if (fsize_bytes != 0 &&
+	    rlimit_set(RLIMIT_FSIZE, "FSIZE", fsize_bytes, fsize_bytes) == -1)
 		return -1;
 	/* SIGXCPU at the limit names the cause; SIGKILL follows if caught. */
-	if (cpu_seconds != 0 && rlimit_set(RLIMIT_CPU, "CPU", cpu_seconds,
-	    cpu_seconds + RLIMIT_CPU_GRACE) == -1)
+	if (cpu_seconds != 0 &&
+	    rlimit_set(RLIMIT_CPU, "CPU", cpu_seconds,
+	        cpu_seconds + RLIMIT_CPU_GRACE) == -1)
 		return -1;
 	return 0;
 }
@@ -69,8 +70,11 @@ void
 sandbox_thread_env(uint32_t cpu_percent)
 {
 	static const char *vars[] = {
-		"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-		"NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS",
+	    "OPENBLAS_NUM_THREADS",
+	    "OMP_NUM_THREADS",
+	    "MKL_NUM_THREADS",
+	    "NUMEXPR_NUM_THREADS",
+	    "NUMEXPR_MAX_THREADS",
 	};
 	uint64_t n;
 	char buf[16];

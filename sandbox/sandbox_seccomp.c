@@ -32,6 +32,8 @@
  * With log_only the default is SCMP_ACT_LOG (violations go to the audit
  * log and the call runs); the soft denials still apply.
  */
+/* The tables below are laid out by hand. */
+/* clang-format off */
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -1427,3 +1429,4 @@ out:
 		seccomp_release(except_ctx);
 	return rc;
 }
+/* clang-format on */

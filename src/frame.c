@@ -111,8 +111,8 @@ deframer_header(struct deframer *df)
 
 /* Deliver the message now complete and reset for the next header. */
 static int
-deframer_deliver(struct deframer *df, const uint8_t *msg, deframe_cb cb,
-    void *arg)
+deframer_deliver(
+    struct deframer *df, const uint8_t *msg, deframe_cb cb, void *arg)
 {
 	int rv;
 
@@ -128,8 +128,8 @@ deframer_deliver(struct deframer *df, const uint8_t *msg, deframe_cb cb,
  * error, which sticks.
  */
 int
-deframer_feed(struct deframer *df, const uint8_t *p, size_t n, deframe_cb cb,
-    void *arg)
+deframer_feed(
+    struct deframer *df, const uint8_t *p, size_t n, deframe_cb cb, void *arg)
 {
 	size_t take;
 	int rv;
@@ -152,7 +152,8 @@ deframer_feed(struct deframer *df, const uint8_t *p, size_t n, deframe_cb cb,
 			if (df->df_len <= n) {
 				/* Whole message present: no copy. */
 				take = df->df_len;
-				if ((rv = deframer_deliver(df, p, cb, arg)) != 0)
+				if ((rv = deframer_deliver(df, p, cb, arg)) !=
+				    0)
 					return df->df_error = rv;
 				p += take;
 				n -= take;

@@ -43,7 +43,7 @@ front_conn_closed(struct conn *c)
 void
 front_session_freed(void)
 {
-	struct timeval tv = { 0, 100 * 1000 }; /* let the trailers go out */
+	struct timeval tv = {0, 100 * 1000}; /* let the trailers go out */
 
 	if (draining && front_session_count() == 0)
 		event_base_loopexit(front_base, &tv);
@@ -84,7 +84,7 @@ static void
 accept_error_cb(struct evconnlistener *l, void *arg)
 {
 	static struct event *resume;
-	struct timeval tv = { 0, 100 * 1000 };
+	struct timeval tv = {0, 100 * 1000};
 	int e = EVUTIL_SOCKET_ERROR();
 
 	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
@@ -93,8 +93,7 @@ accept_error_cb(struct evconnlistener *l, void *arg)
 	}
 	if (resume == NULL) {
 		resume = evtimer_new(front_base, accept_resume_cb, NULL);
-		log_warnx("accept: %s; pausing new connections",
-		    strerror(e));
+		log_warnx("accept: %s; pausing new connections", strerror(e));
 	}
 	evconnlistener_disable(l);
 	evtimer_add(resume, &tv);
@@ -111,22 +110,25 @@ front_listen(void)
 	uint16_t port;
 
 	memset(&ss, 0, sizeof(ss));
-	if (evutil_parse_sockaddr_port(front_conf.fc_host,
-	    (struct sockaddr *)&ss, &len) == -1)
-		fatalx("--listen: '%s' is not an IP address", front_conf.fc_host);
+	if (evutil_parse_sockaddr_port(
+	        front_conf.fc_host, (struct sockaddr *)&ss, &len) == -1)
+		fatalx(
+		    "--listen: '%s' is not an IP address", front_conf.fc_host);
 	if (ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&ss)->sin_port = htons(front_conf.fc_port);
+		((struct sockaddr_in *)&ss)->sin_port = htons(
+		    front_conf.fc_port);
 	else
-		((struct sockaddr_in6 *)&ss)->sin6_port =
-		    htons(front_conf.fc_port);
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(
+		    front_conf.fc_port);
 	listener = evconnlistener_new_bind(front_base, accept_cb, NULL,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
 	    512, (struct sockaddr *)&ss, len);
 	if (listener == NULL)
-		fatal("listen on %s:%u", front_conf.fc_host, front_conf.fc_port);
+		fatal(
+		    "listen on %s:%u", front_conf.fc_host, front_conf.fc_port);
 	evconnlistener_set_error_cb(listener, accept_error_cb);
-	getsockname(evconnlistener_get_fd(listener), (struct sockaddr *)&ss,
-	    &sslen);
+	getsockname(
+	    evconnlistener_get_fd(listener), (struct sockaddr *)&ss, &sslen);
 	if (ss.ss_family == AF_INET) {
 		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host,
 		    sizeof(host));
@@ -152,10 +154,10 @@ static struct event *drain_timer;
 static void
 drain_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	struct timeval hard = { 5, 0 };
+	struct timeval hard = {5, 0};
 
-	log_info("drain grace over: stopping %d session(s)",
-	    front_session_count());
+	log_info(
+	    "drain grace over: stopping %d session(s)", front_session_count());
 	front_session_kill_all();
 	event_base_loopexit(front_base, &hard);
 }
@@ -168,7 +170,7 @@ drain_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 {
-	struct timeval tv = { FRONT_SHUTDOWN_MS / 1000, 0 };
+	struct timeval tv = {FRONT_SHUTDOWN_MS / 1000, 0};
 
 	if (draining)
 		return;

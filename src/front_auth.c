@@ -91,7 +91,8 @@ auth_check_file(int fd, const char *path)
 	}
 	if (sb.st_mode & (S_IRWXG | S_IRWXO)) {
 		log_warnx("--token-file %s: mode %04o lets group or others "
-		    "read it; chmod 600 it", path, (unsigned)(sb.st_mode & 07777));
+		          "read it; chmod 600 it",
+		    path, (unsigned)(sb.st_mode & 07777));
 		return -1;
 	}
 	return 0;
@@ -159,12 +160,16 @@ front_auth_init(void)
 	    strncmp(front_conf.fc_host, "127.", 4) == 0)
 		return;
 	if (!front_conf.fc_allow_unauth)
-		fatalx("refusing to listen on %s without --token-file: anyone "
+		fatalx(
+		    "refusing to listen on %s without --token-file: anyone "
 		    "who can reach it could run code here. Give a token file, "
-		    "or pass --allow-unauthenticated on", front_conf.fc_host);
-	log_warnx("*** listening on %s WITHOUT AUTHENTICATION "
+		    "or pass --allow-unauthenticated on",
+		    front_conf.fc_host);
+	log_warnx(
+	    "*** listening on %s WITHOUT AUTHENTICATION "
 	    "(--allow-unauthenticated on): anyone who can reach it can run "
-	    "code here ***", front_conf.fc_host);
+	    "code here ***",
+	    front_conf.fc_host);
 }
 
 /* SIGHUP: re-read the token file; a bad file keeps the old tokens. */

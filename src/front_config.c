@@ -215,36 +215,36 @@ front_config_apply_limits(struct front_config *fc, const char *flag,
 	uint64_t v;
 
 	if (strcmp(flag, "--max-sessions") == 0)
-		return front_config_u32(flag, val, 1, 1000000,
-		    &fc->fc_max_sessions, err, errlen);
+		return front_config_u32(
+		    flag, val, 1, 1000000, &fc->fc_max_sessions, err, errlen);
 	if (strcmp(flag, "--max-sessions-per-token") == 0)
 		return front_config_u32(flag, val, 1, 1000000,
 		    &fc->fc_max_sessions_per_token, err, errlen);
 	if (strcmp(flag, "--max-streams") == 0)
-		return front_config_u32(flag, val, 1, 100000,
-		    &fc->fc_max_streams, err, errlen);
+		return front_config_u32(
+		    flag, val, 1, 100000, &fc->fc_max_streams, err, errlen);
 	if (strcmp(flag, "--max-inflight-calls") == 0)
-		return front_config_u32(flag, val, 1, 1000000,
-		    &fc->fc_max_inflight, err, errlen);
+		return front_config_u32(
+		    flag, val, 1, 1000000, &fc->fc_max_inflight, err, errlen);
 	if (strcmp(flag, "--max-ping-rate") == 0)
-		return front_config_u32(flag, val, 1, 100000,
-		    &fc->fc_ping_rate, err, errlen);
+		return front_config_u32(
+		    flag, val, 1, 100000, &fc->fc_ping_rate, err, errlen);
 	if (strcmp(flag, "--max-header-list-size") == 0) {
 		if (parse_size(val, &v) == -1 || v < 1024 || v > (1U << 24))
-			return front_config_bad(err, errlen, flag,
-			    "a size from 1K to 16M", val);
+			return front_config_bad(
+			    err, errlen, flag, "a size from 1K to 16M", val);
 		fc->fc_max_header_list = (uint32_t)v;
 	} else if (strcmp(flag, "--max-message-size") == 0) {
 		if (parse_size(val, &fc->fc_max_message) == -1 ||
 		    fc->fc_max_message < 1024 ||
 		    fc->fc_max_message > (1ULL << 31))
-			return front_config_bad(err, errlen, flag,
-			    "a size from 1K to 2G", val);
+			return front_config_bad(
+			    err, errlen, flag, "a size from 1K to 2G", val);
 	} else if (strcmp(flag, "--max-value-size") == 0) {
 		if (parse_size(val, &fc->fc_max_value) == -1 ||
 		    fc->fc_max_value < 1024)
-			return front_config_bad(err, errlen, flag,
-			    "a size of at least 1K", val);
+			return front_config_bad(
+			    err, errlen, flag, "a size of at least 1K", val);
 	} else if (strcmp(flag, "--handshake-timeout") == 0 ||
 	    strcmp(flag, "--idle-timeout") == 0) {
 		if (parse_duration_ms(val, &v) == -1 || v == 0)
@@ -270,12 +270,12 @@ front_config_apply_session(struct front_config *fc, const char *flag,
 
 	if (strcmp(flag, "--sandbox") == 0) {
 		if (parse_onoff(val, &fc->fc_sandbox) == -1)
-			return front_config_bad(err, errlen, flag, "on or off",
-			    val);
+			return front_config_bad(
+			    err, errlen, flag, "on or off", val);
 	} else if (strcmp(flag, "--token-file") == 0) {
 		if (*val != '/')
-			return front_config_bad(err, errlen, flag,
-			    "an absolute path", val);
+			return front_config_bad(
+			    err, errlen, flag, "an absolute path", val);
 		free(fc->fc_token_file);
 		fc->fc_token_file = xstrdup(val);
 	} else if (strcmp(flag, "--tls-cert") == 0) {
@@ -289,12 +289,12 @@ front_config_apply_session(struct front_config *fc, const char *flag,
 		fc->fc_tls_client_ca = xstrdup(val);
 	} else if (strcmp(flag, "--allow-unauthenticated") == 0) {
 		if (parse_onoff(val, &fc->fc_allow_unauth) == -1)
-			return front_config_bad(err, errlen, flag, "on or off",
-			    val);
+			return front_config_bad(
+			    err, errlen, flag, "on or off", val);
 	} else if (strcmp(flag, "--seccomp-log") == 0) {
 		if (parse_onoff(val, &fc->fc_seccomp_log) == -1)
-			return front_config_bad(err, errlen, flag, "on or off",
-			    val);
+			return front_config_bad(
+			    err, errlen, flag, "on or off", val);
 	} else if (strcmp(flag, "--session-uids") == 0) {
 		if (front_config_uids(fc, val) == -1)
 			return front_config_bad(err, errlen, flag,
@@ -307,13 +307,13 @@ front_config_apply_session(struct front_config *fc, const char *flag,
 		else if (strcmp(val, "host") == 0)
 			fc->fc_network = 2;
 		else
-			return front_config_bad(err, errlen, flag,
-			    "off, isolated or host", val);
+			return front_config_bad(
+			    err, errlen, flag, "off, isolated or host", val);
 	} else if (strcmp(flag, "--session-memory") == 0 ||
 	    strcmp(flag, "--session-disk") == 0) {
 		if (parse_size(val, &v) == -1 || v < 1024 * 1024)
-			return front_config_bad(err, errlen, flag,
-			    "a size of at least 1M", val);
+			return front_config_bad(
+			    err, errlen, flag, "a size of at least 1M", val);
 		if (flag[10] == 'm')
 			fc->fc_session_memory = v;
 		else
@@ -354,8 +354,8 @@ front_config_apply_env(struct front_config *fc, const char *flag,
 
 	if (strcmp(flag, "--pip-index-url") == 0) {
 		free(fc->fc_pip_index_url);
-		fc->fc_pip_index_url = strcmp(val, "none") == 0 ? NULL :
-		    xstrdup(val);
+		fc->fc_pip_index_url = strcmp(val, "none") == 0 ? NULL
+		                                                : xstrdup(val);
 	} else if (strcmp(flag, "--pip-extra-index-url") == 0)
 		return front_config_repeat(fc->fc_pip_extra_index,
 		    &fc->fc_n_pip_extra_index, flag, val, err, errlen);
@@ -364,12 +364,12 @@ front_config_apply_env(struct front_config *fc, const char *flag,
 		    &fc->fc_n_pip_find_links, flag, val, err, errlen);
 	else if (strcmp(flag, "--pip-system-site-packages") == 0) {
 		if (parse_onoff(val, &fc->fc_pip_system_site) == -1)
-			return front_config_bad(err, errlen, flag, "on or off",
-			    val);
+			return front_config_bad(
+			    err, errlen, flag, "on or off", val);
 	} else if (strcmp(flag, "--pip-allow-source") == 0) {
 		if (parse_onoff(val, &fc->fc_pip_allow_source) == -1)
-			return front_config_bad(err, errlen, flag, "on or off",
-			    val);
+			return front_config_bad(
+			    err, errlen, flag, "on or off", val);
 	} else if (strcmp(flag, "--pip-timeout") == 0) {
 		if (parse_duration_ms(val, &fc->fc_pip_timeout_ms) == -1 ||
 		    fc->fc_pip_timeout_ms == 0)
@@ -377,8 +377,8 @@ front_config_apply_env(struct front_config *fc, const char *flag,
 			    "a duration such as 90s or 10m", val);
 	} else if (strcmp(flag, "--env-cache-dir") == 0) {
 		if (*val != '/')
-			return front_config_bad(err, errlen, flag,
-			    "an absolute path", val);
+			return front_config_bad(
+			    err, errlen, flag, "an absolute path", val);
 		free(fc->fc_env_cache_dir);
 		fc->fc_env_cache_dir = xstrdup(val);
 	} else if (strcmp(flag, "--env-cache-size") == 0) {
@@ -387,17 +387,16 @@ front_config_apply_env(struct front_config *fc, const char *flag,
 			    "a size such as 512M or 10G", val);
 	} else if (strcmp(flag, "--env-builds") == 0) {
 		v = strtoull(val, &end, 10);
-		if (*val < '0' || *val > '9' || *end != '\0' || v < 1 ||
-		    v > 64)
-			return front_config_bad(err, errlen, flag,
-			    "a number from 1 to 64", val);
+		if (*val < '0' || *val > '9' || *end != '\0' || v < 1 || v > 64)
+			return front_config_bad(
+			    err, errlen, flag, "a number from 1 to 64", val);
 		fc->fc_env_builds = (int)v;
 	} else if (strcmp(flag, "--builder-uid") == 0) {
 		v = strtoull(val, &end, 10);
 		if (*val < '0' || *val > '9' || *end != '\0' || v == 0 ||
 		    v > 4294967294ULL)
-			return front_config_bad(err, errlen, flag,
-			    "a non-root uid", val);
+			return front_config_bad(
+			    err, errlen, flag, "a non-root uid", val);
 		fc->fc_builder_uid = (long)v;
 	} else
 		return front_config_apply_session(fc, flag, val, err, errlen);
@@ -411,15 +410,19 @@ front_config_apply(struct front_config *fc, const char *flag, const char *val,
 {
 	if (strcmp(flag, "--listen") == 0) {
 		if (parse_hostport(val, fc->fc_host, sizeof(fc->fc_host),
-		    &fc->fc_port) == -1) {
-			snprintf(err, errlen, "--listen: expected HOST:PORT or "
-			    "[IPv6]:PORT, got '%s'", val);
+		        &fc->fc_port) == -1) {
+			snprintf(err, errlen,
+			    "--listen: expected HOST:PORT or "
+			    "[IPv6]:PORT, got '%s'",
+			    val);
 			return -1;
 		}
 	} else if (strcmp(flag, "--state-dir") == 0) {
 		if (*val != '/') {
-			snprintf(err, errlen, "--state-dir: '%s' is not an "
-			    "absolute path", val);
+			snprintf(err, errlen,
+			    "--state-dir: '%s' is not an "
+			    "absolute path",
+			    val);
 			return -1;
 		}
 		free(fc->fc_state_dir);
@@ -429,8 +432,10 @@ front_config_apply(struct front_config *fc, const char *flag, const char *val,
 		fc->fc_worker = xstrdup(val);
 	} else if (strcmp(flag, "--log-level") == 0) {
 		if ((fc->fc_log_level = log_parse_level(val)) == -1) {
-			snprintf(err, errlen, "--log-level: expected error, "
-			    "warn, info or debug, got '%s'", val);
+			snprintf(err, errlen,
+			    "--log-level: expected error, "
+			    "warn, info or debug, got '%s'",
+			    val);
 			return -1;
 		}
 	} else
@@ -439,19 +444,45 @@ front_config_apply(struct front_config *fc, const char *flag, const char *val,
 }
 
 static const char *front_flags[] = {
-	"--listen", "--state-dir", "--worker", "--log-level",
-	"--pip-index-url", "--pip-extra-index-url", "--pip-find-links",
-	"--pip-system-site-packages", "--pip-allow-source", "--pip-timeout",
-	"--env-cache-dir", "--env-cache-size", "--env-builds", "--builder-uid",
-	"--sandbox", "--session-uids", "--session-network", "--session-memory",
-	"--session-pids", "--session-cpu", "--session-disk",
-	"--session-max-lifetime", "--session-idle-timeout", "--seccomp-log",
-	"--token-file", "--allow-unauthenticated",
-	"--tls-cert", "--tls-key", "--tls-client-ca",
-	"--max-sessions", "--max-sessions-per-token", "--max-streams",
-	"--max-message-size", "--max-header-list-size", "--max-value-size",
-	"--max-inflight-calls", "--handshake-timeout", "--idle-timeout",
-	"--max-ping-rate",
+    "--listen",
+    "--state-dir",
+    "--worker",
+    "--log-level",
+    "--pip-index-url",
+    "--pip-extra-index-url",
+    "--pip-find-links",
+    "--pip-system-site-packages",
+    "--pip-allow-source",
+    "--pip-timeout",
+    "--env-cache-dir",
+    "--env-cache-size",
+    "--env-builds",
+    "--builder-uid",
+    "--sandbox",
+    "--session-uids",
+    "--session-network",
+    "--session-memory",
+    "--session-pids",
+    "--session-cpu",
+    "--session-disk",
+    "--session-max-lifetime",
+    "--session-idle-timeout",
+    "--seccomp-log",
+    "--token-file",
+    "--allow-unauthenticated",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--max-sessions",
+    "--max-sessions-per-token",
+    "--max-streams",
+    "--max-message-size",
+    "--max-header-list-size",
+    "--max-value-size",
+    "--max-inflight-calls",
+    "--handshake-timeout",
+    "--idle-timeout",
+    "--max-ping-rate",
 };
 
 static int
@@ -470,8 +501,8 @@ front_config_known(const char *flag)
  * "--flag=value". Returns 0, 1 for --help, or -1 with a message in err.
  */
 int
-front_config_parse(struct front_config *fc, int argc, char **argv, char *err,
-    size_t errlen)
+front_config_parse(
+    struct front_config *fc, int argc, char **argv, char *err, size_t errlen)
 {
 	char flag[64];
 	const char *arg, *val, *eq;
@@ -487,8 +518,8 @@ front_config_parse(struct front_config *fc, int argc, char **argv, char *err,
 		}
 		if ((eq = strchr(arg, '=')) != NULL) {
 			if ((size_t)(eq - arg) >= sizeof(flag)) {
-				snprintf(err, errlen, "%.40s...: unknown flag",
-				    arg);
+				snprintf(
+				    err, errlen, "%.40s...: unknown flag", arg);
 				return -1;
 			}
 			memcpy(flag, arg, (size_t)(eq - arg));
@@ -496,8 +527,8 @@ front_config_parse(struct front_config *fc, int argc, char **argv, char *err,
 			val = eq + 1;
 		} else {
 			if (strlen(arg) >= sizeof(flag)) {
-				snprintf(err, errlen, "%.40s...: unknown flag",
-				    arg);
+				snprintf(
+				    err, errlen, "%.40s...: unknown flag", arg);
 				return -1;
 			}
 			strcpy(flag, arg);
@@ -506,8 +537,8 @@ front_config_parse(struct front_config *fc, int argc, char **argv, char *err,
 				return -1;
 			}
 			if (i + 1 >= argc) {
-				snprintf(err, errlen, "%s: missing value",
-				    flag);
+				snprintf(
+				    err, errlen, "%s: missing value", flag);
 				return -1;
 			}
 			val = argv[++i];
@@ -517,7 +548,8 @@ front_config_parse(struct front_config *fc, int argc, char **argv, char *err,
 	}
 	if (fc->fc_builder_uid >= (long)fc->fc_uid_first &&
 	    fc->fc_builder_uid <= (long)fc->fc_uid_last) {
-		snprintf(err, errlen, "--builder-uid %ld is inside "
+		snprintf(err, errlen,
+		    "--builder-uid %ld is inside "
 		    "--session-uids %u-%u: builds need a uid of their own",
 		    fc->fc_builder_uid, fc->fc_uid_first, fc->fc_uid_last);
 		return -1;

@@ -69,7 +69,8 @@ env_key(const char *reqs, char *out)
 #define ENV_HASH(s) EVP_DigestUpdate(md, (s), strlen(s) + 1)
 	ENV_HASH("remotemedia-env-v1");
 	ENV_HASH("python=" RM_PYTHON_VERSION);
-	ENV_HASH(front_conf.fc_pip_index_url ? front_conf.fc_pip_index_url : "");
+	ENV_HASH(
+	    front_conf.fc_pip_index_url ? front_conf.fc_pip_index_url : "");
 	for (k = 0; k < front_conf.fc_n_pip_extra_index; k++)
 		ENV_HASH(front_conf.fc_pip_extra_index[k]);
 	ENV_HASH("find-links");
@@ -134,7 +135,8 @@ env_remove_tree(const char *dir)
 {
 	char trash[4200];
 
-	snprintf(trash, sizeof(trash), "%s/.trash", front_conf.fc_env_cache_dir);
+	snprintf(
+	    trash, sizeof(trash), "%s/.trash", front_conf.fc_env_cache_dir);
 	if (front_trash(dir, trash) == -1)
 		log_warnx("cannot remove %s", dir);
 }
@@ -145,13 +147,14 @@ env_evict(void)
 {
 	struct env *e, *tmp;
 
-	TAILQ_FOREACH_SAFE(e, &env_lru, env_lru, tmp) {
+	TAILQ_FOREACH_SAFE (e, &env_lru, env_lru, tmp) {
 		if (env_total <= front_conf.fc_env_cache_size)
 			break;
 		if (e->env_refs > 0 || e->env_busy)
 			continue;
 		log_info("environment %.12s: evicted (%llu bytes; cache %llu "
-		    "of %llu)", e->env_key, (unsigned long long)e->env_size,
+		         "of %llu)",
+		    e->env_key, (unsigned long long)e->env_size,
 		    (unsigned long long)env_total,
 		    (unsigned long long)front_conf.fc_env_cache_size);
 		env_remove_tree(e->env_dir);
@@ -211,7 +214,8 @@ env_make_traversable(void)
 				log_warn("chmod %s", path);
 			else
 				log_info("%s: made traversable (o+x) for the "
-				    "builder and the sessions", path);
+				         "builder and the sessions",
+				    path);
 		}
 		if ((slash = strrchr(path, '/')) == NULL || slash == path)
 			break;
@@ -291,7 +295,8 @@ env_parse_line(struct env *e, const char *line)
 	const char *slash;
 
 	if (strncmp(p, "Collecting ", 11) == 0) {
-		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING;
+		e->env_stage =
+		    REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING;
 		env_take_name(e, p + 11);
 	} else if (strncmp(p, "Downloading ", 12) == 0) {
 		e->env_stage =
@@ -304,13 +309,15 @@ env_parse_line(struct env *e, const char *line)
 		e->env_package[strcspn(e->env_package, "-")] = '\0';
 		env_norm_name(e->env_package);
 	} else if (strncmp(p, "Installing collected packages: ", 31) == 0) {
-		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_INSTALLING;
+		e->env_stage =
+		    REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_INSTALLING;
 		env_take_name(e, p + 31);
 	} else if (strncmp(p, "Successfully installed", 22) == 0) {
 		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_DONE;
 		e->env_package[0] = '\0';
 	} else if (e->env_stage == 0)
-		e->env_stage = REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING;
+		e->env_stage =
+		    REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING;
 }
 
 /* Keep the last lines of output for the error message. */
@@ -345,7 +352,7 @@ env_line(struct env *e, char *line)
 	env_parse_line(e, line);
 	env_keep_tail(e, line);
 	log_debug("environment %.12s: %s", e->env_key, line);
-	TAILQ_FOREACH_SAFE(ses, &e->env_waiters, ses_env_entry, tmp)
+	TAILQ_FOREACH_SAFE (ses, &e->env_waiters, ses_env_entry, tmp)
 		front_session_progress(ses, e->env_stage, e->env_package, line);
 }
 
@@ -384,7 +391,8 @@ env_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 	struct env *e = arg;
 	char msg[128];
 
-	snprintf(msg, sizeof(msg), "pip did not finish within %llu s "
+	snprintf(msg, sizeof(msg),
+	    "pip did not finish within %llu s "
 	    "(--pip-timeout)",
 	    (unsigned long long)(front_conf.fc_pip_timeout_ms / 1000));
 	free(e->env_error);
@@ -432,8 +440,9 @@ env_argv(struct env *e)
 	}
 	argv[n++] = (char *)"--";
 	reqs = xstrdup(e->env_reqs);
-	for (r = strtok_r(reqs, "\n", &save); r != NULL && n < 63 + REQ_MAX_COUNT;
-	    r = strtok_r(NULL, "\n", &save))
+	for (r = strtok_r(reqs, "\n", &save);
+	     r != NULL && n < 63 + REQ_MAX_COUNT;
+	     r = strtok_r(NULL, "\n", &save))
 		argv[n++] = xstrdup(r);
 	free(reqs);
 	argv[n] = NULL;
@@ -457,8 +466,8 @@ env_argv_free(char **argv)
 static int
 env_spawn(struct env *e)
 {
-	char *envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LANG=C.UTF-8",
-		NULL };
+	char *envp[] = {
+	    (char *)"PATH=/usr/bin:/bin", (char *)"LANG=C.UTF-8", NULL};
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	struct timeval tv;
@@ -478,8 +487,8 @@ env_spawn(struct env *e)
 	posix_spawnattr_init(&attr);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
 	posix_spawnattr_setpgroup(&attr, 0);
-	rv = posix_spawn(&e->env_pid, front_conf.fc_worker, &fa, &attr, argv,
-	    envp);
+	rv = posix_spawn(
+	    &e->env_pid, front_conf.fc_worker, &fa, &attr, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	env_argv_free(argv);
@@ -491,8 +500,8 @@ env_spawn(struct env *e)
 		return -1;
 	}
 	evutil_make_socket_nonblocking(p[0]);
-	e->env_out = bufferevent_socket_new(front_base, p[0],
-	    BEV_OPT_CLOSE_ON_FREE);
+	e->env_out = bufferevent_socket_new(
+	    front_base, p[0], BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(e->env_out, env_read_cb, NULL, env_event_cb, e);
 	bufferevent_enable(e->env_out, EV_READ);
 	e->env_timer = evtimer_new(front_base, env_timeout_cb, e);
@@ -510,9 +519,8 @@ env_spawn(struct env *e)
 static void
 env_failed_package(struct env *e, char *out, size_t len)
 {
-	static const char *marks[] = { "No matching distribution found for ",
-		"ERROR: Wheel '", "satisfies the requirement ",
-		"Failed to build " };
+	static const char *marks[] = {"No matching distribution found for ",
+	    "ERROR: Wheel '", "satisfies the requirement ", "Failed to build "};
 	const char *p;
 	size_t i, n;
 
@@ -583,8 +591,8 @@ env_build_done(struct env *e, int st)
 		bufferevent_free(e->env_out);
 		e->env_out = NULL;
 	}
-	log_debug("%s: builder %d: wait status %#x", __func__, (int)e->env_pid,
-	    st);
+	log_debug(
+	    "%s: builder %d: wait status %#x", __func__, (int)e->env_pid, st);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
 	    env_read_marker(e->env_dir, &e->env_size) == 0) {
 		log_info("environment %.12s: ready, %llu bytes", e->env_key,
@@ -598,8 +606,10 @@ env_build_done(struct env *e, int st)
 	if (WIFSIGNALED(st) && e->env_error == NULL) {
 		char buf[96];
 
-		snprintf(buf, sizeof(buf), "the environment builder was "
-		    "killed by signal %d", WTERMSIG(st));
+		snprintf(buf, sizeof(buf),
+		    "the environment builder was "
+		    "killed by signal %d",
+		    WTERMSIG(st));
 		e->env_error = xstrdup(buf);
 	}
 	msg = env_failure_message(e);
@@ -611,7 +621,8 @@ env_build_done(struct env *e, int st)
 	e->env_failed_at = now_ms();
 	env_notify(e);
 	if (WIFSIGNALED(st) && !timed_out)
-		e->env_failed_at = 0; /* a killed build says nothing of the reqs */
+		e->env_failed_at =
+		    0; /* a killed build says nothing of the reqs */
 }
 
 /* The entry whose builder has this pid, in the tree or cancelled. */
@@ -620,10 +631,10 @@ env_by_builder(pid_t pid)
 {
 	struct env *e;
 
-	RB_FOREACH(e, envtree, &envs)
+	RB_FOREACH (e, envtree, &envs)
 		if (e->env_pid == pid && e->env_state == ENV_BUILDING)
 			return e;
-	TAILQ_FOREACH(e, &env_orphans, env_queue)
+	TAILQ_FOREACH (e, &env_orphans, env_queue)
 		if (e->env_pid == pid)
 			return e;
 	return NULL;
@@ -672,7 +683,7 @@ env_start_queued(void)
 			e->env_state = ENV_FAILED;
 			e->env_failed_at = now_ms();
 			e->env_error = xstrdup("cannot start the environment "
-			    "builder");
+			                       "builder");
 			env_notify(e);
 		}
 	}
@@ -685,7 +696,7 @@ env_prune_failed(void)
 	struct env *e, *tmp;
 	uint64_t now = now_ms();
 
-	RB_FOREACH_SAFE(e, envtree, &envs, tmp)
+	RB_FOREACH_SAFE (e, envtree, &envs, tmp)
 		if (e->env_state == ENV_FAILED && e->env_refs == 0 &&
 		    now - e->env_failed_at >= ENV_FAIL_TTL_MS)
 			env_free(e);
@@ -754,7 +765,7 @@ front_env_release(struct session *ses)
 	if (e == NULL)
 		return;
 	ses->ses_env = NULL;
-	TAILQ_FOREACH(w, &e->env_waiters, ses_env_entry)
+	TAILQ_FOREACH (w, &e->env_waiters, ses_env_entry)
 		if (w == ses) {
 			TAILQ_REMOVE(&e->env_waiters, ses, ses_env_entry);
 			break;
@@ -793,7 +804,7 @@ front_env_kill_all(void)
 {
 	struct env *e;
 
-	RB_FOREACH(e, envtree, &envs)
+	RB_FOREACH (e, envtree, &envs)
 		if (e->env_state == ENV_BUILDING && !e->env_exited)
 			kill(-e->env_pid, SIGKILL);
 }

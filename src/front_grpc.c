@@ -180,25 +180,28 @@ front_grpc_headers_done(struct stream *s)
 
 		if (idx == -1) {
 			front_grpc_finish(s, GRPC_UNAUTHENTICATED,
-			    s->str_auth == NULL ? "missing token: send "
-			    "'authorization: Bearer TOKEN'" : "invalid token");
+			    s->str_auth == NULL
+			        ? "missing token: send "
+			          "'authorization: Bearer TOKEN'"
+			        : "invalid token");
 			return;
 		}
 		s->str_owner = xstrdup(front_auth_name(idx));
 	}
 	if (front_draining() && s->str_rpc == RPC_SESSION) {
-		front_grpc_finish(s, GRPC_UNAVAILABLE,
-		    "the server is shutting down");
+		front_grpc_finish(
+		    s, GRPC_UNAVAILABLE, "the server is shutting down");
 		return;
 	}
 	if (s->str_timeout_ms > 0) {
-		s->str_deadline = evtimer_new(front_base, stream_deadline_cb, s);
+		s->str_deadline = evtimer_new(
+		    front_base, stream_deadline_cb, s);
 		tv.tv_sec = (time_t)(s->str_timeout_ms / 1000);
 		tv.tv_usec = (suseconds_t)(s->str_timeout_ms % 1000) * 1000;
 		evtimer_add(s->str_deadline, &tv);
 	}
-	if (s->str_rpc == RPC_SESSION && front_session_refuse(s->str_owner,
-	    msgbuf, sizeof(msgbuf)) == -1) {
+	if (s->str_rpc == RPC_SESSION &&
+	    front_session_refuse(s->str_owner, msgbuf, sizeof(msgbuf)) == -1) {
 		front_grpc_finish(s, GRPC_RESOURCE_EXHAUSTED, msgbuf);
 		return;
 	}
@@ -228,8 +231,8 @@ grpc_health(struct stream *s, const uint8_t *msg, size_t len)
 
 	req = grpc__health__v1__health_check_request__unpack(NULL, len, msg);
 	if (req == NULL) {
-		front_grpc_finish(s, GRPC_INVALID_ARGUMENT,
-		    "malformed HealthCheckRequest");
+		front_grpc_finish(
+		    s, GRPC_INVALID_ARGUMENT, "malformed HealthCheckRequest");
 		return;
 	}
 	known = req->service[0] == '\0' ||
@@ -239,9 +242,9 @@ grpc_health(struct stream *s, const uint8_t *msg, size_t len)
 		front_grpc_finish(s, GRPC_NOT_FOUND, "unknown service");
 		return;
 	}
-	resp.status = front_draining() ?
-	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING :
-	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	resp.status = front_draining()
+	    ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+	    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
 	len = grpc__health__v1__health_check_response__pack(&resp, buf);
 	front_grpc_send(s, buf, len);
 	front_grpc_finish(s, GRPC_OK, NULL);
@@ -255,8 +258,8 @@ grpc_echo(struct stream *s, const uint8_t *msg, size_t len)
 
 	m = remotemedia__v1__echo_message__unpack(NULL, len, msg);
 	if (m == NULL) {
-		front_grpc_finish(s, GRPC_INVALID_ARGUMENT,
-		    "malformed EchoMessage");
+		front_grpc_finish(
+		    s, GRPC_INVALID_ARGUMENT, "malformed EchoMessage");
 		return;
 	}
 	remotemedia__v1__echo_message__free_unpacked(m, NULL);
@@ -315,15 +318,18 @@ grpc_framing_error(struct stream *s, int err)
 
 	if (err == DEFRAME_E_TOO_BIG) {
 		code = GRPC_RESOURCE_EXHAUSTED;
-		snprintf(msg, sizeof(msg), "received message of %u bytes is "
+		snprintf(msg, sizeof(msg),
+		    "received message of %u bytes is "
 		    "larger than the limit of %zu bytes (%s)",
 		    get_be32(s->str_in.df_hdr + 1), s->str_in.df_max,
-		    s->str_in.df_max == front_conf.fc_max_message ?
-		    "--max-message-size" : "a Session message carries at most "
-		    "one 1 MiB chunk of a value");
+		    s->str_in.df_max == front_conf.fc_max_message
+		        ? "--max-message-size"
+		        : "a Session message carries at most "
+		          "one 1 MiB chunk of a value");
 	} else if (err == DEFRAME_E_COMPRESSED && s->str_encoded) {
 		code = GRPC_UNIMPLEMENTED;
-		snprintf(msg, sizeof(msg), "compressed messages are not "
+		snprintf(msg, sizeof(msg),
+		    "compressed messages are not "
 		    "supported (grpc-accept-encoding: identity)");
 	} else
 		snprintf(msg, sizeof(msg), "%s", deframe_strerror(err));
@@ -357,7 +363,8 @@ grpc_partial_account(struct stream *s)
 		    "too many bytes held in unfinished messages on this "
 		    "connection");
 	else
-		front_grpc_finish(s, GRPC_RESOURCE_EXHAUSTED, "too many bytes "
+		front_grpc_finish(s, GRPC_RESOURCE_EXHAUSTED,
+		    "too many bytes "
 		    "held in unfinished messages on this connection");
 	return -1;
 }
@@ -413,8 +420,8 @@ front_grpc_remote_closed(struct stream *s)
 			front_session_end(s->str_session, GRPC_INTERNAL,
 			    "stream ended inside a message");
 		else
-			front_grpc_finish(s, GRPC_INTERNAL,
-			    "stream ended inside a message");
+			front_grpc_finish(
+			    s, GRPC_INTERNAL, "stream ended inside a message");
 		return;
 	}
 	switch (s->str_rpc) {
@@ -423,8 +430,8 @@ front_grpc_remote_closed(struct stream *s)
 			front_session_client_closed(s->str_session);
 		break;
 	case RPC_HEALTH:
-		front_grpc_finish(s, GRPC_INVALID_ARGUMENT,
-		    "missing HealthCheckRequest");
+		front_grpc_finish(
+		    s, GRPC_INVALID_ARGUMENT, "missing HealthCheckRequest");
 		break;
 	default:
 		front_grpc_finish(s, GRPC_OK, NULL);

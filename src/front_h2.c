@@ -54,8 +54,8 @@ stream_free(struct stream *s)
 	/* A reset stream's held-back bytes still count against the
 	 * connection window: give them back there. */
 	if (s->str_unconsumed > 0 && !s->str_conn->c_dead)
-		nghttp2_session_consume_connection(s->str_conn->c_h2,
-		    s->str_unconsumed);
+		nghttp2_session_consume_connection(
+		    s->str_conn->c_h2, s->str_unconsumed);
 	TAILQ_REMOVE(&s->str_conn->c_streams, s, str_entry);
 	s->str_conn->c_partial -= s->str_partial;
 	if (s->str_deadline)
@@ -73,8 +73,8 @@ stream_free(struct stream *s)
 
 /* nghttp2 wants to write: queue into the bufferevent, pausing when full. */
 static ssize_t
-h2_send_cb(nghttp2_session *h2, const uint8_t *data, size_t len, int flags,
-    void *arg)
+h2_send_cb(
+    nghttp2_session *h2, const uint8_t *data, size_t len, int flags, void *arg)
 {
 	struct conn *c = arg;
 	struct evbuffer *out = bufferevent_get_output(c->c_bev);
@@ -87,8 +87,7 @@ h2_send_cb(nghttp2_session *h2, const uint8_t *data, size_t len, int flags,
 }
 
 static int
-h2_begin_headers_cb(nghttp2_session *h2, const nghttp2_frame *frame,
-    void *arg)
+h2_begin_headers_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
 {
 	struct conn *c = arg;
 	struct stream *s;
@@ -128,27 +127,27 @@ h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 	if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
 		s->str_rpc = front_grpc_route((const char *)value, valuelen);
 		free(s->str_path);
-		s->str_path = strndup((const char *)value,
-		    valuelen > 200 ? 200 : valuelen);
-	}
-	else if (namelen == 7 && memcmp(name, ":method", 7) == 0)
-		s->str_bad_method = !(valuelen == 4 &&
-		    memcmp(value, "POST", 4) == 0);
+		s->str_path = strndup(
+		    (const char *)value, valuelen > 200 ? 200 : valuelen);
+	} else if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+		s->str_bad_method = !(
+		    valuelen == 4 && memcmp(value, "POST", 4) == 0);
 	else if (namelen == 12 && memcmp(name, "content-type", 12) == 0)
 		s->str_bad_ct = !(valuelen >= 16 &&
 		    memcmp(value, "application/grpc", 16) == 0 &&
 		    (valuelen == 16 || value[16] == '+' || value[16] == ';'));
 	else if (namelen == 13 && memcmp(name, "authorization", 13) == 0) {
 		free(s->str_auth);
-		s->str_auth = strndup((const char *)value,
-		    valuelen > 512 ? 512 : valuelen);
+		s->str_auth = strndup(
+		    (const char *)value, valuelen > 512 ? 512 : valuelen);
 	} else if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0) {
-		s->str_encoded = !(valuelen == 8 &&
-		    memcmp(value, "identity", 8) == 0);
+		s->str_encoded = !(
+		    valuelen == 8 && memcmp(value, "identity", 8) == 0);
 	} else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
 		if (valuelen >= sizeof(buf) ||
 		    (memcpy(buf, value, valuelen), buf[valuelen] = '\0',
-		    front_grpc_parse_timeout(buf, &s->str_timeout_ms) == -1))
+		        front_grpc_parse_timeout(buf, &s->str_timeout_ms) ==
+		            -1))
 			s->str_timeout_ms = 0;
 	}
 	return 0;
@@ -186,8 +185,8 @@ conn_frame(struct conn *c, const nghttp2_frame *frame)
 	    !(frame->hd.flags & NGHTTP2_FLAG_ACK) && !conn_ping_allowed(c)) {
 		log_info("%s: PING flood; closing (--max-ping-rate %u)",
 		    c->c_peer, front_conf.fc_ping_rate);
-		nghttp2_session_terminate_session(c->c_h2,
-		    NGHTTP2_ENHANCE_YOUR_CALM);
+		nghttp2_session_terminate_session(
+		    c->c_h2, NGHTTP2_ENHANCE_YOUR_CALM);
 		return -1;
 	}
 	conn_arm_timer(c);
@@ -266,13 +265,13 @@ h2_data_read_cb(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len,
 	if (!s->str_finished)
 		return NGHTTP2_ERR_DEFERRED;
 	snprintf(status, sizeof(status), "%d", s->str_status);
-	trailers[0] = (nghttp2_nv){ (uint8_t *)"grpc-status",
-	    (uint8_t *)status, 11, strlen(status), NGHTTP2_NV_FLAG_NONE };
+	trailers[0] = (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)status,
+	    11, strlen(status), NGHTTP2_NV_FLAG_NONE};
 	n = 1;
 	if (s->str_message != NULL && *s->str_message != '\0') {
-		trailers[1] = (nghttp2_nv){ (uint8_t *)"grpc-message",
+		trailers[1] = (nghttp2_nv){(uint8_t *)"grpc-message",
 		    (uint8_t *)s->str_message, 12, strlen(s->str_message),
-		    NGHTTP2_NV_FLAG_NONE };
+		    NGHTTP2_NV_FLAG_NONE};
 		n = 2;
 	}
 	*flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -293,17 +292,17 @@ stream_start(struct stream *s)
 	s->str_started = 1;
 	if (s->str_http_status) {
 		snprintf(status, sizeof(status), "%d", s->str_http_status);
-		hdrs[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status,
-		    7, strlen(status), NGHTTP2_NV_FLAG_NONE };
+		hdrs[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status,
+		    7, strlen(status), NGHTTP2_NV_FLAG_NONE};
 		nghttp2_submit_response(h2, s->str_id, hdrs, 1, NULL);
 		return;
 	}
-	hdrs[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)"200", 7, 3,
-	    NGHTTP2_NV_FLAG_NONE };
-	hdrs[1] = (nghttp2_nv){ (uint8_t *)"content-type",
-	    (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE };
-	hdrs[2] = (nghttp2_nv){ (uint8_t *)"grpc-accept-encoding",
-	    (uint8_t *)"identity", 20, 8, NGHTTP2_NV_FLAG_NONE };
+	hdrs[0] = (nghttp2_nv){
+	    (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE};
+	hdrs[1] = (nghttp2_nv){(uint8_t *)"content-type",
+	    (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE};
+	hdrs[2] = (nghttp2_nv){(uint8_t *)"grpc-accept-encoding",
+	    (uint8_t *)"identity", 20, 8, NGHTTP2_NV_FLAG_NONE};
 	prd.source.ptr = s;
 	prd.read_callback = h2_data_read_cb;
 	nghttp2_submit_response(h2, s->str_id, hdrs, 3, &prd);
@@ -366,8 +365,8 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 conn_arm_timer(struct conn *c)
 {
-	uint64_t ms = c->c_handshaken ? front_conf.fc_conn_idle_ms :
-	    front_conf.fc_handshake_ms;
+	uint64_t ms = c->c_handshaken ? front_conf.fc_conn_idle_ms
+	                              : front_conf.fc_handshake_ms;
 	struct timeval tv;
 
 	tv.tv_sec = (time_t)(ms / 1000);
@@ -507,24 +506,24 @@ conn_setup_h2(struct conn *c)
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *opt;
 	nghttp2_settings_entry iv[3] = {
-		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
-		    front_conf.fc_max_streams },
-		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
-		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
-		    front_conf.fc_max_header_list },
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+	        front_conf.fc_max_streams},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+	        front_conf.fc_max_header_list},
 	};
 
 	nghttp2_session_callbacks_new(&cbs);
 	nghttp2_session_callbacks_set_send_callback(cbs, h2_send_cb);
-	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs,
-	    h2_begin_headers_cb);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(
+	    cbs, h2_begin_headers_cb);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, h2_header_cb);
-	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs,
-	    h2_frame_recv_cb);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
-	    h2_data_chunk_cb);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
-	    h2_stream_close_cb);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(
+	    cbs, h2_frame_recv_cb);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+	    cbs, h2_data_chunk_cb);
+	nghttp2_session_callbacks_set_on_stream_close_callback(
+	    cbs, h2_stream_close_cb);
 	nghttp2_option_new(&opt);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	/* Floods: queued ACKs, SETTINGS entries, and the rapid-reset
@@ -539,8 +538,8 @@ conn_setup_h2(struct conn *c)
 	nghttp2_session_callbacks_del(cbs);
 	/* SETTINGS first, or grpcio waits for them until its deadline. */
 	nghttp2_submit_settings(c->c_h2, NGHTTP2_FLAG_NONE, iv, 3);
-	nghttp2_session_set_local_window_size(c->c_h2, NGHTTP2_FLAG_NONE, 0,
-	    H2_CONN_WINDOW);
+	nghttp2_session_set_local_window_size(
+	    c->c_h2, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
 }
 
 /* Take a new TCP connection: no Nagle, an nghttp2 session, SETTINGS. */
@@ -567,8 +566,8 @@ front_h2_accept(int fd, const char *peer)
 	conn_arm_timer(c);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	conn_setup_h2(c);
-	bufferevent_setcb(c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb,
-	    c);
+	bufferevent_setcb(
+	    c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->c_bev, EV_WRITE, H2_OUT_HIGH / 2, 0);
 	bufferevent_enable(c->c_bev, EV_READ | EV_WRITE);
 	front_h2_flush(c);
@@ -582,7 +581,7 @@ front_h2_goaway_all(void)
 {
 	struct conn *c, *tmp;
 
-	TAILQ_FOREACH_SAFE(c, &conns, c_entry, tmp) {
+	TAILQ_FOREACH_SAFE (c, &conns, c_entry, tmp) {
 		nghttp2_submit_shutdown_notice(c->c_h2);
 		nghttp2_submit_goaway(c->c_h2, NGHTTP2_FLAG_NONE,
 		    nghttp2_session_get_last_proc_stream_id(c->c_h2),

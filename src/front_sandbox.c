@@ -20,7 +20,8 @@
 #include "sandbox_cgroup.h"
 
 static struct cg_root front_cg;
-static char cg_tag[16]; /* this daemon's cgroup name prefix, from its state dir */
+static char
+    cg_tag[16]; /* this daemon's cgroup name prefix, from its state dir */
 static uint8_t *uid_used; /* one byte per uid of --session-uids */
 
 /*
@@ -45,22 +46,25 @@ front_sandbox_tag(void)
 void
 front_sandbox_init(void)
 {
-	size_t n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) + 1;
+	size_t n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) +
+	    1;
 
 	uid_used = xcalloc(n, 1);
 	if (!front_conf.fc_sandbox) {
-		log_warnx("*** SANDBOX OFF: sessions run unconfined, as uid %d, "
+		log_warnx(
+		    "*** SANDBOX OFF: sessions run unconfined, as uid %d, "
 		    "with the server's files, network and privileges. For "
-		    "development only. ***", (int)geteuid());
+		    "development only. ***",
+		    (int)geteuid());
 		return;
 	}
 	if (geteuid() != 0)
 		fatalx("the sandbox needs root (namespaces, cgroups and a uid "
-		    "per session): run as root, or pass --sandbox off for "
-		    "development");
+		       "per session): run as root, or pass --sandbox off for "
+		       "development");
 	if (cg_discover(&front_cg, "/sys/fs/cgroup", "/proc/self/cgroup") == -1)
 		log_warnx("cgroups unusable: sessions get no memory, pids or "
-		    "CPU limits");
+		          "CPU limits");
 	front_sandbox_tag();
 	cg_cleanup_stale(&front_cg);
 }
@@ -69,8 +73,8 @@ front_sandbox_init(void)
 static long
 uid_alloc(void)
 {
-	size_t i, n = (size_t)(front_conf.fc_uid_last -
-	    front_conf.fc_uid_first) + 1;
+	size_t i,
+	    n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) + 1;
 
 	for (i = 0; i < n; i++)
 		if (!uid_used[i]) {
@@ -106,9 +110,10 @@ front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
 	}
 	snprintf(name, sizeof(name), "%s%s", cg_tag, ses->ses_id);
 	if ((ses->ses_uid = uid_alloc()) == -1) {
-		snprintf(err, errlen, "no free session uid in %u-%u "
-		    "(--session-uids)", front_conf.fc_uid_first,
-		    front_conf.fc_uid_last);
+		snprintf(err, errlen,
+		    "no free session uid in %u-%u "
+		    "(--session-uids)",
+		    front_conf.fc_uid_first, front_conf.fc_uid_last);
 		return GRPC_RESOURCE_EXHAUSTED;
 	}
 	lim.memory_bytes = front_conf.fc_session_memory;
@@ -173,11 +178,9 @@ static void
 front_sandbox_size(uint64_t v, char *buf, size_t len)
 {
 	if (v % (1024ULL * 1024 * 1024) == 0)
-		snprintf(buf, len, "%llu GiB",
-		    (unsigned long long)(v >> 30));
+		snprintf(buf, len, "%llu GiB", (unsigned long long)(v >> 30));
 	else
-		snprintf(buf, len, "%llu MiB",
-		    (unsigned long long)(v >> 20));
+		snprintf(buf, len, "%llu MiB", (unsigned long long)(v >> 20));
 }
 
 /*
@@ -190,10 +193,12 @@ front_sandbox_limit_hit(struct session *ses, int wstatus)
 	char buf[160], size[32];
 
 	if (ses->ses_cgroup != NULL && cg_oom_killed(ses->ses_cgroup) == 1) {
-		front_sandbox_size(front_conf.fc_session_memory, size,
-		    sizeof(size));
-		snprintf(buf, sizeof(buf), "memory limit %s reached "
-		    "(--session-memory)", size);
+		front_sandbox_size(
+		    front_conf.fc_session_memory, size, sizeof(size));
+		snprintf(buf, sizeof(buf),
+		    "memory limit %s reached "
+		    "(--session-memory)",
+		    size);
 		return xstrdup(buf);
 	}
 	if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXCPU) {
@@ -201,10 +206,12 @@ front_sandbox_limit_hit(struct session *ses, int wstatus)
 		return xstrdup(buf);
 	}
 	if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXFSZ) {
-		front_sandbox_size(front_conf.fc_session_disk, size,
-		    sizeof(size));
-		snprintf(buf, sizeof(buf), "file size limit %s reached "
-		    "(--session-disk)", size);
+		front_sandbox_size(
+		    front_conf.fc_session_disk, size, sizeof(size));
+		snprintf(buf, sizeof(buf),
+		    "file size limit %s reached "
+		    "(--session-disk)",
+		    size);
 		return xstrdup(buf);
 	}
 	return NULL;

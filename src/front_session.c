@@ -66,7 +66,7 @@ front_session_by_pid(pid_t pid)
 {
 	struct session *ses;
 
-	TAILQ_FOREACH(ses, &sessions, ses_entry)
+	TAILQ_FOREACH (ses, &sessions, ses_entry)
 		if (ses->ses_pid == pid && !ses->ses_exited)
 			return ses;
 	return NULL;
@@ -78,8 +78,8 @@ session_limit_cb(evutil_socket_t fd, short ev, void *arg)
 	struct session *ses = arg;
 	char msg[128], dur[32];
 	int life = fd == -2;
-	uint64_t ms = life ? front_conf.fc_session_lifetime_ms :
-	    front_conf.fc_session_idle_ms;
+	uint64_t ms = life ? front_conf.fc_session_lifetime_ms
+	                   : front_conf.fc_session_idle_ms;
 
 	(void)ev;
 	if (ms % 1000 == 0)
@@ -136,8 +136,8 @@ session_arm_limits(struct session *ses)
 {
 	if (front_conf.fc_session_lifetime_ms > 0) {
 		ses->ses_life = evtimer_new(front_base, session_life_cb, ses);
-		session_timer_add(ses->ses_life,
-		    front_conf.fc_session_lifetime_ms);
+		session_timer_add(
+		    ses->ses_life, front_conf.fc_session_lifetime_ms);
 	}
 	if (front_conf.fc_session_idle_ms > 0) {
 		ses->ses_idle = evtimer_new(front_base, session_idle_cb, ses);
@@ -164,19 +164,23 @@ front_session_refuse(const char *owner, char *msg, size_t len)
 	uint32_t mine = 0;
 
 	if ((uint32_t)nsessions >= front_conf.fc_max_sessions) {
-		snprintf(msg, len, "too many sessions: this server runs at most "
-		    "%u (--max-sessions)", front_conf.fc_max_sessions);
+		snprintf(msg, len,
+		    "too many sessions: this server runs at most "
+		    "%u (--max-sessions)",
+		    front_conf.fc_max_sessions);
 		return -1;
 	}
 	if (owner == NULL)
 		return 0;
-	TAILQ_FOREACH(ses, &sessions, ses_entry)
-		if (ses->ses_owner != NULL && strcmp(ses->ses_owner, owner) == 0)
+	TAILQ_FOREACH (ses, &sessions, ses_entry)
+		if (ses->ses_owner != NULL &&
+		    strcmp(ses->ses_owner, owner) == 0)
 			mine++;
 	if (mine >= front_conf.fc_max_sessions_per_token) {
-		snprintf(msg, len, "too many sessions for token '%s': at most "
-		    "%u (--max-sessions-per-token)", owner,
-		    front_conf.fc_max_sessions_per_token);
+		snprintf(msg, len,
+		    "too many sessions for token '%s': at most "
+		    "%u (--max-sessions-per-token)",
+		    owner, front_conf.fc_max_sessions_per_token);
 		return -1;
 	}
 	return 0;
@@ -191,7 +195,8 @@ session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 
 	if (ses->ses_state != SES_OPENING)
 		return;
-	snprintf(msg, sizeof(msg), "no Open within %llu ms "
+	snprintf(msg, sizeof(msg),
+	    "no Open within %llu ms "
 	    "(--handshake-timeout)",
 	    (unsigned long long)front_conf.fc_handshake_ms);
 	front_session_end(ses, GRPC_DEADLINE_EXCEEDED, msg);
@@ -257,10 +262,11 @@ call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 		cl->cl_deadline_hit = 1;
 		return;
 	}
-	snprintf(msg, sizeof(msg), "call %" PRIu64 " ('%s') did not stop "
+	snprintf(msg, sizeof(msg),
+	    "call %" PRIu64 " ('%s') did not stop "
 	    "within %" PRIu64 " ms of its deadline of %" PRIu64 " ms; the "
-	    "worker was killed", cl->cl_id, cl->cl_name,
-	    front_conf.fc_grace_ms, cl->cl_timeout_ms);
+	    "worker was killed",
+	    cl->cl_id, cl->cl_name, front_conf.fc_grace_ms, cl->cl_timeout_ms);
 	front_session_end(cl->cl_session, GRPC_DEADLINE_EXCEEDED, msg);
 }
 
@@ -342,8 +348,8 @@ front_session_end(struct session *ses, int code, const char *msg)
 	}
 	ses->ses_state = SES_ENDING;
 	if (ses->ses_stream != NULL)
-		front_grpc_finish(ses->ses_stream, ses->ses_end_code,
-		    ses->ses_end_msg);
+		front_grpc_finish(
+		    ses->ses_stream, ses->ses_end_code, ses->ses_end_msg);
 	if (ses->ses_pid > 0 && !ses->ses_reaped) {
 		front_worker_kill(ses);
 		return;
@@ -357,15 +363,14 @@ worker_violation(struct session *ses, const char *what, uint64_t id)
 {
 	char msg[200];
 
-	snprintf(msg, sizeof(msg), "worker protocol violation: %s (call %"
-	    PRIu64 ")", what, id);
+	snprintf(msg, sizeof(msg),
+	    "worker protocol violation: %s (call %" PRIu64 ")", what, id);
 	front_session_end(ses, GRPC_INTERNAL, msg);
 	return -1;
 }
 
 /* A malformed or out-of-place client message ends the session. */
-static int
-client_error(struct session *ses, int code, const char *fmt, ...)
+static int client_error(struct session *ses, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -387,8 +392,8 @@ session_forward(struct session *ses, const uint8_t *msg, size_t len)
 	if (ses->ses_eof)
 		return 0; /* the worker is going: its exit decides the status */
 	if (ses->ses_state == SES_CLOSING)
-		front_worker_expect_exit(ses, front_conf.fc_grace_ms +
-		    front_conf.fc_exit_wait_ms);
+		front_worker_expect_exit(
+		    ses, front_conf.fc_grace_ms + front_conf.fc_exit_wait_ms);
 	if (front_worker_send(ses, FRAME_MSG, msg, len) == -1)
 		return client_error(ses, GRPC_ABORTED, "worker is gone");
 	return 0;
@@ -464,7 +469,8 @@ open_requirement_with_nul(const uint8_t *msg, size_t len, size_t *offset)
 	while (pb_field(&p, end, &num, &o, &vlen) == 0) {
 		if (num != 1 || o == NULL)
 			continue;
-		for (oend = o + vlen; pb_field(&o, oend, &num, &val, &vlen) == 0;) {
+		for (oend = o + vlen;
+		     pb_field(&o, oend, &num, &val, &vlen) == 0;) {
 			if (num != 4 || val == NULL)
 				continue;
 			i++;
@@ -486,7 +492,7 @@ session_requirements(struct session *ses, Remotemedia__V1__Open *op)
 	int rv;
 
 	if (req_validate_list((const char *const *)op->requirements,
-	    op->n_requirements, &canon, err, sizeof(err)) == -1)
+	        op->n_requirements, &canon, err, sizeof(err)) == -1)
 		return client_error(ses, GRPC_INVALID_ARGUMENT, "%s", err);
 	rv = front_env_attach(ses, canon, &why);
 	free(canon);
@@ -500,8 +506,8 @@ session_requirements(struct session *ses, Remotemedia__V1__Open *op)
 
 /* Check Open; start the worker now, or once its environment is built. */
 static int
-session_open(struct session *ses, Remotemedia__V1__Open *op,
-    const uint8_t *msg, size_t len)
+session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
+    size_t len)
 {
 	char err[256];
 	size_t bad, off = 0;
@@ -510,14 +516,15 @@ session_open(struct session *ses, Remotemedia__V1__Open *op,
 	if (op->protocol > REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1)
 		return client_error(ses, GRPC_FAILED_PRECONDITION,
 		    "protocol version %d is not supported (this server "
-		    "speaks 1)", op->protocol);
+		    "speaks 1)",
+		    op->protocol);
 	if ((op->object == NULL || op->object->data.len == 0) &&
 	    op->source[0] == '\0')
-		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "Open carries no object");
+		return client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "Open carries no object");
 	if (op->object != NULL && op->object->seq != 0)
-		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "Open.object must be chunk 0");
+		return client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "Open.object must be chunk 0");
 	if (op->object != NULL && op->object->more) {
 		ses->ses_open_more = 1;
 		ses->ses_open_seq = 1;
@@ -527,7 +534,8 @@ session_open(struct session *ses, Remotemedia__V1__Open *op,
 	    (bad = open_requirement_with_nul(msg, len, &off)) != 0)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "requirement %zu of %zu: control character \\x00 at offset "
-		    "%zu is not allowed", bad, op->n_requirements, off);
+		    "%zu is not allowed",
+		    bad, op->n_requirements, off);
 	if (op->n_requirements > 0 &&
 	    (ready = session_requirements(ses, op)) == -1)
 		return -1;
@@ -563,10 +571,11 @@ front_session_env_failed(struct session *ses, const char *msg)
 
 /* Relay one line of the environment build as a Progress message. */
 void
-front_session_progress(struct session *ses, int stage, const char *pkg,
-    const char *line)
+front_session_progress(
+    struct session *ses, int stage, const char *pkg, const char *line)
 {
-	Remotemedia__V1__ServerMessage m = REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
+	Remotemedia__V1__ServerMessage m =
+	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
 	Remotemedia__V1__Progress p = REMOTEMEDIA__V1__PROGRESS__INIT;
 	uint8_t *buf;
 	size_t len;
@@ -595,10 +604,14 @@ session_value_too_big(struct session *ses, uint64_t id)
 	snprintf(size, sizeof(size), "%llu MiB",
 	    (unsigned long long)(front_conf.fc_max_value >> 20));
 	if (id == 0)
-		return client_error(ses, GRPC_RESOURCE_EXHAUSTED, "the object is "
-		    "larger than %s (--max-value-size)", size);
-	return client_error(ses, GRPC_RESOURCE_EXHAUSTED, "the arguments of "
-	    "call %" PRIu64 " are larger than %s (--max-value-size)", id, size);
+		return client_error(ses, GRPC_RESOURCE_EXHAUSTED,
+		    "the object is "
+		    "larger than %s (--max-value-size)",
+		    size);
+	return client_error(ses, GRPC_RESOURCE_EXHAUSTED,
+	    "the arguments of "
+	    "call %" PRIu64 " are larger than %s (--max-value-size)",
+	    id, size);
 }
 
 /*
@@ -646,13 +659,14 @@ session_call(struct session *ses, Remotemedia__V1__Call *c)
 	if (c->call_id <= ses->ses_last_call)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "call id %" PRIu64 " is not greater than the previous "
-		    "call id %" PRIu64, c->call_id, ses->ses_last_call);
+		    "call id %" PRIu64,
+		    c->call_id, ses->ses_last_call);
 	if (c->name[0] == '\0')
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "call %" PRIu64 " has no name", c->call_id);
 	if (c->args != NULL && c->args->seq != 0)
-		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "Call.args must be chunk 0");
+		return client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "Call.args must be chunk 0");
 	if (ses->ses_inflight >= front_conf.fc_max_inflight)
 		return client_error(ses, GRPC_RESOURCE_EXHAUSTED,
 		    "more than %u calls in flight (--max-inflight-calls)",
@@ -683,8 +697,8 @@ static int
 session_call_ref(struct session *ses, uint64_t id, struct call **clp)
 {
 	if (id == 0 || id > ses->ses_last_call) {
-		client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "unknown call id %" PRIu64, id);
+		client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "unknown call id %" PRIu64, id);
 		return -1;
 	}
 	*clp = call_find(ses, id);
@@ -727,18 +741,18 @@ session_ready_msg(struct session *ses, ClientMessage *m)
 		ses->ses_state = SES_CLOSING;
 		return 1;
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_OPEN:
-		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "Open sent twice");
+		return client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "Open sent twice");
 	default:
-		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "unknown client message");
+		return client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "unknown client message");
 	}
 }
 
 /* Route one decoded client message by session state. */
 static int
-session_client_dispatch(struct session *ses, ClientMessage *m,
-    const uint8_t *msg, size_t len)
+session_client_dispatch(
+    struct session *ses, ClientMessage *m, const uint8_t *msg, size_t len)
 {
 	int fwd;
 
@@ -766,8 +780,8 @@ session_client_dispatch(struct session *ses, ClientMessage *m,
 			ses->ses_state = SES_CLOSING;
 			return session_forward(ses, msg, len);
 		}
-		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "message before Ready");
+		return client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "message before Ready");
 	case SES_READY:
 		if ((fwd = session_ready_msg(ses, m)) <= 0)
 			return fwd;
@@ -798,12 +812,12 @@ front_session_client_msg(struct session *ses, const uint8_t *msg, size_t len)
 void
 front_session_client_closed(struct session *ses)
 {
-	static const uint8_t close_msg[] = { 0x2a, 0x00 }; /* close = 5 */
+	static const uint8_t close_msg[] = {0x2a, 0x00}; /* close = 5 */
 
 	switch (ses->ses_state) {
 	case SES_OPENING:
-		client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "the stream ended before Open");
+		client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "the stream ended before Open");
 		break;
 	case SES_INSTALLING:
 		front_session_end(ses, GRPC_OK, NULL);
@@ -845,11 +859,11 @@ worker_result(struct session *ses, Remotemedia__V1__Result *r)
 	struct call *cl = call_find(ses, r->call_id);
 
 	if (cl == NULL || cl->cl_answered)
-		return worker_violation(ses, "result for an unknown call",
-		    r->call_id);
+		return worker_violation(
+		    ses, "result for an unknown call", r->call_id);
 	if (r->value != NULL && r->value->seq != 0)
-		return worker_violation(ses, "result chunk out of order",
-		    r->call_id);
+		return worker_violation(
+		    ses, "result chunk out of order", r->call_id);
 	cl->cl_answered = 1;
 	call_arm(cl, 0);
 	if (r->generator) {
@@ -872,8 +886,8 @@ worker_value(struct session *ses, Value *v)
 	struct call *cl = call_find(ses, v->call_id);
 
 	if (cl == NULL || !cl->cl_out_more || v->seq != cl->cl_out_seq)
-		return worker_violation(ses, "unexpected value chunk",
-		    v->call_id);
+		return worker_violation(
+		    ses, "unexpected value chunk", v->call_id);
 	cl->cl_out_seq++;
 	cl->cl_out_more = v->more;
 	if (!v->more && !cl->cl_generator)
@@ -888,14 +902,14 @@ worker_item(struct session *ses, Remotemedia__V1__Item *it)
 	struct call *cl = call_find(ses, it->call_id);
 
 	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
-		return worker_violation(ses, "item for an unknown generator",
-		    it->call_id);
+		return worker_violation(
+		    ses, "item for an unknown generator", it->call_id);
 	if (it->value != NULL && it->value->seq != 0)
-		return worker_violation(ses, "item chunk out of order",
-		    it->call_id);
+		return worker_violation(
+		    ses, "item chunk out of order", it->call_id);
 	if (cl->cl_credit == 0)
-		return worker_violation(ses, "item without credit",
-		    it->call_id);
+		return worker_violation(
+		    ses, "item without credit", it->call_id);
 	if (--cl->cl_credit == 0)
 		call_arm(cl, 0);
 	if (it->value != NULL && it->value->more) {
@@ -926,7 +940,8 @@ worker_error(struct session *ses, uint64_t id)
 	if ((cl = call_find(ses, id)) == NULL)
 		return worker_violation(ses, "error for an unknown call", id);
 	if (cl->cl_out_more)
-		return worker_violation(ses, "error inside a chunked value", id);
+		return worker_violation(
+		    ses, "error inside a chunked value", id);
 	call_retire(cl);
 	return 0;
 }
@@ -941,8 +956,9 @@ session_worker_check(struct session *ses, ServerMessage *m)
 
 	switch (m->msg_case) {
 	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_PROGRESS:
-		return !ses->ses_ready_seen ? 0 :
-		    worker_violation(ses, "progress after Ready", 0);
+		return !ses->ses_ready_seen
+		    ? 0
+		    : worker_violation(ses, "progress after Ready", 0);
 	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY:
 		if (ses->ses_ready_seen)
 			return worker_violation(ses, "unexpected Ready", 0);
@@ -981,8 +997,8 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 	int code;
 
 	c = remotemedia__worker__v1__worker_control__unpack(NULL, len, msg);
-	if (c == NULL || c->msg_case !=
-	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FATAL) {
+	if (c == NULL ||
+	    c->msg_case != REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FATAL) {
 		if (c != NULL)
 			remotemedia__worker__v1__worker_control__free_unpacked(
 			    c, NULL);
@@ -998,8 +1014,8 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 
 /* One frame from the worker: check it, then relay it unchanged. */
 int
-front_session_worker_frame(struct session *ses, uint8_t type,
-    const uint8_t *msg, size_t len)
+front_session_worker_frame(
+    struct session *ses, uint8_t type, const uint8_t *msg, size_t len)
 {
 	ServerMessage *m;
 	int rv;
@@ -1035,12 +1051,13 @@ front_session_drained(struct session *ses)
 		return;
 	front_worker_pause(ses, 0);
 	/* Deadlines that passed meanwhile get their grace from now on. */
-	RB_FOREACH(cl, calltree, &ses->ses_calls) {
+	RB_FOREACH (cl, calltree, &ses->ses_calls) {
 		if (!cl->cl_deadline_hit)
 			continue;
 		cl->cl_deadline_hit = 0;
 		tv.tv_sec = (time_t)(front_conf.fc_grace_ms / 1000);
-		tv.tv_usec = (suseconds_t)(front_conf.fc_grace_ms % 1000) * 1000;
+		tv.tv_usec = (suseconds_t)(front_conf.fc_grace_ms % 1000) *
+		    1000;
 		evtimer_add(cl->cl_deadline, &tv);
 	}
 }
@@ -1087,7 +1104,7 @@ front_session_worker_exited(struct session *ses, int wstatus)
 static void
 session_drain(struct session *ses)
 {
-	static const uint8_t close_msg[] = { 0x2a, 0x00 }; /* close = 5 */
+	static const uint8_t close_msg[] = {0x2a, 0x00}; /* close = 5 */
 
 	if (ses->ses_state != SES_READY || ses->ses_inflight > 0)
 		return;
@@ -1104,7 +1121,7 @@ front_session_drain_all(void)
 {
 	struct session *ses, *tmp;
 
-	TAILQ_FOREACH_SAFE(ses, &sessions, ses_entry, tmp) {
+	TAILQ_FOREACH_SAFE (ses, &sessions, ses_entry, tmp) {
 		ses->ses_draining = 1;
 		if (ses->ses_state == SES_READY)
 			session_drain(ses);
@@ -1121,7 +1138,7 @@ front_session_kill_all(void)
 {
 	struct session *ses, *tmp;
 
-	TAILQ_FOREACH_SAFE(ses, &sessions, ses_entry, tmp)
-		front_session_end(ses, GRPC_UNAVAILABLE,
-		    "the server is shutting down");
+	TAILQ_FOREACH_SAFE (ses, &sessions, ses_entry, tmp)
+		front_session_end(
+		    ses, GRPC_UNAVAILABLE, "the server is shutting down");
 }

@@ -22,10 +22,10 @@ static int
 tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     const unsigned char *in, unsigned int inlen, void *arg)
 {
-	static const unsigned char h2[] = { 2, 'h', '2' };
+	static const unsigned char h2[] = {2, 'h', '2'};
 
-	if (SSL_select_next_proto((unsigned char **)out, outlen, h2,
-	    sizeof(h2), in, inlen) != OPENSSL_NPN_NEGOTIATED)
+	if (SSL_select_next_proto((unsigned char **)out, outlen, h2, sizeof(h2),
+	        in, inlen) != OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	return SSL_TLSEXT_ERR_OK;
 }
@@ -51,28 +51,30 @@ tls_ctx_new(void)
 	if (ctx == NULL)
 		return NULL;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
-	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_options(ctx,
+	    SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	        SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
-	if (SSL_CTX_use_certificate_chain_file(ctx,
-	    front_conf.fc_tls_cert) != 1 ||
-	    SSL_CTX_use_PrivateKey_file(ctx, front_conf.fc_tls_key,
-	    SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-		log_warnx("TLS: cannot load %s / %s: %s", front_conf.fc_tls_cert,
-		    front_conf.fc_tls_key, tls_error());
+	if (SSL_CTX_use_certificate_chain_file(ctx, front_conf.fc_tls_cert) !=
+	        1 ||
+	    SSL_CTX_use_PrivateKey_file(
+	        ctx, front_conf.fc_tls_key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		log_warnx("TLS: cannot load %s / %s: %s",
+		    front_conf.fc_tls_cert, front_conf.fc_tls_key, tls_error());
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
 	if (front_conf.fc_tls_client_ca != NULL) {
-		if (SSL_CTX_load_verify_locations(ctx,
-		    front_conf.fc_tls_client_ca, NULL) != 1) {
+		if (SSL_CTX_load_verify_locations(
+		        ctx, front_conf.fc_tls_client_ca, NULL) != 1) {
 			log_warnx("TLS: cannot load %s: %s",
 			    front_conf.fc_tls_client_ca, tls_error());
 			SSL_CTX_free(ctx);
 			return NULL;
 		}
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
-		    SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+		SSL_CTX_set_verify(ctx,
+		    SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	}
 	return ctx;
 }
@@ -89,7 +91,8 @@ front_tls_init(void)
 {
 	if (front_conf.fc_tls_cert == NULL && front_conf.fc_tls_key == NULL) {
 		if (front_conf.fc_tls_client_ca != NULL)
-			fatalx("--tls-client-ca needs --tls-cert and --tls-key");
+			fatalx(
+			    "--tls-client-ca needs --tls-cert and --tls-key");
 		return;
 	}
 	if (front_conf.fc_tls_cert == NULL || front_conf.fc_tls_key == NULL)
@@ -97,8 +100,8 @@ front_tls_init(void)
 	if ((tls_ctx = tls_ctx_new()) == NULL)
 		fatalx("TLS could not be set up");
 	log_info("TLS on: %s%s", front_conf.fc_tls_cert,
-	    front_conf.fc_tls_client_ca ? ", client certificates required" :
-	    "");
+	    front_conf.fc_tls_client_ca ? ", client certificates required"
+	                                : "");
 }
 
 /* SIGHUP: a new context from the files; a bad one keeps the old. */
@@ -110,7 +113,8 @@ front_tls_reload(void)
 	if (tls_ctx == NULL)
 		return;
 	if ((ctx = tls_ctx_new()) == NULL) {
-		log_warnx("TLS certificate not reloaded; the previous one stays");
+		log_warnx(
+		    "TLS certificate not reloaded; the previous one stays");
 		return;
 	}
 	SSL_CTX_free(tls_ctx); /* connections hold their own reference */
@@ -125,8 +129,8 @@ front_tls_bufferevent(int fd)
 	SSL *ssl;
 
 	if (tls_ctx == NULL)
-		return bufferevent_socket_new(front_base, fd,
-		    BEV_OPT_CLOSE_ON_FREE);
+		return bufferevent_socket_new(
+		    front_base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if ((ssl = SSL_new(tls_ctx)) == NULL)
 		return NULL;
 	return bufferevent_openssl_socket_new(front_base, fd, ssl,

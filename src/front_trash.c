@@ -22,9 +22,9 @@
 static void
 trash_rm(const char *path, int wait)
 {
-	char *argv[] = { (char *)"rm", (char *)"-rf", (char *)"--one-file-system",
-		(char *)"--", (char *)path, NULL };
-	char *envp[] = { (char *)"PATH=/usr/bin:/bin", NULL };
+	char *argv[] = {(char *)"rm", (char *)"-rf",
+	    (char *)"--one-file-system", (char *)"--", (char *)path, NULL};
+	char *envp[] = {(char *)"PATH=/usr/bin:/bin", NULL};
 	posix_spawn_file_actions_t fa;
 	pid_t pid;
 	int st, rv;

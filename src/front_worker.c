@@ -103,8 +103,8 @@ front_worker_expect_exit(struct session *ses, uint64_t ms)
 	if (ses->ses_pid <= 0 || ses->ses_exited)
 		return;
 	if (ses->ses_timer == NULL)
-		ses->ses_timer = evtimer_new(front_base, worker_exit_timer_cb,
-		    ses);
+		ses->ses_timer = evtimer_new(
+		    front_base, worker_exit_timer_cb, ses);
 	if (evtimer_pending(ses->ses_timer, NULL))
 		return;
 	tv.tv_sec = (time_t)(ms / 1000);
@@ -134,19 +134,20 @@ worker_event_cb(struct bufferevent *bev, short events, void *arg)
 static void
 worker_env(struct session *ses, char **env, size_t n, char *bufs, size_t blen)
 {
-	const char *vars[] = { "PATH=/usr/local/bin:/usr/bin:/bin",
-	    "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1",
-	    "PYTHONNOUSERSITE=1" };
+	const char *vars[] = {"PATH=/usr/local/bin:/usr/bin:/bin",
+	    "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONNOUSERSITE=1"};
 	size_t i, k = 0, off = 0;
 
 	for (i = 0; i < sizeof(vars) / sizeof(vars[0]) && k + 1 < n; i++)
 		env[k++] = (char *)vars[i];
 	env[k++] = bufs + off;
-	off += (size_t)snprintf(bufs + off, blen - off, "HOME=%s",
-	    ses->ses_dir) + 1;
+	off += (size_t)snprintf(
+	           bufs + off, blen - off, "HOME=%s", ses->ses_dir) +
+	    1;
 	env[k++] = bufs + off;
-	off += (size_t)snprintf(bufs + off, blen - off, "TMPDIR=%s/tmp",
-	    ses->ses_dir) + 1;
+	off += (size_t)snprintf(
+	           bufs + off, blen - off, "TMPDIR=%s/tmp", ses->ses_dir) +
+	    1;
 	env[k++] = bufs + off;
 	snprintf(bufs + off, blen - off, "REMOTEMEDIA_SESSION=%s", ses->ses_id);
 	env[k] = NULL;
@@ -156,7 +157,7 @@ worker_env(struct session *ses, char **env, size_t n, char *bufs, size_t blen)
 static int
 worker_exec(struct session *ses, int fd)
 {
-	static const char *levels[] = { "error", "warn", "info", "debug" };
+	static const char *levels[] = {"error", "warn", "info", "debug"};
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	char *argv[4], *env[12], envbuf[3 * 4200];
@@ -174,8 +175,8 @@ worker_exec(struct session *ses, int fd)
 	/* Its own session and process group: what it starts dies with it. */
 	posix_spawnattr_init(&attr);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
-	rv = posix_spawn(&ses->ses_pid, front_conf.fc_worker, &fa, &attr, argv,
-	    env);
+	rv = posix_spawn(
+	    &ses->ses_pid, front_conf.fc_worker, &fa, &attr, argv, env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	if (rv != 0) {
@@ -242,8 +243,8 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 	}
 	close(child);
 	evutil_make_socket_nonblocking(sv[0]);
-	ses->ses_wbev = bufferevent_socket_new(front_base, sv[0],
-	    BEV_OPT_CLOSE_ON_FREE);
+	ses->ses_wbev = bufferevent_socket_new(
+	    front_base, sv[0], BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(ses->ses_wbev, worker_read_cb, worker_write_cb,
 	    worker_event_cb, ses);
 	bufferevent_setwatermark(ses->ses_wbev, EV_WRITE, FRONT_BUF_LOW, 0);
@@ -273,7 +274,8 @@ worker_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
 	init->cpu_percent = front_conf.fc_session_cpu;
 	/* RLIMIT_CPU is a backstop: the whole lifetime at the CPU share. */
 	cpu_s = front_conf.fc_session_lifetime_ms / 1000 *
-	    (front_conf.fc_session_cpu < 100 ? 100 : front_conf.fc_session_cpu) /
+	    (front_conf.fc_session_cpu < 100 ? 100
+	                                     : front_conf.fc_session_cpu) /
 	    100;
 	init->cpu_seconds = cpu_s;
 	init->seccomp_log = front_conf.fc_seccomp_log;
@@ -285,7 +287,8 @@ front_worker_send_init(struct session *ses)
 {
 	Remotemedia__Worker__V1__WorkerControl ctl =
 	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
-	Remotemedia__Worker__V1__Init init = REMOTEMEDIA__WORKER__V1__INIT__INIT;
+	Remotemedia__Worker__V1__Init init =
+	    REMOTEMEDIA__WORKER__V1__INIT__INIT;
 	uint8_t *buf;
 	char *site = NULL;
 	size_t len;
@@ -315,16 +318,16 @@ front_worker_send_init(struct session *ses)
 	free(site);
 	if (rv == 0 && ses->ses_pending != NULL) {
 		/* Open and the object's chunks, held during the install. */
-		evbuffer_add_buffer(bufferevent_get_output(ses->ses_wbev),
-		    ses->ses_pending);
+		evbuffer_add_buffer(
+		    bufferevent_get_output(ses->ses_wbev), ses->ses_pending);
 	}
 	return rv;
 }
 
 /* Queue one frame to the worker. */
 int
-front_worker_send(struct session *ses, uint8_t type, const uint8_t *msg,
-    size_t len)
+front_worker_send(
+    struct session *ses, uint8_t type, const uint8_t *msg, size_t len)
 {
 	struct evbuffer *out;
 	uint8_t hdr[FRAME_HDR_LEN];
@@ -349,8 +352,8 @@ size_t
 front_worker_pending_out(struct session *ses)
 {
 	if (ses->ses_wbev == NULL)
-		return ses->ses_pending ? evbuffer_get_length(ses->ses_pending) :
-		    0;
+		return ses->ses_pending ? evbuffer_get_length(ses->ses_pending)
+		                        : 0;
 	return evbuffer_get_length(bufferevent_get_output(ses->ses_wbev));
 }
 
@@ -421,7 +424,8 @@ front_worker_describe_exit(int wstatus)
 		    WTERMSIG(wstatus), strsignal(WTERMSIG(wstatus)),
 		    WCOREDUMP(wstatus) ? ", core dumped" : "");
 	else if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
-		snprintf(buf, sizeof(buf), "worker exited with status 0 "
+		snprintf(buf, sizeof(buf),
+		    "worker exited with status 0 "
 		    "before the session was closed");
 	else if (WIFEXITED(wstatus))
 		snprintf(buf, sizeof(buf), "worker exited with status %d",
@@ -459,8 +463,8 @@ front_worker_trash_dir(void)
 	static char path[4096];
 
 	if (path[0] == '\0')
-		snprintf(path, sizeof(path), "%s/trash",
-		    front_conf.fc_state_dir);
+		snprintf(
+		    path, sizeof(path), "%s/trash", front_conf.fc_state_dir);
 	return path;
 }
 

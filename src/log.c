@@ -33,7 +33,7 @@ log_getlevel(void)
 int
 log_parse_level(const char *s)
 {
-	static const char *names[] = { "error", "warn", "info", "debug" };
+	static const char *names[] = {"error", "warn", "info", "debug"};
 	size_t i;
 
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -46,7 +46,7 @@ log_parse_level(const char *s)
 static void
 vlog(int level, int errnum, const char *fmt, va_list ap)
 {
-	static const char *tags[] = { "error", "warn", "info", "debug" };
+	static const char *tags[] = {"error", "warn", "info", "debug"};
 	char msg[2048], *p;
 
 	if (level > log_level)

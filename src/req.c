@@ -4,6 +4,8 @@
  * requirements pass, and they come out in one canonical form, because the
  * normalized list is part of the environment cache key.
  */
+/* The tables below are laid out by hand. */
+/* clang-format off */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -843,3 +845,4 @@ req_validate_list(const char *const *reqs, size_t n, char **normalized_out,
 	free(canon);
 	return rv;
 }
+/* clang-format on */

@@ -40,7 +40,7 @@
 
 #define RMCTL_DEFAULT_HOST "127.0.0.1"
 #define RMCTL_DEFAULT_PORT 50052
-#define RMCTL_TIMEOUT_MS 10000ULL	 /* every wait, by default */
+#define RMCTL_TIMEOUT_MS 10000ULL /* every wait, by default */
 #define RMCTL_HEALTH_TIMEOUT_MS 5000ULL /* health: the call's deadline */
 #define RMCTL_TIMEOUT_MAX_MS (24ULL * 3600 * 1000)
 
@@ -77,8 +77,8 @@ struct rmctl_call {
 	const char *cl_name; /* for messages: "health check", "echo" */
 	int32_t cl_id;
 	struct rmctl_buf cl_out; /* framed messages not yet taken by nghttp2 */
-	int cl_out_eof;		 /* half-close once cl_out drains */
-	int cl_deferred;	 /* nghttp2 waits for rmctl_call_resume */
+	int cl_out_eof; /* half-close once cl_out drains */
+	int cl_deferred; /* nghttp2 waits for rmctl_call_resume */
 
 	struct deframer cl_df;
 	struct rmctl_msgs cl_msgs;
@@ -90,10 +90,10 @@ struct rmctl_call {
 	char *cl_grpc_message;
 
 	int cl_remote_ended; /* the server sent END_STREAM */
-	int cl_closed;	     /* nghttp2 closed the stream */
-	int cl_reset;	     /* the server sent RST_STREAM */
-	uint32_t cl_error;   /* the stream's HTTP/2 error code */
-	char cl_err[256];    /* a local protocol error, fatal to the call */
+	int cl_closed; /* nghttp2 closed the stream */
+	int cl_reset; /* the server sent RST_STREAM */
+	uint32_t cl_error; /* the stream's HTTP/2 error code */
+	char cl_err[256]; /* a local protocol error, fatal to the call */
 };
 
 /* The connection: one socket, one nghttp2 session, at most one call. */
@@ -105,8 +105,8 @@ struct rmctl_conn {
 	struct rmctl_buf cn_out; /* bytes nghttp2 produced, not yet written */
 	struct rmctl_call *cn_call;
 	int cn_eof;
-	int cn_werr;	      /* errno of a failed write; writing stops */
-	char cn_h2err[256];   /* nghttp2's last error text */
+	int cn_werr; /* errno of a failed write; writing stops */
+	char cn_h2err[256]; /* nghttp2's last error text */
 	int cn_goaway;
 	uint32_t cn_goaway_error;
 };
@@ -144,28 +144,28 @@ static int rmctl_health(const struct rmctl_opts *);
 static int rmctl_echo(const struct rmctl_opts *);
 
 static const struct option rmctl_health_opts[] = {
-	{ "host", required_argument, NULL, OPT_HOST },
-	{ "port", required_argument, NULL, OPT_PORT },
-	{ "service", required_argument, NULL, OPT_SERVICE },
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-	{ "help", no_argument, NULL, OPT_HELP },
-	{ NULL, 0, NULL, 0 },
+    {"host", required_argument, NULL, OPT_HOST},
+    {"port", required_argument, NULL, OPT_PORT},
+    {"service", required_argument, NULL, OPT_SERVICE},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
 };
 
 static const struct option rmctl_echo_opts[] = {
-	{ "host", required_argument, NULL, OPT_HOST },
-	{ "port", required_argument, NULL, OPT_PORT },
-	{ "count", required_argument, NULL, OPT_COUNT },
-	{ "size", required_argument, NULL, OPT_SIZE },
-	{ "message", required_argument, NULL, OPT_MESSAGE },
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-	{ "help", no_argument, NULL, OPT_HELP },
-	{ NULL, 0, NULL, 0 },
+    {"host", required_argument, NULL, OPT_HOST},
+    {"port", required_argument, NULL, OPT_PORT},
+    {"count", required_argument, NULL, OPT_COUNT},
+    {"size", required_argument, NULL, OPT_SIZE},
+    {"message", required_argument, NULL, OPT_MESSAGE},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
 };
 
 static const struct rmctl_cmd rmctl_cmds[] = {
-	{ "health", rmctl_health_opts, RMCTL_HEALTH_TIMEOUT_MS, rmctl_health },
-	{ "echo", rmctl_echo_opts, RMCTL_TIMEOUT_MS, rmctl_echo },
+    {"health", rmctl_health_opts, RMCTL_HEALTH_TIMEOUT_MS, rmctl_health},
+    {"echo", rmctl_echo_opts, RMCTL_TIMEOUT_MS, rmctl_echo},
 };
 
 static const char rmctl_usage_text[] =
@@ -194,28 +194,27 @@ static const char rmctl_usage_text[] =
     "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n";
 
 static const char *rmctl_grpc_codes[] = {
-	"OK",
-	"CANCELLED",
-	"UNKNOWN",
-	"INVALID_ARGUMENT",
-	"DEADLINE_EXCEEDED",
-	"NOT_FOUND",
-	"ALREADY_EXISTS",
-	"PERMISSION_DENIED",
-	"RESOURCE_EXHAUSTED",
-	"FAILED_PRECONDITION",
-	"ABORTED",
-	"OUT_OF_RANGE",
-	"UNIMPLEMENTED",
-	"INTERNAL",
-	"UNAVAILABLE",
-	"DATA_LOSS",
-	"UNAUTHENTICATED",
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
 };
 
 /* Print the usage text to stdout for --help. */
-static void __attribute__((noreturn))
-rmctl_help(void)
+static void __attribute__((noreturn)) rmctl_help(void)
 {
 	fputs(rmctl_usage_text, stdout);
 	exit(0);
@@ -301,7 +300,7 @@ rmctl_buf_free(struct rmctl_buf *b)
 static char *
 rmctl_hdr_value(const uint8_t *v, size_t len, int decode)
 {
-	char *s = xmalloc(len + 1), hex[3] = { 0 };
+	char *s = xmalloc(len + 1), hex[3] = {0};
 	size_t i, j;
 
 	for (i = j = 0; i < len; i++) {
@@ -352,8 +351,9 @@ rmctl_code_name(int code)
 {
 	static char buf[32];
 
-	if (code >= 0 && (size_t)code < sizeof(rmctl_grpc_codes) /
-	    sizeof(rmctl_grpc_codes[0]))
+	if (code >= 0 &&
+	    (size_t)code <
+	        sizeof(rmctl_grpc_codes) / sizeof(rmctl_grpc_codes[0]))
 		return rmctl_grpc_codes[code];
 	snprintf(buf, sizeof(buf), "status %d", code);
 	return buf;
@@ -405,7 +405,8 @@ rmctl_call_message(void *arg, uint8_t flag, const uint8_t *data, size_t len)
 	struct rmctl_msg *m;
 
 	if (cl->cl_nmsgs >= RMCTL_QUEUE_MAX) {
-		rmctl_call_error(cl, "server sent more messages than asked for");
+		rmctl_call_error(
+		    cl, "server sent more messages than asked for");
 		return -1;
 	}
 	m = xmalloc(sizeof(*m) + len);
@@ -473,8 +474,8 @@ rmctl_conn_call(struct rmctl_conn *cn, int32_t id)
 /* Pass the headers and trailers of our stream to the call. */
 static int
 rmctl_on_header(nghttp2_session *session, const nghttp2_frame *frame,
-    const uint8_t *name, size_t namelen, const uint8_t *value,
-    size_t valuelen, uint8_t flags, void *arg)
+    const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
+    uint8_t flags, void *arg)
 {
 	struct rmctl_call *cl = rmctl_conn_call(arg, frame->hd.stream_id);
 
@@ -507,7 +508,8 @@ rmctl_on_data(nghttp2_session *session, uint8_t flags, int32_t id,
 		return 0;
 	}
 	if (!rmctl_is_grpc(cl->cl_ctype)) {
-		rmctl_call_error(cl, "server answered content-type %s, not gRPC",
+		rmctl_call_error(cl,
+		    "server answered content-type %s, not gRPC",
 		    cl->cl_ctype ? rmctl_printable(cl->cl_ctype) : "(none)");
 		return 0;
 	}
@@ -520,8 +522,7 @@ rmctl_on_data(nghttp2_session *session, uint8_t flags, int32_t id,
 
 /* Note END_STREAM, RST_STREAM and GOAWAY as they arrive. */
 static int
-rmctl_on_frame(nghttp2_session *session, const nghttp2_frame *frame,
-    void *arg)
+rmctl_on_frame(nghttp2_session *session, const nghttp2_frame *frame, void *arg)
 {
 	struct rmctl_conn *cn = arg;
 	struct rmctl_call *cl = rmctl_conn_call(cn, frame->hd.stream_id);
@@ -546,8 +547,7 @@ rmctl_on_frame(nghttp2_session *session, const nghttp2_frame *frame,
 
 /* The stream is gone: its error code explains a missing status. */
 static int
-rmctl_on_close(nghttp2_session *session, int32_t id, uint32_t error,
-    void *arg)
+rmctl_on_close(nghttp2_session *session, int32_t id, uint32_t error, void *arg)
 {
 	struct rmctl_call *cl = rmctl_conn_call(arg, id);
 
@@ -560,8 +560,8 @@ rmctl_on_close(nghttp2_session *session, int32_t id, uint32_t error,
 
 /* Keep nghttp2's explanation of a protocol error for the final message. */
 static int
-rmctl_on_error(nghttp2_session *session, int code, const char *msg,
-    size_t len, void *arg)
+rmctl_on_error(
+    nghttp2_session *session, int code, const char *msg, size_t len, void *arg)
 {
 	struct rmctl_conn *cn = arg;
 
@@ -574,8 +574,8 @@ rmctl_on_error(nghttp2_session *session, int code, const char *msg,
 
 /* Hand nghttp2 the queued request bytes; defer while there are none. */
 static ssize_t
-rmctl_read_body(nghttp2_session *session, int32_t id, uint8_t *buf,
-    size_t len, uint32_t *flags, nghttp2_data_source *src, void *arg)
+rmctl_read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t len,
+    uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
 	struct rmctl_call *cl = src->ptr;
 	size_t n = rmctl_buf_left(&cl->cl_out);
@@ -605,8 +605,8 @@ rmctl_call_resume(struct rmctl_conn *cn, struct rmctl_call *cl)
 
 /* Queue one protobuf message, gRPC-framed, on the call's request body. */
 static void
-rmctl_call_send(struct rmctl_conn *cn, struct rmctl_call *cl,
-    const ProtobufCMessage *msg)
+rmctl_call_send(
+    struct rmctl_conn *cn, struct rmctl_call *cl, const ProtobufCMessage *msg)
 {
 	size_t len = protobuf_c_message_get_packed_size(msg);
 	uint8_t *p;
@@ -643,8 +643,8 @@ rmctl_nv(const char *name, const char *value)
 
 /* Open the call's stream: the gRPC request headers, the body to follow. */
 static void
-rmctl_call_start(struct rmctl_conn *cn, struct rmctl_call *cl,
-    const char *path, const char *timeout)
+rmctl_call_start(struct rmctl_conn *cn, struct rmctl_call *cl, const char *path,
+    const char *timeout)
 {
 	nghttp2_nv nv[8];
 	nghttp2_data_provider dp;
@@ -661,8 +661,8 @@ rmctl_call_start(struct rmctl_conn *cn, struct rmctl_call *cl,
 		nv[n++] = rmctl_nv("grpc-timeout", timeout);
 	dp.source.ptr = cl;
 	dp.read_callback = rmctl_read_body;
-	cl->cl_id = nghttp2_submit_request(cn->cn_session, NULL, nv, n, &dp,
-	    NULL);
+	cl->cl_id = nghttp2_submit_request(
+	    cn->cn_session, NULL, nv, n, &dp, NULL);
 	if (cl->cl_id < 0)
 		errx(1, "cannot start %s: %s", path,
 		    nghttp2_strerror(cl->cl_id));
@@ -694,8 +694,8 @@ rmctl_connect_one(const struct addrinfo *ai, uint64_t deadline)
 	socklen_t len = sizeof(int);
 	int fd, rv, soerr = 0, one = 1, saved;
 
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, ai->ai_protocol);
+	fd = socket(ai->ai_family,
+	    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd == -1)
 		return -1;
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == -1) {
@@ -726,8 +726,8 @@ fail:
 
 /* Connect to the first address of host:port that answers. */
 static int
-rmctl_connect(struct rmctl_conn *cn, const char *host, uint16_t port,
-    uint64_t deadline)
+rmctl_connect(
+    struct rmctl_conn *cn, const char *host, uint16_t port, uint64_t deadline)
 {
 	struct addrinfo hints, *res, *ai;
 	char portstr[8];
@@ -758,34 +758,34 @@ rmctl_session_new(struct rmctl_conn *cn)
 {
 	nghttp2_session_callbacks *cbs;
 	nghttp2_settings_entry iv[] = {
-		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
-		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, RMCTL_WINDOW },
+	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, RMCTL_WINDOW},
 	};
 
 	if (nghttp2_session_callbacks_new(&cbs) != 0)
 		errx(1, "out of memory");
 	nghttp2_session_callbacks_set_on_header_callback(cbs, rmctl_on_header);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
-	    rmctl_on_data);
-	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs,
-	    rmctl_on_frame);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
-	    rmctl_on_close);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+	    cbs, rmctl_on_data);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(
+	    cbs, rmctl_on_frame);
+	nghttp2_session_callbacks_set_on_stream_close_callback(
+	    cbs, rmctl_on_close);
 	nghttp2_session_callbacks_set_error_callback2(cbs, rmctl_on_error);
 	if (nghttp2_session_client_new(&cn->cn_session, cbs, cn) != 0)
 		errx(1, "out of memory");
 	nghttp2_session_callbacks_del(cbs);
 	if (nghttp2_submit_settings(cn->cn_session, NGHTTP2_FLAG_NONE, iv,
-	    sizeof(iv) / sizeof(iv[0])) != 0 ||
-	    nghttp2_session_set_local_window_size(cn->cn_session,
-	    NGHTTP2_FLAG_NONE, 0, RMCTL_WINDOW) != 0)
+	        sizeof(iv) / sizeof(iv[0])) != 0 ||
+	    nghttp2_session_set_local_window_size(
+	        cn->cn_session, NGHTTP2_FLAG_NONE, 0, RMCTL_WINDOW) != 0)
 		errx(1, "cannot set up the HTTP/2 session");
 }
 
 /* Connect and start an HTTP/2 session; the first wait is the deadline. */
 static void
-rmctl_conn_open(struct rmctl_conn *cn, const struct rmctl_opts *o,
-    uint64_t deadline)
+rmctl_conn_open(
+    struct rmctl_conn *cn, const struct rmctl_opts *o, uint64_t deadline)
 {
 	memset(cn, 0, sizeof(*cn));
 	cn->cn_timeout_ms = o->o_timeout_ms;
@@ -806,12 +806,14 @@ rmctl_conn_close(struct rmctl_conn *cn)
 	const uint8_t *p;
 	ssize_t n;
 
-	if (nghttp2_session_terminate_session(cn->cn_session,
-	    NGHTTP2_NO_ERROR) == 0 && cn->cn_werr == 0) {
+	if (nghttp2_session_terminate_session(
+	        cn->cn_session, NGHTTP2_NO_ERROR) == 0 &&
+	    cn->cn_werr == 0) {
 		while ((n = nghttp2_session_mem_send(cn->cn_session, &p)) > 0)
 			rmctl_buf_add(&cn->cn_out, p, (size_t)n);
 		if (rmctl_buf_left(&cn->cn_out) > 0)
-			(void)send(cn->cn_fd, cn->cn_out.b_data + cn->cn_out.b_off,
+			(void)send(cn->cn_fd,
+			    cn->cn_out.b_data + cn->cn_out.b_off,
 			    rmctl_buf_left(&cn->cn_out),
 			    MSG_NOSIGNAL | MSG_DONTWAIT);
 	}
@@ -889,7 +891,8 @@ rmctl_conn_io(struct rmctl_conn *cn, uint64_t deadline, const char *what)
 	if (n == -1 && (errno == EINTR || errno == EAGAIN))
 		return;
 	if (n == -1)
-		err(1, "connection to %s lost during %s", cn->cn_authority, what);
+		err(1, "connection to %s lost during %s", cn->cn_authority,
+		    what);
 	if (n == 0) {
 		cn->cn_eof = 1;
 		return;
@@ -908,21 +911,22 @@ rmctl_conn_dead(struct rmctl_conn *cn, const char *what)
 		errx(1, "HTTP/2 connection to %s failed during %s: %s",
 		    cn->cn_authority, what, cn->cn_h2err);
 	if (cn->cn_goaway)
-		errx(1, "server %s closed the connection during %s "
-		    "(GOAWAY %s)", cn->cn_authority, what,
+		errx(1,
+		    "server %s closed the connection during %s "
+		    "(GOAWAY %s)",
+		    cn->cn_authority, what,
 		    nghttp2_http2_strerror(cn->cn_goaway_error));
 	if (cn->cn_werr != 0)
-		errx(1, "connection to %s lost during %s: %s",
-		    cn->cn_authority, what, strerror(cn->cn_werr));
-	errx(1, "server %s closed the connection during %s",
-	    cn->cn_authority, what);
+		errx(1, "connection to %s lost during %s: %s", cn->cn_authority,
+		    what, strerror(cn->cn_werr));
+	errx(1, "server %s closed the connection during %s", cn->cn_authority,
+	    what);
 }
 
 /* Run the connection until ready(call) holds; exit on error or timeout. */
 static void
-rmctl_conn_wait(struct rmctl_conn *cn,
-    int (*ready)(const struct rmctl_call *), uint64_t deadline,
-    const char *what)
+rmctl_conn_wait(struct rmctl_conn *cn, int (*ready)(const struct rmctl_call *),
+    uint64_t deadline, const char *what)
 {
 	struct rmctl_call *cl = cn->cn_call;
 
@@ -932,8 +936,9 @@ rmctl_conn_wait(struct rmctl_conn *cn,
 		if (ready(cl))
 			return;
 		rmctl_conn_flush(cn);
-		if (cn->cn_eof || (!nghttp2_session_want_read(cn->cn_session) &&
-		    !nghttp2_session_want_write(cn->cn_session)))
+		if (cn->cn_eof ||
+		    (!nghttp2_session_want_read(cn->cn_session) &&
+		        !nghttp2_session_want_write(cn->cn_session)))
 			rmctl_conn_dead(cn, what);
 		rmctl_conn_io(cn, deadline, what);
 	}
@@ -1033,8 +1038,8 @@ rmctl_health_status(struct rmctl_conn *cn, struct rmctl_call *cl)
 	if (!TAILQ_EMPTY(&cl->cl_msgs))
 		errx(1, "health check: %s sent more than one response message",
 		    cn->cn_authority);
-	resp = grpc__health__v1__health_check_response__unpack(NULL, m->m_len,
-	    m->m_data);
+	resp = grpc__health__v1__health_check_response__unpack(
+	    NULL, m->m_len, m->m_data);
 	free(m);
 	if (resp == NULL)
 		errx(1, "health check: malformed HealthCheckResponse from %s",
@@ -1070,8 +1075,9 @@ rmctl_health(const struct rmctl_opts *o)
 	rmctl_call_free(&cl);
 	rmctl_conn_close(&cn);
 	return status ==
-	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ?
-	    0 : 1;
+	        GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+	    ? 0
+	    : 1;
 }
 
 /* Build the echo payload: --message, or --size bytes of a pattern. */
@@ -1112,8 +1118,8 @@ rmctl_echo_verify(struct rmctl_conn *cn, struct rmctl_msg *m,
 {
 	Remotemedia__V1__EchoMessage *reply;
 
-	reply = remotemedia__v1__echo_message__unpack(NULL, m->m_len,
-	    m->m_data);
+	reply = remotemedia__v1__echo_message__unpack(
+	    NULL, m->m_len, m->m_data);
 	if (reply == NULL)
 		errx(1, "echo: malformed EchoMessage %" PRIu64 " from %s", i,
 		    cn->cn_authority);
@@ -1121,8 +1127,8 @@ rmctl_echo_verify(struct rmctl_conn *cn, struct rmctl_msg *m,
 		errx(1, "echo: reply %" PRIu64 " has %zu bytes, sent %zu", i,
 		    reply->payload.len, len);
 	if (len > 0 && memcmp(reply->payload.data, sent, len) != 0)
-		errx(1, "echo: reply %" PRIu64 " differs from what was sent",
-		    i);
+		errx(
+		    1, "echo: reply %" PRIu64 " differs from what was sent", i);
 	remotemedia__v1__echo_message__free_unpacked(reply, NULL);
 }
 
@@ -1141,8 +1147,10 @@ rmctl_echo_one(struct rmctl_conn *cn, struct rmctl_call *cl,
 	t1 = rmctl_now_ns();
 	if ((m = rmctl_call_pop(cl)) == NULL) {
 		rmctl_call_check(cn, cl);
-		errx(1, "echo: server ended the stream after %" PRIu64
-		    " of %" PRIu64 " replies", i, count);
+		errx(1,
+		    "echo: server ended the stream after %" PRIu64
+		    " of %" PRIu64 " replies",
+		    i, count);
 	}
 	rmctl_echo_verify(cn, m, msg->payload.data, msg->payload.len, i);
 	free(m);
@@ -1185,8 +1193,8 @@ rmctl_echo_finish(struct rmctl_conn *cn, struct rmctl_call *cl)
 	    "the end of the echo stream");
 	rmctl_call_check(cn, cl);
 	if (!TAILQ_EMPTY(&cl->cl_msgs))
-		errx(1, "echo: %s sent a reply to no message",
-		    cn->cn_authority);
+		errx(
+		    1, "echo: %s sent a reply to no message", cn->cn_authority);
 }
 
 /* rmctl echo: ping-pong messages on one Echo stream, check each reply. */
@@ -1203,8 +1211,8 @@ rmctl_echo(const struct rmctl_opts *o)
 	msg.payload.len = len;
 	rtt = xcalloc((size_t)o->o_count, sizeof(*rtt));
 	rmctl_conn_open(&cn, o, now_ms() + o->o_timeout_ms);
-	rmctl_call_init(&cl, "echo", len + 16 > RMCTL_MSG_MAX ? len + 16 :
-	    RMCTL_MSG_MAX);
+	rmctl_call_init(
+	    &cl, "echo", len + 16 > RMCTL_MSG_MAX ? len + 16 : RMCTL_MSG_MAX);
 	rmctl_call_start(&cn, &cl, RMCTL_ECHO_PATH, NULL);
 	for (i = 0; i < o->o_count; i++) {
 		if (o->o_message == NULL)
@@ -1276,7 +1284,8 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 		if (parse_duration_ms(arg, &v) == -1 || v == 0 ||
 		    v > RMCTL_TIMEOUT_MAX_MS)
 			rmctl_usage_error("--timeout: invalid duration '%s' "
-			    "(write 500ms, 30s, 5m)", arg);
+			                  "(write 500ms, 30s, 5m)",
+			    arg);
 		o->o_timeout_ms = v;
 		break;
 	case OPT_SERVICE:
@@ -1285,13 +1294,15 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 	case OPT_COUNT:
 		if (rmctl_parse_count(arg, RMCTL_COUNT_MAX, &o->o_count) == -1)
 			rmctl_usage_error("--count: invalid count '%s' "
-			    "(1 to %llu)", arg, RMCTL_COUNT_MAX);
+			                  "(1 to %llu)",
+			    arg, RMCTL_COUNT_MAX);
 		break;
 	case OPT_SIZE:
 		if (parse_size(arg, &o->o_size) == -1 ||
 		    o->o_size > RMCTL_SIZE_MAX)
 			rmctl_usage_error("--size: invalid size '%s' "
-			    "(write 512, 64K, 1M; at most 64M)", arg);
+			                  "(write 512, 64K, 1M; at most 64M)",
+			    arg);
 		o->o_size_set = 1;
 		break;
 	case OPT_MESSAGE:
@@ -1303,8 +1314,7 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 }
 
 /* Name the flag that getopt_long refused, without any "=value". */
-static void __attribute__((noreturn))
-rmctl_bad_flag(int ch, char *arg)
+static void __attribute__((noreturn)) rmctl_bad_flag(int ch, char *arg)
 {
 	char *eq;
 
@@ -1324,8 +1334,8 @@ rmctl_bad_flag(int ch, char *arg)
 
 /* Parse the flags of one command; argv[0] is the command's name. */
 static void
-rmctl_parse(const struct rmctl_cmd *cmd, int argc, char **argv,
-    struct rmctl_opts *o)
+rmctl_parse(
+    const struct rmctl_cmd *cmd, int argc, char **argv, struct rmctl_opts *o)
 {
 	int ch;
 
@@ -1344,11 +1354,11 @@ rmctl_parse(const struct rmctl_cmd *cmd, int argc, char **argv,
 		rmctl_parse_opt(o, ch, optarg);
 	}
 	if (optind < argc)
-		rmctl_usage_error("%s: unexpected argument '%s'", cmd->c_name,
-		    argv[optind]);
+		rmctl_usage_error(
+		    "%s: unexpected argument '%s'", cmd->c_name, argv[optind]);
 	if (o->o_message != NULL && o->o_size_set)
 		rmctl_usage_error("--message and --size cannot be used "
-		    "together");
+		                  "together");
 }
 
 int

@@ -33,9 +33,9 @@
 #include "../sandbox/sandbox.h"
 
 static pthread_mutex_t worker_wlock;
-static uint8_t *worker_wbuf;	/* one frame being written, under the lock */
+static uint8_t *worker_wbuf; /* one frame being written, under the lock */
 static size_t worker_wcap;
-static atomic_int worker_gone;	/* a write failed: the front is gone */
+static atomic_int worker_gone; /* a write failed: the front is gone */
 
 static void usage(void) __attribute__((noreturn));
 
@@ -77,8 +77,8 @@ worker_init_frame(void *arg, uint8_t type, const uint8_t *msg, size_t len)
 		return -1;
 	if ((*ctl)->msg_case !=
 	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_INIT) {
-		remotemedia__worker__v1__worker_control__free_unpacked(*ctl,
-		    NULL);
+		remotemedia__worker__v1__worker_control__free_unpacked(
+		    *ctl, NULL);
 		*ctl = NULL;
 		return -1;
 	}
@@ -111,15 +111,15 @@ worker_read_init(void)
 	}
 	deframer_free(&df);
 	if (rv != DEFRAME_OK || ctl == NULL)
-		fatalx("the first frame is not an Init: %s",
-		    deframe_strerror(rv));
+		fatalx(
+		    "the first frame is not an Init: %s", deframe_strerror(rv));
 	return ctl;
 }
 
 /* Copy what the worker needs from Init into its configuration. */
 static void
-worker_conf_init(struct worker_conf *wc,
-    const Remotemedia__Worker__V1__Init *init)
+worker_conf_init(
+    struct worker_conf *wc, const Remotemedia__Worker__V1__Init *init)
 {
 	size_t i;
 
@@ -127,10 +127,10 @@ worker_conf_init(struct worker_conf *wc,
 	wc->wc_session_id = xstrdup(init->session_id);
 	wc->wc_session_dir = xstrdup(init->session_dir);
 	wc->wc_max_value = init->max_value_bytes;
-	wc->wc_out_rate = init->output_rate_bytes ? init->output_rate_bytes :
-	    WORKER_OUTPUT_RATE;
-	wc->wc_out_burst = init->output_burst_bytes ?
-	    init->output_burst_bytes : WORKER_OUTPUT_BURST;
+	wc->wc_out_rate = init->output_rate_bytes ? init->output_rate_bytes
+	                                          : WORKER_OUTPUT_RATE;
+	wc->wc_out_burst = init->output_burst_bytes ? init->output_burst_bytes
+	                                            : WORKER_OUTPUT_BURST;
 	wc->wc_grace_ms = init->grace_ms;
 	wc->wc_prefetch = init->prefetch_items;
 	wc->wc_n_sys_path = init->n_sys_path;
@@ -145,8 +145,8 @@ static int
 worker_parse_args(int argc, char *argv[])
 {
 	static const struct option opts[] = {
-		{ "log-level", required_argument, NULL, 'l' },
-		{ NULL, 0, NULL, 0 },
+	    {"log-level", required_argument, NULL, 'l'},
+	    {NULL, 0, NULL, 0},
 	};
 	int ch, level = -1;
 
@@ -180,10 +180,10 @@ worker_setup_fd(void)
 
 /* Enter the session directory and the sandbox that Init describes. */
 static void
-worker_confine(const struct worker_conf *wc,
-    const Remotemedia__Worker__V1__Init *init)
+worker_confine(
+    const struct worker_conf *wc, const Remotemedia__Worker__V1__Init *init)
 {
-	struct sandbox_conf sc = { 0 };
+	struct sandbox_conf sc = {0};
 
 	if (chdir(wc->wc_session_dir) == -1)
 		fatal("chdir %s", wc->wc_session_dir);
@@ -192,8 +192,9 @@ worker_confine(const struct worker_conf *wc,
 	sc.sc_enabled = init->sandbox;
 	sc.sc_uid = init->uid;
 	sc.sc_gid = init->gid;
-	sc.sc_network = init->network == 1 ? SANDBOX_NET_ISOLATED :
-	    init->network == 2 ? SANDBOX_NET_HOST : SANDBOX_NET_OFF;
+	sc.sc_network = init->network == 1 ? SANDBOX_NET_ISOLATED
+	    : init->network == 2           ? SANDBOX_NET_HOST
+	                                   : SANDBOX_NET_OFF;
 	sc.sc_cgroup = init->cgroup;
 	sc.sc_env_dir = init->env_dir;
 	sc.sc_disk_bytes = init->disk_bytes;

@@ -38,28 +38,28 @@
 #define WORKER_OUTPUT_REPORT_MS 1000
 
 static struct {
-	int wo_fd[2];		/* read ends: stdout, stderr; -1 at EOF */
-	int wo_wake[2];		/* a byte here asks the thread to stop */
+	int wo_fd[2]; /* read ends: stdout, stderr; -1 at EOF */
+	int wo_wake[2]; /* a byte here asks the thread to stop */
 	pthread_t wo_thread;
 	int wo_running;
 	pthread_mutex_t wo_lock; /* the read ends and the bucket */
-	double wo_rate;		/* bytes per second */
+	double wo_rate; /* bytes per second */
 	double wo_burst;
 	double wo_tokens;
 	struct timespec wo_last; /* last refill */
-	uint64_t wo_dropped;	/* not yet reported */
+	uint64_t wo_dropped; /* not yet reported */
 	int wo_dropped_stream;
 	atomic_int wo_stop;
-	FILE *wo_stderr;	/* the C stderr on fd 2, for Python */
+	FILE *wo_stderr; /* the C stderr on fd 2, for Python */
 } wo = {
-	.wo_fd = { -1, -1 },
-	.wo_wake = { -1, -1 },
-	.wo_lock = PTHREAD_MUTEX_INITIALIZER,
+    .wo_fd = {-1, -1},
+    .wo_wake = {-1, -1},
+    .wo_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
 static const int worker_output_streams[2] = {
-	REMOTEMEDIA__V1__OUTPUT__STREAM__STDOUT,
-	REMOTEMEDIA__V1__OUTPUT__STREAM__STDERR,
+    REMOTEMEDIA__V1__OUTPUT__STREAM__STDOUT,
+    REMOTEMEDIA__V1__OUTPUT__STREAM__STDERR,
 };
 
 /* Keep the worker's log on the front's stderr, as fd 2 is about to go. */
@@ -164,7 +164,7 @@ worker_output_read(int i)
 	int nread;
 
 	for (nread = 0; nread < WORKER_OUTPUT_ROUNDS && wo.wo_fd[i] != -1;
-	    nread++) {
+	     nread++) {
 		n = read(wo.wo_fd[i], buf, sizeof(buf));
 		if (n > 0) {
 			if (!worker_dead())
@@ -263,8 +263,8 @@ worker_output_start(uint32_t rate, uint32_t burst)
 		fatalx("cannot start the output thread");
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	wo.wo_running = 1;
-	log_debug("%s: output capped at %u bytes/s, burst %u", __func__,
-	    rate, burst);
+	log_debug(
+	    "%s: output capped at %u bytes/s, burst %u", __func__, rate, burst);
 }
 
 /* Ask the thread to send what is left, and wait for it at most ms. */

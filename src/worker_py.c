@@ -56,13 +56,13 @@
 struct worker_py_asm {
 	LIST_ENTRY(worker_py_asm) wa_entry;
 	uint64_t wa_id;
-	int wa_open;		/* Open.object, else Call.args */
-	uint32_t wa_seq;	/* next chunk expected */
-	int wa_discard;		/* refused: drop the chunks still to come */
+	int wa_open; /* Open.object, else Call.args */
+	uint32_t wa_seq; /* next chunk expected */
+	int wa_discard; /* refused: drop the chunks still to come */
 	uint8_t *wa_buf;
 	size_t wa_len;
 	size_t wa_cap;
-	PyObject *wa_event;	/* the event as a list, its value slot None */
+	PyObject *wa_event; /* the event as a list, its value slot None */
 	Py_ssize_t wa_slot;
 };
 LIST_HEAD(worker_py_asms, worker_py_asm);
@@ -75,8 +75,8 @@ enum worker_py_carrier {
 static const struct worker_conf *wp_conf;
 static struct deframer wp_df;
 static struct worker_py_asms wp_asms = LIST_HEAD_INITIALIZER(wp_asms);
-static int wp_opened;	/* the Open has arrived */
-static int wp_eof;	/* fd 3 is at EOF: only ("eof",) from now on */
+static int wp_opened; /* the Open has arrived */
+static int wp_eof; /* fd 3 is at EOF: only ("eof",) from now on */
 
 /* The largest value accepted, either way. */
 static uint64_t
@@ -120,8 +120,7 @@ worker_py_send_error_c(uint64_t id, const char *type, const char *module,
 	err.message = (char *)message;
 	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR;
 	sm.error = &err;
-	Py_BEGIN_ALLOW_THREADS
-	worker_output_drain();
+	Py_BEGIN_ALLOW_THREADS worker_output_drain();
 	worker_send(FRAME_MSG, &sm.base);
 	Py_END_ALLOW_THREADS
 }
@@ -131,7 +130,7 @@ worker_py_asm_find(uint64_t id)
 {
 	struct worker_py_asm *wa;
 
-	LIST_FOREACH(wa, &wp_asms, wa_entry)
+	LIST_FOREACH (wa, &wp_asms, wa_entry)
 		if (wa->wa_id == id)
 			return wa;
 	return NULL;
@@ -160,7 +159,8 @@ worker_py_asm_refuse(struct worker_py_asm *wa, uint64_t size)
 	wa->wa_buf = NULL;
 	wa->wa_len = wa->wa_cap = 0;
 	if (wa->wa_open) {
-		snprintf(msg, sizeof(msg), "the object is larger than the "
+		snprintf(msg, sizeof(msg),
+		    "the object is larger than the "
 		    "server's limit of %llu bytes per value (max_value_bytes, "
 		    "at least %llu bytes arrived): keep large data out of the "
 		    "object, and load or pass it in calls",
@@ -169,20 +169,22 @@ worker_py_asm_refuse(struct worker_py_asm *wa, uint64_t size)
 		worker_send_fatal(WORKER_RESOURCE_EXHAUSTED, msg);
 		worker_exit(0);
 	}
-	snprintf(msg, sizeof(msg), "the arguments of call %llu are larger "
+	snprintf(msg, sizeof(msg),
+	    "the arguments of call %llu are larger "
 	    "than the server's limit of %llu bytes per value "
 	    "(max_value_bytes, at least %llu bytes arrived): split the data "
-	    "over several calls", (unsigned long long)wa->wa_id,
+	    "over several calls",
+	    (unsigned long long)wa->wa_id,
 	    (unsigned long long)worker_py_limit(), (unsigned long long)size);
 	log_info("%s", msg);
-	worker_py_send_error_c(wa->wa_id, "ValueError", "builtins",
-	    "ValueError", msg);
+	worker_py_send_error_c(
+	    wa->wa_id, "ValueError", "builtins", "ValueError", msg);
 }
 
 /* Append one chunk's data; hint is the announced total size, if any. */
 static void
-worker_py_asm_append(struct worker_py_asm *wa, const uint8_t *p, size_t n,
-    uint64_t hint)
+worker_py_asm_append(
+    struct worker_py_asm *wa, const uint8_t *p, size_t n, uint64_t hint)
 {
 	size_t need;
 
@@ -198,8 +200,8 @@ worker_py_asm_append(struct worker_py_asm *wa, const uint8_t *p, size_t n,
 		    hint <= SIZE_MAX / 2)
 			wa->wa_cap = (size_t)hint;
 		else
-			wa->wa_cap = need > wa->wa_cap * 2 ? need :
-			    wa->wa_cap * 2;
+			wa->wa_cap = need > wa->wa_cap * 2 ? need
+			                                   : wa->wa_cap * 2;
 		wa->wa_buf = xrealloc(wa->wa_buf, wa->wa_cap);
 	}
 	if (n > 0)
@@ -218,8 +220,8 @@ worker_py_asm_done(struct worker_py_asm *wa, PyObject *events)
 		worker_py_asm_free(wa);
 		return 0;
 	}
-	bytes = PyBytes_FromStringAndSize((const char *)wa->wa_buf,
-	    (Py_ssize_t)wa->wa_len);
+	bytes = PyBytes_FromStringAndSize(
+	    (const char *)wa->wa_buf, (Py_ssize_t)wa->wa_len);
 	if (bytes != NULL &&
 	    PyList_SetItem(wa->wa_event, wa->wa_slot, bytes) == 0 &&
 	    (tuple = PyList_AsTuple(wa->wa_event)) != NULL) {
@@ -235,8 +237,8 @@ worker_py_asm_done(struct worker_py_asm *wa, PyObject *events)
  * empty value). The event list ev is kept until the last chunk.
  */
 static int
-worker_py_value_start(uint64_t id, int is_open, PyObject *ev,
-    Py_ssize_t slot, const Remotemedia__V1__Value *v, PyObject *events)
+worker_py_value_start(uint64_t id, int is_open, PyObject *ev, Py_ssize_t slot,
+    const Remotemedia__V1__Value *v, PyObject *events)
 {
 	struct worker_py_asm *wa;
 
@@ -260,8 +262,8 @@ worker_py_value_start(uint64_t id, int is_open, PyObject *ev,
 	if (v->total_size > worker_py_limit())
 		worker_py_asm_refuse(wa, v->total_size);
 	else
-		worker_py_asm_append(wa, v->data.data, v->data.len,
-		    v->total_size);
+		worker_py_asm_append(
+		    wa, v->data.data, v->data.len, v->total_size);
 	return v->more ? 0 : worker_py_asm_done(wa, events);
 }
 
@@ -307,9 +309,8 @@ worker_py_open(const Remotemedia__V1__Open *o, PyObject *events)
 	wp_opened = 1;
 	/* y# makes None of a NULL pointer: the event always carries bytes. */
 	ev = Py_BuildValue("[siOssssy#]", "open", (int)o->format, Py_None,
-	    o->python_version, o->cloudpickle_version, o->source,
-	    o->class_name, o->init_args_json.data ?
-	    (const char *)o->init_args_json.data : "",
+	    o->python_version, o->cloudpickle_version, o->source, o->class_name,
+	    o->init_args_json.data ? (const char *)o->init_args_json.data : "",
 	    (Py_ssize_t)o->init_args_json.len);
 	return worker_py_value_start(0, 1, ev, 2, o->object, events);
 }
@@ -324,8 +325,7 @@ worker_py_call(const Remotemedia__V1__Call *c, PyObject *events)
 		return -1;
 	}
 	ev = Py_BuildValue("[sKsiOK]", "call", (unsigned long long)c->call_id,
-	    c->name, (int)c->kind, Py_None,
-	    (unsigned long long)c->timeout_ms);
+	    c->name, (int)c->kind, Py_None, (unsigned long long)c->timeout_ms);
 	return worker_py_value_start(c->call_id, 0, ev, 4, c->args, events);
 }
 
@@ -347,19 +347,19 @@ worker_py_cancel(uint64_t id, PyObject *events)
 		wa->wa_len = wa->wa_cap = 0;
 		return 0;
 	}
-	return worker_py_queue(events, Py_BuildValue("(sK)", "cancel",
-	    (unsigned long long)id));
+	return worker_py_queue(
+	    events, Py_BuildValue("(sK)", "cancel", (unsigned long long)id));
 }
 
 /* The one switch over what the front sends; -1 ends the worker. */
 static int
-worker_py_dispatch_front(const Remotemedia__V1__ClientMessage *cm,
-    PyObject *events)
+worker_py_dispatch_front(
+    const Remotemedia__V1__ClientMessage *cm, PyObject *events)
 {
 	if (!wp_opened &&
 	    cm->msg_case != REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_OPEN) {
-		log_warnx("%s: message %d before Open", __func__,
-		    (int)cm->msg_case);
+		log_warnx(
+		    "%s: message %d before Open", __func__, (int)cm->msg_case);
 		return -1;
 	}
 	switch (cm->msg_case) {
@@ -370,16 +370,17 @@ worker_py_dispatch_front(const Remotemedia__V1__ClientMessage *cm,
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE:
 		return worker_py_value_more(cm->value, events);
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_PULL:
-		return worker_py_queue(events, Py_BuildValue("(sKIK)", "pull",
-		    (unsigned long long)cm->pull->call_id, cm->pull->n,
-		    (unsigned long long)cm->pull->timeout_ms));
+		return worker_py_queue(events,
+		    Py_BuildValue("(sKIK)", "pull",
+		        (unsigned long long)cm->pull->call_id, cm->pull->n,
+		        (unsigned long long)cm->pull->timeout_ms));
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CANCEL:
 		return worker_py_cancel(cm->cancel->call_id, events);
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE:
 		return worker_py_queue(events, Py_BuildValue("(s)", "close"));
 	default:
-		log_warnx("%s: unknown message %d", __func__,
-		    (int)cm->msg_case);
+		log_warnx(
+		    "%s: unknown message %d", __func__, (int)cm->msg_case);
 		return -1;
 	}
 }
@@ -392,8 +393,8 @@ worker_py_frame(void *arg, uint8_t type, const uint8_t *p, size_t len)
 	int rv;
 
 	if (type != FRAME_MSG) {
-		log_warnx("%s: unexpected frame type %u after Init", __func__,
-		    type);
+		log_warnx(
+		    "%s: unexpected frame type %u after Init", __func__, type);
 		return -1;
 	}
 	if ((cm = remotemedia__v1__client_message__unpack(NULL, len, p)) ==
@@ -443,8 +444,8 @@ worker_py_pump(PyObject *self, PyObject *unused)
 			wp_eof = 1;
 			break;
 		}
-		rv = deframer_feed(&wp_df, buf, (size_t)n, worker_py_frame,
-		    events);
+		rv = deframer_feed(
+		    &wp_df, buf, (size_t)n, worker_py_frame, events);
 		if (rv != DEFRAME_OK)
 			worker_py_malformed(rv);
 	}
@@ -492,16 +493,14 @@ worker_py_init_info(PyObject *self, PyObject *unused)
 
 	if ((sys_path = worker_py_sys_path_list()) == NULL)
 		return NULL;
-	return Py_BuildValue("{sssssKsKsIsIsIsNsO}",
-	    "session_id", wp_conf->wc_session_id,
-	    "session_dir", wp_conf->wc_session_dir,
+	return Py_BuildValue("{sssssKsKsIsIsIsNsO}", "session_id",
+	    wp_conf->wc_session_id, "session_dir", wp_conf->wc_session_dir,
 	    "max_value_bytes", (unsigned long long)wp_conf->wc_max_value,
 	    "grace_ms", (unsigned long long)wp_conf->wc_grace_ms,
-	    "prefetch_items", wp_conf->wc_prefetch,
-	    "output_rate_bytes", wp_conf->wc_out_rate,
-	    "output_burst_bytes", wp_conf->wc_out_burst,
-	    "sys_path", sys_path,
-	    "isolate_site", wp_conf->wc_isolate_site ? Py_True : Py_False);
+	    "prefetch_items", wp_conf->wc_prefetch, "output_rate_bytes",
+	    wp_conf->wc_out_rate, "output_burst_bytes", wp_conf->wc_out_burst,
+	    "sys_path", sys_path, "isolate_site",
+	    wp_conf->wc_isolate_site ? Py_True : Py_False);
 }
 
 /* _rmworker.log(level, message): a line in the worker's own log. */
@@ -555,8 +554,8 @@ worker_py_value_rest(uint64_t id, const uint8_t *p, size_t len)
  * under the write lock. Called without the GIL.
  */
 static int
-worker_py_value_out(enum worker_py_carrier carrier, uint64_t id,
-    uint64_t index, int generator, const uint8_t *p, size_t len)
+worker_py_value_out(enum worker_py_carrier carrier, uint64_t id, uint64_t index,
+    int generator, const uint8_t *p, size_t len)
 {
 	Remotemedia__V1__ServerMessage sm =
 	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
@@ -604,12 +603,9 @@ worker_py_send_value(enum worker_py_carrier carrier, uint64_t id,
 	if (data != Py_None &&
 	    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == -1)
 		return NULL;
-	Py_BEGIN_ALLOW_THREADS
-	worker_py_value_out(carrier, id, index, generator, view.buf,
-	    (size_t)view.len);
-	Py_END_ALLOW_THREADS
-	if (data != Py_None)
-		PyBuffer_Release(&view);
+	Py_BEGIN_ALLOW_THREADS worker_py_value_out(
+	    carrier, id, index, generator, view.buf, (size_t)view.len);
+	Py_END_ALLOW_THREADS if (data != Py_None) PyBuffer_Release(&view);
 	Py_RETURN_NONE;
 }
 
@@ -646,8 +642,8 @@ worker_py_send_item(PyObject *self, PyObject *args)
 
 /* Fill an Error from the runtime's strings, clipped to fit one frame. */
 static void
-worker_py_error_fill(Remotemedia__V1__Error *err, const char **s,
-    const Py_buffer *pickled)
+worker_py_error_fill(
+    Remotemedia__V1__Error *err, const char **s, const Py_buffer *pickled)
 {
 	err->type = worker_py_clip(s[0], 1024);
 	err->module = worker_py_clip(s[1], 1024);
@@ -676,18 +672,16 @@ worker_py_send_error(PyObject *self, PyObject *args)
 	int timeout;
 
 	if (!PyArg_ParseTuple(args, "Ksssssy*p", &id, &s[0], &s[1], &s[2],
-	    &s[3], &s[4], &pickled, &timeout))
+	        &s[3], &s[4], &pickled, &timeout))
 		return NULL;
 	err.call_id = id;
 	err.timeout = timeout;
 	worker_py_error_fill(&err, s, &pickled);
 	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR;
 	sm.error = &err;
-	Py_BEGIN_ALLOW_THREADS
-	worker_output_drain();
+	Py_BEGIN_ALLOW_THREADS worker_output_drain();
 	worker_send(FRAME_MSG, &sm.base);
-	Py_END_ALLOW_THREADS
-	PyBuffer_Release(&pickled);
+	Py_END_ALLOW_THREADS PyBuffer_Release(&pickled);
 	free(err.type);
 	free(err.module);
 	free(err.qualname);
@@ -712,11 +706,9 @@ worker_py_send_end(PyObject *self, PyObject *args)
 	end.cancelled = cancelled;
 	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_END;
 	sm.end = &end;
-	Py_BEGIN_ALLOW_THREADS
-	worker_output_drain();
+	Py_BEGIN_ALLOW_THREADS worker_output_drain();
 	worker_send(FRAME_MSG, &sm.base);
-	Py_END_ALLOW_THREADS
-	Py_RETURN_NONE;
+	Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
 /* _rmworker.send_fatal(code, message): the session cannot go on. */
@@ -730,11 +722,9 @@ worker_py_send_fatal(PyObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "Is", &code, &msg))
 		return NULL;
 	clipped = worker_py_clip(msg, WORKER_PY_MAX_TEXT);
-	Py_BEGIN_ALLOW_THREADS
-	worker_output_drain();
+	Py_BEGIN_ALLOW_THREADS worker_output_drain();
 	worker_send_fatal(code, clipped);
-	Py_END_ALLOW_THREADS
-	free(clipped);
+	Py_END_ALLOW_THREADS free(clipped);
 	Py_RETURN_NONE;
 }
 
@@ -749,8 +739,8 @@ worker_py_ready_attrs(Remotemedia__V1__Ready *r, PyObject *attrs)
 	long kind;
 
 	r->n_attributes = 0;
-	r->attributes = xcalloc((size_t)PyDict_Size(attrs) + 1,
-	    sizeof(*r->attributes));
+	r->attributes = xcalloc(
+	    (size_t)PyDict_Size(attrs) + 1, sizeof(*r->attributes));
 	while (PyDict_Next(attrs, &pos, &key, &val)) {
 		if ((name = PyUnicode_AsUTF8(key)) == NULL)
 			return -1;
@@ -821,8 +811,8 @@ worker_py_send_ready(PyObject *self, PyObject *args)
 	PyObject *attrs, *installed = NULL, *rv = NULL;
 	const char *sid, *pyv, *cpv;
 
-	if (!PyArg_ParseTuple(args, "sO!ss|O", &sid, &PyDict_Type, &attrs,
-	    &pyv, &cpv, &installed))
+	if (!PyArg_ParseTuple(args, "sO!ss|O", &sid, &PyDict_Type, &attrs, &pyv,
+	        &cpv, &installed))
 		return NULL;
 	r.session_id = (char *)sid;
 	r.python_version = (char *)pyv;
@@ -836,47 +826,45 @@ worker_py_send_ready(PyObject *self, PyObject *args)
 	    worker_py_ready_installed(&r, installed) == 0) {
 		sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY;
 		sm.ready = &r;
-		Py_BEGIN_ALLOW_THREADS
-		worker_output_drain();
+		Py_BEGIN_ALLOW_THREADS worker_output_drain();
 		worker_send(FRAME_MSG, &sm.base);
-		Py_END_ALLOW_THREADS
-		rv = Py_NewRef(Py_None);
+		Py_END_ALLOW_THREADS rv = Py_NewRef(Py_None);
 	}
 	worker_py_ready_free(&r);
 	return rv;
 }
 
 static PyMethodDef worker_py_methods[] = {
-	{ "fileno", worker_py_fileno, METH_NOARGS,
-	    "The descriptor of the front's socket, for loop.add_reader." },
-	{ "pump", worker_py_pump, METH_NOARGS,
-	    "Read what the front sent, without blocking; a list of events." },
-	{ "init_info", worker_py_init_info, METH_NOARGS,
-	    "What the front's Init said about the session." },
-	{ "log", worker_py_log, METH_VARARGS,
-	    "log(level, message): a line in the worker's own log." },
-	{ "send_ready", worker_py_send_ready, METH_VARARGS,
-	    "send_ready(session_id, attrs, py_ver, cp_ver[, installed])" },
-	{ "send_result", worker_py_send_result, METH_VARARGS,
-	    "send_result(call_id, data_or_None, is_generator)" },
-	{ "send_error", worker_py_send_error, METH_VARARGS,
-	    "send_error(call_id, type, module, qualname, message, traceback, "
-	    "pickled, timeout)" },
-	{ "send_item", worker_py_send_item, METH_VARARGS,
-	    "send_item(call_id, index, data)" },
-	{ "send_end", worker_py_send_end, METH_VARARGS,
-	    "send_end(call_id, cancelled)" },
-	{ "send_fatal", worker_py_send_fatal, METH_VARARGS,
-	    "send_fatal(code, message): the session cannot go on." },
-	{ NULL, NULL, 0, NULL },
+    {"fileno", worker_py_fileno, METH_NOARGS,
+        "The descriptor of the front's socket, for loop.add_reader."},
+    {"pump", worker_py_pump, METH_NOARGS,
+        "Read what the front sent, without blocking; a list of events."},
+    {"init_info", worker_py_init_info, METH_NOARGS,
+        "What the front's Init said about the session."},
+    {"log", worker_py_log, METH_VARARGS,
+        "log(level, message): a line in the worker's own log."},
+    {"send_ready", worker_py_send_ready, METH_VARARGS,
+        "send_ready(session_id, attrs, py_ver, cp_ver[, installed])"},
+    {"send_result", worker_py_send_result, METH_VARARGS,
+        "send_result(call_id, data_or_None, is_generator)"},
+    {"send_error", worker_py_send_error, METH_VARARGS,
+        "send_error(call_id, type, module, qualname, message, traceback, "
+        "pickled, timeout)"},
+    {"send_item", worker_py_send_item, METH_VARARGS,
+        "send_item(call_id, index, data)"},
+    {"send_end", worker_py_send_end, METH_VARARGS,
+        "send_end(call_id, cancelled)"},
+    {"send_fatal", worker_py_send_fatal, METH_VARARGS,
+        "send_fatal(code, message): the session cannot go on."},
+    {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef worker_py_module = {
-	PyModuleDef_HEAD_INIT,
-	.m_name = WORKER_PY_MODULE,
-	.m_doc = "The worker's side of the front's socket (remotemedia).",
-	.m_size = -1,
-	.m_methods = worker_py_methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = WORKER_PY_MODULE,
+    .m_doc = "The worker's side of the front's socket (remotemedia).",
+    .m_size = -1,
+    .m_methods = worker_py_methods,
 };
 
 static PyObject *
@@ -912,7 +900,7 @@ worker_py_exc_text(void)
 	PyErr_NormalizeException(&type, &value, &tb);
 	if ((mod = PyImport_ImportModule("traceback")) != NULL &&
 	    (lines = PyObject_CallMethod(mod, "format_exception", "OOO", type,
-	    value ? value : Py_None, tb ? tb : Py_None)) != NULL &&
+	         value ? value : Py_None, tb ? tb : Py_None)) != NULL &&
 	    (empty = PyUnicode_FromString("")) != NULL &&
 	    (text = PyUnicode_Join(empty, lines)) != NULL &&
 	    PyUnicode_AsUTF8(text) != NULL)
@@ -951,8 +939,8 @@ worker_py_start(void)
 	cfg.install_signal_handlers = 1;
 	st = PyConfig_SetString(&cfg, &cfg.program_name, WORKER_PY_EXECUTABLE);
 	if (!PyStatus_Exception(st))
-		st = PyConfig_SetString(&cfg, &cfg.executable,
-		    WORKER_PY_EXECUTABLE);
+		st = PyConfig_SetString(
+		    &cfg, &cfg.executable, WORKER_PY_EXECUTABLE);
 	if (!PyStatus_Exception(st)) {
 		/* sys.stderr is made from fileno(stderr): the capture pipe. */
 		logf = stderr;
@@ -978,8 +966,8 @@ worker_py_sys_path(void)
 		worker_py_failed("sys.path is not a list", NULL);
 	if ((entries = worker_py_sys_path_list()) == NULL ||
 	    PyList_SetSlice(path, 0, 0, entries) == -1)
-		worker_py_failed("cannot extend sys.path",
-		    worker_py_exc_text());
+		worker_py_failed(
+		    "cannot extend sys.path", worker_py_exc_text());
 	for (i = 0; i < PyList_GET_SIZE(entries); i++)
 		log_debug("%s: %s", __func__,
 		    PyUnicode_AsUTF8(PyList_GET_ITEM(entries, i)));
@@ -992,17 +980,17 @@ worker_py_load_runtime(void)
 {
 	PyObject *code, *mod;
 
-	code = Py_CompileString(worker_runtime_source, WORKER_PY_RUNTIME_FILE,
-	    Py_file_input);
+	code = Py_CompileString(
+	    worker_runtime_source, WORKER_PY_RUNTIME_FILE, Py_file_input);
 	if (code == NULL)
-		worker_py_failed("cannot compile the runtime",
-		    worker_py_exc_text());
-	mod = PyImport_ExecCodeModuleEx(WORKER_PY_RUNTIME, code,
-	    WORKER_PY_RUNTIME_FILE);
+		worker_py_failed(
+		    "cannot compile the runtime", worker_py_exc_text());
+	mod = PyImport_ExecCodeModuleEx(
+	    WORKER_PY_RUNTIME, code, WORKER_PY_RUNTIME_FILE);
 	Py_DECREF(code);
 	if (mod == NULL)
-		worker_py_failed("cannot import the runtime",
-		    worker_py_exc_text());
+		worker_py_failed(
+		    "cannot import the runtime", worker_py_exc_text());
 	return mod;
 }
 

@@ -52,7 +52,8 @@ struct venv_conf {
 static void
 venv_usage(void)
 {
-	fprintf(stderr, "usage: remotemedia-worker --build-env DIR --uid UID "
+	fprintf(stderr,
+	    "usage: remotemedia-worker --build-env DIR --uid UID "
 	    "[--system-site-packages] [--allow-source] [--index-url URL] "
 	    "[--extra-index-url URL]... [--find-links DIR]... -- REQ...\n");
 	exit(2);
@@ -62,15 +63,15 @@ static void
 venv_parse(struct venv_conf *vc, int argc, char *argv[])
 {
 	static const struct option opts[] = {
-		{ "build-env", required_argument, NULL, 'd' },
-		{ "uid", required_argument, NULL, 'u' },
-		{ "system-site-packages", no_argument, NULL, 's' },
-		{ "allow-source", no_argument, NULL, 'a' },
-		{ "index-url", required_argument, NULL, 'i' },
-		{ "extra-index-url", required_argument, NULL, 'e' },
-		{ "find-links", required_argument, NULL, 'f' },
-		{ "cgroup", required_argument, NULL, 'c' },
-		{ NULL, 0, NULL, 0 },
+	    {"build-env", required_argument, NULL, 'd'},
+	    {"uid", required_argument, NULL, 'u'},
+	    {"system-site-packages", no_argument, NULL, 's'},
+	    {"allow-source", no_argument, NULL, 'a'},
+	    {"index-url", required_argument, NULL, 'i'},
+	    {"extra-index-url", required_argument, NULL, 'e'},
+	    {"find-links", required_argument, NULL, 'f'},
+	    {"cgroup", required_argument, NULL, 'c'},
+	    {NULL, 0, NULL, 0},
 	};
 	int ch;
 
@@ -102,7 +103,8 @@ venv_parse(struct venv_conf *vc, int argc, char *argv[])
 			break;
 		case 'f':
 			if (vc->vc_n_find_links < 16)
-				vc->vc_find_links[vc->vc_n_find_links++] = optarg;
+				vc->vc_find_links[vc->vc_n_find_links++] =
+				    optarg;
 			break;
 		default:
 			venv_usage();
@@ -118,8 +120,8 @@ venv_parse(struct venv_conf *vc, int argc, char *argv[])
 static void
 venv_drop(const struct venv_conf *vc)
 {
-	struct rlimit core = { 0, 0 }, nofile = { 4096, 4096 };
-	struct rlimit fsize = { 4ULL << 30, 4ULL << 30 };
+	struct rlimit core = {0, 0}, nofile = {4096, 4096};
+	struct rlimit fsize = {4ULL << 30, 4ULL << 30};
 
 	setrlimit(RLIMIT_CORE, &core);
 	setrlimit(RLIMIT_NOFILE, &nofile);
@@ -127,7 +129,8 @@ venv_drop(const struct venv_conf *vc)
 	if (geteuid() == 0 && vc->vc_uid != (uid_t)-1) {
 		if (setgroups(0, NULL) == -1 || setgid(vc->vc_uid) == -1 ||
 		    setuid(vc->vc_uid) == -1)
-			fatal("cannot drop to builder uid %u", (unsigned)vc->vc_uid);
+			fatal("cannot drop to builder uid %u",
+			    (unsigned)vc->vc_uid);
 		/* setuid cleared it: the builder must die with the front. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 	}
@@ -208,14 +211,16 @@ static uint64_t venv_bytes;
 
 /* Make one node root-owned and read-only, and count its size. */
 static int
-venv_seal_one(const char *path, const struct stat *sb, int flag,
-    struct FTW *ftw)
+venv_seal_one(
+    const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	if (lchown(path, 0, 0) == -1 && geteuid() == 0)
 		log_warn("chown %s", path);
 	if (!S_ISLNK(sb->st_mode) &&
-	    chmod(path, sb->st_mode & ~(mode_t)(S_IWUSR | S_IWGRP | S_IWOTH |
-	    S_ISUID | S_ISGID)) == -1)
+	    chmod(path,
+	        sb->st_mode &
+	            ~(mode_t)(S_IWUSR | S_IWGRP | S_IWOTH | S_ISUID |
+	                S_ISGID)) == -1)
 		log_warn("chmod %s", path);
 	venv_bytes += (uint64_t)sb->st_blocks * 512;
 	return 0;
@@ -239,8 +244,8 @@ venv_seal(const struct venv_conf *vc)
 	chmod(vc->vc_dir, 0755);
 	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0444)) == -1)
 		return -1;
-	n = snprintf(text, sizeof(text), "size=%llu\n",
-	    (unsigned long long)venv_bytes);
+	n = snprintf(
+	    text, sizeof(text), "size=%llu\n", (unsigned long long)venv_bytes);
 	if (write(fd, text, (size_t)n) != n || fsync(fd) == -1) {
 		close(fd);
 		return -1;
@@ -257,7 +262,7 @@ static void
 venv_prepare(const struct venv_conf *vc)
 {
 	char path[4096];
-	const char *sub[] = { "", "/.home", "/.tmp" };
+	const char *sub[] = {"", "/.home", "/.tmp"};
 	size_t i;
 
 	for (i = 0; i < 3; i++) {

@@ -11,13 +11,13 @@ int LLVMFuzzerInitialize(int *, char ***);
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 /* An invariant of the code under test: a failure is a finding. */
-#define CHECK(c)                                                          \
-	do {                                                              \
-		if (!(c)) {                                               \
-			fprintf(stderr, "%s:%d: check failed: %s\n",      \
-			    __FILE__, __LINE__, #c);                      \
-			abort();                                          \
-		}                                                         \
+#define CHECK(c) \
+	do { \
+		if (!(c)) { \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
+			    __LINE__, #c); \
+			abort(); \
+		} \
 	} while (0)
 
 #endif

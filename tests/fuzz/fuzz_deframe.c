@@ -30,18 +30,18 @@ struct dfz {
 	enum deframe_kind dz_kind;
 	int dz_allow;
 	size_t dz_max;
-	size_t dz_refuse;      /* index of the refused message, or SIZE_MAX */
+	size_t dz_refuse; /* index of the refused message, or SIZE_MAX */
 	const uint8_t *dz_p;
 	size_t dz_n;
 	struct ref_msg *dz_msgs;
-	size_t dz_nmsgs;       /* complete messages before the stop */
-	size_t dz_partial;     /* start of the unfinished or bad one, or n */
-	int dz_err;            /* the error the stream must end with */
-	size_t dz_errpos;      /* the byte that causes it */
-	size_t dz_seen;        /* messages delivered so far */
+	size_t dz_nmsgs; /* complete messages before the stop */
+	size_t dz_partial; /* start of the unfinished or bad one, or n */
+	int dz_err; /* the error the stream must end with */
+	size_t dz_errpos; /* the byte that causes it */
+	size_t dz_seen; /* messages delivered so far */
 };
 
-static const size_t dfz_limits[4] = { 0, 7, 300, FRAME_WORKER_MAX };
+static const size_t dfz_limits[4] = {0, 7, 300, FRAME_WORKER_MAX};
 
 /* Check one header as deframer_header does; *len is the message length. */
 static int
@@ -120,8 +120,8 @@ dfz_cb(void *arg, uint8_t tag, const uint8_t *msg, size_t len)
 	m = &z->dz_msgs[z->dz_seen];
 	CHECK(tag == m->rm_tag);
 	CHECK(len == m->rm_len);
-	CHECK(len == 0 || memcmp(msg, z->dz_p + m->rm_hdr + FRAME_HDR_LEN,
-	    len) == 0);
+	CHECK(len == 0 ||
+	    memcmp(msg, z->dz_p + m->rm_hdr + FRAME_HDR_LEN, len) == 0);
 	if (z->dz_kind == DEFRAME_GRPC)
 		CHECK(tag == 0 || (tag == 1 && z->dz_allow));
 	else

@@ -39,12 +39,12 @@ typedef Remotemedia__V1__Value Value;
 #define H2Z_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define H2Z_FRAME_HDR 9
 #define H2Z_PING 6
-#define H2Z_STEPS 64        /* frames written one at a time */
-#define H2Z_SETTLE 4        /* loop turns once everything is written */
-#define H2Z_CLOSE_TURNS 64  /* loop turns for the connection to go */
+#define H2Z_STEPS 64 /* frames written one at a time */
+#define H2Z_SETTLE 4 /* loop turns once everything is written */
+#define H2Z_CLOSE_TURNS 64 /* loop turns for the connection to go */
 #define H2Z_WRITE_TRIES 256
-#define H2Z_GENS 8          /* generators a fake worker runs at once */
-#define H2Z_ITEMS 3         /* items a fake generator has */
+#define H2Z_GENS 8 /* generators a fake worker runs at once */
+#define H2Z_ITEMS 3 /* items a fake generator has */
 
 /*
  * A fake worker: it answers what the front relays to it as a well-behaved
@@ -54,12 +54,12 @@ typedef Remotemedia__V1__Value Value;
 struct fakew {
 	LIST_ENTRY(fakew) fw_entry;
 	struct session *fw_ses;
-	struct evbuffer *fw_out;     /* frames not delivered yet */
+	struct evbuffer *fw_out; /* frames not delivered yet */
 	struct event *fw_ev;
-	int fw_open_more;            /* Open.object chunks to come */
-	int fw_close;                /* Close seen: exit once delivered */
-	uint64_t fw_args[H2Z_GENS];  /* calls whose args are still chunked */
-	uint64_t fw_gens[H2Z_GENS];  /* running generators */
+	int fw_open_more; /* Open.object chunks to come */
+	int fw_close; /* Close seen: exit once delivered */
+	uint64_t fw_args[H2Z_GENS]; /* calls whose args are still chunked */
+	uint64_t fw_gens[H2Z_GENS]; /* running generators */
 	uint64_t fw_items[H2Z_GENS]; /* items each one has sent */
 };
 static LIST_HEAD(, fakew) fakews = LIST_HEAD_INITIALIZER(fakews);
@@ -69,7 +69,7 @@ fakew_find(struct session *ses)
 {
 	struct fakew *fw;
 
-	LIST_FOREACH(fw, &fakews, fw_entry)
+	LIST_FOREACH (fw, &fakews, fw_entry)
 		if (fw->fw_ses == ses)
 			return fw;
 	return NULL;
@@ -91,8 +91,8 @@ fakew_deliver_cb(evutil_socket_t fd, short ev, void *arg)
 	int rv;
 
 	if (len > 0 && ses->ses_state != SES_ENDING) {
-		rv = deframer_feed(&ses->ses_win, evbuffer_pullup(fw->fw_out,
-		    -1), len, fakew_frame_cb, ses);
+		rv = deframer_feed(&ses->ses_win,
+		    evbuffer_pullup(fw->fw_out, -1), len, fakew_frame_cb, ses);
 		CHECK(rv == DEFRAME_OK || rv == DEFRAME_E_CALLBACK);
 	}
 	evbuffer_drain(fw->fw_out, evbuffer_get_length(fw->fw_out));
@@ -114,8 +114,8 @@ fakew_get(struct session *ses)
 	fw = xcalloc(1, sizeof(*fw));
 	fw->fw_ses = ses;
 	if ((fw->fw_out = evbuffer_new()) == NULL ||
-	    (fw->fw_ev = event_new(front_base, -1, 0, fakew_deliver_cb,
-	    fw)) == NULL)
+	    (fw->fw_ev = event_new(front_base, -1, 0, fakew_deliver_cb, fw)) ==
+	        NULL)
 		abort();
 	LIST_INSERT_HEAD(&fakews, fw, fw_entry);
 	return fw;
@@ -402,11 +402,11 @@ static const struct {
 	const char *hm_payload;
 	void (*hm_fn)(void);
 } h2z_magic[] = {
-	{ "SIGTERM!", h2z_sigterm },
-	{ "TIMEOUT!", stub_fire_timers },
-	{ "PROGRESS", stub_env_progress },
-	{ "ENVREADY", h2z_env_ok },
-	{ "ENVFAIL!", h2z_env_fail },
+    {"SIGTERM!", h2z_sigterm},
+    {"TIMEOUT!", stub_fire_timers},
+    {"PROGRESS", stub_env_progress},
+    {"ENVREADY", h2z_env_ok},
+    {"ENVFAIL!", h2z_env_fail},
 };
 
 /* If this frame is one of the magic PINGs, do what it stands for. */
@@ -418,8 +418,8 @@ h2z_event(int fd, const uint8_t *p, size_t len)
 	if (len != H2Z_FRAME_HDR + 8 || p[3] != H2Z_PING)
 		return;
 	for (i = 0; i < sizeof(h2z_magic) / sizeof(h2z_magic[0]); i++) {
-		if (memcmp(p + H2Z_FRAME_HDR, h2z_magic[i].hm_payload,
-		    8) == 0) {
+		if (memcmp(p + H2Z_FRAME_HDR, h2z_magic[i].hm_payload, 8) ==
+		    0) {
 			h2z_magic[i].hm_fn();
 			h2z_turn(fd);
 		}
@@ -434,8 +434,9 @@ h2z_feed(int fd, const uint8_t *p, size_t n)
 	int i;
 
 	for (i = 0; i < H2Z_STEPS && n > 0; i++) {
-		len = n < H2Z_FRAME_HDR ? n : H2Z_FRAME_HDR +
-		    ((size_t)p[0] << 16 | (size_t)p[1] << 8 | p[2]);
+		len = n < H2Z_FRAME_HDR ? n
+		                        : H2Z_FRAME_HDR +
+		        ((size_t)p[0] << 16 | (size_t)p[1] << 8 | p[2]);
 		len = len < n ? len : n;
 		h2z_write(fd, p, len);
 		h2z_turn(fd);
@@ -452,8 +453,9 @@ int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	/* RM_FUZZ_DEBUG=1 shows what the front logs, to study a finding. */
-	log_init("fuzz_front_h2", getenv("RM_FUZZ_DEBUG") != NULL ?
-	    LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
+	log_init("fuzz_front_h2",
+	    getenv("RM_FUZZ_DEBUG") != NULL ? LOG_LEVEL_DEBUG
+	                                    : LOG_LEVEL_ERROR);
 	signal(SIGPIPE, SIG_IGN);
 	/* The daemon's defaults, with limits small enough to reach. */
 	front_config_defaults(&front_conf);
@@ -496,8 +498,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	stub_reap_all(W_EXITCODE(0, SIGKILL));
 	CHECK(front_session_count() == 0);
 	CHECK(LIST_EMPTY(&fakews));
-	CHECK(event_base_get_num_events(front_base, EVENT_BASE_COUNT_ADDED |
-	    EVENT_BASE_COUNT_ACTIVE) == 0);
+	CHECK(event_base_get_num_events(front_base,
+	          EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE) == 0);
 	stub_draining = 0;
 	return 0;
 }

@@ -106,20 +106,20 @@ check_list_out(const char *const *ent, size_t n, char *norm)
 		CHECK(nl <= n);
 		for (i = 0; i < nl; i++) {
 			CHECK(check_one(lines[i], strlen(lines[i]), canon,
-			    sizeof(canon)) == 0);
+			          sizeof(canon)) == 0);
 			CHECK(strcmp(lines[i], canon) == 0);
 			CHECK(i == 0 || strcmp(lines[i - 1], lines[i]) < 0);
 		}
-		CHECK(req_validate_list(lines, nl, &again, err,
-		    sizeof(err)) == 0);
+		CHECK(req_validate_list(lines, nl, &again, err, sizeof(err)) ==
+		    0);
 		CHECK(strcmp(norm, again) == 0);
 		free(again);
 		free(copy);
 	}
 	CHECK((n == 0) == (nl == 0));
 	for (i = 0; i < n; i++) {
-		CHECK(check_one(ent[i], strlen(ent[i]), canon,
-		    sizeof(canon)) == 0);
+		CHECK(check_one(ent[i], strlen(ent[i]), canon, sizeof(canon)) ==
+		    0);
 		CHECK(strstr(norm, canon) != NULL);
 	}
 }

@@ -33,14 +33,14 @@ typedef Remotemedia__V1__Value Value;
 
 /* The operations of a program: an operation's first byte modulo WF_NOPS. */
 enum wf_op {
-	WF_OP_WORKER,      /* n: 1 + next byte of worker bytes */
-	WF_OP_WORKER2,     /* the same */
-	WF_OP_WORKER_BIG,  /* n: the next two bytes (big-endian) */
-	WF_OP_CALL,        /* id, flags */
-	WF_OP_PULL,        /* id, n, flags */
-	WF_OP_CLIENT,      /* kind, then its operands */
-	WF_OP_EVENT,       /* kind */
-	WF_OP_EXIT,        /* wait status byte; ends the input */
+	WF_OP_WORKER, /* n: 1 + next byte of worker bytes */
+	WF_OP_WORKER2, /* the same */
+	WF_OP_WORKER_BIG, /* n: the next two bytes (big-endian) */
+	WF_OP_CALL, /* id, flags */
+	WF_OP_PULL, /* id, n, flags */
+	WF_OP_CLIENT, /* kind, then its operands */
+	WF_OP_EVENT, /* kind */
+	WF_OP_EXIT, /* wait status byte; ends the input */
 	WF_NOPS,
 };
 
@@ -53,7 +53,7 @@ static struct {
 	const uint8_t *wr_expect; /* the worker frame being relayed */
 	size_t wr_expect_len;
 	unsigned long wr_relayed;
-	size_t wr_pending;        /* front_grpc_pending_out */
+	size_t wr_pending; /* front_grpc_pending_out */
 } wr;
 
 /* The input, consumed front to back. */
@@ -141,8 +141,8 @@ wf_worker_bytes(const uint8_t *p, size_t n)
 	rv = deframer_feed(&wf_ses->ses_win, p, n, wf_frame_cb, NULL);
 	if (rv != DEFRAME_OK && rv != DEFRAME_E_CALLBACK &&
 	    wf_ses->ses_state != SES_ENDING)
-		front_session_end(wf_ses, GRPC_INTERNAL,
-		    "worker protocol violation");
+		front_session_end(
+		    wf_ses, GRPC_INTERNAL, "worker protocol violation");
 	CHECK(rv != DEFRAME_E_CALLBACK || wf_ses->ses_end_set);
 }
 
@@ -208,7 +208,7 @@ wf_value(Value *v, uint64_t id, int flags)
 static void
 wf_call(struct wf_in *in)
 {
-	static const char *names[] = { "", "m", "gen", "__getattr__" };
+	static const char *names[] = {"", "m", "gen", "__getattr__"};
 	ClientMessage m = REMOTEMEDIA__V1__CLIENT_MESSAGE__INIT;
 	Remotemedia__V1__Call c = REMOTEMEDIA__V1__CALL__INIT;
 	Value args = REMOTEMEDIA__V1__VALUE__INIT;
@@ -375,8 +375,7 @@ wf_run(struct wf_in *in)
 		case WF_OP_WORKER_BIG:
 			n = 1 + (size_t)(wf_byte(in) & 0xff);
 			if (op % WF_NOPS == WF_OP_WORKER_BIG)
-				n = (n - 1) << 8 |
-				    (size_t)(wf_byte(in) & 0xff);
+				n = (n - 1) << 8 | (size_t)(wf_byte(in) & 0xff);
 			n = n < in->wi_n ? n : in->wi_n;
 			wf_worker_bytes(in->wi_p, n);
 			in->wi_p += n;
@@ -408,8 +407,9 @@ int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	/* RM_FUZZ_DEBUG=1 shows what the front logs, to study a finding. */
-	log_init("fuzz_worker_frames", getenv("RM_FUZZ_DEBUG") != NULL ?
-	    LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
+	log_init("fuzz_worker_frames",
+	    getenv("RM_FUZZ_DEBUG") != NULL ? LOG_LEVEL_DEBUG
+	                                    : LOG_LEVEL_ERROR);
 	/* The daemon's defaults, with limits small enough to reach. */
 	front_config_defaults(&front_conf);
 	front_conf.fc_session_idle_ms = 600 * 1000;
@@ -447,8 +447,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(stub.st_sessions_freed == freed + 1);
 	CHECK(!attached || wf_str.str_finished);
 	CHECK(wf_str.str_session == NULL);
-	CHECK(event_base_get_num_events(front_base,
-	    EVENT_BASE_COUNT_ADDED) == 0);
+	CHECK(
+	    event_base_get_num_events(front_base, EVENT_BASE_COUNT_ADDED) == 0);
 	wf_ses = NULL;
 	return 0;
 }

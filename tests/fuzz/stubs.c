@@ -81,8 +81,8 @@ stub_reap_all(int wstatus)
 }
 
 static int
-stub_collect_timer(const struct event_base *base, const struct event *ev,
-    void *arg)
+stub_collect_timer(
+    const struct event_base *base, const struct event *ev, void *arg)
 {
 	struct event **evs = arg;
 	int i;
@@ -149,8 +149,8 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 }
 
 int
-front_worker_send(struct session *ses, uint8_t type, const uint8_t *msg,
-    size_t len)
+front_worker_send(
+    struct session *ses, uint8_t type, const uint8_t *msg, size_t len)
 {
 	uint8_t hdr[FRAME_HDR_LEN];
 

@@ -23,8 +23,8 @@ struct stub_stats {
 extern struct stub_stats stub;
 
 /* Called with every frame the front sends a running fake worker. */
-typedef void (*stub_send_hook)(struct session *, uint8_t, const uint8_t *,
-    size_t);
+typedef void (*stub_send_hook)(
+    struct session *, uint8_t, const uint8_t *, size_t);
 /* Called when a session lets go of its worker (front_worker_close). */
 typedef void (*stub_close_hook)(struct session *);
 extern stub_send_hook stub_on_send;

@@ -45,9 +45,9 @@
 #endif
 
 /* Shared by the three runtimes (log_path is a common flag). */
-#define RM_COMMON_OPTIONS						\
-	"log_path=" RM_SANITIZE_LOG_DIR "/report:log_exe_name=1:"	\
-	"abort_on_error=1:halt_on_error=1:print_summary=1:"		\
+#define RM_COMMON_OPTIONS \
+	"log_path=" RM_SANITIZE_LOG_DIR "/report:log_exe_name=1:" \
+	"abort_on_error=1:halt_on_error=1:print_summary=1:" \
 	"allocator_may_return_null=1"
 
 const char *__asan_default_options(void);
@@ -67,8 +67,7 @@ struct rm_pymem_allocator {
 	void *(*realloc)(void *, void *, size_t);
 	void (*free)(void *, void *);
 };
-void PyMem_SetAllocator(int, struct rm_pymem_allocator *)
-    __attribute__((weak));
+void PyMem_SetAllocator(int, struct rm_pymem_allocator *) __attribute__((weak));
 
 /* PyObjectArenaAllocator and PyObject_SetArenaAllocator. */
 struct rm_pyarena_allocator {
@@ -76,15 +75,15 @@ struct rm_pyarena_allocator {
 	void *(*alloc)(void *, size_t);
 	void (*free)(void *, void *, size_t);
 };
-void PyObject_SetArenaAllocator(struct rm_pyarena_allocator *)
-    __attribute__((weak));
+void
+PyObject_SetArenaAllocator(struct rm_pyarena_allocator *) __attribute__((weak));
 
 /*
  * The hooks stay in every allocation stack (tests/sanitize/lsan.supp names
  * them): the empty asm after the call keeps the compiler from turning it
  * into a tail call, which would take the hook's frame out of the stack.
  */
-#define RM_NO_TAIL_CALL(p)	__asm__ volatile("" : : "r"(p) : "memory")
+#define RM_NO_TAIL_CALL(p) __asm__ volatile("" : : "r"(p) : "memory")
 
 /* As CPython's raw allocator: a request for 0 bytes gets 1. */
 static void *
@@ -99,8 +98,8 @@ rm_py_malloc(void *ctx, size_t n)
 static void *
 rm_py_calloc(void *ctx, size_t nelem, size_t elsize)
 {
-	void *p = nelem == 0 || elsize == 0 ? calloc(1, 1) :
-	    calloc(nelem, elsize);
+	void *p = nelem == 0 || elsize == 0 ? calloc(1, 1)
+	                                    : calloc(nelem, elsize);
 
 	RM_NO_TAIL_CALL(p);
 	return p;
@@ -144,7 +143,7 @@ __asan_default_options(void)
 	if (mkdir(RM_SANITIZE_LOG_DIR, 01777) == 0)
 		chmod(RM_SANITIZE_LOG_DIR, 01777);
 	return RM_COMMON_OPTIONS ":detect_leaks=1:"
-	    "detect_stack_use_after_return=1";
+	                         "detect_stack_use_after_return=1";
 }
 
 __attribute__((used)) const char *
@@ -162,10 +161,10 @@ __lsan_default_options(void)
 __attribute__((constructor)) static void
 rm_sanitize_init(void)
 {
-	static struct rm_pymem_allocator a = { NULL, rm_py_malloc,
-	    rm_py_calloc, rm_py_realloc, rm_py_free };
-	static struct rm_pyarena_allocator arena = { NULL, rm_py_arena_alloc,
-	    rm_py_arena_free };
+	static struct rm_pymem_allocator a = {
+	    NULL, rm_py_malloc, rm_py_calloc, rm_py_realloc, rm_py_free};
+	static struct rm_pyarena_allocator arena = {
+	    NULL, rm_py_arena_alloc, rm_py_arena_free};
 	int domain;
 
 	rm_sanitize_pid = (pid_t)syscall(SYS_getpid);

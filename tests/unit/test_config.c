@@ -11,9 +11,10 @@
 #include "front.h"
 #include "log.h"
 
-#define ARGV(...) ((char *[]){ "remotemediad", __VA_ARGS__, NULL })
-#define ARGC(...) ((int)(sizeof((char *[]){ "remotemediad", __VA_ARGS__ }) / \
-    sizeof(char *)))
+#define ARGV(...) ((char *[]){"remotemediad", __VA_ARGS__, NULL})
+#define ARGC(...) \
+	((int)(sizeof((char *[]){"remotemediad", __VA_ARGS__}) / \
+	    sizeof(char *)))
 
 static struct front_config fc;
 static char err[256];
@@ -62,7 +63,7 @@ test_defaults(void **state)
 {
 	const char *slash;
 
-	assert_int_equal(parse(1, (char *[]){ "remotemediad", NULL }), 0);
+	assert_int_equal(parse(1, (char *[]){"remotemediad", NULL}), 0);
 	assert_string_equal(fc.fc_host, "127.0.0.1");
 	assert_int_equal(fc.fc_port, 50052);
 	assert_int_equal(fc.fc_log_level, LOG_LEVEL_INFO);
@@ -127,7 +128,7 @@ test_worker(void **state)
 static void
 test_log_level(void **state)
 {
-	static const char *names[] = { "error", "warn", "info", "debug" };
+	static const char *names[] = {"error", "warn", "info", "debug"};
 	char buf[32];
 	int i;
 
@@ -146,8 +147,9 @@ static void
 test_all_flags(void **state)
 {
 	assert_int_equal(PARSE("--listen=[::1]:0", "--state-dir", "/srv/rm",
-	    "--worker=/bin/w", "--log-level", "debug", "--listen",
-	    "127.0.0.1:9"), 0);
+	                     "--worker=/bin/w", "--log-level", "debug",
+	                     "--listen", "127.0.0.1:9"),
+	    0);
 	assert_string_equal(fc.fc_host, "127.0.0.1");
 	assert_int_equal(fc.fc_port, 9);
 	assert_string_equal(fc.fc_state_dir, "/srv/rm");
@@ -169,13 +171,15 @@ test_unknown_flag(void **state)
 	expect_error(PARSE("--bogus"), "--bogus", "unknown");
 	expect_error(PARSE("--bogus", "x"), "--bogus", "unknown");
 	expect_error(PARSE("--bogus=x"), "--bogus", "unknown");
-	expect_error(PARSE("--listen=127.0.0.1:1", "--port", "2"), "--port",
-	    "unknown");
+	expect_error(
+	    PARSE("--listen=127.0.0.1:1", "--port", "2"), "--port", "unknown");
 	/* A flag longer than the parser's buffer, in both forms. */
 	expect_error(PARSE("--an-unreasonably-long-flag-name-that-goes-on-"
-	    "and-on-and-on-and-on"), "--an-unreasonably", "unknown");
+	                   "and-on-and-on-and-on"),
+	    "--an-unreasonably", "unknown");
 	expect_error(PARSE("--an-unreasonably-long-flag-name-that-goes-on-"
-	    "and-on-and-on-and-on=1"), "--an-unreasonably", "unknown");
+	                   "and-on-and-on-and-on=1"),
+	    "--an-unreasonably", "unknown");
 }
 
 static void
@@ -188,8 +192,8 @@ test_positional(void **state)
 static void
 test_missing_value(void **state)
 {
-	static const char *flags[] = { "--listen", "--state-dir", "--worker",
-	    "--log-level" };
+	static const char *flags[] = {
+	    "--listen", "--state-dir", "--worker", "--log-level"};
 	size_t i;
 
 	for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
@@ -199,8 +203,7 @@ test_missing_value(void **state)
 static void
 test_bad_log_level(void **state)
 {
-	expect_error(PARSE("--log-level", "verbose"), "--log-level",
-	    "verbose");
+	expect_error(PARSE("--log-level", "verbose"), "--log-level", "verbose");
 	expect_error(PARSE("--log-level=INFO"), "--log-level", "INFO");
 	expect_error(PARSE("--log-level="), "--log-level", NULL);
 }
@@ -208,8 +211,8 @@ test_bad_log_level(void **state)
 static void
 test_relative_state_dir(void **state)
 {
-	expect_error(PARSE("--state-dir", "var/lib/rm"), "--state-dir",
-	    "var/lib/rm");
+	expect_error(
+	    PARSE("--state-dir", "var/lib/rm"), "--state-dir", "var/lib/rm");
 	expect_error(PARSE("--state-dir=./rm"), "--state-dir", "./rm");
 	expect_error(PARSE("--state-dir="), "--state-dir", NULL);
 	assert_string_equal(fc.fc_state_dir, "/var/lib/remotemedia");
@@ -218,20 +221,20 @@ test_relative_state_dir(void **state)
 static void
 test_bad_listen(void **state)
 {
-	static const char *bad[] = { "127.0.0.1", "127.0.0.1:70000", "::1:80",
-	    "[::1]", ":80", "host:port", "" };
+	static const char *bad[] = {"127.0.0.1", "127.0.0.1:70000", "::1:80",
+	    "[::1]", ":80", "host:port", ""};
 	size_t i;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		expect_error(PARSE("--listen", (char *)bad[i]), "--listen",
-		    NULL);
+		expect_error(
+		    PARSE("--listen", (char *)bad[i]), "--listen", NULL);
 		assert_string_equal(fc.fc_host, "127.0.0.1");
 		assert_int_equal(fc.fc_port, 50052);
 	}
 	expect_error(PARSE("--listen=[::1]"), "--listen", "[::1]");
 	/* A value that is itself a flag is taken as the value. */
-	expect_error(PARSE("--listen", "--state-dir", "/x"), "--listen",
-	    "--state-dir");
+	expect_error(
+	    PARSE("--listen", "--state-dir", "/x"), "--listen", "--state-dir");
 }
 
 /* A small error buffer truncates the message but stays terminated. */
@@ -242,7 +245,8 @@ test_small_err_buffer(void **state)
 
 	memset(small, 'x', sizeof(small));
 	assert_int_equal(front_config_parse(&fc, ARGC("--bogus-flag"),
-	    ARGV("--bogus-flag"), small, sizeof(small)), -1);
+	                     ARGV("--bogus-flag"), small, sizeof(small)),
+	    -1);
 	assert_int_equal(small[sizeof(small) - 1], '\0');
 	assert_string_equal(small, "--bogus");
 }
@@ -253,22 +257,22 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_defaults),
-		T(test_listen_space),
-		T(test_listen_eq),
-		T(test_listen_ipv6),
-		T(test_state_dir),
-		T(test_worker),
-		T(test_log_level),
-		T(test_all_flags),
-		T(test_help),
-		T(test_unknown_flag),
-		T(test_positional),
-		T(test_missing_value),
-		T(test_bad_log_level),
-		T(test_relative_state_dir),
-		T(test_bad_listen),
-		T(test_small_err_buffer),
+	    T(test_defaults),
+	    T(test_listen_space),
+	    T(test_listen_eq),
+	    T(test_listen_ipv6),
+	    T(test_state_dir),
+	    T(test_worker),
+	    T(test_log_level),
+	    T(test_all_flags),
+	    T(test_help),
+	    T(test_unknown_flag),
+	    T(test_positional),
+	    T(test_missing_value),
+	    T(test_bad_log_level),
+	    T(test_relative_state_dir),
+	    T(test_bad_listen),
+	    T(test_small_err_buffer),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -23,8 +23,8 @@ struct rec {
 	size_t rc_len[REC_MAX];
 	uint8_t *rc_msg[REC_MAX];
 	size_t rc_total;
-	int rc_refuse_at;	/* refuse the message with this index; -1: never */
-	size_t rc_max_len;	/* largest length delivered */
+	int rc_refuse_at; /* refuse the message with this index; -1: never */
+	size_t rc_max_len; /* largest length delivered */
 };
 
 static void
@@ -115,7 +115,7 @@ run_whole(enum deframe_kind kind)
 	check_msg(&r, 0, kind_tag(kind), payload, sizeof(payload));
 	assert_false(deframer_partial(&df));
 	assert_int_equal(deframer_wanted(&df), 0);
-	assert_null(df.df_buf);	/* delivered in place, no copy */
+	assert_null(df.df_buf); /* delivered in place, no copy */
 	deframer_free(&df);
 	rec_free(&r);
 }
@@ -200,15 +200,15 @@ run_bytewise(enum deframe_kind kind)
 	deframer_init(&df, kind, 1024);
 	n = build_three(buf, kind);
 	for (i = 0; i < n; i++) {
-		assert_int_equal(deframer_feed(&df, buf + i, 1, rec_cb, &r),
-		    DEFRAME_OK);
+		assert_int_equal(
+		    deframer_feed(&df, buf + i, 1, rec_cb, &r), DEFRAME_OK);
 		if (i + 1 < n)
-			assert_true(deframer_partial(&df) ||
-			    i + 1 == 8 || i + 1 == 13);
+			assert_true(
+			    deframer_partial(&df) || i + 1 == 8 || i + 1 == 13);
 	}
 	check_three(&r, kind);
 	assert_false(deframer_partial(&df));
-	assert_null(df.df_buf);	/* a buffered message's copy is released */
+	assert_null(df.df_buf); /* a buffered message's copy is released */
 	deframer_free(&df);
 	rec_free(&r);
 }
@@ -239,12 +239,14 @@ run_every_split(enum deframe_kind kind)
 		for (j = i; j <= n; j++) {
 			rec_init(&r);
 			deframer_init(&df, kind, 1024);
-			assert_int_equal(deframer_feed(&df, buf, i, rec_cb,
-			    &r), DEFRAME_OK);
-			assert_int_equal(deframer_feed(&df, buf + i, j - i,
-			    rec_cb, &r), DEFRAME_OK);
-			assert_int_equal(deframer_feed(&df, buf + j, n - j,
-			    rec_cb, &r), DEFRAME_OK);
+			assert_int_equal(
+			    deframer_feed(&df, buf, i, rec_cb, &r), DEFRAME_OK);
+			assert_int_equal(
+			    deframer_feed(&df, buf + i, j - i, rec_cb, &r),
+			    DEFRAME_OK);
+			assert_int_equal(
+			    deframer_feed(&df, buf + j, n - j, rec_cb, &r),
+			    DEFRAME_OK);
 			check_three(&r, kind);
 			assert_false(deframer_partial(&df));
 			deframer_free(&df);
@@ -281,14 +283,14 @@ test_wanted(void **state)
 	assert_int_equal(deframer_feed(&df, buf, 2, rec_cb, &r), DEFRAME_OK);
 	assert_true(deframer_partial(&df));
 	assert_int_equal(deframer_wanted(&df), 3);
-	assert_int_equal(deframer_feed(&df, buf + 2, 3, rec_cb, &r),
-	    DEFRAME_OK);
+	assert_int_equal(
+	    deframer_feed(&df, buf + 2, 3, rec_cb, &r), DEFRAME_OK);
 	assert_int_equal(deframer_wanted(&df), 8);
-	assert_int_equal(deframer_feed(&df, buf + 5, 5, rec_cb, &r),
-	    DEFRAME_OK);
+	assert_int_equal(
+	    deframer_feed(&df, buf + 5, 5, rec_cb, &r), DEFRAME_OK);
 	assert_int_equal(deframer_wanted(&df), 3);
-	assert_int_equal(deframer_feed(&df, buf + 10, n - 10, rec_cb, &r),
-	    DEFRAME_OK);
+	assert_int_equal(
+	    deframer_feed(&df, buf + 10, n - 10, rec_cb, &r), DEFRAME_OK);
 	assert_int_equal(deframer_wanted(&df), 0);
 	assert_false(deframer_partial(&df));
 	check_msg(&r, 0, 0, "abcdefgh", 8);
@@ -316,8 +318,8 @@ run_zero_length(enum deframe_kind kind)
 	assert_int_equal(deframer_feed(&df, buf, 4, rec_cb, &r), DEFRAME_OK);
 	assert_int_equal(r.rc_n, 1);
 	assert_true(deframer_partial(&df));
-	assert_int_equal(deframer_feed(&df, buf + 4, 1, rec_cb, &r),
-	    DEFRAME_OK);
+	assert_int_equal(
+	    deframer_feed(&df, buf + 4, 1, rec_cb, &r), DEFRAME_OK);
 	assert_int_equal(r.rc_n, 2);
 	check_msg(&r, 1, kind_tag(kind), NULL, 0);
 	assert_false(deframer_partial(&df));
@@ -353,8 +355,8 @@ run_at_limit(enum deframe_kind kind)
 	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_OK);
 	assert_int_equal(r.rc_n, 1);
 	n = put_msg(buf, kind, kind_tag(kind), body, 33);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_TOO_BIG);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_TOO_BIG);
 	assert_int_equal(r.rc_n, 1);
 	deframer_free(&df);
 	rec_free(&r);
@@ -379,7 +381,7 @@ test_at_limit_worker(void **state)
 static void
 test_too_big_grpc(void **state)
 {
-	static const uint8_t hdr[] = { 0, 0xff, 0xff, 0xff, 0xff };
+	static const uint8_t hdr[] = {0, 0xff, 0xff, 0xff, 0xff};
 	uint8_t good[32];
 	struct deframer df;
 	struct rec r;
@@ -389,16 +391,16 @@ test_too_big_grpc(void **state)
 	deframer_init(&df, DEFRAME_GRPC, 1024);
 	/* Header split, so the check runs on the buffered copy. */
 	assert_int_equal(deframer_feed(&df, hdr, 3, rec_cb, &r), DEFRAME_OK);
-	assert_int_equal(deframer_feed(&df, hdr + 3, 2, rec_cb, &r),
-	    DEFRAME_E_TOO_BIG);
+	assert_int_equal(
+	    deframer_feed(&df, hdr + 3, 2, rec_cb, &r), DEFRAME_E_TOO_BIG);
 	assert_null(df.df_buf);
 	assert_int_equal(df.df_len, 0);
 	/* Sticky: a valid message afterwards is not delivered. */
 	n = put_msg(good, DEFRAME_GRPC, 0, "ok", 2);
-	assert_int_equal(deframer_feed(&df, good, n, rec_cb, &r),
-	    DEFRAME_E_TOO_BIG);
-	assert_int_equal(deframer_feed(&df, good, 0, rec_cb, &r),
-	    DEFRAME_E_TOO_BIG);
+	assert_int_equal(
+	    deframer_feed(&df, good, n, rec_cb, &r), DEFRAME_E_TOO_BIG);
+	assert_int_equal(
+	    deframer_feed(&df, good, 0, rec_cb, &r), DEFRAME_E_TOO_BIG);
 	assert_int_equal(r.rc_n, 0);
 	assert_null(df.df_buf);
 	assert_string_equal(deframe_strerror(DEFRAME_E_TOO_BIG),
@@ -450,12 +452,12 @@ test_lying_short_bad_flag(void **state)
 	deframer_init(&df, DEFRAME_GRPC, 1024);
 	n = put_msg(buf, DEFRAME_GRPC, 0, "abcdefghij", 10);
 	buf[4] = 2;
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_BAD_FLAG);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_BAD_FLAG);
 	assert_int_equal(r.rc_n, 1);
 	check_msg(&r, 0, 0, "ab", 2);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_BAD_FLAG);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_BAD_FLAG);
 	assert_int_equal(r.rc_n, 1);
 	deframer_free(&df);
 	rec_free(&r);
@@ -468,7 +470,7 @@ test_lying_short_bad_flag(void **state)
 static void
 test_lying_short_too_big(void **state)
 {
-	static const uint8_t tail[] = { 0, 0x7f, 0xff, 0xff, 0xff, 'z' };
+	static const uint8_t tail[] = {0, 0x7f, 0xff, 0xff, 0xff, 'z'};
 	uint8_t buf[32];
 	struct deframer df;
 	struct rec r;
@@ -480,8 +482,8 @@ test_lying_short_too_big(void **state)
 	memcpy(buf + n, tail, sizeof(tail));
 	n += sizeof(tail);
 	put_be32(buf + 1, 2);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_TOO_BIG);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_TOO_BIG);
 	assert_int_equal(r.rc_n, 1);
 	assert_null(df.df_buf);
 	deframer_free(&df);
@@ -617,7 +619,7 @@ run_truncated(enum deframe_kind kind)
 	assert_true(deframer_partial(&df));
 	assert_int_equal(deframer_wanted(&df), 100 - sizeof(payload));
 	assert_non_null(df.df_buf);
-	deframer_free(&df);	/* releases the partial buffer */
+	deframer_free(&df); /* releases the partial buffer */
 	assert_null(df.df_buf);
 	rec_free(&r);
 }
@@ -646,12 +648,12 @@ test_compressed(void **state)
 	rec_init(&r);
 	deframer_init(&df, DEFRAME_GRPC, 1024);
 	n = put_msg(buf, DEFRAME_GRPC, 1, "zz", 2);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_COMPRESSED);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_COMPRESSED);
 	assert_int_equal(r.rc_n, 0);
 	n = put_msg(buf, DEFRAME_GRPC, 0, "ok", 2);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_COMPRESSED);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_COMPRESSED);
 	deframer_free(&df);
 
 	deframer_init(&df, DEFRAME_GRPC, 1024);
@@ -677,15 +679,15 @@ test_bad_flag(void **state)
 	deframer_init(&df, DEFRAME_GRPC, 1024);
 	df.df_allow_compressed = 1;
 	n = put_msg(buf, DEFRAME_GRPC, 2, "zz", 2);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_BAD_FLAG);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_BAD_FLAG);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_BAD_FLAG);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_BAD_FLAG);
 	deframer_free(&df);
 	deframer_init(&df, DEFRAME_GRPC, 1024);
 	n = put_msg(buf, DEFRAME_GRPC, 0xff, "zz", 2);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_BAD_FLAG);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_BAD_FLAG);
 	assert_int_equal(r.rc_n, 0);
 	deframer_free(&df);
 	rec_free(&r);
@@ -695,7 +697,7 @@ test_bad_flag(void **state)
 static void
 test_bad_type(void **state)
 {
-	static const uint8_t types[] = { 0, 3, 9, 0xff };
+	static const uint8_t types[] = {0, 3, 9, 0xff};
 	uint8_t buf[32];
 	struct deframer df;
 	struct rec r;
@@ -705,10 +707,10 @@ test_bad_type(void **state)
 	for (i = 0; i < sizeof(types); i++) {
 		deframer_init(&df, DEFRAME_WORKER, 1024);
 		n = put_msg(buf, DEFRAME_WORKER, types[i], "zz", 2);
-		assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-		    DEFRAME_E_BAD_TYPE);
-		assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-		    DEFRAME_E_BAD_TYPE);
+		assert_int_equal(
+		    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_BAD_TYPE);
+		assert_int_equal(
+		    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_BAD_TYPE);
 		deframer_free(&df);
 	}
 	assert_int_equal(r.rc_n, 0);
@@ -719,7 +721,7 @@ test_bad_type(void **state)
 static void
 test_worker_len_zero(void **state)
 {
-	static const uint8_t hdr[] = { 0, 0, 0, 0, FRAME_MSG, 'x' };
+	static const uint8_t hdr[] = {0, 0, 0, 0, FRAME_MSG, 'x'};
 	struct deframer df;
 	struct rec r;
 	int rv;
@@ -753,16 +755,16 @@ run_callback_refuses(enum deframe_kind kind)
 	rec_init(&r);
 	r.rc_refuse_at = 1;
 	deframer_init(&df, kind, 1024);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_CALLBACK);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_CALLBACK);
 	assert_int_equal(r.rc_n, 2);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_CALLBACK);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_CALLBACK);
 	assert_int_equal(r.rc_n, 2);
 	deframer_free(&df);
 	rec_free(&r);
 
-	r.rc_refuse_at = 2;	/* the last one, delivered from the buffer */
+	r.rc_refuse_at = 2; /* the last one, delivered from the buffer */
 	deframer_init(&df, kind, 1024);
 	for (i = 0; i < n && rv == DEFRAME_OK; i++)
 		rv = deframer_feed(&df, buf + i, 1, rec_cb, &r);
@@ -770,8 +772,8 @@ run_callback_refuses(enum deframe_kind kind)
 	assert_int_equal(i, n);
 	assert_int_equal(r.rc_n, 3);
 	assert_null(df.df_buf);
-	assert_int_equal(deframer_feed(&df, buf, n, rec_cb, &r),
-	    DEFRAME_E_CALLBACK);
+	assert_int_equal(
+	    deframer_feed(&df, buf, n, rec_cb, &r), DEFRAME_E_CALLBACK);
 	assert_int_equal(r.rc_n, 3);
 	deframer_free(&df);
 	rec_free(&r);
@@ -793,8 +795,8 @@ test_callback_refuses_worker(void **state)
 static void
 test_header_roundtrip(void **state)
 {
-	static const uint32_t lens[] = { 0, 1, 255, 256, 65536, 0x01020304,
-	    0x7fffffff, 0xfffffffe };
+	static const uint32_t lens[] = {
+	    0, 1, 255, 256, 65536, 0x01020304, 0x7fffffff, 0xfffffffe};
 	uint8_t hdr[FRAME_HDR_LEN];
 	size_t i;
 
@@ -822,12 +824,12 @@ test_strerror(void **state)
 	assert_string_equal(deframe_strerror(DEFRAME_OK), "ok");
 	assert_string_equal(deframe_strerror(DEFRAME_E_COMPRESSED),
 	    "compressed message without grpc-encoding");
-	assert_string_equal(deframe_strerror(DEFRAME_E_BAD_FLAG),
-	    "invalid gRPC message flag");
-	assert_string_equal(deframe_strerror(DEFRAME_E_BAD_TYPE),
-	    "unknown frame type");
-	assert_string_equal(deframe_strerror(DEFRAME_E_CALLBACK),
-	    "message refused");
+	assert_string_equal(
+	    deframe_strerror(DEFRAME_E_BAD_FLAG), "invalid gRPC message flag");
+	assert_string_equal(
+	    deframe_strerror(DEFRAME_E_BAD_TYPE), "unknown frame type");
+	assert_string_equal(
+	    deframe_strerror(DEFRAME_E_CALLBACK), "message refused");
 	assert_string_equal(deframe_strerror(-99), "unknown error");
 }
 
@@ -851,8 +853,9 @@ test_large_split(void **state)
 		take = take * 3 + 1;
 		if (take > FRAME_HDR_LEN + len - off)
 			take = FRAME_HDR_LEN + len - off;
-		assert_int_equal(deframer_feed(&df, buf + off, take, rec_cb,
-		    &r), DEFRAME_OK);
+		assert_int_equal(
+		    deframer_feed(&df, buf + off, take, rec_cb, &r),
+		    DEFRAME_OK);
 	}
 	assert_int_equal(r.rc_n, 1);
 	check_msg(&r, 0, FRAME_MSG, buf + FRAME_HDR_LEN, len);
@@ -952,10 +955,22 @@ static void
 test_parse_hostport(void **state)
 {
 	static const char *bad[] = {
-		"127.0.0.1", "127.0.0.1:", ":50052", "127.0.0.1:70000",
-		"127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:80x",
-		"::1", "::1:80", "fe80::1:443", "[::1]", "[::1]:",
-		"[::1]80", "[::1:80", "[]:80", "",
+	    "127.0.0.1",
+	    "127.0.0.1:",
+	    ":50052",
+	    "127.0.0.1:70000",
+	    "127.0.0.1:65536",
+	    "127.0.0.1:-1",
+	    "127.0.0.1:80x",
+	    "::1",
+	    "::1:80",
+	    "fe80::1:443",
+	    "[::1]",
+	    "[::1]:",
+	    "[::1]80",
+	    "[::1:80",
+	    "[]:80",
+	    "",
 	};
 	char h[64];
 	uint16_t p = 7;
@@ -993,41 +1008,41 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_whole_grpc),
-		cmocka_unit_test(test_whole_worker),
-		cmocka_unit_test(test_coalesced_grpc),
-		cmocka_unit_test(test_coalesced_worker),
-		cmocka_unit_test(test_bytewise_grpc),
-		cmocka_unit_test(test_bytewise_worker),
-		cmocka_unit_test(test_every_split_grpc),
-		cmocka_unit_test(test_every_split_worker),
-		cmocka_unit_test(test_wanted),
-		cmocka_unit_test(test_zero_length_grpc),
-		cmocka_unit_test(test_zero_length_worker),
-		cmocka_unit_test(test_at_limit_grpc),
-		cmocka_unit_test(test_at_limit_worker),
-		cmocka_unit_test(test_too_big_grpc),
-		cmocka_unit_test(test_too_big_worker),
-		cmocka_unit_test(test_lying_short_bad_flag),
-		cmocka_unit_test(test_lying_short_too_big),
-		cmocka_unit_test(test_lying_short_misframed),
-		cmocka_unit_test(test_garbage_grpc),
-		cmocka_unit_test(test_garbage_worker),
-		cmocka_unit_test(test_truncated_grpc),
-		cmocka_unit_test(test_truncated_worker),
-		cmocka_unit_test(test_compressed),
-		cmocka_unit_test(test_bad_flag),
-		cmocka_unit_test(test_bad_type),
-		cmocka_unit_test(test_worker_len_zero),
-		cmocka_unit_test(test_callback_refuses_grpc),
-		cmocka_unit_test(test_callback_refuses_worker),
-		cmocka_unit_test(test_header_roundtrip),
-		cmocka_unit_test(test_strerror),
-		cmocka_unit_test(test_large_split),
-		cmocka_unit_test(test_parse_size),
-		cmocka_unit_test(test_parse_duration),
-		cmocka_unit_test(test_parse_hostport),
-		cmocka_unit_test(test_parse_onoff),
+	    cmocka_unit_test(test_whole_grpc),
+	    cmocka_unit_test(test_whole_worker),
+	    cmocka_unit_test(test_coalesced_grpc),
+	    cmocka_unit_test(test_coalesced_worker),
+	    cmocka_unit_test(test_bytewise_grpc),
+	    cmocka_unit_test(test_bytewise_worker),
+	    cmocka_unit_test(test_every_split_grpc),
+	    cmocka_unit_test(test_every_split_worker),
+	    cmocka_unit_test(test_wanted),
+	    cmocka_unit_test(test_zero_length_grpc),
+	    cmocka_unit_test(test_zero_length_worker),
+	    cmocka_unit_test(test_at_limit_grpc),
+	    cmocka_unit_test(test_at_limit_worker),
+	    cmocka_unit_test(test_too_big_grpc),
+	    cmocka_unit_test(test_too_big_worker),
+	    cmocka_unit_test(test_lying_short_bad_flag),
+	    cmocka_unit_test(test_lying_short_too_big),
+	    cmocka_unit_test(test_lying_short_misframed),
+	    cmocka_unit_test(test_garbage_grpc),
+	    cmocka_unit_test(test_garbage_worker),
+	    cmocka_unit_test(test_truncated_grpc),
+	    cmocka_unit_test(test_truncated_worker),
+	    cmocka_unit_test(test_compressed),
+	    cmocka_unit_test(test_bad_flag),
+	    cmocka_unit_test(test_bad_type),
+	    cmocka_unit_test(test_worker_len_zero),
+	    cmocka_unit_test(test_callback_refuses_grpc),
+	    cmocka_unit_test(test_callback_refuses_worker),
+	    cmocka_unit_test(test_header_roundtrip),
+	    cmocka_unit_test(test_strerror),
+	    cmocka_unit_test(test_large_split),
+	    cmocka_unit_test(test_parse_size),
+	    cmocka_unit_test(test_parse_duration),
+	    cmocka_unit_test(test_parse_hostport),
+	    cmocka_unit_test(test_parse_onoff),
 	};
 
 	return cmocka_run_group_tests_name("frame", tests, NULL, NULL);

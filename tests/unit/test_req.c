@@ -1,4 +1,6 @@
 /* Unit tests for the requirement validator (req.c). */
+/* The tables below are laid out by hand. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -551,3 +553,4 @@ main(void)
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
+/* clang-format on */

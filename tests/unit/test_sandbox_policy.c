@@ -12,6 +12,8 @@
  * (both survive exec) and run numpy, pandas, scikit-learn, matplotlib,
  * requests and pip workloads, to show that the policy is not too tight.
  */
+/* The tables below are laid out by hand. */
+/* clang-format off */
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -1005,3 +1007,4 @@ main(void)
 	log_init("test", LOG_LEVEL_WARN);
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
+/* clang-format on */

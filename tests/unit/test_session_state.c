@@ -51,10 +51,10 @@ struct msgrec {
 static struct {
 	int freed;
 	int finish_n;
-	int finish_code;      /* the first status: the one the client sees */
+	int finish_code; /* the first status: the one the client sees */
 	char finish_msg[512];
-	int finish_mismatch;  /* a later finish named another status */
-	int other_finish_n;   /* finishes of streams other than str */
+	int finish_mismatch; /* a later finish named another status */
+	int other_finish_n; /* finishes of streams other than str */
 	struct msgrec to_client[NREC];
 	int to_client_n;
 	struct msgrec to_worker[NREC];
@@ -78,8 +78,7 @@ static uint8_t last_buf[4096];
 static size_t last_len;
 
 static void
-msgrec_add(struct msgrec *r, int *n, uint8_t type, const uint8_t *p,
-    size_t len)
+msgrec_add(struct msgrec *r, int *n, uint8_t type, const uint8_t *p, size_t len)
 {
 	assert_true(*n < NREC);
 	r[*n].mr_type = type;
@@ -188,8 +187,7 @@ front_grpc_finish(struct stream *s, int code, const char *msg)
 	}
 	s->str_finished = 1;
 	rec.finish_code = code;
-	snprintf(rec.finish_msg, sizeof(rec.finish_msg), "%s",
-	    msg ? msg : "");
+	snprintf(rec.finish_msg, sizeof(rec.finish_msg), "%s", msg ? msg : "");
 }
 
 int
@@ -220,8 +218,8 @@ front_worker_spawn(struct session *s, char *err, size_t errlen)
 }
 
 int
-front_worker_send(struct session *s, uint8_t type, const uint8_t *msg,
-    size_t len)
+front_worker_send(
+    struct session *s, uint8_t type, const uint8_t *msg, size_t len)
 {
 	if (rec.send_fail)
 		return -1;
@@ -299,7 +297,8 @@ teardown(void **state)
 {
 	if (alive()) {
 		if (ses->ses_pid > 0 && !ses->ses_reaped)
-			front_session_worker_exited(ses, W_EXITCODE(0, SIGKILL));
+			front_session_worker_exited(
+			    ses, W_EXITCODE(0, SIGKILL));
 		else
 			front_session_end(ses, GRPC_CANCELLED, "teardown");
 	}
@@ -372,8 +371,8 @@ c_open(void)
 }
 
 static int
-c_call_full(uint64_t id, const char *name, uint64_t timeout_ms, int more,
-    uint32_t seq)
+c_call_full(
+    uint64_t id, const char *name, uint64_t timeout_ms, int more, uint32_t seq)
 {
 	ClientMessage m = REMOTEMEDIA__V1__CLIENT_MESSAGE__INIT;
 	Remotemedia__V1__Call c = REMOTEMEDIA__V1__CALL__INIT;
@@ -659,8 +658,7 @@ check_finished(int code, const char *msg)
 		fail_msg("status %d ('%s'), expected %d", rec.finish_code,
 		    rec.finish_msg, code);
 	if (msg != NULL && strstr(rec.finish_msg, msg) == NULL)
-		fail_msg("status message '%s' lacks '%s'", rec.finish_msg,
-		    msg);
+		fail_msg("status message '%s' lacks '%s'", rec.finish_msg, msg);
 }
 
 /* A worker violation: INTERNAL, the worker killed, the session ENDING. */
@@ -747,7 +745,7 @@ c_value_first(void)
 static void
 test_first_not_open_kinds(void **state)
 {
-	int (*first[])(void) = { c_pull_first, c_close, c_value_first };
+	int (*first[])(void) = {c_pull_first, c_close, c_value_first};
 	size_t i;
 
 	for (i = 0; i < sizeof(first) / sizeof(first[0]); i++) {
@@ -767,7 +765,7 @@ test_first_not_open_kinds(void **state)
 static void
 test_open_requirements_invalid(void **state)
 {
-	char *reqs[] = { (char *)"pandas", (char *)"-r /etc/shadow" };
+	char *reqs[] = {(char *)"pandas", (char *)"-r /etc/shadow"};
 
 	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), -1);
 	check_finished(GRPC_INVALID_ARGUMENT, "options are not allowed");
@@ -778,7 +776,7 @@ test_open_requirements_invalid(void **state)
 static void
 test_open_requirements_wait_then_ready(void **state)
 {
-	char *reqs[] = { (char *)"Pandas>=1.3", (char *)"numpy" };
+	char *reqs[] = {(char *)"Pandas>=1.3", (char *)"numpy"};
 
 	env_attach_rv = 0;
 	env_release_n = 0;
@@ -797,11 +795,12 @@ test_open_requirements_wait_then_ready(void **state)
 static void
 test_open_requirements_failed(void **state)
 {
-	char *reqs[] = { (char *)"rmtest-broken" };
+	char *reqs[] = {(char *)"rmtest-broken"};
 
 	env_attach_rv = -1;
 	assert_int_equal(c_open_full(1, 0, reqs, 1, "obj", NULL), -1);
-	check_finished(GRPC_FAILED_PRECONDITION, "Failed to install rmtest-broken");
+	check_finished(
+	    GRPC_FAILED_PRECONDITION, "Failed to install rmtest-broken");
 	assert_int_equal(rec.spawn_n, 0);
 	assert_false(alive());
 	env_attach_rv = 0;
@@ -841,8 +840,8 @@ test_open_ok(void **state)
 static void
 test_open_source_only(void **state)
 {
-	assert_int_equal(c_open_full(1, 0, NULL, 0, NULL,
-	    "class Echo:\n    pass\n"), 0);
+	assert_int_equal(
+	    c_open_full(1, 0, NULL, 0, NULL, "class Echo:\n    pass\n"), 0);
 	assert_int_equal(ses->ses_state, SES_STARTING);
 	check_forwarded_to_worker(1);
 }
@@ -959,10 +958,10 @@ test_call_ids_increase(void **state)
 	check_forwarded_to_worker(2);
 	assert_int_equal(c_call(2), 0);
 	check_forwarded_to_worker(3);
-	assert_int_equal(c_call(7), 0);	/* gaps are allowed */
+	assert_int_equal(c_call(7), 0); /* gaps are allowed */
 	check_forwarded_to_worker(4);
 	check_running();
-	REFUSED(c_call(7));	/* repeated */
+	REFUSED(c_call(7)); /* repeated */
 	check_client_error(GRPC_INVALID_ARGUMENT, "call id 7");
 	assert_int_equal(rec.to_worker_n, 4);
 }
@@ -1068,7 +1067,7 @@ test_pull_cancel_forwarded(void **state)
 	make_generator(1);
 	assert_int_equal(c_pull(1, 3), 0);
 	check_forwarded_to_worker(3);
-	assert_int_equal(c_pull(1, 0), 0);	/* no credit: dropped */
+	assert_int_equal(c_pull(1, 0), 0); /* no credit: dropped */
 	assert_int_equal(rec.to_worker_n, 3);
 	assert_int_equal(c_cancel(1), 0);
 	check_forwarded_to_worker(4);
@@ -1295,11 +1294,11 @@ test_interleaved_calls(void **state)
 static void
 test_malformed_server_message(void **state)
 {
-	static const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
+	static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
 
 	make_ready();
-	assert_int_equal(front_session_worker_frame(ses, FRAME_MSG, junk,
-	    sizeof(junk)), -1);
+	assert_int_equal(
+	    front_session_worker_frame(ses, FRAME_MSG, junk, sizeof(junk)), -1);
 	check_violation("malformed message");
 }
 
@@ -1308,8 +1307,9 @@ static void
 test_empty_server_message(void **state)
 {
 	make_ready();
-	assert_int_equal(front_session_worker_frame(ses, FRAME_MSG,
-	    (const uint8_t *)"", 0), -1);
+	assert_int_equal(
+	    front_session_worker_frame(ses, FRAME_MSG, (const uint8_t *)"", 0),
+	    -1);
 	check_violation("unknown message");
 }
 
@@ -1319,8 +1319,10 @@ static void
 test_worker_fatal(void **state)
 {
 	make_ready();
-	assert_int_equal(w_fatal(GRPC_FAILED_PRECONDITION,
-	    "cloudpickle 3 cannot load an object from cloudpickle 2"), -1);
+	assert_int_equal(
+	    w_fatal(GRPC_FAILED_PRECONDITION,
+	        "cloudpickle 3 cannot load an object from cloudpickle 2"),
+	    -1);
 	check_finished(GRPC_FAILED_PRECONDITION,
 	    "cloudpickle 3 cannot load an object from cloudpickle 2");
 	assert_int_equal(ses->ses_state, SES_ENDING);
@@ -1372,11 +1374,11 @@ test_worker_control_not_fatal(void **state)
 static void
 test_worker_control_malformed(void **state)
 {
-	static const uint8_t junk[] = { 0x12, 0x7f, 0x00 };
+	static const uint8_t junk[] = {0x12, 0x7f, 0x00};
 
 	make_ready();
-	assert_int_equal(front_session_worker_frame(ses, FRAME_CTL, junk,
-	    sizeof(junk)), -1);
+	assert_int_equal(
+	    front_session_worker_frame(ses, FRAME_CTL, junk, sizeof(junk)), -1);
 	check_violation("bad control frame");
 }
 
@@ -1385,7 +1387,7 @@ test_worker_control_malformed(void **state)
 static void
 test_half_close_ready(void **state)
 {
-	static const uint8_t close_msg[] = { 0x2a, 0x00 };
+	static const uint8_t close_msg[] = {0x2a, 0x00};
 	ClientMessage *m;
 
 	make_ready();
@@ -1394,14 +1396,14 @@ test_half_close_ready(void **state)
 	assert_int_equal(rec.to_worker_n, 2);
 	assert_int_equal(rec.to_worker[1].mr_type, FRAME_MSG);
 	assert_int_equal(rec.to_worker[1].mr_len, sizeof(close_msg));
-	assert_memory_equal(rec.to_worker[1].mr_buf, close_msg,
-	    sizeof(close_msg));
+	assert_memory_equal(
+	    rec.to_worker[1].mr_buf, close_msg, sizeof(close_msg));
 	/* What was sent decodes as a Close. */
-	m = remotemedia__v1__client_message__unpack(NULL,
-	    rec.to_worker[1].mr_len, rec.to_worker[1].mr_buf);
+	m = remotemedia__v1__client_message__unpack(
+	    NULL, rec.to_worker[1].mr_len, rec.to_worker[1].mr_buf);
 	assert_non_null(m);
-	assert_int_equal(m->msg_case,
-	    REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE);
+	assert_int_equal(
+	    m->msg_case, REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE);
 	remotemedia__v1__client_message__free_unpacked(m, NULL);
 	check_running();
 }
@@ -1513,7 +1515,7 @@ test_client_gone(void **state)
 	front_session_client_gone(ses);
 	assert_int_equal(ses->ses_state, SES_ENDING);
 	assert_int_equal(rec.kill_n, 1);
-	assert_int_equal(rec.finish_n, 0);	/* no stream to tell */
+	assert_int_equal(rec.finish_n, 0); /* no stream to tell */
 	/* Frames the worker had in flight go nowhere. */
 	assert_int_equal(w_output(), -1);
 	assert_int_equal(rec.to_client_n, 1);
@@ -1524,11 +1526,10 @@ test_client_gone(void **state)
 static void
 test_malformed_client_message(void **state)
 {
-	static const uint8_t junk[] = { 0x0a, 0x05, 0x01 };
+	static const uint8_t junk[] = {0x0a, 0x05, 0x01};
 
 	make_ready();
-	assert_int_equal(front_session_client_msg(ses, junk, sizeof(junk)),
-	    -1);
+	assert_int_equal(front_session_client_msg(ses, junk, sizeof(junk)), -1);
 	check_client_error(GRPC_INVALID_ARGUMENT, "malformed ClientMessage");
 	assert_int_equal(rec.to_worker_n, 1);
 }
@@ -1536,10 +1537,9 @@ test_malformed_client_message(void **state)
 static void
 test_malformed_first_message(void **state)
 {
-	static const uint8_t junk[] = { 0xff };
+	static const uint8_t junk[] = {0xff};
 
-	assert_int_equal(front_session_client_msg(ses, junk, sizeof(junk)),
-	    -1);
+	assert_int_equal(front_session_client_msg(ses, junk, sizeof(junk)), -1);
 	assert_false(alive());
 	check_finished(GRPC_INVALID_ARGUMENT, "malformed ClientMessage");
 }
@@ -1665,12 +1665,12 @@ test_session_limits(void **state)
 	ses->ses_owner = xstrdup("alice");
 	assert_int_equal(front_session_refuse("alice", msg, sizeof(msg)), 0);
 	assert_int_equal(front_session_refuse("bob", msg, sizeof(msg)), 0);
-	struct stream s2 = { 0 };
+	struct stream s2 = {0};
 	struct session *b = front_session_new(&s2);
 	b->ses_owner = xstrdup("alice");
 	assert_int_equal(front_session_refuse("alice", msg, sizeof(msg)), -1);
 	assert_non_null(strstr(msg, "--max-sessions-per-token"));
-	struct stream s3 = { 0 };
+	struct stream s3 = {0};
 	struct session *c = front_session_new(&s3);
 	assert_int_equal(front_session_refuse("bob", msg, sizeof(msg)), -1);
 	assert_non_null(strstr(msg, "--max-sessions"));
@@ -1734,13 +1734,12 @@ static void
 test_state_names(void **state)
 {
 	assert_string_equal(front_session_state_name(SES_OPENING), "opening");
-	assert_string_equal(front_session_state_name(SES_STARTING),
-	    "starting");
+	assert_string_equal(front_session_state_name(SES_STARTING), "starting");
 	assert_string_equal(front_session_state_name(SES_READY), "ready");
 	assert_string_equal(front_session_state_name(SES_CLOSING), "closing");
 	assert_string_equal(front_session_state_name(SES_ENDING), "ending");
-	assert_string_equal(front_session_state_name((enum session_state)42),
-	    "?");
+	assert_string_equal(
+	    front_session_state_name((enum session_state)42), "?");
 	assert_int_equal(strlen(ses->ses_id), 32);
 }
 
@@ -1822,86 +1821,86 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_first_not_open),
-		T(test_first_not_open_kinds),
-		T(test_open_requirements_invalid),
-		T(test_open_requirements_wait_then_ready),
-		T(test_open_requirements_failed),
-		T(test_open_protocol_too_new),
-		T(test_open_no_object),
-		T(test_open_ok),
-		T(test_open_source_only),
-		T(test_open_spawn_fails),
-		T(test_open_forward_fails),
-		T(test_open_twice),
-		T(test_open_chunks),
-		T(test_open_chunk_wrong_seq),
-		T(test_ready),
-		T(test_ready_twice),
-		T(test_progress_after_ready),
-		T(test_answer_before_ready),
-		T(test_call_before_ready),
-		T(test_call_ids_increase),
-		T(test_call_id_decreasing),
-		T(test_call_id_zero),
-		T(test_call_without_name),
-		T(test_call_args_not_chunk0),
-		T(test_call_args_chunks),
-		T(test_pull_never_sent),
-		T(test_pull_id_zero),
-		T(test_cancel_never_sent),
-		T(test_pull_finished),
-		T(test_pull_cancel_forwarded),
-		T(test_result_unknown_call),
-		T(test_result_twice),
-		T(test_result_not_chunk0),
-		T(test_item_without_credit),
-		T(test_item_for_plain_call),
-		T(test_generator_credit),
-		T(test_generator_credit_accumulates),
-		T(test_generator_chunked_item),
-		T(test_generator_item_during_chunks),
-		T(test_end_of_plain_call),
-		T(test_chunked_result),
-		T(test_chunked_result_wrong_seq),
-		T(test_chunked_result_repeated_seq),
-		T(test_value_without_result),
-		T(test_worker_error),
-		T(test_interleaved_calls),
-		T(test_malformed_server_message),
-		T(test_empty_server_message),
-		T(test_worker_fatal),
-		T(test_worker_fatal_starting),
-		T(test_worker_fatal_bad_code),
-		T(test_worker_control_not_fatal),
-		T(test_worker_control_malformed),
-		T(test_half_close_ready),
-		T(test_close_then_exit_ok),
-		T(test_half_close_then_exit_ok),
-		T(test_exit_signal_ready),
-		T(test_exit_zero_ready),
-		T(test_exit_failure_closing),
-		T(test_exit_while_starting),
-		T(test_half_close_before_open),
-		T(test_half_close_forward_fails),
-		T(test_client_gone),
-		T(test_malformed_client_message),
-		T(test_malformed_first_message),
-		T(test_after_end_dropped),
-		T(test_backpressure),
-		T(test_call_deadline),
-		T(test_inflight_limit),
-		T(test_inflight_limit_frees),
-		T(test_session_limits),
-		T(test_call_deadline_while_paused),
-		T(test_call_deadline_disarmed),
-		T(test_pull_deadline),
-		T(test_kill_all),
-		T(test_state_names),
-		T(test_close_before_ready),
-		T(test_refused_returns_error),
-		T(test_item_not_chunk0),
-		T(test_deadline_overflow),
+	    T(test_first_not_open),
+	    T(test_first_not_open_kinds),
+	    T(test_open_requirements_invalid),
+	    T(test_open_requirements_wait_then_ready),
+	    T(test_open_requirements_failed),
+	    T(test_open_protocol_too_new),
+	    T(test_open_no_object),
+	    T(test_open_ok),
+	    T(test_open_source_only),
+	    T(test_open_spawn_fails),
+	    T(test_open_forward_fails),
+	    T(test_open_twice),
+	    T(test_open_chunks),
+	    T(test_open_chunk_wrong_seq),
+	    T(test_ready),
+	    T(test_ready_twice),
+	    T(test_progress_after_ready),
+	    T(test_answer_before_ready),
+	    T(test_call_before_ready),
+	    T(test_call_ids_increase),
+	    T(test_call_id_decreasing),
+	    T(test_call_id_zero),
+	    T(test_call_without_name),
+	    T(test_call_args_not_chunk0),
+	    T(test_call_args_chunks),
+	    T(test_pull_never_sent),
+	    T(test_pull_id_zero),
+	    T(test_cancel_never_sent),
+	    T(test_pull_finished),
+	    T(test_pull_cancel_forwarded),
+	    T(test_result_unknown_call),
+	    T(test_result_twice),
+	    T(test_result_not_chunk0),
+	    T(test_item_without_credit),
+	    T(test_item_for_plain_call),
+	    T(test_generator_credit),
+	    T(test_generator_credit_accumulates),
+	    T(test_generator_chunked_item),
+	    T(test_generator_item_during_chunks),
+	    T(test_end_of_plain_call),
+	    T(test_chunked_result),
+	    T(test_chunked_result_wrong_seq),
+	    T(test_chunked_result_repeated_seq),
+	    T(test_value_without_result),
+	    T(test_worker_error),
+	    T(test_interleaved_calls),
+	    T(test_malformed_server_message),
+	    T(test_empty_server_message),
+	    T(test_worker_fatal),
+	    T(test_worker_fatal_starting),
+	    T(test_worker_fatal_bad_code),
+	    T(test_worker_control_not_fatal),
+	    T(test_worker_control_malformed),
+	    T(test_half_close_ready),
+	    T(test_close_then_exit_ok),
+	    T(test_half_close_then_exit_ok),
+	    T(test_exit_signal_ready),
+	    T(test_exit_zero_ready),
+	    T(test_exit_failure_closing),
+	    T(test_exit_while_starting),
+	    T(test_half_close_before_open),
+	    T(test_half_close_forward_fails),
+	    T(test_client_gone),
+	    T(test_malformed_client_message),
+	    T(test_malformed_first_message),
+	    T(test_after_end_dropped),
+	    T(test_backpressure),
+	    T(test_call_deadline),
+	    T(test_inflight_limit),
+	    T(test_inflight_limit_frees),
+	    T(test_session_limits),
+	    T(test_call_deadline_while_paused),
+	    T(test_call_deadline_disarmed),
+	    T(test_pull_deadline),
+	    T(test_kill_all),
+	    T(test_state_names),
+	    T(test_close_before_ready),
+	    T(test_refused_returns_error),
+	    T(test_item_not_chunk0),
+	    T(test_deadline_overflow),
 	};
 
 	log_init("test", LOG_LEVEL_ERROR);

@@ -41,6 +41,12 @@ def session_cgroups() -> list[str]:
     return [p for p in glob.glob("/sys/fs/cgroup/*/remotemedia/*") if os.path.isdir(p)]
 
 
+def cgroups_of(ids) -> list[str]:
+    """Session cgroups are named "<daemon tag>-<session id>"."""
+    ids = set(ids)
+    return [p for p in session_cgroups() if os.path.basename(p).rsplit("-", 1)[-1] in ids]
+
+
 def test_200_concurrent_sessions_zero_errors_memory_back_to_baseline(fresh_server):
     srv = fresh_server(["--session-network", "off", "--session-memory", "256M"])
     nsessions, seconds = 200, 8.0
@@ -108,7 +114,7 @@ def test_churn_1000_sessions_leaves_nothing(fresh_server):
     ids = set(re.findall(r"session ([0-9a-f]{32}) freed", srv.log_text()))
     assert len(ids) == 1000
     # no session cgroup of this server remains: each is named after its session
-    assert [p for p in session_cgroups() if os.path.basename(p) in ids] == []
+    assert cgroups_of(ids) == []
 
 
 def test_sigkill_of_the_front_kills_workers_and_next_start_cleans_up(fresh_server):
@@ -140,7 +146,7 @@ def test_sigkill_of_the_front_kills_workers_and_next_start_cleans_up(fresh_serve
     assert alive == []
     leftovers = srv.session_dirs()
     assert len(leftovers) == 3  # what the SIGKILL left
-    assert [p for p in session_cgroups() if os.path.basename(p) in leftovers]
+    assert cgroups_of(leftovers)
     fresh_server(["--state-dir", srv.state_dir])
     assert os.listdir(os.path.join(srv.state_dir, "sessions")) == []
-    assert [p for p in session_cgroups() if os.path.basename(p) in leftovers] == []
+    assert cgroups_of(leftovers) == []

@@ -237,6 +237,7 @@ call_find(struct session *ses, uint64_t id)
 }
 
 static void session_drain(struct session *);
+static int session_value_too_big(struct session *, uint64_t);
 
 static void
 call_free(struct call *cl)
@@ -530,6 +531,10 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 		ses->ses_open_seq = 1;
 	}
 	ses->ses_value_bytes = op->object != NULL ? op->object->data.len : 0;
+	if (op->object != NULL &&
+	    (ses->ses_value_bytes > front_conf.fc_max_value ||
+	        op->object->total_size > front_conf.fc_max_value))
+		return session_value_too_big(ses, 0);
 	if (op->n_requirements > 0 &&
 	    (bad = open_requirement_with_nul(msg, len, &off)) != 0)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
@@ -671,7 +676,11 @@ session_call(struct session *ses, Remotemedia__V1__Call *c)
 		return client_error(ses, GRPC_RESOURCE_EXHAUSTED,
 		    "more than %u calls in flight (--max-inflight-calls)",
 		    front_conf.fc_max_inflight);
-	if (c->args != NULL && c->args->data.len > front_conf.fc_max_value)
+	/* The declared total (chunk 0's total_size) counts as well: the
+	 * worker refuses on it too, and the front must be the one to say. */
+	if (c->args != NULL &&
+	    (c->args->data.len > front_conf.fc_max_value ||
+	        c->args->total_size > front_conf.fc_max_value))
 		return session_value_too_big(ses, c->call_id);
 	ses->ses_last_call = c->call_id;
 	cl = xcalloc(1, sizeof(*cl));

@@ -160,3 +160,32 @@ def read_until(client: "H2Client", sid: int, nbytes: int, timeout: float = 10.0)
         if out:
             client.sock.sendall(out)
     return r.data
+
+
+def open_msg(obj) -> bytes:
+    """A gRPC-ready ClientMessage{open} for obj, whose defining module
+    (a test module, unknown to the server) travels by value."""
+    import sys
+    import cloudpickle
+    from remotemedia._proto import remotemedia_pb2 as pb
+    cloudpickle.register_pickle_by_value(sys.modules[type(obj).__module__])
+    return pb.ClientMessage(open=pb.Open(
+        protocol=pb.PROTOCOL_V1, object=pb.Value(data=cloudpickle.dumps(obj)),
+        python_version="%d.%d" % sys.version_info[:2],
+        cloudpickle_version=cloudpickle.__version__)).SerializeToString()
+
+
+def call_msgs(call_id: int, name: str, args: tuple, chunk: int = 1 << 20) -> bytes:
+    """A Call and its argument chunks, each gRPC-framed."""
+    import cloudpickle
+    from remotemedia._proto import remotemedia_pb2 as pb
+    doc = cloudpickle.dumps((args, {}))
+    parts = [doc[i:i + chunk] for i in range(0, len(doc), chunk)] or [b""]
+    out = grpc_frame(pb.ClientMessage(call=pb.Call(
+        call_id=call_id, name=name,
+        args=pb.Value(call_id=call_id, seq=0, more=len(parts) > 1, data=parts[0]))
+    ).SerializeToString())
+    for i, p in enumerate(parts[1:], 1):
+        out += grpc_frame(pb.ClientMessage(value=pb.Value(
+            call_id=call_id, seq=i, more=i < len(parts) - 1, data=p)).SerializeToString())
+    return out

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 
-import cloudpickle
-import grpc
-import pytest
 
-from h2raw import H2Client, grpc_frame, read_until
+from h2raw import H2Client, grpc_frame, read_until, call_msgs, open_msg
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.remote import RemoteProxyClient
 
@@ -47,25 +42,6 @@ class Sleeper:
             pass
 
 
-def open_msg(obj) -> bytes:
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    return pb.ClientMessage(open=pb.Open(
-        protocol=pb.PROTOCOL_V1, object=pb.Value(data=cloudpickle.dumps(obj)),
-        python_version="%d.%d" % sys.version_info[:2],
-        cloudpickle_version=cloudpickle.__version__)).SerializeToString()
-
-
-def call_msgs(call_id: int, name: str, args: tuple, chunk: int = 1 << 20) -> bytes:
-    doc = cloudpickle.dumps((args, {}))
-    parts = [doc[i:i + chunk] for i in range(0, len(doc), chunk)] or [b""]
-    out = grpc_frame(pb.ClientMessage(call=pb.Call(
-        call_id=call_id, name=name,
-        args=pb.Value(call_id=call_id, seq=0, more=len(parts) > 1, data=parts[0]))
-    ).SerializeToString())
-    for i, p in enumerate(parts[1:], 1):
-        out += grpc_frame(pb.ClientMessage(value=pb.Value(
-            call_id=call_id, seq=i, more=i < len(parts) - 1, data=p)).SerializeToString())
-    return out
 
 
 def test_reset_streams_give_back_connection_credit(server):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import sys
 import time
 
 import cloudpickle
@@ -27,7 +26,7 @@ import h2.events
 import pytest
 from h2.settings import SettingCodes
 
-from h2raw import H2Client, grpc_frame
+from h2raw import H2Client, grpc_frame, call_msgs, open_msg
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.core.exceptions import RemoteExecutionError, RemoteMediaError
 from remotemedia.remote import RemoteProxyClient
@@ -75,26 +74,6 @@ class Sleeper:
 
 # --- protocol helpers ------------------------------------------------------
 
-def open_msg(obj) -> bytes:
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    return pb.ClientMessage(open=pb.Open(
-        protocol=pb.PROTOCOL_V1, object=pb.Value(data=cloudpickle.dumps(obj)),
-        python_version="%d.%d" % sys.version_info[:2],
-        cloudpickle_version=cloudpickle.__version__)).SerializeToString()
-
-
-def call_msgs(call_id: int, name: str, args: tuple, chunk: int = 1 << 20) -> bytes:
-    """A Call and its argument chunks, each gRPC-framed."""
-    doc = cloudpickle.dumps((args, {}))
-    parts = [doc[i:i + chunk] for i in range(0, len(doc), chunk)] or [b""]
-    out = grpc_frame(pb.ClientMessage(call=pb.Call(
-        call_id=call_id, name=name,
-        args=pb.Value(call_id=call_id, seq=0, more=len(parts) > 1, data=parts[0]))
-    ).SerializeToString())
-    for i, p in enumerate(parts[1:], 1):
-        out += grpc_frame(pb.ClientMessage(value=pb.Value(
-            call_id=call_id, seq=i, more=i < len(parts) - 1, data=p)).SerializeToString())
-    return out
 
 
 def split_grpc(data: bytes) -> list[bytes]:

@@ -12,12 +12,13 @@ the session fetch from it with requests, through slirp4netns.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
+
+from testnet import veth_netns
 
 from conftest import Session
 
@@ -214,33 +215,12 @@ NS_HOST_IP = "10.215.%d.2" % TAG
 NS_PEER_IP = "10.215.%d.1" % TAG
 
 
-def _ip(*args):
-    subprocess.run(["ip", *args], check=True, capture_output=True,
-                   timeout=10)
-
-
 @pytest.fixture
 def test_netns():
     """A network namespace reached from the host over a veth pair; always
     removed."""
-    if shutil.which("ip") is None or \
-            not os.path.exists("/usr/bin/slirp4netns"):
-        pytest.skip("needs iproute2 and slirp4netns")
-    tag = "%d" % (os.getpid() % 100000)
-    ns, veth, peer = "rmesc" + tag, "rmesch" + tag, "rmescp" + tag
-    try:
-        _ip("netns", "add", ns)
-        _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
-        _ip("link", "set", peer, "netns", ns)
-        _ip("addr", "add", NS_HOST_IP + "/24", "dev", veth)
-        _ip("link", "set", veth, "up")
-        _ip("-n", ns, "addr", "add", NS_PEER_IP + "/24", "dev", peer)
-        _ip("-n", ns, "link", "set", peer, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
+    with veth_netns("rmesc", NS_HOST_IP, NS_PEER_IP) as ns:
         yield ns
-    finally:
-        subprocess.run(["ip", "link", "del", veth], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ Run as root: PYTHONPATH=python /usr/bin/python3 -m pytest -q \
 
 import errno
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +25,8 @@ import time
 
 import cloudpickle
 import pytest
+
+from testnet import veth_netns
 
 sys.path.insert(0, os.path.dirname(__file__))
 import workerlib  # noqa: E402
@@ -427,33 +428,12 @@ NS_HOST_IP = "10.213.0.2"
 NS_PEER_IP = "10.213.0.1"
 
 
-def _ip(*args):
-    subprocess.run(["ip", *args], check=True, capture_output=True,
-                   timeout=10)
-
-
 @pytest.fixture
 def test_netns():
     """A network namespace of the test's own, reached from the host over a
     veth pair; yields (name, its address). Always removed."""
-    if shutil.which("ip") is None or \
-            not os.path.exists("/usr/bin/slirp4netns"):
-        pytest.skip("needs iproute2 and slirp4netns")
-    tag = "%d" % (os.getpid() % 100000)
-    ns, veth, peer = "rmsbx" + tag, "rmsbxh" + tag, "rmsbxp" + tag
-    try:
-        _ip("netns", "add", ns)
-        _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
-        _ip("link", "set", peer, "netns", ns)
-        _ip("addr", "add", NS_HOST_IP + "/24", "dev", veth)
-        _ip("link", "set", veth, "up")
-        _ip("-n", ns, "addr", "add", NS_PEER_IP + "/24", "dev", peer)
-        _ip("-n", ns, "link", "set", peer, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
+    with veth_netns("rmsbx", NS_HOST_IP, NS_PEER_IP) as ns:
         yield ns
-    finally:
-        subprocess.run(["ip", "link", "del", veth], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 @pytest.fixture

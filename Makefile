@@ -6,10 +6,13 @@ GEN          = $(BUILD)/gen
 PYPROTO      = python/remotemedia/_proto
 
 PKGS         = libevent libnghttp2 libprotobuf-c
-PY_CFLAGS   := $(shell pkg-config --cflags python3-embed)
-PY_LIBS     := $(shell pkg-config --libs python3-embed)
-DEP_CFLAGS  := $(shell pkg-config --cflags $(PKGS))
-DEP_LIBS    := $(shell pkg-config --libs $(PKGS))
+# Quiet: before `make demo` has installed the dependencies, pkg-config (or
+# a package) is missing, and the goals that build say so below.
+pkgconf      = $(shell pkg-config $(1) 2>/dev/null)
+PY_CFLAGS   := $(call pkgconf,--cflags python3-embed)
+PY_LIBS     := $(call pkgconf,--libs python3-embed)
+DEP_CFLAGS  := $(call pkgconf,--cflags $(PKGS))
+DEP_LIBS    := $(call pkgconf,--libs $(PKGS))
 
 WARN         = -Wall -Wextra -Werror -Wshadow -Wpointer-arith \
                -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
@@ -57,7 +60,14 @@ $(OBJ)/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-PY_VERSION  := $(shell pkg-config --modversion python3-embed)
+PY_VERSION  := $(call pkgconf,--modversion python3-embed)
+# Goals that need no build dependencies: demo installs them first.
+NODEP_GOALS  = demo clean
+ifeq ($(PY_VERSION),)
+ifneq ($(filter-out $(NODEP_GOALS),$(or $(MAKECMDGOALS),all)),)
+$(error pkg-config finds no python3-embed: run scripts/install-deps first)
+endif
+endif
 $(OBJ)/src/front_env.o: CFLAGS += -DRM_PYTHON_VERSION='"$(PY_VERSION)"'
 $(OBJ)/src/worker_py.o: CFLAGS += $(PY_CFLAGS)
 $(OBJ)/src/worker_py.o: $(GEN)/worker_runtime.h
@@ -85,7 +95,7 @@ UNIT_TESTS   = $(BUILD)/test_frame \
                $(BUILD)/test_session_state $(BUILD)/test_config \
                $(BUILD)/test_req $(BUILD)/test_cgroup \
                $(BUILD)/test_sandbox_policy
-CMOCKA_LIBS := $(shell pkg-config --libs cmocka)
+CMOCKA_LIBS := $(call pkgconf,--libs cmocka)
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)

@@ -15,6 +15,7 @@ void log_init(const char *, int);
 void log_setlevel(int);
 int log_getlevel(void);
 int log_parse_level(const char *);
+const char *log_lastwarn(void);
 void log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *, ...) __attribute__((format(printf, 1, 2)));

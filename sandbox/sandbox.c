@@ -85,6 +85,7 @@ int sandbox_net_inside(const struct sandbox_conf *);
 struct sandbox_status {
 	int ss_kind;
 	int ss_wstatus; /* W2's, for SANDBOX_ST_EXIT */
+	char ss_reason[200]; /* why, for SANDBOX_ST_FAIL */
 };
 #define SANDBOX_ST_EXIT 1 /* W2 ended */
 #define SANDBOX_ST_FAIL 2 /* W1 could not set up the sandbox */
@@ -113,6 +114,7 @@ struct sandbox_log {
 };
 
 static sigset_t sandbox_oldmask; /* W0's mask before the sandbox */
+static char sandbox_reason[200]; /* W1's reason for a failed set-up */
 
 static void sandbox_w1_fail(int) __attribute__((noreturn));
 static void sandbox_w1_init(pid_t, int) __attribute__((noreturn));
@@ -143,11 +145,13 @@ sandbox_pipes_open(struct sandbox_pipes *p)
 	return 0;
 }
 
-/* W1 could not build the sandbox: tell W0 and leave. */
+/* W1 could not build the sandbox: tell W0 why (its last warning), and leave. */
 static void
 sandbox_w1_fail(int fd)
 {
-	struct sandbox_status ss = {SANDBOX_ST_FAIL, 0};
+	struct sandbox_status ss = {SANDBOX_ST_FAIL, 0, {0}};
+
+	snprintf(ss.ss_reason, sizeof(ss.ss_reason), "%s", log_lastwarn());
 
 	if (write(fd, &ss, sizeof(ss)) != sizeof(ss))
 		log_warn("%s: write", __func__);
@@ -183,7 +187,7 @@ sandbox_w1_parent_alive(int fd)
 static void
 sandbox_w1_init(pid_t w2, int fd)
 {
-	struct sandbox_status ss = {SANDBOX_ST_EXIT, 0};
+	struct sandbox_status ss = {SANDBOX_ST_EXIT, 0, {0}};
 	sigset_t set;
 	pid_t pid;
 	int sig, st;
@@ -438,6 +442,8 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 			sandbox_w0_seccomp(p->sp_seccomp[0]);
 		sandbox_w0_relay(ss.ss_wstatus);
 	case SANDBOX_ST_FAIL:
+		snprintf(sandbox_reason, sizeof(sandbox_reason), "%.*s",
+		    (int)sizeof(ss.ss_reason) - 1, ss.ss_reason);
 		failed = 1;
 		break;
 	}
@@ -463,6 +469,20 @@ sandbox_clone(const struct sandbox_conf *sc)
 	 * pthread mutex and calls no raise(); W2 comes from a real fork().
 	 */
 	return (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+}
+
+/*
+ * Why sandbox_prepare or sandbox_enter failed, for the session's error:
+ * W1's reason when it was W1 that failed, else this process's last warning.
+ */
+const char *
+sandbox_error(void)
+{
+	if (sandbox_reason[0] != '\0')
+		return sandbox_reason;
+	if (log_lastwarn()[0] != '\0')
+		return log_lastwarn();
+	return "unknown failure";
 }
 
 /* Say loudly that a session runs unconfined (--sandbox off). */

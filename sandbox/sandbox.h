@@ -55,5 +55,6 @@ struct sandbox_conf {
 
 int sandbox_prepare(struct sandbox_conf *);
 int sandbox_enter(struct sandbox_conf *);
+const char *sandbox_error(void);
 
 #endif

@@ -9,8 +9,9 @@
  *
  *   /usr, /lib*          read-only binds (or the host's symlinks, merged /usr)
  *   /bin, /sbin          the same
- *   /etc                 the few files Python, libc and DNS need, read-only;
- *                        passwd, group, hosts, hostname, resolv.conf written
+ *   /etc                 the few files Python, libc and DNS need, read-only,
+ *                        each skipped where the host lacks it; passwd, group,
+ *                        hosts, hostname, nsswitch.conf, resolv.conf written
  *   /dev                 null zero full random urandom tty, /dev/shm tmpfs,
  *                        fd and std* links; the tmpfs itself read-only
  *   /proc                a new proc of the session's PID namespace
@@ -68,10 +69,10 @@ static const char *const ns_top[] = {
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
 
 /* /etc entries bound read-only when the host has them. */
-static const char *const ns_etc_files[] = {"nsswitch.conf", "localtime",
-    "timezone", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl/certs",
-    "ssl/openssl.cnf", "ca-certificates", "alternatives", "mime.types",
-    "protocols", "services", "host.conf", "gai.conf", "matplotlibrc", "fonts"};
+static const char *const ns_etc_files[] = {"localtime", "timezone",
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl/certs", "ssl/openssl.cnf",
+    "ca-certificates", "alternatives", "mime.types", "protocols", "services",
+    "host.conf", "gai.conf", "matplotlibrc", "fonts"};
 
 /* Device nodes bound from the host's /dev. */
 static const char *const ns_devices[] = {
@@ -158,9 +159,12 @@ ns_bind(const char *path, uint64_t attrs, int required)
 	    ns_path(dst, NS_NEW, path) == -1)
 		return -1;
 	if (lstat(src, &st) == -1) {
-		if (required || errno != ENOENT)
-			log_warn("%s", path);
-		return required || errno != ENOENT ? -1 : 0;
+		if (required || errno != ENOENT) {
+			log_warn("bind %s", path);
+			return -1;
+		}
+		log_debug("%s: the host has no %s: skipped", __func__, path);
+		return 0;
 	}
 	if (S_ISLNK(st.st_mode)) {
 		if ((n = readlink(src, target, sizeof(target) - 1)) == -1) {
@@ -215,7 +219,9 @@ static int
 ns_scratch(void)
 {
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1) {
-		log_warn("make / private");
+		/* EINVAL: "/" is no mount point, as in a plain chroot. */
+		log_warn("make / private%s",
+		    errno == EINVAL ? " (the root must be a mount point)" : "");
 		return -1;
 	}
 	if (ns_tmpfs(NS_SCRATCH, MS_NOSUID | MS_NODEV, "mode=0755,size=64k") ==
@@ -266,7 +272,15 @@ ns_etc_python(void)
 	return rv;
 }
 
-/* The session's own passwd, group, hosts and hostname. */
+/*
+ * The session's own name service: its passwd, group and hosts are ours,
+ * and the host's modules (systemd, sss, ldap) have nothing to reach here.
+ */
+#define NS_NSSWITCH \
+	"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n" \
+	"networks: files\nprotocols: files\nservices: files\n"
+
+/* The session's own passwd, group, hosts, hostname and nsswitch.conf. */
 static int
 ns_etc_identity(const struct sandbox_conf *sc)
 {
@@ -289,6 +303,8 @@ ns_etc_identity(const struct sandbox_conf *sc)
 	        "127.0.1.1\t" NS_HOSTNAME "\n"
 	        "::1\tlocalhost ip6-localhost ip6-loopback\n",
 	        0644) == -1)
+		return -1;
+	if (ns_write("/etc/nsswitch.conf", NS_NSSWITCH, 0644) == -1)
 		return -1;
 	return ns_write("/etc/hostname", NS_HOSTNAME "\n", 0644);
 }

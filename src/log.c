@@ -9,6 +9,8 @@
 
 static const char *log_prefix = "remotemedia";
 static int log_level = LOG_LEVEL_INFO;
+/* The last warning or error, printed or not: a failure's reason. */
+static char log_last[256];
 
 void
 log_init(const char *prefix, int level)
@@ -27,6 +29,13 @@ int
 log_getlevel(void)
 {
 	return log_level;
+}
+
+/* The last warning or error logged, or "" if there was none. */
+const char *
+log_lastwarn(void)
+{
+	return log_last;
 }
 
 /* Map a --log-level word to its level, or -1. */
@@ -49,13 +58,22 @@ vlog(int level, int errnum, const char *fmt, va_list ap)
 	static const char *tags[] = {"error", "warn", "info", "debug"};
 	char msg[2048], *p;
 
-	if (level > log_level)
+	if (level > log_level && level > LOG_LEVEL_WARN)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	/* One message, one line: text from a peer cannot forge log lines. */
 	for (p = msg; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
+	if (level <= LOG_LEVEL_WARN) {
+		if (errnum != 0)
+			snprintf(log_last, sizeof(log_last), "%.200s: %.50s",
+			    msg, strerror(errnum));
+		else
+			snprintf(log_last, sizeof(log_last), "%.250s", msg);
+	}
+	if (level > log_level)
+		return;
 	if (errnum != 0)
 		fprintf(stderr, "%s: %s: %s: %s\n", log_prefix, tags[level],
 		    msg, strerror(errnum));

@@ -184,6 +184,7 @@ worker_confine(
     const struct worker_conf *wc, const Remotemedia__Worker__V1__Init *init)
 {
 	struct sandbox_conf sc = {0};
+	char msg[256];
 
 	if (chdir(wc->wc_session_dir) == -1)
 		fatal("chdir %s", wc->wc_session_dir);
@@ -205,9 +206,9 @@ worker_confine(
 	sc.sc_seccomp_log = init->seccomp_log;
 	sc.sc_status_fd = -1;
 	if (sandbox_prepare(&sc) == -1 || sandbox_enter(&sc) == -1) {
-		worker_send_fatal(WORKER_INTERNAL,
-		    "the session's sandbox could not be set up");
-		fatalx("the sandbox could not be set up");
+		snprintf(msg, sizeof(msg), "sandbox: %s", sandbox_error());
+		worker_send_fatal(WORKER_INTERNAL, msg);
+		fatalx("the sandbox could not be set up: %s", sandbox_error());
 	}
 }
 

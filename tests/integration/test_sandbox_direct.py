@@ -136,6 +136,9 @@ class Probe:
         with socket.create_connection((host, port), timeout=5) as s:
             return s.recv(100)
 
+    def resolve(self, name):
+        return sorted({a[4][0] for a in socket.getaddrinfo(name, 80)})
+
     def interfaces(self):
         return sorted(name for _, name in socket.if_nameindex())
 
@@ -179,11 +182,12 @@ def front(tmp_path):
     """A factory of started sandboxed fake fronts, stopped at the end."""
     made = []
 
-    def make(name="session", network=NET_OFF, enabled=True, **fields):
+    def make(name="session", network=NET_OFF, enabled=True, wrap=(),
+             **fields):
         sandbox = dict(sandbox=enabled, uid=UID, gid=GID, network=network,
                        disk_bytes=DISK)
         sandbox.update(fields)
-        f = SandboxFront(tmp_path / name, sandbox=sandbox).start()
+        f = SandboxFront(tmp_path / name, sandbox=sandbox, wrap=wrap).start()
         made.append(f)
         return f
 
@@ -402,6 +406,62 @@ def test_setup_failure_is_fatal(front):
     assert "sandbox" in ei.value.message
     assert f.wait_exit() != 0
     assert "refusing to run a session as uid or gid 0" in f.worker_log()
+
+
+def test_missing_required_path_named(front):
+    """A path the session cannot do without is named, with the reason."""
+    f = front(env_dir="/nonexistent-env")
+    with pytest.raises(Fatal) as ei:
+        f.open(Probe())
+    assert ei.value.message == \
+        "sandbox: bind /nonexistent-env: No such file or directory"
+    assert f.wait_exit() != 0
+    assert "bind /nonexistent-env: No such file or directory" in \
+        f.worker_log()
+
+
+# Host files a minimal root lacks (debootstrap --variant=minbase) ------------
+
+# /etc entries the sandbox binds when the host has them (sandbox_ns.c), and
+# the host files it writes its own of.
+OPTIONAL_ETC = ["localtime", "timezone", "ssl/certs", "ssl/openssl.cnf",
+                "ca-certificates", "alternatives", "mime.types", "protocols",
+                "services", "host.conf", "gai.conf", "matplotlibrc", "fonts",
+                "resolv.conf", "python3", "python3.11"]
+WRITTEN_ETC = ["hosts", "nsswitch.conf", "passwd", "group", "hostname"]
+
+
+@pytest.fixture
+def bare_etc(tmp_path):
+    """An /etc with only the dynamic loader's files: the worker is started
+    in a mount namespace of its own with this bound over /etc."""
+    etc = tmp_path / "bare-etc"
+    etc.mkdir()
+    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d"):
+        subprocess.run(["cp", "-a", "/etc/" + name, str(etc)], check=True)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc && exec "$@"', str(etc)]
+
+
+@pytest.mark.parametrize("network", [NET_OFF, NET_HOST])
+def test_optional_host_files_absent(front, bare_etc, network):
+    f = front(network=network, wrap=bare_etc)
+    f.open(Probe())
+    for name in OPTIONAL_ETC:
+        assert not f.call_value("exists", "/etc/" + name), name
+    for name in WRITTEN_ETC:
+        assert f.call_value("exists", "/etc/" + name), name
+    # The session's own /etc/hosts and nsswitch.conf resolve localhost.
+    assert "127.0.0.1" in f.call_value("resolve", "localhost")
+    assert f.call_value("threads") == list(range(8))
+    assert f.call_value("run", ["/bin/true"]) == (0, "")
+    assert "the host has no /etc/protocols: skipped" in f.worker_log()
+
+
+def test_localhost_resolves(probe):
+    assert "127.0.0.1" in probe.call_value("resolve", "localhost")
+    assert "passwd: files" in \
+        probe.call_value("read", "/etc/nsswitch.conf").decode()
 
 
 # Sandbox off ----------------------------------------------------------------------

@@ -114,8 +114,10 @@ class FakeFront:
 
     def __init__(self, session_dir, *, fmt="pickle", max_value_bytes=64 << 20,
                  output_rate_bytes=0, output_burst_bytes=0, sys_path=(),
-                 log_level="debug", parent_pid=None):
+                 log_level="debug", parent_pid=None, wrap=()):
         self.session_dir = pathlib.Path(session_dir)
+        # A command that execs its arguments, keeping the pid (unshare...).
+        self.wrap = list(wrap)
         self.fmt = fmt
         self.max_value_bytes = max_value_bytes
         self.output_rate_bytes = output_rate_bytes
@@ -150,7 +152,7 @@ class FakeFront:
                "TMPDIR": str(self.session_dir / "tmp")}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(WORKER), "--log-level", self.log_level],
+            self.wrap + [str(WORKER), "--log-level", self.log_level],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
             cwd=str(self.session_dir), env=env, close_fds=False,
             preexec_fn=lambda: _child_fds(high))

@@ -1,16 +1,24 @@
 #!/usr/bin/python3
-"""make bench: the figures of architecture section 8 that exist so far, each
-beside its reference measured in the same run, printed as one table.
+"""make bench: every figure of architecture section 8, each beside its
+reference measured in the same run and its target, printed as one table
+(figure, value, reference, ratio, target, met) and written as JSON
+(build/bench.json).
 
-- method call round trip through a Session (Python client), beside the same
-  client's ping-pong on the Echo RPC (grpc.aio, one bidi stream);
-- open-to-first-result of a session with no packages.
+- the Python client's method call beside its own Echo ping-pong;
+- open to first result with no packages, sandbox off and on;
+- a cached environment's ready time beside a cold install;
+- rmctl bench (the C client): call round trip beside Echo, a generator of
+  1 MiB items, small calls per second over many sessions, and the knee;
+- private memory per idle session (smaps_rollup of the front and workers).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
+import subprocess
 import statistics
 import sys
 import time
@@ -117,97 +125,201 @@ async def ready_times(config, n: int, reqs_for=None) -> list[float]:
     return out
 
 
-async def env_rows(srv, args) -> list[str]:
-    """Ready time: cold install, cached environment, no packages."""
+ENV_REQS = ["rmtest-app"]
+RMCTL = ROOT / "build" / "rmctl"
+
+
+class Table:
+    """The figures of one run: each with its same-run reference and target.
+
+    target is (op, bound) with op "<=" or ">=", applied to the value (or to
+    the ratio when on="ratio"); met is None where a figure has no target.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, figure: str, value: float, unit: str, ref_name: str = "",
+            ref: float | None = None, target: tuple | None = None,
+            on: str = "value", note: str = "") -> None:
+        ratio = value / ref if ref else None
+        met = None
+        if target:
+            op, bound = target
+            x = ratio if on == "ratio" else value
+            met = x <= bound if op == "<=" else x >= bound
+        self.rows.append(dict(figure=figure, value=round(value, 3), unit=unit,
+                              reference=ref_name, reference_value=None if ref is None
+                              else round(ref, 3), ratio=None if ratio is None
+                              else round(ratio, 3),
+                              target=None if not target else
+                              f"{'ratio' if on == 'ratio' else 'value'} {target[0]} {target[1]}",
+                              met=met, note=note))
+
+    def print(self) -> None:
+        print("| figure | value | reference (same run) | ratio | target | met |")
+        print("|---|---|---|---|---|---|")
+        for r in self.rows:
+            ref = (f"{r['reference']}: {r['reference_value']:g} {r['unit']}"
+                   if r["reference_value"] is not None else r["reference"])
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            met = {None: "", True: "yes", False: "NO"}[r["met"]]
+            note = f" ({r['note']})" if r["note"] else ""
+            print(f"| {r['figure']}{note} | {r['value']:g} {r['unit']} | {ref} | "
+                  f"{ratio} | {r['target'] or ''} | {met} |")
+
+
+def ms(samples: list[float]) -> float:
+    return pct(samples, 0.5) * 1e3
+
+
+def us(samples: list[float]) -> float:
+    return pct(samples, 0.5) * 1e6
+
+
+def rmctl_bench(srv, *extra: str) -> dict:
+    """`rmctl bench --json` against srv: the C client's figures."""
+    out = subprocess.run([str(RMCTL), "bench", "--port", str(srv.port), "--json",
+                          "--timeout", "60s", *extra],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout)
+
+
+def descendants(pid: int) -> list[int]:
+    """pid's descendant processes, from /proc."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for k in kids.get(p, []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def private_kib(pid: int) -> int:
+    """Private_Clean + Private_Dirty of pid, from smaps_rollup."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    except OSError:
+        pass
+    return total
+
+
+async def idle_memory(srv, n: int) -> float:
+    """MiB of private memory per idle session: n sessions open at once,
+    the front's growth plus every process of every session."""
+    front0 = private_kib(srv.proc.pid)
+    async with RemoteProxyClient(srv.config(timeout=120.0)) as client:
+        proxies = []
+        for _ in range(n):
+            proxies.append(await client.create_proxy(Trivial()))
+        await asyncio.sleep(0.5)
+        procs = descendants(srv.proc.pid)
+        total = sum(private_kib(p) for p in procs)
+        total += private_kib(srv.proc.pid) - front0
+    return total / n / 1024
+
+
+async def env_figures(srv, args, table: Table, none_ms: float) -> None:
+    """Ready time of a cached environment, beside a cold install."""
     base = srv.config(timeout=120.0)
     cold = await ready_times(base, args.cold,
-                             lambda i: ["rmtest-app", f"rmtest-base>=1.0,!=9.{i}.{os.getpid()}"])
-    warm_cfg = srv.config(timeout=60.0, pip_packages=["rmtest-app"])
+                             lambda i: ENV_REQS + [f"rmtest-base>=1.0,!=9.{i}.{os.getpid()}"])
+    warm_cfg = srv.config(timeout=60.0, pip_packages=ENV_REQS)
     await ready_times(warm_cfg, 1)  # build it once
     hit = await ready_times(warm_cfg, args.sessions)
-    none = await ready_times(srv.config(timeout=60.0), args.sessions)
-    hit2 = await ready_times(warm_cfg, args.sessions)
-    none2 = await ready_times(srv.config(timeout=60.0), args.sessions)
-    hit, none = hit + hit2, none + none2
-    delta = (pct(hit, 0.5) - pct(none, 0.5)) * 1e3
-    return [
-        row("session ready, cold install (2 wheels, local index)", cold,
-            "no packages", none, unit="ms"),
-        row("session ready, cached environment", hit, "no packages", none, unit="ms")
-        + f" (+{delta:.1f} ms)",
-        row("session ready, no packages", none, "fresh exec, no zygote", None, unit="ms"),
-    ]
+    table.add("session ready, cached environment", ms(hit), "ms",
+              "cold install (2 wheels, local index)", ms(cold), ("<=", 25),
+              note=f"no packages: {none_ms:.1f} ms")
 
 
-def row(name: str, samples: list[float], ref_name: str, ref: list[float] | None,
-        unit: str = "us") -> str:
-    scale = 1e6 if unit == "us" else 1e3
-    p50, p99 = pct(samples, 0.5) * scale, pct(samples, 0.99) * scale
-    if ref:
-        r50 = pct(ref, 0.5) * scale
-        return (f"| {name} | {p50:.0f} {unit} | {p99:.0f} {unit} | {ref_name}: "
-                f"{r50:.0f} {unit} | {p50 / r50:.2f} |")
-    return f"| {name} | {p50:.0f} {unit} | {p99:.0f} {unit} | {ref_name} | |"
-
-
-async def sandbox_rows(args) -> list[str]:
-    """Session start-up with the sandbox on and off, in the same run."""
-    rows = []
-    servers = {
-        "sandbox off": Server(["--sandbox", "off"]),
-        "sandbox on, network off": Server(["--session-network", "off"]),
-        "sandbox on, network isolated": Server(["--session-network", "isolated"]),
-    }
+async def sandbox_figures(args, table: Table) -> float:
+    """Open to first result with the sandbox on and off; the on figure."""
+    servers = {"off": Server(["--sandbox", "off"]),
+               "on": Server(["--session-network", "off"])}
     try:
-        times = {name: await open_times(srv.config(timeout=60.0), args.sessions)
-                 for name, srv in servers.items()}
-        off = times["sandbox off"]
-        for name, t in times.items():
-            rows.append(row(f"session open to first result, {name}", t,
-                            "sandbox off", off if name != "sandbox off" else None,
-                            unit="ms"))
+        t = {k: await open_times(s.config(timeout=60.0), args.sessions)
+             for k, s in servers.items()}
     finally:
-        for srv in servers.values():
-            srv.stop()
-            srv.cleanup()
-    return rows
+        for s in servers.values():
+            s.stop()
+            s.cleanup()
+    table.add("session open to first result, no packages, sandbox off",
+              ms(t["off"]), "ms", "fresh exec (no zygote yet)", None, ("<=", 2))
+    table.add("session open to first result, no packages, sandbox on",
+              ms(t["on"]), "ms", "sandbox off", ms(t["off"]), ("<=", 5))
+    return ms(t["on"])
+
+
+def rmctl_figures(srv, args, table: Table) -> None:
+    """The C client's figures, and the knee: sessions against latency."""
+    r = rmctl_bench(srv, "--count", str(args.n), "--sessions", str(args.sessions),
+                    "--items", "64", "--parallel", "8", "--duration", "3s")
+    table.add("method call round trip, rmctl bench", r["call"]["p50_us"], "us",
+              "Echo, rmctl", r["echo"]["p50_us"], ("<=", 60))
+    table.add("generator of 1 MiB items, rmctl bench", r["stream"]["mb_per_s"], "MB/s",
+              "", None, (">=", 1000), note="64 items, in-band pickles")
+    table.add("small calls over 8 sessions, rmctl bench",
+              r["throughput"]["calls_per_s"], "calls/s", "", None, (">=", 50000))
+    for n in args.knee:
+        k = rmctl_bench(srv, "--count", "10", "--sessions", "1", "--items", "1",
+                        "--item-size", "1K", "--parallel", str(n), "--duration", "2s")
+        rate = k["throughput"]["calls_per_s"]
+        # Little's law: 16 calls in flight per session.
+        table.add(f"knee: {n} sessions, mean call latency", n * 16 / rate * 1e6, "us",
+                  f"{rate:.0f} calls/s", None)
 
 
 async def run(args) -> None:
-    wheels = build_test_packages(Path(os.environ.get("TMPDIR", "/tmp")) / f"rm-bench-wheels-{os.getpid()}")
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"rm-bench-wheels-{os.getpid()}"
+    wheels = build_test_packages(tmp)
     idx = PackageIndex([w for ws in wheels.values() for w in ws])
     srv = Server(["--pip-index-url", idx.url])
+    table = Table()
     try:
         config = srv.config(timeout=60.0)
         echo = await echo_rtts(srv.host, srv.port, args.n)
         calls = await call_rtts(config, args.n)
         echo2 = await echo_rtts(srv.host, srv.port, args.n)
-        opens = await open_times(config, args.sessions)
+        table.add("method call round trip, Python client", us(calls), "us",
+                  "Echo ping-pong, same client", us(echo + echo2), ("<=", 1.15),
+                  on="ratio")
+        none = await ready_times(srv.config(timeout=60.0), args.sessions)
+        await env_figures(srv, args, table, ms(none))
+        if os.geteuid() == 0:
+            await sandbox_figures(args, table)
+        rmctl_figures(srv, args, table)
         big = await big_round_trip(config, 64 * 1024 * 1024, args.big)
-        envs = await env_rows(srv, args)
-        sand = await sandbox_rows(args) if os.geteuid() == 0 else []
-        print(f"remotemedia benchmarks ({os.cpu_count()} cores, "
-              f"{args.n} calls, {args.sessions} sessions)")
-        print()
-        print("| what | p50 | p99 | reference (same run), p50 | ratio |")
-        print("|---|---|---|---|---|")
-        print(row("Echo ping-pong, Python client (grpc.aio)", echo + echo2,
-                  "floor", None))
-        print(row("method call round trip, Python client", calls,
-                  "Echo ping-pong", echo + echo2))
-        print(row("session open to first result, no packages", opens,
-                  "fresh exec, no zygote", None, unit="ms"))
-        print(row("64 MiB round trip (64 MiB each way)", big,
-                  "one 64 MiB value each way", None, unit="ms"))
-        for line in envs + sand:
-            print(line)
+        table.add("64 MiB round trip, Python client", ms(big), "ms", "", None,
+                  note="64 MiB each way")
+        table.add("idle sessions, private memory each", await idle_memory(srv, args.idle),
+                  "MiB", "", None, ("<=", 4), note=f"{args.idle} open at once")
     finally:
         srv.stop()
         srv.cleanup()
         idx.close()
-        import shutil
-        shutil.rmtree(Path(os.environ.get("TMPDIR", "/tmp")) / f"rm-bench-wheels-{os.getpid()}",
-                      ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"remotemedia benchmarks ({os.cpu_count()} cores; {args.n} calls, "
+          f"{args.sessions} sessions per figure)")
+    print()
+    table.print()
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cores": os.cpu_count(), "rows": table.rows}, indent=1))
+    print(f"\nwritten to {out}")
 
 
 def main() -> None:
@@ -216,6 +328,11 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=30, help="sessions opened")
     ap.add_argument("--big", type=int, default=3, help="64 MiB round trips")
     ap.add_argument("--cold", type=int, default=5, help="cold installs")
+    ap.add_argument("--idle", type=int, default=100, help="idle sessions held at once")
+    ap.add_argument("--knee", type=int, nargs="*", default=[1, 4, 16, 64],
+                    help="session counts for the latency knee")
+    ap.add_argument("--json", default=str(ROOT / "build" / "bench.json"),
+                    help="where to write the table as JSON")
     asyncio.run(run(ap.parse_args()))
 
 

@@ -4,6 +4,7 @@ The `server` fixture (tests/integration/conftest.py) starts remotemediad on a
 free loopback port and yields an object with `.host` and `.port`.
 """
 
+import json
 import re
 import socket
 import subprocess
@@ -94,3 +95,55 @@ def test_help():
     r = rmctl("--help")
     assert r.returncode == 0
     assert "rmctl health" in r.stdout and "rmctl echo" in r.stdout
+
+
+BENCH_SMALL = ["--count", "20", "--sessions", "2", "--items", "3",
+               "--item-size", "4K", "--parallel", "2", "--duration", "200ms"]
+
+
+def test_bench_json(server):
+    r = rmctl("bench", *at(server), *BENCH_SMALL, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    for name, count in (("echo", 20), ("call", 20), ("session", 2)):
+        assert doc[name]["count"] == count
+        assert 0 < doc[name]["p50_us"] <= doc[name]["p99_us"]
+    assert doc["stream"]["items"] == 3
+    # Each item is a pickle of 4 KiB of bytes: a little more than 4 KiB.
+    assert 3 * 4096 < doc["stream"]["bytes"] < 3 * 4096 + 3 * 64
+    assert doc["throughput"]["sessions"] == 2
+    assert doc["throughput"]["calls"] > 0
+
+
+def test_bench_table(server):
+    r = rmctl("bench", *at(server), *BENCH_SMALL)
+    assert r.returncode == 0, r.stderr
+    names = [line.split()[0] for line in r.stdout.splitlines()]
+    assert names == ["figure", "echo", "call", "session", "call/echo",
+                     "stream", "throughput"]
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--parallel", "0"), ("--parallel", "257"), ("--items", "x"),
+    ("--sessions", "-1"), ("--duration", "0"), ("--item-size", "65M"),
+])
+def test_bench_bad_value_is_usage_error(flag, value):
+    r = rmctl("bench", flag, value)
+    assert r.returncode == 2
+    assert flag in r.stderr
+
+
+def test_bench_refused_session_fails_cleanly(fresh_server):
+    """A session the server refuses ends the bench with its status."""
+    srv = fresh_server(["--max-sessions", "1"])
+    r = rmctl("bench", *at(srv), *BENCH_SMALL, "--timeout", "20s")
+    assert r.returncode == 1
+    assert "RESOURCE_EXHAUSTED" in r.stderr
+    assert "a throughput session did not open" in r.stderr
+
+
+def test_bench_closed_port():
+    port = closed_port()
+    r = rmctl("bench", "--port", str(port), "--timeout", "5s")
+    assert r.returncode == 1
+    assert f"cannot connect to 127.0.0.1:{port}" in r.stderr

@@ -30,7 +30,7 @@ CGROUP_SRC   = sandbox/sandbox_cgroup.c
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_worker.c \
                src/front_env.c src/front_trash.c src/front_sandbox.c \
-               src/front_auth.c src/front_tls.c \
+               src/front_auth.c src/front_tls.c src/front_pool.c \
                src/req.c $(CGROUP_SRC)
 # The sandbox: one file per mechanism (architecture section 5).
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c

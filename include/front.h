@@ -76,6 +76,7 @@ struct front_config {
 	char *fc_env_cache_dir;
 	uint64_t fc_env_cache_size;
 	int fc_env_builds;
+	uint32_t fc_session_pool; /* spare sessions kept ready */
 	long fc_builder_uid;
 	/* The sandbox (architecture section 5). */
 	int fc_sandbox;
@@ -171,6 +172,7 @@ enum session_state {
 	SES_READY, /* calls flow */
 	SES_CLOSING, /* Close sent to the worker, waiting for its exit */
 	SES_ENDING, /* status decided, waiting for the worker to be reaped */
+	SES_SPARE, /* a spare: no stream yet (front_pool.c) */
 };
 
 /* A call the front is tracking on behalf of the client. */
@@ -230,6 +232,7 @@ struct session {
 	struct event *ses_life; /* --session-max-lifetime */
 	struct event *ses_idle; /* --session-idle-timeout */
 	struct event *ses_open; /* Open due within --handshake-timeout */
+	int ses_retired; /* a spare killed to make room: no failure */
 };
 TAILQ_HEAD(sessionlist, session);
 
@@ -250,6 +253,7 @@ struct env {
 	char *env_reqs; /* canonical, newline-joined */
 	enum env_state env_state;
 	int env_refs; /* sessions using or waiting for it */
+	int env_spare_refs; /* of which spares (front_pool.c): they give way */
 	int env_busy; /* being notified: not to be evicted */
 	int env_orphan; /* cancelled: out of the tree, being reaped */
 	struct sessionlist env_waiters;
@@ -325,6 +329,7 @@ const char *front_session_state_name(enum session_state);
 void front_env_init(void);
 int front_env_attach(struct session *, const char *, const char **);
 void front_env_release(struct session *);
+void front_env_hold(struct session *, struct env *);
 void front_env_reap(pid_t, int);
 int front_env_is_builder(pid_t);
 char *front_env_site_packages(struct env *);
@@ -358,6 +363,7 @@ const char *front_auth_name(int);
 void front_sandbox_init(void);
 int front_sandbox_session_start(struct session *, char *, size_t);
 void front_sandbox_session_end(struct session *);
+size_t front_sandbox_uids_free(void);
 char *front_sandbox_limit_hit(struct session *, int);
 char *front_sandbox_build_cgroup(const char *);
 void front_sandbox_cgroup_destroy(char *);
@@ -373,6 +379,17 @@ void front_worker_expect_exit(struct session *, uint64_t);
 void front_worker_reap(void);
 void front_worker_drain(struct session *);
 void front_worker_close(struct session *);
+void front_worker_attach(struct session *);
+
+/* front_pool.c */
+void front_pool_init(void);
+void front_pool_poke(void);
+int front_pool_adopt(struct session *);
+void front_pool_want(struct env *);
+void front_pool_forget_env(struct env *);
+int front_pool_reap(pid_t, int);
+void front_pool_stop(int);
+int front_pool_count(void);
 char *front_worker_describe_exit(int);
 void front_worker_clean_state_dir(void);
 const char *front_worker_trash_dir(void);

@@ -92,6 +92,7 @@ struct rmctl_opts {
 	uint64_t o_items; /* bench: generator items */
 	uint64_t o_parallel; /* bench: throughput sessions */
 	uint64_t o_duration_ms; /* bench: throughput duration */
+	uint64_t o_pace_ms; /* bench: between session opens, and figures */
 	int o_json; /* bench: print JSON */
 };
 

@@ -181,6 +181,7 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 		listener = NULL;
 	}
 	front_h2_goaway_all();
+	front_pool_stop(0);
 	front_session_drain_all();
 	front_env_kill_all();
 	if (front_session_count() == 0) {
@@ -260,11 +261,13 @@ main(int argc, char **argv)
 	ev_hup = evsignal_new(front_base, SIGHUP, sighup_cb, NULL);
 	evsignal_add(ev_hup, NULL);
 	front_env_init();
+	front_pool_init();
 	front_listen();
 	event_base_dispatch(front_base);
 	/* Whatever is left after the grace: kill, reap, remove. */
 	front_session_kill_all();
 	front_env_kill_all();
+	front_pool_stop(1);
 	front_worker_reap();
 	front_h2_free_all();
 	front_worker_clean_state_dir();

@@ -31,6 +31,7 @@ front_config_defaults(struct front_config *fc)
 	fc->fc_pip_timeout_ms = 10 * 60 * 1000;
 	fc->fc_env_cache_size = 10ULL * 1024 * 1024 * 1024;
 	fc->fc_env_builds = 2;
+	fc->fc_session_pool = 2;
 	fc->fc_builder_uid = 60999;
 	fc->fc_sandbox = 1;
 	fc->fc_uid_first = 61000;
@@ -92,6 +93,10 @@ front_config_usage(void)
 	    "  --env-cache-size SIZE       evict unused ones above this "
 	    "(default 10G)\n"
 	    "  --env-builds N              concurrent builds (default 2)\n"
+	    "  --session-pool N            spare sessions started ahead, for "
+	    "sessions\n"
+	    "                              with no packages; 0: none "
+	    "(default 2)\n"
 	    "  --builder-uid UID           uid environment builds run as "
 	    "(default 60999)\n"
 	    "sessions and the sandbox:\n"
@@ -391,6 +396,12 @@ front_config_apply_env(struct front_config *fc, const char *flag,
 			return front_config_bad(
 			    err, errlen, flag, "a number from 1 to 64", val);
 		fc->fc_env_builds = (int)v;
+	} else if (strcmp(flag, "--session-pool") == 0) {
+		v = strtoull(val, &end, 10);
+		if (*val < '0' || *val > '9' || *end != '\0' || v > 64)
+			return front_config_bad(
+			    err, errlen, flag, "a number from 0 to 64", val);
+		fc->fc_session_pool = (uint32_t)v;
 	} else if (strcmp(flag, "--builder-uid") == 0) {
 		v = strtoull(val, &end, 10);
 		if (*val < '0' || *val > '9' || *end != '\0' || v == 0 ||
@@ -457,6 +468,7 @@ static const char *front_flags[] = {
     "--env-cache-dir",
     "--env-cache-size",
     "--env-builds",
+    "--session-pool",
     "--builder-uid",
     "--sandbox",
     "--session-uids",

@@ -150,8 +150,14 @@ env_evict(void)
 	TAILQ_FOREACH_SAFE (e, &env_lru, env_lru, tmp) {
 		if (env_total <= front_conf.fc_env_cache_size)
 			break;
-		if (e->env_refs > 0 || e->env_busy)
+		if (e->env_refs > e->env_spare_refs || e->env_busy)
 			continue;
+		if (e->env_spare_refs > 0) {
+			/* Only spares hold it: they give way. */
+			front_pool_forget_env(e);
+			e->env_refs -= e->env_spare_refs;
+			e->env_spare_refs = 0;
+		}
 		log_info("environment %.12s: evicted (%llu bytes; cache %llu "
 		         "of %llu)",
 		    e->env_key, (unsigned long long)e->env_size,
@@ -771,7 +777,10 @@ front_env_release(struct session *ses)
 			break;
 		}
 	e->env_used_at = now_ms();
-	if (--e->env_refs > 0)
+	if (ses->ses_state == SES_SPARE)
+		e->env_spare_refs--;
+	/* Spares (only ever of a ready entry) do not keep it from eviction. */
+	if (--e->env_refs > e->env_spare_refs)
 		return;
 	if (e->env_state == ENV_BUILDING && !e->env_exited) {
 		log_info("environment %.12s: nobody waits any more; cancelling",
@@ -785,6 +794,18 @@ front_env_release(struct session *ses)
 		env_free(e);
 	else if (e->env_state == ENV_READY)
 		env_evict();
+}
+
+/*
+ * A spare session (front_pool.c) holds a ready environment, as a session
+ * does, but gives way when the cache must evict it (env_evict).
+ */
+void
+front_env_hold(struct session *ses, struct env *e)
+{
+	ses->ses_env = e;
+	e->env_refs++;
+	e->env_spare_refs++;
 }
 
 /* The site-packages directory a session puts first on sys.path. */

@@ -84,6 +84,19 @@ uid_alloc(void)
 	return -1;
 }
 
+/* How many uids of --session-uids are free (all of them without sandbox). */
+size_t
+front_sandbox_uids_free(void)
+{
+	size_t i,
+	    free_uids = 0,
+	    n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) + 1;
+
+	for (i = 0; i < n; i++)
+		free_uids += !uid_used[i];
+	return free_uids;
+}
+
 static void
 uid_free(long uid)
 {

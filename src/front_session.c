@@ -51,6 +51,8 @@ front_session_state_name(enum session_state st)
 		return "closing";
 	case SES_ENDING:
 		return "ending";
+	case SES_SPARE:
+		return "spare";
 	}
 	return "?";
 }
@@ -330,6 +332,7 @@ session_free(struct session *ses)
 	free(ses->ses_owner);
 	free(ses->ses_end_msg);
 	free(ses);
+	front_pool_poke();
 	front_session_freed();
 }
 
@@ -548,8 +551,12 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 		ses->ses_state = SES_INSTALLING;
 		return session_forward(ses, msg, len);
 	}
-	if ((code = front_worker_spawn(ses, err, sizeof(err))) != 0)
-		return client_error(ses, code, "%s", err);
+	if (front_pool_adopt(ses) == -1) {
+		if ((code = front_worker_spawn(ses, err, sizeof(err))) != 0)
+			return client_error(ses, code, "%s", err);
+		if (ses->ses_env != NULL)
+			front_pool_want(ses->ses_env);
+	}
 	ses->ses_state = SES_STARTING;
 	return session_forward(ses, msg, len);
 }
@@ -566,6 +573,8 @@ front_session_env_ready(struct session *ses)
 	ses->ses_state = SES_STARTING;
 	if ((code = front_worker_spawn(ses, err, sizeof(err))) != 0)
 		client_error(ses, code, "%s", err);
+	else
+		front_pool_want(ses->ses_env);
 }
 
 void

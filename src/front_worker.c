@@ -1,6 +1,7 @@
 /*
  * Worker processes: a fresh exec of remotemedia-worker per session, never a
- * fork of the front, with the session's socketpair on fd 3.
+ * fork of the front, with the session's socketpair on fd 3. Spare sessions
+ * (front_pool.c) start theirs the same way, before a client asks.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -130,6 +131,14 @@ worker_event_cb(struct bufferevent *bev, short events, void *arg)
 	}
 }
 
+/* Route the events of the session's worker socket to the session. */
+void
+front_worker_attach(struct session *ses)
+{
+	bufferevent_setcb(ses->ses_wbev, worker_read_cb, worker_write_cb,
+	    worker_event_cb, ses);
+}
+
 /* Build the scrubbed environment a worker starts with. */
 static void
 worker_env(struct session *ses, char **env, size_t n, char *bufs, size_t blen)
@@ -245,8 +254,7 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 	evutil_make_socket_nonblocking(sv[0]);
 	ses->ses_wbev = bufferevent_socket_new(
 	    front_base, sv[0], BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(ses->ses_wbev, worker_read_cb, worker_write_cb,
-	    worker_event_cb, ses);
+	front_worker_attach(ses);
 	bufferevent_setwatermark(ses->ses_wbev, EV_WRITE, FRONT_BUF_LOW, 0);
 	bufferevent_set_max_single_read(ses->ses_wbev, WORKER_READ_MAX);
 	bufferevent_enable(ses->ses_wbev, EV_READ | EV_WRITE);
@@ -446,7 +454,8 @@ front_worker_reap(void)
 
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 		if ((ses = front_session_by_pid(pid)) == NULL) {
-			front_env_reap(pid, st);
+			if (!front_pool_reap(pid, st))
+				front_env_reap(pid, st);
 			continue;
 		}
 		ses->ses_exited = 1;

@@ -70,6 +70,7 @@ enum {
 	OPT_ITEMS,
 	OPT_PARALLEL,
 	OPT_DURATION,
+	OPT_PACE,
 	OPT_JSON,
 	OPT_HELP,
 };
@@ -106,6 +107,7 @@ static const struct option rmctl_bench_opts[] = {
     {"item-size", required_argument, NULL, OPT_ITEM_SIZE},
     {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"duration", required_argument, NULL, OPT_DURATION},
+    {"pace", required_argument, NULL, OPT_PACE},
     {"json", no_argument, NULL, OPT_JSON},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"help", no_argument, NULL, OPT_HELP},
@@ -127,8 +129,8 @@ static const char rmctl_usage_text[] =
     "       rmctl bench [--host HOST] [--port PORT] [--count N] "
     "[--sessions N]\n"
     "                   [--items N] [--item-size BYTES] [--parallel N]\n"
-    "                   [--duration DURATION] [--json] "
-    "[--timeout DURATION]\n"
+    "                   [--duration DURATION] [--pace DURATION] [--json]\n"
+    "                   [--timeout DURATION]\n"
     "       rmctl --help\n"
     "\n"
     "  health  call grpc.health.v1.Health/Check; print the serving status\n"
@@ -141,7 +143,9 @@ static const char rmctl_usage_text[] =
     "          session open to first result (--sessions, default 20), a\n"
     "          generator's --items items of --item-size bytes (default 64\n"
     "          of 1M), and calls per second over --parallel sessions\n"
-    "          (default 4) for --duration (default 2s); a table, or JSON\n"
+    "          (default 4) for --duration (default 2s); a table, or JSON.\n"
+    "          Session opens, and figures, are --pace apart (default\n"
+    "          200ms), so that the server's spares refill\n"
     "\n"
     "  --host HOST         server address (default " RMCTL_DEFAULT_HOST ")\n"
     "  --port PORT         server port (default 50052)\n"
@@ -510,6 +514,15 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 			                  "(write 500ms, 30s, 5m)",
 			    arg);
 		break;
+	case OPT_PACE:
+		if (strcmp(arg, "0") == 0)
+			o->o_pace_ms = 0;
+		else if (parse_duration_ms(arg, &o->o_pace_ms) == -1 ||
+		    o->o_pace_ms > 60000)
+			rmctl_usage_error("--pace: invalid duration '%s' "
+			                  "(write 0, 200ms, 1s; at most 1m)",
+			    arg);
+		break;
 	case OPT_JSON:
 		o->o_json = 1;
 		break;
@@ -555,6 +568,7 @@ rmctl_parse(
 	o->o_items = 64;
 	o->o_parallel = 4;
 	o->o_duration_ms = 2000;
+	o->o_pace_ms = 200;
 	opterr = 0;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "+:", cmd->c_opts, NULL)) != -1) {

@@ -887,9 +887,19 @@ def _forget_front():
         pass
 
 
+def _preload():
+    """Import now what every Open needs, so that a spare worker (one started
+    before its session, front_pool.c) has it ready when the Open comes."""
+    try:
+        import cloudpickle  # noqa: F401
+    except ImportError:
+        pass  # the Open says so (FAILED_PRECONDITION)
+
+
 def main():
     """Serve the session; return the worker's exit status."""
     _setup_stdio()
+    _preload()
     os.register_at_fork(after_in_child=_forget_front)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -309,6 +309,25 @@ stub_env_done(int ok)
 	}
 }
 
+/* front_pool.c: no spares here; every session starts its own worker. */
+int
+front_pool_adopt(struct session *s)
+{
+	(void)s;
+	return -1;
+}
+
+void
+front_pool_poke(void)
+{
+}
+
+void
+front_pool_want(struct env *e)
+{
+	(void)e;
+}
+
 /* front_sandbox.c: SIGXCPU stands for a limit the sandbox enforced. */
 void
 front_sandbox_session_end(struct session *ses)

@@ -18,6 +18,15 @@ BUILD = Path(os.environ.get("RM_BUILD") or ROOT / "build").resolve()
 SERVER_ARGS = shlex.split(os.environ.get("RM_SERVER_ARGS", ""))
 
 
+def _environ(pid: int) -> list[bytes]:
+    """A process's environment, or [] once it is gone."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
 class Server:
     """A running remotemediad and what a test needs to reach and inspect it."""
 
@@ -54,18 +63,42 @@ class Server:
     def sessions_dir(self) -> Path:
         return Path(self.state_dir) / "sessions"
 
-    def session_dirs(self) -> list[str]:
+    def spare_ids(self) -> set[str]:
+        """Ids of spare sessions (--session-pool) not taken by a session, from
+        the debug log: each is logged before its directory or worker exists."""
+        text = self.log_text()
+        started = set(re.findall(r"pool_start: spare ([0-9a-f]{32})\n", text))
+        return started - set(re.findall(r"front_pool_adopt: session ([0-9a-f]{32})", text))
+
+    def session_workers(self) -> set[str]:
+        """Ids of sessions that got a worker: started for them, or a spare's
+        that they took."""
+        text = self.log_text()
+        spares = set(re.findall(r"pool_start: spare ([0-9a-f]{32})\n", text))
+        spawned = set(re.findall(r"front_worker_spawn: session ([0-9a-f]{32})", text))
+        return (spawned - spares) | set(
+            re.findall(r"front_pool_adopt: session ([0-9a-f]{32})", text))
+
+    def session_dirs(self, spares: bool = False) -> list[str]:
+        """Session directories; those of spare sessions only if asked."""
         try:
-            return sorted(os.listdir(self.sessions_dir()))
+            dirs = os.listdir(self.sessions_dir())
         except FileNotFoundError:
             return []
+        skip = set() if spares else self.spare_ids()
+        return sorted(d for d in dirs if d not in skip)
 
-    def worker_pids(self) -> list[int]:
-        """Live worker processes that are children of this server."""
+    def worker_pids(self, spares: bool = False) -> list[int]:
+        """Live worker processes that are children of this server; those of
+        spare sessions only if asked."""
         out = subprocess.run(["ps", "-o", "pid=,stat=", "--ppid", str(self.proc.pid)],
                              capture_output=True, text=True).stdout
-        return [int(line.split()[0]) for line in out.splitlines()
+        pids = [int(line.split()[0]) for line in out.splitlines()
                 if line.split() and not line.split()[1].startswith("Z")]
+        if spares:
+            return pids
+        skip = {f"REMOTEMEDIA_SESSION={i}".encode() for i in self.spare_ids()}
+        return [p for p in pids if not skip & set(_environ(p))]
 
     def worker_pid_of(self, session_id: str) -> int:
         """The host pid of the process that runs session_id's Python (with

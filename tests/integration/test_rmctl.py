@@ -98,7 +98,8 @@ def test_help():
 
 
 BENCH_SMALL = ["--count", "20", "--sessions", "2", "--items", "3",
-               "--item-size", "4K", "--parallel", "2", "--duration", "200ms"]
+               "--item-size", "4K", "--parallel", "2", "--duration", "200ms",
+               "--pace", "10ms"]
 
 
 def test_bench_json(server):
@@ -126,6 +127,7 @@ def test_bench_table(server):
 @pytest.mark.parametrize("flag, value", [
     ("--parallel", "0"), ("--parallel", "257"), ("--items", "x"),
     ("--sessions", "-1"), ("--duration", "0"), ("--item-size", "65M"),
+    ("--pace", "2m"), ("--pace", "soon"),
 ])
 def test_bench_bad_value_is_usage_error(flag, value):
     r = rmctl("bench", flag, value)

@@ -131,6 +131,25 @@ front_worker_expect_exit(struct session *s, uint64_t ms)
 	(void)ms;
 }
 
+/* front_pool.c: no spares here; every session starts its own worker. */
+int
+front_pool_adopt(struct session *s)
+{
+	(void)s;
+	return -1;
+}
+
+void
+front_pool_poke(void)
+{
+}
+
+void
+front_pool_want(struct env *e)
+{
+	(void)e;
+}
+
 /* front_sandbox.c: no limits in these tests. */
 void
 front_sandbox_session_end(struct session *s)

@@ -1,0 +1,230 @@
+"""Spare sessions (--session-pool): workers started, confined and warmed up
+before a client asks (src/front_pool.c).
+
+A session with no packages takes a spare's worker; the pool refills in the
+background; a spare that dies is replaced, with a growing delay if spares
+keep dying, while sessions start workers of their own; every spare is its
+own exec, so no two sessions share a hash secret or random state; nothing
+of a spare is left behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import re
+import signal
+import stat
+import time
+
+import pytest
+
+from remotemedia.remote import RemoteProxyClient
+from pkgindex import PackageIndex, build_test_packages
+from serverlib import BUILD, SERVER_ARGS
+
+SANDBOX_OFF = "off" in [b for a, b in zip(SERVER_ARGS, SERVER_ARGS[1:]) if a == "--sandbox"]
+ID = r"[0-9a-f]{32}"
+
+
+class Fingerprint:
+    """What must differ between any two sessions."""
+
+    def take(self):
+        import os
+        import random
+        return {"str_hash": hash("remotemedia"), "bytes_hash": hash(b"remotemedia"),
+                "urandom": os.urandom(16).hex(), "random": random.random(),
+                "session": os.path.basename(os.getcwd())}
+
+    def ping(self):
+        return "pong"
+
+    def app(self):
+        import rmtest_app
+        return rmtest_app.hello()
+
+
+def run(coro, timeout: float = 120.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def spares_started(srv) -> list[tuple[str, int]]:
+    """(id, worker pid) of every spare started so far, in order."""
+    return [(i, int(p)) for i, p in
+            re.findall(rf"pool_start: spare ({ID}): worker (\d+)", srv.log_text())]
+
+
+def live_spares(srv) -> list[tuple[str, int]]:
+    """Spares started, not taken, whose worker still runs."""
+    ids = srv.spare_ids()
+    return [(i, p) for i, p in spares_started(srv)
+            if i in ids and os.path.exists(f"/proc/{p}")
+            and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+def adopted(srv) -> set[str]:
+    return set(re.findall(rf"front_pool_adopt: session ({ID})", srv.log_text()))
+
+
+def cgroups_named(ids) -> list[str]:
+    return [p for p in glob.glob("/sys/fs/cgroup/*/remotemedia/*")
+            if os.path.basename(p).rsplit("-", 1)[-1] in ids]
+
+
+async def fingerprints(srv, n):
+    async with RemoteProxyClient(srv.config(timeout=60.0)) as client:
+        proxies = [await client.create_proxy(Fingerprint()) for _ in range(n)]
+        return [await p.take() for p in proxies]
+
+
+def test_sessions_take_spares_and_share_no_random_state(fresh_server):
+    srv = fresh_server(["--session-pool", "2"])
+    wait_for(lambda: len(live_spares(srv)) == 2, what="two spares")
+    a, b = run(fingerprints(srv, 2))
+    assert {a["session"], b["session"]} <= adopted(srv)
+    for key in ("str_hash", "bytes_hash", "urandom", "random"):
+        assert a[key] != b[key], key
+    # The pool refills in the background.
+    wait_for(lambda: len(live_spares(srv)) == 2, what="the pool refilled")
+    srv.wait_idle()
+
+
+def test_no_pool_starts_no_spare(fresh_server):
+    """With --session-pool 0 every session execs its own worker, and two
+    such sessions share no random state either."""
+    srv = fresh_server(["--session-pool", "0"])
+    a, b = run(fingerprints(srv, 2))
+    assert "pool_start" not in srv.log_text()
+    assert adopted(srv) == set()
+    for key in ("str_hash", "bytes_hash", "urandom", "random"):
+        assert a[key] != b[key], key
+
+
+def test_killed_spare_is_replaced_and_cleaned_up(fresh_server):
+    srv = fresh_server(["--session-pool", "1"])
+    (sid, pid), = wait_for(lambda: live_spares(srv), what="a spare")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: f"spare worker {pid} ended unused" in srv.log_text(),
+             what="the death logged")
+    wait_for(lambda: sid not in srv.session_dirs(spares=True), what="its dir removed")
+    wait_for(lambda: cgroups_named({sid}) == [], what="its cgroup removed")
+    new = wait_for(lambda: [s for s in live_spares(srv) if s[0] != sid], what="a new spare")
+    (fp,) = run(fingerprints(srv, 1))
+    assert fp["session"] == new[0][0]
+    srv.wait_idle()
+
+
+def test_dying_spares_back_off_while_sessions_start_their_own(fresh_server, tmp_path):
+    """Spares whose worker keeps failing are restarted with a growing delay,
+    and sessions meanwhile exec a worker of their own."""
+    count = tmp_path / "starts"
+    count.write_text("")
+    wrapper = tmp_path / "worker"
+    # The first four workers fail at once; the rest are real.
+    wrapper.write_text(f"""#!/bin/sh
+n=$(wc -c < {count})
+if [ "$n" -lt 4 ]; then printf x >> {count}; exit 3; fi
+exec {BUILD / "remotemedia-worker"} "$@"
+""")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    srv = fresh_server(["--session-pool", "2", "--worker", str(wrapper)])
+    wait_for(lambda: srv.log_text().count("ended unused") >= 4, what="four deaths")
+    time.sleep(0.5)
+    # Backed off: 4 deaths, then at most a try or two more.
+    assert srv.log_text().count("ended unused: worker exited with status 3") == 4
+    (fp,) = run(fingerprints(srv, 1))
+    assert srv.proc.poll() is None
+    # The pool recovers: a later session takes a spare.
+    wait_for(lambda: live_spares(srv), timeout=60, what="the pool back")
+    (fp2,) = run(fingerprints(srv, 1))
+    assert fp2["session"] in adopted(srv)
+    srv.wait_idle()
+
+
+@pytest.mark.skipif(SANDBOX_OFF, reason="about the sandbox's uids")
+def test_spares_leave_uids_for_sessions_with_packages(fresh_server):
+    """With as few uids as spares, no spare starts: a session that must
+    start its own worker always finds a uid."""
+    srv = fresh_server(["--session-pool", "2", "--session-uids", "62000-62001"])
+    time.sleep(0.5)
+    assert "pool_start" not in srv.log_text()
+    a, b = run(fingerprints(srv, 2))
+    assert a["str_hash"] != b["str_hash"]
+
+
+def test_sigterm_removes_spares(fresh_server):
+    srv = fresh_server(["--session-pool", "3"])
+    wait_for(lambda: len(live_spares(srv)) == 3, what="three spares")
+    ids = {i for i, _ in spares_started(srv)}
+    pids = [p for _, p in spares_started(srv)]
+    assert srv.stop() == 0
+    assert os.listdir(srv.sessions_dir()) == []
+    assert cgroups_named(ids) == []
+    for p in pids:
+        assert not os.path.exists(f"/proc/{p}") or \
+            open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    assert "stopped" in srv.log_text()
+
+
+@pytest.fixture(scope="module")
+def idx(tmp_path_factory):
+    wheels = build_test_packages(tmp_path_factory.mktemp("wheels"))
+    with PackageIndex([w for ws in wheels.values() for w in ws]) as index:
+        yield index
+
+
+def env_spares(srv) -> list[str]:
+    return re.findall(rf"pool_start: spare ({ID}): worker \d+ \(environment\)",
+                      srv.log_text())
+
+
+async def app_session(srv, reqs):
+    async with RemoteProxyClient(srv.config(timeout=120.0, pip_packages=reqs)) as client:
+        p = await client.create_proxy(Fingerprint())
+        fp = await p.take()
+        fp["app"] = await p.app()
+        return fp
+
+
+def test_a_used_environment_gets_a_spare(fresh_server, idx):
+    """The second session with the same packages takes a spare made for
+    them: the environment is attached, and the session shares no state."""
+    srv = fresh_server(["--pip-index-url", idx.url, "--session-pool", "1"])
+    first = run(app_session(srv, ["rmtest-app"]))
+    assert first["session"] not in adopted(srv)
+    wait_for(lambda: env_spares(srv), what="a spare of the environment")
+    second = run(app_session(srv, ["rmtest-app"]))
+    assert second["session"] in adopted(srv)
+    assert second["session"] in env_spares(srv)
+    assert first["app"] == second["app"] == "app 2.0"
+    assert first["str_hash"] != second["str_hash"]
+    # A session with no packages never takes an environment's spare.
+    (plain,) = run(fingerprints(srv, 1))
+    assert plain["session"] not in env_spares(srv)
+    # Taken, the environment's spare is replaced.
+    wait_for(lambda: len(env_spares(srv)) == 2, what="the environment's spare replaced")
+    srv.wait_idle()
+
+
+def test_environment_spares_are_bounded(fresh_server, idx):
+    """At most --session-pool environment spares: the oldest gives way."""
+    srv = fresh_server(["--pip-index-url", idx.url, "--session-pool", "1"])
+    run(app_session(srv, ["rmtest-app"]))
+    (a,) = wait_for(lambda: env_spares(srv), what="a spare of the first environment")
+    run(app_session(srv, ["rmtest-app", "rmtest-base==2.0"]))
+    wait_for(lambda: len(env_spares(srv)) == 2, what="a spare of the second")
+    wait_for(lambda: a not in srv.session_dirs(spares=True), what="the first one gone")
+    wait_for(lambda: cgroups_named({a}) == [], what="its cgroup removed")
+    assert "ended unused" not in srv.log_text()  # making room is no failure
+    srv.wait_idle()

@@ -30,7 +30,7 @@ CGROUP_SRC   = sandbox/sandbox_cgroup.c
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_worker.c \
                src/front_env.c src/front_trash.c src/front_sandbox.c \
-               src/front_auth.c src/front_tls.c src/front_pool.c \
+               src/front_auth.c src/front_tls.c src/front_pool.c src/envelope.c \
                src/req.c $(CGROUP_SRC)
 # The sandbox: one file per mechanism (architecture section 5).
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c
@@ -94,13 +94,15 @@ $(PYPROTO)/__init__.py: proto/remotemedia.proto
 UNIT_TESTS   = $(BUILD)/test_frame \
                $(BUILD)/test_session_state $(BUILD)/test_config \
                $(BUILD)/test_req $(BUILD)/test_cgroup \
-               $(BUILD)/test_sandbox_policy
+               $(BUILD)/test_sandbox_policy $(BUILD)/test_envelope
 CMOCKA_LIBS := $(call pkgconf,--libs cmocka)
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
-$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/req.c src/frame.c src/log.c src/util.c $(PROTO_C))
+$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/envelope.c src/req.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lbsd
+$(BUILD)/test_envelope: $(call objs,tests/unit/test_envelope.c src/envelope.c $(PROTO_C))
+	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
 $(BUILD)/test_config: $(call objs,tests/unit/test_config.c src/front_config.c src/log.c src/util.c)
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
 $(BUILD)/test_req: $(call objs,tests/unit/test_req.c src/req.c src/log.c src/util.c)
@@ -205,17 +207,19 @@ FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_TIMEOUT       ?= 10
 FUZZ_RUN_FLAGS     ?= -rss_limit_mb=2048 -print_final_stats=1
-FUZZ_TARGETS = fuzz_deframe fuzz_req fuzz_worker_frames fuzz_front_h2
+FUZZ_TARGETS = fuzz_deframe fuzz_req fuzz_worker_frames fuzz_front_h2 \
+               fuzz_envelope
 FUZZ_BINS    = $(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))
 fuzzobjs     = $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(1))
 
 FUZZ_DEFRAME_SRC = tests/fuzz/fuzz_deframe.c src/frame.c src/log.c src/util.c
 FUZZ_REQ_SRC     = tests/fuzz/fuzz_req.c src/req.c src/log.c src/util.c
+FUZZ_ENV_SRC     = tests/fuzz/fuzz_envelope.c src/envelope.c $(PROTO_C)
 FUZZ_WORKER_SRC  = tests/fuzz/fuzz_worker_frames.c tests/fuzz/stubs.c \
-                   src/front_session.c src/front_config.c src/req.c \
+                   src/front_session.c src/envelope.c src/front_config.c src/req.c \
                    src/frame.c src/log.c src/util.c $(PROTO_C)
 FUZZ_H2_SRC      = tests/fuzz/fuzz_front_h2.c tests/fuzz/stubs.c \
-                   src/front_h2.c src/front_grpc.c src/front_session.c \
+                   src/front_h2.c src/front_grpc.c src/front_session.c src/envelope.c \
                    src/front_auth.c src/front_tls.c src/front_config.c \
                    src/req.c src/frame.c src/log.c src/util.c $(PROTO_C)
 
@@ -228,6 +232,8 @@ $(FUZZ_OUT)/fuzz_deframe: $(call fuzzobjs,$(FUZZ_DEFRAME_SRC))
 	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^
 $(FUZZ_OUT)/fuzz_req: $(call fuzzobjs,$(FUZZ_REQ_SRC))
 	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^
+$(FUZZ_OUT)/fuzz_envelope: $(call fuzzobjs,$(FUZZ_ENV_SRC))
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(DEP_LIBS)
 $(FUZZ_OUT)/fuzz_worker_frames: $(call fuzzobjs,$(FUZZ_WORKER_SRC))
 	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(DEP_LIBS) -lbsd
 $(FUZZ_OUT)/fuzz_front_h2: $(call fuzzobjs,$(FUZZ_H2_SRC))

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "envelope.h"
 #include "front.h"
 #include "log.h"
 #include "req.h"
@@ -21,8 +22,6 @@
 #include "worker.pb-c.h"
 
 typedef Remotemedia__V1__ClientMessage ClientMessage;
-typedef Remotemedia__V1__ServerMessage ServerMessage;
-typedef Remotemedia__V1__Value Value;
 
 static struct sessionlist sessions = TAILQ_HEAD_INITIALIZER(sessions);
 static int nsessions;
@@ -634,51 +633,51 @@ session_value_too_big(struct session *ses, uint64_t id)
  * answered before the last chunk arrived), -1 once the session ended.
  */
 static int
-session_client_value(struct session *ses, Value *v)
+session_client_value(struct session *ses, const struct envelope *v)
 {
 	struct call *cl;
 
-	if (v->call_id == 0) {
-		if (!ses->ses_open_more || v->seq != ses->ses_open_seq)
+	if (v->ev_call_id == 0) {
+		if (!ses->ses_open_more || v->ev_seq != ses->ses_open_seq)
 			return client_error(ses, GRPC_INVALID_ARGUMENT,
-			    "unexpected chunk %u of the object", v->seq);
+			    "unexpected chunk %u of the object", v->ev_seq);
 		ses->ses_open_seq++;
-		ses->ses_open_more = v->more;
-		ses->ses_value_bytes += v->data.len;
+		ses->ses_open_more = v->ev_more;
+		ses->ses_value_bytes += v->ev_data_len;
 		if (ses->ses_value_bytes > front_conf.fc_max_value)
 			return session_value_too_big(ses, 0);
 		return 1;
 	}
-	cl = call_find(ses, v->call_id);
-	if (cl == NULL && v->call_id <= ses->ses_last_call)
+	cl = call_find(ses, v->ev_call_id);
+	if (cl == NULL && v->ev_call_id <= ses->ses_last_call)
 		return 0;
-	if (cl == NULL || !cl->cl_in_more || v->seq != cl->cl_in_seq)
+	if (cl == NULL || !cl->cl_in_more || v->ev_seq != cl->cl_in_seq)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "unexpected chunk %u for call %" PRIu64, v->seq,
-		    v->call_id);
+		    "unexpected chunk %u for call %" PRIu64, v->ev_seq,
+		    v->ev_call_id);
 	cl->cl_in_seq++;
-	cl->cl_in_more = v->more;
-	cl->cl_in_bytes += v->data.len;
+	cl->cl_in_more = v->ev_more;
+	cl->cl_in_bytes += v->ev_data_len;
 	if (cl->cl_in_bytes > front_conf.fc_max_value)
-		return session_value_too_big(ses, v->call_id);
+		return session_value_too_big(ses, v->ev_call_id);
 	return 1;
 }
 
 /* A new call: ids strictly increase; track it until its terminal answer. */
 static int
-session_call(struct session *ses, Remotemedia__V1__Call *c)
+session_call(struct session *ses, const struct envelope *c)
 {
 	struct call *cl;
 
-	if (c->call_id <= ses->ses_last_call)
+	if (c->ev_call_id <= ses->ses_last_call)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "call id %" PRIu64 " is not greater than the previous "
 		    "call id %" PRIu64,
-		    c->call_id, ses->ses_last_call);
-	if (c->name[0] == '\0')
+		    c->ev_call_id, ses->ses_last_call);
+	if (c->ev_name_len == 0 || c->ev_name[0] == '\0')
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "call %" PRIu64 " has no name", c->call_id);
-	if (c->args != NULL && c->args->seq != 0)
+		    "call %" PRIu64 " has no name", c->ev_call_id);
+	if (c->ev_has_value && c->ev_seq != 0)
 		return client_error(
 		    ses, GRPC_INVALID_ARGUMENT, "Call.args must be chunk 0");
 	if (ses->ses_inflight >= front_conf.fc_max_inflight)
@@ -687,23 +686,23 @@ session_call(struct session *ses, Remotemedia__V1__Call *c)
 		    front_conf.fc_max_inflight);
 	/* The declared total (chunk 0's total_size) counts as well: the
 	 * worker refuses on it too, and the front must be the one to say. */
-	if (c->args != NULL &&
-	    (c->args->data.len > front_conf.fc_max_value ||
-	        c->args->total_size > front_conf.fc_max_value))
-		return session_value_too_big(ses, c->call_id);
-	ses->ses_last_call = c->call_id;
+	if (c->ev_data_len > front_conf.fc_max_value ||
+	    c->ev_total > front_conf.fc_max_value)
+		return session_value_too_big(ses, c->ev_call_id);
+	ses->ses_last_call = c->ev_call_id;
 	cl = xcalloc(1, sizeof(*cl));
-	cl->cl_id = c->call_id;
+	cl->cl_id = c->ev_call_id;
 	cl->cl_session = ses;
-	cl->cl_name = strndup(c->name, 128);
-	if (c->args != NULL && c->args->more) {
+	cl->cl_name = strndup((const char *)c->ev_name,
+	    c->ev_name_len < 128 ? c->ev_name_len : 128);
+	if (c->ev_more) {
 		cl->cl_in_more = 1;
 		cl->cl_in_seq = 1;
 	}
 	RB_INSERT(calltree, &ses->ses_calls, cl);
 	ses->ses_inflight++;
-	cl->cl_in_bytes = c->args != NULL ? c->args->data.len : 0;
-	call_arm(cl, c->timeout_ms);
+	cl->cl_in_bytes = c->ev_data_len;
+	call_arm(cl, c->ev_timeout_ms);
 	return 0;
 }
 
@@ -724,41 +723,41 @@ session_call_ref(struct session *ses, uint64_t id, struct call **clp)
 }
 
 static int
-session_pull(struct session *ses, Remotemedia__V1__Pull *p)
+session_pull(struct session *ses, const struct envelope *p)
 {
 	struct call *cl;
 	int rv;
 
-	if ((rv = session_call_ref(ses, p->call_id, &cl)) <= 0)
+	if ((rv = session_call_ref(ses, p->ev_call_id, &cl)) <= 0)
 		return rv;
-	if (p->n == 0)
+	if (p->ev_n == 0)
 		return 0;
-	if (cl->cl_credit + p->n > cl->cl_credit)
-		cl->cl_credit += p->n;
-	if (p->timeout_ms > 0)
-		call_arm(cl, p->timeout_ms);
+	if (cl->cl_credit + p->ev_n > cl->cl_credit)
+		cl->cl_credit += p->ev_n;
+	if (p->ev_timeout_ms > 0)
+		call_arm(cl, p->ev_timeout_ms);
 	return 1;
 }
 
 /* Dispatch a message of a ready session; returns 1 to forward it. */
 static int
-session_ready_msg(struct session *ses, ClientMessage *m)
+session_ready_msg(struct session *ses, const struct envelope *m)
 {
 	struct call *cl;
 
-	switch (m->msg_case) {
-	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CALL:
-		return session_call(ses, m->call) == 0 ? 1 : -1;
-	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE:
-		return session_client_value(ses, m->value);
-	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_PULL:
-		return session_pull(ses, m->pull);
-	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CANCEL:
-		return session_call_ref(ses, m->cancel->call_id, &cl);
-	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE:
+	switch (m->ev_case) {
+	case ENV_CLIENT_CALL:
+		return session_call(ses, m) == 0 ? 1 : -1;
+	case ENV_CLIENT_VALUE:
+		return session_client_value(ses, m);
+	case ENV_CLIENT_PULL:
+		return session_pull(ses, m);
+	case ENV_CLIENT_CANCEL:
+		return session_call_ref(ses, m->ev_call_id, &cl);
+	case ENV_CLIENT_CLOSE:
 		ses->ses_state = SES_CLOSING;
 		return 1;
-	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_OPEN:
+	case ENV_CLIENT_OPEN:
 		return client_error(
 		    ses, GRPC_INVALID_ARGUMENT, "Open sent twice");
 	default:
@@ -767,30 +766,46 @@ session_ready_msg(struct session *ses, ClientMessage *m)
 	}
 }
 
-/* Route one decoded client message by session state. */
+/* The Open, unpacked whole: the one message the front reads in full. */
 static int
-session_client_dispatch(
-    struct session *ses, ClientMessage *m, const uint8_t *msg, size_t len)
+session_client_open(struct session *ses, const uint8_t *msg, size_t len)
+{
+	ClientMessage *m;
+	int rv;
+
+	m = remotemedia__v1__client_message__unpack(NULL, len, msg);
+	if (m == NULL)
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "malformed ClientMessage (%zu bytes)", len);
+	rv = session_open(ses, m->open, msg, len);
+	remotemedia__v1__client_message__free_unpacked(m, NULL);
+	return rv;
+}
+
+/* Route one client message, by its envelope, by session state. */
+static int
+session_client_dispatch(struct session *ses, const struct envelope *m,
+    const uint8_t *msg, size_t len)
 {
 	int fwd;
 
 	switch (ses->ses_state) {
 	case SES_OPENING:
-		if (m->msg_case != REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_OPEN)
+		if (m->ev_case != ENV_CLIENT_OPEN)
 			return client_error(ses, GRPC_INVALID_ARGUMENT,
 			    "the first message of a session must be Open");
-		return session_open(ses, m->open, msg, len);
+		return session_client_open(ses, msg, len);
 	case SES_INSTALLING:
 	case SES_STARTING:
-		if (m->msg_case == REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE) {
-			if (m->value->call_id != 0)
+		if (m->ev_case == ENV_CLIENT_VALUE) {
+			if (m->ev_call_id != 0)
 				return client_error(ses, GRPC_INVALID_ARGUMENT,
 				    "message before Ready");
-			if (session_client_value(ses, m->value) == -1)
+			if (session_client_value(ses, m) == -1)
 				return -1;
 			return session_forward(ses, msg, len);
 		}
-		if (m->msg_case == REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE) {
+		if (m->ev_case == ENV_CLIENT_CLOSE) {
 			if (ses->ses_state == SES_INSTALLING) {
 				front_session_end(ses, GRPC_OK, NULL);
 				return -1;
@@ -813,17 +828,13 @@ session_client_dispatch(
 int
 front_session_client_msg(struct session *ses, const uint8_t *msg, size_t len)
 {
-	ClientMessage *m;
-	int rv;
+	struct envelope ev;
 
 	session_touch(ses);
-	m = remotemedia__v1__client_message__unpack(NULL, len, msg);
-	if (m == NULL)
+	if (envelope_client(msg, len, &ev) == -1)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "malformed ClientMessage (%zu bytes)", len);
-	rv = session_client_dispatch(ses, m, msg, len);
-	remotemedia__v1__client_message__free_unpacked(m, NULL);
-	return rv < 0 ? -1 : 0;
+	return session_client_dispatch(ses, &ev, msg, len) < 0 ? -1 : 0;
 }
 
 /* The client half-closed: that ends the session as Close does. */
@@ -872,23 +883,23 @@ call_retire(struct call *cl)
 
 /* Result: a plain call's value (maybe chunked) or a generator handle. */
 static int
-worker_result(struct session *ses, Remotemedia__V1__Result *r)
+worker_result(struct session *ses, const struct envelope *r)
 {
-	struct call *cl = call_find(ses, r->call_id);
+	struct call *cl = call_find(ses, r->ev_call_id);
 
 	if (cl == NULL || cl->cl_answered)
 		return worker_violation(
-		    ses, "result for an unknown call", r->call_id);
-	if (r->value != NULL && r->value->seq != 0)
+		    ses, "result for an unknown call", r->ev_call_id);
+	if (r->ev_seq != 0)
 		return worker_violation(
-		    ses, "result chunk out of order", r->call_id);
+		    ses, "result chunk out of order", r->ev_call_id);
 	cl->cl_answered = 1;
 	call_arm(cl, 0);
-	if (r->generator) {
+	if (r->ev_generator) {
 		cl->cl_generator = 1;
 		return 0;
 	}
-	if (r->value != NULL && r->value->more) {
+	if (r->ev_more) {
 		cl->cl_out_more = 1;
 		cl->cl_out_seq = 1;
 		return 0;
@@ -899,38 +910,38 @@ worker_result(struct session *ses, Remotemedia__V1__Result *r)
 
 /* A continuation chunk of a result or an item. */
 static int
-worker_value(struct session *ses, Value *v)
+worker_value(struct session *ses, const struct envelope *v)
 {
-	struct call *cl = call_find(ses, v->call_id);
+	struct call *cl = call_find(ses, v->ev_call_id);
 
-	if (cl == NULL || !cl->cl_out_more || v->seq != cl->cl_out_seq)
+	if (cl == NULL || !cl->cl_out_more || v->ev_seq != cl->cl_out_seq)
 		return worker_violation(
-		    ses, "unexpected value chunk", v->call_id);
+		    ses, "unexpected value chunk", v->ev_call_id);
 	cl->cl_out_seq++;
-	cl->cl_out_more = v->more;
-	if (!v->more && !cl->cl_generator)
+	cl->cl_out_more = v->ev_more;
+	if (!v->ev_more && !cl->cl_generator)
 		call_retire(cl);
 	return 0;
 }
 
 /* An item needs credit from a Pull, and a generator to belong to. */
 static int
-worker_item(struct session *ses, Remotemedia__V1__Item *it)
+worker_item(struct session *ses, const struct envelope *it)
 {
-	struct call *cl = call_find(ses, it->call_id);
+	struct call *cl = call_find(ses, it->ev_call_id);
 
 	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
 		return worker_violation(
-		    ses, "item for an unknown generator", it->call_id);
-	if (it->value != NULL && it->value->seq != 0)
+		    ses, "item for an unknown generator", it->ev_call_id);
+	if (it->ev_seq != 0)
 		return worker_violation(
-		    ses, "item chunk out of order", it->call_id);
+		    ses, "item chunk out of order", it->ev_call_id);
 	if (cl->cl_credit == 0)
 		return worker_violation(
-		    ses, "item without credit", it->call_id);
+		    ses, "item without credit", it->ev_call_id);
 	if (--cl->cl_credit == 0)
 		call_arm(cl, 0);
-	if (it->value != NULL && it->value->more) {
+	if (it->ev_more) {
 		cl->cl_out_more = 1;
 		cl->cl_out_seq = 1;
 	}
@@ -966,42 +977,42 @@ worker_error(struct session *ses, uint64_t id)
 
 /* Check one worker message against the session state. */
 static int
-session_worker_check(struct session *ses, ServerMessage *m)
+session_worker_check(struct session *ses, const struct envelope *m)
 {
 	/* A Close may cross the worker's Progress and Ready: CLOSING
 	 * alone does not say whether Ready was seen. */
 	int ready = ses->ses_ready_seen;
 
-	switch (m->msg_case) {
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_PROGRESS:
+	switch (m->ev_case) {
+	case ENV_SERVER_PROGRESS:
 		return !ses->ses_ready_seen
 		    ? 0
 		    : worker_violation(ses, "progress after Ready", 0);
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY:
+	case ENV_SERVER_READY:
 		if (ses->ses_ready_seen)
 			return worker_violation(ses, "unexpected Ready", 0);
 		ses->ses_ready_seen = 1;
 		if (ses->ses_state == SES_STARTING)
 			ses->ses_state = SES_READY;
 		return 0;
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_OUTPUT:
+	case ENV_SERVER_OUTPUT:
 		return 0;
 	default:
 		break;
 	}
 	if (!ready)
 		return worker_violation(ses, "answer before Ready", 0);
-	switch (m->msg_case) {
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_RESULT:
-		return worker_result(ses, m->result);
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_VALUE:
-		return worker_value(ses, m->value);
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ITEM:
-		return worker_item(ses, m->item);
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_END:
-		return worker_end(ses, m->end->call_id);
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR:
-		return worker_error(ses, m->error->call_id);
+	switch (m->ev_case) {
+	case ENV_SERVER_RESULT:
+		return worker_result(ses, m);
+	case ENV_SERVER_VALUE:
+		return worker_value(ses, m);
+	case ENV_SERVER_ITEM:
+		return worker_item(ses, m);
+	case ENV_SERVER_END:
+		return worker_end(ses, m->ev_call_id);
+	case ENV_SERVER_ERROR:
+		return worker_error(ses, m->ev_call_id);
 	default:
 		return worker_violation(ses, "unknown message", 0);
 	}
@@ -1035,18 +1046,16 @@ int
 front_session_worker_frame(
     struct session *ses, uint8_t type, const uint8_t *msg, size_t len)
 {
-	ServerMessage *m;
+	struct envelope ev;
 	int rv;
 
 	if (ses->ses_state == SES_ENDING)
 		return -1;
 	if (type == FRAME_CTL)
 		return session_worker_control(ses, msg, len);
-	m = remotemedia__v1__server_message__unpack(NULL, len, msg);
-	if (m == NULL)
+	if (envelope_server(msg, len, &ev) == -1)
 		return worker_violation(ses, "malformed message", 0);
-	rv = session_worker_check(ses, m);
-	remotemedia__v1__server_message__free_unpacked(m, NULL);
+	rv = session_worker_check(ses, &ev);
 	session_touch(ses);
 	if (rv == -1)
 		return -1;

@@ -544,6 +544,24 @@ def h2_seeds():
     return {"h2_" + k: v.bytes() for k, v in seeds.items()}
 
 
+def envelope_seeds():
+    """Whole ServerMessages and ClientMessages, one a file."""
+    ready = fb(2, fb(1, "0" * 32) + fb(2, "3.11") + fb(4, "numpy==1.24")
+               + fb(5, fv(1, 4 << 20) + fv(4, 100)) + fb(6, fb(1, "ping") + fv(2, 1))
+               + fv(7, 1), always=True)
+    return {
+        "progress": s_progress(), "ready": ready, "result": s_result(3),
+        "result_more": s_result(3, more=True), "generator": s_result(4, generator=True),
+        "error": s_error(5, "d\u00e9j\u00e0 vu"), "output": s_output(),
+        "item": s_item(4, 0, more=True), "end": s_end(4, True), "svalue": s_value(3, 1),
+        "open": open_msg(), "call": call(7, "method", timeout_ms=250),
+        "call_chunked": call(8, more=True), "pull": pull(4, 16, 1000),
+        "cancel": cancel(4), "close": close(), "cvalue": cvalue(8, 1, more=True),
+        "two_members": s_end(4) + s_result(3),
+        "merged_value": s_item(4, 0, more=True) + s_item(4, 1),
+    }
+
+
 def write(target, seeds):
     d = os.path.join(CORPUS, target)
     os.makedirs(d, exist_ok=True)
@@ -560,6 +578,7 @@ def main():
     write("fuzz_req", req_seeds())
     write("fuzz_worker_frames", worker_seeds())
     write("fuzz_front_h2", h2_seeds())
+    write("fuzz_envelope", envelope_seeds())
     return 0
 
 

@@ -17,6 +17,9 @@ Modes (what the worker does after reading Init and Open):
   item_unknown    Ready, then an Item for call 7, which was never made
   ready_twice     Ready, and Ready again
   ready_exit0     Ready, then exits with status 0 unasked
+  two_members     one message holding both a Ready and an Output, which
+                  protobuf parsers read differently
+  bad_utf8        Ready, then an Error whose type is not UTF-8
   silent          Ready, then nothing at all: it neither reads nor answers
 
 Frames: a 4-byte big-endian length of what follows, a type byte (1: a
@@ -122,6 +125,12 @@ def main():
             call_id=7, index=0, value=pb.Value(call_id=7, data=b"surprise")))))
     elif mode == "ready_twice":
         sock.sendall(ready(pb) + ready(pb))
+    elif mode == "two_members":
+        both = (pb.ServerMessage(ready=pb.Ready(session_id="x")).SerializeToString()
+                + pb.ServerMessage(output=pb.Output(data=b"o")).SerializeToString())
+        sock.sendall(frame(FRAME_MSG, both))
+    elif mode == "bad_utf8":
+        sock.sendall(ready(pb) + frame(FRAME_MSG, b"\x22\x04\x12\x02\xc3\x28"))
     elif mode == "ready_exit0":
         sock.sendall(ready(pb))
         return 0

@@ -434,6 +434,20 @@ def test_protobuf_that_does_not_parse_is_invalid_argument(fast):
     echo_ok(fast.host, fast.port)
 
 
+def test_message_with_two_members_is_invalid_argument(fast):
+    """Open and Call in one ClientMessage: parsers disagree on what that
+    is (protobuf-c keeps the last, others merge), so the front refuses it."""
+    fast.wait_idle(timeout=20)
+    spawned = fast.session_workers()
+    both = (pb.ClientMessage(open=pb.Open(protocol=pb.PROTOCOL_V1, source="x=1",
+                                          class_name="X")).SerializeToString()
+            + pb.ClientMessage(call=pb.Call(call_id=1, name="m")).SerializeToString())
+    r = session_end(fast, grpc_frame(both), end=False)
+    assert r.grpc_status == INVALID_ARGUMENT, r
+    assert "malformed ClientMessage" in r.grpc_message, r
+    assert fast.session_workers() == spawned
+
+
 def test_first_message_not_open_is_invalid_argument_and_starts_no_worker(fast):
     fast.wait_idle(timeout=20)
     spawned = fast.session_workers()
@@ -614,6 +628,8 @@ def fake_open() -> bytes:
     ("result_unknown", INTERNAL, "worker protocol violation: result for an unknown call (call 42)"),
     ("item_unknown", INTERNAL, "worker protocol violation: item for an unknown generator (call 7)"),
     ("ready_twice", INTERNAL, "worker protocol violation: unexpected Ready"),
+    ("two_members", INTERNAL, "worker protocol violation: malformed message"),
+    ("bad_utf8", INTERNAL, "worker protocol violation: malformed message"),
     ("exit", ABORTED, "worker exited with status 3"),
     ("ready_exit0", ABORTED, "worker exited with status 0 before the session was closed"),
 ])

@@ -39,7 +39,7 @@ SANDBOX_SRC += sandbox/sandbox_rlimit.c
 SANDBOX_SRC += sandbox/sandbox_cgroup.c
 WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
                $(SANDBOX_SRC)
-RMCTL_SRC    = src/rmctl.c src/rmctl_grpc.c src/rmctl_bench.c
+RMCTL_SRC    = src/rmctl.c src/rmctl_grpc.c src/rmctl_bench.c src/envelope.c
 
 OBJ          = $(BUILD)/obj
 objs         = $(patsubst %.c,$(OBJ)/%.o,$(1))

@@ -21,7 +21,7 @@
 #define RMCTL_MSG_MAX (4U * 1024 * 1024) /* gRPC's default receive limit */
 #define RMCTL_QUEUE_MAX 64 /* received, not yet consumed messages */
 #define RMCTL_WINDOW (16 * 1024 * 1024)
-#define RMCTL_READ_LEN (64 * 1024)
+#define RMCTL_READ_LEN (256 * 1024)
 #define RMCTL_FLUSH_LEN (256 * 1024)
 
 /* A byte queue: data from b_off to b_len. */

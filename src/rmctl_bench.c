@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "envelope.h"
 #include "log.h"
 #include "rmctl.h"
 #include "util.h"
@@ -324,24 +325,39 @@ bench_sessions(const struct rmctl_opts *o, struct bench_stats *st)
 	free(t);
 }
 
-/* Count the bytes of one Item or continuation Value; whether it is End. */
+/*
+ * The next stream message, read by its envelope (envelope.c), as the front
+ * reads it: the items are counted, not unpacked. Whether it is End.
+ */
 static int
-bench_stream_message(ServerMessage *sm, uint64_t *bytes, uint64_t *items)
+bench_stream_next(struct bench_session *bs, uint64_t *bytes, uint64_t *items)
 {
-	switch (sm->msg_case) {
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ITEM:
-		if (sm->item->value != NULL)
-			*bytes += sm->item->value->data.len;
+	struct rmctl_conn *cn = &bs->bs_conn;
+	struct rmctl_msg *m;
+	struct envelope ev;
+	int rv;
+
+	rmctl_conn_wait(cn, rmctl_call_readable, now_ms() + cn->cn_timeout_ms,
+	    "a stream item");
+	if ((m = rmctl_call_pop(&bs->bs_call)) == NULL) {
+		rmctl_call_check(cn, &bs->bs_call);
+		errx(1, "bench: the session ended in the middle of a stream");
+	}
+	rv = envelope_server(m->m_data, m->m_len, &ev);
+	free(m);
+	if (rv == -1)
+		errx(1, "bench: malformed ServerMessage in a stream");
+	switch (ev.ev_case) {
+	case ENV_SERVER_ITEM:
 		(*items)++;
+		/* FALLTHROUGH */
+	case ENV_SERVER_VALUE:
+		*bytes += ev.ev_data_len;
 		return 0;
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_VALUE:
-		*bytes += sm->value->data.len;
-		return 0;
-	case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_END:
+	case ENV_SERVER_END:
 		return 1;
 	default:
-		errx(1, "bench: unexpected message %d in a stream",
-		    (int)sm->msg_case);
+		errx(1, "bench: unexpected message %u in a stream", ev.ev_case);
 	}
 }
 
@@ -353,7 +369,6 @@ bench_stream(const struct rmctl_opts *o, uint64_t *bytes)
 	    REMOTEMEDIA__V1__CLIENT_MESSAGE__INIT;
 	Remotemedia__V1__Pull pull = REMOTEMEDIA__V1__PULL__INIT;
 	struct bench_session bs;
-	ServerMessage *sm;
 	uint64_t t0, items = 0, id;
 	int end = 0;
 
@@ -370,11 +385,8 @@ bench_stream(const struct rmctl_opts *o, uint64_t *bytes)
 	cm.msg_case = REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_PULL;
 	cm.pull = &pull;
 	bench_send(&bs, &cm);
-	while (!end) {
-		sm = bench_next(&bs, "a stream item");
-		end = bench_stream_message(sm, bytes, &items);
-		remotemedia__v1__server_message__free_unpacked(sm, NULL);
-	}
+	while (!end)
+		end = bench_stream_next(&bs, bytes, &items);
 	t0 = rmctl_now_ns() - t0;
 	if (items != o->o_items)
 		errx(1, "bench: %" PRIu64 " items streamed of %" PRIu64, items,
@@ -530,6 +542,7 @@ rmctl_bench(const struct rmctl_opts *o)
 	double secs, tsecs;
 
 	signal(SIGPIPE, SIG_IGN);
+	bench_sleep_ms(o->o_pace_ms);
 	bench_echo(o, &echo);
 	bench_calls(o, &call);
 	bench_sessions(o, &ses);

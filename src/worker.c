@@ -12,6 +12,7 @@
  */
 #include <sys/prctl.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -322,6 +323,93 @@ worker_write_all(const uint8_t *p, size_t n)
 		}
 	}
 	return worker_dead() ? -1 : 0;
+}
+
+/* Write all of two pieces with writev, blocking as worker_write_all does. */
+static int
+worker_writev_all(struct iovec *iov, int n)
+{
+	ssize_t w;
+
+	while (n > 0 && !worker_dead()) {
+		w = writev(WORKER_FD, iov, n);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (worker_wait_writable() == -1)
+				atomic_store(&worker_gone, 1);
+			continue;
+		}
+		if (w == -1) {
+			log_debug("%s: writev: %s", __func__, strerror(errno));
+			atomic_store(&worker_gone, 1);
+			break;
+		}
+		for (; n > 0 && (size_t)w >= iov->iov_len; iov++, n--)
+			w -= (ssize_t)iov->iov_len;
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return worker_dead() ? -1 : 0;
+}
+
+/* Append a protobuf varint to p; the bytes written. */
+static size_t
+worker_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+
+	do {
+		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v > 0);
+	return n;
+}
+
+/*
+ * Send a continuation chunk, ServerMessage{value: Value{call_id, seq,
+ * more, data}}, as one frame, without copying data: the frame's head is
+ * encoded here (data, field 4, last) and data follows it in one writev.
+ */
+int
+worker_send_chunk(
+    uint64_t id, uint32_t seq, int more, const uint8_t *data, size_t len)
+{
+	uint8_t fields[40], head[80];
+	size_t nf = 0, nh, vlen;
+	struct iovec iov[2];
+	int rv;
+
+	fields[nf++] = 0x08; /* call_id */
+	nf += worker_varint(fields + nf, id);
+	fields[nf++] = 0x10; /* seq */
+	nf += worker_varint(fields + nf, seq);
+	if (more) {
+		fields[nf++] = 0x18; /* more */
+		fields[nf++] = 0x01;
+	}
+	fields[nf++] = 0x22; /* data */
+	nf += worker_varint(fields + nf, len);
+	vlen = nf + len;
+	nh = FRAME_HDR_LEN;
+	head[nh++] = 0x42; /* ServerMessage.value */
+	nh += worker_varint(head + nh, vlen);
+	memcpy(head + nh, fields, nf);
+	nh += nf;
+	if (nh - FRAME_HDR_LEN + len > FRAME_WORKER_MAX)
+		return -1;
+	frame_worker_header(
+	    head, FRAME_MSG, (uint32_t)(nh - FRAME_HDR_LEN + len));
+	iov[0].iov_base = head;
+	iov[0].iov_len = nh;
+	iov[1].iov_base = (void *)data;
+	iov[1].iov_len = len;
+	worker_send_lock();
+	rv = worker_writev_all(iov, len > 0 ? 2 : 1);
+	worker_send_unlock();
+	return rv;
 }
 
 /*

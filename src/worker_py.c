@@ -64,6 +64,7 @@ struct worker_py_asm {
 	size_t wa_cap;
 	PyObject *wa_event; /* the event as a list, its value slot None */
 	Py_ssize_t wa_slot;
+	int wa_buffered; /* chunk 0 had buffer_sizes: a bytearray, writable */
 };
 LIST_HEAD(worker_py_asms, worker_py_asm);
 
@@ -220,8 +221,12 @@ worker_py_asm_done(struct worker_py_asm *wa, PyObject *events)
 		worker_py_asm_free(wa);
 		return 0;
 	}
-	bytes = PyBytes_FromStringAndSize(
-	    (const char *)wa->wa_buf, (Py_ssize_t)wa->wa_len);
+	/* Out-of-band buffers become the arrays' memory: make it writable. */
+	bytes = wa->wa_buffered
+	    ? PyByteArray_FromStringAndSize(
+	          (const char *)wa->wa_buf, (Py_ssize_t)wa->wa_len)
+	    : PyBytes_FromStringAndSize(
+	          (const char *)wa->wa_buf, (Py_ssize_t)wa->wa_len);
 	if (bytes != NULL &&
 	    PyList_SetItem(wa->wa_event, wa->wa_slot, bytes) == 0 &&
 	    (tuple = PyList_AsTuple(wa->wa_event)) != NULL) {
@@ -232,9 +237,30 @@ worker_py_asm_done(struct worker_py_asm *wa, PyObject *events)
 	return rv;
 }
 
+/* Chunk 0's buffer_sizes, as a tuple for the event's last slot. */
+static int
+worker_py_buffer_sizes(PyObject *ev, const Remotemedia__V1__Value *v)
+{
+	PyObject *sizes, *n;
+	size_t i, count = v != NULL ? v->n_buffer_sizes : 0;
+
+	if ((sizes = PyTuple_New((Py_ssize_t)count)) == NULL)
+		return -1;
+	for (i = 0; i < count; i++) {
+		if ((n = PyLong_FromUnsignedLongLong(v->buffer_sizes[i])) ==
+		    NULL) {
+			Py_DECREF(sizes);
+			return -1;
+		}
+		PyTuple_SET_ITEM(sizes, (Py_ssize_t)i, n);
+	}
+	return PyList_SetItem(ev, PyList_GET_SIZE(ev) - 1, sizes);
+}
+
 /*
  * Begin the value whose chunk 0 came in its carrier (v may be NULL: an
- * empty value). The event list ev is kept until the last chunk.
+ * empty value). The event list ev is kept until the last chunk; its last
+ * slot gets chunk 0's buffer_sizes.
  */
 static int
 worker_py_value_start(uint64_t id, int is_open, PyObject *ev, Py_ssize_t slot,
@@ -244,6 +270,10 @@ worker_py_value_start(uint64_t id, int is_open, PyObject *ev, Py_ssize_t slot,
 
 	if (ev == NULL)
 		return -1;
+	if (worker_py_buffer_sizes(ev, v) == -1) {
+		Py_DECREF(ev);
+		return -1;
+	}
 	if ((v != NULL && v->seq != 0) || worker_py_asm_find(id) != NULL) {
 		log_warnx("%s: bad chunk 0 for call %llu", __func__,
 		    (unsigned long long)id);
@@ -256,6 +286,7 @@ worker_py_value_start(uint64_t id, int is_open, PyObject *ev, Py_ssize_t slot,
 	wa->wa_seq = 1;
 	wa->wa_event = ev;
 	wa->wa_slot = slot;
+	wa->wa_buffered = v != NULL && v->n_buffer_sizes > 0;
 	LIST_INSERT_HEAD(&wp_asms, wa, wa_entry);
 	if (v == NULL)
 		return worker_py_asm_done(wa, events);
@@ -308,10 +339,10 @@ worker_py_open(const Remotemedia__V1__Open *o, PyObject *events)
 	}
 	wp_opened = 1;
 	/* y# makes None of a NULL pointer: the event always carries bytes. */
-	ev = Py_BuildValue("[siOssssy#]", "open", (int)o->format, Py_None,
+	ev = Py_BuildValue("[siOssssy#O]", "open", (int)o->format, Py_None,
 	    o->python_version, o->cloudpickle_version, o->source, o->class_name,
 	    o->init_args_json.data ? (const char *)o->init_args_json.data : "",
-	    (Py_ssize_t)o->init_args_json.len);
+	    (Py_ssize_t)o->init_args_json.len, Py_None);
 	return worker_py_value_start(0, 1, ev, 2, o->object, events);
 }
 
@@ -324,8 +355,9 @@ worker_py_call(const Remotemedia__V1__Call *c, PyObject *events)
 		log_warnx("%s: call id 0", __func__);
 		return -1;
 	}
-	ev = Py_BuildValue("[sKsiOK]", "call", (unsigned long long)c->call_id,
-	    c->name, (int)c->kind, Py_None, (unsigned long long)c->timeout_ms);
+	ev = Py_BuildValue("[sKsiOKO]", "call", (unsigned long long)c->call_id,
+	    c->name, (int)c->kind, Py_None, (unsigned long long)c->timeout_ms,
+	    Py_None);
 	return worker_py_value_start(c->call_id, 0, ev, 4, c->args, events);
 }
 
@@ -521,31 +553,62 @@ worker_py_log(PyObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-/* Send the chunks after the first of a value, as ServerMessage.value. */
-static int
-worker_py_value_rest(uint64_t id, const uint8_t *p, size_t len)
-{
-	Remotemedia__V1__ServerMessage sm =
-	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
-	Remotemedia__V1__Value v = REMOTEMEDIA__V1__VALUE__INIT;
-	uint32_t seq = 1;
-	size_t n;
+/*
+ * A value to send: its pickle (or JSON document), then its out-of-band
+ * buffers, each a segment of the data the chunks carry in order.
+ */
+struct worker_py_out {
+	Py_buffer *wo_seg;
+	size_t wo_nseg;
+	uint64_t *wo_sizes; /* the buffers' sizes: segments 1 and on */
+	uint64_t wo_total;
+};
 
-	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_VALUE;
-	sm.value = &v;
-	while (len > 0) {
-		n = len > FRAME_CHUNK_MAX ? FRAME_CHUNK_MAX : len;
-		v.call_id = id;
-		v.seq = seq++;
-		v.more = n < len;
-		v.data.data = (uint8_t *)p;
-		v.data.len = n;
-		if (worker_send(FRAME_MSG, &sm.base) == -1)
-			return -1;
-		p += n;
-		len -= n;
+/*
+ * Send the chunks after the first of a value, as ServerMessage.value: each
+ * at most FRAME_CHUNK_MAX bytes of one segment, from (seg, off) on, written
+ * straight from the segment (worker_send_chunk).
+ */
+static int
+worker_py_value_rest(
+    uint64_t id, const struct worker_py_out *wo, size_t seg, size_t off)
+{
+	const uint8_t *p;
+	uint32_t seq = 1;
+	size_t n, left, k;
+	int more;
+
+	for (; seg < wo->wo_nseg; seg++, off = 0) {
+		while ((left = (size_t)wo->wo_seg[seg].len - off) > 0) {
+			n = left > FRAME_CHUNK_MAX ? FRAME_CHUNK_MAX : left;
+			p = (const uint8_t *)wo->wo_seg[seg].buf + off;
+			off += n;
+			/* More: this segment goes on, or a later one has bytes. */
+			more = off < (size_t)wo->wo_seg[seg].len;
+			for (k = seg + 1; !more && k < wo->wo_nseg; k++)
+				more = wo->wo_seg[k].len > 0;
+			if (worker_send_chunk(id, seq++, more, p, n) == -1)
+				return -1;
+		}
 	}
 	return 0;
+}
+
+/* Chunk 0 of a value: the first bytes of its first segment. */
+static void
+worker_py_value_first(
+    Remotemedia__V1__Value *v, uint64_t id, const struct worker_py_out *wo)
+{
+	size_t len = wo->wo_nseg > 0 ? (size_t)wo->wo_seg[0].len : 0;
+	size_t n = len > FRAME_CHUNK_MAX ? FRAME_CHUNK_MAX : len;
+
+	v->call_id = id;
+	v->more = wo->wo_total > n;
+	v->total_size = wo->wo_total;
+	v->n_buffer_sizes = wo->wo_nseg > 1 ? wo->wo_nseg - 1 : 0;
+	v->buffer_sizes = wo->wo_sizes;
+	v->data.data = n > 0 ? (uint8_t *)wo->wo_seg[0].buf : NULL;
+	v->data.len = n;
 }
 
 /*
@@ -555,21 +618,16 @@ worker_py_value_rest(uint64_t id, const uint8_t *p, size_t len)
  */
 static int
 worker_py_value_out(enum worker_py_carrier carrier, uint64_t id, uint64_t index,
-    int generator, const uint8_t *p, size_t len)
+    int generator, const struct worker_py_out *wo)
 {
 	Remotemedia__V1__ServerMessage sm =
 	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
 	Remotemedia__V1__Result res = REMOTEMEDIA__V1__RESULT__INIT;
 	Remotemedia__V1__Item item = REMOTEMEDIA__V1__ITEM__INIT;
 	Remotemedia__V1__Value v = REMOTEMEDIA__V1__VALUE__INIT;
-	size_t n = len > FRAME_CHUNK_MAX ? FRAME_CHUNK_MAX : len;
 	int rv;
 
-	v.call_id = id;
-	v.more = n < len;
-	v.total_size = len;
-	v.data.data = (uint8_t *)p;
-	v.data.len = n;
+	worker_py_value_first(&v, id, wo);
 	if (carrier == WORKER_PY_RESULT) {
 		res.call_id = id;
 		res.generator = generator;
@@ -586,58 +644,115 @@ worker_py_value_out(enum worker_py_carrier carrier, uint64_t id, uint64_t index,
 	worker_output_drain();
 	worker_send_lock();
 	rv = worker_send(FRAME_MSG, &sm.base);
-	if (rv == 0 && n < len)
-		rv = worker_py_value_rest(id, p + n, len - n);
+	if (rv == 0 && v.more)
+		rv = worker_py_value_rest(id, wo, 0, v.data.len);
 	worker_send_unlock();
 	return rv;
 }
 
-/* Send one value, taken from a bytes-like object, without the GIL. */
+/* Release what worker_py_out_take took. */
+static void
+worker_py_out_free(struct worker_py_out *wo)
+{
+	size_t i;
+
+	for (i = 0; i < wo->wo_nseg; i++)
+		if (wo->wo_seg[i].obj != NULL)
+			PyBuffer_Release(&wo->wo_seg[i]);
+	free(wo->wo_seg);
+	free(wo->wo_sizes);
+}
+
+/*
+ * Take the segments of a value: data (bytes-like, or None for nothing) and
+ * buffers (a sequence of contiguous bytes-like objects, or None). -1 with
+ * a Python exception set if one is not a contiguous buffer.
+ */
+static int
+worker_py_out_take(struct worker_py_out *wo, PyObject *data, PyObject *buffers)
+{
+	PyObject *seq = NULL;
+	Py_ssize_t i, nbuf = 0;
+
+	memset(wo, 0, sizeof(*wo));
+	if (buffers != NULL && buffers != Py_None) {
+		if ((seq = PySequence_Fast(buffers,
+		         "buffers must be a "
+		         "sequence")) == NULL)
+			return -1;
+		nbuf = PySequence_Fast_GET_SIZE(seq);
+	}
+	wo->wo_seg = xcalloc((size_t)nbuf + 1, sizeof(*wo->wo_seg));
+	wo->wo_sizes = xcalloc((size_t)nbuf + 1, sizeof(*wo->wo_sizes));
+	wo->wo_nseg = 1;
+	if (data != Py_None &&
+	    PyObject_GetBuffer(data, &wo->wo_seg[0], PyBUF_SIMPLE) == -1)
+		goto fail;
+	wo->wo_total = (uint64_t)wo->wo_seg[0].len;
+	for (i = 0; i < nbuf; i++) {
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i),
+		        &wo->wo_seg[i + 1], PyBUF_SIMPLE) == -1)
+			goto fail;
+		wo->wo_nseg++;
+		wo->wo_sizes[i] = (uint64_t)wo->wo_seg[i + 1].len;
+		wo->wo_total += wo->wo_sizes[i];
+	}
+	Py_XDECREF(seq);
+	return 0;
+fail:
+	Py_XDECREF(seq);
+	worker_py_out_free(wo);
+	return -1;
+}
+
+/* Send one value, taken from bytes-like objects, without the GIL. */
 static PyObject *
 worker_py_send_value(enum worker_py_carrier carrier, uint64_t id,
-    uint64_t index, int generator, PyObject *data)
+    uint64_t index, int generator, PyObject *data, PyObject *buffers)
 {
-	Py_buffer view;
+	struct worker_py_out wo;
 
-	memset(&view, 0, sizeof(view));
-	if (data != Py_None &&
-	    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == -1)
+	if (worker_py_out_take(&wo, data, buffers) == -1)
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS worker_py_value_out(
-	    carrier, id, index, generator, view.buf, (size_t)view.len);
-	Py_END_ALLOW_THREADS if (data != Py_None) PyBuffer_Release(&view);
+	    carrier, id, index, generator, &wo);
+	Py_END_ALLOW_THREADS worker_py_out_free(&wo);
 	Py_RETURN_NONE;
 }
 
-/* _rmworker.send_result(call_id, data_or_None, is_generator) */
+/* _rmworker.send_result(call_id, data_or_None, is_generator[, buffers]) */
 static PyObject *
 worker_py_send_result(PyObject *self, PyObject *args)
 {
 	unsigned long long id;
-	PyObject *data;
+	PyObject *data, *buffers = Py_None;
 	int generator;
 
-	if (!PyArg_ParseTuple(args, "KOp", &id, &data, &generator))
+	if (!PyArg_ParseTuple(args, "KOp|O", &id, &data, &generator, &buffers))
 		return NULL;
-	if (generator)
+	if (generator) {
 		data = Py_None;
-	return worker_py_send_value(WORKER_PY_RESULT, id, 0, generator, data);
+		buffers = Py_None;
+	}
+	return worker_py_send_value(
+	    WORKER_PY_RESULT, id, 0, generator, data, buffers);
 }
 
-/* _rmworker.send_item(call_id, index, data) */
+/* _rmworker.send_item(call_id, index, data[, buffers]) */
 static PyObject *
 worker_py_send_item(PyObject *self, PyObject *args)
 {
 	unsigned long long id, index;
-	PyObject *data;
+	PyObject *data, *buffers = Py_None;
 
-	if (!PyArg_ParseTuple(args, "KKO", &id, &index, &data))
+	if (!PyArg_ParseTuple(args, "KKO|O", &id, &index, &data, &buffers))
 		return NULL;
 	if (data == Py_None) {
 		PyErr_SetString(PyExc_TypeError, "an item needs its data");
 		return NULL;
 	}
-	return worker_py_send_value(WORKER_PY_ITEM, id, index, 0, data);
+	return worker_py_send_value(
+	    WORKER_PY_ITEM, id, index, 0, data, buffers);
 }
 
 /* Fill an Error from the runtime's strings, clipped to fit one frame. */

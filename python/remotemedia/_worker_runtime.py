@@ -6,8 +6,9 @@ Everything that is protocol (framing, chunking, the socket, the output
 capture, the sandbox) stays in C, behind the builtin module ``_rmworker``:
 
 - ``_rmworker.pump()`` reads what the front sent and returns events:
-  ``("open", fmt, obj, py_ver, cp_ver, source, class_name, init_args_json)``,
-  ``("call", id, name, kind, args, timeout_ms)``, ``("pull", id, n,
+  ``("open", fmt, obj, py_ver, cp_ver, source, class_name, init_args_json,
+  buffer_sizes)``, ``("call", id, name, kind, args, timeout_ms,
+  buffer_sizes)``, ``("pull", id, n,
   timeout_ms)``, ``("cancel", id)``, ``("close",)`` and ``("eof",)``;
 - ``_rmworker.send_*`` answer: Ready, Result, Error, Item, End, Fatal.
 
@@ -23,10 +24,13 @@ It is not importable outside the worker (``_rmworker`` exists only there).
 import asyncio
 import functools
 import inspect
+import io
 import json
 import linecache
 import logging
+import operator
 import os
+import pickle
 import signal
 import sys
 import time
@@ -65,6 +69,105 @@ SHUTDOWN_WAIT = 2.0
 ALARM_SLACK = 0.001
 
 _RUNTIME_FILE = (lambda: None).__code__.co_filename
+
+
+# Large values as pickle protocol 5 out-of-band buffers (the same rules as
+# the client's, remotemedia/remote/wire.py): numpy arrays offer theirs, and
+# bytes, bytearray and memoryview objects of OOB_MIN bytes and more are
+# reduced to one. Buffers travel after the pickle, without a copy into it.
+OOB_MIN = 64 * 1024
+# Containers longer than this are not searched for large bytes.
+_WRAP_ITEMS = 64
+
+
+def _reduce_buffer(obj):
+    """A reduction of a memoryview (which pickle cannot otherwise carry),
+    to a PickleBuffer when it is large, or NotImplemented."""
+    t = type(obj)
+    if t is memoryview:
+        if not obj.contiguous:
+            return memoryview, (obj.tobytes(),)
+        if obj.format != "B" or obj.ndim != 1:
+            return operator.methodcaller("cast", obj.format, obj.shape), \
+                (obj.cast("B"),)
+        if obj.nbytes < OOB_MIN:
+            return memoryview, (obj.tobytes(),)
+        return memoryview, (pickle.PickleBuffer(obj),)
+    return NotImplemented
+
+
+class _Oob:
+    """Stands in for a large bytes or bytearray, which pickle writes in the
+    pickle without asking reducer_override: reduced to a PickleBuffer."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __reduce_ex__(self, protocol):
+        return type(self.obj), (pickle.PickleBuffer(self.obj),)
+
+
+def _wrap_large(obj, depth=2):
+    """obj with its large bytes and bytearray objects (itself, or in the
+    tuples, lists and dicts of up to _WRAP_ITEMS items of its first depth
+    levels) as _Oob; a container is rebuilt only if something in it was."""
+    t = type(obj)
+    if (t is bytes or t is bytearray) and len(obj) >= OOB_MIN:
+        return _Oob(obj)
+    if depth == 0 or t not in (tuple, list, dict) or len(obj) > _WRAP_ITEMS:
+        return obj
+    if t is dict:
+        d = {k: _wrap_large(v, depth - 1) for k, v in obj.items()}
+        return obj if all(d[k] is v for k, v in obj.items()) else d
+    items = [_wrap_large(x, depth - 1) for x in obj]
+    return obj if all(a is b for a, b in zip(items, obj)) else t(items)
+
+
+@functools.lru_cache(maxsize=1)
+def _pickler():
+    """cloudpickle's Pickler, with _reduce_buffer first."""
+    import cloudpickle
+
+    class Pickler(cloudpickle.CloudPickler):
+        def reducer_override(self, obj):
+            rv = _reduce_buffer(obj)
+            return super().reducer_override(obj) if rv is NotImplemented else rv
+
+    return Pickler
+
+
+def _dumps(value, buffers):
+    """cloudpickle value (protocol 5); its out-of-band buffers, as
+    contiguous memoryviews, are appended to buffers."""
+    def keep(pb):
+        try:
+            buffers.append(pb.raw())
+        except BufferError:  # not contiguous: in the pickle
+            return True
+        return False
+
+    f = io.BytesIO()
+    _pickler()(f, protocol=5, buffer_callback=keep).dump(_wrap_large(value))
+    return f.getbuffer()
+
+
+def _loads(data, sizes=()):
+    """Unpickle data: a pickle followed by out-of-band buffers of these
+    sizes, which become the unpickled arrays' memory."""
+    import cloudpickle
+    if not sizes:
+        return cloudpickle.loads(data)
+    view = memoryview(data)
+    start = len(view) - sum(sizes)
+    if start < 0 or any(n < 0 for n in sizes):
+        raise ValueError("malformed value: its buffers are larger than it")
+    buffers = []
+    for n in sizes:
+        buffers.append(view[start:start + n])
+        start += n
+    return cloudpickle.loads(view[:len(view) - sum(sizes)], buffers=buffers)
 
 
 def _log(level, message):
@@ -458,7 +561,8 @@ class Runtime:
 
     # Open ------------------------------------------------------------------------
 
-    def _open(self, fmt, obj, py_ver, cp_ver, source, class_name, init_args):
+    def _open(self, fmt, obj, py_ver, cp_ver, source, class_name, init_args,
+              sizes=()):
         if fmt not in (FORMAT_PICKLE, FORMAT_JSON):
             return self._fatal(INVALID_ARGUMENT,
                                "unknown serialization format %d" % fmt)
@@ -479,7 +583,7 @@ class Runtime:
             _hide_host_packages(self.info["sys_path"])
         try:
             if obj:
-                value = cloudpickle.loads(obj)
+                value = _loads(obj, sizes)
             else:
                 value = _from_source(source, class_name, init_args)
         except BaseException as exc:
@@ -492,7 +596,7 @@ class Runtime:
 
     # Calls -----------------------------------------------------------------------
 
-    def _call(self, call_id, name, kind, args, timeout_ms):
+    def _call(self, call_id, name, kind, args, timeout_ms, sizes=()):
         st = _Call(call_id, name)
         self.calls[call_id] = st
         if not self.opened:
@@ -502,7 +606,7 @@ class Runtime:
             if kind == CALL_GET:
                 value = self._run_user(st, getattr, self.obj, name)
             elif kind == CALL_METHOD:
-                a, kw = self._decode_args(name, args)
+                a, kw = self._decode_args(name, args, sizes)
                 fn = self._run_user(st, getattr, self.obj, name)
                 value = self._run_user(st, fn, *a, **kw)
             else:
@@ -521,8 +625,9 @@ class Runtime:
             st.in_user = False
             self.current = None
 
-    def _decode_args(self, name, data):
-        """The call's (args, kwargs), from its pickle or JSON document."""
+    def _decode_args(self, name, data, sizes=()):
+        """The call's (args, kwargs), from its pickle (and its out-of-band
+        buffers, of these sizes) or JSON document."""
         if not data:
             return (), {}
         if self.fmt == FORMAT_JSON:
@@ -532,8 +637,7 @@ class Runtime:
                 raise TypeError("the arguments of %r are not valid JSON: %s"
                                 % (name, exc)) from None
             return _split_json_args(doc, "the arguments of %r" % name)
-        import cloudpickle
-        doc = cloudpickle.loads(data)
+        doc = _loads(data, sizes)
         if (not isinstance(doc, (tuple, list)) or len(doc) != 2
                 or not isinstance(doc[1], dict)):
             raise TypeError("the arguments of %r must be a pickled "
@@ -541,7 +645,9 @@ class Runtime:
         return tuple(doc[0]), doc[1]
 
     def _encode(self, value, what):
-        """The wire form of a result or an item, within the size limit."""
+        """The wire form of a result or an item, within the size limit:
+        (document, out-of-band buffers)."""
+        buffers = []
         if self.fmt == FORMAT_JSON:
             try:
                 data = json.dumps(value).encode()
@@ -549,17 +655,17 @@ class Runtime:
                 raise TypeError("%s is not JSON serializable: %s"
                                 % (what, exc)) from None
         else:
-            import cloudpickle
             try:
-                data = cloudpickle.dumps(value, protocol=5)
+                data = _dumps(value, buffers)
             except Exception as exc:
                 raise TypeError("%s cannot be pickled: %s: %s"
                                 % (what, type(exc).__name__, exc)) from exc
-        if self.max_value and len(data) > self.max_value:
+        size = len(data) + sum(b.nbytes for b in buffers)
+        if self.max_value and size > self.max_value:
             raise ValueError("%s is %d bytes, over the server's limit of %d "
                              "bytes per value (max_value_bytes)"
-                             % (what, len(data), self.max_value))
-        return data
+                             % (what, size, self.max_value))
+        return data, buffers
 
     def _handle_value(self, st, value):
         """Answer with what the call returned: a value, a task, a stream."""
@@ -612,11 +718,11 @@ class Runtime:
 
     def _reply(self, st, value):
         try:
-            data = self._encode(value, "result of %r" % st.name)
+            data, buffers = self._encode(value, "result of %r" % st.name)
         except BaseException as exc:
             return self._fail(st, exc)
         if self._finish(st):
-            self._send(_rmworker.send_result, st.id, data, False)
+            self._send(_rmworker.send_result, st.id, data, False, buffers)
 
     def _finish(self, st):
         """Mark st answered; False if it already was."""
@@ -681,14 +787,15 @@ class Runtime:
     def _item(self, st, item):
         """Send one item; False if it could not be encoded (st failed)."""
         try:
-            data = self._encode(item, "item %d of %r" % (st.index, st.name))
+            data, buffers = self._encode(
+                item, "item %d of %r" % (st.index, st.name))
         except BaseException as exc:
             self._fail(st, exc)
             return False
         index = st.index
         st.index += 1
         st.credit -= 1
-        self._send(_rmworker.send_item, st.id, index, data)
+        self._send(_rmworker.send_item, st.id, index, data, buffers)
         return True
 
     def _step_sync(self, st):
@@ -891,7 +998,7 @@ def _preload():
     """Import now what every Open needs, so that a spare worker (one started
     before its session, front_pool.c) has it ready when the Open comes."""
     try:
-        import cloudpickle  # noqa: F401
+        _pickler()
     except ImportError:
         pass  # the Open says so (FAILED_PRECONDITION)
 

@@ -465,6 +465,7 @@ class FakeSession:
         self.context = context
         self.fmt = pb.FORMAT_PICKLE
         self.args: Dict[int, List[bytes]] = {}
+        self.arg_sizes: Dict[int, Any] = {}
         self.calls: Dict[int, pb.Call] = {}
         self.gens: Dict[int, List[Any]] = {}
         self.credit: Dict[int, int] = {}
@@ -475,11 +476,13 @@ class FakeSession:
             return json.dumps(value).encode()
         return pickle.dumps(value, protocol=5)
 
-    def decode_args(self, doc: bytes) -> Any:
+    def decode_args(self, doc: bytes, sizes: Any = ()) -> Any:
         if self.fmt == pb.FORMAT_JSON:
             parsed = json.loads(doc)
             return tuple(parsed["args"]), parsed["kwargs"]
-        return pickle.loads(doc)
+        # Large buffers travel after the pickle (Value.buffer_sizes).
+        return wire.decode_value(self.fmt, wire.Buffered(bytearray(doc), sizes)
+                                 if sizes else doc)
 
     async def send(self, **fields: Any) -> None:
         await self.context.write(pb.ServerMessage(**fields))
@@ -555,6 +558,7 @@ class FakeSession:
             await self.on_get(call)
             return
         self.args[call.call_id] = [call.args.data]
+        self.arg_sizes[call.call_id] = tuple(call.args.buffer_sizes)
         if not call.args.more:
             await self.dispatch(call.call_id)
 
@@ -574,7 +578,8 @@ class FakeSession:
 
     async def dispatch(self, call_id: int) -> None:
         call = self.calls[call_id]
-        args, kwargs = self.decode_args(b"".join(self.args.pop(call_id)))
+        args, kwargs = self.decode_args(b"".join(self.args.pop(call_id)),
+                                        self.arg_sizes.pop(call_id, ()))
         handler = getattr(self, f"do_{call.name}", None)
         if handler is None:
             await self.error(call_id, "builtins", "AttributeError",

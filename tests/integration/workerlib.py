@@ -104,6 +104,7 @@ class Answer:
         self.msg = msg          # the carrier message
         self.data = data        # the whole value, for result and item
         self.chunks = list(chunks)  # the data size of each chunk
+        self.buffer_sizes = ()  # out-of-band buffers after the pickle
 
     def __repr__(self):
         return "Answer(%s, %r)" % (self.kind, self.msg)
@@ -275,6 +276,7 @@ class FakeFront:
             return
         assert value.seq == 0 and len(value.data) <= CHUNK
         answer.total_size = value.total_size
+        answer.buffer_sizes = tuple(value.buffer_sizes)
         answer.chunks.append(len(value.data))
         if value.more:
             self.partial[call_id] = [answer, 1, bytearray(value.data)]
@@ -323,10 +325,20 @@ class FakeFront:
             return json.dumps(value).encode()
         return cloudpickle.dumps(value, protocol=5)
 
-    def decode(self, data):
+    def decode(self, data, sizes=()):
+        """A value: JSON, or a pickle followed by out-of-band buffers of
+        these sizes (an Answer's buffer_sizes)."""
         if self.fmt == "json":
             return json.loads(data)
-        return pickle.loads(data)
+        if not sizes:
+            return pickle.loads(data)
+        view = memoryview(bytearray(data))
+        start = len(view) - sum(sizes)
+        buffers = []
+        for n in sizes:
+            buffers.append(view[start:start + n])
+            start += n
+        return pickle.loads(view[:len(view) - sum(sizes)], buffers=buffers)
 
     def _chunks(self, data):
         return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
@@ -406,7 +418,7 @@ class FakeFront:
         if a.kind == "error":
             raise RemoteError(a.msg)
         assert a.kind == "result" and not a.msg.generator, a
-        return self.decode(a.data)
+        return self.decode(a.data, a.buffer_sizes)
 
     def call_value(self, name, *args, timeout=10.0, **kwargs):
         return self.result(self.send_call(name, *args, **kwargs), timeout)
@@ -445,7 +457,7 @@ class FakeFront:
         for _ in range(n):
             a = self.answer(call_id, timeout)
             if a.kind == "item":
-                out.append(self.decode(a.data))
+                out.append(self.decode(a.data, a.buffer_sizes))
             else:
                 out.append(a)
         return out

@@ -16,7 +16,9 @@ See ``docs/protocol.md`` for the rules the ``.proto`` cannot express.
 from __future__ import annotations
 
 import functools
+import io
 import json
+import operator
 import os
 import pickle
 import sys
@@ -37,7 +39,9 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 pb: Any = _pb2
 
 __all__ = [
+    "Buffered",
     "CHUNK_SIZE",
+    "Encoded",
     "FORMATS",
     "ProtocolError",
     "ValueAssembler",
@@ -64,6 +68,135 @@ _PICKLE_PROTOCOL = 5
 
 class ProtocolError(ValueError):
     """The server broke a rule of the protocol (for example a chunk out of order)."""
+
+
+# ---------------------------------------------------------------------------
+# Out-of-band buffers
+#
+# Large values travel as pickle protocol 5 out-of-band buffers: the pickle,
+# then each buffer, as the data of the value's chunks (``Value.buffer_sizes``
+# in chunk 0), so that an array is never copied into a pickle. numpy arrays
+# offer their buffers; bytes, bytearray and memoryview objects of OOB_MIN
+# bytes and more are reduced to one here. The worker's runtime
+# (remotemedia/_worker_runtime.py) applies the same rules.
+
+#: Smallest bytes, bytearray or memoryview sent out of band.
+OOB_MIN = 64 * 1024
+# Containers longer than this are not searched for large bytes.
+_WRAP_ITEMS = 64
+
+
+class Encoded:
+    """A value to send: its document, then its out-of-band buffers."""
+
+    __slots__ = ("data", "buffers")
+
+    def __init__(self, data: Any, buffers: List[memoryview]) -> None:
+        self.data = data
+        self.buffers = buffers
+
+    def __len__(self) -> int:
+        return len(self.data) + sum(b.nbytes for b in self.buffers)
+
+    def segments(self) -> List[memoryview]:
+        """The data of the value's chunks, in order."""
+        return [memoryview(self.data)] + [b.cast("B") for b in self.buffers]
+
+
+class Buffered:
+    """A value received with out-of-band buffers of these sizes after its
+    pickle, in one writable buffer (the arrays' memory once unpickled)."""
+
+    __slots__ = ("data", "sizes")
+
+    def __init__(self, data: bytearray, sizes: Sequence[int]) -> None:
+        self.data = data
+        self.sizes = tuple(sizes)
+
+
+def _reduce_buffer(obj: Any) -> Any:
+    """A reduction of a memoryview (which pickle cannot otherwise carry),
+    to a PickleBuffer when it is large, or NotImplemented."""
+    t = type(obj)
+    if t is memoryview:
+        if not obj.contiguous:
+            return memoryview, (obj.tobytes(),)
+        if obj.format != "B" or obj.ndim != 1:
+            return operator.methodcaller("cast", obj.format, obj.shape), (obj.cast("B"),)
+        if obj.nbytes < OOB_MIN:
+            return memoryview, (obj.tobytes(),)
+        return memoryview, (pickle.PickleBuffer(obj),)
+    return NotImplemented
+
+
+class _Oob:
+    """Stands in for a large bytes or bytearray, which pickle writes in the
+    pickle without asking reducer_override: reduced to a PickleBuffer."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return type(self.obj), (pickle.PickleBuffer(self.obj),)
+
+
+def _wrap_large(obj: Any, depth: int = 2) -> Any:
+    """obj with its large bytes and bytearray objects (itself, or in the
+    tuples, lists and dicts of up to _WRAP_ITEMS items of its first depth
+    levels) as _Oob; a container is rebuilt only if something in it was."""
+    t = type(obj)
+    if (t is bytes or t is bytearray) and len(obj) >= OOB_MIN:
+        return _Oob(obj)
+    if depth == 0 or t not in (tuple, list, dict) or len(obj) > _WRAP_ITEMS:
+        return obj
+    if t is dict:
+        d = {k: _wrap_large(v, depth - 1) for k, v in obj.items()}
+        return obj if all(d[k] is v for k, v in obj.items()) else d
+    items = [_wrap_large(x, depth - 1) for x in obj]
+    return obj if all(a is b for a, b in zip(items, obj)) else t(items)
+
+
+class _Pickler(cloudpickle.CloudPickler):
+    """cloudpickle, with large buffers out of band (_reduce_buffer)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        rv = _reduce_buffer(obj)
+        return super().reducer_override(obj) if rv is NotImplemented else rv
+
+
+def _dumps(obj: Any) -> Any:
+    """Pickle ``obj`` (protocol 5): bytes, or :class:`Encoded` when it has
+    out-of-band buffers."""
+    buffers: List[memoryview] = []
+
+    def keep(pb: pickle.PickleBuffer) -> bool:
+        try:
+            buffers.append(pb.raw())
+        except BufferError:  # not contiguous: in the pickle
+            return True
+        return False
+
+    f = io.BytesIO()
+    _Pickler(f, protocol=_PICKLE_PROTOCOL, buffer_callback=keep).dump(_wrap_large(obj))
+    return Encoded(f.getbuffer(), buffers) if buffers else f.getvalue()
+
+
+def _loads(data: Any) -> Any:
+    """Unpickle bytes, or a :class:`Buffered` value with its buffers."""
+    if not isinstance(data, Buffered):
+        return pickle.loads(data)
+    view = memoryview(data.data)
+    start = len(view) - sum(data.sizes)
+    if start < 0:
+        raise ProtocolError("a value's buffers are larger than the value")
+    pickled = view[:start]
+    buffers = []
+    for n in data.sizes:
+        buffers.append(view[start:start + n])
+        start += n
+    return pickle.loads(pickled, buffers=buffers)
 
 
 # ---------------------------------------------------------------------------
@@ -136,11 +269,11 @@ def register_user_modules(obj: Any) -> List[str]:
     return added
 
 
-def dump_object(obj: Any) -> bytes:
-    """cloudpickle ``obj`` (protocol 5) for ``Open.object``."""
+def dump_object(obj: Any) -> Any:
+    """cloudpickle ``obj`` (protocol 5) for ``Open.object``: bytes, or
+    :class:`Encoded` with its large buffers out of band."""
     register_user_modules(obj)
-    payload: bytes = cloudpickle.dumps(obj, protocol=_PICKLE_PROTOCOL)
-    return payload
+    return _dumps(obj)
 
 
 def python_version() -> str:
@@ -172,11 +305,12 @@ def open_messages(payload: bytes, fmt: int, requirements: Sequence[str],
 # ---------------------------------------------------------------------------
 # Arguments and results
 
-def encode_args(fmt: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
+def encode_args(fmt: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     """Encode a call's arguments as one document (``Call.args``).
 
-    pickle: ``cloudpickle.dumps((args, kwargs), protocol=5)``;
-    json: ``{"args": [...], "kwargs": {...}}`` in UTF-8.
+    pickle: ``cloudpickle.dumps((args, kwargs), protocol=5)``, large buffers
+    out of band (an :class:`Encoded`); json: ``{"args": [...], "kwargs":
+    {...}}`` in UTF-8.
 
     Raises:
         TypeError: with json, a value JSON cannot carry; the message names
@@ -189,15 +323,17 @@ def encode_args(fmt: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> byte
         except (TypeError, ValueError) as exc:
             raise TypeError(f"argument cannot be sent as JSON: {exc}") from exc
         return text.encode("utf-8")
-    doc: bytes = cloudpickle.dumps((tuple(args), dict(kwargs)), protocol=_PICKLE_PROTOCOL)
-    return doc
+    return _dumps((tuple(args), dict(kwargs)))
 
 
-def decode_value(fmt: int, data: bytes) -> Any:
-    """Decode a result or item document: ``pickle.loads`` or ``json.loads``.
+def decode_value(fmt: int, data: Any) -> Any:
+    """Decode a result or item document: ``pickle.loads`` (with its
+    out-of-band buffers, for a :class:`Buffered`) or ``json.loads``.
 
     An empty document decodes to None.
     """
+    if isinstance(data, Buffered):
+        return _loads(data)
     if not data:
         return None
     if fmt == pb.FORMAT_JSON:
@@ -208,29 +344,31 @@ def decode_value(fmt: int, data: bytes) -> Any:
 # ---------------------------------------------------------------------------
 # Chunking and reassembly
 
-def iter_chunks(call_id: int, data: bytes, chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
-    """Split ``data`` into ``Value`` chunks of at most ``chunk_size`` bytes.
+def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
+    """Split ``data`` (bytes, or an :class:`Encoded` value: its document,
+    then its buffers) into ``Value`` chunks of at most ``chunk_size`` bytes,
+    none of them across two buffers.
 
-    Chunk 0 has seq 0 and ``total_size``; every chunk but the last has
-    ``more`` set. An empty value is one empty chunk.
+    Chunk 0 has seq 0, ``total_size`` and the buffers' sizes; every chunk
+    but the last has ``more`` set. An empty value is one empty chunk.
     """
     if chunk_size <= 0:
         raise ValueError("chunk_size must be > 0")
-    view = memoryview(data)
-    total = len(view)
-    offset = 0
-    seq = 0
-    while True:
-        end = min(offset + chunk_size, total)
-        chunk = pb.Value(call_id=call_id, seq=seq, more=end < total,
-                         data=bytes(view[offset:end]))
+    if isinstance(data, Encoded):
+        segments = data.segments()
+        sizes = [len(b) for b in segments[1:]]
+    else:
+        segments, sizes = [memoryview(data)], []
+    total = sum(len(v) for v in segments)
+    pieces = [(v, o, min(o + chunk_size, len(v)))
+              for v in segments for o in range(0, len(v), chunk_size)] or [(segments[0], 0, 0)]
+    for seq, (view, start, end) in enumerate(pieces):
+        chunk = pb.Value(call_id=call_id, seq=seq, more=seq + 1 < len(pieces),
+                         data=view[start:end].tobytes())
         if seq == 0:
             chunk.total_size = total
+            chunk.buffer_sizes.extend(sizes)
         yield chunk
-        if end >= total:
-            return
-        offset = end
-        seq += 1
 
 
 def call_messages(call_id: int, name: str, kind: int, doc: Optional[bytes],
@@ -281,6 +419,7 @@ class ValueAssembler:
 
     def __init__(self) -> None:
         self._parts: Dict[int, Tuple[Any, int, List[bytes]]] = {}
+        self._sizes: Dict[int, Tuple[int, ...]] = {}
 
     def start(self, call_id: int, value: Any, tag: Any) -> Optional[Tuple[Any, bytes]]:
         """Begin the value whose chunk 0 is ``value``.
@@ -294,9 +433,25 @@ class ValueAssembler:
         if value.seq != 0:
             raise ProtocolError(f"call {call_id}: first chunk has seq {value.seq}")
         if not value.more:
-            return tag, value.data
+            return tag, self._whole(call_id, [value.data], value.buffer_sizes)
         self._parts[call_id] = (tag, 0, [value.data])
+        if value.buffer_sizes:
+            self._sizes[call_id] = tuple(value.buffer_sizes)
         return None
+
+    @staticmethod
+    def _whole(call_id: int, parts: List[bytes], sizes: Sequence[int]) -> Any:
+        """A finished value: bytes, or :class:`Buffered` in one writable
+        buffer when it has out-of-band buffers."""
+        if not sizes:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        data = bytearray(sum(len(p) for p in parts))
+        view = memoryview(data)
+        offset = 0
+        for p in parts:
+            view[offset:offset + len(p)] = p
+            offset += len(p)
+        return Buffered(data, sizes)
 
     def feed(self, value: Any) -> Optional[Tuple[Any, bytes]]:
         """Add a continuation chunk.
@@ -310,6 +465,7 @@ class ValueAssembler:
         tag, seq, parts = self._parts[call_id]
         if value.seq != seq + 1:
             del self._parts[call_id]
+            self._sizes.pop(call_id, None)
             raise ProtocolError(
                 f"call {call_id}: chunk seq {value.seq} after {seq}")
         parts.append(value.data)
@@ -317,11 +473,12 @@ class ValueAssembler:
             self._parts[call_id] = (tag, seq + 1, parts)
             return None
         del self._parts[call_id]
-        return tag, b"".join(parts)
+        return tag, self._whole(call_id, parts, self._sizes.pop(call_id, ()))
 
     def discard(self, call_id: int) -> None:
         """Forget a value in progress (its call was abandoned)."""
         self._parts.pop(call_id, None)
+        self._sizes.pop(call_id, None)
 
     def __len__(self) -> int:
         return len(self._parts)

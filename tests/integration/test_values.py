@@ -1,0 +1,152 @@
+"""Large values as pickle protocol 5 out-of-band buffers, both directions:
+numpy arrays, bytes, bytearray and memoryview objects travel after the
+pickle (Value.buffer_sizes), arrive with their type, contents, shape and
+writability, and arrays are not copied out of the received buffer. A value
+whose buffers do not add up is an error of that call, not a crash."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from remotemedia._proto import remotemedia_pb2 as pb
+from remotemedia.remote import RemoteProxyClient, wire
+from h2raw import H2Client, grpc_frame
+from test_limits_h2 import open_session, wait_msgs
+
+
+def run(coro, timeout: float = 120.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+class Media:
+    def __init__(self):
+        self.frame = np.full((720, 1280, 3), 7, dtype=np.uint8)
+
+    def echo(self, x):
+        return x
+
+    def describe(self, a):
+        """What arrived: an array viewing the received buffer, not a copy."""
+        base = a
+        while getattr(base, "base", None) is not None and isinstance(base, np.ndarray):
+            base = base.base
+        return {"type": type(a).__name__, "dtype": a.dtype.str, "shape": a.shape,
+                "writeable": bool(a.flags.writeable), "sum": float(a.sum()),
+                "owns": bool(a.flags.owndata), "base": type(base).__name__}
+
+    def frames(self, n):
+        for i in range(n):
+            self.frame[0, 0, 0] = i
+            yield self.frame
+
+    def add_one(self, a):
+        a += 1  # the received array is writable
+        return a
+
+
+class Plain:
+    def echo(self, x):
+        return x
+
+
+async def with_media(srv, fn):
+    async with RemoteProxyClient(srv.config(timeout=60.0)) as client:
+        return await fn(await client.create_proxy(Media()))
+
+
+def test_numpy_array_both_ways(server):
+    a = np.arange(2_000_000, dtype=np.float32).reshape(1000, 2000)
+
+    async def go(p):
+        return await p.describe(a), await p.echo(a), await p.add_one(a)
+
+    info, back, plus = run(with_media(server, go))
+    assert info["type"] == "ndarray" and info["dtype"] == "<f4"
+    assert info["shape"] == (1000, 2000) and info["writeable"]
+    assert info["sum"] == float(a.sum())
+    # The worker's array views the buffer it received: no copy.
+    assert not info["owns"] and info["base"] != "ndarray"
+    assert back.dtype == a.dtype and back.shape == a.shape and (back == a).all()
+    assert back.flags.writeable and not back.flags.owndata
+    assert (plus == a + 1).all()
+
+
+def test_arrays_that_cannot_go_out_of_band_still_travel(server):
+    a = np.arange(300_000, dtype=np.int64).reshape(1000, 300)
+    views = [a[:, ::2], a.T, np.asfortranarray(a), a[::3]]
+
+    async def go(p):
+        return [await p.echo(v) for v in views]
+
+    for sent, got in zip(views, run(with_media(server, go))):
+        assert got.shape == sent.shape and (got == sent).all()
+
+
+@pytest.mark.parametrize("value", [
+    b"q" * 200_000, bytearray(b"r" * 100_000), memoryview(b"s" * 70_000),
+    b"small", bytearray(b"tiny"), memoryview(b"short"),
+    {"frame": b"f" * 65_536, "meta": [1, 2]}, (b"a" * 70_000, b"b" * 70_000),
+])
+def test_buffers_keep_their_type_and_contents(server, value):
+    got = run(with_media(server, lambda p: p.echo(value)))
+    assert type(got) is type(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        assert bytes(got) == bytes(value)
+    else:
+        assert got == value
+
+
+def test_memoryview_keeps_format_and_shape(server):
+    m = memoryview(np.arange(40_000, dtype=np.int32).reshape(200, 200))
+    got = run(with_media(server, lambda p: p.echo(m)))
+    assert type(got) is memoryview
+    assert got.format == "i" and got.shape == (200, 200)
+    assert got.tobytes() == m.tobytes()
+
+
+def test_generator_of_arrays(server):
+    async def go(p):
+        out = []
+        async for f in p.frames(5):
+            out.append((f.shape, int(f[0, 0, 0]), int(f[1, 1, 1])))
+        return out
+
+    assert run(with_media(server, go)) == [((720, 1280, 3), i, 7) for i in range(5)]
+
+
+def test_large_values_use_buffers_on_the_wire():
+    """The client's encoding: the arrays and large bytes after the pickle."""
+    a = np.zeros(1 << 20, dtype=np.uint8)
+    enc = wire.encode_args(pb.FORMAT_PICKLE, (a, b"x" * 70_000, b"y"), {})
+    assert isinstance(enc, wire.Encoded)
+    chunks = list(wire.iter_chunks(3, enc))
+    assert list(chunks[0].buffer_sizes) == [1 << 20, 70_000]
+    assert chunks[0].total_size == len(enc) == sum(len(c.data) for c in chunks)
+    assert all(len(c.data) <= wire.CHUNK_SIZE for c in chunks)
+    assert [c.more for c in chunks] == [True] * (len(chunks) - 1) + [False]
+    small = wire.encode_args(pb.FORMAT_PICKLE, (1, b"y"), {})
+    assert isinstance(small, bytes)
+
+
+@pytest.mark.parametrize("sizes", [[1 << 30], [10, 1 << 62]])
+def test_buffer_sizes_larger_than_the_value_fail_the_call(server, sizes):
+    """A raw client lies about the buffers: the call fails, the session and
+    the server go on."""
+    c = H2Client(server.host, server.port, timeout=20)
+    try:
+        sid = open_session(c, Plain())
+        args = bytes(wire.encode_args(pb.FORMAT_PICKLE, (), {}))
+        call = pb.ClientMessage(call=pb.Call(
+            call_id=1, name="echo",
+            args=pb.Value(data=args, total_size=len(args), buffer_sizes=sizes)))
+        c.send(sid, grpc_frame(call.SerializeToString()), end=False)
+        msgs = wait_msgs(c, sid, 2, timeout=20)
+        assert msgs[1].WhichOneof("msg") == "error", msgs
+        assert msgs[1].error.call_id == 1
+        assert "buffers are larger" in msgs[1].error.message
+        c.send(sid, b"", end=True)
+        assert c.wait(sid, timeout=20).grpc_status == 0
+    finally:
+        c.close()

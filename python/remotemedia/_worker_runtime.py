@@ -24,7 +24,6 @@ It is not importable outside the worker (``_rmworker`` exists only there).
 import asyncio
 import functools
 import inspect
-import io
 import json
 import linecache
 import logging
@@ -80,25 +79,10 @@ OOB_MIN = 64 * 1024
 _WRAP_ITEMS = 64
 
 
-def _reduce_buffer(obj):
-    """A reduction of a memoryview (which pickle cannot otherwise carry),
-    to a PickleBuffer when it is large, or NotImplemented."""
-    t = type(obj)
-    if t is memoryview:
-        if not obj.contiguous:
-            return memoryview, (obj.tobytes(),)
-        if obj.format != "B" or obj.ndim != 1:
-            return operator.methodcaller("cast", obj.format, obj.shape), \
-                (obj.cast("B"),)
-        if obj.nbytes < OOB_MIN:
-            return memoryview, (obj.tobytes(),)
-        return memoryview, (pickle.PickleBuffer(obj),)
-    return NotImplemented
-
-
 class _Oob:
-    """Stands in for a large bytes or bytearray, which pickle writes in the
-    pickle without asking reducer_override: reduced to a PickleBuffer."""
+    """Stands in for a large bytes or bytearray (which pickle writes into
+    the pickle without asking anyone) or a memoryview (which pickle cannot
+    carry at all): reduced to a PickleBuffer, out of band."""
 
     __slots__ = ("obj",)
 
@@ -106,15 +90,26 @@ class _Oob:
         self.obj = obj
 
     def __reduce_ex__(self, protocol):
-        return type(self.obj), (pickle.PickleBuffer(self.obj),)
+        m = self.obj
+        if type(m) is not memoryview:
+            return type(m), (pickle.PickleBuffer(m),)
+        if not m.contiguous or m.nbytes < OOB_MIN:
+            flat = m.tobytes()
+            if m.format == "B" and m.ndim == 1:
+                return memoryview, (flat,)
+            return operator.methodcaller("cast", m.format, m.shape), (memoryview(flat),)
+        if m.format != "B" or m.ndim != 1:
+            return operator.methodcaller("cast", m.format, m.shape), (_Oob(m.cast("B")),)
+        return memoryview, (pickle.PickleBuffer(m),)
 
 
 def _wrap_large(obj, depth=2):
-    """obj with its large bytes and bytearray objects (itself, or in the
-    tuples, lists and dicts of up to _WRAP_ITEMS items of its first depth
-    levels) as _Oob; a container is rebuilt only if something in it was."""
+    """obj with its memoryviews and large bytes and bytearray objects
+    (itself, or in the tuples, lists and dicts of up to _WRAP_ITEMS items
+    of its first depth levels) as _Oob; a container is rebuilt only if
+    something in it was."""
     t = type(obj)
-    if (t is bytes or t is bytearray) and len(obj) >= OOB_MIN:
+    if ((t is bytes or t is bytearray) and len(obj) >= OOB_MIN) or t is memoryview:
         return _Oob(obj)
     if depth == 0 or t not in (tuple, list, dict) or len(obj) > _WRAP_ITEMS:
         return obj
@@ -125,22 +120,11 @@ def _wrap_large(obj, depth=2):
     return obj if all(a is b for a, b in zip(items, obj)) else t(items)
 
 
-@functools.lru_cache(maxsize=1)
-def _pickler():
-    """cloudpickle's Pickler, with _reduce_buffer first."""
-    import cloudpickle
-
-    class Pickler(cloudpickle.CloudPickler):
-        def reducer_override(self, obj):
-            rv = _reduce_buffer(obj)
-            return super().reducer_override(obj) if rv is NotImplemented else rv
-
-    return Pickler
-
-
 def _dumps(value, buffers):
     """cloudpickle value (protocol 5); its out-of-band buffers, as
     contiguous memoryviews, are appended to buffers."""
+    import cloudpickle
+
     def keep(pb):
         try:
             buffers.append(pb.raw())
@@ -148,9 +132,8 @@ def _dumps(value, buffers):
             return True
         return False
 
-    f = io.BytesIO()
-    _pickler()(f, protocol=5, buffer_callback=keep).dump(_wrap_large(value))
-    return f.getbuffer()
+    return cloudpickle.dumps(_wrap_large(value), protocol=5,
+                             buffer_callback=keep)
 
 
 def _loads(data, sizes=()):
@@ -998,7 +981,7 @@ def _preload():
     """Import now what every Open needs, so that a spare worker (one started
     before its session, front_pool.c) has it ready when the Open comes."""
     try:
-        _pickler()
+        import cloudpickle  # noqa: F401
     except ImportError:
         pass  # the Open says so (FAILED_PRECONDITION)
 

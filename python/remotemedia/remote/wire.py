@@ -16,7 +16,6 @@ See ``docs/protocol.md`` for the rules the ``.proto`` cannot express.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import operator
 import os
@@ -114,24 +113,10 @@ class Buffered:
         self.sizes = tuple(sizes)
 
 
-def _reduce_buffer(obj: Any) -> Any:
-    """A reduction of a memoryview (which pickle cannot otherwise carry),
-    to a PickleBuffer when it is large, or NotImplemented."""
-    t = type(obj)
-    if t is memoryview:
-        if not obj.contiguous:
-            return memoryview, (obj.tobytes(),)
-        if obj.format != "B" or obj.ndim != 1:
-            return operator.methodcaller("cast", obj.format, obj.shape), (obj.cast("B"),)
-        if obj.nbytes < OOB_MIN:
-            return memoryview, (obj.tobytes(),)
-        return memoryview, (pickle.PickleBuffer(obj),)
-    return NotImplemented
-
-
 class _Oob:
-    """Stands in for a large bytes or bytearray, which pickle writes in the
-    pickle without asking reducer_override: reduced to a PickleBuffer."""
+    """Stands in for a large bytes or bytearray (which pickle writes into
+    the pickle without asking anyone) or a memoryview (which pickle cannot
+    carry at all): reduced to a PickleBuffer, out of band."""
 
     __slots__ = ("obj",)
 
@@ -139,15 +124,26 @@ class _Oob:
         self.obj = obj
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return type(self.obj), (pickle.PickleBuffer(self.obj),)
+        m = self.obj
+        if type(m) is not memoryview:
+            return type(m), (pickle.PickleBuffer(m),)
+        if not m.contiguous or m.nbytes < OOB_MIN:
+            flat = m.tobytes()
+            if m.format == "B" and m.ndim == 1:
+                return memoryview, (flat,)
+            return operator.methodcaller("cast", m.format, m.shape), (memoryview(flat),)
+        if m.format != "B" or m.ndim != 1:
+            return operator.methodcaller("cast", m.format, m.shape), (_Oob(m.cast("B")),)
+        return memoryview, (pickle.PickleBuffer(m),)
 
 
 def _wrap_large(obj: Any, depth: int = 2) -> Any:
-    """obj with its large bytes and bytearray objects (itself, or in the
-    tuples, lists and dicts of up to _WRAP_ITEMS items of its first depth
-    levels) as _Oob; a container is rebuilt only if something in it was."""
+    """obj with its memoryviews and large bytes and bytearray objects
+    (itself, or in the tuples, lists and dicts of up to _WRAP_ITEMS items
+    of its first depth levels) as _Oob; a container is rebuilt only if
+    something in it was."""
     t = type(obj)
-    if (t is bytes or t is bytearray) and len(obj) >= OOB_MIN:
+    if ((t is bytes or t is bytearray) and len(obj) >= OOB_MIN) or t is memoryview:
         return _Oob(obj)
     if depth == 0 or t not in (tuple, list, dict) or len(obj) > _WRAP_ITEMS:
         return obj
@@ -156,14 +152,6 @@ def _wrap_large(obj: Any, depth: int = 2) -> Any:
         return obj if all(d[k] is v for k, v in obj.items()) else d
     items = [_wrap_large(x, depth - 1) for x in obj]
     return obj if all(a is b for a, b in zip(items, obj)) else t(items)
-
-
-class _Pickler(cloudpickle.CloudPickler):
-    """cloudpickle, with large buffers out of band (_reduce_buffer)."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        rv = _reduce_buffer(obj)
-        return super().reducer_override(obj) if rv is NotImplemented else rv
 
 
 def _dumps(obj: Any) -> Any:
@@ -178,9 +166,9 @@ def _dumps(obj: Any) -> Any:
             return True
         return False
 
-    f = io.BytesIO()
-    _Pickler(f, protocol=_PICKLE_PROTOCOL, buffer_callback=keep).dump(_wrap_large(obj))
-    return Encoded(f.getbuffer(), buffers) if buffers else f.getvalue()
+    data = cloudpickle.dumps(_wrap_large(obj), protocol=_PICKLE_PROTOCOL,
+                             buffer_callback=keep)
+    return Encoded(data, buffers) if buffers else data
 
 
 def _loads(data: Any) -> Any:

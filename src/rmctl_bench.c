@@ -8,6 +8,9 @@
  *               the worker and the embedded Python
  *   session     open to first result: Open, Ready, one call answered; one
  *               open every --pace, so that spares (--session-pool) refill
+ *
+ * Each figure starts --pace after the sessions it uses are open, so that
+ * what the server does in the background (starting spares) is not in it.
  *   stream      a generator's items of --item-size bytes, on Pull credit
  *   throughput  small calls per second over --parallel sessions at once,
  *               each keeping RMCTL_BENCH_WINDOW calls in flight
@@ -221,6 +224,16 @@ bench_ping(struct bench_session *bs)
 	return rmctl_now_ns() - t0;
 }
 
+/* Let the server's background work (refilling spares) settle. */
+static void
+bench_sleep_ms(uint64_t ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
 /* Sort samples and take their median and 99th percentile. */
 static void
 bench_summarize(uint64_t *v, size_t n, struct bench_stats *st)
@@ -278,6 +291,7 @@ bench_calls(const struct rmctl_opts *o, struct bench_stats *st)
 	rtt = xcalloc((size_t)o->o_count, sizeof(*rtt));
 	rmctl_conn_open(&bs.bs_conn, o, now_ms() + o->o_timeout_ms);
 	bench_open(&bs, o);
+	bench_sleep_ms(o->o_pace_ms);
 	for (i = 0; i < 10 && i < o->o_count; i++)
 		(void)bench_ping(&bs); /* warm-up */
 	for (i = 0; i < o->o_count; i++)
@@ -286,16 +300,6 @@ bench_calls(const struct rmctl_opts *o, struct bench_stats *st)
 	rmctl_conn_close(&bs.bs_conn);
 	bench_summarize(rtt, (size_t)o->o_count, st);
 	free(rtt);
-}
-
-/* Let the server's background work (refilling spares) settle. */
-static void
-bench_sleep_ms(uint64_t ms)
-{
-	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
 }
 
 /*
@@ -375,6 +379,7 @@ bench_stream(const struct rmctl_opts *o, uint64_t *bytes)
 	*bytes = 0;
 	rmctl_conn_open(&bs.bs_conn, o, now_ms() + o->o_timeout_ms);
 	bench_open(&bs, o);
+	bench_sleep_ms(o->o_pace_ms);
 	t0 = rmctl_now_ns();
 	id = bench_call_send(&bs, "stream");
 	if (!bench_result(&bs, id))
@@ -501,6 +506,8 @@ bench_throughput(const struct rmctl_opts *o, uint64_t *calls)
 			(void)bench_reap(pids, (size_t)n);
 			errx(1, "bench: a throughput session did not open");
 		}
+	/* Let the server settle (spares refill) before measuring. */
+	bench_sleep_ms(o->o_pace_ms);
 	for (i = 0; i < n; i++)
 		if (write(go[1], "g", 1) != 1)
 			err(1, "bench: write");

@@ -56,6 +56,10 @@ $(GEN)/worker_runtime.h: python/remotemedia/_worker_runtime.py scripts/embed-sou
 	@mkdir -p $(GEN)
 	$(PYTHON) scripts/embed-source $< worker_runtime_source > $@
 
+$(GEN)/worker_oob.h: python/remotemedia/_oob.py scripts/embed-source
+	@mkdir -p $(GEN)
+	$(PYTHON) scripts/embed-source $< worker_oob_source > $@
+
 $(OBJ)/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
@@ -70,7 +74,7 @@ endif
 endif
 $(OBJ)/src/front_env.o: CFLAGS += -DRM_PYTHON_VERSION='"$(PY_VERSION)"'
 $(OBJ)/src/worker_py.o: CFLAGS += $(PY_CFLAGS)
-$(OBJ)/src/worker_py.o: $(GEN)/worker_runtime.h
+$(OBJ)/src/worker_py.o: $(GEN)/worker_runtime.h $(GEN)/worker_oob.h
 $(OBJ)/$(GEN)/%.o: CFLAGS += -Wno-missing-prototypes
 
 $(BUILD)/remotemediad: $(call objs,$(FRONT_SRC) $(COMMON_SRC) $(PROTO_C))

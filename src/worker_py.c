@@ -36,11 +36,14 @@
 #include "remotemedia.pb-c.h"
 #include "util.h"
 #include "worker.h"
+#include "worker_oob.h"
 #include "worker_runtime.h"
 
 #define WORKER_PY_MODULE "_rmworker"
 #define WORKER_PY_RUNTIME "_remotemedia_runtime"
 #define WORKER_PY_RUNTIME_FILE "<remotemedia/_worker_runtime.py>"
+#define WORKER_PY_OOB "_remotemedia_oob"
+#define WORKER_PY_OOB_FILE "<remotemedia/_oob.py>"
 #define WORKER_PY_EXECUTABLE L"/usr/bin/python3"
 
 /* One pump reads at most this much, then lets the loop run. */
@@ -1089,24 +1092,35 @@ worker_py_sys_path(void)
 	Py_DECREF(entries);
 }
 
-/* Compile the embedded runtime and import it as _remotemedia_runtime. */
+/* Compile an embedded module and import it under name. */
 static PyObject *
-worker_py_load_runtime(void)
+worker_py_import_source(const char *source, const char *name, const char *file)
 {
 	PyObject *code, *mod;
 
-	code = Py_CompileString(
-	    worker_runtime_source, WORKER_PY_RUNTIME_FILE, Py_file_input);
+	code = Py_CompileString(source, file, Py_file_input);
 	if (code == NULL)
 		worker_py_failed(
 		    "cannot compile the runtime", worker_py_exc_text());
-	mod = PyImport_ExecCodeModuleEx(
-	    WORKER_PY_RUNTIME, code, WORKER_PY_RUNTIME_FILE);
+	mod = PyImport_ExecCodeModuleEx(name, code, file);
 	Py_DECREF(code);
 	if (mod == NULL)
 		worker_py_failed(
 		    "cannot import the runtime", worker_py_exc_text());
 	return mod;
+}
+
+/*
+ * Import the embedded runtime as _remotemedia_runtime, after the module of
+ * out-of-band buffers it shares with the client (_remotemedia_oob).
+ */
+static PyObject *
+worker_py_load_runtime(void)
+{
+	Py_DECREF(worker_py_import_source(
+	    worker_oob_source, WORKER_PY_OOB, WORKER_PY_OOB_FILE));
+	return worker_py_import_source(
+	    worker_runtime_source, WORKER_PY_RUNTIME, WORKER_PY_RUNTIME_FILE);
 }
 
 /*

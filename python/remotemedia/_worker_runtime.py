@@ -27,15 +27,14 @@ import inspect
 import json
 import linecache
 import logging
-import operator
 import os
-import pickle
 import signal
 import sys
 import time
 import traceback
 import types
 
+import _remotemedia_oob as _oob
 import _rmworker
 
 FORMAT_PICKLE = 0
@@ -70,70 +69,12 @@ ALARM_SLACK = 0.001
 _RUNTIME_FILE = (lambda: None).__code__.co_filename
 
 
-# Large values as pickle protocol 5 out-of-band buffers (the same rules as
-# the client's, remotemedia/remote/wire.py): numpy arrays offer theirs, and
-# bytes, bytearray and memoryview objects of OOB_MIN bytes and more are
-# reduced to one. Buffers travel after the pickle, without a copy into it.
-OOB_MIN = 64 * 1024
-# Containers longer than this are not searched for large bytes.
-_WRAP_ITEMS = 64
-
-
-class _Oob:
-    """Stands in for a large bytes or bytearray (which pickle writes into
-    the pickle without asking anyone) or a memoryview (which pickle cannot
-    carry at all): reduced to a PickleBuffer, out of band."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __reduce_ex__(self, protocol):
-        m = self.obj
-        if type(m) is not memoryview:
-            return type(m), (pickle.PickleBuffer(m),)
-        if not m.contiguous or m.nbytes < OOB_MIN:
-            flat = m.tobytes()
-            if m.format == "B" and m.ndim == 1:
-                return memoryview, (flat,)
-            return operator.methodcaller("cast", m.format, m.shape), (memoryview(flat),)
-        if m.format != "B" or m.ndim != 1:
-            return operator.methodcaller("cast", m.format, m.shape), (_Oob(m.cast("B")),)
-        return memoryview, (pickle.PickleBuffer(m),)
-
-
-def _wrap_large(obj, depth=2):
-    """obj with its memoryviews and large bytes and bytearray objects
-    (itself, or in the tuples, lists and dicts of up to _WRAP_ITEMS items
-    of its first depth levels) as _Oob; a container is rebuilt only if
-    something in it was."""
-    t = type(obj)
-    if ((t is bytes or t is bytearray) and len(obj) >= OOB_MIN) or t is memoryview:
-        return _Oob(obj)
-    if depth == 0 or t not in (tuple, list, dict) or len(obj) > _WRAP_ITEMS:
-        return obj
-    if t is dict:
-        d = {k: _wrap_large(v, depth - 1) for k, v in obj.items()}
-        return obj if all(d[k] is v for k, v in obj.items()) else d
-    items = [_wrap_large(x, depth - 1) for x in obj]
-    return obj if all(a is b for a, b in zip(items, obj)) else t(items)
-
-
 def _dumps(value, buffers):
     """cloudpickle value (protocol 5); its out-of-band buffers, as
-    contiguous memoryviews, are appended to buffers."""
+    contiguous memoryviews, are appended to buffers (_remotemedia_oob)."""
     import cloudpickle
-
-    def keep(pb):
-        try:
-            buffers.append(pb.raw())
-        except BufferError:  # not contiguous: in the pickle
-            return True
-        return False
-
-    return cloudpickle.dumps(_wrap_large(value), protocol=5,
-                             buffer_callback=keep)
+    return cloudpickle.dumps(_oob.wrap_large(value), protocol=5,
+                             buffer_callback=_oob.collector(buffers))
 
 
 def _loads(data, sizes=()):
@@ -142,15 +83,8 @@ def _loads(data, sizes=()):
     import cloudpickle
     if not sizes:
         return cloudpickle.loads(data)
-    view = memoryview(data)
-    start = len(view) - sum(sizes)
-    if start < 0 or any(n < 0 for n in sizes):
-        raise ValueError("malformed value: its buffers are larger than it")
-    buffers = []
-    for n in sizes:
-        buffers.append(view[start:start + n])
-        start += n
-    return cloudpickle.loads(view[:len(view) - sum(sizes)], buffers=buffers)
+    pickled, buffers = _oob.split(data, sizes)
+    return cloudpickle.loads(pickled, buffers=buffers)
 
 
 def _log(level, message):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import os
 import pickle
 import sys
@@ -26,6 +25,8 @@ import types
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cloudpickle
+
+from remotemedia import _oob
 
 try:
     from remotemedia._proto import remotemedia_pb2 as _pb2
@@ -70,19 +71,7 @@ class ProtocolError(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# Out-of-band buffers
-#
-# Large values travel as pickle protocol 5 out-of-band buffers: the pickle,
-# then each buffer, as the data of the value's chunks (``Value.buffer_sizes``
-# in chunk 0), so that an array is never copied into a pickle. numpy arrays
-# offer their buffers; bytes, bytearray and memoryview objects of OOB_MIN
-# bytes and more are reduced to one here. The worker's runtime
-# (remotemedia/_worker_runtime.py) applies the same rules.
-
-#: Smallest bytes, bytearray or memoryview sent out of band.
-OOB_MIN = 64 * 1024
-# Containers longer than this are not searched for large bytes.
-_WRAP_ITEMS = 64
+# Out-of-band buffers (remotemedia/_oob.py says how)
 
 
 class Encoded:
@@ -113,61 +102,12 @@ class Buffered:
         self.sizes = tuple(sizes)
 
 
-class _Oob:
-    """Stands in for a large bytes or bytearray (which pickle writes into
-    the pickle without asking anyone) or a memoryview (which pickle cannot
-    carry at all): reduced to a PickleBuffer, out of band."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        m = self.obj
-        if type(m) is not memoryview:
-            return type(m), (pickle.PickleBuffer(m),)
-        if not m.contiguous or m.nbytes < OOB_MIN:
-            flat = m.tobytes()
-            if m.format == "B" and m.ndim == 1:
-                return memoryview, (flat,)
-            return operator.methodcaller("cast", m.format, m.shape), (memoryview(flat),)
-        if m.format != "B" or m.ndim != 1:
-            return operator.methodcaller("cast", m.format, m.shape), (_Oob(m.cast("B")),)
-        return memoryview, (pickle.PickleBuffer(m),)
-
-
-def _wrap_large(obj: Any, depth: int = 2) -> Any:
-    """obj with its memoryviews and large bytes and bytearray objects
-    (itself, or in the tuples, lists and dicts of up to _WRAP_ITEMS items
-    of its first depth levels) as _Oob; a container is rebuilt only if
-    something in it was."""
-    t = type(obj)
-    if ((t is bytes or t is bytearray) and len(obj) >= OOB_MIN) or t is memoryview:
-        return _Oob(obj)
-    if depth == 0 or t not in (tuple, list, dict) or len(obj) > _WRAP_ITEMS:
-        return obj
-    if t is dict:
-        d = {k: _wrap_large(v, depth - 1) for k, v in obj.items()}
-        return obj if all(d[k] is v for k, v in obj.items()) else d
-    items = [_wrap_large(x, depth - 1) for x in obj]
-    return obj if all(a is b for a, b in zip(items, obj)) else t(items)
-
-
 def _dumps(obj: Any) -> Any:
     """Pickle ``obj`` (protocol 5): bytes, or :class:`Encoded` when it has
     out-of-band buffers."""
     buffers: List[memoryview] = []
-
-    def keep(pb: pickle.PickleBuffer) -> bool:
-        try:
-            buffers.append(pb.raw())
-        except BufferError:  # not contiguous: in the pickle
-            return True
-        return False
-
-    data = cloudpickle.dumps(_wrap_large(obj), protocol=_PICKLE_PROTOCOL,
-                             buffer_callback=keep)
+    data = cloudpickle.dumps(_oob.wrap_large(obj), protocol=_PICKLE_PROTOCOL,
+                             buffer_callback=_oob.collector(buffers))
     return Encoded(data, buffers) if buffers else data
 
 
@@ -175,15 +115,10 @@ def _loads(data: Any) -> Any:
     """Unpickle bytes, or a :class:`Buffered` value with its buffers."""
     if not isinstance(data, Buffered):
         return pickle.loads(data)
-    view = memoryview(data.data)
-    start = len(view) - sum(data.sizes)
-    if start < 0:
-        raise ProtocolError("a value's buffers are larger than the value")
-    pickled = view[:start]
-    buffers = []
-    for n in data.sizes:
-        buffers.append(view[start:start + n])
-        start += n
+    try:
+        pickled, buffers = _oob.split(data.data, data.sizes)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
     return pickle.loads(pickled, buffers=buffers)
 
 

@@ -1,0 +1,89 @@
+"""Large values as pickle protocol 5 out-of-band buffers, for both ends.
+
+The client (``remotemedia.remote.wire``) imports this module; the worker
+compiles the same file into its binary and imports it as
+``_remotemedia_oob``, since a session's environment need not hold
+remotemedia. Standard library only.
+
+A value travels as its pickle, then each of its buffers, as the data of its
+chunks (``Value.buffer_sizes`` in chunk 0), so that an array is never
+copied into a pickle. numpy arrays offer their buffers themselves; bytes,
+bytearray and memoryview objects are wrapped here (pickle writes bytes and
+bytearray into the pickle without asking any hook, and cannot carry a
+memoryview at all).
+"""
+
+import operator
+import pickle
+
+#: Smallest bytes, bytearray or memoryview sent out of band.
+OOB_MIN = 64 * 1024
+#: Containers longer than this are not searched for large bytes.
+WRAP_ITEMS = 64
+
+
+class Oob:
+    """Stands in for a large bytes or bytearray, or any memoryview, while
+    it is pickled: reduced to a PickleBuffer, out of band."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __reduce_ex__(self, protocol):
+        m = self.obj
+        if type(m) is not memoryview:
+            return type(m), (pickle.PickleBuffer(m),)
+        if not m.contiguous or m.nbytes < OOB_MIN:
+            flat = m.tobytes()
+            if m.format == "B" and m.ndim == 1:
+                return memoryview, (flat,)
+            return operator.methodcaller("cast", m.format, m.shape), (memoryview(flat),)
+        if m.format != "B" or m.ndim != 1:
+            return operator.methodcaller("cast", m.format, m.shape), (Oob(m.cast("B")),)
+        return memoryview, (pickle.PickleBuffer(m),)
+
+
+def wrap_large(obj, depth=2):
+    """obj with its memoryviews and large bytes and bytearray objects
+    (itself, or in the tuples, lists and dicts of up to WRAP_ITEMS items of
+    its first depth levels) as Oob; a container is rebuilt only if
+    something in it was."""
+    t = type(obj)
+    if ((t is bytes or t is bytearray) and len(obj) >= OOB_MIN) or t is memoryview:
+        return Oob(obj)
+    if depth == 0 or t not in (tuple, list, dict) or len(obj) > WRAP_ITEMS:
+        return obj
+    if t is dict:
+        d = {k: wrap_large(v, depth - 1) for k, v in obj.items()}
+        return obj if all(d[k] is v for k, v in obj.items()) else d
+    items = [wrap_large(x, depth - 1) for x in obj]
+    return obj if all(a is b for a, b in zip(items, obj)) else t(items)
+
+
+def collector(buffers):
+    """A pickle buffer_callback that puts each contiguous buffer, as a
+    memoryview, out of band in buffers (and the others in the pickle)."""
+    def keep(pb):
+        try:
+            buffers.append(pb.raw())
+        except BufferError:  # not contiguous: in the pickle
+            return True
+        return False
+    return keep
+
+
+def split(data, sizes):
+    """The pickle and the buffers of a value received with buffers of these
+    sizes after its pickle; ValueError if they do not fit in it."""
+    view = memoryview(data)
+    start = len(view) - sum(sizes)
+    if start < 0 or any(n < 0 for n in sizes):
+        raise ValueError("malformed value: its buffers are larger than it")
+    pickled = view[:start]
+    buffers = []
+    for n in sizes:
+        buffers.append(view[start:start + n])
+        start += n
+    return pickled, buffers

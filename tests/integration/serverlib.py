@@ -18,6 +18,17 @@ BUILD = Path(os.environ.get("RM_BUILD") or ROOT / "build").resolve()
 SERVER_ARGS = shlex.split(os.environ.get("RM_SERVER_ARGS", ""))
 
 
+def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
+    """Poll pred() until it is true; its value, or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def _environ(pid: int) -> list[bytes]:
     """A process's environment, or [] once it is gone."""
     try:

@@ -30,7 +30,7 @@ from remotemedia.core.exceptions import InstallError, RemoteExecutionError
 from remotemedia.remote import RemoteProxyClient, wire
 from remotemedia.remote.session import SESSION_METHOD
 from remotemedia.remote.wire import pb
-from serverlib import Server
+from serverlib import Server, wait_for
 
 BUILDING = re.compile(r"environment [0-9a-f]{12}: building \[")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -117,16 +117,6 @@ def entries(cache: Path) -> dict[str, bool]:
     except FileNotFoundError:
         return {}
     return {n: (cache / n / "complete").exists() for n in names if not n.startswith(".")}
-
-
-def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def procs_matching(text: str) -> list[int]:

@@ -21,6 +21,7 @@ import pytest
 
 from remotemedia.remote import RemoteProxyClient
 from pkgindex import PackageIndex, build_test_packages
+import serverlib
 from serverlib import BUILD, SERVER_ARGS
 
 SANDBOX_OFF = "off" in [b for a, b in zip(SERVER_ARGS, SERVER_ARGS[1:]) if a == "--sandbox"]
@@ -50,13 +51,7 @@ def run(coro, timeout: float = 120.0):
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return serverlib.wait_for(predicate, timeout, what)
 
 
 def spares_started(srv) -> list[tuple[str, int]]:

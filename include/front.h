@@ -389,7 +389,6 @@ void front_pool_want(struct env *);
 void front_pool_forget_env(struct env *);
 int front_pool_reap(pid_t, int);
 void front_pool_stop(int);
-int front_pool_count(void);
 char *front_worker_describe_exit(int);
 void front_worker_clean_state_dir(void);
 const char *front_worker_trash_dir(void);

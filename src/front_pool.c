@@ -44,7 +44,6 @@
 #define POOL_RETRY_MAX_MS 30000
 
 static struct sessionlist pool_spares = TAILQ_HEAD_INITIALIZER(pool_spares);
-static int pool_count;
 static struct event *pool_timer;
 static int pool_failures; /* spares that died unused since one was taken */
 static int pool_stopped;
@@ -105,11 +104,14 @@ pool_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *sp = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer_iovec v;
+	size_t n = evbuffer_get_length(in);
+	uint8_t *p;
 
-	if (evbuffer_peek(in, -1, NULL, &v, 1) > 0)
-		(void)deframer_feed(
-		    &sp->ses_win, v.iov_base, v.iov_len, pool_frame, sp);
+	/* A Fatal is small: look at no more than 64 KiB of it. */
+	if (n > 65536)
+		n = 65536;
+	if ((p = evbuffer_pullup(in, (ssize_t)n)) != NULL)
+		(void)deframer_feed(&sp->ses_win, p, n, pool_frame, sp);
 	evbuffer_drain(in, evbuffer_get_length(in));
 	bufferevent_disable(bev, EV_READ | EV_WRITE);
 	pool_kill(sp);
@@ -139,7 +141,6 @@ pool_new(struct env *e)
 	if (e != NULL)
 		front_env_hold(sp, e);
 	TAILQ_INSERT_TAIL(&pool_spares, sp, ses_entry);
-	pool_count++;
 	return sp;
 }
 
@@ -148,7 +149,6 @@ static void
 pool_drop(struct session *sp)
 {
 	TAILQ_REMOVE(&pool_spares, sp, ses_entry);
-	pool_count--;
 	pool_free(sp);
 }
 
@@ -316,7 +316,6 @@ front_pool_adopt(struct session *ses)
 	if (sp == NULL)
 		return -1;
 	TAILQ_REMOVE(&pool_spares, sp, ses_entry);
-	pool_count--;
 	memcpy(ses->ses_id, sp->ses_id, sizeof(ses->ses_id));
 	ses->ses_pid = sp->ses_pid;
 	ses->ses_dir = sp->ses_dir;
@@ -382,7 +381,6 @@ front_pool_reap(pid_t pid, int wstatus)
 		return 0;
 	kill(-pid, SIGKILL); /* whatever it started, in its group */
 	TAILQ_REMOVE(&pool_spares, sp, ses_entry);
-	pool_count--;
 	if (!pool_stopped && !sp->ses_retired) {
 		how = front_worker_describe_exit(wstatus);
 		log_warnx("spare worker %d ended unused: %s", (int)pid, how);
@@ -422,11 +420,4 @@ front_pool_stop(int wait)
 		event_free(pool_timer);
 		pool_timer = NULL;
 	}
-}
-
-/* How many spares wait, for logs and tests. */
-int
-front_pool_count(void)
-{
-	return pool_count;
 }

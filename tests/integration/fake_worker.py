@@ -9,6 +9,8 @@ such as fake_worker_garbage -> fake_worker.py and point --worker at them.
 
 Modes (what the worker does after reading Init and Open):
   exit            exits with status 3 at once, before reading anything
+  fatal_at_init   a Fatal right after Init, as a worker whose sandbox
+                  failed says so (before any Open: a spare's way to fail)
   garbage         a well-framed message whose payload is not protobuf
   badtype         a frame of an unknown type (9)
   oversize        a frame header announcing 2^31 bytes
@@ -106,6 +108,13 @@ def main():
     sock.settimeout(LINGER)
     ftype, _ = read_frame(sock)
     assert ftype == FRAME_CTL, "Init first"
+    if mode == "fatal_at_init":
+        # WorkerControl{fatal (2): Fatal{code (1): 13, message (2)}}, by hand.
+        text = b"sandbox: bind /usr: test failure"
+        fatal = b"\x08\x0d\x12" + bytes([len(text)]) + text
+        sock.sendall(frame(FRAME_CTL, b"\x12" + bytes([len(fatal)]) + fatal))
+        linger(sock, read=True)
+        return 1
     ftype, _ = read_frame(sock)
     assert ftype == FRAME_MSG, "then Open"
 

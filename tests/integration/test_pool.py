@@ -16,6 +16,7 @@ import re
 import signal
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,22 @@ def test_environment_spares_are_bounded(fresh_server, idx):
     wait_for(lambda: cgroups_named({a}) == [], what="its cgroup removed")
     assert "ended unused" not in srv.log_text()  # making room is no failure
     srv.wait_idle()
+
+
+def test_spare_whose_sandbox_fails_is_discarded_and_logged(fresh_server, tmp_path):
+    """A spare that reports a failed set-up before any Open (a Fatal) is
+    killed, its reason logged, and restarted only after a growing delay."""
+    fake = Path(__file__).resolve().parent / "fake_worker.py"
+    os.chmod(fake, 0o755)
+    link = tmp_path / "fake_worker_fatal_at_init"
+    link.symlink_to(fake)
+    srv = fresh_server(["--session-pool", "1", "--worker", str(link), "--sandbox", "off"])
+    wait_for(lambda: srv.log_text().count("ended unused") >= 3, what="three spares gone")
+    log = srv.log_text()
+    assert "failed: sandbox: bind /usr: test failure" in log
+    time.sleep(0.5)
+    # 100, 200, 400 ms apart, then 800: a handful, not a spin.
+    assert srv.log_text().count("ended unused") <= 5
+    assert srv.proc.poll() is None
+    wait_for(lambda: srv.session_dirs(spares=True) == [] or len(live_spares(srv)) <= 1,
+             what="nothing piled up")

@@ -18,6 +18,7 @@
 
 enum env_kind {
 	K_VARINT,
+	K_VARINTS, /* repeated: packed (wire type 2) or one by one (0) */
 	K_FIXED32,
 	K_FIXED64,
 	K_BYTES,
@@ -67,7 +68,7 @@ struct env_schema {
 /* clang-format off */
 static const struct env_field value_top_f[] = {
 	F(1, K_VARINT), F(2, K_VARINT), F(3, K_VARINT),
-	F(4, K_BYTES), F(5, K_VARINT), F(6, K_BYTES),
+	F(4, K_BYTES), F(5, K_VARINT), F(7, K_VARINTS),
 };
 SCHEMA(value_top, R_VALUE_TOP);
 #define value_in_f value_top_f
@@ -272,8 +273,18 @@ static int
 env_delimited(const struct env_field *f, const uint8_t *val, size_t vlen,
     struct envelope *ev, int depth)
 {
+	const uint8_t *end = val + vlen;
+	uint64_t v;
+
 	if (f->f_kind == K_STRING && !env_utf8(val, vlen))
 		return -1;
+	if (f->f_kind == K_VARINTS) {
+		/* Packed: nothing but whole varints. */
+		while (val < end)
+			if (env_varint(&val, end, &v) == -1)
+				return -1;
+		return 0;
+	}
 	if (f->f_kind == K_MSG)
 		return env_walk(val, val + vlen, f->f_sub, ev, depth + 1);
 	return 0;
@@ -339,7 +350,8 @@ env_walk(const uint8_t *p, const uint8_t *end, const struct env_schema *s,
 			return -1;
 		if ((f = env_lookup(s, num)) == NULL)
 			continue; /* unknown: skipped */
-		if (env_wire(f->f_kind) != wire)
+		if (env_wire(f->f_kind) != wire &&
+		    !(f->f_kind == K_VARINTS && wire == 0))
 			return -1;
 		/*
 		 * A singular message field, or a oneof member, given twice is

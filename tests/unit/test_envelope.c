@@ -121,6 +121,9 @@ t_refused(void **state)
 	    {"bad UTF-8 in Error.type", {0x22, 0x03, 0x12, 0x01, 0xff}, 5},
 	    {"an overlong UTF-8 form", {0x22, 0x04, 0x12, 0x02, 0xc0, 0x80}, 6},
 	    {"a varint past the end", {0x3a, 0x02, 0x08, 0x80}, 4},
+	    {"Value.buffer_sizes as fixed32", {0x42, 0x05, 0x3d, 0, 0, 0, 0},
+	        7},
+	    {"a packed varint cut short", {0x42, 0x03, 0x3a, 0x01, 0x80}, 5},
 	};
 	struct envelope ev;
 	size_t i;
@@ -146,6 +149,21 @@ t_unknown_skipped(void **state)
 	assert_int_equal(envelope_server(cut, sizeof(cut), &ev), -1);
 }
 
+/* Value.buffer_sizes, packed or one by one, is a Value's field. */
+static void
+t_buffer_sizes(void **state)
+{
+	static const uint8_t packed[] = {
+	    0x42, 0x07, 0x10, 0x01, 0x3a, 0x03, 0x80, 0x80, 0x04};
+	static const uint8_t single[] = {0x42, 0x04, 0x38, 0x05, 0x38, 0x06};
+	struct envelope ev;
+
+	assert_int_equal(envelope_server(packed, sizeof(packed), &ev), 0);
+	assert_int_equal(ev.ev_case, ENV_SERVER_VALUE);
+	assert_int_equal(ev.ev_seq, 1);
+	assert_int_equal(envelope_server(single, sizeof(single), &ev), 0);
+}
+
 int
 main(void)
 {
@@ -155,6 +173,7 @@ main(void)
 	    cmocka_unit_test(t_pull_and_open),
 	    cmocka_unit_test(t_refused),
 	    cmocka_unit_test(t_unknown_skipped),
+	    cmocka_unit_test(t_buffer_sizes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -157,7 +157,9 @@ def server_sockets(srv: Server) -> int:
     return n
 
 
-def test_settings_flood_from_a_peer_that_never_reads_is_detected(server):
+def test_settings_flood_from_a_peer_that_never_reads_is_detected(fresh_server):
+    # No spares: nothing else starts in the server while it is flooded.
+    server = fresh_server(["--session-pool", "0"])
     rss = rss_kb(server.proc.pid)
     s = flood_without_reading(server)
     try:
@@ -171,7 +173,7 @@ def test_settings_flood_from_a_peer_that_never_reads_is_detected(server):
 
 
 def test_a_dead_connection_whose_peer_never_reads_is_dropped(fresh_server):
-    srv = fresh_server(["--idle-timeout", "1s"])
+    srv = fresh_server(["--idle-timeout", "1s", "--session-pool", "0"])
     base = server_sockets(srv)
     s = flood_without_reading(srv)
     try:

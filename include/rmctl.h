@@ -122,6 +122,5 @@ rmctl_conn_wait(struct rmctl_conn *cn, int (*ready)(const struct rmctl_call *),
     uint64_t deadline, const char *what);
 void rmctl_call_check(struct rmctl_conn *cn, struct rmctl_call *cl);
 void rmctl_grpc_timeout(char *buf, size_t len, uint64_t ms);
-const char *rmctl_fmt_ms(uint64_t ms);
 
 #endif

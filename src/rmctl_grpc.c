@@ -48,7 +48,7 @@ static const char *rmctl_grpc_codes[] = {
 };
 
 /* Milliseconds to a short human string: 5s, 1500ms. */
-const char *
+static const char *
 rmctl_fmt_ms(uint64_t ms)
 {
 	static char buf[32];

@@ -332,13 +332,9 @@ class FakeFront:
             return json.loads(data)
         if not sizes:
             return pickle.loads(data)
-        view = memoryview(bytearray(data))
-        start = len(view) - sum(sizes)
-        buffers = []
-        for n in sizes:
-            buffers.append(view[start:start + n])
-            start += n
-        return pickle.loads(view[:len(view) - sum(sizes)], buffers=buffers)
+        from remotemedia import _oob
+        pickled, buffers = _oob.split(bytearray(data), sizes)
+        return pickle.loads(pickled, buffers=buffers)
 
     def _chunks(self, data):
         return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]

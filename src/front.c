@@ -2,6 +2,7 @@
  * remotemediad: the front process. It parses flags, listens, and runs the
  * one libevent loop that serves every connection and every session.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
@@ -233,6 +234,28 @@ front_parse_args(int argc, char **argv)
 	}
 }
 
+/*
+ * Every session holds descriptors in the front (its socketpair, pipes, the
+ * stream's connection), so the soft limit that systemd and shells give
+ * (1024) would cap the daemon far below --max-sessions. Raise it to the
+ * hard limit; workers set their own.
+ */
+static void
+front_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		log_warn("setrlimit RLIMIT_NOFILE %llu",
+		    (unsigned long long)rl.rlim_max);
+	else
+		log_debug(
+		    "open files: up to %llu", (unsigned long long)rl.rlim_cur);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -241,6 +264,7 @@ main(int argc, char **argv)
 	front_parse_args(argc, argv);
 	log_init("front", front_conf.fc_log_level);
 	signal(SIGPIPE, SIG_IGN);
+	front_raise_nofile();
 	if (access(front_conf.fc_worker, X_OK) == -1)
 		fatal("--worker %s", front_conf.fc_worker);
 	if (mkdir_p(front_conf.fc_state_dir, 0700) == -1)

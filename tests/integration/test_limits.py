@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,10 @@ class Probe:
                 status[key] = value.strip()
         return {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
                 "groups": os.getgroups(), "status": status}
+
+    def nofile(self):
+        import resource as r
+        return r.getrlimit(r.RLIMIT_NOFILE)
 
     def env(self, names):
         return {n: os.environ.get(n) for n in names}
@@ -367,6 +372,34 @@ def _check_unprivileged(ident: dict) -> None:
 
 
 @ROOT_ONLY
+def _soft_nofile(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no Max open files line")
+
+
+@ROOT_ONLY
+def test_the_front_raises_its_open_files_limit_but_sessions_keep_theirs(fresh_server):
+    # systemd and shells start services with a soft limit of 1024: one
+    # descriptor per session would cap the daemon below --max-sessions.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        srv = fresh_server(["--session-pool", "0"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert _soft_nofile(srv.proc.pid) == hard
+
+    async def main():
+        async with RemoteProxyClient(srv.config()) as client:
+            return await (await client.create_proxy(Probe())).nofile()
+    assert tuple(run(main())) == (1024, 1024)
+
+
 def test_concurrent_sessions_run_under_different_default_uids(server):
     async def main():
         async with RemoteProxyClient(server.config()) as client:

@@ -319,6 +319,26 @@ def test_max_streams_is_advertised_and_a_fourth_stream_is_refused(fresh_server):
     echo_ok(srv.host, srv.port)
 
 
+def test_a_client_past_max_streams_is_told_why_and_another_client_is_not_held(fresh_server):
+    """A RemoteProxyClient holding --max-streams sessions waits for a slot;
+    its timeout names the limit. Each client has a connection of its own,
+    so another client to the same server still opens a session."""
+    from remotemedia.core.exceptions import RemoteTimeoutError
+    srv = fresh_server(["--max-streams", "3"])
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=3.0)) as full, \
+                RemoteProxyClient(srv.config(timeout=30.0)) as other:
+            held = [await full.create_proxy(Sleeper()) for _ in range(3)]
+            with pytest.raises(RemoteTimeoutError) as info:
+                await full.create_proxy(Sleeper())
+            assert "holds 3 sessions on its one connection" in str(info.value)
+            assert "--max-streams" in str(info.value)
+            assert await (await other.create_proxy(Sleeper())).size(b"12345") == 5
+            assert [await p.size(b"x" * i) for i, p in enumerate(held)] == [0, 1, 2]
+    run(main())
+
+
 def test_max_streams_ignored_after_its_ack_ends_that_connection_only(fresh_server):
     """A client that acknowledged SETTINGS(3) and still opens a fourth stream
     breaks the protocol: nghttp2 answers GOAWAY(PROTOCOL_ERROR). Another

@@ -132,6 +132,10 @@ class RemoteProxyClient:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            # A connection of this client's own: channels to one target
+            # otherwise share one, and with it the server's --max-streams
+            # (sessions per connection).
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if not cfg.ssl_enabled:
             return grpc.aio.insecure_channel(cfg.target, options=options)
@@ -276,9 +280,14 @@ class RemoteProxyClient:
         while True:
             event = await session.next_open_event(deadline - loop.time())
             if event is None:
+                held = len(self._sessions)
+                hint = "" if not held else (
+                    f" (this client holds {held} sessions on its one connection; if the "
+                    "server allows no more per connection, --max-streams, 100 by "
+                    "default, close some or open another RemoteProxyClient)")
                 raise RemoteTimeoutError(
                     f"no answer from {cfg.target} within {cfg.timeout:g}s while opening "
-                    "a session", code=grpc.StatusCode.DEADLINE_EXCEEDED)
+                    f"a session{hint}", code=grpc.StatusCode.DEADLINE_EXCEEDED)
             if isinstance(event, StreamEnd):
                 return event, deadline
             if isinstance(event, pb.Progress):

@@ -55,11 +55,15 @@ def wrap_large(obj, depth=2):
         return Oob(obj)
     if depth == 0 or t not in (tuple, list, dict) or len(obj) > WRAP_ITEMS:
         return obj
+    values = obj.values() if t is dict else obj
+    for x in values:
+        if wrap_large(x, depth - 1) is not x:
+            break
+    else:
+        return obj  # the common case: nothing to wrap, nothing rebuilt
     if t is dict:
-        d = {k: wrap_large(v, depth - 1) for k, v in obj.items()}
-        return obj if all(d[k] is v for k, v in obj.items()) else d
-    items = [wrap_large(x, depth - 1) for x in obj]
-    return obj if all(a is b for a, b in zip(items, obj)) else t(items)
+        return {k: wrap_large(v, depth - 1) for k, v in obj.items()}
+    return t([wrap_large(x, depth - 1) for x in obj])
 
 
 def collector(buffers):

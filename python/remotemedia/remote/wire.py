@@ -295,8 +295,8 @@ def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterat
 
 
 def call_messages(call_id: int, name: str, kind: int, doc: Optional[bytes],
-                  timeout_ms: int, chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
-    """Yield the ``ClientMessage``s of one call: ``Call``, then its arg chunks.
+                  timeout_ms: int, chunk_size: int = CHUNK_SIZE) -> Tuple[Any, ...]:
+    """The ``ClientMessage``s of one call: ``Call``, then its arg chunks.
 
     ``doc`` is None for ``CALL_GET``, which carries no arguments.
     """
@@ -307,13 +307,16 @@ def call_messages(call_id: int, name: str, kind: int, doc: Optional[bytes],
     call.kind = kind
     call.timeout_ms = timeout_ms
     if doc is None:
-        yield msg
-        return
+        return (msg,)
+    if type(doc) is bytes and len(doc) <= chunk_size:
+        args = call.args  # the common case: one chunk, no copy
+        args.call_id = call_id
+        args.data = doc
+        args.total_size = len(doc)
+        return (msg,)
     chunks = iter_chunks(call_id, doc, chunk_size)
     call.args.CopyFrom(next(chunks))
-    yield msg
-    for chunk in chunks:
-        yield pb.ClientMessage(value=chunk)
+    return (msg,) + tuple(pb.ClientMessage(value=chunk) for chunk in chunks)
 
 
 def pull_message(call_id: int, n: int, timeout_ms: int) -> Any:

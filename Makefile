@@ -30,7 +30,7 @@ CGROUP_SRC   = sandbox/sandbox_cgroup.c
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_worker.c \
                src/front_env.c src/front_trash.c src/front_sandbox.c \
-               src/front_auth.c src/front_tls.c src/front_pool.c src/envelope.c \
+               src/front_auth.c src/front_tls.c src/front_pool.c src/front_systemd.c src/front_metrics.c src/envelope.c \
                src/req.c $(CGROUP_SRC)
 # The sandbox: one file per mechanism (architecture section 5).
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c
@@ -103,7 +103,7 @@ CMOCKA_LIBS := $(call pkgconf,--libs cmocka)
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
-$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/envelope.c src/req.c src/frame.c src/log.c src/util.c $(PROTO_C))
+$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/front_metrics.c src/envelope.c src/req.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lbsd
 $(BUILD)/test_envelope: $(call objs,tests/unit/test_envelope.c src/envelope.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
@@ -186,12 +186,27 @@ clean: clean-asan
 .SECONDARY:
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
+# make install [DESTDIR=...] [PREFIX=...]: the programs, the man page, the
+# systemd units (their paths follow PREFIX) and, unless one is there, the
+# example config as /etc/remotemedia/remotemediad.conf.
 PREFIX      ?= /usr/local
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system
+UNITDIR     ?= /etc/systemd/system
+MAN8        = $(BUILD)/remotemediad.8
+$(MAN8): $(BUILD)/remotemediad
+	$(BUILD)/remotemediad --man > $@.tmp && mv $@.tmp $@
+install: all $(MAN8)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)/etc/remotemedia
 	install -m 0755 $(BUILD)/remotemediad $(BUILD)/remotemedia-worker \
 		$(BUILD)/rmctl $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 systemd/remotemediad.service $(DESTDIR)/etc/systemd/system/
+	install -m 0644 $(MAN8) $(DESTDIR)$(PREFIX)/share/man/man8/
+	for u in remotemediad.service remotemediad.socket; do \
+		sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	test -e $(DESTDIR)/etc/remotemedia/remotemediad.conf || \
+		install -m 0644 systemd/remotemediad.conf $(DESTDIR)/etc/remotemedia/
 .PHONY: install
 
 # Fuzzing (libFuzzer, clang): one target per input path; see tests/fuzz/.
@@ -220,10 +235,12 @@ FUZZ_DEFRAME_SRC = tests/fuzz/fuzz_deframe.c src/frame.c src/log.c src/util.c
 FUZZ_REQ_SRC     = tests/fuzz/fuzz_req.c src/req.c src/log.c src/util.c
 FUZZ_ENV_SRC     = tests/fuzz/fuzz_envelope.c src/envelope.c $(PROTO_C)
 FUZZ_WORKER_SRC  = tests/fuzz/fuzz_worker_frames.c tests/fuzz/stubs.c \
-                   src/front_session.c src/envelope.c src/front_config.c src/req.c \
-                   src/frame.c src/log.c src/util.c $(PROTO_C)
+                   src/front_session.c src/front_metrics.c src/envelope.c \
+                   src/front_config.c src/req.c src/frame.c src/log.c src/util.c \
+                   $(PROTO_C)
 FUZZ_H2_SRC      = tests/fuzz/fuzz_front_h2.c tests/fuzz/stubs.c \
-                   src/front_h2.c src/front_grpc.c src/front_session.c src/envelope.c \
+                   src/front_h2.c src/front_grpc.c src/front_session.c \
+                   src/front_metrics.c src/envelope.c \
                    src/front_auth.c src/front_tls.c src/front_config.c \
                    src/req.c src/frame.c src/log.c src/util.c $(PROTO_C)
 

@@ -17,6 +17,7 @@
 #include <bsd/sys/tree.h>
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include <event2/event.h>
 #include <event2/bufferevent.h>
@@ -55,8 +56,12 @@ enum grpc_status {
 #define FRONT_MAX_REPEAT 16
 
 struct front_config {
+	char *fc_config; /* --config FILE */
+	const char *fc_config_default; /* read when present, without --config */
 	char fc_host[256];
 	uint16_t fc_port;
+	char fc_metrics_host[256]; /* --metrics-listen; "" for none */
+	uint16_t fc_metrics_port;
 	char *fc_state_dir;
 	char *fc_worker;
 	int fc_log_level;
@@ -101,7 +106,7 @@ struct front_config {
 	uint32_t fc_max_sessions;
 	uint32_t fc_max_sessions_per_token;
 	uint32_t fc_max_streams;
-	uint32_t fc_max_header_list;
+	uint64_t fc_max_header_list;
 	uint32_t fc_max_inflight;
 	uint64_t fc_handshake_ms;
 	uint64_t fc_conn_idle_ms;
@@ -191,6 +196,7 @@ struct call {
 	int cl_deadline_hit; /* fired while the front was not reading */
 	char *cl_name;
 	uint64_t cl_in_bytes; /* bytes of the arguments so far */
+	uint64_t cl_started_us; /* arrival, for the latency histogram */
 	struct event *cl_deadline;
 };
 RB_HEAD(calltree, call);
@@ -270,6 +276,7 @@ struct env {
 	uint64_t env_failed_at;
 	uint64_t env_size;
 	uint64_t env_used_at;
+	uint64_t env_started_at; /* the build's start, now_ms() */
 	char *env_cgroup; /* the build's cgroup */
 };
 
@@ -281,9 +288,40 @@ int front_draining(void);
 void front_session_freed(void);
 
 /* front_config.c */
+enum front_config_result {
+	CONFIG_ERROR = -1,
+	CONFIG_RUN, /* serve */
+	CONFIG_HELP, /* --help */
+	CONFIG_CHECK, /* --check-config */
+	CONFIG_MAN, /* --man */
+};
 void front_config_defaults(struct front_config *);
 int front_config_parse(struct front_config *, int, char **, char *, size_t);
 void front_config_usage(void);
+void front_config_man(FILE *);
+
+/* front_metrics.c */
+void front_metrics_init(void);
+void front_metrics_free(void);
+void front_metrics_session(void);
+void front_metrics_refused(void);
+void front_metrics_call_start(void);
+void front_metrics_call_done(uint64_t);
+void front_metrics_env(int);
+void front_metrics_env_built(uint64_t, int);
+void front_metrics_env_evicted(void);
+void front_metrics_worker_exit(const char *);
+void front_metrics_spare_failed(void);
+struct evbuffer;
+void front_metrics_write(struct evbuffer *);
+
+/* front_systemd.c */
+void front_notify(const char *, ...) __attribute__((format(printf, 1, 2)));
+void front_systemd_init(void);
+void front_systemd_ready(void);
+void front_systemd_stopping(void);
+void front_systemd_free(void);
+int front_systemd_listen_fd(void);
 
 /* front_h2.c */
 struct conn *front_h2_accept(int, const char *);
@@ -385,6 +423,7 @@ void front_worker_attach(struct session *);
 void front_pool_init(void);
 void front_pool_poke(void);
 int front_pool_adopt(struct session *);
+int front_pool_count(void);
 void front_pool_want(struct env *);
 void front_pool_forget_env(struct env *);
 int front_pool_reap(pid_t, int);

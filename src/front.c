@@ -100,47 +100,68 @@ accept_error_cb(struct evconnlistener *l, void *arg)
 	evtimer_add(resume, &tv);
 }
 
-/* Bind the listening socket and log the address actually bound. */
+/*
+ * Socket activation: the socket systemd passed replaces --listen, and its
+ * address is the one the token rules (front_auth_init) judge.
+ */
+static int
+front_activated(void)
+{
+	int fd = front_systemd_listen_fd();
+
+	if (fd == -1)
+		return -1;
+	if (sock_hostport(fd, front_conf.fc_host, sizeof(front_conf.fc_host),
+	        &front_conf.fc_port) == -1)
+		fatalx("socket activation: fd 3 is not an IPv4 or IPv6 socket");
+	return fd;
+}
+
+/* Bind the listening socket (or take systemd's, fd != -1) and log the
+ * address actually bound. */
 static void
-front_listen(void)
+front_listen(int fd)
 {
 	struct sockaddr_storage ss;
-	socklen_t sslen = sizeof(ss);
 	int len = sizeof(ss);
+	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
 	char host[INET6_ADDRSTRLEN];
 	uint16_t port;
 
-	memset(&ss, 0, sizeof(ss));
-	if (evutil_parse_sockaddr_port(
-	        front_conf.fc_host, (struct sockaddr *)&ss, &len) == -1)
-		fatalx(
-		    "--listen: '%s' is not an IP address", front_conf.fc_host);
-	if (ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&ss)->sin_port = htons(
-		    front_conf.fc_port);
-	else
-		((struct sockaddr_in6 *)&ss)->sin6_port = htons(
-		    front_conf.fc_port);
-	listener = evconnlistener_new_bind(front_base, accept_cb, NULL,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-	    512, (struct sockaddr *)&ss, len);
-	if (listener == NULL)
-		fatal(
-		    "listen on %s:%u", front_conf.fc_host, front_conf.fc_port);
-	evconnlistener_set_error_cb(listener, accept_error_cb);
-	getsockname(
-	    evconnlistener_get_fd(listener), (struct sockaddr *)&ss, &sslen);
-	if (ss.ss_family == AF_INET) {
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host,
-		    sizeof(host));
-		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		log_info("listening on %s:%u", host, port);
+	if (fd != -1) {
+		/* systemd passes it blocking; libevent accepts until EAGAIN. */
+		if (evutil_make_socket_nonblocking(fd) == -1)
+			fatal("socket activation: fcntl");
+		listener = evconnlistener_new(
+		    front_base, accept_cb, NULL, flags, -1, fd);
+		if (listener == NULL)
+			fatalx("socket activation: cannot listen on fd %d", fd);
 	} else {
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
-		    host, sizeof(host));
-		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		log_info("listening on [%s]:%u", host, port);
+		memset(&ss, 0, sizeof(ss));
+		if (evutil_parse_sockaddr_port(
+		        front_conf.fc_host, (struct sockaddr *)&ss, &len) == -1)
+			fatalx("--listen: '%s' is not an IP address",
+			    front_conf.fc_host);
+		if (ss.ss_family == AF_INET)
+			((struct sockaddr_in *)&ss)->sin_port = htons(
+			    front_conf.fc_port);
+		else
+			((struct sockaddr_in6 *)&ss)->sin6_port = htons(
+			    front_conf.fc_port);
+		listener = evconnlistener_new_bind(front_base, accept_cb, NULL,
+		    flags | LEV_OPT_REUSEABLE, 512, (struct sockaddr *)&ss,
+		    len);
+		if (listener == NULL)
+			fatal("listen on %s:%u", front_conf.fc_host,
+			    front_conf.fc_port);
 	}
+	evconnlistener_set_error_cb(listener, accept_error_cb);
+	if (sock_hostport(evconnlistener_get_fd(listener), host, sizeof(host),
+	        &port) == -1)
+		fatal("getsockname");
+	log_info(strchr(host, ':') != NULL ? "listening on [%s]:%u%s"
+	                                   : "listening on %s:%u%s",
+	    host, port, fd != -1 ? " (socket activation)" : "");
 }
 
 static void
@@ -177,6 +198,7 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 		return;
 	log_info("signal %d: shutting down", (int)sig);
 	draining = 1;
+	front_systemd_stopping();
 	if (listener != NULL) {
 		evconnlistener_free(listener);
 		listener = NULL;
@@ -215,23 +237,28 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	front_tls_reload();
 }
 
-static void
+/* Parse flags and the config file; --help, --man and errors exit here. */
+static int
 front_parse_args(int argc, char **argv)
 {
-	char err[256];
+	char err[512];
 	int rv;
 
 	front_config_defaults(&front_conf);
 	rv = front_config_parse(&front_conf, argc, argv, err, sizeof(err));
-	if (rv == 1) {
+	switch (rv) {
+	case CONFIG_HELP:
 		front_config_usage();
 		exit(0);
-	}
-	if (rv == -1) {
+	case CONFIG_MAN:
+		front_config_man(stdout);
+		exit(0);
+	case CONFIG_ERROR:
 		fprintf(stderr, "remotemediad: %s\n", err);
-		front_config_usage();
+		fprintf(stderr, "remotemediad --help lists the options\n");
 		exit(2);
 	}
+	return rv;
 }
 
 /*
@@ -260,13 +287,27 @@ int
 main(int argc, char **argv)
 {
 	struct event *ev_chld, *ev_term, *ev_int, *ev_hup;
+	int check, activated = -1;
 
-	front_parse_args(argc, argv);
+	check = front_parse_args(argc, argv) == CONFIG_CHECK;
 	log_init("front", front_conf.fc_log_level);
 	signal(SIGPIPE, SIG_IGN);
 	front_raise_nofile();
 	if (access(front_conf.fc_worker, X_OK) == -1)
 		fatal("--worker %s", front_conf.fc_worker);
+	if (!check) {
+		front_systemd_init();
+		activated = front_activated();
+	}
+	if (check) {
+		/* What start-up checks before it touches anything. */
+		front_auth_init();
+		front_tls_init();
+		printf("remotemediad: configuration OK%s%s\n",
+		    front_conf.fc_config != NULL ? ": " : "",
+		    front_conf.fc_config != NULL ? front_conf.fc_config : "");
+		return 0;
+	}
 	if (mkdir_p(front_conf.fc_state_dir, 0700) == -1)
 		fatal("--state-dir %s", front_conf.fc_state_dir);
 	front_worker_clean_state_dir();
@@ -286,7 +327,9 @@ main(int argc, char **argv)
 	evsignal_add(ev_hup, NULL);
 	front_env_init();
 	front_pool_init();
-	front_listen();
+	front_listen(activated);
+	front_metrics_init();
+	front_systemd_ready();
 	event_base_dispatch(front_base);
 	/* Whatever is left after the grace: kill, reap, remove. */
 	front_session_kill_all();
@@ -296,6 +339,8 @@ main(int argc, char **argv)
 	front_h2_free_all();
 	front_worker_clean_state_dir();
 	log_info("stopped");
+	front_metrics_free();
+	front_systemd_free();
 	event_free(ev_chld);
 	event_free(ev_term);
 	event_free(ev_int);

@@ -1,6 +1,14 @@
-/* The front's command-line flags (architecture section 9). */
+/*
+ * The front's options (architecture section 9). One table names each
+ * option once: its type, where it is stored, its bounds, its default and
+ * its help. The same table parses flags and the config file, prints
+ * --help and the man page, and fills in the defaults, so an option cannot
+ * be known to one of them and missing from another.
+ */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,47 +18,416 @@
 #include "log.h"
 #include "util.h"
 
+#define FRONT_CONFIG_FILE "/etc/remotemedia/remotemediad.conf"
+
+enum opt_type {
+	OPT_STRING, /* char *, any text */
+	OPT_PATH, /* char *, an absolute path */
+	OPT_URL, /* char *, or "none" for NULL */
+	OPT_LIST, /* char *[FRONT_MAX_REPEAT] and a count; repeatable */
+	OPT_ONOFF, /* int, on or off */
+	OPT_U32, /* uint32_t in [lo, hi] */
+	OPT_INT, /* int in [lo, hi] */
+	OPT_LONG, /* long in [lo, hi] */
+	OPT_SIZE, /* uint64_t bytes in [lo, hi]: 512K, 10G */
+	OPT_MS, /* uint64_t milliseconds in [lo, hi]: 30s, 10m; 0 if lo 0 */
+	OPT_LISTEN, /* char[256] host at off, uint16_t port at count */
+	OPT_LEVEL, /* int, a log level */
+	OPT_NETWORK, /* int, off, isolated or host */
+	OPT_UIDS, /* fc_uid_first and fc_uid_last */
+};
+
+struct opt {
+	const char *name; /* without the leading "--" */
+	enum opt_type type;
+	size_t off; /* the field in struct front_config */
+	size_t count; /* OPT_LIST: its count field */
+	uint64_t lo, hi;
+	const char *dflt; /* parsed as a value; NULL: none */
+	const char *arg; /* the value's name in --help */
+	const char *help;
+};
+
+#define F(field) offsetof(struct front_config, field)
+
+/* Section headings: an entry with no type of its own. */
+#define SECTION(title) \
+	{ \
+		title, 0, SIZE_MAX, 0, 0, 0, NULL, NULL, NULL \
+	}
+
+static const struct opt opts[] = {
+    SECTION("general"),
+    {"config", OPT_PATH, F(fc_config), 0, 0, 0, NULL, "FILE",
+        "read options from FILE first (default " FRONT_CONFIG_FILE
+        " when it exists); flags override it"},
+    {"listen", OPT_LISTEN, F(fc_host), F(fc_port), 0, 0, "127.0.0.1:50052",
+        "HOST:PORT",
+        "address to serve on, [IPv6]:PORT too; port 0 picks a free port"},
+    {"metrics-listen", OPT_LISTEN, F(fc_metrics_host), F(fc_metrics_port), 0, 0,
+        NULL, "HOST:PORT",
+        "serve Prometheus metrics on GET /metrics at this address (default: "
+        "none)"},
+    {"state-dir", OPT_PATH, F(fc_state_dir), 0, 0, 0, "/var/lib/remotemedia",
+        "DIR", "session directories live here"},
+    {"worker", OPT_STRING, F(fc_worker), 0, 0, 0, NULL, "PATH",
+        "the worker binary (default: remotemedia-worker beside "
+        "remotemediad)"},
+    {"log-level", OPT_LEVEL, F(fc_log_level), 0, 0, 0, "info", "LEVEL",
+        "error, warn, info or debug"},
+    SECTION("environments (pip_packages)"),
+    {"pip-index-url", OPT_URL, F(fc_pip_index_url), 0, 0, 0,
+        "https://pypi.org/simple", "URL", "the index pip uses, or none"},
+    {"pip-extra-index-url", OPT_LIST, F(fc_pip_extra_index),
+        F(fc_n_pip_extra_index), 0, 0, NULL, "URL",
+        "another index; repeatable"},
+    {"pip-find-links", OPT_LIST, F(fc_pip_find_links), F(fc_n_pip_find_links),
+        0, 0, NULL, "DIR", "a directory of wheels; repeatable"},
+    {"pip-system-site-packages", OPT_ONOFF, F(fc_pip_system_site), 0, 0, 0,
+        "on", "on|off", "environments see the host's Python packages"},
+    {"pip-allow-source", OPT_ONOFF, F(fc_pip_allow_source), 0, 0, 0, "off",
+        "on|off", "allow source builds (setup.py)"},
+    {"pip-timeout", OPT_MS, F(fc_pip_timeout_ms), 0, 1, UINT64_MAX, "10m",
+        "DURATION", "bound on one install"},
+    {"env-cache-dir", OPT_PATH, F(fc_env_cache_dir), 0, 0, 0, NULL, "DIR",
+        "cached environments (default STATE-DIR/envs)"},
+    {"env-cache-size", OPT_SIZE, F(fc_env_cache_size), 0, 0, UINT64_MAX, "10G",
+        "SIZE", "evict unused environments above this"},
+    {"env-builds", OPT_INT, F(fc_env_builds), 0, 1, 64, "2", "N",
+        "concurrent builds"},
+    {"session-pool", OPT_U32, F(fc_session_pool), 0, 0, 64, "2", "N",
+        "spare sessions started ahead, for sessions with no packages; "
+        "0: none"},
+    {"builder-uid", OPT_LONG, F(fc_builder_uid), 0, 1, 4294967294ULL, "60999",
+        "UID", "uid environment builds run as (not root)"},
+    SECTION("sessions and the sandbox"),
+    {"sandbox", OPT_ONOFF, F(fc_sandbox), 0, 0, 0, "on", "on|off",
+        "confine sessions; off is for development only"},
+    {"session-uids", OPT_UIDS, 0, 0, 0, 0, "61000-61999", "FIRST-LAST",
+        "one uid per session, none of them root"},
+    {"session-network", OPT_NETWORK, F(fc_network), 0, 0, 0, "isolated",
+        "off|isolated|host", "what network a session sees"},
+    {"session-memory", OPT_SIZE, F(fc_session_memory), 0, 1 << 20, UINT64_MAX,
+        "1G", "SIZE", "memory of one session"},
+    {"session-pids", OPT_U32, F(fc_session_pids), 0, 4, 1000000, "128", "N",
+        "processes and threads of one session"},
+    {"session-cpu", OPT_U32, F(fc_session_cpu), 0, 1, 6400, "100", "PERCENT",
+        "CPU share of one session (200: two cores)"},
+    {"session-disk", OPT_SIZE, F(fc_session_disk), 0, 1 << 20, UINT64_MAX,
+        "256M", "SIZE", "session directory and /tmp, each"},
+    {"session-max-lifetime", OPT_MS, F(fc_session_lifetime_ms), 0, 0,
+        UINT64_MAX, "24h", "DURATION", "a session ends after this; 0: never"},
+    {"session-idle-timeout", OPT_MS, F(fc_session_idle_ms), 0, 0, UINT64_MAX,
+        "0", "DURATION", "a session with no call for this long ends; 0: never"},
+    {"seccomp-log", OPT_ONOFF, F(fc_seccomp_log), 0, 0, 0, "off", "on|off",
+        "log seccomp violations instead of killing"},
+    SECTION("authentication"),
+    {"token-file", OPT_PATH, F(fc_token_file), 0, 0, 0, NULL, "FILE",
+        "lines NAME:TOKEN[:admin]; clients send authorization: Bearer "
+        "TOKEN (re-read on SIGHUP)"},
+    {"allow-unauthenticated", OPT_ONOFF, F(fc_allow_unauth), 0, 0, 0, "off",
+        "on|off", "serve a non-loopback address without a token file"},
+    SECTION("TLS (reloaded on SIGHUP)"),
+    {"tls-cert", OPT_STRING, F(fc_tls_cert), 0, 0, 0, NULL, "FILE",
+        "serve TLS 1.2/1.3 with ALPN h2, with --tls-key"},
+    {"tls-key", OPT_STRING, F(fc_tls_key), 0, 0, 0, NULL, "FILE",
+        "the certificate's private key"},
+    {"tls-client-ca", OPT_STRING, F(fc_tls_client_ca), 0, 0, 0, NULL, "FILE",
+        "require client certificates signed by it"},
+    SECTION("limits"),
+    {"max-sessions", OPT_U32, F(fc_max_sessions), 0, 1, 1000000, "1000", "N",
+        "sessions at once"},
+    {"max-sessions-per-token", OPT_U32, F(fc_max_sessions_per_token), 0, 1,
+        1000000, "100", "N", "sessions at once for one token"},
+    {"max-streams", OPT_U32, F(fc_max_streams), 0, 1, 100000, "100", "N",
+        "concurrent streams per connection"},
+    {"max-message-size", OPT_SIZE, F(fc_max_message), 0, 1024, 1ULL << 31, "4M",
+        "SIZE", "one gRPC message"},
+    {"max-header-list-size", OPT_SIZE, F(fc_max_header_list), 0, 1024, 1U << 24,
+        "16K", "SIZE", "the headers of one request"},
+    {"max-value-size", OPT_SIZE, F(fc_max_value), 0, 1024, UINT64_MAX, "1G",
+        "SIZE", "one chunked value"},
+    {"max-inflight-calls", OPT_U32, F(fc_max_inflight), 0, 1, 1000000, "1000",
+        "N", "calls in flight in one session"},
+    {"handshake-timeout", OPT_MS, F(fc_handshake_ms), 0, 1, UINT64_MAX, "10s",
+        "DURATION", "a connection's TLS and HTTP/2 preface"},
+    {"idle-timeout", OPT_MS, F(fc_conn_idle_ms), 0, 1, UINT64_MAX, "10m",
+        "DURATION", "a connection with no stream for this long is closed"},
+    {"max-ping-rate", OPT_U32, F(fc_ping_rate), 0, 1, 100000, "10", "N",
+        "PINGs per second allowed, sustained"},
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static int
+opt_is_section(const struct opt *o)
+{
+	return o->off == SIZE_MAX;
+}
+
+static int
+opt_is_config(const struct opt *o)
+{
+	return o->type == OPT_PATH && o->off == F(fc_config);
+}
+
+static const struct opt *
+opt_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NOPTS; i++)
+		if (!opt_is_section(&opts[i]) &&
+		    strcmp(opts[i].name, name) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static void *
+opt_field(struct front_config *fc, size_t off)
+{
+	return (char *)fc + off;
+}
+
+static int
+opt_bad(char *err, size_t errlen, const struct opt *o, const char *want,
+    const char *val)
+{
+	snprintf(
+	    err, errlen, "--%s: expected %s, got '%s'", o->name, want, val);
+	return -1;
+}
+
+/* An unsigned decimal number, digits only. */
+static int
+opt_number(const char *val, uint64_t *out)
+{
+	char *end;
+
+	if (*val < '0' || *val > '9')
+		return -1;
+	errno = 0;
+	*out = strtoull(val, &end, 10);
+	return errno != 0 || *end != '\0' ? -1 : 0;
+}
+
+/* What a bounded value must look like, for error messages. */
+static void
+opt_want(const struct opt *o, const char *what, char *want, size_t len)
+{
+	if (o->hi == UINT64_MAX && o->lo == 0)
+		snprintf(want, len, "%s", what);
+	else if (o->hi == UINT64_MAX)
+		snprintf(want, len, "%s of at least %llu", what,
+		    (unsigned long long)o->lo);
+	else
+		snprintf(want, len, "%s from %llu to %llu", what,
+		    (unsigned long long)o->lo, (unsigned long long)o->hi);
+}
+
+/* A size as a person writes it: 1024 as 1K, 1 << 20 as 1M. */
+static void
+opt_fmt_size(uint64_t v, char *buf, size_t len)
+{
+	const char *units = "KMGT";
+	int u = -1;
+
+	while (v >= 1024 && v % 1024 == 0 && u < 3) {
+		v /= 1024;
+		u++;
+	}
+	if (u < 0)
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	else
+		snprintf(buf, len, "%llu%c", (unsigned long long)v, units[u]);
+}
+
+static void
+opt_want_size(const struct opt *o, char *want, size_t len)
+{
+	char lo[32], hi[32];
+
+	opt_fmt_size(o->lo, lo, sizeof(lo));
+	opt_fmt_size(o->hi, hi, sizeof(hi));
+	if (o->lo == 0 && o->hi == UINT64_MAX)
+		snprintf(want, len, "a size such as 512K, 4M or 10G");
+	else if (o->hi == UINT64_MAX)
+		snprintf(want, len, "a size of at least %s", lo);
+	else
+		snprintf(want, len, "a size from %s to %s", lo, hi);
+}
+
+static int
+opt_set_string(char **field, const char *val)
+{
+	free(*field);
+	*field = xstrdup(val);
+	return 0;
+}
+
+/* FIRST-LAST: a range of non-root uids. */
+static int
+opt_uids(struct front_config *fc, const char *val)
+{
+	char first[32];
+	const char *dash = strchr(val, '-');
+	uint64_t a, b;
+
+	if (dash == NULL || (size_t)(dash - val) >= sizeof(first))
+		return -1;
+	memcpy(first, val, (size_t)(dash - val));
+	first[dash - val] = '\0';
+	if (opt_number(first, &a) == -1 || opt_number(dash + 1, &b) == -1 ||
+	    a < 1 || b > 4294967294ULL || b < a)
+		return -1;
+	fc->fc_uid_first = (uint32_t)a;
+	fc->fc_uid_last = (uint32_t)b;
+	return 0;
+}
+
+/* A number, size or duration in [lo, hi]; the type says which. */
+static int
+opt_scalar(struct front_config *fc, const struct opt *o, const char *val,
+    char *err, size_t errlen)
+{
+	char want[96];
+	uint64_t v;
+	int rv;
+
+	switch (o->type) {
+	case OPT_SIZE:
+		rv = parse_size(val, &v);
+		opt_want_size(o, want, sizeof(want));
+		break;
+	case OPT_MS:
+		rv = parse_duration_ms(val, &v);
+		if (rv == -1 && o->lo == 0 && strcmp(val, "0") == 0) {
+			v = 0;
+			rv = 0;
+		}
+		snprintf(want, sizeof(want),
+		    "a duration such as 30s, 10m or 2h%s",
+		    o->lo == 0 ? ", or 0" : "");
+		break;
+	default:
+		rv = opt_number(val, &v);
+		opt_want(o, "a number", want, sizeof(want));
+		break;
+	}
+	if (rv == -1 || v < o->lo || v > o->hi)
+		return opt_bad(err, errlen, o, want, val);
+	switch (o->type) {
+	case OPT_U32:
+		*(uint32_t *)opt_field(fc, o->off) = (uint32_t)v;
+		break;
+	case OPT_INT:
+		*(int *)opt_field(fc, o->off) = (int)v;
+		break;
+	case OPT_LONG:
+		*(long *)opt_field(fc, o->off) = (long)v;
+		break;
+	default: /* OPT_SIZE, OPT_MS */
+		*(uint64_t *)opt_field(fc, o->off) = v;
+		break;
+	}
+	return 0;
+}
+
+/* Apply one option's value; write a message to err on failure. */
+static int
+opt_apply(struct front_config *fc, const struct opt *o, const char *val,
+    char *err, size_t errlen)
+{
+	static const char *networks[] = {"off", "isolated", "host"};
+	int *count;
+	size_t i;
+
+	switch (o->type) {
+	case OPT_STRING:
+		return opt_set_string(opt_field(fc, o->off), val);
+	case OPT_PATH:
+		if (*val != '/')
+			return opt_bad(err, errlen, o, "an absolute path", val);
+		return opt_set_string(opt_field(fc, o->off), val);
+	case OPT_URL:
+		if (strcmp(val, "none") == 0) {
+			free(*(char **)opt_field(fc, o->off));
+			*(char **)opt_field(fc, o->off) = NULL;
+			return 0;
+		}
+		return opt_set_string(opt_field(fc, o->off), val);
+	case OPT_LIST:
+		count = opt_field(fc, o->count);
+		if (*count >= FRONT_MAX_REPEAT) {
+			snprintf(err, errlen, "--%s: at most %d times", o->name,
+			    FRONT_MAX_REPEAT);
+			return -1;
+		}
+		((char **)opt_field(fc, o->off))[(*count)++] = xstrdup(val);
+		return 0;
+	case OPT_ONOFF:
+		if (parse_onoff(val, opt_field(fc, o->off)) == -1)
+			return opt_bad(err, errlen, o, "on or off", val);
+		return 0;
+	case OPT_LISTEN:
+		if (parse_hostport(val, opt_field(fc, o->off),
+		        sizeof(fc->fc_host), opt_field(fc, o->count)) == -1)
+			return opt_bad(
+			    err, errlen, o, "HOST:PORT or [IPv6]:PORT", val);
+		return 0;
+	case OPT_LEVEL:
+		if ((fc->fc_log_level = log_parse_level(val)) == -1)
+			return opt_bad(
+			    err, errlen, o, "error, warn, info or debug", val);
+		return 0;
+	case OPT_NETWORK:
+		for (i = 0; i < sizeof(networks) / sizeof(networks[0]); i++)
+			if (strcmp(val, networks[i]) == 0) {
+				fc->fc_network = (int)i;
+				return 0;
+			}
+		return opt_bad(err, errlen, o, "off, isolated or host", val);
+	case OPT_UIDS:
+		if (opt_uids(fc, val) == -1)
+			return opt_bad(
+			    err, errlen, o, "FIRST-LAST, non-root uids", val);
+		return 0;
+	default:
+		return opt_scalar(fc, o, val, err, errlen);
+	}
+}
+
+/* Empty a repeatable option's list (flags replace the file's values). */
+static void
+opt_clear_list(struct front_config *fc, const struct opt *o)
+{
+	char **list = opt_field(fc, o->off);
+	int *count = opt_field(fc, o->count), i;
+
+	for (i = 0; i < *count; i++) {
+		free(list[i]);
+		list[i] = NULL;
+	}
+	*count = 0;
+}
+
 /* Fill in the defaults; --worker defaults to the binary beside ours. */
 void
 front_config_defaults(struct front_config *fc)
 {
-	char self[PATH_MAX], *slash;
+	char self[PATH_MAX], *slash, err[256];
 	ssize_t n;
+	size_t i;
 
 	memset(fc, 0, sizeof(*fc));
-	strcpy(fc->fc_host, "127.0.0.1");
-	fc->fc_port = 50052;
-	fc->fc_state_dir = xstrdup("/var/lib/remotemedia");
-	fc->fc_log_level = LOG_LEVEL_INFO;
-	fc->fc_max_message = FRONT_MAX_MESSAGE;
-	fc->fc_max_value = 1024ULL * 1024 * 1024;
+	for (i = 0; i < NOPTS; i++)
+		if (!opt_is_section(&opts[i]) && opts[i].dflt != NULL &&
+		    opt_apply(fc, &opts[i], opts[i].dflt, err, sizeof(err)) ==
+		        -1)
+			fatalx("default of --%s: %s", opts[i].name, err);
+	fc->fc_config_default = FRONT_CONFIG_FILE;
 	fc->fc_grace_ms = 2000;
 	fc->fc_exit_wait_ms = 2000;
-	fc->fc_pip_index_url = xstrdup("https://pypi.org/simple");
-	fc->fc_pip_system_site = 1;
-	fc->fc_pip_timeout_ms = 10 * 60 * 1000;
-	fc->fc_env_cache_size = 10ULL * 1024 * 1024 * 1024;
-	fc->fc_env_builds = 2;
-	fc->fc_session_pool = 2;
-	fc->fc_builder_uid = 60999;
-	fc->fc_sandbox = 1;
-	fc->fc_uid_first = 61000;
-	fc->fc_uid_last = 61999;
-	fc->fc_network = 1; /* isolated */
-	fc->fc_session_memory = 1024ULL * 1024 * 1024;
-	fc->fc_session_pids = 128;
-	fc->fc_session_cpu = 100;
-	fc->fc_session_disk = 256ULL * 1024 * 1024;
-	fc->fc_session_lifetime_ms = 24ULL * 3600 * 1000;
-	fc->fc_session_idle_ms = 0;
-	fc->fc_max_sessions = 1000;
-	fc->fc_max_sessions_per_token = 100;
-	fc->fc_max_streams = 100;
-	fc->fc_max_header_list = 16384;
-	fc->fc_max_inflight = 1000;
-	fc->fc_handshake_ms = 10 * 1000;
-	fc->fc_conn_idle_ms = 10 * 60 * 1000;
-	fc->fc_ping_rate = 10;
 	n = readlink("/proc/self/exe", self, sizeof(self) - 32);
 	if (n > 0) {
 		self[n] = '\0';
@@ -63,501 +440,268 @@ front_config_defaults(struct front_config *fc)
 	fc->fc_worker = xstrdup("remotemedia-worker");
 }
 
+/* Wrap text at width columns, each line indented by indent. */
+static void
+print_wrapped(FILE *f, const char *text, int indent, int width)
+{
+	const char *p = text, *space;
+	int col = indent, len;
+
+	while (*p != '\0') {
+		space = strchr(p, ' ');
+		len = space == NULL ? (int)strlen(p) : (int)(space - p);
+		if (col > indent && col + 1 + len > width) {
+			fprintf(f, "\n%*s", indent, "");
+			col = indent;
+		} else if (col > indent) {
+			fputc(' ', f);
+			col++;
+		}
+		fprintf(f, "%.*s", len, p);
+		col += len;
+		p += len;
+		while (*p == ' ')
+			p++;
+	}
+	fputc('\n', f);
+}
+
 void
 front_config_usage(void)
 {
-	fprintf(stderr,
-	    "usage: remotemediad [--listen HOST:PORT] [--state-dir DIR]\n"
-	    "                    [--worker PATH] [--log-level LEVEL]\n"
-	    "  --listen HOST:PORT   address to serve on, [IPv6]:PORT too;\n"
-	    "                       port 0 picks a free port "
-	    "(default 127.0.0.1:50052)\n"
-	    "  --state-dir DIR      session directories live here "
-	    "(default /var/lib/remotemedia)\n"
-	    "  --worker PATH        the worker binary "
-	    "(default: remotemedia-worker beside remotemediad)\n"
-	    "  --log-level LEVEL    error, warn, info or debug "
-	    "(default info)\n"
-	    "environments (pip_packages):\n"
-	    "  --pip-index-url URL  the index pip uses, or 'none' "
-	    "(default https://pypi.org/simple)\n"
-	    "  --pip-extra-index-url URL   another index; repeatable\n"
-	    "  --pip-find-links DIR        a directory of wheels; repeatable\n"
-	    "  --pip-system-site-packages on|off  see the host's packages "
-	    "(default on)\n"
-	    "  --pip-allow-source on|off   allow source builds (setup.py) "
-	    "(default off)\n"
-	    "  --pip-timeout DURATION      bound on one install (default 10m)\n"
-	    "  --env-cache-dir DIR         cached environments "
-	    "(default STATE-DIR/envs)\n"
-	    "  --env-cache-size SIZE       evict unused ones above this "
-	    "(default 10G)\n"
-	    "  --env-builds N              concurrent builds (default 2)\n"
-	    "  --session-pool N            spare sessions started ahead, for "
-	    "sessions\n"
-	    "                              with no packages; 0: none "
-	    "(default 2)\n"
-	    "  --builder-uid UID           uid environment builds run as "
-	    "(default 60999)\n"
-	    "sessions and the sandbox:\n"
-	    "  --sandbox on|off            confine sessions; off is for "
-	    "development only (default on)\n"
-	    "  --session-uids FIRST-LAST   one uid per session "
-	    "(default 61000-61999)\n"
-	    "  --session-network off|isolated|host  (default isolated)\n"
-	    "  --session-memory SIZE       (default 1G)\n"
-	    "  --session-pids N            (default 128)\n"
-	    "  --session-cpu PERCENT       (default 100)\n"
-	    "  --session-disk SIZE         session dir and /tmp, each "
-	    "(default 256M)\n"
-	    "  --session-max-lifetime DURATION  (default 24h)\n"
-	    "  --session-idle-timeout DURATION  0 for none (default 0)\n"
-	    "  --seccomp-log on|off        log violations instead of killing "
-	    "(default off)\n"
-	    "authentication:\n"
-	    "  --token-file FILE           lines NAME:TOKEN[:admin]; clients "
-	    "send\n"
-	    "                              authorization: Bearer TOKEN "
-	    "(re-read on SIGHUP)\n"
-	    "  --allow-unauthenticated on|off  serve a non-loopback address "
-	    "without\n"
-	    "                              a token file (default off)\n"
-	    "TLS (reloaded on SIGHUP):\n"
-	    "  --tls-cert FILE --tls-key FILE  serve TLS 1.2/1.3 with ALPN h2\n"
-	    "  --tls-client-ca FILE        require client certificates "
-	    "signed by it\n"
-	    "limits:\n"
-	    "  --max-sessions N (1000)   --max-sessions-per-token N (100)\n"
-	    "  --max-streams N (100, per connection)\n"
-	    "  --max-message-size SIZE (4M)   --max-header-list-size SIZE "
-	    "(16K)\n"
-	    "  --max-value-size SIZE (1G, a chunked value)\n"
-	    "  --max-inflight-calls N (1000, per session)\n"
-	    "  --handshake-timeout DURATION (10s)   --idle-timeout DURATION "
-	    "(10m)\n"
-	    "  --max-ping-rate N (10 PINGs per second, sustained)\n");
-}
-
-/* Add a value to a repeatable flag's list. */
-static int
-front_config_repeat(char **list, int *n, const char *flag, const char *val,
-    char *err, size_t errlen)
-{
-	if (*n >= FRONT_MAX_REPEAT) {
-		snprintf(err, errlen, "%s: at most %d times", flag,
-		    FRONT_MAX_REPEAT);
-		return -1;
-	}
-	list[(*n)++] = xstrdup(val);
-	return 0;
-}
-
-static int
-front_config_bad(char *err, size_t errlen, const char *flag, const char *want,
-    const char *val)
-{
-	snprintf(err, errlen, "%s: expected %s, got '%s'", flag, want, val);
-	return -1;
-}
-
-/* Parse an unsigned number in [lo, hi]. */
-static int
-front_config_number(const char *val, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	char *end;
-
-	if (*val < '0' || *val > '9')
-		return -1;
-	errno = 0;
-	*out = strtoull(val, &end, 10);
-	if (errno != 0 || *end != '\0' || *out < lo || *out > hi)
-		return -1;
-	return 0;
-}
-
-/* --session-uids FIRST-LAST: a range of non-root uids. */
-static int
-front_config_uids(struct front_config *fc, const char *val)
-{
-	char first[32];
-	const char *dash = strchr(val, '-');
-	uint64_t a, b;
-
-	if (dash == NULL || (size_t)(dash - val) >= sizeof(first))
-		return -1;
-	memcpy(first, val, (size_t)(dash - val));
-	first[dash - val] = '\0';
-	if (front_config_number(first, 1, 4294967294ULL, &a) == -1 ||
-	    front_config_number(dash + 1, 1, 4294967294ULL, &b) == -1 || b < a)
-		return -1;
-	fc->fc_uid_first = (uint32_t)a;
-	fc->fc_uid_last = (uint32_t)b;
-	return 0;
-}
-
-/* A number flag in [lo, hi] into a uint32_t. */
-static int
-front_config_u32(const char *flag, const char *val, uint64_t lo, uint64_t hi,
-    uint32_t *out, char *err, size_t errlen)
-{
-	uint64_t v;
-	char want[64];
-
-	if (front_config_number(val, lo, hi, &v) == -1) {
-		snprintf(want, sizeof(want), "a number from %llu to %llu",
-		    (unsigned long long)lo, (unsigned long long)hi);
-		return front_config_bad(err, errlen, flag, want, val);
-	}
-	*out = (uint32_t)v;
-	return 0;
-}
-
-/* The limits flags. */
-static int
-front_config_apply_limits(struct front_config *fc, const char *flag,
-    const char *val, char *err, size_t errlen)
-{
-	uint64_t v;
-
-	if (strcmp(flag, "--max-sessions") == 0)
-		return front_config_u32(
-		    flag, val, 1, 1000000, &fc->fc_max_sessions, err, errlen);
-	if (strcmp(flag, "--max-sessions-per-token") == 0)
-		return front_config_u32(flag, val, 1, 1000000,
-		    &fc->fc_max_sessions_per_token, err, errlen);
-	if (strcmp(flag, "--max-streams") == 0)
-		return front_config_u32(
-		    flag, val, 1, 100000, &fc->fc_max_streams, err, errlen);
-	if (strcmp(flag, "--max-inflight-calls") == 0)
-		return front_config_u32(
-		    flag, val, 1, 1000000, &fc->fc_max_inflight, err, errlen);
-	if (strcmp(flag, "--max-ping-rate") == 0)
-		return front_config_u32(
-		    flag, val, 1, 100000, &fc->fc_ping_rate, err, errlen);
-	if (strcmp(flag, "--max-header-list-size") == 0) {
-		if (parse_size(val, &v) == -1 || v < 1024 || v > (1U << 24))
-			return front_config_bad(
-			    err, errlen, flag, "a size from 1K to 16M", val);
-		fc->fc_max_header_list = (uint32_t)v;
-	} else if (strcmp(flag, "--max-message-size") == 0) {
-		if (parse_size(val, &fc->fc_max_message) == -1 ||
-		    fc->fc_max_message < 1024 ||
-		    fc->fc_max_message > (1ULL << 31))
-			return front_config_bad(
-			    err, errlen, flag, "a size from 1K to 2G", val);
-	} else if (strcmp(flag, "--max-value-size") == 0) {
-		if (parse_size(val, &fc->fc_max_value) == -1 ||
-		    fc->fc_max_value < 1024)
-			return front_config_bad(
-			    err, errlen, flag, "a size of at least 1K", val);
-	} else if (strcmp(flag, "--handshake-timeout") == 0 ||
-	    strcmp(flag, "--idle-timeout") == 0) {
-		if (parse_duration_ms(val, &v) == -1 || v == 0)
-			return front_config_bad(err, errlen, flag,
-			    "a duration such as 10s or 5m", val);
-		if (flag[2] == 'h')
-			fc->fc_handshake_ms = v;
-		else
-			fc->fc_conn_idle_ms = v;
-	} else {
-		snprintf(err, errlen, "%s: unknown flag", flag);
-		return -1;
-	}
-	return 0;
-}
-
-/* The session and sandbox flags. */
-static int
-front_config_apply_session(struct front_config *fc, const char *flag,
-    const char *val, char *err, size_t errlen)
-{
-	uint64_t v;
-
-	if (strcmp(flag, "--sandbox") == 0) {
-		if (parse_onoff(val, &fc->fc_sandbox) == -1)
-			return front_config_bad(
-			    err, errlen, flag, "on or off", val);
-	} else if (strcmp(flag, "--token-file") == 0) {
-		if (*val != '/')
-			return front_config_bad(
-			    err, errlen, flag, "an absolute path", val);
-		free(fc->fc_token_file);
-		fc->fc_token_file = xstrdup(val);
-	} else if (strcmp(flag, "--tls-cert") == 0) {
-		free(fc->fc_tls_cert);
-		fc->fc_tls_cert = xstrdup(val);
-	} else if (strcmp(flag, "--tls-key") == 0) {
-		free(fc->fc_tls_key);
-		fc->fc_tls_key = xstrdup(val);
-	} else if (strcmp(flag, "--tls-client-ca") == 0) {
-		free(fc->fc_tls_client_ca);
-		fc->fc_tls_client_ca = xstrdup(val);
-	} else if (strcmp(flag, "--allow-unauthenticated") == 0) {
-		if (parse_onoff(val, &fc->fc_allow_unauth) == -1)
-			return front_config_bad(
-			    err, errlen, flag, "on or off", val);
-	} else if (strcmp(flag, "--seccomp-log") == 0) {
-		if (parse_onoff(val, &fc->fc_seccomp_log) == -1)
-			return front_config_bad(
-			    err, errlen, flag, "on or off", val);
-	} else if (strcmp(flag, "--session-uids") == 0) {
-		if (front_config_uids(fc, val) == -1)
-			return front_config_bad(err, errlen, flag,
-			    "FIRST-LAST, non-root uids", val);
-	} else if (strcmp(flag, "--session-network") == 0) {
-		if (strcmp(val, "off") == 0)
-			fc->fc_network = 0;
-		else if (strcmp(val, "isolated") == 0)
-			fc->fc_network = 1;
-		else if (strcmp(val, "host") == 0)
-			fc->fc_network = 2;
-		else
-			return front_config_bad(
-			    err, errlen, flag, "off, isolated or host", val);
-	} else if (strcmp(flag, "--session-memory") == 0 ||
-	    strcmp(flag, "--session-disk") == 0) {
-		if (parse_size(val, &v) == -1 || v < 1024 * 1024)
-			return front_config_bad(
-			    err, errlen, flag, "a size of at least 1M", val);
-		if (flag[10] == 'm')
-			fc->fc_session_memory = v;
-		else
-			fc->fc_session_disk = v;
-	} else if (strcmp(flag, "--session-pids") == 0) {
-		if (front_config_number(val, 4, 1000000, &v) == -1)
-			return front_config_bad(err, errlen, flag,
-			    "a number from 4 to 1000000", val);
-		fc->fc_session_pids = (uint32_t)v;
-	} else if (strcmp(flag, "--session-cpu") == 0) {
-		if (front_config_number(val, 1, 6400, &v) == -1)
-			return front_config_bad(err, errlen, flag,
-			    "a percentage from 1 to 6400", val);
-		fc->fc_session_cpu = (uint32_t)v;
-	} else if (strcmp(flag, "--session-max-lifetime") == 0 ||
-	    strcmp(flag, "--session-idle-timeout") == 0) {
-		if (parse_duration_ms(val, &v) == -1 && strcmp(val, "0") != 0)
-			return front_config_bad(err, errlen, flag,
-			    "a duration such as 30s, 10m or 2h", val);
-		if (strcmp(val, "0") == 0)
-			v = 0;
-		if (flag[10] == 'm')
-			fc->fc_session_lifetime_ms = v;
-		else
-			fc->fc_session_idle_ms = v;
-	} else
-		return front_config_apply_limits(fc, flag, val, err, errlen);
-	return 0;
-}
-
-/* The environment flags (pip_packages). */
-static int
-front_config_apply_env(struct front_config *fc, const char *flag,
-    const char *val, char *err, size_t errlen)
-{
-	uint64_t v;
-	char *end;
-
-	if (strcmp(flag, "--pip-index-url") == 0) {
-		free(fc->fc_pip_index_url);
-		fc->fc_pip_index_url = strcmp(val, "none") == 0 ? NULL
-		                                                : xstrdup(val);
-	} else if (strcmp(flag, "--pip-extra-index-url") == 0)
-		return front_config_repeat(fc->fc_pip_extra_index,
-		    &fc->fc_n_pip_extra_index, flag, val, err, errlen);
-	else if (strcmp(flag, "--pip-find-links") == 0)
-		return front_config_repeat(fc->fc_pip_find_links,
-		    &fc->fc_n_pip_find_links, flag, val, err, errlen);
-	else if (strcmp(flag, "--pip-system-site-packages") == 0) {
-		if (parse_onoff(val, &fc->fc_pip_system_site) == -1)
-			return front_config_bad(
-			    err, errlen, flag, "on or off", val);
-	} else if (strcmp(flag, "--pip-allow-source") == 0) {
-		if (parse_onoff(val, &fc->fc_pip_allow_source) == -1)
-			return front_config_bad(
-			    err, errlen, flag, "on or off", val);
-	} else if (strcmp(flag, "--pip-timeout") == 0) {
-		if (parse_duration_ms(val, &fc->fc_pip_timeout_ms) == -1 ||
-		    fc->fc_pip_timeout_ms == 0)
-			return front_config_bad(err, errlen, flag,
-			    "a duration such as 90s or 10m", val);
-	} else if (strcmp(flag, "--env-cache-dir") == 0) {
-		if (*val != '/')
-			return front_config_bad(
-			    err, errlen, flag, "an absolute path", val);
-		free(fc->fc_env_cache_dir);
-		fc->fc_env_cache_dir = xstrdup(val);
-	} else if (strcmp(flag, "--env-cache-size") == 0) {
-		if (parse_size(val, &fc->fc_env_cache_size) == -1)
-			return front_config_bad(err, errlen, flag,
-			    "a size such as 512M or 10G", val);
-	} else if (strcmp(flag, "--env-builds") == 0) {
-		v = strtoull(val, &end, 10);
-		if (*val < '0' || *val > '9' || *end != '\0' || v < 1 || v > 64)
-			return front_config_bad(
-			    err, errlen, flag, "a number from 1 to 64", val);
-		fc->fc_env_builds = (int)v;
-	} else if (strcmp(flag, "--session-pool") == 0) {
-		v = strtoull(val, &end, 10);
-		if (*val < '0' || *val > '9' || *end != '\0' || v > 64)
-			return front_config_bad(
-			    err, errlen, flag, "a number from 0 to 64", val);
-		fc->fc_session_pool = (uint32_t)v;
-	} else if (strcmp(flag, "--builder-uid") == 0) {
-		v = strtoull(val, &end, 10);
-		if (*val < '0' || *val > '9' || *end != '\0' || v == 0 ||
-		    v > 4294967294ULL)
-			return front_config_bad(
-			    err, errlen, flag, "a non-root uid", val);
-		fc->fc_builder_uid = (long)v;
-	} else
-		return front_config_apply_session(fc, flag, val, err, errlen);
-	return 0;
-}
-
-/* Apply one flag and its value; write a message to err on failure. */
-static int
-front_config_apply(struct front_config *fc, const char *flag, const char *val,
-    char *err, size_t errlen)
-{
-	if (strcmp(flag, "--listen") == 0) {
-		if (parse_hostport(val, fc->fc_host, sizeof(fc->fc_host),
-		        &fc->fc_port) == -1) {
-			snprintf(err, errlen,
-			    "--listen: expected HOST:PORT or "
-			    "[IPv6]:PORT, got '%s'",
-			    val);
-			return -1;
-		}
-	} else if (strcmp(flag, "--state-dir") == 0) {
-		if (*val != '/') {
-			snprintf(err, errlen,
-			    "--state-dir: '%s' is not an "
-			    "absolute path",
-			    val);
-			return -1;
-		}
-		free(fc->fc_state_dir);
-		fc->fc_state_dir = xstrdup(val);
-	} else if (strcmp(flag, "--worker") == 0) {
-		free(fc->fc_worker);
-		fc->fc_worker = xstrdup(val);
-	} else if (strcmp(flag, "--log-level") == 0) {
-		if ((fc->fc_log_level = log_parse_level(val)) == -1) {
-			snprintf(err, errlen,
-			    "--log-level: expected error, "
-			    "warn, info or debug, got '%s'",
-			    val);
-			return -1;
-		}
-	} else
-		return front_config_apply_env(fc, flag, val, err, errlen);
-	return 0;
-}
-
-static const char *front_flags[] = {
-    "--listen",
-    "--state-dir",
-    "--worker",
-    "--log-level",
-    "--pip-index-url",
-    "--pip-extra-index-url",
-    "--pip-find-links",
-    "--pip-system-site-packages",
-    "--pip-allow-source",
-    "--pip-timeout",
-    "--env-cache-dir",
-    "--env-cache-size",
-    "--env-builds",
-    "--session-pool",
-    "--builder-uid",
-    "--sandbox",
-    "--session-uids",
-    "--session-network",
-    "--session-memory",
-    "--session-pids",
-    "--session-cpu",
-    "--session-disk",
-    "--session-max-lifetime",
-    "--session-idle-timeout",
-    "--seccomp-log",
-    "--token-file",
-    "--allow-unauthenticated",
-    "--tls-cert",
-    "--tls-key",
-    "--tls-client-ca",
-    "--max-sessions",
-    "--max-sessions-per-token",
-    "--max-streams",
-    "--max-message-size",
-    "--max-header-list-size",
-    "--max-value-size",
-    "--max-inflight-calls",
-    "--handshake-timeout",
-    "--idle-timeout",
-    "--max-ping-rate",
-};
-
-static int
-front_config_known(const char *flag)
-{
+	char flag[96], help[512];
+	const struct opt *o;
 	size_t i;
 
-	for (i = 0; i < sizeof(front_flags) / sizeof(front_flags[0]); i++)
-		if (strcmp(flag, front_flags[i]) == 0)
-			return 1;
-	return 0;
+	fprintf(stderr,
+	    "usage: remotemediad [--config FILE] [--OPTION VALUE ...]\n"
+	    "       remotemediad --check-config [--config FILE] "
+	    "[--OPTION VALUE ...]\n"
+	    "Every option is also a key of the config file: "
+	    "\"listen = 0.0.0.0:50052\".\n");
+	for (i = 0; i < NOPTS; i++) {
+		o = &opts[i];
+		if (opt_is_section(o)) {
+			fprintf(stderr, "%s:\n", o->name);
+			continue;
+		}
+		snprintf(flag, sizeof(flag), "  --%s %s", o->name, o->arg);
+		if (o->dflt != NULL)
+			snprintf(help, sizeof(help), "%s (default %s)", o->help,
+			    o->dflt);
+		else
+			snprintf(help, sizeof(help), "%s", o->help);
+		if (strlen(flag) < 30)
+			fprintf(stderr, "%-30s", flag);
+		else
+			fprintf(stderr, "%s\n%30s", flag, "");
+		print_wrapped(stderr, help, 30, 78);
+	}
+	fprintf(stderr,
+	    "other:\n"
+	    "  --check-config                validate the options and the "
+	    "config file, then exit\n"
+	    "  --help                        this text\n"
+	    "  --man                         print the man page (roff)\n");
+}
+
+/* Text for roff: a leading dot or quote, and backslashes, escaped. */
+static void
+man_text(FILE *f, const char *s)
+{
+	if (*s == '.' || *s == '\'')
+		fputs("\\&", f);
+	for (; *s != '\0'; s++) {
+		if (*s == '\\')
+			fputs("\\e", f);
+		else if (*s == '-')
+			fputs("\\-", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+/* remotemediad.8, from the same table as --help. */
+void
+front_config_man(FILE *f)
+{
+	const struct opt *o;
+	size_t i;
+
+	fputs(".TH REMOTEMEDIAD 8 \"\" \"remotemedia\" \"System Manager's "
+	      "Manual\"\n"
+	      ".SH NAME\nremotemediad \\- run live Python objects in "
+	      "sandboxed sessions over gRPC\n"
+	      ".SH SYNOPSIS\n.B remotemediad\n[\\fB\\-\\-config\\fR "
+	      "\\fIFILE\\fR] [\\fB\\-\\-\\fIoption\\fR \\fIvalue\\fR ...]\n"
+	      ".br\n.B remotemediad \\-\\-check\\-config\n"
+	      "[\\fB\\-\\-config\\fR \\fIFILE\\fR] [\\fB\\-\\-\\fIoption\\fR "
+	      "\\fIvalue\\fR ...]\n"
+	      ".SH DESCRIPTION\n"
+	      "remotemediad serves the gRPC service remotemedia.v1."
+	      "RemoteExecution. Each session runs a client's Python object in "
+	      "a worker process of its own, confined by namespaces, a cgroup, "
+	      "its own uid, resource limits, Landlock and seccomp.\n"
+	      ".PP\nOptions are read from the config file, then from the "
+	      "command line, which wins. An option is written "
+	      "\\fB\\-\\-name value\\fR or \\fB\\-\\-name=value\\fR on the "
+	      "command line, and \\fBname = value\\fR on a line of the file.\n"
+	      ".SH OPTIONS\n",
+	    f);
+	for (i = 0; i < NOPTS; i++) {
+		o = &opts[i];
+		if (opt_is_section(o)) {
+			fputs(".SS ", f);
+			man_text(f, o->name);
+			fputs("\n", f);
+			continue;
+		}
+		fputs(".TP\n.BI \"\\-\\-", f);
+		man_text(f, o->name);
+		fputs(" \" \"", f);
+		man_text(f, o->arg);
+		fputs("\"\n", f);
+		man_text(f, o->help);
+		if (o->dflt != NULL) {
+			fputs(" (default ", f);
+			man_text(f, o->dflt);
+			fputs(")", f);
+		}
+		fputs(".\n", f);
+	}
+	fputs(
+	    ".SS other\n.TP\n.B \\-\\-check\\-config\nValidate the options "
+	    "and the config file, print the result and exit: 0 when valid, "
+	    "2 when not.\n"
+	    ".TP\n.B \\-\\-help\nPrint the options.\n"
+	    ".TP\n.B \\-\\-man\nPrint this page.\n"
+	    ".SH FILES\n.TP\n.I " FRONT_CONFIG_FILE
+	    "\nThe config file, when it exists and no \\fB\\-\\-config\\fR is "
+	    "given: lines \\fBkey = value\\fR, one option each, with the "
+	    "keys of the options above; blank lines and lines starting with "
+	    "# are ignored; a repeatable option is given on several lines.\n"
+	    ".SH SIGNALS\n.TP\n.B SIGHUP\nRe-read the token file and the "
+	    "TLS files.\n.TP\n.B SIGTERM\nDrain: refuse new sessions, let "
+	    "running calls finish within a grace, then stop.\n"
+	    ".SH SEE ALSO\n.BR rmctl (1),\n.BR systemd.service (5)\n",
+	    f);
+}
+
+/* Strip leading and trailing blanks in place. */
+static char *
+trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		*--end = '\0';
+	return s;
 }
 
 /*
- * Parse argv. Flags are long only, written "--flag value" or
- * "--flag=value". Returns 0, 1 for --help, or -1 with a message in err.
+ * Read a config file: "key = value" (or "key value") per line, # comments.
+ * Errors are "FILE:LINE: ...". A missing default file is not an error.
  */
-int
-front_config_parse(
-    struct front_config *fc, int argc, char **argv, char *err, size_t errlen)
+static int
+front_config_file(struct front_config *fc, const char *path, int required,
+    char *err, size_t errlen)
+{
+	char line[4096], msg[256], *key, *val, *p;
+	const struct opt *o;
+	FILE *f;
+	int lineno = 0;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		if (!required && errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "--config %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			snprintf(
+			    err, errlen, "%s:%d: line too long", path, lineno);
+			goto fail;
+		}
+		key = trim(line);
+		if (*key == '\0' || *key == '#')
+			continue;
+		p = key + strcspn(key, " \t=");
+		val = p + strspn(p, " \t");
+		if (*val == '=')
+			val++;
+		*p = '\0';
+		val = trim(val);
+		if ((o = opt_find(key)) == NULL || opt_is_config(o)) {
+			snprintf(err, errlen, "%s:%d: %s: unknown key", path,
+			    lineno, key);
+			goto fail;
+		}
+		if (*val == '\0') {
+			snprintf(err, errlen, "%s:%d: %s: missing value", path,
+			    lineno, key);
+			goto fail;
+		}
+		if (opt_apply(fc, o, val, msg, sizeof(msg)) == -1) {
+			snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
+			goto fail;
+		}
+	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	fclose(f);
+	return 0;
+fail:
+	fclose(f);
+	return -1;
+}
+
+/* Split one argument into flag and value; i moves past a separate value. */
+static const struct opt *
+front_config_arg(
+    int argc, char **argv, int *i, const char **val, char *err, size_t errlen)
 {
 	char flag[64];
-	const char *arg, *val, *eq;
-	int i;
+	const char *arg = argv[*i], *eq;
+	const struct opt *o;
+	size_t len;
 
-	for (i = 1; i < argc; i++) {
-		arg = argv[i];
-		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
-			return 1;
-		if (strncmp(arg, "--", 2) != 0) {
-			snprintf(err, errlen, "%s: unexpected argument", arg);
-			return -1;
-		}
-		if ((eq = strchr(arg, '=')) != NULL) {
-			if ((size_t)(eq - arg) >= sizeof(flag)) {
-				snprintf(
-				    err, errlen, "%.40s...: unknown flag", arg);
-				return -1;
-			}
-			memcpy(flag, arg, (size_t)(eq - arg));
-			flag[eq - arg] = '\0';
-			val = eq + 1;
-		} else {
-			if (strlen(arg) >= sizeof(flag)) {
-				snprintf(
-				    err, errlen, "%.40s...: unknown flag", arg);
-				return -1;
-			}
-			strcpy(flag, arg);
-			if (!front_config_known(flag)) {
-				snprintf(err, errlen, "%s: unknown flag", flag);
-				return -1;
-			}
-			if (i + 1 >= argc) {
-				snprintf(
-				    err, errlen, "%s: missing value", flag);
-				return -1;
-			}
-			val = argv[++i];
-		}
-		if (front_config_apply(fc, flag, val, err, errlen) == -1)
-			return -1;
+	if (strncmp(arg, "--", 2) != 0) {
+		snprintf(err, errlen, "%s: unexpected argument", arg);
+		return NULL;
 	}
+	eq = strchr(arg, '=');
+	len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+	if (len >= sizeof(flag)) {
+		snprintf(err, errlen, "%.40s...: unknown flag", arg);
+		return NULL;
+	}
+	memcpy(flag, arg, len);
+	flag[len] = '\0';
+	if ((o = opt_find(flag + 2)) == NULL) {
+		snprintf(err, errlen, "%s: unknown flag", flag);
+		return NULL;
+	}
+	if (eq != NULL)
+		*val = eq + 1;
+	else if (*i + 1 >= argc) {
+		snprintf(err, errlen, "%s: missing value", flag);
+		return NULL;
+	} else
+		*val = argv[++*i];
+	return o;
+}
+
+/* Checks across options, after all of them are read. */
+static int
+front_config_check(struct front_config *fc, char *err, size_t errlen)
+{
 	if (fc->fc_builder_uid >= (long)fc->fc_uid_first &&
 	    fc->fc_builder_uid <= (long)fc->fc_uid_last) {
 		snprintf(err, errlen,
@@ -567,4 +711,66 @@ front_config_parse(
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * Parse the config file and argv. Flags are long only, written "--flag
+ * value" or "--flag=value", and override the file. Returns CONFIG_RUN,
+ * CONFIG_HELP, CONFIG_MAN, CONFIG_CHECK, or CONFIG_ERROR with a message in
+ * err.
+ */
+int
+front_config_parse(
+    struct front_config *fc, int argc, char **argv, char *err, size_t errlen)
+{
+	const struct opt *o;
+	const char *val;
+	int i, check = 0, cleared[NOPTS];
+
+	/* First the words that are not options, and --config. */
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0)
+			return CONFIG_HELP;
+		if (strcmp(argv[i], "--man") == 0)
+			return CONFIG_MAN;
+	}
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--check-config") == 0) {
+			check = 1;
+			continue;
+		}
+		/* Errors are reported in order by the second pass. */
+		if ((o = front_config_arg(argc, argv, &i, &val, err, errlen)) ==
+		    NULL)
+			break;
+		if (opt_is_config(o) &&
+		    opt_apply(fc, o, val, err, errlen) == -1)
+			return CONFIG_ERROR;
+	}
+	if (fc->fc_config != NULL) {
+		if (front_config_file(fc, fc->fc_config, 1, err, errlen) == -1)
+			return CONFIG_ERROR;
+	} else if (fc->fc_config_default != NULL &&
+	    front_config_file(fc, fc->fc_config_default, 0, err, errlen) == -1)
+		return CONFIG_ERROR;
+	memset(cleared, 0, sizeof(cleared));
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--check-config") == 0)
+			continue;
+		if ((o = front_config_arg(argc, argv, &i, &val, err, errlen)) ==
+		    NULL)
+			return CONFIG_ERROR;
+		if (opt_is_config(o))
+			continue;
+		if (o->type == OPT_LIST && !cleared[o - opts]) {
+			opt_clear_list(fc, o);
+			cleared[o - opts] = 1;
+		}
+		if (opt_apply(fc, o, val, err, errlen) == -1)
+			return CONFIG_ERROR;
+	}
+	if (front_config_check(fc, err, errlen) == -1)
+		return CONFIG_ERROR;
+	return check ? CONFIG_CHECK : CONFIG_RUN;
 }

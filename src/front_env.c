@@ -165,6 +165,7 @@ env_evict(void)
 		    (unsigned long long)front_conf.fc_env_cache_size);
 		env_remove_tree(e->env_dir);
 		env_free(e);
+		front_metrics_env_evicted();
 	}
 }
 
@@ -493,6 +494,7 @@ env_spawn(struct env *e)
 	posix_spawnattr_init(&attr);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
 	posix_spawnattr_setpgroup(&attr, 0);
+	e->env_started_at = now_ms();
 	rv = posix_spawn(
 	    &e->env_pid, front_conf.fc_worker, &fa, &attr, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
@@ -603,6 +605,7 @@ env_build_done(struct env *e, int st)
 	    env_read_marker(e->env_dir, &e->env_size) == 0) {
 		log_info("environment %.12s: ready, %llu bytes", e->env_key,
 		    (unsigned long long)e->env_size);
+		front_metrics_env_built(now_ms() - e->env_started_at, 1);
 		env_mark_ready(e);
 		env_notify(e);
 		env_evict();
@@ -618,6 +621,7 @@ env_build_done(struct env *e, int st)
 		    WTERMSIG(st));
 		e->env_error = xstrdup(buf);
 	}
+	front_metrics_env_built(now_ms() - e->env_started_at, 0);
 	msg = env_failure_message(e);
 	free(e->env_error);
 	e->env_error = msg;
@@ -751,6 +755,7 @@ front_env_attach(struct session *ses, const char *reqs, const char **err)
 	}
 	e->env_refs++;
 	ses->ses_env = e;
+	front_metrics_env(e->env_state == ENV_READY);
 	if (e->env_state == ENV_READY) {
 		e->env_used_at = now_ms();
 		TAILQ_REMOVE(&env_lru, e, env_lru);

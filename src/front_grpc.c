@@ -202,6 +202,7 @@ front_grpc_headers_done(struct stream *s)
 	}
 	if (s->str_rpc == RPC_SESSION &&
 	    front_session_refuse(s->str_owner, msgbuf, sizeof(msgbuf)) == -1) {
+		front_metrics_refused();
 		front_grpc_finish(s, GRPC_RESOURCE_EXHAUSTED, msgbuf);
 		return;
 	}

@@ -238,6 +238,7 @@ pool_refill_cb(evutil_socket_t fd, short ev, void *arg)
 		}
 		if (pool_start(sp) == -1) {
 			pool_failures++;
+			front_metrics_spare_failed();
 			pool_schedule(pool_retry_ms());
 			return;
 		}
@@ -285,6 +286,19 @@ front_pool_forget_env(struct env *e)
 }
 
 /* At start: fill the pool. */
+/* Spares started and not yet taken (remotemedia_spare_sessions). */
+int
+front_pool_count(void)
+{
+	struct session *sp;
+	int n = 0;
+
+	TAILQ_FOREACH (sp, &pool_spares, ses_entry)
+		if (sp->ses_pid > 0)
+			n++;
+	return n;
+}
+
 void
 front_pool_init(void)
 {
@@ -386,6 +400,7 @@ front_pool_reap(pid_t pid, int wstatus)
 		log_warnx("spare worker %d ended unused: %s", (int)pid, how);
 		free(how);
 		pool_failures++;
+		front_metrics_spare_failed();
 		pool_schedule(pool_retry_ms());
 	}
 	pool_free(sp);

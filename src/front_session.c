@@ -223,6 +223,7 @@ front_session_new(struct stream *s)
 	deframer_init(&ses->ses_win, DEFRAME_WORKER, FRAME_WORKER_MAX);
 	TAILQ_INSERT_TAIL(&sessions, ses, ses_entry);
 	nsessions++;
+	front_metrics_session();
 	log_debug("%s: session %s (owner %s)", __func__, ses->ses_id,
 	    ses->ses_owner ? ses->ses_owner : "-");
 	return ses;
@@ -701,6 +702,8 @@ session_call(struct session *ses, const struct envelope *c)
 	}
 	RB_INSERT(calltree, &ses->ses_calls, cl);
 	ses->ses_inflight++;
+	cl->cl_started_us = now_us();
+	front_metrics_call_start();
 	cl->cl_in_bytes = c->ev_data_len;
 	call_arm(cl, c->ev_timeout_ms);
 	return 0;
@@ -876,6 +879,7 @@ call_retire(struct call *cl)
 {
 	struct session *ses = cl->cl_session;
 
+	front_metrics_call_done(now_us() - cl->cl_started_us);
 	call_free(cl);
 	if (ses->ses_draining)
 		session_drain(ses);
@@ -1096,7 +1100,10 @@ front_session_worker_eof(struct session *ses)
 	ses->ses_eof = 1;
 }
 
-/* The worker was reaped: decide the status from how it ended. */
+/*
+ * The worker was reaped: decide the status from how it ended, and count
+ * the cause (remotemedia_worker_exits_total).
+ */
 void
 front_session_worker_exited(struct session *ses, int wstatus)
 {
@@ -1105,11 +1112,15 @@ front_session_worker_exited(struct session *ses, int wstatus)
 	ses->ses_reaped = 1;
 	ses->ses_wstatus = wstatus;
 	if (ses->ses_end_set) {
+		front_metrics_worker_exit(
+		    ses->ses_end_code == GRPC_DEADLINE_EXCEEDED ? "deadline"
+		                                                : "killed");
 		front_session_end(ses, ses->ses_end_code, ses->ses_end_msg);
 		return;
 	}
 	if (ses->ses_state == SES_CLOSING && WIFEXITED(wstatus) &&
 	    WEXITSTATUS(wstatus) == 0) {
+		front_metrics_worker_exit("clean");
 		if (ses->ses_draining)
 			front_session_end(ses, GRPC_UNAVAILABLE,
 			    "the server is shutting down");
@@ -1118,10 +1129,12 @@ front_session_worker_exited(struct session *ses, int wstatus)
 		return;
 	}
 	if ((how = front_sandbox_limit_hit(ses, wstatus)) != NULL) {
+		front_metrics_worker_exit("limit");
 		front_session_end(ses, GRPC_RESOURCE_EXHAUSTED, how);
 		free(how);
 		return;
 	}
+	front_metrics_worker_exit(WIFSIGNALED(wstatus) ? "signal" : "error");
 	how = front_worker_describe_exit(wstatus);
 	front_session_end(ses, GRPC_ABORTED, how);
 	free(how);

@@ -29,8 +29,8 @@ def fresh_server():
     """A server of the test's own, for tests that stop or break it."""
     servers: list[Server] = []
 
-    def start(extra_args: list[str] | None = None) -> Server:
-        srv = Server(extra_args)
+    def start(extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> Server:
+        srv = Server(extra_args, env=env)
         servers.append(srv)
         return srv
 

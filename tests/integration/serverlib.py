@@ -41,7 +41,8 @@ def _environ(pid: int) -> list[bytes]:
 class Server:
     """A running remotemediad and what a test needs to reach and inspect it."""
 
-    def __init__(self, extra_args: list[str] | None = None) -> None:
+    def __init__(self, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.state_dir = tempfile.mkdtemp(prefix="rm-state-")
         self.log_path = self.state_dir + ".log"
         self.log = open(self.log_path, "w+b")
@@ -51,7 +52,7 @@ class Server:
             "--state-dir", self.state_dir,
             "--log-level", "debug",
         ] + SERVER_ARGS + list(extra_args or [])
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
         self.host = "127.0.0.1"
         self.port = self._wait_port()
 

@@ -3,8 +3,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -23,6 +25,7 @@ static int
 setup(void **state)
 {
 	front_config_defaults(&fc);
+	fc.fc_config_default = NULL; /* never the host's own file */
 	memset(err, 0, sizeof(err));
 	return 0;
 }
@@ -32,6 +35,7 @@ teardown(void **state)
 {
 	free(fc.fc_state_dir);
 	free(fc.fc_worker);
+	free(fc.fc_config);
 	memset(&fc, 0, sizeof(fc));
 	return 0;
 }
@@ -251,6 +255,132 @@ test_small_err_buffer(void **state)
 	assert_string_equal(small, "--bogus");
 }
 
+/* Write text to a new temporary file; its path goes to path. */
+static void
+write_file(char *path, size_t len, const char *text)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, len, "/tmp/rm-test-config-XXXXXX");
+	assert_true((fd = mkstemp(path)) != -1);
+	assert_non_null(f = fdopen(fd, "w"));
+	fputs(text, f);
+	fclose(f);
+}
+
+static void
+test_config_file(void **state)
+{
+	char path[64];
+
+	write_file(path, sizeof(path),
+	    "# a comment\n"
+	    "\n"
+	    "listen = 0.0.0.0:1\n"
+	    "  state-dir   /srv/rm  \n"
+	    "pip-find-links=/a\n"
+	    "pip-find-links = /b\n"
+	    "max-streams = 7\n"
+	    "session-network = host\n");
+	assert_int_equal(PARSE("--config", path), CONFIG_RUN);
+	assert_string_equal(fc.fc_host, "0.0.0.0");
+	assert_int_equal(fc.fc_port, 1);
+	assert_string_equal(fc.fc_state_dir, "/srv/rm");
+	assert_int_equal(fc.fc_n_pip_find_links, 2);
+	assert_string_equal(fc.fc_pip_find_links[1], "/b");
+	assert_int_equal(fc.fc_max_streams, 7);
+	assert_int_equal(fc.fc_network, 2);
+
+	/* Flags win, and a repeatable flag replaces the file's list. */
+	teardown(state);
+	setup(state);
+	assert_int_equal(PARSE("--listen", "127.0.0.1:2", "--config", path,
+	                     "--pip-find-links", "/c"),
+	    CONFIG_RUN);
+	assert_int_equal(fc.fc_port, 2);
+	assert_int_equal(fc.fc_n_pip_find_links, 1);
+	assert_string_equal(fc.fc_pip_find_links[0], "/c");
+	assert_int_equal(fc.fc_max_streams, 7);
+	unlink(path);
+}
+
+static void
+test_config_file_errors(void **state)
+{
+	char path[64], want[96];
+
+	write_file(path, sizeof(path), "listen = 0.0.0.0:1\nmax-streams 0\n");
+	expect_error(PARSE("--config", path), path, "--max-streams");
+	snprintf(want, sizeof(want), "%s:2:", path);
+	expect_error(PARSE("--config", path), want, "'0'");
+	unlink(path);
+
+	write_file(path, sizeof(path), "\n\nbogus = 1\n");
+	snprintf(want, sizeof(want), "%s:3: bogus: unknown key", path);
+	expect_error(PARSE("--config", path), want, NULL);
+	unlink(path);
+
+	write_file(path, sizeof(path), "state-dir =\n");
+	expect_error(PARSE("--config", path), "state-dir", "missing value");
+	unlink(path);
+
+	/* A file cannot name another file. */
+	write_file(path, sizeof(path), "config = /etc/passwd\n");
+	expect_error(PARSE("--config", path), "config", "unknown key");
+	unlink(path);
+
+	expect_error(PARSE("--config", "/nonexistent/rm.conf"),
+	    "/nonexistent/rm.conf", "No such file");
+	expect_error(PARSE("--config", "rm.conf"), "--config", "absolute");
+}
+
+static void
+test_default_config_file(void **state)
+{
+	char path[64];
+
+	write_file(path, sizeof(path), "max-sessions = 9\n");
+	fc.fc_config_default = path;
+	assert_int_equal(PARSE("--log-level", "debug"), CONFIG_RUN);
+	assert_int_equal(fc.fc_max_sessions, 9);
+	/* --config replaces the default file, which is then not read. */
+	teardown(state);
+	setup(state);
+	fc.fc_config_default = path;
+	assert_int_equal(PARSE("--config", "/dev/null"), CONFIG_RUN);
+	assert_int_equal(fc.fc_max_sessions, 1000);
+	unlink(path);
+	/* A default file that is absent is no error. */
+	teardown(state);
+	setup(state);
+	fc.fc_config_default = path;
+	assert_int_equal(PARSE("--log-level", "debug"), CONFIG_RUN);
+}
+
+static void
+test_check_config_and_man(void **state)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	assert_int_equal(PARSE("--check-config"), CONFIG_CHECK);
+	assert_int_equal(
+	    PARSE("--max-streams", "5", "--check-config"), CONFIG_CHECK);
+	expect_error(PARSE("--check-config", "--max-streams", "0"),
+	    "--max-streams", "'0'");
+	assert_int_equal(PARSE("--man"), CONFIG_MAN);
+
+	assert_non_null(f = open_memstream(&text, &len));
+	front_config_man(f);
+	fclose(f);
+	assert_non_null(strstr(text, ".TH REMOTEMEDIAD 8"));
+	assert_non_null(strstr(text, "\\-\\-max\\-streams"));
+	assert_non_null(strstr(text, "(default 127.0.0.1:50052)"));
+	free(text);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
@@ -273,6 +403,10 @@ main(void)
 	    T(test_relative_state_dir),
 	    T(test_bad_listen),
 	    T(test_small_err_buffer),
+	    T(test_config_file),
+	    T(test_config_file_errors),
+	    T(test_default_config_file),
+	    T(test_check_config_and_man),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

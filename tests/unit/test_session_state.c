@@ -144,6 +144,12 @@ front_pool_poke(void)
 {
 }
 
+int
+front_pool_count(void)
+{
+	return 0;
+}
+
 void
 front_pool_want(struct env *e)
 {

@@ -1,0 +1,132 @@
+"""The daemon's options as an operator meets them: --help, the man page and
+the shipped example config name the same options; --config FILE sets
+them, flags override it, and errors name the file and line;
+--check-config validates and exits.
+
+Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q \
+    tests/integration/test_config.py
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+
+import pytest
+
+from remotemedia.core.exceptions import RemoteMediaError
+from remotemedia.remote import RemoteProxyClient
+from serverlib import BUILD, ROOT
+
+DAEMON = str(BUILD / "remotemediad")
+EXAMPLE = ROOT / "systemd" / "remotemediad.conf"
+
+
+def daemon(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    return subprocess.run([DAEMON, *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def help_options() -> list[str]:
+    text = daemon("--help").stderr
+    return re.findall(r"^  --([a-z0-9-]+)", text, re.M)
+
+
+def test_help_man_page_and_example_config_name_every_option():
+    names = help_options()
+    assert len(names) > 40 and "max-streams" in names and "config" in names
+    man = daemon("--man")
+    assert man.returncode == 0
+    man_names = set(re.findall(r'^\.BI? "?\\-\\-([a-z0-9\\-]+)', man.stdout, re.M))
+    man_names = {n.replace("\\-", "-") for n in man_names}
+    example = EXAMPLE.read_text()
+    for name in names:
+        assert name in man_names, f"--{name} is not in the man page"
+        if name not in ("config", "check-config", "help", "man"):
+            assert re.search(rf"^#{re.escape(name)} = ", example, re.M), \
+                f"{name} is not in {EXAMPLE.name}"
+
+
+def test_man_page_renders_without_warnings():
+    groff = subprocess.run(["which", "groff"], capture_output=True, text=True)
+    if groff.returncode != 0:
+        pytest.skip("groff is not installed")
+    page = daemon("--man").stdout
+    r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z"], input=page,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_the_example_config_checks_clean():
+    r = daemon("--check-config", "--config", str(EXAMPLE))
+    assert r.returncode == 0, r.stderr
+    assert "configuration OK" in r.stdout
+
+
+@pytest.mark.parametrize("text,line,words", [
+    ("listen = 127.0.0.1:1\nsession-cpu = 0\n", 2, ["--session-cpu", "'0'"]),
+    ("# fine\n\nbogus-key = 1\n", 3, ["bogus-key", "unknown key"]),
+    ("state-dir = relative/dir\n", 1, ["--state-dir", "absolute"]),
+    ("pip-timeout\n", 1, ["pip-timeout", "missing value"]),
+    ("config = /etc/passwd\n", 1, ["config", "unknown key"]),
+])
+def test_a_bad_config_line_is_named_by_file_and_line(tmp_path, text, line, words):
+    conf = tmp_path / "rm.conf"
+    conf.write_text(text)
+    for args in (["--check-config", "--config", str(conf)],
+                 ["--config", str(conf), "--listen", "127.0.0.1:0",
+                  "--state-dir", str(tmp_path / "state")]):
+        r = daemon(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        first = r.stderr.splitlines()[0]
+        assert first.startswith(f"remotemediad: {conf}:{line}: "), first
+        for w in words:
+            assert w in first, first
+        assert "listening on" not in r.stderr
+
+
+def test_a_missing_or_unreadable_config_file_is_an_error(tmp_path):
+    r = daemon("--check-config", "--config", str(tmp_path / "absent.conf"))
+    assert r.returncode == 2
+    assert "absent.conf: No such file or directory" in r.stderr
+    r = daemon("--check-config", "--config", str(tmp_path))  # a directory
+    assert r.returncode == 2 and str(tmp_path) in r.stderr
+
+
+def test_check_config_runs_the_start_up_checks(tmp_path):
+    # A non-loopback address without a token file: the daemon refuses to
+    # start, so the check must say so too, and not print OK.
+    conf = tmp_path / "rm.conf"
+    conf.write_text("listen = 0.0.0.0:50999\n")
+    r = daemon("--check-config", "--config", str(conf))
+    assert r.returncode != 0 and "configuration OK" not in r.stdout
+    assert "token" in r.stderr, r.stderr
+    # A TLS certificate that does not load.
+    r = daemon("--check-config", "--tls-cert", str(tmp_path / "no.pem"),
+               "--tls-key", str(tmp_path / "no.key"))
+    assert r.returncode != 0 and "configuration OK" not in r.stdout
+
+
+class Ping:
+    def ping(self):
+        return "pong"
+
+
+def test_a_server_takes_its_options_from_the_file_and_flags_win(tmp_path, fresh_server):
+    conf = tmp_path / "rm.conf"
+    # serverlib passes --log-level debug on the command line: it must win.
+    conf.write_text("log-level = error\nmax-sessions = 1\nsession-pool = 0\n")
+    srv = fresh_server(["--config", str(conf)])
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=20.0)) as client:
+            p = await client.create_proxy(Ping())
+            assert await p.ping() == "pong"
+            with pytest.raises(RemoteMediaError) as info:
+                await client.create_proxy(Ping())
+            return str(info.value)
+    message = asyncio.run(asyncio.wait_for(main(), 60))
+    assert "--max-sessions" in message
+    assert "debug:" in srv.log_text()  # the flag's level, not the file's
+    assert "pool_start" not in srv.log_text()
+

@@ -30,7 +30,7 @@ CGROUP_SRC   = sandbox/sandbox_cgroup.c
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_worker.c \
                src/front_env.c src/front_trash.c src/front_sandbox.c \
-               src/front_auth.c src/front_tls.c src/front_pool.c src/front_systemd.c src/front_metrics.c src/envelope.c \
+               src/front_auth.c src/front_tls.c src/front_pool.c src/front_systemd.c src/front_metrics.c src/front_admin.c src/envelope.c \
                src/req.c $(CGROUP_SRC)
 # The sandbox: one file per mechanism (architecture section 5).
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c
@@ -39,7 +39,7 @@ SANDBOX_SRC += sandbox/sandbox_rlimit.c
 SANDBOX_SRC += sandbox/sandbox_cgroup.c
 WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
                $(SANDBOX_SRC)
-RMCTL_SRC    = src/rmctl.c src/rmctl_grpc.c src/rmctl_bench.c src/envelope.c
+RMCTL_SRC    = src/rmctl.c src/rmctl_grpc.c src/rmctl_bench.c src/rmctl_admin.c src/envelope.c
 
 OBJ          = $(BUILD)/obj
 objs         = $(patsubst %.c,$(OBJ)/%.o,$(1))
@@ -85,7 +85,7 @@ $(BUILD)/remotemedia-worker: $(call objs,$(WORKER_SRC) $(COMMON_SRC) $(PROTO_C))
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(PY_LIBS) -lpthread -lseccomp
 
 $(BUILD)/rmctl: $(call objs,$(RMCTL_SRC) $(COMMON_SRC) $(PROTO_C))
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lssl -lcrypto
 
 pyproto: $(PYPROTO)/__init__.py
 
@@ -196,10 +196,12 @@ $(MAN8): $(BUILD)/remotemediad
 	$(BUILD)/remotemediad --man > $@.tmp && mv $@.tmp $@
 install: all $(MAN8)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) \
-		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)/etc/remotemedia
+		$(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)/etc/remotemedia
 	install -m 0755 $(BUILD)/remotemediad $(BUILD)/remotemedia-worker \
 		$(BUILD)/rmctl $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(MAN8) $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 0644 docs/rmctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	for u in remotemediad.service remotemediad.socket; do \
 		sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
@@ -240,7 +242,7 @@ FUZZ_WORKER_SRC  = tests/fuzz/fuzz_worker_frames.c tests/fuzz/stubs.c \
                    $(PROTO_C)
 FUZZ_H2_SRC      = tests/fuzz/fuzz_front_h2.c tests/fuzz/stubs.c \
                    src/front_h2.c src/front_grpc.c src/front_session.c \
-                   src/front_metrics.c src/envelope.c \
+                   src/front_metrics.c src/front_admin.c src/envelope.c \
                    src/front_auth.c src/front_tls.c src/front_config.c \
                    src/req.c src/frame.c src/log.c src/util.c $(PROTO_C)
 

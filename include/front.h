@@ -118,6 +118,9 @@ enum rpc_kind {
 	RPC_SESSION,
 	RPC_ECHO,
 	RPC_HEALTH,
+	RPC_ADMIN_INFO,
+	RPC_ADMIN_LIST,
+	RPC_ADMIN_END,
 	RPC_UNKNOWN,
 };
 
@@ -133,6 +136,7 @@ struct stream {
 	char *str_path;
 	char *str_auth; /* the authorization header */
 	char *str_owner; /* the token's name, once authenticated */
+	int str_admin; /* and it is an admin token */
 	int str_bad_ct; /* content-type is not application/grpc */
 	int str_bad_method; /* :method is not POST */
 	int str_encoded; /* grpc-encoding other than identity */
@@ -234,6 +238,7 @@ struct session {
 	struct evbuffer *ses_pending; /* frames held until the worker runs */
 	long ses_uid; /* its own uid, -1 without the sandbox */
 	char *ses_owner; /* the name of the token that opened it */
+	uint64_t ses_started_at; /* now_ms() at its stream's start */
 	char *ses_cgroup; /* its cgroup path(s) */
 	struct event *ses_life; /* --session-max-lifetime */
 	struct event *ses_idle; /* --session-idle-timeout */
@@ -298,7 +303,13 @@ enum front_config_result {
 void front_config_defaults(struct front_config *);
 int front_config_parse(struct front_config *, int, char **, char *, size_t);
 void front_config_usage(void);
+void front_config_section(const struct front_config *, const char *,
+    void (*)(void *, const char *, const char *), void *);
 void front_config_man(FILE *);
+
+/* front_admin.c */
+void front_admin_init(void);
+void front_admin_call(struct stream *, const uint8_t *, size_t);
 
 /* front_metrics.c */
 void front_metrics_init(void);
@@ -359,6 +370,7 @@ void front_session_drained(struct session *);
 void front_session_kill_all(void);
 void front_session_drain_all(void);
 int front_session_count(void);
+struct sessionlist *front_session_list(void);
 struct session *front_session_by_pid(pid_t);
 int front_session_refuse(const char *, char *, size_t);
 const char *front_session_state_name(enum session_state);
@@ -371,6 +383,7 @@ void front_env_hold(struct session *, struct env *);
 void front_env_reap(pid_t, int);
 int front_env_is_builder(pid_t);
 char *front_env_site_packages(struct env *);
+const char *front_python_version(void);
 void front_env_kill_all(void);
 
 /* front_session.c, for front_env.c */
@@ -396,6 +409,7 @@ void front_auth_reload(void);
 int front_auth_enabled(void);
 int front_auth_check(const char *);
 const char *front_auth_name(int);
+int front_auth_is_admin(int);
 
 /* front_sandbox.c */
 void front_sandbox_init(void);
@@ -403,6 +417,7 @@ int front_sandbox_session_start(struct session *, char *, size_t);
 void front_sandbox_session_end(struct session *);
 size_t front_sandbox_uids_free(void);
 char *front_sandbox_limit_hit(struct session *, int);
+int front_sandbox_describe(char[][160], int);
 char *front_sandbox_build_cgroup(const char *);
 void front_sandbox_cgroup_destroy(char *);
 

@@ -3,6 +3,8 @@
 #define RM_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
 
 enum log_level {
 	LOG_LEVEL_ERROR = 0,
@@ -12,6 +14,10 @@ enum log_level {
 };
 
 void log_init(const char *, int);
+void log_plain(void);
+void log_set_session(const char *);
+void log_timestamp(char *, size_t);
+void log_quoted(FILE *, const char *, size_t);
 void log_setlevel(int);
 int log_getlevel(void);
 int log_parse_level(const char *);

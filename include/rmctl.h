@@ -14,9 +14,23 @@
 #include <stdint.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "frame.h"
+
+/*
+ * Exit statuses follow gRPC status codes: a call that failed exits with
+ * its status; rmctl's own failures with the code that says what happened.
+ * 1 is a failure with no better code (a health check that is not
+ * SERVING is UNAVAILABLE), 2 a usage error.
+ */
+#define RMCTL_EXIT_FAIL 1
+#define RMCTL_EXIT_USAGE 2
+#define RMCTL_EXIT_INVALID 3 /* INVALID_ARGUMENT */
+#define RMCTL_EXIT_DEADLINE 4 /* DEADLINE_EXCEEDED */
+#define RMCTL_EXIT_INTERNAL 13 /* INTERNAL: the server broke the protocol */
+#define RMCTL_EXIT_UNAVAILABLE 14 /* UNAVAILABLE: no connection, or lost */
 
 #define RMCTL_MSG_MAX (4U * 1024 * 1024) /* gRPC's default receive limit */
 #define RMCTL_QUEUE_MAX 64 /* received, not yet consumed messages */
@@ -77,6 +91,9 @@ struct rmctl_conn {
 	char cn_h2err[256]; /* nghttp2's last error text */
 	int cn_goaway;
 	uint32_t cn_goaway_error;
+	const char *cn_token; /* sent as authorization: Bearer */
+	SSL_CTX *cn_ctx; /* with --tls */
+	SSL *cn_ssl;
 };
 
 struct rmctl_opts {
@@ -94,6 +111,18 @@ struct rmctl_opts {
 	uint64_t o_duration_ms; /* bench: throughput duration */
 	uint64_t o_pace_ms; /* bench: between session opens, and figures */
 	int o_json; /* bench: print JSON */
+	const char *o_token; /* --token, or $REMOTEMEDIA_TOKEN */
+	int o_tls; /* --tls */
+	const char *o_ca; /* --ca FILE: verify the server against it */
+	const char *o_arg; /* kill: the session id */
+	const char *o_source; /* run: --source FILE */
+	const char *o_class; /* run: --class NAME */
+	const char *o_call; /* run: --call METHOD */
+	const char *o_args; /* run: --args JSON (a list) */
+	const char *o_kwargs; /* run: --kwargs JSON (an object) */
+	const char *o_init; /* run: --init JSON, the constructor's args */
+	const char *o_pip[16]; /* run: --pip REQ, repeatable */
+	size_t o_npip;
 };
 
 #define RMCTL_ECHO_PATH "/remotemedia.v1.RemoteExecution/Echo"
@@ -102,6 +131,12 @@ struct rmctl_opts {
 int rmctl_cmp_u64(const void *, const void *);
 uint64_t rmctl_percentile(const uint64_t *, size_t, unsigned int);
 int rmctl_bench(const struct rmctl_opts *);
+int rmctl_info(const struct rmctl_opts *);
+int rmctl_sessions(const struct rmctl_opts *);
+int rmctl_kill(const struct rmctl_opts *);
+int rmctl_run(const struct rmctl_opts *);
+void rmctl_unary(const struct rmctl_opts *, const char *, const char *,
+    const ProtobufCMessage *, struct rmctl_msg **);
 
 uint64_t rmctl_now_ns(void);
 void rmctl_call_init(struct rmctl_call *cl, const char *name, size_t max);

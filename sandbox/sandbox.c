@@ -70,7 +70,7 @@ int cg_join(const char *, pid_t);
 int sandbox_ns_root(const struct sandbox_conf *);
 int sandbox_ns_identity(const struct sandbox_conf *);
 /* sandbox_net.c */
-pid_t sandbox_net_start(const struct sandbox_conf *, pid_t);
+pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
 int sandbox_net_inside(const struct sandbox_conf *);
 
 #define SANDBOX_NS_FLAGS \
@@ -256,10 +256,35 @@ sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
 	sandbox_w1_init(w2, p->sp_status[1]);
 }
 
+/* The level= of a relayed line that is one of the worker's own (info if
+ * none): journald filters by it; a session can only misstate its own. */
+static const char *
+sandbox_log_level(const struct sandbox_log *sl)
+{
+	static const char *levels[] = {"error", "warn", "info", "debug"};
+	const char *p;
+	size_t i, n;
+
+	if (sl->sl_len < 40 || memcmp(sl->sl_line, "ts=", 3) != 0)
+		return "info";
+	p = memchr(sl->sl_line, ' ', 40);
+	if (p == NULL || memcmp(p, " level=", 7) != 0)
+		return "info";
+	p += 7;
+	for (i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+		n = strlen(levels[i]);
+		if ((size_t)(p - sl->sl_line) + n < sl->sl_len &&
+		    memcmp(p, levels[i], n) == 0 && p[n] == ' ')
+			return levels[i];
+	}
+	return "info";
+}
+
 /* Relay one line of the session's log (struct sandbox_log). */
 static void
 sandbox_log_line(struct sandbox_log *sl)
 {
+	char ts[40];
 	size_t i;
 
 	for (i = 0; i < sl->sl_len; i++)
@@ -267,8 +292,14 @@ sandbox_log_line(struct sandbox_log *sl)
 		    sl->sl_line[i] == 0x7f)
 			sl->sl_line[i] = '?';
 	if (sl->sl_total < SANDBOX_LOG_MAX) {
-		fprintf(stderr, "session %s| %.*s\n", sl->sl_session,
-		    (int)sl->sl_len, sl->sl_line);
+		/* Whatever the session wrote is one quoted value: it cannot
+		 * pass for a line of the front's own. */
+		log_timestamp(ts, sizeof(ts));
+		fprintf(stderr,
+		    "ts=%s level=%s proc=session session=%s line=", ts,
+		    sandbox_log_level(sl), sl->sl_session);
+		log_quoted(stderr, sl->sl_line, sl->sl_len);
+		fputc('\n', stderr);
 		fflush(stderr);
 	}
 	sl->sl_total += sl->sl_len + 1;
@@ -420,8 +451,10 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 	close(p->sp_status[1]);
 	close(p->sp_seccomp[1]);
 	close(p->sp_go[0]);
+	/* slirp4netns writes to the session's log, which W0 relays. */
+	slirp = sandbox_net_start(sc, w1, p->sp_log[1]);
 	close(p->sp_log[1]);
-	if ((slirp = sandbox_net_start(sc, w1)) == -1) {
+	if (slirp == -1) {
 		kill(w1, SIGKILL);
 		failed = 1;
 	} else if (write(p->sp_go[1], "g", 1) != 1)

@@ -35,7 +35,7 @@
 #include "sandbox.h"
 
 /* What this file gives sandbox.c and sandbox_ns.c. */
-pid_t sandbox_net_start(const struct sandbox_conf *, pid_t);
+pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
 int sandbox_net_inside(const struct sandbox_conf *);
 const char *sandbox_net_resolv(const struct sandbox_conf *);
 
@@ -48,11 +48,11 @@ const char *sandbox_net_resolv(const struct sandbox_conf *);
 
 /*
  * In the child: slirp4netns gets --ready-fd on 3 and --exit-fd on 4 (fd 3,
- * the session's socket, is replaced), stdout goes to the log on stderr, and
- * nothing else stays open.
+ * the session's socket, is replaced), its stdout and stderr go to logfd
+ * (the session's log, relayed by W0), and nothing else stays open.
  */
 static void
-net_exec_slirp(pid_t target, int ready, int exitfd)
+net_exec_slirp(pid_t target, int ready, int exitfd, int logfd)
 {
 	char pid[32];
 	char *const argv[] = {(char *)"slirp4netns", (char *)"--configure",
@@ -70,7 +70,8 @@ net_exec_slirp(pid_t target, int ready, int exitfd)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
 	snprintf(pid, sizeof(pid), "%d", (int)target);
-	if (dup2(ready, 3) == -1 || dup2(exitfd, 4) == -1 || dup2(2, 1) == -1)
+	if (dup2(ready, 3) == -1 || dup2(exitfd, 4) == -1 ||
+	    dup2(logfd, 1) == -1 || dup2(logfd, 2) == -1)
 		_exit(127);
 	closefrom(5);
 	execve(NET_SLIRP, argv, envp);
@@ -102,7 +103,7 @@ net_wait_ready(int fd)
  * slirp4netns's pid, 0 when the policy needs none, or -1.
  */
 pid_t
-sandbox_net_start(const struct sandbox_conf *sc, pid_t target)
+sandbox_net_start(const struct sandbox_conf *sc, pid_t target, int logfd)
 {
 	int ready[2], exitp[2];
 	pid_t pid;
@@ -122,7 +123,7 @@ sandbox_net_start(const struct sandbox_conf *sc, pid_t target)
 	if ((pid = fork()) == -1)
 		log_warn("fork");
 	else if (pid == 0)
-		net_exec_slirp(target, ready[1], exitp[0]);
+		net_exec_slirp(target, ready[1], exitp[0], logfd);
 	close(ready[1]);
 	close(exitp[0]);
 	/* exitp[1] stays open in W0, close-on-exec, until W0 exits. */

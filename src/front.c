@@ -329,6 +329,7 @@ main(int argc, char **argv)
 	front_pool_init();
 	front_listen(activated);
 	front_metrics_init();
+	front_admin_init();
 	front_systemd_ready();
 	event_base_dispatch(front_base);
 	/* Whatever is left after the grace: kill, reap, remove. */

@@ -213,3 +213,12 @@ front_auth_name(int idx)
 		return "";
 	return auth_tokens[idx].at_name;
 }
+
+/* Is this token an admin token (NAME:TOKEN:admin)? */
+int
+front_auth_is_admin(int idx)
+{
+	if (idx < 0 || (size_t)idx >= auth_ntokens)
+		return 0;
+	return auth_tokens[idx].at_admin;
+}

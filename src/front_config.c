@@ -411,6 +411,103 @@ opt_clear_list(struct front_config *fc, const struct opt *o)
 	*count = 0;
 }
 
+/* A duration as a person writes it: 600000 ms as 10m. */
+static void
+opt_fmt_ms(uint64_t ms, char *buf, size_t len)
+{
+	if (ms == 0)
+		snprintf(buf, len, "0");
+	else if (ms % 3600000 == 0)
+		snprintf(buf, len, "%lluh", (unsigned long long)(ms / 3600000));
+	else if (ms % 60000 == 0)
+		snprintf(buf, len, "%llum", (unsigned long long)(ms / 60000));
+	else if (ms % 1000 == 0)
+		snprintf(buf, len, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(buf, len, "%llums", (unsigned long long)ms);
+}
+
+/* An option's current value, written as its flag would take it. */
+static void
+opt_format(
+    const struct front_config *fc, const struct opt *o, char *buf, size_t len)
+{
+	static const char *networks[] = {"off", "isolated", "host"};
+	static const char *levels[] = {"error", "warn", "info", "debug"};
+	const void *f = (const char *)fc + o->off;
+	const char *str;
+
+	switch (o->type) {
+	case OPT_STRING:
+	case OPT_PATH:
+	case OPT_URL:
+		str = *(char *const *)f;
+		snprintf(buf, len, "%s", str != NULL ? str : "none");
+		break;
+	case OPT_LIST:
+		snprintf(buf, len, "%d values",
+		    *(const int *)((const char *)fc + o->count));
+		break;
+	case OPT_ONOFF:
+		snprintf(buf, len, "%s", *(const int *)f ? "on" : "off");
+		break;
+	case OPT_U32:
+		snprintf(buf, len, "%u", *(const uint32_t *)f);
+		break;
+	case OPT_INT:
+		snprintf(buf, len, "%d", *(const int *)f);
+		break;
+	case OPT_LONG:
+		snprintf(buf, len, "%ld", *(const long *)f);
+		break;
+	case OPT_SIZE:
+		opt_fmt_size(*(const uint64_t *)f, buf, len);
+		break;
+	case OPT_MS:
+		opt_fmt_ms(*(const uint64_t *)f, buf, len);
+		break;
+	case OPT_LISTEN:
+		snprintf(buf, len,
+		    strchr((const char *)f, ':') != NULL ? "[%s]:%u" : "%s:%u",
+		    (const char *)f,
+		    *(const uint16_t *)((const char *)fc + o->count));
+		break;
+	case OPT_LEVEL:
+		snprintf(buf, len, "%s", levels[*(const int *)f & 3]);
+		break;
+	case OPT_NETWORK:
+		snprintf(buf, len, "%s", networks[fc->fc_network % 3]);
+		break;
+	case OPT_UIDS:
+		snprintf(buf, len, "%u-%u", fc->fc_uid_first, fc->fc_uid_last);
+		break;
+	}
+}
+
+/*
+ * Call cb with the name and current value of each option of a section
+ * ("limits", "sessions and the sandbox"): what rmctl info shows.
+ */
+void
+front_config_section(const struct front_config *fc, const char *section,
+    void (*cb)(void *, const char *, const char *), void *arg)
+{
+	char value[300];
+	size_t i;
+	int in = 0;
+
+	for (i = 0; i < NOPTS; i++) {
+		if (opt_is_section(&opts[i])) {
+			in = strcmp(opts[i].name, section) == 0;
+			continue;
+		}
+		if (!in)
+			continue;
+		opt_format(fc, &opts[i], value, sizeof(value));
+		cb(arg, opts[i].name, value);
+	}
+}
+
 /* Fill in the defaults; --worker defaults to the binary beside ours. */
 void
 front_config_defaults(struct front_config *fc)

@@ -834,3 +834,10 @@ front_env_kill_all(void)
 		if (e->env_state == ENV_BUILDING && !e->env_exited)
 			kill(-e->env_pid, SIGKILL);
 }
+
+/* The Python version sessions run (rmctl info). */
+const char *
+front_python_version(void)
+{
+	return RM_PYTHON_VERSION;
+}

@@ -17,6 +17,7 @@
 #define PATH_SESSION "/remotemedia.v1.RemoteExecution/Session"
 #define PATH_ECHO "/remotemedia.v1.RemoteExecution/Echo"
 #define PATH_HEALTH "/grpc.health.v1.Health/Check"
+#define PATH_ADMIN "/remotemedia.v1.Admin/"
 /* A HealthCheckRequest only names a service. */
 #define HEALTH_MAX_MESSAGE 1024
 
@@ -30,6 +31,17 @@ front_grpc_route(const char *path, size_t len)
 		return RPC_ECHO;
 	if (len == strlen(PATH_HEALTH) && memcmp(path, PATH_HEALTH, len) == 0)
 		return RPC_HEALTH;
+	if (len > strlen(PATH_ADMIN) &&
+	    memcmp(path, PATH_ADMIN, strlen(PATH_ADMIN)) == 0) {
+		path += strlen(PATH_ADMIN);
+		len -= strlen(PATH_ADMIN);
+		if (len == 4 && memcmp(path, "Info", 4) == 0)
+			return RPC_ADMIN_INFO;
+		if (len == 12 && memcmp(path, "ListSessions", 12) == 0)
+			return RPC_ADMIN_LIST;
+		if (len == 10 && memcmp(path, "EndSession", 10) == 0)
+			return RPC_ADMIN_END;
+	}
 	return RPC_UNKNOWN;
 }
 
@@ -150,6 +162,13 @@ stream_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 		    "deadline exceeded (grpc-timeout)");
 }
 
+static int
+grpc_is_admin(const struct stream *s)
+{
+	return s->str_rpc == RPC_ADMIN_INFO || s->str_rpc == RPC_ADMIN_LIST ||
+	    s->str_rpc == RPC_ADMIN_END;
+}
+
 /* The request headers are complete: accept, refuse or route the RPC. */
 void
 front_grpc_headers_done(struct stream *s)
@@ -187,6 +206,7 @@ front_grpc_headers_done(struct stream *s)
 			return;
 		}
 		s->str_owner = xstrdup(front_auth_name(idx));
+		s->str_admin = front_auth_is_admin(idx);
 	}
 	if (front_draining() && s->str_rpc == RPC_SESSION) {
 		front_grpc_finish(
@@ -216,6 +236,9 @@ front_grpc_headers_done(struct stream *s)
 	}
 	/* Health needs no token: it may not make the front hold megabytes. */
 	if (s->str_rpc == RPC_HEALTH && s->str_in.df_max > HEALTH_MAX_MESSAGE)
+		s->str_in.df_max = HEALTH_MAX_MESSAGE;
+	/* Admin requests hold a session id at most. */
+	if (grpc_is_admin(s) && s->str_in.df_max > HEALTH_MAX_MESSAGE)
 		s->str_in.df_max = HEALTH_MAX_MESSAGE;
 	front_h2_resume(s); /* send the response headers now */
 }
@@ -281,6 +304,11 @@ grpc_message_cb(void *arg, uint8_t flag, const uint8_t *msg, size_t len)
 		return 0;
 	case RPC_HEALTH:
 		grpc_health(s, msg, len);
+		return 0;
+	case RPC_ADMIN_INFO:
+	case RPC_ADMIN_LIST:
+	case RPC_ADMIN_END:
+		front_admin_call(s, msg, len);
 		return 0;
 	case RPC_SESSION:
 		if (s->str_session == NULL)
@@ -433,6 +461,11 @@ front_grpc_remote_closed(struct stream *s)
 	case RPC_HEALTH:
 		front_grpc_finish(
 		    s, GRPC_INVALID_ARGUMENT, "missing HealthCheckRequest");
+		break;
+	case RPC_ADMIN_INFO:
+	case RPC_ADMIN_LIST:
+	case RPC_ADMIN_END:
+		front_grpc_finish(s, GRPC_INVALID_ARGUMENT, "missing request");
 		break;
 	default:
 		front_grpc_finish(s, GRPC_OK, NULL);

@@ -3,6 +3,7 @@
  * and telling a limit that was hit from a plain death. The worker does the
  * confining itself (sandbox/), in the order of architecture section 5.
  */
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <signal.h>
@@ -228,4 +229,63 @@ front_sandbox_limit_hit(struct session *ses, int wstatus)
 		return xstrdup(buf);
 	}
 	return NULL;
+}
+
+/* The kernel's Landlock ABI version, or 0 without Landlock. */
+static int
+landlock_abi(void)
+{
+#ifdef SYS_landlock_create_ruleset
+	long v = syscall(SYS_landlock_create_ruleset, NULL, 0, 1U << 0);
+
+	return v > 0 ? (int)v : 0;
+#else
+	return 0;
+#endif
+}
+
+/*
+ * The confinement sessions get, one line per mechanism (rmctl info); none
+ * with --sandbox off. Returns the number of lines written.
+ */
+int
+front_sandbox_describe(char lines[][160], int max)
+{
+	static const char *nets[] = {"off (loopback only)",
+	    "isolated (own namespace, slirp4netns)", "the host's"};
+	char mem[32], disk[32];
+	int n = 0, abi = landlock_abi();
+
+	if (!front_conf.fc_sandbox || max < 7)
+		return 0;
+	front_sandbox_size(front_conf.fc_session_memory, mem, sizeof(mem));
+	front_sandbox_size(front_conf.fc_session_disk, disk, sizeof(disk));
+	snprintf(lines[n++], 160, "uids: one per session from %u-%u",
+	    front_conf.fc_uid_first, front_conf.fc_uid_last);
+	snprintf(lines[n++], 160, "namespaces: mount, pid, ipc, uts, cgroup%s",
+	    front_conf.fc_network == 2 ? "" : ", net");
+	snprintf(
+	    lines[n++], 160, "network: %s", nets[front_conf.fc_network % 3]);
+	if (front_cg.cr_version == CG_NONE)
+		snprintf(lines[n++], 160, "cgroups: none usable");
+	else
+		snprintf(lines[n++], 160,
+		    "cgroup %s: memory %s%s, pids %u, cpu %u%%",
+		    front_cg.cr_version == CG_V2 ? "v2" : "v1",
+		    (front_cg.cr_controllers & CG_C_MEMORY) ? mem : "(none)",
+		    (front_cg.cr_controllers & CG_C_SWAP) ? " (swap too)" : "",
+		    front_conf.fc_session_pids, front_conf.fc_session_cpu);
+	snprintf(lines[n++], 160,
+	    "rlimits: nofile 1024, fsize %s, core 0, cpu from the lifetime",
+	    disk);
+	if (abi > 0)
+		snprintf(lines[n++], 160,
+		    "landlock: ABI %d, writes only to the session directory, "
+		    "/tmp and /dev/shm",
+		    abi);
+	else
+		snprintf(lines[n++], 160, "landlock: not in this kernel");
+	snprintf(lines[n++], 160, "seccomp: %s on a denied system call",
+	    front_conf.fc_seccomp_log ? "log" : "kill the worker");
+	return n;
 }

@@ -56,6 +56,13 @@ front_session_state_name(enum session_state st)
 	return "?";
 }
 
+/* Every session, for the Admin service. */
+struct sessionlist *
+front_session_list(void)
+{
+	return &sessions;
+}
+
 int
 front_session_count(void)
 {
@@ -214,6 +221,7 @@ front_session_new(struct stream *s)
 	ses->ses_stream = s;
 	ses->ses_pid = -1;
 	ses->ses_uid = -1;
+	ses->ses_started_at = now_ms();
 	if (s->str_owner != NULL)
 		ses->ses_owner = xstrdup(s->str_owner);
 	session_arm_limits(ses);
@@ -349,6 +357,10 @@ front_session_end(struct session *ses, int code, const char *msg)
 		ses->ses_end_msg = xstrdup(msg ? msg : "");
 		if (code != GRPC_OK)
 			log_info("session %s: %s", ses->ses_id, msg);
+		else
+			log_info("session %s: closed after %llu calls",
+			    ses->ses_id,
+			    (unsigned long long)ses->ses_last_call);
 	}
 	ses->ses_state = SES_ENDING;
 	if (ses->ses_stream != NULL)
@@ -998,6 +1010,12 @@ session_worker_check(struct session *ses, const struct envelope *m)
 		ses->ses_ready_seen = 1;
 		if (ses->ses_state == SES_STARTING)
 			ses->ses_state = SES_READY;
+		log_info("session %s: ready in %llu ms (owner %s, uid %ld, "
+		         "worker %d)",
+		    ses->ses_id,
+		    (unsigned long long)(now_ms() - ses->ses_started_at),
+		    ses->ses_owner ? ses->ses_owner : "-", ses->ses_uid,
+		    (int)ses->ses_pid);
 		return 0;
 	case ENV_SERVER_OUTPUT:
 		return 0;

@@ -1,4 +1,14 @@
-/* Logging to stderr with a per-process prefix, as OpenBSD's log.c does. */
+/*
+ * Logging to stderr, as OpenBSD's log.c does, in logfmt key=value lines
+ * (journald keeps them as they are):
+ *
+ *   ts=2026-12-04T20:35:12.123Z level=info proc=front
+ *       session=6f1c...  msg="..." error="..."
+ *
+ * session= is the process's own session (a worker), or the session a
+ * front line is about (a 32-hex-digit id after "session "). rmctl, a
+ * command-line tool, prints plain "rmctl: message" lines instead.
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +19,8 @@
 
 static const char *log_prefix = "remotemedia";
 static int log_level = LOG_LEVEL_INFO;
+static int log_kv = 1;
+static char log_session[33];
 /* The last warning or error, printed or not: a failure's reason. */
 static char log_last[256];
 
@@ -17,6 +29,68 @@ log_init(const char *prefix, int level)
 {
 	log_prefix = prefix;
 	log_level = level;
+}
+
+/* Plain "prefix: level: message" lines, for a command-line tool. */
+void
+log_plain(void)
+{
+	log_kv = 0;
+}
+
+/* The session this process serves: every line says session=ID. */
+void
+log_set_session(const char *id)
+{
+	snprintf(log_session, sizeof(log_session), "%s", id);
+}
+
+/* Now, as an RFC 3339 UTC timestamp with milliseconds. */
+void
+log_timestamp(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+	    tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
+/* Write s as a logfmt value: quoted, with backslashes and quotes escaped. */
+void
+log_quoted(FILE *f, const char *s, size_t len)
+{
+	size_t i;
+
+	fputc('"', f);
+	for (i = 0; i < len; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			fputc('\\', f);
+		fputc(s[i], f);
+	}
+	fputc('"', f);
+}
+
+/* The session id a front line is about: 32 hex digits after "session ". */
+static int
+log_find_session(const char *msg, char *id)
+{
+	const char *p = msg;
+	size_t n;
+
+	while ((p = strstr(p, "session ")) != NULL) {
+		p += 8;
+		n = strspn(p, "0123456789abcdef");
+		if (n == 32 && (p[32] == '\0' || strchr(" :,)'", p[32]))) {
+			memcpy(id, p, 32);
+			id[32] = '\0';
+			return 1;
+		}
+	}
+	return 0;
 }
 
 void
@@ -56,7 +130,7 @@ static void
 vlog(int level, int errnum, const char *fmt, va_list ap)
 {
 	static const char *tags[] = {"error", "warn", "info", "debug"};
-	char msg[2048], *p;
+	char msg[2048], *p, ts[40], id[33];
 
 	if (level > log_level && level > LOG_LEVEL_WARN)
 		return;
@@ -74,11 +148,29 @@ vlog(int level, int errnum, const char *fmt, va_list ap)
 	}
 	if (level > log_level)
 		return;
-	if (errnum != 0)
-		fprintf(stderr, "%s: %s: %s: %s\n", log_prefix, tags[level],
-		    msg, strerror(errnum));
-	else
-		fprintf(stderr, "%s: %s: %s\n", log_prefix, tags[level], msg);
+	if (!log_kv) {
+		if (errnum != 0)
+			fprintf(stderr, "%s: %s: %s: %s\n", log_prefix,
+			    tags[level], msg, strerror(errnum));
+		else
+			fprintf(stderr, "%s: %s: %s\n", log_prefix, tags[level],
+			    msg);
+		fflush(stderr);
+		return;
+	}
+	log_timestamp(ts, sizeof(ts));
+	fprintf(stderr, "ts=%s level=%s proc=%s", ts, tags[level], log_prefix);
+	if (log_session[0] != '\0')
+		fprintf(stderr, " session=%s", log_session);
+	else if (log_find_session(msg, id))
+		fprintf(stderr, " session=%s", id);
+	fputs(" msg=", stderr);
+	log_quoted(stderr, msg, strlen(msg));
+	if (errnum != 0) {
+		fputs(" error=", stderr);
+		log_quoted(stderr, strerror(errnum), strlen(strerror(errnum)));
+	}
+	fputc('\n', stderr);
 	fflush(stderr);
 }
 

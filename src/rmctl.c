@@ -41,6 +41,7 @@
 #define RMCTL_DEFAULT_PORT 50052
 #define RMCTL_TIMEOUT_MS 10000ULL /* every wait, by default */
 #define RMCTL_HEALTH_TIMEOUT_MS 5000ULL /* health: the call's deadline */
+#define RMCTL_RUN_TIMEOUT_MS 600000ULL /* run: installs take a while */
 #define RMCTL_TIMEOUT_MAX_MS (24ULL * 3600 * 1000)
 
 #define RMCTL_SIZE_MAX (64ULL * 1024 * 1024)
@@ -55,6 +56,7 @@ struct rmctl_cmd {
 	const struct option *c_opts;
 	uint64_t c_timeout_ms;
 	int (*c_run)(const struct rmctl_opts *);
+	int c_nargs; /* positional arguments: kill takes the session id */
 };
 
 enum {
@@ -73,34 +75,54 @@ enum {
 	OPT_PACE,
 	OPT_JSON,
 	OPT_HELP,
+	OPT_TOKEN,
+	OPT_TLS,
+	OPT_CA,
+	OPT_SOURCE,
+	OPT_CLASS,
+	OPT_CALL,
+	OPT_ARGS,
+	OPT_KWARGS,
+	OPT_INIT,
+	OPT_PIP,
 };
+
+/* Accepted by every command, before or after its name. */
+#define RMCTL_COMMON_OPTS \
+	{"host", required_argument, NULL, OPT_HOST}, \
+	    {"port", required_argument, NULL, OPT_PORT}, \
+	    {"timeout", required_argument, NULL, OPT_TIMEOUT}, \
+	    {"token", required_argument, NULL, OPT_TOKEN}, \
+	    {"tls", no_argument, NULL, OPT_TLS}, \
+	    {"ca", required_argument, NULL, OPT_CA}, \
+	{ \
+		"help", no_argument, NULL, OPT_HELP \
+	}
 
 static int rmctl_health(const struct rmctl_opts *);
 static int rmctl_echo(const struct rmctl_opts *);
 
+static const struct option rmctl_common_opts[] = {
+    RMCTL_COMMON_OPTS,
+    {NULL, 0, NULL, 0},
+};
+
 static const struct option rmctl_health_opts[] = {
-    {"host", required_argument, NULL, OPT_HOST},
-    {"port", required_argument, NULL, OPT_PORT},
+    RMCTL_COMMON_OPTS,
     {"service", required_argument, NULL, OPT_SERVICE},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
 
 static const struct option rmctl_echo_opts[] = {
-    {"host", required_argument, NULL, OPT_HOST},
-    {"port", required_argument, NULL, OPT_PORT},
+    RMCTL_COMMON_OPTS,
     {"count", required_argument, NULL, OPT_COUNT},
     {"size", required_argument, NULL, OPT_SIZE},
     {"message", required_argument, NULL, OPT_MESSAGE},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
 
 static const struct option rmctl_bench_opts[] = {
-    {"host", required_argument, NULL, OPT_HOST},
-    {"port", required_argument, NULL, OPT_PORT},
+    RMCTL_COMMON_OPTS,
     {"count", required_argument, NULL, OPT_COUNT},
     {"sessions", required_argument, NULL, OPT_SESSIONS},
     {"items", required_argument, NULL, OPT_ITEMS},
@@ -109,36 +131,67 @@ static const struct option rmctl_bench_opts[] = {
     {"duration", required_argument, NULL, OPT_DURATION},
     {"pace", required_argument, NULL, OPT_PACE},
     {"json", no_argument, NULL, OPT_JSON},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static const struct option rmctl_json_opts[] = {
+    RMCTL_COMMON_OPTS,
+    {"json", no_argument, NULL, OPT_JSON},
+    {NULL, 0, NULL, 0},
+};
+
+static const struct option rmctl_run_opts[] = {
+    RMCTL_COMMON_OPTS,
+    {"source", required_argument, NULL, OPT_SOURCE},
+    {"class", required_argument, NULL, OPT_CLASS},
+    {"init", required_argument, NULL, OPT_INIT},
+    {"call", required_argument, NULL, OPT_CALL},
+    {"args", required_argument, NULL, OPT_ARGS},
+    {"kwargs", required_argument, NULL, OPT_KWARGS},
+    {"pip", required_argument, NULL, OPT_PIP},
     {NULL, 0, NULL, 0},
 };
 
 static const struct rmctl_cmd rmctl_cmds[] = {
-    {"health", rmctl_health_opts, RMCTL_HEALTH_TIMEOUT_MS, rmctl_health},
-    {"echo", rmctl_echo_opts, RMCTL_TIMEOUT_MS, rmctl_echo},
-    {"bench", rmctl_bench_opts, RMCTL_TIMEOUT_MS, rmctl_bench},
+    {"health", rmctl_health_opts, RMCTL_HEALTH_TIMEOUT_MS, rmctl_health, 0},
+    {"echo", rmctl_echo_opts, RMCTL_TIMEOUT_MS, rmctl_echo, 0},
+    {"bench", rmctl_bench_opts, RMCTL_TIMEOUT_MS, rmctl_bench, 0},
+    {"info", rmctl_json_opts, RMCTL_TIMEOUT_MS, rmctl_info, 0},
+    {"sessions", rmctl_json_opts, RMCTL_TIMEOUT_MS, rmctl_sessions, 0},
+    {"kill", rmctl_common_opts, RMCTL_TIMEOUT_MS, rmctl_kill, 1},
+    {"run", rmctl_run_opts, RMCTL_RUN_TIMEOUT_MS, rmctl_run, 0},
 };
 
 static const char rmctl_usage_text[] =
-    "usage: rmctl health [--host HOST] [--port PORT] [--service NAME]\n"
-    "                    [--timeout DURATION]\n"
-    "       rmctl echo [--host HOST] [--port PORT] [--count N] "
-    "[--size BYTES]\n"
-    "                  [--message TEXT] [--timeout DURATION]\n"
-    "       rmctl bench [--host HOST] [--port PORT] [--count N] "
-    "[--sessions N]\n"
-    "                   [--items N] [--item-size BYTES] [--parallel N]\n"
-    "                   [--duration DURATION] [--pace DURATION] [--json]\n"
-    "                   [--timeout DURATION]\n"
-    "       rmctl --help\n"
+    "usage: rmctl [OPTIONS] COMMAND [COMMAND OPTIONS]\n"
     "\n"
-    "  health  call grpc.health.v1.Health/Check; print the serving status\n"
-    "          and exit 0 only if it is SERVING\n"
-    "  echo    ping-pong N messages on one RemoteExecution/Echo stream;\n"
+    "commands:\n"
+    "  health [--service NAME]\n"
+    "          call grpc.health.v1.Health/Check; print the serving status\n"
+    "          and exit 0 only if it is SERVING (UNAVAILABLE, 14, if not)\n"
+    "  info [--json]\n"
+    "          the server's version, limits and the sandbox in force\n"
+    "  sessions [--json]\n"
+    "          the sessions open now: all of them with an admin token,\n"
+    "          the token's own with another\n"
+    "  kill SESSION\n"
+    "          end a session (an admin token, or the token that opened it);\n"
+    "          its client sees ABORTED\n"
+    "  run --source FILE --class NAME [--init JSON] [--pip REQ ...]\n"
+    "      --call METHOD [--args JSON] [--kwargs JSON]\n"
+    "          open a json-format session from Python source, construct\n"
+    "          NAME with --init (a JSON list, default []), call METHOD once\n"
+    "          with --args (a JSON list) and --kwargs (a JSON object), and\n"
+    "          print the result as JSON; a generator prints one JSON line\n"
+    "          per item. What the object prints goes to stderr; a remote\n"
+    "          exception prints its traceback and exits 1\n"
+    "  echo [--count N] [--size BYTES | --message TEXT]\n"
+    "          ping-pong N messages on one RemoteExecution/Echo stream;\n"
     "          print the echoed text (--count 1 --message TEXT) or\n"
     "          \"count N p50 Xus p99 Yus\"\n"
-    "  bench   measure, each beside its reference: Echo round trips, method\n"
+    "  bench [--count N] [--sessions N] [--items N] [--item-size BYTES]\n"
+    "        [--parallel N] [--duration DURATION] [--pace DURATION] [--json]\n"
+    "          measure, each beside its reference: Echo round trips, method\n"
     "          call round trips through a session (--count, default 2000),\n"
     "          session open to first result (--sessions, default 20), a\n"
     "          generator's --items items of --item-size bytes (default 64\n"
@@ -147,17 +200,26 @@ static const char rmctl_usage_text[] =
     "          Session opens, and figures, are --pace apart (default\n"
     "          200ms), so that the server's spares refill\n"
     "\n"
+    "options, before or after the command:\n"
     "  --host HOST         server address (default " RMCTL_DEFAULT_HOST ")\n"
     "  --port PORT         server port (default 50052)\n"
-    "  --service NAME      service to check (default \"\", the server)\n"
-    "  --count N           messages to echo (default 1)\n"
-    "  --size BYTES        payload size: 512, 64K, 1M (default 32)\n"
-    "  --message TEXT      payload text, instead of --size\n"
-    "  --json              bench: print one JSON object\n"
+    "  --token TOKEN       send authorization: Bearer TOKEN (default\n"
+    "                      $REMOTEMEDIA_TOKEN)\n"
+    "  --tls               TLS 1.2+ with ALPN h2, the server verified against\n"
+    "                      the system CA bundle, or --ca\n"
+    "  --ca FILE           CA certificates to verify the server with\n"
+    "                      (implies --tls)\n"
     "  --timeout DURATION  500ms, 30s, 5m; health: the call's deadline\n"
-    "                      (default 5s); echo: each wait (default 10s)\n"
+    "                      (default 5s); run: each wait (default 10m);\n"
+    "                      others: each wait (default 10s)\n"
+    "  --help              this text\n"
     "\n"
-    "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n";
+    "Exit status: 0 on success; a call the server failed exits with its\n"
+    "gRPC status code (3 INVALID_ARGUMENT, 5 NOT_FOUND, 7\n"
+    "PERMISSION_DENIED, 8 RESOURCE_EXHAUSTED, 16 UNAUTHENTICATED, ...); no\n"
+    "connection or a lost one 14 (UNAVAILABLE), a timeout 4\n"
+    "(DEADLINE_EXCEEDED), a server that broke the protocol 13 (INTERNAL);\n"
+    "1 another failure; 2 a usage error. See rmctl(1).\n";
 
 /* Print the usage text to stdout for --help. */
 static void __attribute__((noreturn)) rmctl_help(void)
@@ -251,7 +313,7 @@ rmctl_health(const struct rmctl_opts *o)
 	return status ==
 	        GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 	    ? 0
-	    : 1;
+	    : RMCTL_EXIT_UNAVAILABLE;
 }
 
 /* Build the echo payload: --message, or --size bytes of a pattern. */
@@ -526,6 +588,43 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 	case OPT_JSON:
 		o->o_json = 1;
 		break;
+	case OPT_TOKEN:
+		if (*arg == '\0' || strpbrk(arg, "\r\n") != NULL ||
+		    strlen(arg) > 1024)
+			rmctl_usage_error("--token: invalid token");
+		o->o_token = arg;
+		break;
+	case OPT_TLS:
+		o->o_tls = 1;
+		break;
+	case OPT_CA:
+		o->o_ca = arg;
+		o->o_tls = 1;
+		break;
+	case OPT_SOURCE:
+		o->o_source = arg;
+		break;
+	case OPT_CLASS:
+		o->o_class = arg;
+		break;
+	case OPT_CALL:
+		o->o_call = arg;
+		break;
+	case OPT_ARGS:
+		o->o_args = arg;
+		break;
+	case OPT_KWARGS:
+		o->o_kwargs = arg;
+		break;
+	case OPT_INIT:
+		o->o_init = arg;
+		break;
+	case OPT_PIP:
+		if (o->o_npip >= sizeof(o->o_pip) / sizeof(o->o_pip[0]))
+			rmctl_usage_error("--pip: at most %zu",
+			    sizeof(o->o_pip) / sizeof(o->o_pip[0]));
+		o->o_pip[o->o_npip++] = arg;
+		break;
 	case OPT_HELP:
 		rmctl_help();
 	}
@@ -550,6 +649,52 @@ static void __attribute__((noreturn)) rmctl_bad_flag(int ch, char *arg)
 	rmctl_usage_error("unknown flag %s", arg);
 }
 
+/* --args, --kwargs and --init: a JSON list or object (the server parses
+ * it; this catches a value that is plainly of the wrong kind). */
+static void
+rmctl_check_json(const char *flag, const char *v, char open)
+{
+	size_t len;
+
+	while (*v == ' ' || *v == '\t' || *v == '\n')
+		v++;
+	len = strlen(v);
+	while (len > 0 &&
+	    (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\n'))
+		len--;
+	if (len < 2 || v[0] != open || v[len - 1] != (open == '[' ? ']' : '}'))
+		rmctl_usage_error("%s: expected a JSON %s, got '%s'", flag,
+		    open == '[' ? "list [...]" : "object {...}", v);
+}
+
+/*
+ * A flag before the command: it must be a common option. Whether the next
+ * argument is its value (--flag VALUE rather than --flag=VALUE).
+ */
+static int
+rmctl_common_takes_value(const char *arg)
+{
+	const struct option *opt;
+	char name[64];
+	size_t len;
+
+	if (strncmp(arg, "--", 2) != 0)
+		rmctl_usage_error("unknown flag %s", arg);
+	len = strcspn(arg + 2, "=");
+	if (len >= sizeof(name))
+		rmctl_usage_error("unknown flag %.40s", arg);
+	memcpy(name, arg + 2, len);
+	name[len] = '\0';
+	for (opt = rmctl_common_opts; opt->name != NULL; opt++)
+		if (strcmp(opt->name, name) == 0)
+			break;
+	if (opt->name == NULL)
+		rmctl_usage_error("--%s: not an option before the command "
+		                  "(put it after it)",
+		    name);
+	return opt->has_arg == required_argument && arg[2 + len] != '=';
+}
+
 /* Parse the flags of one command; argv[0] is the command's name. */
 static void
 rmctl_parse(
@@ -571,37 +716,76 @@ rmctl_parse(
 	o->o_pace_ms = 200;
 	opterr = 0;
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+:", cmd->c_opts, NULL)) != -1) {
+	o->o_token = getenv("REMOTEMEDIA_TOKEN");
+	if (o->o_token != NULL && *o->o_token == '\0')
+		o->o_token = NULL;
+	o->o_args = "[]";
+	o->o_kwargs = "{}";
+	o->o_init = "[]";
+	while ((ch = getopt_long(argc, argv, ":", cmd->c_opts, NULL)) != -1) {
 		if (ch == '?' || ch == ':')
 			rmctl_bad_flag(ch, argv[optind - 1]);
 		rmctl_parse_opt(o, ch, optarg);
 	}
+	if (argc - optind < cmd->c_nargs)
+		rmctl_usage_error("%s: missing SESSION", cmd->c_name);
+	if (cmd->c_nargs == 1)
+		o->o_arg = argv[optind++];
 	if (optind < argc)
 		rmctl_usage_error(
 		    "%s: unexpected argument '%s'", cmd->c_name, argv[optind]);
+	if (cmd->c_run == rmctl_run) {
+		if (o->o_source == NULL || o->o_class == NULL ||
+		    o->o_call == NULL)
+			rmctl_usage_error(
+			    "run: --source, --class and --call are required");
+		rmctl_check_json("--args", o->o_args, '[');
+		rmctl_check_json("--kwargs", o->o_kwargs, '{');
+		rmctl_check_json("--init", o->o_init, '[');
+	}
 	if (o->o_message != NULL && o->o_size_set)
 		rmctl_usage_error("--message and --size cannot be used "
 		                  "together");
 }
 
+/*
+ * The common options given before the command are moved after its name,
+ * so that one parse sees them all; later ones win.
+ */
 int
 main(int argc, char **argv)
 {
 	struct rmctl_opts o;
-	size_t i;
+	char **args;
+	int i, n, first;
+	size_t c;
 
 	log_init("rmctl", LOG_LEVEL_WARN);
-	if (argc < 2)
-		rmctl_usage_error("missing command (health, echo or bench)");
-	if (strcmp(argv[1], "--help") == 0)
-		rmctl_help();
-	for (i = 0; i < sizeof(rmctl_cmds) / sizeof(rmctl_cmds[0]); i++) {
-		if (strcmp(argv[1], rmctl_cmds[i].c_name) != 0)
-			continue;
-		rmctl_parse(&rmctl_cmds[i], argc - 1, argv + 1, &o);
-		return rmctl_cmds[i].c_run(&o);
+	log_plain();
+	for (first = 1; first < argc && argv[first][0] == '-'; first++) {
+		if (strcmp(argv[first], "--help") == 0 ||
+		    strcmp(argv[first], "-h") == 0)
+			rmctl_help();
+		if (rmctl_common_takes_value(argv[first]))
+			first++; /* its value */
 	}
-	if (argv[1][0] == '-')
-		rmctl_usage_error("unknown flag %s", argv[1]);
-	rmctl_usage_error("unknown command '%s'", argv[1]);
+	if (first >= argc)
+		rmctl_usage_error("missing command (health, info, sessions, "
+		                  "kill, run, echo or bench)");
+	for (c = 0; c < sizeof(rmctl_cmds) / sizeof(rmctl_cmds[0]); c++) {
+		if (strcmp(argv[first], rmctl_cmds[c].c_name) != 0)
+			continue;
+		args = xcalloc((size_t)argc + 1, sizeof(char *));
+		n = 0;
+		args[n++] = argv[first];
+		for (i = 1; i < first; i++)
+			args[n++] = argv[i];
+		for (i = first + 1; i < argc; i++)
+			args[n++] = argv[i];
+		rmctl_parse(&rmctl_cmds[c], n, args, &o);
+		return rmctl_cmds[c].c_run(&o);
+	}
+	if (argv[first][0] == '-')
+		rmctl_usage_error("unknown flag %s", argv[first]);
+	rmctl_usage_error("unknown command '%s'", argv[first]);
 }

@@ -5,6 +5,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 
 #include <ctype.h>
 #include <err.h>
@@ -21,6 +22,9 @@
 #include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "frame.h"
 #include "log.h"
@@ -426,7 +430,8 @@ rmctl_call_send(
 	uint8_t *p;
 
 	if (len > UINT32_MAX)
-		errx(1, "request message too large (%zu bytes)", len);
+		errx(RMCTL_EXIT_INVALID,
+		    "request message too large (%zu bytes)", len);
 	p = rmctl_buf_reserve(&cl->cl_out, FRAME_HDR_LEN + len);
 	frame_grpc_header(p, (uint32_t)len);
 	protobuf_c_message_pack(msg, p + FRAME_HDR_LEN);
@@ -460,12 +465,13 @@ void
 rmctl_call_start(struct rmctl_conn *cn, struct rmctl_call *cl, const char *path,
     const char *timeout)
 {
-	nghttp2_nv nv[8];
+	nghttp2_nv nv[9];
 	nghttp2_data_provider dp;
+	char auth[1100];
 	size_t n = 0;
 
 	nv[n++] = rmctl_nv(":method", "POST");
-	nv[n++] = rmctl_nv(":scheme", "http");
+	nv[n++] = rmctl_nv(":scheme", cn->cn_ssl != NULL ? "https" : "http");
 	nv[n++] = rmctl_nv(":path", path);
 	nv[n++] = rmctl_nv(":authority", cn->cn_authority);
 	nv[n++] = rmctl_nv("content-type", "application/grpc");
@@ -473,12 +479,16 @@ rmctl_call_start(struct rmctl_conn *cn, struct rmctl_call *cl, const char *path,
 	nv[n++] = rmctl_nv("user-agent", "rmctl/1");
 	if (timeout != NULL)
 		nv[n++] = rmctl_nv("grpc-timeout", timeout);
+	if (cn->cn_token != NULL) {
+		snprintf(auth, sizeof(auth), "Bearer %s", cn->cn_token);
+		nv[n++] = rmctl_nv("authorization", auth);
+	}
 	dp.source.ptr = cl;
 	dp.read_callback = rmctl_read_body;
 	cl->cl_id = nghttp2_submit_request(
 	    cn->cn_session, NULL, nv, n, &dp, NULL);
 	if (cl->cl_id < 0)
-		errx(1, "cannot start %s: %s", path,
+		errx(RMCTL_EXIT_INTERNAL, "cannot start %s: %s", path,
 		    nghttp2_strerror(cl->cl_id));
 	cn->cn_call = cl;
 }
@@ -553,15 +563,16 @@ rmctl_connect(
 	hints.ai_flags = AI_NUMERICSERV;
 	snprintf(portstr, sizeof(portstr), "%u", port);
 	if ((error = getaddrinfo(host, portstr, &hints, &res)) != 0)
-		errx(1, "cannot connect to %s: %s", cn->cn_authority,
-		    gai_strerror(error));
+		errx(RMCTL_EXIT_UNAVAILABLE, "cannot connect to %s: %s",
+		    cn->cn_authority, gai_strerror(error));
 	for (ai = res; ai != NULL && fd == -1; ai = ai->ai_next)
 		if ((fd = rmctl_connect_one(ai, deadline)) == -1)
 			saved = errno;
 	freeaddrinfo(res);
 	if (fd == -1) {
 		errno = saved;
-		err(1, "cannot connect to %s", cn->cn_authority);
+		err(RMCTL_EXIT_UNAVAILABLE, "cannot connect to %s",
+		    cn->cn_authority);
 	}
 	return fd;
 }
@@ -596,6 +607,132 @@ rmctl_session_new(struct rmctl_conn *cn)
 		errx(1, "cannot set up the HTTP/2 session");
 }
 
+/* send(2), or SSL_write with --tls; -1 with errno EAGAIN when it would
+ * block. */
+static ssize_t
+rmctl_send(struct rmctl_conn *cn, const uint8_t *p, size_t len)
+{
+	int n, e;
+
+	if (cn->cn_ssl == NULL)
+		return send(cn->cn_fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	ERR_clear_error();
+	n = SSL_write(cn->cn_ssl, p, len > INT_MAX ? INT_MAX : (int)len);
+	if (n > 0)
+		return n;
+	e = SSL_get_error(cn->cn_ssl, n);
+	errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN
+	                                                              : EPIPE;
+	return -1;
+}
+
+/* recv(2), or SSL_read with --tls; 0 at the end of the stream. */
+static ssize_t
+rmctl_recv(struct rmctl_conn *cn, uint8_t *p, size_t len)
+{
+	int n, e;
+
+	if (cn->cn_ssl == NULL)
+		return recv(cn->cn_fd, p, len, 0);
+	ERR_clear_error();
+	n = SSL_read(cn->cn_ssl, p, len > INT_MAX ? INT_MAX : (int)len);
+	if (n > 0)
+		return n;
+	e = SSL_get_error(cn->cn_ssl, n);
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	errno = ECONNRESET;
+	return -1;
+}
+
+/* The first OpenSSL error, for messages. */
+static const char *
+rmctl_tls_error(void)
+{
+	static char buf[256];
+	unsigned long e = ERR_get_error();
+
+	if (e == 0)
+		return "the handshake failed";
+	ERR_error_string_n(e, buf, sizeof(buf));
+	return buf;
+}
+
+/*
+ * --tls: a TLS 1.2+ handshake with ALPN h2, verifying the server's
+ * certificate and name against --ca or the system's CA bundle.
+ */
+static void
+rmctl_tls_start(
+    struct rmctl_conn *cn, const struct rmctl_opts *o, uint64_t deadline)
+{
+	static const unsigned char alpn[] = "\x02h2";
+	const unsigned char *sel = NULL;
+	unsigned int sellen = 0;
+	struct in6_addr a6;
+	struct pollfd pfd;
+	int rv, e, ip;
+
+	if ((cn->cn_ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+		errx(RMCTL_EXIT_FAIL, "TLS: %s", rmctl_tls_error());
+	SSL_CTX_set_min_proto_version(cn->cn_ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(cn->cn_ctx, SSL_VERIFY_PEER, NULL);
+	if (o->o_ca != NULL) {
+		if (SSL_CTX_load_verify_locations(cn->cn_ctx, o->o_ca, NULL) !=
+		    1)
+			errx(RMCTL_EXIT_FAIL, "--ca %s: %s", o->o_ca,
+			    rmctl_tls_error());
+	} else if (SSL_CTX_set_default_verify_paths(cn->cn_ctx) != 1)
+		errx(RMCTL_EXIT_FAIL, "TLS: no system CA bundle: %s",
+		    rmctl_tls_error());
+	if (SSL_CTX_set_alpn_protos(cn->cn_ctx, alpn, sizeof(alpn) - 1) != 0 ||
+	    (cn->cn_ssl = SSL_new(cn->cn_ctx)) == NULL ||
+	    SSL_set_fd(cn->cn_ssl, cn->cn_fd) != 1)
+		errx(RMCTL_EXIT_FAIL, "TLS: %s", rmctl_tls_error());
+	ip = inet_pton(AF_INET, o->o_host, &a6) == 1 ||
+	    inet_pton(AF_INET6, o->o_host, &a6) == 1;
+	if (ip)
+		rv = X509_VERIFY_PARAM_set1_ip_asc(
+		    SSL_get0_param(cn->cn_ssl), o->o_host);
+	else
+		rv = SSL_set_tlsext_host_name(cn->cn_ssl, o->o_host) == 1 &&
+		    SSL_set1_host(cn->cn_ssl, o->o_host) == 1;
+	if (rv != 1)
+		errx(RMCTL_EXIT_FAIL, "TLS: cannot verify the name %s",
+		    o->o_host);
+	for (;;) {
+		ERR_clear_error();
+		if ((rv = SSL_connect(cn->cn_ssl)) == 1)
+			break;
+		e = SSL_get_error(cn->cn_ssl, rv);
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+			if (SSL_get_verify_result(cn->cn_ssl) != X509_V_OK)
+				errx(RMCTL_EXIT_UNAVAILABLE,
+				    "TLS to %s: certificate not trusted: %s",
+				    cn->cn_authority,
+				    X509_verify_cert_error_string(
+				        SSL_get_verify_result(cn->cn_ssl)));
+			errx(RMCTL_EXIT_UNAVAILABLE, "TLS to %s: %s",
+			    cn->cn_authority, rmctl_tls_error());
+		}
+		pfd.fd = cn->cn_fd;
+		pfd.events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+		if (rmctl_poll(&pfd, deadline) <= 0)
+			errx(RMCTL_EXIT_DEADLINE,
+			    "timed out in the TLS handshake with %s",
+			    cn->cn_authority);
+	}
+	SSL_get0_alpn_selected(cn->cn_ssl, &sel, &sellen);
+	if (sellen != 2 || memcmp(sel, "h2", 2) != 0)
+		errx(RMCTL_EXIT_UNAVAILABLE,
+		    "TLS to %s: the server did not choose HTTP/2 (ALPN h2)",
+		    cn->cn_authority);
+}
+
 /* Connect and start an HTTP/2 session; the first wait is the deadline. */
 void
 rmctl_conn_open(
@@ -610,6 +747,9 @@ rmctl_conn_open(
 		snprintf(cn->cn_authority, sizeof(cn->cn_authority), "%s:%u",
 		    o->o_host, o->o_port);
 	cn->cn_fd = rmctl_connect(cn, o->o_host, o->o_port, deadline);
+	cn->cn_token = o->o_token;
+	if (o->o_tls)
+		rmctl_tls_start(cn, o, deadline);
 	rmctl_session_new(cn);
 }
 
@@ -626,12 +766,16 @@ rmctl_conn_close(struct rmctl_conn *cn)
 		while ((n = nghttp2_session_mem_send(cn->cn_session, &p)) > 0)
 			rmctl_buf_add(&cn->cn_out, p, (size_t)n);
 		if (rmctl_buf_left(&cn->cn_out) > 0)
-			(void)send(cn->cn_fd,
+			(void)rmctl_send(cn,
 			    cn->cn_out.b_data + cn->cn_out.b_off,
-			    rmctl_buf_left(&cn->cn_out),
-			    MSG_NOSIGNAL | MSG_DONTWAIT);
+			    rmctl_buf_left(&cn->cn_out));
 	}
 	nghttp2_session_del(cn->cn_session);
+	if (cn->cn_ssl != NULL) {
+		(void)SSL_shutdown(cn->cn_ssl);
+		SSL_free(cn->cn_ssl);
+		SSL_CTX_free(cn->cn_ctx);
+	}
 	close(cn->cn_fd);
 	rmctl_buf_free(&cn->cn_out);
 }
@@ -646,8 +790,8 @@ rmctl_conn_pull(struct rmctl_conn *cn)
 	while (rmctl_buf_left(&cn->cn_out) < RMCTL_FLUSH_LEN) {
 		n = nghttp2_session_mem_send(cn->cn_session, &p);
 		if (n < 0)
-			errx(1, "HTTP/2 error on %s: %s", cn->cn_authority,
-			    nghttp2_strerror((int)n));
+			errx(RMCTL_EXIT_INTERNAL, "HTTP/2 error on %s: %s",
+			    cn->cn_authority, nghttp2_strerror((int)n));
 		if (n == 0)
 			break;
 		rmctl_buf_add(&cn->cn_out, p, (size_t)n);
@@ -669,8 +813,8 @@ rmctl_conn_flush(struct rmctl_conn *cn)
 			rmctl_conn_pull(cn);
 		if (rmctl_buf_left(&cn->cn_out) == 0)
 			return;
-		n = send(cn->cn_fd, cn->cn_out.b_data + cn->cn_out.b_off,
-		    rmctl_buf_left(&cn->cn_out), MSG_NOSIGNAL);
+		n = rmctl_send(cn, cn->cn_out.b_data + cn->cn_out.b_off,
+		    rmctl_buf_left(&cn->cn_out));
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -695,26 +839,32 @@ rmctl_conn_io(struct rmctl_conn *cn, uint64_t deadline, const char *what)
 	if (cn->cn_werr == 0 && rmctl_buf_left(&cn->cn_out) > 0)
 		pfd.events |= POLLOUT;
 	if ((rv = rmctl_poll(&pfd, deadline)) == 0)
-		errx(1, "timed out after %s waiting for %s from %s",
+		errx(RMCTL_EXIT_DEADLINE,
+		    "timed out after %s waiting for %s from %s",
 		    rmctl_fmt_ms(cn->cn_timeout_ms), what, cn->cn_authority);
 	if (rv == -1)
 		err(1, "poll");
 	if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) == 0)
 		return;
-	n = recv(cn->cn_fd, buf, sizeof(buf), 0);
-	if (n == -1 && (errno == EINTR || errno == EAGAIN))
-		return;
-	if (n == -1)
-		err(1, "connection to %s lost during %s", cn->cn_authority,
-		    what);
-	if (n == 0) {
-		cn->cn_eof = 1;
-		return;
-	}
-	rv = nghttp2_session_mem_recv(cn->cn_session, buf, (size_t)n);
-	if (rv < 0)
-		errx(1, "HTTP/2 error from %s: %s", cn->cn_authority,
-		    nghttp2_strerror((int)rv));
+	/* TLS may hold decrypted records that poll(2) cannot see: read
+	 * until the socket would block. */
+	do {
+		n = rmctl_recv(cn, buf, sizeof(buf));
+		if (n == -1 && (errno == EINTR || errno == EAGAIN))
+			return;
+		if (n == -1)
+			err(RMCTL_EXIT_UNAVAILABLE,
+			    "connection to %s lost during %s", cn->cn_authority,
+			    what);
+		if (n == 0) {
+			cn->cn_eof = 1;
+			return;
+		}
+		rv = nghttp2_session_mem_recv(cn->cn_session, buf, (size_t)n);
+		if (rv < 0)
+			errx(RMCTL_EXIT_INTERNAL, "HTTP/2 error from %s: %s",
+			    cn->cn_authority, nghttp2_strerror((int)rv));
+	} while (cn->cn_ssl != NULL && SSL_pending(cn->cn_ssl) > 0);
 }
 
 /* Explain why the connection ended under a call that had not finished. */
@@ -722,18 +872,21 @@ static void __attribute__((noreturn))
 rmctl_conn_dead(struct rmctl_conn *cn, const char *what)
 {
 	if (cn->cn_h2err[0] != '\0')
-		errx(1, "HTTP/2 connection to %s failed during %s: %s",
+		errx(RMCTL_EXIT_INTERNAL,
+		    "HTTP/2 connection to %s failed during %s: %s",
 		    cn->cn_authority, what, cn->cn_h2err);
 	if (cn->cn_goaway)
-		errx(1,
+		errx(RMCTL_EXIT_UNAVAILABLE,
 		    "server %s closed the connection during %s "
 		    "(GOAWAY %s)",
 		    cn->cn_authority, what,
 		    nghttp2_http2_strerror(cn->cn_goaway_error));
 	if (cn->cn_werr != 0)
-		errx(1, "connection to %s lost during %s: %s", cn->cn_authority,
+		errx(RMCTL_EXIT_UNAVAILABLE,
+		    "connection to %s lost during %s: %s", cn->cn_authority,
 		    what, strerror(cn->cn_werr));
-	errx(1, "server %s closed the connection during %s", cn->cn_authority,
+	errx(RMCTL_EXIT_UNAVAILABLE,
+	    "server %s closed the connection during %s", cn->cn_authority,
 	    what);
 }
 
@@ -746,7 +899,8 @@ rmctl_conn_wait(struct rmctl_conn *cn, int (*ready)(const struct rmctl_call *),
 
 	for (;;) {
 		if (cl->cl_err[0] != '\0')
-			errx(1, "%s: %s", cl->cl_name, cl->cl_err);
+			errx(RMCTL_EXIT_INTERNAL, "%s: %s", cl->cl_name,
+			    cl->cl_err);
 		if (ready(cl))
 			return;
 		rmctl_conn_flush(cn);
@@ -765,20 +919,24 @@ rmctl_call_nostatus(struct rmctl_conn *cn, struct rmctl_call *cl)
 	const char *h2 = cn->cn_h2err, *what = cl->cl_name;
 
 	if (cl->cl_http_status != 0 && cl->cl_http_status != 200)
-		errx(1, "%s: %s answered HTTP status %d, not gRPC", what,
+		errx(RMCTL_EXIT_INTERNAL,
+		    "%s: %s answered HTTP status %d, not gRPC", what,
 		    cn->cn_authority, cl->cl_http_status);
 	if (cl->cl_reset)
-		errx(1, "%s: server %s reset the stream (%s)", what,
+		errx(RMCTL_EXIT_UNAVAILABLE,
+		    "%s: server %s reset the stream (%s)", what,
 		    cn->cn_authority, nghttp2_http2_strerror(cl->cl_error));
 	if (cn->cn_goaway && cl->cl_error == NGHTTP2_REFUSED_STREAM)
-		errx(1, "%s: server %s refused the call (GOAWAY %s)", what,
+		errx(RMCTL_EXIT_UNAVAILABLE,
+		    "%s: server %s refused the call (GOAWAY %s)", what,
 		    cn->cn_authority,
 		    nghttp2_http2_strerror(cn->cn_goaway_error));
 	if (cl->cl_closed && cl->cl_error != NGHTTP2_NO_ERROR)
-		errx(1, "%s: stream to %s failed (%s)%s%s", what,
-		    cn->cn_authority, nghttp2_http2_strerror(cl->cl_error),
-		    *h2 ? ": " : "", h2);
-	errx(1, "%s: response from %s ended without grpc-status", what,
+		errx(RMCTL_EXIT_INTERNAL, "%s: stream to %s failed (%s)%s%s",
+		    what, cn->cn_authority,
+		    nghttp2_http2_strerror(cl->cl_error), *h2 ? ": " : "", h2);
+	errx(RMCTL_EXIT_INTERNAL,
+	    "%s: response from %s ended without grpc-status", what,
 	    cn->cn_authority);
 }
 
@@ -792,21 +950,25 @@ rmctl_call_check(struct rmctl_conn *cn, struct rmctl_call *cl)
 	if (cl->cl_grpc_status == -1)
 		rmctl_call_nostatus(cn, cl);
 	if (cl->cl_grpc_status == -2)
-		errx(1, "%s: malformed grpc-status from %s", what,
-		    cn->cn_authority);
+		errx(RMCTL_EXIT_INTERNAL, "%s: malformed grpc-status from %s",
+		    what, cn->cn_authority);
 	if (cl->cl_http_status != 200)
-		errx(1, "%s: %s answered HTTP status %d", what,
-		    cn->cn_authority, cl->cl_http_status);
+		errx(RMCTL_EXIT_INTERNAL, "%s: %s answered HTTP status %d",
+		    what, cn->cn_authority, cl->cl_http_status);
 	if (cl->cl_ctype != NULL && !rmctl_is_grpc(cl->cl_ctype))
-		errx(1, "%s: %s answered content-type %s, not gRPC", what,
+		errx(RMCTL_EXIT_INTERNAL,
+		    "%s: %s answered content-type %s, not gRPC", what,
 		    cn->cn_authority, rmctl_printable(cl->cl_ctype));
 	if (cl->cl_grpc_status != 0)
-		errx(1, "%s failed: %s%s%s", what,
+		errx(cl->cl_grpc_status > 0 && cl->cl_grpc_status < 17
+		        ? cl->cl_grpc_status
+		        : RMCTL_EXIT_INTERNAL,
+		    "%s failed: %s%s%s", what,
 		    rmctl_code_name(cl->cl_grpc_status), msg ? ": " : "",
 		    msg ? rmctl_printable(msg) : "");
 	if (deframer_partial(&cl->cl_df))
-		errx(1, "%s: truncated gRPC message from %s", what,
-		    cn->cn_authority);
+		errx(RMCTL_EXIT_INTERNAL, "%s: truncated gRPC message from %s",
+		    what, cn->cn_authority);
 }
 
 /* Write a grpc-timeout value: at most 8 digits and a unit. */

@@ -255,6 +255,7 @@ main(int argc, char *argv[])
 		log_setlevel(init->log_level);
 	worker_setup_fd();
 	worker_conf_init(&wc, init);
+	log_set_session(wc.wc_session_id);
 	log_debug("%s: session %s in %s", __func__, wc.wc_session_id,
 	    wc.wc_session_dir);
 

@@ -193,7 +193,7 @@ def limited(servers):
 def front_errors(srv: Server) -> list[str]:
     """Lines of the server log that say the front itself failed."""
     return [line for line in srv.log_text().splitlines()
-            if re.match(r"front: error:", line)]
+            if re.match(r"ts=\S+ level=error proc=front ", line)]
 
 
 def host_ipv4() -> str | None:

@@ -413,6 +413,18 @@ def h2_seeds():
     c.request(5, PATH_HEALTH, end=True)
     seeds["health_services"] = c
 
+    # The Admin service: Info, ListSessions (beside a session) and
+    # EndSession of an unknown id and of the session itself.
+    c = Client()
+    c.request(1, b"/remotemedia.v1.Admin/Info")
+    c.grpc(1, [b""])
+    c.request(3, b"/remotemedia.v1.Admin/ListSessions")
+    c.grpc(3, [b""])
+    c.request(5, b"/remotemedia.v1.Admin/EndSession")
+    c.grpc(5, [fb(1, "0" * 32)])
+    c.request(7, b"/remotemedia.v1.Admin/EndSession", end=True)
+    seeds["admin"] = c
+
     seeds["session_open_close"] = session([open_msg(), close()])
     seeds["session_open_halfclose"] = session([open_msg()])
     seeds["session_calls"] = session(

@@ -347,3 +347,18 @@ front_sandbox_limit_hit(struct session *ses, int wstatus)
 		return xstrdup("session CPU time limit reached (fuzz stub)");
 	return NULL;
 }
+
+/* front_sandbox.c and front_env.c, for the Admin service's Info. */
+int
+front_sandbox_describe(char lines[][160], int max)
+{
+	(void)lines;
+	(void)max;
+	return 0;
+}
+
+const char *
+front_python_version(void)
+{
+	return "3.11";
+}

@@ -127,6 +127,6 @@ def test_a_server_takes_its_options_from_the_file_and_flags_win(tmp_path, fresh_
             return str(info.value)
     message = asyncio.run(asyncio.wait_for(main(), 60))
     assert "--max-sessions" in message
-    assert "debug:" in srv.log_text()  # the flag's level, not the file's
+    assert "level=debug" in srv.log_text()  # the flag's level, not the file's
     assert "pool_start" not in srv.log_text()
 

@@ -222,6 +222,7 @@ def installed(tmp_path_factory):
 def test_make_install_puts_every_file_in_destdir(installed):
     for path in ("usr/local/bin/remotemediad", "usr/local/bin/remotemedia-worker",
                  "usr/local/bin/rmctl", "usr/local/share/man/man8/remotemediad.8",
+                 "usr/local/share/man/man1/rmctl.1",
                  "etc/systemd/system/remotemediad.service",
                  "etc/systemd/system/remotemediad.socket",
                  "etc/remotemedia/remotemediad.conf"):

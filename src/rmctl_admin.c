@@ -1,0 +1,485 @@
+/*
+ * rmctl info, sessions and kill (the Admin service), and rmctl run (a
+ * json-format session opened from Python source, one call, its result or
+ * each item of a generator as one JSON line).
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/stat.h>
+
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "log.h"
+#include "rmctl.h"
+#include "util.h"
+
+#include "remotemedia.pb-c.h"
+
+#define RMCTL_SOURCE_MAX (1024 * 1024) /* --source: one Value chunk */
+#define RMCTL_RUN_MSG_MAX (2 * 1024 * 1024) /* a 1 MiB chunk and more */
+#define RMCTL_RUN_VALUE_MAX (256 * 1024 * 1024)
+#define RMCTL_INIT_MAX (64 * 1024)
+
+typedef Remotemedia__V1__ServerMessage ServerMessage;
+
+/* One unary call: send req on path, wait, and return the one reply. */
+void
+rmctl_unary(const struct rmctl_opts *o, const char *path, const char *what,
+    const ProtobufCMessage *req, struct rmctl_msg **reply)
+{
+	struct rmctl_conn cn;
+	struct rmctl_call cl;
+	uint64_t deadline = now_ms() + o->o_timeout_ms;
+	char tmo[32];
+
+	rmctl_conn_open(&cn, o, deadline);
+	rmctl_call_init(&cl, what, RMCTL_MSG_MAX);
+	rmctl_grpc_timeout(tmo, sizeof(tmo), o->o_timeout_ms);
+	rmctl_call_start(&cn, &cl, path, tmo);
+	rmctl_call_send(&cn, &cl, req);
+	rmctl_call_close_send(&cn, &cl);
+	rmctl_conn_wait(&cn, rmctl_call_finished, deadline, what);
+	rmctl_call_check(&cn, &cl);
+	if ((*reply = rmctl_call_pop(&cl)) == NULL)
+		errx(RMCTL_EXIT_INTERNAL, "%s: %s sent no reply", what,
+		    cn.cn_authority);
+	rmctl_call_free(&cl);
+	rmctl_conn_close(&cn);
+}
+
+/* Unpack a reply or exit: the server broke the protocol. */
+static ProtobufCMessage *
+rmctl_unpack(
+    const ProtobufCMessageDescriptor *d, struct rmctl_msg *m, const char *what)
+{
+	ProtobufCMessage *r = protobuf_c_message_unpack(
+	    d, NULL, m->m_len, m->m_data);
+
+	free(m);
+	if (r == NULL)
+		errx(RMCTL_EXIT_INTERNAL, "%s: malformed reply", what);
+	return r;
+}
+
+/* A string for a JSON document: quotes, backslashes and controls escaped. */
+static void
+json_string(FILE *f, const char *s)
+{
+	const unsigned char *p;
+
+	fputc('"', f);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+/* rmctl info: version, limits and the sandbox in force. */
+int
+rmctl_info(const struct rmctl_opts *o)
+{
+	Remotemedia__V1__InfoRequest req = REMOTEMEDIA__V1__INFO_REQUEST__INIT;
+	Remotemedia__V1__InfoReply *r;
+	struct rmctl_msg *m;
+	size_t i;
+
+	rmctl_unary(o, "/remotemedia.v1.Admin/Info", "info", &req.base, &m);
+	r = (Remotemedia__V1__InfoReply *)rmctl_unpack(
+	    &remotemedia__v1__info_reply__descriptor, m, "info");
+	if (o->o_json) {
+		printf("{\"version\": ");
+		json_string(stdout, r->version);
+		printf(", \"python\": ");
+		json_string(stdout, r->python_version);
+		printf(", \"sessions\": %u, \"spares\": %u, \"draining\": %s, "
+		       "\"uptime_ms\": %" PRIu64 ", \"limits\": {",
+		    r->sessions, r->spares, r->draining ? "true" : "false",
+		    r->uptime_ms);
+		for (i = 0; i < r->n_limits; i++) {
+			printf("%s", i ? ", " : "");
+			json_string(stdout, r->limits[i]->key);
+			printf(": ");
+			json_string(stdout, r->limits[i]->value);
+		}
+		printf("}, \"sandbox\": [");
+		for (i = 0; i < r->n_sandbox; i++) {
+			printf("%s", i ? ", " : "");
+			json_string(stdout, r->sandbox[i]);
+		}
+		printf("]}\n");
+	} else {
+		printf("version         %s (protocol %d)\n", r->version,
+		    (int)r->protocol);
+		printf("python          %s\n", r->python_version);
+		printf("sessions        %u open, %u spare%s\n", r->sessions,
+		    r->spares, r->draining ? ", draining" : "");
+		printf("uptime          %" PRIu64 " s\n", r->uptime_ms / 1000);
+		printf("sandbox         %s\n",
+		    r->n_sandbox == 0 ? "OFF: sessions run unconfined" : "on");
+		for (i = 0; i < r->n_sandbox; i++)
+			printf("  %s\n", r->sandbox[i]);
+		printf("limits\n");
+		for (i = 0; i < r->n_limits; i++)
+			printf("  %-24s %s\n", r->limits[i]->key,
+			    r->limits[i]->value);
+	}
+	remotemedia__v1__info_reply__free_unpacked(r, NULL);
+	return 0;
+}
+
+/* rmctl sessions: one line each (or JSON); an admin token sees all. */
+int
+rmctl_sessions(const struct rmctl_opts *o)
+{
+	Remotemedia__V1__ListSessionsRequest req =
+	    REMOTEMEDIA__V1__LIST_SESSIONS_REQUEST__INIT;
+	Remotemedia__V1__ListSessionsReply *r;
+	Remotemedia__V1__SessionInfo *s;
+	struct rmctl_msg *m;
+	size_t i, j;
+
+	rmctl_unary(
+	    o, "/remotemedia.v1.Admin/ListSessions", "sessions", &req.base, &m);
+	r = (Remotemedia__V1__ListSessionsReply *)rmctl_unpack(
+	    &remotemedia__v1__list_sessions_reply__descriptor, m, "sessions");
+	if (!o->o_json)
+		printf("%-32s  %-10s %-12s %8s %7s %7s %6s  %s\n", "SESSION",
+		    "OWNER", "STATE", "AGE", "CALLS", "PID", "UID",
+		    "REQUIREMENTS");
+	for (i = 0; i < r->n_sessions; i++) {
+		s = r->sessions[i];
+		if (o->o_json) {
+			printf("{\"session_id\": ");
+			json_string(stdout, s->session_id);
+			printf(", \"owner\": ");
+			json_string(stdout, s->owner);
+			printf(", \"state\": ");
+			json_string(stdout, s->state);
+			printf(", \"age_ms\": %" PRIu64 ", \"calls\": %" PRIu64
+			       ", \"calls_in_flight\": %u, \"pid\": %d, "
+			       "\"uid\": %" PRId64 ", \"requirements\": [",
+			    s->age_ms, s->calls, s->calls_in_flight, s->pid,
+			    s->uid);
+			for (j = 0; j < s->n_requirements; j++) {
+				printf("%s", j ? ", " : "");
+				json_string(stdout, s->requirements[j]);
+			}
+			printf("]}\n");
+			continue;
+		}
+		printf("%-32s  %-10s %-12s %7" PRIu64 "s %7" PRIu64
+		       " %7d %6" PRId64 "  ",
+		    s->session_id, s->owner[0] ? s->owner : "-", s->state,
+		    s->age_ms / 1000, s->calls, s->pid, s->uid);
+		for (j = 0; j < s->n_requirements; j++)
+			printf("%s%s", j ? "," : "", s->requirements[j]);
+		printf("%s\n", s->n_requirements ? "" : "-");
+	}
+	remotemedia__v1__list_sessions_reply__free_unpacked(r, NULL);
+	return 0;
+}
+
+/* rmctl kill SESSION: end it; its client sees ABORTED. */
+int
+rmctl_kill(const struct rmctl_opts *o)
+{
+	Remotemedia__V1__EndSessionRequest req =
+	    REMOTEMEDIA__V1__END_SESSION_REQUEST__INIT;
+	struct rmctl_msg *m;
+
+	req.session_id = (char *)o->o_arg;
+	rmctl_unary(
+	    o, "/remotemedia.v1.Admin/EndSession", "kill", &req.base, &m);
+	free(m);
+	printf("ended %s\n", o->o_arg);
+	return 0;
+}
+
+/* Read --source whole; it travels in one Open message. */
+static char *
+rmctl_read_source(const char *path)
+{
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	size_t off = 0;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		err(RMCTL_EXIT_INVALID, "--source %s", path);
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode))
+		errx(RMCTL_EXIT_INVALID, "--source %s: not a regular file",
+		    path);
+	if (st.st_size > RMCTL_SOURCE_MAX)
+		errx(RMCTL_EXIT_INVALID, "--source %s: larger than %d bytes",
+		    path, RMCTL_SOURCE_MAX);
+	buf = xcalloc(1, (size_t)st.st_size + 1);
+	while (off < (size_t)st.st_size &&
+	    (n = read(fd, buf + off, (size_t)st.st_size - off)) > 0)
+		off += (size_t)n;
+	close(fd);
+	buf[off] = '\0';
+	if (strlen(buf) != off)
+		errx(RMCTL_EXIT_INVALID, "--source %s: contains a NUL byte",
+		    path);
+	return buf;
+}
+
+struct run {
+	struct rmctl_conn r_conn;
+	struct rmctl_call r_call;
+	const struct rmctl_opts *r_opts;
+	char *r_value; /* a chunked value being reassembled */
+	size_t r_len;
+};
+
+/* The next message; Output lines go to stderr, Progress is skipped. */
+static ServerMessage *
+run_next(struct run *r, const char *what)
+{
+	struct rmctl_conn *cn = &r->r_conn;
+	ServerMessage *sm;
+	struct rmctl_msg *m;
+
+	for (;;) {
+		rmctl_conn_wait(cn, rmctl_call_readable,
+		    now_ms() + cn->cn_timeout_ms, what);
+		if ((m = rmctl_call_pop(&r->r_call)) == NULL) {
+			rmctl_call_check(cn, &r->r_call);
+			errx(RMCTL_EXIT_INTERNAL,
+			    "run: the session ended during %s", what);
+		}
+		sm = remotemedia__v1__server_message__unpack(
+		    NULL, m->m_len, m->m_data);
+		free(m);
+		if (sm == NULL)
+			errx(RMCTL_EXIT_INTERNAL, "run: malformed message");
+		if (sm->msg_case ==
+		    REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_OUTPUT) {
+			fwrite(sm->output->data.data, 1, sm->output->data.len,
+			    stderr);
+		} else if (sm->msg_case !=
+		    REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_PROGRESS)
+			return sm;
+		remotemedia__v1__server_message__free_unpacked(sm, NULL);
+	}
+}
+
+/* A remote exception: its type and message, and exit 1 like Python. */
+static void __attribute__((noreturn)) run_raised(ServerMessage *sm)
+{
+	if (sm->error->traceback != NULL && sm->error->traceback[0] != '\0')
+		fprintf(stderr, "%s", sm->error->traceback);
+	errx(RMCTL_EXIT_FAIL, "remote %s: %s", sm->error->type,
+	    sm->error->message);
+}
+
+/* Print a value (one JSON document) as one line, reassembling chunks. */
+static void
+run_value(struct run *r, const Remotemedia__V1__Value *v)
+{
+	ServerMessage *sm = NULL;
+	int more;
+
+	r->r_len = 0;
+	for (;;) {
+		if (r->r_len + v->data.len > RMCTL_RUN_VALUE_MAX)
+			errx(RMCTL_EXIT_FAIL, "run: a value over %d bytes",
+			    RMCTL_RUN_VALUE_MAX);
+		r->r_value = realloc(r->r_value, r->r_len + v->data.len + 1);
+		if (r->r_value == NULL)
+			errx(RMCTL_EXIT_FAIL, "out of memory");
+		memcpy(r->r_value + r->r_len, v->data.data, v->data.len);
+		r->r_len += v->data.len;
+		more = v->more;
+		if (sm != NULL)
+			remotemedia__v1__server_message__free_unpacked(
+			    sm, NULL);
+		if (!more)
+			break;
+		sm = run_next(r, "a value's next chunk");
+		if (sm->msg_case != REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_VALUE)
+			errx(RMCTL_EXIT_INTERNAL, "run: a value was cut off");
+		v = sm->value;
+	}
+	fwrite(r->r_value, 1, r->r_len, stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+static void
+run_send(struct run *r, Remotemedia__V1__ClientMessage *cm)
+{
+	rmctl_call_send(&r->r_conn, &r->r_call, &cm->base);
+}
+
+/* Pull n more items of the generator call 1. */
+static void
+run_pull(struct run *r, uint32_t n)
+{
+	Remotemedia__V1__ClientMessage cm =
+	    REMOTEMEDIA__V1__CLIENT_MESSAGE__INIT;
+	Remotemedia__V1__Pull pull = REMOTEMEDIA__V1__PULL__INIT;
+
+	pull.call_id = 1;
+	pull.n = n;
+	pull.timeout_ms = r->r_opts->o_timeout_ms;
+	cm.msg_case = REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_PULL;
+	cm.pull = &pull;
+	run_send(r, &cm);
+}
+
+/* Open the session: Open with the source and the constructor's args. */
+static void
+run_open(struct run *r, char *source)
+{
+	const struct rmctl_opts *o = r->r_opts;
+	Remotemedia__V1__ClientMessage cm =
+	    REMOTEMEDIA__V1__CLIENT_MESSAGE__INIT;
+	Remotemedia__V1__Open op = REMOTEMEDIA__V1__OPEN__INIT;
+	ServerMessage *sm;
+	char init[RMCTL_INIT_MAX + 32];
+
+	if (strlen(o->o_init) > RMCTL_INIT_MAX)
+		errx(RMCTL_EXIT_INVALID, "--init: longer than %d bytes",
+		    RMCTL_INIT_MAX);
+	op.protocol = REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1;
+	op.format = REMOTEMEDIA__V1__FORMAT__FORMAT_JSON;
+	op.source = source;
+	op.class_name = (char *)o->o_class;
+	snprintf(
+	    init, sizeof(init), "{\"args\": %s, \"kwargs\": {}}", o->o_init);
+	op.init_args_json.data = (uint8_t *)init;
+	op.init_args_json.len = strlen(init);
+	op.n_requirements = o->o_npip;
+	op.requirements = (char **)o->o_pip;
+	cm.msg_case = REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_OPEN;
+	cm.open = &op;
+	rmctl_call_init(&r->r_call, "session", RMCTL_RUN_MSG_MAX);
+	rmctl_call_start(&r->r_conn, &r->r_call,
+	    "/remotemedia.v1.RemoteExecution/Session", NULL);
+	run_send(r, &cm);
+	sm = run_next(r, "the session to open");
+	if (sm->msg_case == REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR)
+		run_raised(sm);
+	if (sm->msg_case != REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY)
+		errx(RMCTL_EXIT_INTERNAL, "run: expected Ready, got message %d",
+		    (int)sm->msg_case);
+	remotemedia__v1__server_message__free_unpacked(sm, NULL);
+}
+
+/* Send the one call: {"args": [...], "kwargs": {...}}. */
+static void
+run_call(struct run *r)
+{
+	const struct rmctl_opts *o = r->r_opts;
+	Remotemedia__V1__ClientMessage cm =
+	    REMOTEMEDIA__V1__CLIENT_MESSAGE__INIT;
+	Remotemedia__V1__Call call = REMOTEMEDIA__V1__CALL__INIT;
+	Remotemedia__V1__Value args = REMOTEMEDIA__V1__VALUE__INIT;
+	size_t len = strlen(o->o_args) + strlen(o->o_kwargs) + 32;
+	char *doc = xcalloc(1, len);
+
+	snprintf(
+	    doc, len, "{\"args\": %s, \"kwargs\": %s}", o->o_args, o->o_kwargs);
+	args.call_id = 1;
+	args.data.data = (uint8_t *)doc;
+	args.data.len = strlen(doc);
+	args.total_size = args.data.len;
+	call.call_id = 1;
+	call.name = (char *)o->o_call;
+	call.kind = REMOTEMEDIA__V1__CALL_KIND__CALL_METHOD;
+	call.args = &args;
+	call.timeout_ms = o->o_timeout_ms;
+	cm.msg_case = REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CALL;
+	cm.call = &call;
+	run_send(r, &cm);
+	free(doc);
+}
+
+/* Stream a generator's items, one JSON line each, until End. */
+static void
+run_items(struct run *r)
+{
+	ServerMessage *sm;
+	uint32_t credit = 0;
+
+	for (;;) {
+		if (credit == 0) {
+			run_pull(r, 16);
+			credit = 16;
+		}
+		sm = run_next(r, "the next item");
+		switch (sm->msg_case) {
+		case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ITEM:
+			credit--;
+			run_value(r, sm->item->value);
+			break;
+		case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_END:
+			remotemedia__v1__server_message__free_unpacked(
+			    sm, NULL);
+			return;
+		case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR:
+			run_raised(sm);
+		default:
+			errx(RMCTL_EXIT_INTERNAL,
+			    "run: unexpected message %d in a generator",
+			    (int)sm->msg_case);
+		}
+		remotemedia__v1__server_message__free_unpacked(sm, NULL);
+	}
+}
+
+/*
+ * rmctl run: open a json-format session from --source, instantiate
+ * --class, call --call once, print the result as JSON (or each item of a
+ * generator on a line of its own), and close the session.
+ */
+int
+rmctl_run(const struct rmctl_opts *o)
+{
+	struct run r;
+	ServerMessage *sm;
+	char *source = rmctl_read_source(o->o_source);
+
+	memset(&r, 0, sizeof(r));
+	r.r_opts = o;
+	rmctl_conn_open(&r.r_conn, o, now_ms() + o->o_timeout_ms);
+	run_open(&r, source);
+	free(source);
+	run_call(&r);
+	sm = run_next(&r, "the result");
+	if (sm->msg_case == REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR)
+		run_raised(sm);
+	if (sm->msg_case != REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_RESULT)
+		errx(RMCTL_EXIT_INTERNAL,
+		    "run: expected Result, got message %d", (int)sm->msg_case);
+	if (sm->result->generator)
+		run_items(&r);
+	else if (sm->result->value != NULL)
+		run_value(&r, sm->result->value);
+	else
+		printf("null\n");
+	remotemedia__v1__server_message__free_unpacked(sm, NULL);
+	rmctl_call_close_send(&r.r_conn, &r.r_call);
+	rmctl_conn_wait(&r.r_conn, rmctl_call_finished,
+	    now_ms() + o->o_timeout_ms, "the end of the session");
+	rmctl_call_check(&r.r_conn, &r.r_call);
+	rmctl_call_free(&r.r_call);
+	rmctl_conn_close(&r.r_conn);
+	free(r.r_value);
+	return 0;
+}

@@ -284,8 +284,8 @@ sandbox_log_level(const struct sandbox_log *sl)
 static void
 sandbox_log_line(struct sandbox_log *sl)
 {
-	char ts[40];
-	size_t i;
+	char ts[40], out[2 * sizeof(sl->sl_line) + 200];
+	size_t i, n;
 
 	for (i = 0; i < sl->sl_len; i++)
 		if ((unsigned char)sl->sl_line[i] < 0x20 ||
@@ -295,12 +295,11 @@ sandbox_log_line(struct sandbox_log *sl)
 		/* Whatever the session wrote is one quoted value: it cannot
 		 * pass for a line of the front's own. */
 		log_timestamp(ts, sizeof(ts));
-		fprintf(stderr,
+		n = (size_t)snprintf(out, sizeof(out),
 		    "ts=%s level=%s proc=session session=%s line=", ts,
 		    sandbox_log_level(sl), sl->sl_session);
-		log_quoted(stderr, sl->sl_line, sl->sl_len);
-		fputc('\n', stderr);
-		fflush(stderr);
+		n = log_quoted(out, n, sizeof(out), sl->sl_line, sl->sl_len);
+		log_write_line(out, n, sizeof(out));
 	}
 	sl->sl_total += sl->sl_len + 1;
 	sl->sl_len = 0;

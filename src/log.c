@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -59,19 +60,46 @@ log_timestamp(char *buf, size_t len)
 	    tm.tm_sec, ts.tv_nsec / 1000000);
 }
 
-/* Write s as a logfmt value: quoted, with backslashes and quotes escaped. */
-void
-log_quoted(FILE *f, const char *s, size_t len)
+/*
+ * Append s (len bytes) to buf as a logfmt value: quoted, backslashes and
+ * quotes escaped, cut to fit. Returns the new length of buf's contents.
+ */
+size_t
+log_quoted(char *buf, size_t off, size_t cap, const char *s, size_t len)
 {
 	size_t i;
 
-	fputc('"', f);
-	for (i = 0; i < len; i++) {
+	if (off + 2 >= cap)
+		return off;
+	buf[off++] = '"';
+	for (i = 0; i < len && off + 3 < cap; i++) {
 		if (s[i] == '"' || s[i] == '\\')
-			fputc('\\', f);
-		fputc(s[i], f);
+			buf[off++] = '\\';
+		buf[off++] = s[i];
 	}
-	fputc('"', f);
+	buf[off++] = '"';
+	buf[off] = '\0';
+	return off;
+}
+
+/* Write one whole line with one write(2): processes share the log. */
+void
+log_write_line(char *buf, size_t len, size_t cap)
+{
+	ssize_t n;
+	size_t off = 0;
+
+	if (len + 1 >= cap)
+		len = cap - 2;
+	buf[len++] = '\n';
+	while (off < len) {
+		n = write(STDERR_FILENO, buf + off, len - off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		off += (size_t)n;
+	}
 }
 
 /* The session id a front line is about: 32 hex digits after "session ". */
@@ -130,7 +158,8 @@ static void
 vlog(int level, int errnum, const char *fmt, va_list ap)
 {
 	static const char *tags[] = {"error", "warn", "info", "debug"};
-	char msg[2048], *p, ts[40], id[33];
+	char msg[2048], *p, ts[40], id[33], line[4800];
+	size_t n;
 
 	if (level > log_level && level > LOG_LEVEL_WARN)
 		return;
@@ -159,19 +188,19 @@ vlog(int level, int errnum, const char *fmt, va_list ap)
 		return;
 	}
 	log_timestamp(ts, sizeof(ts));
-	fprintf(stderr, "ts=%s level=%s proc=%s", ts, tags[level], log_prefix);
-	if (log_session[0] != '\0')
-		fprintf(stderr, " session=%s", log_session);
-	else if (log_find_session(msg, id))
-		fprintf(stderr, " session=%s", id);
-	fputs(" msg=", stderr);
-	log_quoted(stderr, msg, strlen(msg));
-	if (errnum != 0) {
-		fputs(" error=", stderr);
-		log_quoted(stderr, strerror(errnum), strlen(strerror(errnum)));
+	n = (size_t)snprintf(line, sizeof(line), "ts=%s level=%s proc=%s", ts,
+	    tags[level], log_prefix);
+	if (log_session[0] != '\0' || log_find_session(msg, id))
+		n += (size_t)snprintf(line + n, sizeof(line) - n, " session=%s",
+		    log_session[0] != '\0' ? log_session : id);
+	n += (size_t)snprintf(line + n, sizeof(line) - n, " msg=");
+	n = log_quoted(line, n, sizeof(line), msg, strlen(msg));
+	if (errnum != 0 && n + 8 < sizeof(line)) {
+		n += (size_t)snprintf(line + n, sizeof(line) - n, " error=");
+		n = log_quoted(line, n, sizeof(line), strerror(errnum),
+		    strlen(strerror(errnum)));
 	}
-	fputc('\n', stderr);
-	fflush(stderr);
+	log_write_line(line, n, sizeof(line));
 }
 
 void

@@ -38,3 +38,13 @@ def fresh_server():
     for srv in servers:
         srv.stop()
         srv.cleanup()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A throwaway CA and certificates (scripts/gen-test-certs)."""
+    import subprocess
+    d = tmp_path_factory.mktemp("certs")
+    subprocess.run([str(ROOT / "scripts" / "gen-test-certs"), str(d)], check=True,
+                   capture_output=True, timeout=60)
+    return d

@@ -79,14 +79,14 @@ class Server:
         """Ids of spare sessions (--session-pool) not taken by a session, from
         the debug log: each is logged before its directory or worker exists."""
         text = self.log_text()
-        started = set(re.findall(r"pool_start: spare ([0-9a-f]{32})\n", text))
+        started = set(re.findall(r'pool_start: spare ([0-9a-f]{32})"?\n', text))
         return started - set(re.findall(r"front_pool_adopt: session ([0-9a-f]{32})", text))
 
     def session_workers(self) -> set[str]:
         """Ids of sessions that got a worker: started for them, or a spare's
         that they took."""
         text = self.log_text()
-        spares = set(re.findall(r"pool_start: spare ([0-9a-f]{32})\n", text))
+        spares = set(re.findall(r'pool_start: spare ([0-9a-f]{32})"?\n', text))
         spawned = set(re.findall(r"front_worker_spawn: session ([0-9a-f]{32})", text))
         return (spawned - spares) | set(
             re.findall(r"front_pool_adopt: session ([0-9a-f]{32})", text))

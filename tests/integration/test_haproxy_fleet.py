@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 

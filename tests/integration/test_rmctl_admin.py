@@ -247,14 +247,6 @@ def test_options_before_the_command_must_be_common_ones():
     assert r.returncode == 2
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-    subprocess.run([str(ROOT / "scripts" / "gen-test-certs"), str(d)], check=True,
-                   capture_output=True, timeout=60)
-    return d
-
-
 def test_tls_with_ca_verification(fresh_server, certs, server):
     srv = fresh_server(["--tls-cert", str(certs / "server.crt"),
                         "--tls-key", str(certs / "server.key")])

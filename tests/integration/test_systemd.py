@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -154,6 +155,19 @@ def _activated(args: list[str], state: str, port: int, env=None) -> subprocess.P
          "--log-level", "debug"], stdout=log, stderr=log, env=env)
 
 
+def ping_activated(state: str, port: int) -> str:
+    """Once systemd-socket-activate listens, a session through its socket."""
+    wait_for(lambda: "Listening on" in Path(state + ".log").read_text(errors="replace"),
+             10, "systemd-socket-activate to listen")
+
+    async def main():
+        from remotemedia.core.node import RemoteExecutorConfig
+        cfg = RemoteExecutorConfig(host="127.0.0.1", port=port, timeout=30.0)
+        async with RemoteProxyClient(cfg) as client:
+            return await (await client.create_proxy(Probe())).ping()
+    return run(main())
+
+
 @pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate is not installed")
 def test_socket_activation_serves_on_the_passed_socket():
     state = tempfile.mkdtemp(prefix="rm-act-")
@@ -161,15 +175,7 @@ def test_socket_activation_serves_on_the_passed_socket():
     # --listen names another port: the passed socket wins.
     proc = _activated([str(BUILD / "remotemediad"), "--listen", "127.0.0.1:1"], state, port)
     try:
-        wait_for(lambda: "Listening on" in Path(state + ".log").read_text(errors="replace"),
-                 10, "systemd-socket-activate to listen")
-
-        async def main():
-            from remotemedia.core.node import RemoteExecutorConfig
-            cfg = RemoteExecutorConfig(host="127.0.0.1", port=port, timeout=30.0)
-            async with RemoteProxyClient(cfg) as client:
-                return await (await client.create_proxy(Probe())).ping()
-        assert run(main()) == "pong"
+        assert ping_activated(state, port) == "pong"
         log = Path(state + ".log").read_text(errors="replace")
         assert f"listening on 127.0.0.1:{port} (socket activation)" in log, log[-3000:]
     finally:
@@ -185,9 +191,7 @@ def test_socket_activation_serves_on_the_passed_socket():
     ("LISTEN_FDS=2", "2 sockets passed"),
 ])
 def test_socket_activation_refuses_what_it_cannot_serve(tmp_path, setup, words):
-    cmd = (f'{setup} LISTEN_PID=$$ exec "$0" --state-dir "$1" --listen 127.0.0.1:0')
-    if "exec 3" in setup:
-        cmd = f'exec 3</dev/null; LISTEN_FDS=1 LISTEN_PID=$$ exec "$0" --state-dir "$1"'
+    cmd = f'{setup} LISTEN_PID=$$ exec "$0" --state-dir "$1" --listen 127.0.0.1:0'
     r = subprocess.run(["sh", "-c", cmd, str(BUILD / "remotemediad"), str(tmp_path / "s")],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0 and words in r.stderr, r.stderr
@@ -262,27 +266,69 @@ def test_the_installed_units_pass_systemd_analyze_verify(installed, tmp_path):
 @ROOT_ONLY
 @pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate is not installed")
 def test_the_installed_daemon_serves_with_the_shipped_config(installed, tmp_path):
+    """As a new operator would: the installed daemon under
+    systemd-socket-activate with the shipped config (metrics on, a token
+    file), every rmctl command, the metrics scraped, the Node example."""
+    import http.client
+    import json
     daemon = installed / "usr/local/bin/remotemediad"
-    conf = installed / "etc/remotemedia/remotemediad.conf"
+    rmctl = str(installed / "usr/local/bin/rmctl")
+    conf = tmp_path / "remotemediad.conf"
+    tokens = tmp_path / "tokens"
+    tokens.write_text("ops:ops-token-0123456789abcdef:admin\n")
+    tokens.chmod(0o600)
+    metrics = free_port()
+    # The shipped file, with two of its keys turned on.
+    conf.write_text((installed / "etc/remotemedia/remotemediad.conf").read_text()
+                    + f"metrics-listen = 127.0.0.1:{metrics}\ntoken-file = {tokens}\n")
     r = subprocess.run([str(daemon), "--check-config", "--config", str(conf)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
     state = str(tmp_path / "state")
     port = free_port()
     notify = Notify(tmp_path)
-    env = dict(os.environ, NOTIFY_SOCKET=notify.path)
+    env = dict(os.environ, NOTIFY_SOCKET=notify.path, REMOTEMEDIA_TOKEN="ops-token-0123456789abcdef")
     proc = _activated([str(daemon), "--config", str(conf)], state, port, env=env)
+    at = ["--port", str(port)]
+
+    def ctl(*args):
+        return subprocess.run([rmctl, *args], capture_output=True, text=True, timeout=120,
+                              env=env)
     try:
         wait_for(lambda: "Listening on" in Path(state + ".log").read_text(errors="replace"),
                  10, "systemd-socket-activate to listen")
-
-        async def main():
-            from remotemedia.core.node import RemoteExecutorConfig
-            cfg = RemoteExecutorConfig(host="127.0.0.1", port=port, timeout=30.0)
-            async with RemoteProxyClient(cfg) as client:
-                return await (await client.create_proxy(Probe())).ping()
-        assert run(main()) == "pong"
+        r = ctl("health", *at)  # the first connection activates the daemon
+        assert r.returncode == 0 and r.stdout.strip() == "SERVING", r.stderr
         notify.wait("READY=1")
+        r = ctl("info", *at, "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["limits"]["max-sessions"] == "1000"
+        assert ctl("echo", *at, "--message", "hi").stdout.strip() == "hi"
+        src = tmp_path / "ops.py"
+        src.write_text("class Ops:\n    def twice(self, x):\n        return 2 * x\n")
+        r = ctl("run", *at, "--source", str(src), "--class", "Ops", "--call", "twice",
+                "--args", "[21]")
+        assert r.returncode == 0 and r.stdout.strip() == "42", r.stderr
+        r = ctl("sessions", *at)
+        assert r.returncode == 0 and r.stdout.startswith("SESSION"), r.stderr
+        r = ctl("kill", "0" * 32, *at)
+        assert r.returncode == 5, r.stderr  # NOT_FOUND
+        r = ctl("bench", *at, "--count", "20", "--sessions", "2", "--items", "2",
+                "--item-size", "1K", "--parallel", "1", "--duration", "200ms",
+                "--pace", "10ms", "--json")
+        assert r.returncode == 0, r.stderr
+        c = http.client.HTTPConnection("127.0.0.1", metrics, timeout=10)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+        assert re.search(r"^remotemedia_calls_total [1-9]", text, re.M), text[:2000]
+        node = shutil.which("node")
+        modules = BUILD / "node-example" / "node_modules"
+        if node is not None and modules.is_dir():  # test_node_example installs it
+            r = subprocess.run([node, str(ROOT / "examples/node/client.js"), *at],
+                               capture_output=True, text=True, timeout=120,
+                               env=dict(env, NODE_PATH=str(modules)))
+            assert r.returncode == 0 and r.stdout.splitlines()[-1] == "closed", r.stderr
         log = Path(state + ".log").read_text(errors="replace")
         # The worker beside the installed daemon, not the build tree's.
         assert str(BUILD) not in log, log[-2000:]

@@ -26,14 +26,6 @@ def run(coro, timeout: float = 60.0):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-    subprocess.run([str(ROOT / "scripts" / "gen-test-certs"), str(d)], check=True,
-                   capture_output=True, timeout=60)
-    return d
-
-
 def tls_args(certs, client_ca=False):
     args = ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
     if client_ca:

@@ -82,7 +82,10 @@ log_quoted(char *buf, size_t off, size_t cap, const char *s, size_t len)
 	return off;
 }
 
-/* Write one whole line with one write(2): processes share the log. */
+/*
+ * Write one whole line with one write(2): processes share the log. To
+ * stderr's descriptor, which the worker moves off fd 2 (worker_output.c).
+ */
 void
 log_write_line(char *buf, size_t len, size_t cap)
 {
@@ -93,7 +96,7 @@ log_write_line(char *buf, size_t len, size_t cap)
 		len = cap - 2;
 	buf[len++] = '\n';
 	while (off < len) {
-		n = write(STDERR_FILENO, buf + off, len - off);
+		n = write(fileno(stderr), buf + off, len - off);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0)

@@ -109,8 +109,21 @@ class Server:
                 if line.split() and not line.split()[1].startswith("Z")]
         if spares:
             return pids
+        return [p for p in pids if not self._is_spare(p)]
+
+    def _is_spare(self, pid: int) -> bool:
+        """Whether pid is a spare's worker. Between its fork and its exec a
+        worker still has the front's environment, without its
+        REMOTEMEDIA_SESSION: wait (briefly) for the exec."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            env = _environ(pid)
+            own = [v for v in env if v.startswith(b"REMOTEMEDIA_SESSION=")]
+            if own or not env or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         skip = {f"REMOTEMEDIA_SESSION={i}".encode() for i in self.spare_ids()}
-        return [p for p in pids if not skip & set(_environ(p))]
+        return bool(skip & set(own))
 
     def worker_pid_of(self, session_id: str) -> int:
         """The host pid of the process that runs session_id's Python (with

@@ -77,3 +77,20 @@ def test_every_line_is_logfmt_with_its_session(fresh_server):
     # What the object wrote to fd 2 is inside a line= value, never a line.
     assert FORGED not in lines
     assert not any(line.startswith(FORGED[:40]) for line in lines)
+
+
+def test_the_worker_log_never_reaches_the_session_stream(fresh_server):
+    """The worker moves its log off fd 2 (which becomes the capture pipe of
+    what user code prints): a log line written to fd 2 would reach the
+    front as Output, and a spare that speaks before its Open is killed."""
+    srv = fresh_server(["--session-pool", "1"])
+
+    async def main():
+        async with RemoteProxyClient(srv.config()) as client:
+            await asyncio.sleep(0.5)  # the spare is up, and has logged
+            p = await client.create_proxy(Noisy())
+            return await p.forge()
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == "done"
+    log = srv.log_text()
+    assert "front_pool_adopt: session" in log  # the session took the spare
+    assert "spoke before its Open" not in log and "ended unused" not in log

@@ -36,7 +36,7 @@ FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c
 SANDBOX_SRC += sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c
 SANDBOX_SRC += sandbox/sandbox_rlimit.c
-SANDBOX_SRC += sandbox/sandbox_cgroup.c
+SANDBOX_SRC += sandbox/sandbox_cgroup.c sandbox/sandbox_egress.c
 WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
                $(SANDBOX_SRC)
 RMCTL_SRC    = src/rmctl.c src/rmctl_grpc.c src/rmctl_bench.c src/rmctl_admin.c src/envelope.c
@@ -82,7 +82,8 @@ $(BUILD)/remotemediad: $(call objs,$(FRONT_SRC) $(COMMON_SRC) $(PROTO_C))
 		-lcrypto -lbsd
 
 $(BUILD)/remotemedia-worker: $(call objs,$(WORKER_SRC) $(COMMON_SRC) $(PROTO_C))
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(PY_LIBS) -lpthread -lseccomp
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(PY_LIBS) -lpthread -lseccomp \
+		-lnftables
 
 $(BUILD)/rmctl: $(call objs,$(RMCTL_SRC) $(COMMON_SRC) $(PROTO_C))
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lssl -lcrypto
@@ -113,8 +114,8 @@ $(BUILD)/test_req: $(call objs,tests/unit/test_req.c src/req.c src/log.c src/uti
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
 $(BUILD)/test_cgroup: $(call objs,tests/unit/test_cgroup.c $(CGROUP_SRC) src/log.c src/util.c)
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS)
-$(BUILD)/test_sandbox_policy: $(call objs,tests/unit/test_sandbox_policy.c sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c sandbox/sandbox_rlimit.c src/log.c)
-	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) -lseccomp -lpthread
+$(BUILD)/test_sandbox_policy: $(call objs,tests/unit/test_sandbox_policy.c sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c sandbox/sandbox_rlimit.c sandbox/sandbox_egress.c src/log.c src/util.c)
+	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) -lseccomp -lpthread -lnftables
 
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done

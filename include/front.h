@@ -88,6 +88,10 @@ struct front_config {
 	uint32_t fc_uid_first;
 	uint32_t fc_uid_last;
 	int fc_network; /* enum sandbox_network */
+	char *fc_egress_allow[FRONT_MAX_REPEAT]; /* --session-egress-allow */
+	int fc_n_egress_allow;
+	char *fc_egress_deny[FRONT_MAX_REPEAT]; /* --session-egress-deny */
+	int fc_n_egress_deny;
 	uint64_t fc_session_memory;
 	uint32_t fc_session_pids;
 	uint32_t fc_session_cpu;

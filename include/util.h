@@ -21,6 +21,7 @@ void random_hex(char *, size_t);
 uint64_t now_ms(void);
 uint64_t now_us(void);
 int sock_hostport(int, char *, size_t, uint16_t *);
+int parse_cidr(const char *, char *, size_t);
 
 uint32_t get_be32(const uint8_t *);
 void put_be32(uint8_t *, uint32_t);

@@ -72,6 +72,7 @@ int sandbox_ns_identity(const struct sandbox_conf *);
 /* sandbox_net.c */
 pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
 int sandbox_net_inside(const struct sandbox_conf *);
+char *sandbox_egress_rules(const struct sandbox_conf *);
 
 #define SANDBOX_NS_FLAGS \
 	(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | \
@@ -553,6 +554,10 @@ sandbox_prepare(struct sandbox_conf *sc)
 		log_warnx("cannot join the cgroup %s", sc->sc_cgroup);
 		return -1;
 	}
+	/* The host's addresses are known here, before the new namespace. */
+	if (sc->sc_network == SANDBOX_NET_ISOLATED &&
+	    (sc->sc_egress_rules = sandbox_egress_rules(sc)) == NULL)
+		return -1;
 	if (sandbox_pipes_open(&p) == -1)
 		return -1;
 	sandbox_sigset(&set);

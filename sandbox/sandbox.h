@@ -26,6 +26,7 @@
 
 #include <sys/types.h>
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum sandbox_network {
@@ -50,6 +51,13 @@ struct sandbox_conf {
 	uint32_t sc_cpu_percent;
 	uint64_t sc_cpu_seconds; /* RLIMIT_CPU backstop; 0: none */
 	int sc_seccomp_log; /* log violations instead of killing */
+	/* Isolated network: CIDRs reached despite the policy's denials, and
+	 * CIDRs denied besides them (sandbox_egress.c). */
+	const char *const *sc_egress_allow;
+	size_t sc_n_egress_allow;
+	const char *const *sc_egress_deny;
+	size_t sc_n_egress_deny;
+	char *sc_egress_rules; /* the ruleset, made before the clone */
 	int sc_status_fd; /* W2 -> W0: a seccomp violation's syscall */
 };
 

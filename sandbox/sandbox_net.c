@@ -16,6 +16,7 @@
  * charged to the session's cgroup, which W0 joined first.
  */
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -26,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +35,7 @@
 
 #include "log.h"
 #include "sandbox.h"
+#include "sandbox_policy.h"
 
 /* What this file gives sandbox.c and sandbox_ns.c. */
 pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
@@ -70,6 +73,18 @@ net_exec_slirp(pid_t target, int ready, int exitfd, int logfd)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
 	snprintf(pid, sizeof(pid), "%d", (int)target);
+	/*
+	 * slirp4netns's own sandbox (--enable-sandbox) unmounts the old root
+	 * after its pivot_root, and without a private copy of the mounts
+	 * that unmount propagates back: the host lost every shared mount
+	 * below, such as the /run/netns/NAME of `ip netns add`. So it gets a
+	 * mount namespace of its own, with nothing shared.
+	 */
+	if (unshare(CLONE_NEWNS) == -1 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1) {
+		log_warn("slirp4netns: private mount namespace");
+		_exit(127);
+	}
 	if (dup2(ready, 3) == -1 || dup2(exitfd, 4) == -1 ||
 	    dup2(logfd, 1) == -1 || dup2(logfd, 2) == -1)
 		_exit(127);
@@ -161,6 +176,10 @@ sandbox_net_inside(const struct sandbox_conf *sc)
 			log_warn("SIOCSIFFLAGS lo");
 	}
 	close(s);
+	/* Still root in the namespace: the session cannot undo it. */
+	if (rv == 0 && sc->sc_egress_rules != NULL &&
+	    sandbox_egress_apply(sc->sc_egress_rules) == -1)
+		rv = -1;
 	return rv;
 }
 

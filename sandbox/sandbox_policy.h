@@ -43,4 +43,14 @@ int sandbox_rlimits_apply(
  */
 void sandbox_thread_env(uint32_t cpu_percent);
 
+/*
+ * sandbox_egress.c: the nftables ruleset of an isolated session from the
+ * allow and deny CIDRs and the host's addresses (NULL if one is not a
+ * CIDR), and its loading inside the session's network namespace.
+ */
+char *sandbox_egress_ruleset(const char *const *allow, size_t nallow,
+    const char *const *deny, size_t ndeny, const char *const *host,
+    size_t nhost);
+int sandbox_egress_apply(const char *rules);
+
 #endif

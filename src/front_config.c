@@ -25,6 +25,7 @@ enum opt_type {
 	OPT_PATH, /* char *, an absolute path */
 	OPT_URL, /* char *, or "none" for NULL */
 	OPT_LIST, /* char *[FRONT_MAX_REPEAT] and a count; repeatable */
+	OPT_CIDRS, /* the same, of IPv4 or IPv6 CIDRs */
 	OPT_ONOFF, /* int, on or off */
 	OPT_U32, /* uint32_t in [lo, hi] */
 	OPT_INT, /* int in [lo, hi] */
@@ -107,6 +108,15 @@ static const struct opt opts[] = {
         "one uid per session, none of them root"},
     {"session-network", OPT_NETWORK, F(fc_network), 0, 0, 0, "isolated",
         "off|isolated|host", "what network a session sees"},
+    {"session-egress-allow", OPT_CIDRS, F(fc_egress_allow),
+        F(fc_n_egress_allow), 0, 0, NULL, "CIDR",
+        "an isolated session may reach these addresses despite the denials; "
+        "repeatable"},
+    {"session-egress-deny", OPT_CIDRS, F(fc_egress_deny), F(fc_n_egress_deny),
+        0, 0, NULL, "CIDR",
+        "an isolated session may not reach these, besides the host's own "
+        "addresses and the private, link-local, loopback and multicast "
+        "ranges; repeatable"},
     {"session-memory", OPT_SIZE, F(fc_session_memory), 0, 1 << 20, UINT64_MAX,
         "1G", "SIZE", "memory of one session"},
     {"session-pids", OPT_U32, F(fc_session_pids), 0, 4, 1000000, "128", "N",
@@ -339,6 +349,7 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
     char *err, size_t errlen)
 {
 	static const char *networks[] = {"off", "isolated", "host"};
+	char cidr[64];
 	int *count;
 	size_t i;
 
@@ -356,6 +367,11 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 			return 0;
 		}
 		return opt_set_string(opt_field(fc, o->off), val);
+	case OPT_CIDRS:
+		if (parse_cidr(val, cidr, sizeof(cidr)) == 0)
+			return opt_bad(err, errlen, o,
+			    "an IPv4 or IPv6 CIDR such as 10.1.0.0/16", val);
+		/* FALLTHROUGH */
 	case OPT_LIST:
 		count = opt_field(fc, o->count);
 		if (*count >= FRONT_MAX_REPEAT) {
@@ -427,6 +443,21 @@ opt_fmt_ms(uint64_t ms, char *buf, size_t len)
 		snprintf(buf, len, "%llums", (unsigned long long)ms);
 }
 
+/* A repeatable option's values, comma-separated ("none" for none). */
+static void
+opt_format_list(
+    const struct front_config *fc, const struct opt *o, char *buf, size_t len)
+{
+	char *const *list = (char *const *)((const char *)fc + o->off);
+	int n = *(const int *)((const char *)fc + o->count), i;
+	size_t off = 0;
+
+	snprintf(buf, len, "none");
+	for (i = 0; i < n && off < len; i++)
+		off += (size_t)snprintf(
+		    buf + off, len - off, "%s%s", i ? "," : "", list[i]);
+}
+
 /* An option's current value, written as its flag would take it. */
 static void
 opt_format(
@@ -445,8 +476,8 @@ opt_format(
 		snprintf(buf, len, "%s", str != NULL ? str : "none");
 		break;
 	case OPT_LIST:
-		snprintf(buf, len, "%d values",
-		    *(const int *)((const char *)fc + o->count));
+	case OPT_CIDRS:
+		opt_format_list(fc, o, buf, len);
 		break;
 	case OPT_ONOFF:
 		snprintf(buf, len, "%s", *(const int *)f ? "on" : "off");
@@ -860,7 +891,8 @@ front_config_parse(
 			return CONFIG_ERROR;
 		if (opt_is_config(o))
 			continue;
-		if (o->type == OPT_LIST && !cleared[o - opts]) {
+		if ((o->type == OPT_LIST || o->type == OPT_CIDRS) &&
+		    !cleared[o - opts]) {
 			opt_clear_list(fc, o);
 			cleared[o - opts] = 1;
 		}

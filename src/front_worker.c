@@ -275,6 +275,10 @@ worker_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
 	init->uid = (uint32_t)ses->ses_uid;
 	init->gid = (uint32_t)ses->ses_uid;
 	init->network = (uint32_t)front_conf.fc_network;
+	init->n_egress_allow = (size_t)front_conf.fc_n_egress_allow;
+	init->egress_allow = front_conf.fc_egress_allow;
+	init->n_egress_deny = (size_t)front_conf.fc_n_egress_deny;
+	init->egress_deny = front_conf.fc_egress_deny;
 	init->cgroup = ses->ses_cgroup ? ses->ses_cgroup : (char *)"";
 	init->disk_bytes = front_conf.fc_session_disk;
 	init->memory_bytes = front_conf.fc_session_memory;

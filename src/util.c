@@ -290,3 +290,51 @@ sock_hostport(int fd, char *host, size_t hostlen, uint16_t *port)
 		return -1;
 	return 0;
 }
+
+/*
+ * Parse an IPv4 or IPv6 CIDR ("10.0.0.0/8", "fe80::/10"; a bare address is
+ * /32 or /128) and write it normalized, host bits cleared, to out. Returns
+ * 4 or 6, or 0 if it is not one.
+ */
+int
+parse_cidr(const char *s, char *out, size_t outlen)
+{
+	unsigned char a[16];
+	char addr[INET6_ADDRSTRLEN + 1], *end;
+	const char *slash = strchr(s, '/');
+	size_t len = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	int family, max, i;
+	long prefix;
+
+	if (len == 0 || len >= sizeof(addr))
+		return 0;
+	memcpy(addr, s, len);
+	addr[len] = '\0';
+	if (inet_pton(AF_INET, addr, a) == 1) {
+		family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, addr, a) == 1) {
+		family = AF_INET6;
+		max = 128;
+	} else
+		return 0;
+	prefix = max;
+	if (slash != NULL) {
+		if (slash[1] < '0' || slash[1] > '9')
+			return 0;
+		errno = 0;
+		prefix = strtol(slash + 1, &end, 10);
+		if (errno != 0 || *end != '\0' || prefix < 0 || prefix > max)
+			return 0;
+	}
+	for (i = 0; i < max / 8; i++) {
+		if (i * 8 >= prefix)
+			a[i] = 0;
+		else if (i * 8 + 8 > prefix)
+			a[i] &= (unsigned char)(0xff << (8 - (prefix - i * 8)));
+	}
+	if (inet_ntop(family, a, addr, sizeof(addr)) == NULL)
+		return 0;
+	snprintf(out, outlen, "%s/%ld", addr, prefix);
+	return family == AF_INET ? 4 : 6;
+}

@@ -197,6 +197,10 @@ worker_confine(
 	sc.sc_network = init->network == 1 ? SANDBOX_NET_ISOLATED
 	    : init->network == 2           ? SANDBOX_NET_HOST
 	                                   : SANDBOX_NET_OFF;
+	sc.sc_egress_allow = (const char *const *)init->egress_allow;
+	sc.sc_n_egress_allow = init->n_egress_allow;
+	sc.sc_egress_deny = (const char *const *)init->egress_deny;
+	sc.sc_n_egress_deny = init->n_egress_deny;
 	sc.sc_cgroup = init->cgroup;
 	sc.sc_env_dir = init->env_dir;
 	sc.sc_disk_bytes = init->disk_bytes;

@@ -65,6 +65,7 @@ struct rmctl_call {
 	struct deframer cl_df;
 	struct rmctl_msgs cl_msgs;
 	size_t cl_nmsgs;
+	size_t cl_queue_max; /* RMCTL_QUEUE_MAX unless the caller says */
 
 	int cl_http_status; /* 0 until seen */
 	char *cl_ctype;

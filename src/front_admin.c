@@ -26,6 +26,20 @@ front_admin_init(void)
 	started_ms = now_ms();
 }
 
+/*
+ * Without a token file there are no owners: only a client on loopback may
+ * list and end sessions (a server told --allow-unauthenticated serves a
+ * network address, whose clients must not end each other's sessions).
+ */
+static int
+admin_loopback(const struct stream *s)
+{
+	const char *peer = s->str_conn != NULL ? s->str_conn->c_peer : "";
+
+	return strncmp(peer, "127.", 4) == 0 || strncmp(peer, "::1:", 4) == 0 ||
+	    strncmp(peer, "::ffff:127.", 11) == 0;
+}
+
 /* May this stream see (and end) this session? */
 static int
 admin_may_see(const struct stream *s, const struct session *ses)
@@ -237,10 +251,22 @@ front_admin_call(struct stream *s, const uint8_t *msg, size_t len)
 		protobuf_c_message_free_unpacked(req, NULL);
 		if (s->str_rpc == RPC_ADMIN_INFO)
 			admin_info(s);
+		else if (!front_auth_enabled() && !admin_loopback(s))
+			front_grpc_finish(s, GRPC_PERMISSION_DENIED,
+			    "without a token file, only a client on loopback "
+			    "may "
+			    "list sessions");
 		else
 			admin_list(s);
 		return;
 	case RPC_ADMIN_END:
+		if (!front_auth_enabled() && !admin_loopback(s)) {
+			front_grpc_finish(s, GRPC_PERMISSION_DENIED,
+			    "without a token file, only a client on loopback "
+			    "may "
+			    "end sessions");
+			return;
+		}
 		admin_end(s, msg, len);
 		return;
 	default:

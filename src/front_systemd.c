@@ -117,7 +117,9 @@ front_systemd_init(void)
 			notify_addr.sun_path[0] = '\0';
 		notify_len = offsetof(struct sockaddr_un, sun_path) + len +
 		    (path[0] == '/');
-		notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		/* Never block the loop on a notify socket nobody reads. */
+		notify_fd = socket(
+		    AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (notify_fd == -1)
 			log_warn("notify socket");
 	} else if (path != NULL)
@@ -141,6 +143,8 @@ front_systemd_ready(void)
 	front_notify_status();
 	if (watchdog_usec != 0) {
 		half = watchdog_usec / 2;
+		if (half < 10000) /* 10 ms: a timer that never spins */
+			half = 10000;
 		if (half < 1000000) {
 			tv.tv_sec = 0;
 			tv.tv_usec = (suseconds_t)half;

@@ -27,6 +27,7 @@
 #define RMCTL_RUN_MSG_MAX (2 * 1024 * 1024) /* a 1 MiB chunk and more */
 #define RMCTL_RUN_VALUE_MAX (256 * 1024 * 1024)
 #define RMCTL_INIT_MAX (64 * 1024)
+#define RMCTL_RUN_QUEUE_MAX 100000
 
 typedef Remotemedia__V1__ServerMessage ServerMessage;
 
@@ -369,6 +370,8 @@ run_open(struct run *r, char *source)
 	cm.msg_case = REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_OPEN;
 	cm.open = &op;
 	rmctl_call_init(&r->r_call, "session", RMCTL_RUN_MSG_MAX);
+	/* pip's Progress and the object's Output come unasked, many at once. */
+	r->r_call.cl_queue_max = RMCTL_RUN_QUEUE_MAX;
 	rmctl_call_start(&r->r_conn, &r->r_call,
 	    "/remotemedia.v1.RemoteExecution/Session", NULL);
 	run_send(r, &cm);
@@ -426,6 +429,9 @@ run_items(struct run *r)
 		switch (sm->msg_case) {
 		case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ITEM:
 			credit--;
+			if (sm->item->value == NULL)
+				errx(RMCTL_EXIT_INTERNAL,
+				    "run: an item without a value");
 			run_value(r, sm->item->value);
 			break;
 		case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_END:

@@ -222,7 +222,8 @@ rmctl_call_message(void *arg, uint8_t flag, const uint8_t *data, size_t len)
 	struct rmctl_call *cl = arg;
 	struct rmctl_msg *m;
 
-	if (cl->cl_nmsgs >= RMCTL_QUEUE_MAX) {
+	if (cl->cl_nmsgs >=
+	    (cl->cl_queue_max ? cl->cl_queue_max : RMCTL_QUEUE_MAX)) {
 		rmctl_call_error(
 		    cl, "server sent more messages than asked for");
 		return -1;
@@ -639,7 +640,13 @@ rmctl_recv(struct rmctl_conn *cn, uint8_t *p, size_t len)
 	if (n > 0)
 		return n;
 	e = SSL_get_error(cn->cn_ssl, n);
-	if (e == SSL_ERROR_ZERO_RETURN)
+	/* A peer that closes TCP without close_notify: the end, as in
+	 * cleartext, so that its GOAWAY or grpc-status explains it. */
+	if (e == SSL_ERROR_ZERO_RETURN ||
+	    (e == SSL_ERROR_SYSCALL && errno == 0) ||
+	    (e == SSL_ERROR_SSL &&
+	        ERR_GET_REASON(ERR_peek_error()) ==
+	            SSL_R_UNEXPECTED_EOF_WHILE_READING))
 		return 0;
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 		errno = EAGAIN;

@@ -168,3 +168,27 @@ def test_slirp4netns_leaves_the_hosts_shared_mounts_alone(servers, netns):
     r = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "true"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def test_without_tokens_only_loopback_may_list_or_end_sessions(servers, netns):
+    """A server told --allow-unauthenticated serves a network address with
+    no token file: its clients have no owner, so listing and ending
+    sessions is for loopback clients only (PERMISSION_DENIED, 7)."""
+    from serverlib import BUILD
+    srv = servers.start(["--listen", "0.0.0.0:0", "--allow-unauthenticated", "on",
+                         "--session-pool", "0"],
+                        wrapper=["nsenter", f"--net=/run/netns/{netns}"])
+    peer = netns.replace("rmeg-host-", "rmeg-peer-")
+
+    def rmctl(ns, host, *args):
+        return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", str(BUILD / "rmctl"),
+                               *args, "--host", host, "--port", str(srv.port)],
+                              capture_output=True, text=True, timeout=60)
+    r = rmctl(peer, "198.51.100.1", "sessions")
+    assert r.returncode == 7 and "loopback" in r.stderr, r.stderr
+    r = rmctl(peer, "198.51.100.1", "kill", "0" * 32)
+    assert r.returncode == 7, r.stderr
+    r = rmctl(peer, "198.51.100.1", "info")  # what it runs is no secret
+    assert r.returncode == 0, r.stderr
+    r = rmctl(netns, "127.0.0.1", "sessions")
+    assert r.returncode == 0 and r.stdout.startswith("SESSION"), r.stderr

@@ -293,18 +293,19 @@ def test_isolated_cannot_reach_host_loopback(attacker, limited, listener):
         errno.ECONNREFUSED
     assert attacker.call("connect_errno", "127.0.0.1", listener) == \
         errno.ECONNREFUSED
-    # The gateway is the host's loopback only with host loopback enabled.
+    # The gateway would be the host's loopback with host loopback enabled;
+    # the egress policy refuses it first (10.0.0.0/8, test_egress.py).
     assert attacker.call("connect_errno", "10.0.2.2", limited.port) == \
-        errno.ENETUNREACH
+        errno.EHOSTUNREACH
     assert attacker.call("connect_errno", "10.0.2.2", listener) == \
-        errno.ENETUNREACH
+        errno.EHOSTUNREACH
     ip = host_ipv4()
     if ip is not None:
-        # The host's own address does not lead to its loopback services.
+        # The host's own address is refused by the egress policy.
         assert attacker.call("connect_errno", ip, listener) == \
-            errno.ECONNREFUSED
+            errno.EHOSTUNREACH
         assert attacker.call("connect_errno", ip, limited.port) == \
-            errno.ECONNREFUSED
+            errno.EHOSTUNREACH
 
 
 def test_isolated_dns_alias_with_loopback_resolver(loop, servers, tmp_path):
@@ -325,8 +326,9 @@ def test_isolated_dns_alias_with_loopback_resolver(loop, servers, tmp_path):
     try:
         assert s.call("read_file", "/etc/resolv.conf") == \
             (0, b"nameserver 10.0.2.3\n")
+        # Only port 53 of the DNS alias passes the egress policy.
         assert s.call("connect_errno", "10.0.2.3", srv.port) == \
-            errno.ENETUNREACH
+            errno.EHOSTUNREACH
     finally:
         s.close()
 

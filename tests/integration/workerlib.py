@@ -173,7 +173,10 @@ class FakeFront:
                         grace_ms=2000, prefetch_items=0,
                         sys_path=self.sys_path)
         for k, v in overrides.items():
-            setattr(init, k, v)
+            if isinstance(v, (list, tuple)):
+                getattr(init, k).extend(v)  # a repeated field
+            else:
+                setattr(init, k, v)
         self.send_frame(FRAME_CTL, wpb.WorkerControl(init=init)
                         .SerializeToString())
 

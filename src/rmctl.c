@@ -783,7 +783,9 @@ main(int argc, char **argv)
 		for (i = first + 1; i < argc; i++)
 			args[n++] = argv[i];
 		rmctl_parse(&rmctl_cmds[c], n, args, &o);
-		return rmctl_cmds[c].c_run(&o);
+		n = rmctl_cmds[c].c_run(&o); /* o points into argv, not args */
+		free(args);
+		return n;
 	}
 	if (argv[first][0] == '-')
 		rmctl_usage_error("unknown flag %s", argv[first]);

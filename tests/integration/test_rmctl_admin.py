@@ -67,7 +67,7 @@ def test_info_reports_version_limits_and_sandbox(server):
     assert doc["limits"]["max-sessions"] == "1000"
     assert doc["limits"]["session-network"] == "isolated"
     assert doc["python"] == "3.11"
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and "off" not in os.environ.get("RM_SERVER_ARGS", ""):
         joined = "\n".join(doc["sandbox"])
         for word in ("namespaces:", "landlock", "seccomp", "uids:", "rlimits:"):
             assert word in joined, joined

@@ -363,7 +363,9 @@ async def run(args) -> None:
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"rm-bench-wheels-{os.getpid()}"
     wheels = build_test_packages(tmp)
     idx = PackageIndex([w for ws in wheels.values() for w in ws])
-    srv = Server(["--pip-index-url", idx.url, "--max-sessions", str(args.idle + 10)])
+    # Room for the idle sessions: one uid each, beside the spares.
+    srv = Server(["--pip-index-url", idx.url, "--max-sessions", str(args.idle + 10),
+                  "--session-uids", f"61000-{61000 + args.idle + 99}"])
     table = Table()
     try:
         config = srv.config(timeout=60.0)

@@ -22,6 +22,7 @@ void log_write_line(char *, size_t, size_t);
 void log_setlevel(int);
 int log_getlevel(void);
 int log_parse_level(const char *);
+const char *log_level_name(int);
 const char *log_lastwarn(void);
 void log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));

@@ -79,7 +79,6 @@ char *sandbox_egress_rules(const struct sandbox_conf *);
 	    CLONE_NEWCGROUP)
 /* The session dir and /tmp tmpfs size when the front gives none. */
 #define SANDBOX_DISK_DEFAULT (512ULL << 20)
-#define SANDBOX_NOFILE 1024
 #define SANDBOX_ABORTED 10 /* gRPC ABORTED */
 
 /* What W1 tells W0 on the status pipe. */
@@ -262,9 +261,9 @@ sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
 static const char *
 sandbox_log_level(const struct sandbox_log *sl)
 {
-	static const char *levels[] = {"error", "warn", "info", "debug"};
-	const char *p;
-	size_t i, n;
+	const char *p, *name;
+	size_t n;
+	int level;
 
 	if (sl->sl_len < 40 || memcmp(sl->sl_line, "ts=", 3) != 0)
 		return "info";
@@ -272,11 +271,12 @@ sandbox_log_level(const struct sandbox_log *sl)
 	if (p == NULL || memcmp(p, " level=", 7) != 0)
 		return "info";
 	p += 7;
-	for (i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
-		n = strlen(levels[i]);
+	for (level = LOG_LEVEL_ERROR; level <= LOG_LEVEL_DEBUG; level++) {
+		name = log_level_name(level);
+		n = strlen(name);
 		if ((size_t)(p - sl->sl_line) + n < sl->sl_len &&
-		    memcmp(p, levels[i], n) == 0 && p[n] == ' ')
-			return levels[i];
+		    memcmp(p, name, n) == 0 && p[n] == ' ')
+			return name;
 	}
 	return "info";
 }

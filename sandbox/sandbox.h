@@ -61,6 +61,9 @@ struct sandbox_conf {
 	int sc_status_fd; /* W2 -> W0: a seccomp violation's syscall */
 };
 
+/* RLIMIT_NOFILE of a session's processes. */
+#define SANDBOX_NOFILE 1024
+
 int sandbox_prepare(struct sandbox_conf *);
 int sandbox_enter(struct sandbox_conf *);
 const char *sandbox_error(void);

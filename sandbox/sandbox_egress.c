@@ -210,8 +210,6 @@ sandbox_egress_rules(const struct sandbox_conf *sc)
 	size_t nhost, i;
 
 	host = egress_host_addresses(&nhost);
-	if (host == NULL && nhost == 0 && errno != 0)
-		log_debug("%s: no host addresses found", __func__);
 	rules = sandbox_egress_ruleset(sc->sc_egress_allow,
 	    sc->sc_n_egress_allow, sc->sc_egress_deny, sc->sc_n_egress_deny,
 	    (const char *const *)host, nhost);

@@ -464,7 +464,6 @@ opt_format(
     const struct front_config *fc, const struct opt *o, char *buf, size_t len)
 {
 	static const char *networks[] = {"off", "isolated", "host"};
-	static const char *levels[] = {"error", "warn", "info", "debug"};
 	const void *f = (const char *)fc + o->off;
 	const char *str;
 
@@ -504,7 +503,7 @@ opt_format(
 		    *(const uint16_t *)((const char *)fc + o->count));
 		break;
 	case OPT_LEVEL:
-		snprintf(buf, len, "%s", levels[*(const int *)f & 3]);
+		snprintf(buf, len, "%s", log_level_name(*(const int *)f));
 		break;
 	case OPT_NETWORK:
 		snprintf(buf, len, "%s", networks[fc->fc_network % 3]);

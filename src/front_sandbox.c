@@ -18,6 +18,7 @@
 #include "log.h"
 #include "util.h"
 
+#include "sandbox.h"
 #include "sandbox_cgroup.h"
 
 static struct cg_root front_cg;
@@ -276,8 +277,8 @@ front_sandbox_describe(char lines[][160], int max)
 		    (front_cg.cr_controllers & CG_C_SWAP) ? " (swap too)" : "",
 		    front_conf.fc_session_pids, front_conf.fc_session_cpu);
 	snprintf(lines[n++], 160,
-	    "rlimits: nofile 1024, fsize %s, core 0, cpu from the lifetime",
-	    disk);
+	    "rlimits: nofile %d, fsize %s, core 0, cpu from the lifetime",
+	    SANDBOX_NOFILE, disk);
 	if (abi > 0)
 		snprintf(lines[n++], 160,
 		    "landlock: ABI %d, writes only to the session directory, "

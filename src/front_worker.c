@@ -166,7 +166,6 @@ worker_env(struct session *ses, char **env, size_t n, char *bufs, size_t blen)
 static int
 worker_exec(struct session *ses, int fd)
 {
-	static const char *levels[] = {"error", "warn", "info", "debug"};
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	char *argv[4], *env[12], envbuf[3 * 4200];
@@ -174,7 +173,7 @@ worker_exec(struct session *ses, int fd)
 
 	argv[0] = front_conf.fc_worker;
 	argv[1] = (char *)"--log-level";
-	argv[2] = (char *)levels[log_getlevel()];
+	argv[2] = (char *)log_level_name(log_getlevel());
 	argv[3] = NULL;
 	worker_env(ses, env, 12, envbuf, sizeof(envbuf));
 	posix_spawn_file_actions_init(&fa);

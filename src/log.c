@@ -143,15 +143,25 @@ log_lastwarn(void)
 	return log_last;
 }
 
+static const char *log_names[] = {"error", "warn", "info", "debug"};
+
+/* A level's --log-level word (and logfmt level=); "info" if out of range. */
+const char *
+log_level_name(int level)
+{
+	return level >= LOG_LEVEL_ERROR && level <= LOG_LEVEL_DEBUG
+	    ? log_names[level]
+	    : "info";
+}
+
 /* Map a --log-level word to its level, or -1. */
 int
 log_parse_level(const char *s)
 {
-	static const char *names[] = {"error", "warn", "info", "debug"};
 	size_t i;
 
-	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strcmp(s, names[i]) == 0)
+	for (i = 0; i < sizeof(log_names) / sizeof(log_names[0]); i++)
+		if (strcmp(s, log_names[i]) == 0)
 			return (int)i;
 	return -1;
 }
@@ -160,7 +170,6 @@ log_parse_level(const char *s)
 static void
 vlog(int level, int errnum, const char *fmt, va_list ap)
 {
-	static const char *tags[] = {"error", "warn", "info", "debug"};
 	char msg[2048], *p, ts[40], id[33], line[4800];
 	size_t n;
 
@@ -183,16 +192,16 @@ vlog(int level, int errnum, const char *fmt, va_list ap)
 	if (!log_kv) {
 		if (errnum != 0)
 			fprintf(stderr, "%s: %s: %s: %s\n", log_prefix,
-			    tags[level], msg, strerror(errnum));
+			    log_level_name(level), msg, strerror(errnum));
 		else
-			fprintf(stderr, "%s: %s: %s\n", log_prefix, tags[level],
-			    msg);
+			fprintf(stderr, "%s: %s: %s\n", log_prefix,
+			    log_level_name(level), msg);
 		fflush(stderr);
 		return;
 	}
 	log_timestamp(ts, sizeof(ts));
 	n = (size_t)snprintf(line, sizeof(line), "ts=%s level=%s proc=%s", ts,
-	    tags[level], log_prefix);
+	    log_level_name(level), log_prefix);
 	if (log_session[0] != '\0' || log_find_session(msg, id))
 		n += (size_t)snprintf(line + n, sizeof(line) - n, " session=%s",
 		    log_session[0] != '\0' ? log_session : id);

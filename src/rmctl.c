@@ -260,56 +260,28 @@ rmctl_serving_name(int status)
 	return buf;
 }
 
-/* Decode the one HealthCheckResponse of a finished call: its status. */
-static int
-rmctl_health_status(struct rmctl_conn *cn, struct rmctl_call *cl)
-{
-	Grpc__Health__V1__HealthCheckResponse *resp;
-	struct rmctl_msg *m;
-	int status;
-
-	if ((m = rmctl_call_pop(cl)) == NULL)
-		errx(1, "health check: %s sent no response message",
-		    cn->cn_authority);
-	if (!TAILQ_EMPTY(&cl->cl_msgs))
-		errx(1, "health check: %s sent more than one response message",
-		    cn->cn_authority);
-	resp = grpc__health__v1__health_check_response__unpack(
-	    NULL, m->m_len, m->m_data);
-	free(m);
-	if (resp == NULL)
-		errx(1, "health check: malformed HealthCheckResponse from %s",
-		    cn->cn_authority);
-	status = (int)resp->status;
-	grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
-	return status;
-}
-
 /* rmctl health: one unary Health/Check; exit 0 only when SERVING. */
 static int
 rmctl_health(const struct rmctl_opts *o)
 {
 	Grpc__Health__V1__HealthCheckRequest req =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	struct rmctl_conn cn;
-	struct rmctl_call cl;
-	uint64_t deadline = now_ms() + o->o_timeout_ms;
-	char tmo[32];
+	Grpc__Health__V1__HealthCheckResponse *resp;
+	struct rmctl_msg *m;
 	int status;
 
 	req.service = (char *)o->o_service;
-	rmctl_conn_open(&cn, o, deadline);
-	rmctl_call_init(&cl, "health check", RMCTL_MSG_MAX);
-	rmctl_grpc_timeout(tmo, sizeof(tmo), o->o_timeout_ms);
-	rmctl_call_start(&cn, &cl, RMCTL_HEALTH_PATH, tmo);
-	rmctl_call_send(&cn, &cl, &req.base);
-	rmctl_call_close_send(&cn, &cl);
-	rmctl_conn_wait(&cn, rmctl_call_finished, deadline, "the health check");
-	rmctl_call_check(&cn, &cl);
-	status = rmctl_health_status(&cn, &cl);
+	rmctl_unary(o, RMCTL_HEALTH_PATH, "health check", &req.base, &m);
+	resp = grpc__health__v1__health_check_response__unpack(
+	    NULL, m->m_len, m->m_data);
+	free(m);
+	if (resp == NULL)
+		errx(RMCTL_EXIT_INTERNAL,
+		    "health check: malformed "
+		    "HealthCheckResponse");
+	status = (int)resp->status;
+	grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
 	printf("%s\n", rmctl_serving_name(status));
-	rmctl_call_free(&cl);
-	rmctl_conn_close(&cn);
 	return status ==
 	        GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 	    ? 0

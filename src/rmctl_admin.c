@@ -52,6 +52,9 @@ rmctl_unary(const struct rmctl_opts *o, const char *path, const char *what,
 	if ((*reply = rmctl_call_pop(&cl)) == NULL)
 		errx(RMCTL_EXIT_INTERNAL, "%s: %s sent no reply", what,
 		    cn.cn_authority);
+	if (!TAILQ_EMPTY(&cl.cl_msgs))
+		errx(RMCTL_EXIT_INTERNAL, "%s: %s sent more than one reply",
+		    what, cn.cn_authority);
 	rmctl_call_free(&cl);
 	rmctl_conn_close(&cn);
 }

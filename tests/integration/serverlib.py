@@ -38,6 +38,19 @@ def _environ(pid: int) -> list[bytes]:
         return []
 
 
+def _session_var(pid: int) -> bytes | None:
+    """A worker's REMOTEMEDIA_SESSION=... entry. Between its fork and its
+    exec a worker still has the front's environment, without it: wait
+    (briefly) for the exec."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        env = _environ(pid)
+        own = [v for v in env if v.startswith(b"REMOTEMEDIA_SESSION=")]
+        if own or not env or time.monotonic() > deadline:
+            return own[0] if own else None
+        time.sleep(0.01)
+
+
 class Server:
     """A running remotemediad and what a test needs to reach and inspect it."""
 
@@ -109,21 +122,9 @@ class Server:
                 if line.split() and not line.split()[1].startswith("Z")]
         if spares:
             return pids
-        return [p for p in pids if not self._is_spare(p)]
-
-    def _is_spare(self, pid: int) -> bool:
-        """Whether pid is a spare's worker. Between its fork and its exec a
-        worker still has the front's environment, without its
-        REMOTEMEDIA_SESSION: wait (briefly) for the exec."""
-        deadline = time.monotonic() + 2.0
-        while True:
-            env = _environ(pid)
-            own = [v for v in env if v.startswith(b"REMOTEMEDIA_SESSION=")]
-            if own or not env or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
+        own = {p: _session_var(p) for p in pids}
         skip = {f"REMOTEMEDIA_SESSION={i}".encode() for i in self.spare_ids()}
-        return bool(skip & set(own))
+        return [p for p in pids if own[p] not in skip]
 
     def worker_pid_of(self, session_id: str) -> int:
         """The host pid of the process that runs session_id's Python (with

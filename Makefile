@@ -73,6 +73,15 @@ $(error pkg-config finds no python3-embed: run scripts/install-deps first)
 endif
 endif
 $(OBJ)/src/front_env.o: CFLAGS += -DRM_PYTHON_VERSION='"$(PY_VERSION)"'
+# What sessions may read of the Python installation (sandbox_landlock.c):
+# its standard library and site directories, and the shared libraries.
+PY_READ_PATHS := $(shell $(PYTHON) -c 'import site, sysconfig as s; \
+	print(":".join(dict.fromkeys([s.get_path("stdlib"), \
+	s.get_path("platstdlib")] + site.getsitepackages())))' 2>/dev/null)
+PY_LIBDIR   := $(shell $(PYTHON) -c 'import sysconfig as s; \
+	print(s.get_config_var("LIBDIR"))' 2>/dev/null)
+$(OBJ)/sandbox/sandbox_landlock.o: CFLAGS += \
+	-DRM_PY_READ_PATHS='"$(PY_READ_PATHS)"' -DRM_LIBDIR='"$(PY_LIBDIR)"'
 $(OBJ)/src/worker_py.o: CFLAGS += $(PY_CFLAGS)
 $(OBJ)/src/worker_py.o: $(GEN)/worker_runtime.h $(GEN)/worker_oob.h
 $(OBJ)/$(GEN)/%.o: CFLAGS += -Wno-missing-prototypes

@@ -55,7 +55,8 @@
 #else
 int sandbox_seccomp_load(int, int);
 const char *sandbox_seccomp_name(int);
-int sandbox_landlock_apply(const char *const *, size_t);
+int sandbox_landlock_apply(
+    const char *const *, size_t, const char *const *, size_t);
 int sandbox_rlimits_apply(uint64_t, uint64_t, uint64_t);
 void sandbox_thread_env(uint32_t);
 #endif
@@ -580,6 +581,8 @@ int
 sandbox_enter(struct sandbox_conf *sc)
 {
 	const char *writable[] = {sc->sc_session_dir, "/tmp", "/dev/shm"};
+	const char *readable[] = {sc->sc_env_dir};
+	size_t nr = sc->sc_env_dir != NULL && sc->sc_env_dir[0] != '\0';
 
 	if (!sc->sc_enabled)
 		return 0;
@@ -587,8 +590,8 @@ sandbox_enter(struct sandbox_conf *sc)
 	        SANDBOX_NOFILE, sc->sc_disk_bytes, sc->sc_cpu_seconds) == -1)
 		return -1;
 	sandbox_thread_env(sc->sc_cpu_percent);
-	if (sandbox_landlock_apply(
-	        writable, sizeof(writable) / sizeof(writable[0])) == -1)
+	if (sandbox_landlock_apply(writable,
+	        sizeof(writable) / sizeof(writable[0]), readable, nr) == -1)
 		return -1;
 	return sandbox_seccomp_load(sc->sc_seccomp_log, sc->sc_status_fd);
 }

@@ -2,8 +2,12 @@
  * Landlock, the second wall (architecture section 5, step 6): W2 may write,
  * create, remove, rename and truncate only beneath the writable directories
  * it is given (the session directory and /tmp), and write to a few device
- * files. Reads and execution are not handled here, so they stay unrestricted:
- * the mount namespace already hides what must not be read.
+ * files. It may read and execute only beneath those, the readable paths it
+ * is given (the environment), the Python installation it was built with,
+ * the system's libraries and commands, and the few data trees that the
+ * scientific stack reads (ll_read_system). The rest of what the mount
+ * namespace shows (/usr/share, /usr/local, /usr/include, /usr/sbin, the
+ * root's own listing) is refused with EACCES.
  *
  * Debian 12's <linux/landlock.h> stops at ABI 2 while the kernel may be
  * newer, so the newer constants are defined here and the ABI is negotiated
@@ -49,6 +53,11 @@
 #define __NR_landlock_restrict_self 446
 #endif
 
+/* The read-type rights, all of ABI 1. */
+#define LL_READ \
+	(LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | \
+	    LANDLOCK_ACCESS_FS_EXECUTE)
+
 /* Every write-type right of ABI 1. */
 #define LL_WRITE_ABI1 \
 	(LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR | \
@@ -90,6 +99,46 @@ static const char *const ll_dev_files[] = {
     "/dev/pts",
 };
 
+/*
+ * The Python installation the worker embeds: its standard library and its
+ * site directories, from the build's sysconfig (the Makefile sets it), as
+ * a ':'-separated list. The environment's own site-packages is passed by
+ * the caller; entries that a .pth file adds to sys.path are not trusted.
+ */
+#ifndef RM_PY_READ_PATHS
+#define RM_PY_READ_PATHS "/usr/lib/python3:/usr/local/lib/python3/dist-packages"
+#endif
+/* The shared libraries' directory (sysconfig's LIBDIR, the multiarch one). */
+#ifndef RM_LIBDIR
+#define RM_LIBDIR "/usr/lib"
+#endif
+
+/*
+ * What every session may read besides its own trees: the commands and the
+ * shared libraries (read and executed by execve and ld.so), the locale
+ * archive, os-release (pip and platform read it), and the data that the
+ * CA bundle, time zones and matplotlib's fonts live in; /etc, /proc and /dev, which the minimal root already
+ * reduces to what a session needs, are read but not executed. Missing
+ * paths are skipped.
+ */
+static const struct {
+	const char *path;
+	uint64_t access;
+} ll_read_system[] = {
+    {"/usr/bin", LL_READ},
+    {RM_LIBDIR, LL_READ},
+    {"/usr/lib64", LL_READ},
+    {"/usr/lib/locale", LL_READ},
+    {"/usr/lib/os-release", LANDLOCK_ACCESS_FS_READ_FILE},
+    {"/usr/share/ca-certificates", LL_READ & ~LANDLOCK_ACCESS_FS_EXECUTE},
+    {"/usr/share/zoneinfo", LL_READ & ~LANDLOCK_ACCESS_FS_EXECUTE},
+    {"/usr/share/fonts", LL_READ & ~LANDLOCK_ACCESS_FS_EXECUTE},
+    {"/usr/share/matplotlib", LL_READ & ~LANDLOCK_ACCESS_FS_EXECUTE},
+    {"/etc", LL_READ & ~LANDLOCK_ACCESS_FS_EXECUTE},
+    {"/proc", LL_READ & ~LANDLOCK_ACCESS_FS_EXECUTE},
+    {"/dev", LL_READ & ~LANDLOCK_ACCESS_FS_EXECUTE},
+};
+
 static int ll_kernel_abi(void);
 
 int (*sandbox_landlock_abi_hook)(void) = ll_kernel_abi;
@@ -119,7 +168,7 @@ sandbox_landlock_fs_access(int abi)
 	uint64_t access = 0;
 
 	if (abi >= 1)
-		access |= LL_WRITE_ABI1;
+		access |= LL_READ | LL_WRITE_ABI1;
 	if (abi >= 2)
 		access |= LANDLOCK_ACCESS_FS_REFER;
 	if (abi >= 3)
@@ -165,6 +214,20 @@ ll_add_writable(
 	return 0;
 }
 
+/* Allow access on path where it exists; -1 only on a real failure. */
+static int
+ll_add_optional(int ruleset, const char *path, uint64_t access)
+{
+	if (access == 0 || ll_add_path(ruleset, path, access) == 0)
+		return 0;
+	if (errno != ENOENT && errno != ENOTDIR && errno != EACCES) {
+		log_warn("landlock: %s", path);
+		return -1;
+	}
+	log_debug("landlock: %s: skipped", path);
+	return 0;
+}
+
 /* The device files: writing, truncating (O_TRUNC) and device ioctls. */
 static int
 ll_add_devices(int ruleset, uint64_t handled)
@@ -172,15 +235,38 @@ ll_add_devices(int ruleset, uint64_t handled)
 	uint64_t access = handled & LL_FILE_RIGHTS;
 	size_t i;
 
-	for (i = 0; i < sizeof(ll_dev_files) / sizeof(ll_dev_files[0]); i++) {
-		if (ll_add_path(ruleset, ll_dev_files[i], access) == 0)
-			continue;
-		if (errno != ENOENT && errno != EACCES) {
-			log_warn("%s: %s", __func__, ll_dev_files[i]);
+	for (i = 0; i < sizeof(ll_dev_files) / sizeof(ll_dev_files[0]); i++)
+		if (ll_add_optional(ruleset, ll_dev_files[i], access) == -1)
+			return -1;
+	return 0;
+}
+
+/*
+ * What may be read and executed: the caller's readable paths (each must
+ * exist), the Python installation and the system's (ll_read_system).
+ */
+static int
+ll_add_readable(
+    int ruleset, const char *const *readable, size_t n, uint64_t handled)
+{
+	char paths[] = RM_PY_READ_PATHS, *p, *last;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (ll_add_path(ruleset, readable[i], handled & LL_READ) ==
+		    -1) {
+			log_warn("landlock: %s", readable[i]);
 			return -1;
 		}
-		log_debug("%s: %s: skipped", __func__, ll_dev_files[i]);
 	}
+	for (p = strtok_r(paths, ":", &last); p != NULL;
+	     p = strtok_r(NULL, ":", &last))
+		if (ll_add_optional(ruleset, p, handled & LL_READ) == -1)
+			return -1;
+	for (i = 0; i < sizeof(ll_read_system) / sizeof(ll_read_system[0]); i++)
+		if (ll_add_optional(ruleset, ll_read_system[i].path,
+		        handled & ll_read_system[i].access) == -1)
+			return -1;
 	return 0;
 }
 
@@ -191,7 +277,8 @@ ll_add_devices(int ruleset, uint64_t handled)
  * network policy, where those of the host would otherwise be reachable.
  */
 static int
-ll_restrict(int abi, const char *const *writable, size_t n)
+ll_restrict(int abi, const char *const *writable, size_t n,
+    const char *const *readable, size_t nr)
 {
 	struct ll_ruleset_attr attr;
 	int ruleset, rc = -1;
@@ -208,6 +295,8 @@ ll_restrict(int abi, const char *const *writable, size_t n)
 	}
 	if (ll_add_writable(ruleset, writable, n, attr.handled_access_fs) ==
 	        -1 ||
+	    ll_add_readable(ruleset, readable, nr, attr.handled_access_fs) ==
+	        -1 ||
 	    ll_add_devices(ruleset, attr.handled_access_fs) == -1)
 		goto out;
 	if (syscall(__NR_landlock_restrict_self, ruleset, 0) == -1) {
@@ -221,7 +310,8 @@ out:
 }
 
 int
-sandbox_landlock_apply(const char *const *writable, size_t n)
+sandbox_landlock_apply(const char *const *writable, size_t n,
+    const char *const *readable, size_t nr)
 {
 	int abi;
 
@@ -236,8 +326,9 @@ sandbox_landlock_apply(const char *const *writable, size_t n)
 		         "(seccomp and the mount namespace still apply)");
 		return 0;
 	}
-	if (ll_restrict(abi, writable, n) == -1)
+	if (ll_restrict(abi, writable, n, readable, nr) == -1)
 		return -1;
-	log_debug("%s: landlock ABI %d, %zu writable paths", __func__, abi, n);
+	log_debug("%s: landlock ABI %d, %zu writable and %zu readable paths",
+	    __func__, abi, n, nr);
 	return abi;
 }

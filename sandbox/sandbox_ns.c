@@ -72,7 +72,7 @@ static const char *const ns_top[] = {
 static const char *const ns_etc_files[] = {"localtime", "timezone",
     "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl/certs", "ssl/openssl.cnf",
     "ca-certificates", "alternatives", "mime.types", "protocols", "services",
-    "host.conf", "gai.conf", "matplotlibrc", "fonts"};
+    "host.conf", "gai.conf", "matplotlibrc", "fonts", "os-release"};
 
 /* Device nodes bound from the host's /dev. */
 static const char *const ns_devices[] = {

@@ -21,15 +21,18 @@ const char *sandbox_seccomp_name(int nr);
 
 /*
  * sandbox_landlock.c: a second wall. Writes are allowed only beneath the
- * given directories (and to a few /dev files); reads are not restricted.
- * Pass every writable mount: the session dir, /tmp and, if the minimal root
- * has one, /dev/shm (sem_open and joblib write there).
+ * writable directories (and to a few /dev files); reads and execution only
+ * beneath those, the readable paths, the Python installation, and the
+ * system's commands, libraries and a few data trees. Pass every writable
+ * mount: the session dir, /tmp and, if the minimal root has one, /dev/shm
+ * (sem_open and joblib write there); and as readable the environment.
  */
 int sandbox_landlock_abi(void); /* kernel ABI, 0 if none */
 extern int (*sandbox_landlock_abi_hook)(void); /* tests replace the query */
 uint64_t sandbox_landlock_fs_access(int abi); /* handled_access_fs */
 /* Returns the ABI used (0: unsupported, skipped with a log line), or -1. */
-int sandbox_landlock_apply(const char *const *writable, size_t n);
+int sandbox_landlock_apply(const char *const *writable, size_t n,
+    const char *const *readable, size_t nr);
 
 /*
  * sandbox_rlimit.c: NOFILE, FSIZE, CORE=0 and a CPU backstop; 0 leaves a

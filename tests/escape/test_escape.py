@@ -160,6 +160,38 @@ def test_root_only_secret_not_visible(attacker, root_secret):
     assert attacker.call("stat_errno", "/etc/ssl/certs/ca-certificates.crt") == 0
 
 
+# Host files that the minimal root shows but Landlock keeps from being read:
+# what a session needs (its commands, libraries, Python, CA bundle, time
+# zones, fonts) stays readable, and the rest of /usr, the root's listing and
+# /usr/local are refused. Each path is one that every Debian host has.
+HIDDEN_BY_LANDLOCK = (
+    "/usr/share/doc/base-files/copyright",   # /usr/share beyond the data trees
+    "/usr/share/common-licenses/GPL-3",
+    "/usr/share/base-files/motd",
+    "/usr/lib/python3.11/../../share/base-files/motd",  # no way round by ..
+)
+HIDDEN_DIRS = ("/", "/usr", "/usr/share", "/usr/sbin", "/usr/local",
+               "/usr/lib", "/usr/share/doc")
+
+
+def test_host_files_hidden_by_landlock(attacker):
+    for path in HIDDEN_BY_LANDLOCK:
+        assert attacker.call("read_file", path) == (errno.EACCES, None), path
+        # The file is there: the mount namespace shows it, Landlock refuses.
+        assert attacker.call("stat_errno", path) == 0, path
+    for path in HIDDEN_DIRS:
+        assert attacker.call("listdir", path) == errno.EACCES, path
+    # What sessions need is still read: commands, libraries, Python's
+    # standard library, Debian's dist-packages, certificates, time zones.
+    for path in ("/usr/bin/env", "/usr/lib/python3.11/os.py",
+                 "/etc/ssl/certs/ca-certificates.crt", "/etc/hostname",
+                 "/usr/share/zoneinfo/UTC", "/proc/self/status"):
+        err, data = attacker.call("read_file", path)
+        assert err == 0 and data, path
+    assert attacker.call("listdir", "/usr/lib/python3/dist-packages") != \
+        errno.EACCES
+
+
 # --- writes outside the session directory and /tmp ----------------------------------
 
 

@@ -36,7 +36,7 @@ FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c
 SANDBOX_SRC += sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c
 SANDBOX_SRC += sandbox/sandbox_rlimit.c
-SANDBOX_SRC += sandbox/sandbox_cgroup.c sandbox/sandbox_egress.c
+SANDBOX_SRC += sandbox/sandbox_cgroup.c sandbox/sandbox_egress.c sandbox/sandbox_forward.c
 WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
                $(SANDBOX_SRC)
 RMCTL_SRC    = src/rmctl.c src/rmctl_grpc.c src/rmctl_bench.c src/rmctl_admin.c src/envelope.c

@@ -74,6 +74,8 @@ int sandbox_ns_identity(const struct sandbox_conf *);
 pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
 int sandbox_net_inside(const struct sandbox_conf *);
 char *sandbox_egress_rules(const struct sandbox_conf *);
+/* sandbox_forward.c */
+pid_t sandbox_forward_start(const struct sandbox_conf *, pid_t);
 
 #define SANDBOX_NS_FLAGS \
 	(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | \
@@ -229,8 +231,9 @@ sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
 	close(p->sp_seccomp[0]);
 	close(p->sp_go[1]);
 	close(p->sp_log[0]);
-	/* From here on, W1 and W2 log through W0 (struct sandbox_log). */
-	if (dup2(p->sp_log[1], STDERR_FILENO) == -1)
+	/* From here on, W1 and W2 log through W0 (struct sandbox_log); a
+	 * build's stderr is its output, which the front reads itself. */
+	if (!sc->sc_build && dup2(p->sp_log[1], STDERR_FILENO) == -1)
 		_exit(1);
 	close(p->sp_log[1]);
 	if (sandbox_ns_root(sc) == -1 || sandbox_net_inside(sc) == -1 ||
@@ -406,7 +409,7 @@ sandbox_w0_relay(int st)
  * session with a Fatal that names the syscall. Every writer is dead now.
  */
 static void
-sandbox_w0_seccomp(int fd)
+sandbox_w0_seccomp(const struct sandbox_conf *sc, int fd)
 {
 	char buf[64], msg[160];
 	ssize_t n;
@@ -422,7 +425,10 @@ sandbox_w0_seccomp(int fd)
 	}
 	snprintf(msg, sizeof(msg), "seccomp: blocked syscall %s (%d)",
 	    sandbox_seccomp_name(nr), nr);
-	worker_send_fatal(SANDBOX_ABORTED, msg);
+	if (sc->sc_build)
+		fprintf(stderr, "ERROR: %s\n", msg);
+	else
+		worker_send_fatal(SANDBOX_ABORTED, msg);
 }
 
 /* Read W1's report; 0 if it wrote none. */
@@ -445,7 +451,7 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 {
 	struct sandbox_status ss;
 	struct sandbox_log sl = {p->sp_log[0], sc->sc_session_id, {0}, 0, 0};
-	pid_t slirp;
+	pid_t slirp, fwd = 0;
 	int st, failed = 0;
 
 	log_init("worker-relay", log_getlevel());
@@ -455,7 +461,9 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 	/* slirp4netns writes to the session's log, which W0 relays. */
 	slirp = sandbox_net_start(sc, w1, p->sp_log[1]);
 	close(p->sp_log[1]);
-	if (slirp == -1) {
+	if (slirp != -1)
+		fwd = sandbox_forward_start(sc, w1);
+	if (slirp == -1 || fwd == -1) {
 		kill(w1, SIGKILL);
 		failed = 1;
 	} else if (write(p->sp_go[1], "g", 1) != 1)
@@ -470,10 +478,14 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 		kill(slirp, SIGKILL);
 		waitpid(slirp, NULL, 0);
 	}
+	if (fwd > 0) {
+		kill(fwd, SIGKILL);
+		waitpid(fwd, NULL, 0);
+	}
 	switch (sandbox_w0_status(p->sp_status[0], &ss)) {
 	case SANDBOX_ST_EXIT:
 		if (!sc->sc_seccomp_log)
-			sandbox_w0_seccomp(p->sp_seccomp[0]);
+			sandbox_w0_seccomp(sc, p->sp_seccomp[0]);
 		sandbox_w0_relay(ss.ss_wstatus);
 	case SANDBOX_ST_FAIL:
 		snprintf(sandbox_reason, sizeof(sandbox_reason), "%.*s",
@@ -581,8 +593,8 @@ int
 sandbox_enter(struct sandbox_conf *sc)
 {
 	const char *writable[] = {sc->sc_session_dir, "/tmp", "/dev/shm"};
-	const char *readable[] = {sc->sc_env_dir};
-	size_t nr = sc->sc_env_dir != NULL && sc->sc_env_dir[0] != '\0';
+	const char *readable[1 + SANDBOX_READABLE_MAX];
+	size_t i, nr = 0;
 
 	if (!sc->sc_enabled)
 		return 0;
@@ -590,6 +602,10 @@ sandbox_enter(struct sandbox_conf *sc)
 	        SANDBOX_NOFILE, sc->sc_disk_bytes, sc->sc_cpu_seconds) == -1)
 		return -1;
 	sandbox_thread_env(sc->sc_cpu_percent);
+	if (sc->sc_env_dir != NULL && sc->sc_env_dir[0] != '\0')
+		readable[nr++] = sc->sc_env_dir;
+	for (i = 0; i < sc->sc_n_readable && i < SANDBOX_READABLE_MAX; i++)
+		readable[nr++] = sc->sc_readable[i];
 	if (sandbox_landlock_apply(writable,
 	        sizeof(writable) / sizeof(writable[0]), readable, nr) == -1)
 		return -1;

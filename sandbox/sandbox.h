@@ -24,6 +24,7 @@
 #ifndef RM_SANDBOX_H
 #define RM_SANDBOX_H
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <stddef.h>
@@ -34,6 +35,20 @@ enum sandbox_network {
 	SANDBOX_NET_ISOLATED, /* outbound through slirp4netns; no host loopback */
 	SANDBOX_NET_HOST, /* the host's network namespace */
 };
+
+/*
+ * A build's way to one index (sandbox_forward.c): pip connects to inside,
+ * in the build's network namespace, and the forwarder to `to` on the host.
+ */
+struct sandbox_forward {
+	char sf_name[256]; /* host[:port], for messages */
+	struct sockaddr_storage sf_inside;
+	socklen_t sf_insidelen;
+	struct sockaddr_storage sf_to;
+	socklen_t sf_tolen;
+};
+#define SANDBOX_FORWARD_MAX 32
+#define SANDBOX_READABLE_MAX 32
 
 /* What the sandbox needs to know about the session. */
 struct sandbox_conf {
@@ -59,6 +74,21 @@ struct sandbox_conf {
 	size_t sc_n_egress_deny;
 	char *sc_egress_rules; /* the ruleset, made before the clone */
 	int sc_status_fd; /* W2 -> W0: a seccomp violation's syscall */
+	/*
+	 * The environment builder's sandbox: sc_session_dir is the entry
+	 * being built, bound read-write from the host rather than a fresh
+	 * tmpfs, and stderr stays the builder's (the front shows it as the
+	 * build's output). The network is SANDBOX_NET_OFF plus forwards to
+	 * the indexes, whose names sc_hosts maps in /etc/hosts.
+	 */
+	int sc_build;
+	const char *sc_hosts; /* lines added to /etc/hosts */
+	const struct sandbox_forward *sc_forward;
+	size_t sc_n_forward;
+	/* Host directories bound read-only (if not in the root yet) and
+	 * readable under Landlock, besides the environment. */
+	const char *const *sc_readable;
+	size_t sc_n_readable;
 };
 
 /* RLIMIT_NOFILE of a session's processes. */

@@ -40,6 +40,7 @@
 /* What this file gives sandbox.c and sandbox_ns.c. */
 pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
 int sandbox_net_inside(const struct sandbox_conf *);
+int sandbox_net_lo_up(void);
 const char *sandbox_net_resolv(const struct sandbox_conf *);
 
 #define NET_SLIRP "/usr/bin/slirp4netns"
@@ -153,15 +154,13 @@ sandbox_net_start(const struct sandbox_conf *sc, pid_t target, int logfd)
 	return pid;
 }
 
-/* In W1: bring lo up in the session's own network namespace. */
+/* Bring lo up in the current network namespace. */
 int
-sandbox_net_inside(const struct sandbox_conf *sc)
+sandbox_net_lo_up(void)
 {
 	struct ifreq ifr;
 	int s, rv = -1;
 
-	if (sc->sc_network == SANDBOX_NET_HOST)
-		return 0;
 	if ((s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1) {
 		log_warn("socket");
 		return -1;
@@ -176,6 +175,18 @@ sandbox_net_inside(const struct sandbox_conf *sc)
 			log_warn("SIOCSIFFLAGS lo");
 	}
 	close(s);
+	return rv;
+}
+
+/* In W1: bring lo up in the session's own network namespace. */
+int
+sandbox_net_inside(const struct sandbox_conf *sc)
+{
+	int rv;
+
+	if (sc->sc_network == SANDBOX_NET_HOST)
+		return 0;
+	rv = sandbox_net_lo_up();
 	/* Still root in the namespace: the session cannot undo it. */
 	if (rv == 0 && sc->sc_egress_rules != NULL &&
 	    sandbox_egress_apply(sc->sc_egress_rules) == -1)

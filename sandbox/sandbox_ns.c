@@ -284,7 +284,7 @@ ns_etc_python(void)
 static int
 ns_etc_identity(const struct sandbox_conf *sc)
 {
-	char buf[PATH_MAX + 512];
+	char buf[PATH_MAX + 8192];
 
 	snprintf(buf, sizeof(buf),
 	    "root:x:0:0:root:/root:/usr/sbin/nologin\n"
@@ -298,11 +298,13 @@ ns_etc_identity(const struct sandbox_conf *sc)
 	    NS_USER, (unsigned)sc->sc_gid);
 	if (ns_write("/etc/group", buf, 0644) == -1)
 		return -1;
-	if (ns_write("/etc/hosts",
-	        "127.0.0.1\tlocalhost\n"
-	        "127.0.1.1\t" NS_HOSTNAME "\n"
-	        "::1\tlocalhost ip6-localhost ip6-loopback\n",
-	        0644) == -1)
+	/* A build's index names map to its forwarder's listeners. */
+	snprintf(buf, sizeof(buf),
+	    "127.0.0.1\tlocalhost\n"
+	    "127.0.1.1\t" NS_HOSTNAME "\n"
+	    "::1\tlocalhost ip6-localhost ip6-loopback\n%s",
+	    sc->sc_hosts != NULL ? sc->sc_hosts : "");
+	if (ns_write("/etc/hosts", buf, 0644) == -1)
 		return -1;
 	if (ns_write("/etc/nsswitch.conf", NS_NSSWITCH, 0644) == -1)
 		return -1;
@@ -430,6 +432,10 @@ ns_session(const struct sandbox_conf *sc, uint64_t bytes)
 		return -1;
 	if (ns_mkdirs(sc->sc_session_dir, dst) == -1)
 		return -1;
+	/* A build writes the host's entry itself, and nothing else. */
+	if (sc->sc_build)
+		return ns_bind(sc->sc_session_dir,
+		    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 1);
 	snprintf(opts, sizeof(opts),
 	    "mode=0700,uid=%u,gid=%u,size=%" PRIu64 ",nr_inodes=%d",
 	    (unsigned)sc->sc_uid, (unsigned)sc->sc_gid, bytes, NS_INODES);
@@ -445,17 +451,39 @@ ns_session(const struct sandbox_conf *sc, uint64_t bytes)
 	return 0;
 }
 
-/* The environment, read-only at its host path. */
+/* A host directory, read-only at its path, unless the root shows it. */
+static int
+ns_readonly(const char *path)
+{
+	char dst[PATH_MAX];
+	struct stat st;
+
+	if (path[0] != '/') {
+		log_warnx("not an absolute path: %s", path);
+		return -1;
+	}
+	if (ns_path(dst, NS_NEW, path) == -1)
+		return -1;
+	if (stat(dst, &st) == 0)
+		return 0;
+	if (ns_mkdirs(path, dst) == -1)
+		return -1;
+	return ns_bind(path, NS_RO, 1);
+}
+
+/* The environment and the other readable directories, read-only. */
 static int
 ns_env(const struct sandbox_conf *sc)
 {
-	char dst[PATH_MAX];
+	size_t i;
 
-	if (sc->sc_env_dir == NULL || sc->sc_env_dir[0] == '\0')
-		return 0;
-	if (ns_mkdirs(sc->sc_env_dir, dst) == -1)
+	if (sc->sc_env_dir != NULL && sc->sc_env_dir[0] != '\0' &&
+	    ns_readonly(sc->sc_env_dir) == -1)
 		return -1;
-	return ns_bind(sc->sc_env_dir, NS_RO, 1);
+	for (i = 0; i < sc->sc_n_readable; i++)
+		if (ns_readonly(sc->sc_readable[i]) == -1)
+			return -1;
+	return 0;
 }
 
 /*

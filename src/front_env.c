@@ -445,6 +445,8 @@ env_argv(struct env *e)
 		argv[n++] = (char *)"--cgroup";
 		argv[n++] = e->env_cgroup;
 	}
+	if (front_conf.fc_sandbox)
+		argv[n++] = (char *)"--sandbox";
 	argv[n++] = (char *)"--";
 	reqs = xstrdup(e->env_reqs);
 	for (r = strtok_r(reqs, "\n", &save);

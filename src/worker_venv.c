@@ -8,11 +8,23 @@
  * or a PIP_* variable of the host. When pip succeeds, the tree is made
  * root-owned and read-only, and the `complete` marker is written last: an
  * entry without it is never used.
+ *
+ * With --sandbox (the front's sandbox on) both run inside the session
+ * sandbox's build mode (sandbox.h): a mount namespace whose minimal root
+ * has DIR as the only writable host directory, a PID namespace, the
+ * builder uid with no capabilities and no_new_privs, Landlock and the
+ * seccomp filter; and a network namespace where only the configured
+ * indexes can be reached, through the forwarder of sandbox_forward.c.
+ * Setup scripts that --allow-source lets run are confined the same way.
  */
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,9 +42,11 @@
 #include "util.h"
 #include "worker.h"
 #include "sandbox_cgroup.h"
+#include "sandbox.h"
 
 #define VENV_PYTHON "/usr/bin/python3"
 #define VENV_MAX_ARGS 256
+#define VENV_FSIZE (4ULL << 30) /* RLIMIT_FSIZE; the build's /tmp size */
 
 struct venv_conf {
 	const char *vc_dir;
@@ -45,9 +59,26 @@ struct venv_conf {
 	const char *vc_find_links[16];
 	int vc_n_find_links;
 	const char *vc_cgroup;
+	int vc_sandbox;
 	char **vc_reqs;
 	int vc_n_reqs;
 };
+
+/* What the build's sandbox gets from the pip options (venv_net_add). */
+struct venv_net {
+	struct sandbox_forward vn_fwd[SANDBOX_FORWARD_MAX];
+	size_t vn_n_fwd;
+	char vn_hosts[SANDBOX_FORWARD_MAX * 300];
+	char vn_names[SANDBOX_FORWARD_MAX][256]; /* 127.0.0.2 and on */
+	size_t vn_n_names;
+	const char *vn_readable[SANDBOX_READABLE_MAX];
+	size_t vn_n_readable;
+};
+
+/* Host trees a build may read besides Python's: compilers and headers,
+ * for the setup scripts that --allow-source lets run. */
+static const char *const venv_build_readable[] = {
+    "/usr/lib/gcc", "/usr/include", "/usr/libexec"};
 
 static void
 venv_usage(void)
@@ -55,7 +86,8 @@ venv_usage(void)
 	fprintf(stderr,
 	    "usage: remotemedia-worker --build-env DIR --uid UID "
 	    "[--system-site-packages] [--allow-source] [--index-url URL] "
-	    "[--extra-index-url URL]... [--find-links DIR]... -- REQ...\n");
+	    "[--extra-index-url URL]... [--find-links DIR]... [--sandbox] "
+	    "-- REQ...\n");
 	exit(2);
 }
 
@@ -71,6 +103,7 @@ venv_parse(struct venv_conf *vc, int argc, char *argv[])
 	    {"extra-index-url", required_argument, NULL, 'e'},
 	    {"find-links", required_argument, NULL, 'f'},
 	    {"cgroup", required_argument, NULL, 'c'},
+	    {"sandbox", no_argument, NULL, 'S'},
 	    {NULL, 0, NULL, 0},
 	};
 	int ch;
@@ -101,6 +134,9 @@ venv_parse(struct venv_conf *vc, int argc, char *argv[])
 		case 'c':
 			vc->vc_cgroup = optarg;
 			break;
+		case 'S':
+			vc->vc_sandbox = 1;
+			break;
 		case 'f':
 			if (vc->vc_n_find_links < 16)
 				vc->vc_find_links[vc->vc_n_find_links++] =
@@ -121,7 +157,7 @@ static void
 venv_drop(const struct venv_conf *vc)
 {
 	struct rlimit core = {0, 0}, nofile = {4096, 4096};
-	struct rlimit fsize = {4ULL << 30, 4ULL << 30};
+	struct rlimit fsize = {VENV_FSIZE, VENV_FSIZE};
 
 	setrlimit(RLIMIT_CORE, &core);
 	setrlimit(RLIMIT_NOFILE, &nofile);
@@ -289,6 +325,245 @@ venv_status(const char *what, int st)
 	return -1;
 }
 
+/* The readable list, for a find-links directory (or file:// URL). */
+static int
+venv_net_readable(struct venv_net *vn, const char *path)
+{
+	if (vn->vn_n_readable == SANDBOX_READABLE_MAX) {
+		fprintf(stderr, "ERROR: too many --find-links directories\n");
+		return -1;
+	}
+	vn->vn_readable[vn->vn_n_readable++] = path;
+	return 0;
+}
+
+/*
+ * Split an http(s) URL's authority into host and port (the scheme's when
+ * none is given); -1 if the URL is not one.
+ */
+static int
+venv_url_host(
+    const char *url, char *host, size_t hostsz, char *port, size_t portsz)
+{
+	const char *a, *end, *at, *h, *he, *p;
+	int https;
+
+	if (strncmp(url, "http://", 7) == 0)
+		https = 0;
+	else if (strncmp(url, "https://", 8) == 0)
+		https = 1;
+	else
+		return -1;
+	a = url + (https ? 8 : 7);
+	end = a + strcspn(a, "/?#");
+	for (at = end; at > a && at[-1] != '@'; at--)
+		;
+	h = at; /* past any user:password@ */
+	if (*h == '[') {
+		if ((he = memchr(h, ']', (size_t)(end - h))) == NULL)
+			return -1;
+		h++;
+		p = he + 1;
+	} else {
+		he = memchr(h, ':', (size_t)(end - h));
+		if (he == NULL)
+			he = end;
+		p = he;
+	}
+	if (he == h || (size_t)(he - h) >= hostsz)
+		return -1;
+	memcpy(host, h, (size_t)(he - h));
+	host[he - h] = '\0';
+	if (p < end && *p == ':' && end - p > 1 &&
+	    (size_t)(end - p - 1) < portsz) {
+		memcpy(port, p + 1, (size_t)(end - p - 1));
+		port[end - p - 1] = '\0';
+	} else if (p == end)
+		snprintf(port, portsz, "%s", https ? "443" : "80");
+	else
+		return -1;
+	return 0;
+}
+
+/*
+ * Where pip finds host:port inside the build's namespace: the address
+ * itself when the URL gives one (the forwarder gives it to lo), else
+ * 127.0.0.N, which
+ * /etc/hosts gives the name. A name keeps one address for all its ports.
+ */
+static int
+venv_net_inside(struct venv_net *vn, const char *host, uint16_t port,
+    struct sandbox_forward *f)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&f->sf_inside;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&f->sf_inside;
+	char addr[INET_ADDRSTRLEN];
+	size_t i, len;
+
+	memset(&f->sf_inside, 0, sizeof(f->sf_inside));
+	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		f->sf_insidelen = sizeof(*sin6);
+		return 0;
+	}
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(port);
+	f->sf_insidelen = sizeof(*sin);
+	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1)
+		return 0;
+	/* A name: the address it was given, or the next one. */
+	for (i = 0; i < vn->vn_n_names; i++)
+		if (strcmp(vn->vn_names[i], host) == 0)
+			break;
+	if (i == SANDBOX_FORWARD_MAX || strlen(host) >= sizeof(vn->vn_names[0]))
+		return -1;
+	sin->sin_addr.s_addr = htonl(0x7f000002U + (uint32_t)i);
+	if (i < vn->vn_n_names)
+		return 0;
+	snprintf(vn->vn_names[vn->vn_n_names++], sizeof(vn->vn_names[0]), "%s",
+	    host);
+	len = strlen(vn->vn_hosts);
+	snprintf(vn->vn_hosts + len, sizeof(vn->vn_hosts) - len, "%s\t%s\n",
+	    inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof(addr)), host);
+	return 0;
+}
+
+/*
+ * One index or find-links location: a forward for an http(s) URL, with
+ * the host resolved here on the host's network; a readable directory for
+ * a path. Returns -1 only when the build cannot go on.
+ */
+static int
+venv_net_add(struct venv_net *vn, const char *url)
+{
+	struct addrinfo hints, *res;
+	struct sandbox_forward *f;
+	char host[256], port[16];
+	unsigned long pnum;
+	size_t i;
+	int rc;
+
+	if (url[0] == '/')
+		return venv_net_readable(vn, url);
+	if (strncmp(url, "file://", 7) == 0)
+		return venv_net_readable(vn, url + 7);
+	if (venv_url_host(url, host, sizeof(host), port, sizeof(port)) == -1) {
+		fprintf(stderr, "ERROR: cannot use the index URL %s\n", url);
+		return -1;
+	}
+	pnum = strtoul(port, NULL, 10);
+	if (port[strspn(port, "0123456789")] != '\0' || pnum == 0 ||
+	    pnum > 65535) {
+		fprintf(stderr, "ERROR: bad port in the index URL %s\n", url);
+		return -1;
+	}
+	f = &vn->vn_fwd[vn->vn_n_fwd];
+	snprintf(f->sf_name, sizeof(f->sf_name), "%.200s:%s", host, port);
+	for (i = 0; i < vn->vn_n_fwd; i++)
+		if (strcmp(vn->vn_fwd[i].sf_name, f->sf_name) == 0)
+			return 0;
+	if (vn->vn_n_fwd == SANDBOX_FORWARD_MAX) {
+		fprintf(stderr, "ERROR: too many index addresses\n");
+		return -1;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
+		/* pip says so too, as it would for any unreachable index. */
+		fprintf(stderr,
+		    "WARNING: cannot resolve the index host %s: %s\n", host,
+		    gai_strerror(rc));
+		return 0;
+	}
+	memcpy(&f->sf_to, res->ai_addr, res->ai_addrlen);
+	f->sf_tolen = res->ai_addrlen;
+	freeaddrinfo(res);
+	if (venv_net_inside(vn, host, (uint16_t)pnum, f) == -1) {
+		fprintf(stderr, "ERROR: the build sandbox cannot reach %s\n",
+		    f->sf_name);
+		return -1;
+	}
+	vn->vn_n_fwd++;
+	return 0;
+}
+
+/* Every location pip is given, and the compilers' trees. */
+static int
+venv_net_init(const struct venv_conf *vc, struct venv_net *vn)
+{
+	size_t i;
+	int j;
+
+	memset(vn, 0, sizeof(*vn));
+	for (i = 0;
+	     i < sizeof(venv_build_readable) / sizeof(venv_build_readable[0]);
+	     i++)
+		if (access(venv_build_readable[i], F_OK) == 0 &&
+		    venv_net_readable(vn, venv_build_readable[i]) == -1)
+			return -1;
+	if (vc->vc_index_url != NULL &&
+	    venv_net_add(vn, vc->vc_index_url) == -1)
+		return -1;
+	for (j = 0; j < vc->vc_n_extra; j++)
+		if (venv_net_add(vn, vc->vc_extra[j]) == -1)
+			return -1;
+	for (j = 0; j < vc->vc_n_find_links; j++)
+		if (venv_net_add(vn, vc->vc_find_links[j]) == -1)
+			return -1;
+	return 0;
+}
+
+/*
+ * Run venv and pip in the build's sandbox: a child becomes the sandbox's
+ * W0 and ends as its W2 ends, and W2 runs the two commands. Returns the
+ * child's wait status.
+ */
+static int
+venv_sandboxed(const struct venv_conf *vc, char *const *venv, char *const *pip)
+{
+	struct sandbox_conf sc;
+	struct venv_net vn;
+	pid_t pid;
+	int st;
+
+	if (venv_net_init(vc, &vn) == -1)
+		return 1 << 8;
+	fflush(NULL);
+	if ((pid = fork()) == -1)
+		fatal("fork");
+	if (pid == 0) {
+		memset(&sc, 0, sizeof(sc));
+		sc.sc_session_id = "build";
+		sc.sc_session_dir = vc->vc_dir;
+		sc.sc_enabled = 1;
+		sc.sc_uid = vc->vc_uid;
+		sc.sc_gid = vc->vc_uid;
+		sc.sc_network = SANDBOX_NET_OFF;
+		sc.sc_disk_bytes = VENV_FSIZE;
+		sc.sc_status_fd = -1;
+		sc.sc_build = 1;
+		sc.sc_hosts = vn.vn_hosts;
+		sc.sc_forward = vn.vn_fwd;
+		sc.sc_n_forward = vn.vn_n_fwd;
+		sc.sc_readable = vn.vn_readable;
+		sc.sc_n_readable = vn.vn_n_readable;
+		if (sandbox_prepare(&sc) == -1 || sandbox_enter(&sc) == -1) {
+			fprintf(stderr, "ERROR: the build sandbox: %s\n",
+			    sandbox_error());
+			_exit(1);
+		}
+		if (venv_status("python3 -m venv", venv_run(vc, venv)) == -1 ||
+		    venv_status("pip", venv_run(vc, pip)) == -1)
+			_exit(1);
+		_exit(0);
+	}
+	while (waitpid(pid, &st, 0) == -1)
+		if (errno != EINTR)
+			fatal("waitpid");
+	return st;
+}
+
 /* The builder's main: venv, pip, seal. Exit 0 only with a complete entry. */
 int
 worker_venv_main(int argc, char *argv[])
@@ -317,10 +592,13 @@ worker_venv_main(int argc, char *argv[])
 	venv[n] = NULL;
 	printf("Creating environment\n");
 	fflush(stdout);
-	if (venv_status("python3 -m venv", venv_run(&vc, venv)) == -1)
-		return 1;
 	venv_pip_argv(&vc, pip, python);
-	if (venv_status("pip", venv_run(&vc, pip)) == -1)
+	if (vc.vc_sandbox) {
+		/* Its W0 reported whatever failed, W2's commands included. */
+		if (venv_sandboxed(&vc, venv, pip) != 0)
+			return 1;
+	} else if (venv_status("python3 -m venv", venv_run(&vc, venv)) == -1 ||
+	    venv_status("pip", venv_run(&vc, pip)) == -1)
 		return 1;
 	if (venv_seal(&vc) == -1) {
 		fprintf(stderr, "ERROR: cannot seal the environment: %s\n",

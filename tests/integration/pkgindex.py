@@ -19,6 +19,7 @@ import html
 import io
 import os
 import re
+import socket
 import shutil
 import subprocess
 import tempfile
@@ -247,7 +248,8 @@ class PackageIndex:
     """
 
     def __init__(self, wheels: Iterable[os.PathLike | str] = (), root=None,
-                 slow: Mapping[str, float] | None = None) -> None:
+                 slow: Mapping[str, float] | None = None,
+                 bind: str = "127.0.0.1") -> None:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="rm-pkgindex-")
                          if root is None else root)
@@ -270,10 +272,15 @@ class PackageIndex:
         def make(*a, **kw):
             return handler(*a, directory=str(self.root), **kw)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), make)
+        server_class = ThreadingHTTPServer
+        if ":" in bind:
+            server_class = type("Server6", (ThreadingHTTPServer,),
+                                {"address_family": socket.AF_INET6})
+        self._httpd = server_class((bind, 0), make)
         self._httpd.daemon_threads = True
         self.host, self.port = self._httpd.server_address[:2]
-        self.base_url = f"http://{self.host}:{self.port}"
+        netloc = f"[{self.host}]" if ":" in self.host else self.host
+        self.base_url = f"http://{netloc}:{self.port}"
         self.url = f"{self.base_url}/simple/"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},

@@ -137,9 +137,19 @@ def procs_matching(text: str) -> list[int]:
     return out
 
 
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def builder_pids(cache: Path) -> list[int]:
-    """The builder processes (`remotemedia-worker --build-env DIR`) of one cache."""
-    return procs_matching(f"--build-env {cache}/")
+    """The builders (`remotemedia-worker --build-env DIR`) of one cache: the
+    front's own children, not the forks that run its sandbox."""
+    pids = procs_matching(f"--build-env {cache}/")
+    return [p for p in pids if _ppid(p) not in pids]
 
 
 def set_slow(idx: PackageIndex, project: str, secs: float) -> None:

@@ -25,8 +25,8 @@
  * with W1, since W1 is their PID namespace's init. That takes a few
  * milliseconds: a SIGKILL to W0 alone does not stop W2 at once.
  *
- * With sc_enabled 0 this file does what sandbox_null.c does, and says so
- * loudly on every session.
+ * With sc_enabled 0 (--sandbox off) nothing is confined, and each session
+ * says so loudly.
  */
 #include <sys/prctl.h>
 #include <sys/resource.h>

@@ -74,14 +74,22 @@ endif
 endif
 $(OBJ)/src/front_env.o: CFLAGS += -DRM_PYTHON_VERSION='"$(PY_VERSION)"'
 # What sessions may read of the Python installation (sandbox_landlock.c):
-# its standard library and site directories, and the shared libraries.
+# its standard library and site directories, and the shared libraries'
+# directories (Python's LIBDIR and the system's multiarch ones).
 PY_READ_PATHS := $(shell $(PYTHON) -c 'import site, sysconfig as s; \
 	print(":".join(dict.fromkeys([s.get_path("stdlib"), \
 	s.get_path("platstdlib")] + site.getsitepackages())))' 2>/dev/null)
-PY_LIBDIR   := $(shell $(PYTHON) -c 'import sysconfig as s; \
-	print(s.get_config_var("LIBDIR"))' 2>/dev/null)
+PY_LIB_PATHS := $(shell $(PYTHON) -c 'import sysconfig as s; \
+	m = s.get_config_var("MULTIARCH"); \
+	print(":".join(dict.fromkeys([s.get_config_var("LIBDIR")] + \
+	(["/usr/lib/" + m, "/lib/" + m] if m else []))))' 2>/dev/null)
+ifneq ($(filter-out $(NODEP_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifeq ($(PY_READ_PATHS),)
+$(error $(PYTHON) does not say where its library is)
+endif
+endif
 $(OBJ)/sandbox/sandbox_landlock.o: CFLAGS += \
-	-DRM_PY_READ_PATHS='"$(PY_READ_PATHS)"' -DRM_LIBDIR='"$(PY_LIBDIR)"'
+	-DRM_PY_READ_PATHS='"$(PY_READ_PATHS)"' -DRM_LIB_PATHS='"$(PY_LIB_PATHS)"'
 $(OBJ)/src/worker_py.o: CFLAGS += $(PY_CFLAGS)
 $(OBJ)/src/worker_py.o: $(GEN)/worker_runtime.h $(GEN)/worker_oob.h
 $(OBJ)/$(GEN)/%.o: CFLAGS += -Wno-missing-prototypes

@@ -335,11 +335,12 @@ sandbox_log_read(struct sandbox_log *sl)
 
 /*
  * W0 waits for W1, forwarding SIGTERM, SIGINT and SIGHUP to it, reaping
- * slirp4netns if it ends first, and relaying the session's log. Returns
+ * slirp4netns or a build's forwarder if it ends first (so that no pid is
+ * killed after its reuse), and relaying the session's log. Returns
  * W1's wait status.
  */
 static int
-sandbox_w0_wait(pid_t w1, pid_t *slirp, struct sandbox_log *sl)
+sandbox_w0_wait(pid_t w1, pid_t *slirp, pid_t *fwd, struct sandbox_log *sl)
 {
 	struct signalfd_siginfo si;
 	struct pollfd pfd[2];
@@ -379,6 +380,12 @@ sandbox_w0_wait(pid_t w1, pid_t *slirp, struct sandbox_log *sl)
 				          "session has no network",
 				    st);
 				*slirp = 0;
+			}
+			if (pid == *fwd) {
+				log_warnx("the build's network forwarder "
+				          "ended (status %d)",
+				    st);
+				*fwd = 0;
 			}
 		}
 	}
@@ -468,7 +475,7 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 		failed = 1;
 	} else if (write(p->sp_go[1], "g", 1) != 1)
 		log_debug("%s: W1 is gone before the go", __func__);
-	st = sandbox_w0_wait(w1, &slirp, &sl);
+	st = sandbox_w0_wait(w1, &slirp, &fwd, &sl);
 	/* What the session's last processes logged as they went. */
 	if (fcntl(sl.sl_fd, F_SETFL, O_NONBLOCK) == 0)
 		while (sandbox_log_read(&sl) > 0)

@@ -40,12 +40,15 @@ enum sandbox_network {
  * A build's way to one index (sandbox_forward.c): pip connects to inside,
  * in the build's network namespace, and the forwarder to `to` on the host.
  */
+#define SANDBOX_FORWARD_ADDRS 4
 struct sandbox_forward {
 	char sf_name[256]; /* host[:port], for messages */
 	struct sockaddr_storage sf_inside;
 	socklen_t sf_insidelen;
-	struct sockaddr_storage sf_to;
-	socklen_t sf_tolen;
+	struct sockaddr_storage
+	    sf_to[SANDBOX_FORWARD_ADDRS]; /* tried in turn */
+	socklen_t sf_tolen[SANDBOX_FORWARD_ADDRS];
+	int sf_nto;
 };
 #define SANDBOX_FORWARD_MAX 32
 #define SANDBOX_READABLE_MAX 32

@@ -93,7 +93,8 @@ fwd_listen(const struct sandbox_forward *f)
 {
 	int s, on = 1;
 
-	s = socket(f->sf_inside.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	s = socket(f->sf_inside.ss_family,
+	    SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s == -1)
 		return -1;
 	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
@@ -113,6 +114,7 @@ fwd_listen(const struct sandbox_forward *f)
 static int
 fwd_open_inside(const struct sandbox_conf *sc, pid_t target, int *ls)
 {
+	const struct sandbox_forward *f;
 	const struct sockaddr_in *sin;
 	const struct sockaddr_in6 *sin6;
 	char path[64];
@@ -131,48 +133,44 @@ fwd_open_inside(const struct sandbox_conf *sc, pid_t target, int *ls)
 		log_warn("forwarder: lo");
 		return -1;
 	}
+	/*
+	 * One index the namespace cannot take (IPv6 off in the kernel, say)
+	 * loses its listener with a warning; pip then reports that index
+	 * unreachable, and the others still work.
+	 */
 	for (i = 0; i < sc->sc_n_forward; i++) {
-		sin = (const struct sockaddr_in *)&sc->sc_forward[i].sf_inside;
-		sin6 = (const struct sockaddr_in6 *)sin;
+		f = &sc->sc_forward[i];
+		sin = (const struct sockaddr_in *)&f->sf_inside;
+		sin6 = (const struct sockaddr_in6 *)&f->sf_inside;
+		ls[i] = -1;
 		if (sin6->sin6_family == AF_INET6 &&
 		    !IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) &&
-		    fwd_lo_alias6(sin6) == -1 && errno != EEXIST) {
-			log_warn("forwarder: IPv6 address on lo");
-			close(s);
-			return -1;
-		}
-		if (sin->sin_family == AF_INET &&
+		    fwd_lo_alias6(sin6) == -1 && errno != EEXIST)
+			log_warn(
+			    "forwarder: %s: IPv6 address on lo", f->sf_name);
+		else if (sin->sin_family == AF_INET &&
 		    (ntohl(sin->sin_addr.s_addr) >> 24) != 127 &&
-		    fwd_lo_alias(s, sin, alias++) == -1 && errno != EEXIST) {
-			log_warn("forwarder: address on lo");
-			close(s);
-			return -1;
-		}
+		    fwd_lo_alias(s, sin, alias++) == -1 && errno != EEXIST)
+			log_warn("forwarder: %s: address on lo", f->sf_name);
+		else if ((ls[i] = fwd_listen(f)) == -1)
+			log_warn("forwarder: listen for %s", f->sf_name);
 	}
 	close(s);
-	for (i = 0; i < sc->sc_n_forward; i++) {
-		if ((ls[i] = fwd_listen(&sc->sc_forward[i])) == -1) {
-			log_warn("forwarder: listen for %s",
-			    sc->sc_forward[i].sf_name);
-			return -1;
-		}
-	}
 	return 0;
 }
 
-/* Connect to the index, waiting at most FWD_CONNECT_MS; -1 if not. */
+/* Connect to one address, waiting at most FWD_CONNECT_MS; -1 if not. */
 static int
-fwd_connect(const struct sandbox_forward *f)
+fwd_connect_one(const struct sockaddr_storage *to, socklen_t tolen)
 {
 	struct pollfd pfd;
 	socklen_t len = sizeof(int);
 	int s, err = 0, on = 1;
 
-	s = socket(f->sf_to.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s == -1)
+	if ((s = socket(to->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
 		return -1;
 	fcntl(s, F_SETFL, O_NONBLOCK);
-	if (connect(s, (const struct sockaddr *)&f->sf_to, f->sf_tolen) == -1 &&
+	if (connect(s, (const struct sockaddr *)to, tolen) == -1 &&
 	    errno != EINPROGRESS) {
 		close(s);
 		return -1;
@@ -182,10 +180,22 @@ fwd_connect(const struct sandbox_forward *f)
 	if (poll(&pfd, 1, FWD_CONNECT_MS) != 1 ||
 	    getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) == -1 || err != 0) {
 		close(s);
+		errno = err != 0 ? err : ETIMEDOUT;
 		return -1;
 	}
 	fcntl(s, F_SETFL, 0);
 	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	return s;
+}
+
+/* Connect to the index at the first of its addresses that answers. */
+static int
+fwd_connect(const struct sandbox_forward *f)
+{
+	int i, s = -1;
+
+	for (i = 0; i < f->sf_nto && s == -1; i++)
+		s = fwd_connect_one(&f->sf_to[i], f->sf_tolen[i]);
 	return s;
 }
 
@@ -211,7 +221,8 @@ fwd_relay(const struct sandbox_forward *f, int in)
 	struct pollfd pfd[2];
 	int out, i, done = 0;
 
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1 || getppid() == 1)
+		_exit(1);
 	if ((out = fwd_connect(f)) == -1) {
 		log_warn("forwarder: connect to %s", f->sf_name);
 		_exit(1);
@@ -289,6 +300,11 @@ fwd_main(const struct sandbox_conf *sc, pid_t target, int ready)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* None of W0's pipes: W1 must see W0's end of its own go away. */
+	if (dup2(ready, 3) == -1)
+		_exit(1);
+	ready = 3;
+	closefrom(4);
 	if ((host = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) == -1 ||
 	    fwd_open_inside(sc, target, ls) == -1)
 		_exit(1);

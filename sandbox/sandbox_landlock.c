@@ -14,6 +14,7 @@
  * at run time: only the rights that the running kernel knows are handled.
  */
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include <linux/landlock.h>
@@ -108,9 +109,12 @@ static const char *const ll_dev_files[] = {
 #ifndef RM_PY_READ_PATHS
 #define RM_PY_READ_PATHS "/usr/lib/python3:/usr/local/lib/python3/dist-packages"
 #endif
-/* The shared libraries' directory (sysconfig's LIBDIR, the multiarch one). */
-#ifndef RM_LIBDIR
-#define RM_LIBDIR "/usr/lib"
+/*
+ * The shared libraries' directories, ':'-separated: Python's LIBDIR and
+ * the system's multiarch ones (the Makefile sets them from sysconfig).
+ */
+#ifndef RM_LIB_PATHS
+#define RM_LIB_PATHS "/usr/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu"
 #endif
 
 /*
@@ -126,8 +130,11 @@ static const struct {
 	uint64_t access;
 } ll_read_system[] = {
     {"/usr/bin", LL_READ},
-    {RM_LIBDIR, LL_READ},
     {"/usr/lib64", LL_READ},
+    /* Where /usr is not merged; ll_add_optional skips them as symlinks,
+     * which would otherwise grant all of /usr/lib. */
+    {"/bin", LL_READ},
+    {"/lib64", LL_READ},
     {"/usr/lib/locale", LL_READ},
     {"/usr/lib/os-release", LANDLOCK_ACCESS_FS_READ_FILE},
     {"/usr/share/ca-certificates", LL_READ & ~LANDLOCK_ACCESS_FS_EXECUTE},
@@ -214,10 +221,22 @@ ll_add_writable(
 	return 0;
 }
 
-/* Allow access on path where it exists; -1 only on a real failure. */
+/*
+ * Allow access on path where it exists and is not a symlink (the rule
+ * would apply to its target); a file gets only the rights a file can
+ * take. -1 only on a real failure.
+ */
 static int
 ll_add_optional(int ruleset, const char *path, uint64_t access)
 {
+	struct stat st;
+
+	if (lstat(path, &st) == -1 || S_ISLNK(st.st_mode)) {
+		log_debug("landlock: %s: skipped", path);
+		return 0;
+	}
+	if (!S_ISDIR(st.st_mode))
+		access &= LL_FILE_RIGHTS;
 	if (access == 0 || ll_add_path(ruleset, path, access) == 0)
 		return 0;
 	if (errno != ENOENT && errno != ENOTDIR && errno != EACCES) {
@@ -249,12 +268,16 @@ static int
 ll_add_readable(
     int ruleset, const char *const *readable, size_t n, uint64_t handled)
 {
-	char paths[] = RM_PY_READ_PATHS, *p, *last;
+	char paths[] = RM_PY_READ_PATHS ":" RM_LIB_PATHS, *p, *last;
+	struct stat st;
+	uint64_t access;
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		if (ll_add_path(ruleset, readable[i], handled & LL_READ) ==
-		    -1) {
+		access = handled & LL_READ;
+		if (stat(readable[i], &st) == 0 && !S_ISDIR(st.st_mode))
+			access &= LL_FILE_RIGHTS;
+		if (ll_add_path(ruleset, readable[i], access) == -1) {
 			log_warn("landlock: %s", readable[i]);
 			return -1;
 		}

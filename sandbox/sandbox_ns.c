@@ -61,6 +61,7 @@ const char *sandbox_net_resolv(const struct sandbox_conf *);
 #define NS_HOSTNAME "remotemedia"
 #define NS_USER "remotemedia"
 #define NS_INODES 65536
+#define NS_BUILD_TMPFS (256ULL << 20)
 /* How the host's trees are bound: read-only, no setuid, no devices. */
 #define NS_RO (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
 
@@ -451,11 +452,12 @@ ns_session(const struct sandbox_conf *sc, uint64_t bytes)
 	return 0;
 }
 
-/* A host directory, read-only at its path, unless the root shows it. */
+/* A host directory or file, read-only at its path, unless the root shows
+ * it already. */
 static int
 ns_readonly(const char *path)
 {
-	char dst[PATH_MAX];
+	char dst[PATH_MAX], parent[PATH_MAX], *slash;
 	struct stat st;
 
 	if (path[0] != '/') {
@@ -466,8 +468,12 @@ ns_readonly(const char *path)
 		return -1;
 	if (stat(dst, &st) == 0)
 		return 0;
-	if (ns_mkdirs(path, dst) == -1)
-		return -1;
+	snprintf(parent, sizeof(parent), "%s", path);
+	if ((slash = strrchr(parent, '/')) != NULL && slash != parent) {
+		*slash = '\0';
+		if (ns_mkdirs(parent, dst) == -1)
+			return -1;
+	}
 	return ns_bind(path, NS_RO, 1);
 }
 
@@ -521,7 +527,9 @@ ns_enter(const char *cwd)
 int
 sandbox_ns_root(const struct sandbox_conf *sc)
 {
-	uint64_t bytes = sc->sc_disk_bytes; /* sandbox.c never leaves 0 */
+	/* sandbox.c never leaves 0; a build's tmpfs (its TMPDIR is in the
+	 * entry) need not be big, and is memory. */
+	uint64_t bytes = sc->sc_build ? NS_BUILD_TMPFS : sc->sc_disk_bytes;
 
 	if (sc->sc_session_dir == NULL || sc->sc_session_dir[0] != '/') {
 		log_warnx("the session directory must be an absolute path");

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -46,6 +47,9 @@
 
 #define VENV_PYTHON "/usr/bin/python3"
 #define VENV_MAX_ARGS 256
+/* Index names get 127.77.0.1 and on inside a build: out of the way of an
+ * index that a URL gives as 127.0.0.1 on the same port. */
+#define VENV_NAME_NET 0x7f4d0001U
 #define VENV_FSIZE (4ULL << 30) /* RLIMIT_FSIZE; the build's /tmp size */
 
 struct venv_conf {
@@ -69,7 +73,7 @@ struct venv_net {
 	struct sandbox_forward vn_fwd[SANDBOX_FORWARD_MAX];
 	size_t vn_n_fwd;
 	char vn_hosts[SANDBOX_FORWARD_MAX * 300];
-	char vn_names[SANDBOX_FORWARD_MAX][256]; /* 127.0.0.2 and on */
+	char vn_names[SANDBOX_FORWARD_MAX][256]; /* VENV_NAME_NET and on */
 	size_t vn_n_names;
 	const char *vn_readable[SANDBOX_READABLE_MAX];
 	size_t vn_n_readable;
@@ -266,8 +270,8 @@ venv_seal_one(
 static int
 venv_seal(const struct venv_conf *vc)
 {
-	char path[4096], final[4096], text[64];
-	int fd, n;
+	char path[4096], text[64];
+	int dfd, fd, n, rv = -1;
 
 	snprintf(path, sizeof(path), "%s/.home", vc->vc_dir);
 	rm_rf(path);
@@ -276,21 +280,43 @@ venv_seal(const struct venv_conf *vc)
 	venv_bytes = 0;
 	if (nftw(vc->vc_dir, venv_seal_one, 32, FTW_PHYS | FTW_DEPTH) == -1)
 		return -1;
-	snprintf(path, sizeof(path), "%s/complete.tmp", vc->vc_dir);
-	chmod(vc->vc_dir, 0755);
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0444)) == -1)
+	/*
+	 * The build owned this directory: whatever it left under the
+	 * marker's names goes, and the marker is created, never followed.
+	 */
+	if ((dfd = open(vc->vc_dir,
+	         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1)
 		return -1;
+	fchmod(dfd, 0755);
+	if ((fd = openat(dfd, "complete.tmp",
+	         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444)) ==
+	    -1)
+		goto out;
 	n = snprintf(
 	    text, sizeof(text), "size=%llu\n", (unsigned long long)venv_bytes);
 	if (write(fd, text, (size_t)n) != n || fsync(fd) == -1) {
 		close(fd);
-		return -1;
+		goto out;
 	}
 	close(fd);
-	snprintf(final, sizeof(final), "%s/complete", vc->vc_dir);
-	if (rename(path, final) == -1)
-		return -1;
-	return chmod(vc->vc_dir, 0555);
+	if (renameat(dfd, "complete.tmp", dfd, "complete") == -1)
+		goto out;
+	rv = fchmod(dfd, 0555);
+out:
+	close(dfd);
+	return rv;
+}
+
+/* Remove what a build may have left under the marker's names. */
+static void
+venv_unmark(const struct venv_conf *vc)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/complete", vc->vc_dir);
+	rm_rf(path);
+	snprintf(path, sizeof(path), "%s/complete.tmp", vc->vc_dir);
+	rm_rf(path);
 }
 
 /* Create DIR and its scratch dirs for the builder uid. */
@@ -325,15 +351,27 @@ venv_status(const char *what, int st)
 	return -1;
 }
 
-/* The readable list, for a find-links directory (or file:// URL). */
+/*
+ * The readable list, for a find-links path (a directory or an HTML file),
+ * relative ones made absolute here as pip would; a missing one is left to
+ * pip to report.
+ */
 static int
 venv_net_readable(struct venv_net *vn, const char *path)
 {
+	char *abs;
+
+	if ((abs = realpath(path, NULL)) == NULL) {
+		fprintf(stderr, "WARNING: --find-links %s: %s\n", path,
+		    strerror(errno));
+		return 0;
+	}
 	if (vn->vn_n_readable == SANDBOX_READABLE_MAX) {
-		fprintf(stderr, "ERROR: too many --find-links directories\n");
+		fprintf(stderr, "ERROR: too many --find-links paths\n");
+		free(abs);
 		return -1;
 	}
-	vn->vn_readable[vn->vn_n_readable++] = path;
+	vn->vn_readable[vn->vn_n_readable++] = abs;
 	return 0;
 }
 
@@ -414,11 +452,11 @@ venv_net_inside(struct venv_net *vn, const char *host, uint16_t port,
 		return 0;
 	/* A name: the address it was given, or the next one. */
 	for (i = 0; i < vn->vn_n_names; i++)
-		if (strcmp(vn->vn_names[i], host) == 0)
+		if (strcasecmp(vn->vn_names[i], host) == 0)
 			break;
 	if (i == SANDBOX_FORWARD_MAX || strlen(host) >= sizeof(vn->vn_names[0]))
 		return -1;
-	sin->sin_addr.s_addr = htonl(0x7f000002U + (uint32_t)i);
+	sin->sin_addr.s_addr = htonl(VENV_NAME_NET + (uint32_t)i);
 	if (i < vn->vn_n_names)
 		return 0;
 	snprintf(vn->vn_names[vn->vn_n_names++], sizeof(vn->vn_names[0]), "%s",
@@ -437,17 +475,19 @@ venv_net_inside(struct venv_net *vn, const char *host, uint16_t port,
 static int
 venv_net_add(struct venv_net *vn, const char *url)
 {
-	struct addrinfo hints, *res;
+	struct addrinfo hints, *res, *ai;
 	struct sandbox_forward *f;
-	char host[256], port[16];
+	char host[256], port[16], name[sizeof(f->sf_name)];
 	unsigned long pnum;
 	size_t i;
 	int rc;
 
-	if (url[0] == '/')
-		return venv_net_readable(vn, url);
+	if (strncmp(url, "file://localhost/", 17) == 0)
+		return venv_net_readable(vn, url + 16);
 	if (strncmp(url, "file://", 7) == 0)
 		return venv_net_readable(vn, url + 7);
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+		return venv_net_readable(vn, url);
 	if (venv_url_host(url, host, sizeof(host), port, sizeof(port)) == -1) {
 		fprintf(stderr, "ERROR: cannot use the index URL %s\n", url);
 		return -1;
@@ -458,17 +498,20 @@ venv_net_add(struct venv_net *vn, const char *url)
 		fprintf(stderr, "ERROR: bad port in the index URL %s\n", url);
 		return -1;
 	}
-	f = &vn->vn_fwd[vn->vn_n_fwd];
-	snprintf(f->sf_name, sizeof(f->sf_name), "%.200s:%s", host, port);
+	snprintf(name, sizeof(name), "%.200s:%s", host, port);
 	for (i = 0; i < vn->vn_n_fwd; i++)
-		if (strcmp(vn->vn_fwd[i].sf_name, f->sf_name) == 0)
+		if (strcasecmp(vn->vn_fwd[i].sf_name, name) == 0)
 			return 0;
 	if (vn->vn_n_fwd == SANDBOX_FORWARD_MAX) {
 		fprintf(stderr, "ERROR: too many index addresses\n");
 		return -1;
 	}
+	f = &vn->vn_fwd[vn->vn_n_fwd];
+	memset(f, 0, sizeof(*f));
+	snprintf(f->sf_name, sizeof(f->sf_name), "%s", name);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_ADDRCONFIG;
 	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
 		/* pip says so too, as it would for any unreachable index. */
 		fprintf(stderr,
@@ -476,8 +519,12 @@ venv_net_add(struct venv_net *vn, const char *url)
 		    gai_strerror(rc));
 		return 0;
 	}
-	memcpy(&f->sf_to, res->ai_addr, res->ai_addrlen);
-	f->sf_tolen = res->ai_addrlen;
+	/* The forwarder tries them in getaddrinfo's order. */
+	for (ai = res; ai != NULL && f->sf_nto < SANDBOX_FORWARD_ADDRS;
+	     ai = ai->ai_next) {
+		memcpy(&f->sf_to[f->sf_nto], ai->ai_addr, ai->ai_addrlen);
+		f->sf_tolen[f->sf_nto++] = ai->ai_addrlen;
+	}
 	freeaddrinfo(res);
 	if (venv_net_inside(vn, host, (uint16_t)pnum, f) == -1) {
 		fprintf(stderr, "ERROR: the build sandbox cannot reach %s\n",
@@ -533,6 +580,9 @@ venv_sandboxed(const struct venv_conf *vc, char *const *venv, char *const *pip)
 	if ((pid = fork()) == -1)
 		fatal("fork");
 	if (pid == 0) {
+		/* fork cleared it: the build dies with the builder. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() == 1)
+			_exit(1);
 		memset(&sc, 0, sizeof(sc));
 		sc.sc_session_id = "build";
 		sc.sc_session_dir = vc->vc_dir;
@@ -570,7 +620,7 @@ worker_venv_main(int argc, char *argv[])
 {
 	struct venv_conf vc;
 	char *venv[8], *pip[VENV_MAX_ARGS], python[4200], target[4096];
-	int n = 0;
+	int n = 0, st;
 
 	log_init("builder", LOG_LEVEL_INFO);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -595,7 +645,9 @@ worker_venv_main(int argc, char *argv[])
 	venv_pip_argv(&vc, pip, python);
 	if (vc.vc_sandbox) {
 		/* Its W0 reported whatever failed, W2's commands included. */
-		if (venv_sandboxed(&vc, venv, pip) != 0)
+		st = venv_sandboxed(&vc, venv, pip);
+		venv_unmark(&vc);
+		if (st != 0)
 			return 1;
 	} else if (venv_status("python3 -m venv", venv_run(&vc, venv)) == -1 ||
 	    venv_status("pip", venv_run(&vc, pip)) == -1)

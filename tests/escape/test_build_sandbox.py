@@ -354,3 +354,22 @@ def test_build_reaches_an_index_by_name(loop, servers, idx):
         s.close()
     assert idx.count_files("rmtest-base") >= 1
 
+
+
+def test_build_reads_find_links_directory(loop, servers, idx, tmp_path):
+    """--pip-find-links with a local directory and no index: the build's
+    root binds the directory read-only and Landlock lets pip read it; the
+    same given as a file://localhost/ URL."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for f in idx.files.iterdir():
+        if f.name.startswith(("rmtest_app-", "rmtest_base-")):
+            (wheels / f.name).write_bytes(f.read_bytes())
+    for links in (str(wheels), "file://localhost" + str(wheels)):
+        srv = servers.start(["--pip-index-url", "none",
+                             "--pip-find-links", links])
+        s = Session(loop, srv, Ping(), pip_packages=["rmtest-app"])
+        try:
+            assert s.call("ping") == "pong"
+        finally:
+            s.close()

@@ -162,22 +162,6 @@ struct stream {
 TAILQ_HEAD(streamlist, stream);
 
 /* One client connection. */
-struct conn {
-	TAILQ_ENTRY(conn) c_entry;
-	struct bufferevent *c_bev;
-	nghttp2_session *c_h2;
-	struct streamlist c_streams;
-	struct event *c_flush_ev; /* deferred send */
-	struct event *c_timer; /* handshake, then idle timeout */
-	int c_handshaken; /* the client's SETTINGS arrived */
-	uint64_t c_ping_at; /* token bucket for PINGs */
-	double c_ping_tokens;
-	size_t c_hdr_bytes; /* header list size of the stream being read */
-	size_t c_partial; /* bytes held in unfinished messages */
-	char c_peer[80];
-	int c_dead;
-};
-TAILQ_HEAD(connlist, conn);
 
 enum session_state {
 	SES_OPENING, /* waiting for Open */
@@ -267,6 +251,8 @@ struct env {
 	char env_key[65];
 	char *env_dir;
 	char *env_reqs; /* canonical, newline-joined */
+	uint8_t *env_build; /* the packed Build: the key's bytes, the job's */
+	size_t env_build_len;
 	enum env_state env_state;
 	int env_refs; /* sessions using or waiting for it */
 	int env_spare_refs; /* of which spares (front_pool.c): they give way */
@@ -342,6 +328,8 @@ int front_systemd_listen_fd(void);
 /* front_h2.c */
 struct conn *front_h2_accept(int, const char *);
 void front_h2_flush(struct conn *);
+const char *front_conn_peer(const struct conn *);
+int front_conn_hold(struct conn *, size_t, size_t);
 void front_h2_resume(struct stream *);
 void front_h2_consume(struct stream *, size_t);
 void front_h2_goaway_all(void);
@@ -428,6 +416,7 @@ void front_sandbox_cgroup_destroy(char *);
 
 /* front_worker.c */
 int front_worker_spawn(struct session *, char *, size_t);
+pid_t front_worker_exec(const char *, const char *const[3], const int[4]);
 int front_worker_send(struct session *, uint8_t, const uint8_t *, size_t);
 int front_worker_send_init(struct session *);
 size_t front_worker_pending_out(struct session *);

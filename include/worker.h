@@ -58,7 +58,7 @@ int worker_dead(void);
 void worker_exit(int) __attribute__((noreturn));
 
 /* worker_venv.c: the environment builder mode */
-int worker_venv_main(int, char *[]);
+int worker_venv_main(const char *, int);
 
 /* worker_py.c */
 int worker_py_run(const struct worker_conf *);

@@ -34,7 +34,8 @@ front_admin_init(void)
 static int
 admin_loopback(const struct stream *s)
 {
-	const char *peer = s->str_conn != NULL ? s->str_conn->c_peer : "";
+	const char *peer = s->str_conn != NULL ? front_conn_peer(s->str_conn)
+	                                       : "";
 
 	return strncmp(peer, "127.", 4) == 0 || strncmp(peer, "::1:", 4) == 0 ||
 	    strncmp(peer, "::ffff:127.", 11) == 0;

@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,7 @@
 #include "util.h"
 
 #include "remotemedia.pb-c.h"
+#include "worker.pb-c.h"
 
 #ifndef RM_PYTHON_VERSION
 #define RM_PYTHON_VERSION "3.11"
@@ -55,32 +55,53 @@ RB_GENERATE_STATIC(envtree, env, env_entry, env_cmp)
 
 static void env_start_queued(void);
 
-/* The cache key: everything that decides what pip would install. */
-static void
-env_key(const char *reqs, char *out)
+/*
+ * What pip would install from, as a packed Build: the server's pip
+ * options and the canonical, newline-joined requirements. Everything that
+ * decides a build is in it, and its hash is the cache key (env_key).
+ */
+static uint8_t *
+env_pack_build(const char *reqs, size_t *len)
 {
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	Remotemedia__Worker__V1__Build b = REMOTEMEDIA__WORKER__V1__BUILD__INIT;
+	char *copy = xstrdup(reqs), *r, *save = NULL;
+	char *list[REQ_MAX_COUNT];
+	uint8_t *out;
+
+	b.python_version = (char *)RM_PYTHON_VERSION;
+	b.index_url = front_conf.fc_pip_index_url != NULL
+	    ? front_conf.fc_pip_index_url
+	    : (char *)"";
+	b.n_extra_index_url = (size_t)front_conf.fc_n_pip_extra_index;
+	b.extra_index_url = front_conf.fc_pip_extra_index;
+	b.n_find_links = (size_t)front_conf.fc_n_pip_find_links;
+	b.find_links = front_conf.fc_pip_find_links;
+	b.system_site_packages = front_conf.fc_pip_system_site;
+	b.allow_source = front_conf.fc_pip_allow_source;
+	for (r = strtok_r(copy, "\n", &save);
+	     r != NULL && b.n_requirements < REQ_MAX_COUNT;
+	     r = strtok_r(NULL, "\n", &save))
+		list[b.n_requirements++] = r;
+	b.requirements = list;
+	*len = remotemedia__worker__v1__build__get_packed_size(&b);
+	out = xmalloc(*len ? *len : 1);
+	remotemedia__worker__v1__build__pack(&b, out);
+	free(copy);
+	return out;
+}
+
+/* The cache key: the SHA-256 of the packed Build, in hex. */
+static void
+env_key(const uint8_t *build, size_t len, char *out)
+{
+	static const char tag[] = "remotemedia-env-v2";
 	unsigned char dig[EVP_MAX_MD_SIZE];
 	unsigned int n, i;
-	char line[64];
-	int k;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
 
 	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-#define ENV_HASH(s) EVP_DigestUpdate(md, (s), strlen(s) + 1)
-	ENV_HASH("remotemedia-env-v1");
-	ENV_HASH("python=" RM_PYTHON_VERSION);
-	ENV_HASH(
-	    front_conf.fc_pip_index_url ? front_conf.fc_pip_index_url : "");
-	for (k = 0; k < front_conf.fc_n_pip_extra_index; k++)
-		ENV_HASH(front_conf.fc_pip_extra_index[k]);
-	ENV_HASH("find-links");
-	for (k = 0; k < front_conf.fc_n_pip_find_links; k++)
-		ENV_HASH(front_conf.fc_pip_find_links[k]);
-	snprintf(line, sizeof(line), "system-site=%d source=%d",
-	    front_conf.fc_pip_system_site, front_conf.fc_pip_allow_source);
-	ENV_HASH(line);
-	ENV_HASH(reqs);
-#undef ENV_HASH
+	EVP_DigestUpdate(md, tag, sizeof(tag));
+	EVP_DigestUpdate(md, build, len);
 	EVP_DigestFinal_ex(md, dig, &n);
 	EVP_MD_CTX_free(md);
 	for (i = 0; i < n && i < 32; i++)
@@ -124,6 +145,7 @@ env_free(struct env *e)
 	front_sandbox_cgroup_destroy(e->env_cgroup);
 	free(e->env_dir);
 	free(e->env_reqs);
+	free(e->env_build);
 	free(e->env_error);
 	free(e);
 	env_count--;
@@ -408,105 +430,71 @@ env_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 		kill(-e->env_pid, SIGKILL);
 }
 
-/* The builder's command line: the server's pip options, then the reqs. */
-static char **
-env_argv(struct env *e)
+/*
+ * The builder's job on a pipe that becomes its stdin: the packed Build
+ * (the bytes of its key), the builder uid, its cgroup and the sandbox. It
+ * fits in the pipe (REQ_MAX_COUNT requirements of REQ_MAX_LEN bytes, and
+ * the options, are far below the 64 KiB of a pipe), so it is written
+ * whole before the builder starts. Returns the read end, or -1.
+ */
+static int
+env_job_pipe(struct env *e)
 {
-	char **argv = xcalloc(64 + REQ_MAX_COUNT, sizeof(char *));
-	char *reqs, *r, *save = NULL;
-	static char uid[32];
-	int i, n = 0;
+	Remotemedia__Worker__V1__BuildJob job =
+	    REMOTEMEDIA__WORKER__V1__BUILD_JOB__INIT;
+	uint8_t *buf;
+	size_t len;
+	ssize_t w;
+	int p[2];
 
-	argv[n++] = front_conf.fc_worker;
-	argv[n++] = (char *)"--build-env";
-	argv[n++] = e->env_dir;
-	if (front_conf.fc_builder_uid >= 0) {
-		snprintf(uid, sizeof(uid), "%ld", front_conf.fc_builder_uid);
-		argv[n++] = (char *)"--uid";
-		argv[n++] = uid;
+	job.build.data = e->env_build;
+	job.build.len = e->env_build_len;
+	job.uid = front_conf.fc_builder_uid >= 0 ? front_conf.fc_builder_uid
+	                                         : -1;
+	job.cgroup = e->env_cgroup != NULL ? e->env_cgroup : (char *)"";
+	job.sandbox = front_conf.fc_sandbox;
+	len = remotemedia__worker__v1__build_job__get_packed_size(&job);
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1)
+		return -1;
+	buf = xmalloc(len ? len : 1);
+	remotemedia__worker__v1__build_job__pack(&job, buf);
+	w = write(p[1], buf, len);
+	free(buf);
+	close(p[1]);
+	if (w != (ssize_t)len) {
+		log_warnx(
+		    "environment %.12s: the build job does not fit a pipe",
+		    e->env_key);
+		close(p[0]);
+		return -1;
 	}
-	if (front_conf.fc_pip_system_site)
-		argv[n++] = (char *)"--system-site-packages";
-	if (front_conf.fc_pip_allow_source)
-		argv[n++] = (char *)"--allow-source";
-	if (front_conf.fc_pip_index_url != NULL) {
-		argv[n++] = (char *)"--index-url";
-		argv[n++] = front_conf.fc_pip_index_url;
-	}
-	for (i = 0; i < front_conf.fc_n_pip_extra_index; i++) {
-		argv[n++] = (char *)"--extra-index-url";
-		argv[n++] = front_conf.fc_pip_extra_index[i];
-	}
-	for (i = 0; i < front_conf.fc_n_pip_find_links; i++) {
-		argv[n++] = (char *)"--find-links";
-		argv[n++] = front_conf.fc_pip_find_links[i];
-	}
-	if (e->env_cgroup != NULL) {
-		argv[n++] = (char *)"--cgroup";
-		argv[n++] = e->env_cgroup;
-	}
-	if (front_conf.fc_sandbox)
-		argv[n++] = (char *)"--sandbox";
-	argv[n++] = (char *)"--";
-	reqs = xstrdup(e->env_reqs);
-	for (r = strtok_r(reqs, "\n", &save);
-	     r != NULL && n < 63 + REQ_MAX_COUNT;
-	     r = strtok_r(NULL, "\n", &save))
-		argv[n++] = xstrdup(r);
-	free(reqs);
-	argv[n] = NULL;
-	return argv;
-}
-
-static void
-env_argv_free(char **argv)
-{
-	int i;
-
-	for (i = 0; argv[i] != NULL; i++)
-		if (i > 0 && strcmp(argv[i - 1], "--") == 0)
-			break;
-	for (; argv[i] != NULL; i++)
-		free(argv[i]);
-	free(argv);
+	return p[0];
 }
 
 /* Start the builder in its own process group, its output on a pipe. */
 static int
 env_spawn(struct env *e)
 {
-	char *envp[] = {
-	    (char *)"PATH=/usr/bin:/bin", (char *)"LANG=C.UTF-8", NULL};
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
 	struct timeval tv;
-	char **argv;
-	int p[2], rv;
+	int p[2], fds[4];
 
 	env_remove_tree(e->env_dir);
-	if (pipe2(p, O_CLOEXEC) == -1)
-		return -1;
 	e->env_cgroup = front_sandbox_build_cgroup(e->env_key);
-	argv = env_argv(e);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 2);
-	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-	posix_spawnattr_setpgroup(&attr, 0);
+	if ((fds[0] = env_job_pipe(e)) == -1)
+		return -1;
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		close(fds[0]);
+		return -1;
+	}
+	fds[1] = fds[2] = p[1];
+	fds[3] = -1;
 	e->env_started_at = now_ms();
-	rv = posix_spawn(
-	    &e->env_pid, front_conf.fc_worker, &fa, &attr, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	env_argv_free(argv);
+	e->env_pid = front_worker_exec(e->env_dir, NULL, fds);
+	close(fds[0]);
 	close(p[1]);
-	if (rv != 0) {
+	if (e->env_pid == -1) {
 		close(p[0]);
-		errno = rv;
-		log_warn("spawn the environment builder");
+		log_warnx("cannot start the environment builder");
 		return -1;
 	}
 	evutil_make_socket_nonblocking(p[0]);
@@ -719,17 +707,26 @@ static struct env *
 env_lookup(const char *reqs)
 {
 	struct env key, *e;
+	uint8_t *build;
+	size_t len;
 
 	env_prune_failed();
-	env_key(reqs, key.env_key);
+	build = env_pack_build(reqs, &len);
+	env_key(build, len, key.env_key);
 	e = RB_FIND(envtree, &envs, &key);
 	if (e != NULL && e->env_state == ENV_FAILED && e->env_refs == 0 &&
 	    now_ms() - e->env_failed_at >= ENV_FAIL_TTL_MS) {
 		env_free(e);
 		e = NULL;
 	}
+	if (e != NULL && e->env_build == NULL) {
+		e->env_build = build; /* loaded from disk at start */
+		e->env_build_len = len;
+	} else
+		free(build);
 	if (e == NULL) {
 		e = env_new(key.env_key, reqs);
+		e->env_build = env_pack_build(reqs, &e->env_build_len);
 		e->env_state = ENV_QUEUED;
 		TAILQ_INSERT_TAIL(&env_queue, e, env_queue);
 		env_start_queued();

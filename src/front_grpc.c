@@ -376,14 +376,12 @@ grpc_framing_error(struct stream *s, int err)
 static int
 grpc_partial_account(struct stream *s)
 {
-	struct conn *c = s->str_conn;
 	size_t now = s->str_in.df_have;
 
-	c->c_partial = c->c_partial - s->str_partial + now;
-	s->str_partial = now;
-	if (c->c_partial <= FRONT_CONN_PARTIAL_MAX)
+	if (front_conn_hold(s->str_conn, s->str_partial, now) == 0) {
+		s->str_partial = now;
 		return 0;
-	c->c_partial -= s->str_partial;
+	}
 	s->str_partial = 0;
 	deframer_free(&s->str_in);
 	s->str_in.df_error = DEFRAME_E_TOO_BIG;

@@ -23,6 +23,24 @@
 /* A closing connection gets this long to send its last frames (GOAWAY). */
 #define H2_LINGER_MS 2000
 
+/* One client connection: its HTTP/2 session and its streams. */
+struct conn {
+	TAILQ_ENTRY(conn) c_entry;
+	struct bufferevent *c_bev;
+	nghttp2_session *c_h2;
+	struct streamlist c_streams;
+	struct event *c_flush_ev; /* deferred send */
+	struct event *c_timer; /* handshake, then idle timeout */
+	int c_handshaken; /* the client's SETTINGS arrived */
+	uint64_t c_ping_at; /* token bucket for PINGs */
+	double c_ping_tokens;
+	size_t c_hdr_bytes; /* header list size of the stream being read */
+	size_t c_partial; /* bytes held in unfinished messages */
+	char c_peer[80];
+	int c_dead;
+};
+TAILQ_HEAD(connlist, conn);
+
 static struct connlist conns = TAILQ_HEAD_INITIALIZER(conns);
 
 static void conn_free(struct conn *);
@@ -618,4 +636,26 @@ front_h2_free_all(void)
 
 	while ((c = TAILQ_FIRST(&conns)) != NULL)
 		conn_free(c);
+}
+
+/* The client's address, for logs and the Admin service. */
+const char *
+front_conn_peer(const struct conn *c)
+{
+	return c->c_peer;
+}
+
+/*
+ * Account a stream's bytes held in unfinished messages going from old to
+ * now: 0 if the connection stays within FRONT_CONN_PARTIAL_MAX, else -1,
+ * and the stream then holds none.
+ */
+int
+front_conn_hold(struct conn *c, size_t old, size_t now)
+{
+	c->c_partial = c->c_partial - old + now;
+	if (c->c_partial <= FRONT_CONN_PARTIAL_MAX)
+		return 0;
+	c->c_partial -= now;
+	return -1;
 }

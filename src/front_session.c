@@ -375,7 +375,7 @@ front_session_end(struct session *ses, int code, const char *msg)
 
 /* A protocol violation by the worker ends the session. */
 static int
-worker_violation(struct session *ses, const char *what, uint64_t id)
+from_worker_violation(struct session *ses, const char *what, uint64_t id)
 {
 	char msg[200];
 
@@ -499,6 +499,57 @@ open_requirement_with_nul(const uint8_t *msg, size_t len, size_t *offset)
 	return 0;
 }
 
+/* Append v as a varint at out + *n. */
+static void
+pb_put_varint(uint8_t *out, size_t *n, uint64_t v)
+{
+	while (v >= 0x80) {
+		out[(*n)++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	out[(*n)++] = (uint8_t)v;
+}
+
+/*
+ * The Open as its worker gets it: the ClientMessage without
+ * Open.requirements (field 1, then field 4), which only the front acts on.
+ * Dropping fields never lengthens a message, so the copy fits in len
+ * bytes; the message was unpacked already, so it parses.
+ */
+static uint8_t *
+open_without_requirements(const uint8_t *msg, size_t len, size_t *outlen)
+{
+	const uint8_t *p = msg, *end = msg + len, *start, *o, *ostart, *val;
+	const uint8_t *ival;
+	uint8_t *out = xmalloc(len ? len : 1), *inner;
+	size_t n = 0, m, vlen, ilen;
+	uint64_t num, inum;
+
+	while ((start = p) < end && pb_field(&p, end, &num, &val, &vlen) == 0) {
+		if (num != 1 || val == NULL) {
+			memcpy(out + n, start, (size_t)(p - start));
+			n += (size_t)(p - start);
+			continue;
+		}
+		inner = xmalloc(vlen ? vlen : 1);
+		m = 0;
+		for (o = val; (ostart = o) < val + vlen &&
+		     pb_field(&o, val + vlen, &inum, &ival, &ilen) == 0;) {
+			if (inum == 4)
+				continue;
+			memcpy(inner + m, ostart, (size_t)(o - ostart));
+			m += (size_t)(o - ostart);
+		}
+		pb_put_varint(out, &n, (1 << 3) | 2);
+		pb_put_varint(out, &n, m);
+		memcpy(out + n, inner, m);
+		n += m;
+		free(inner);
+	}
+	*outlen = n;
+	return out;
+}
+
 /* Validate the requirements and attach the session to its environment. */
 static int
 session_requirements(struct session *ses, Remotemedia__V1__Open *op)
@@ -526,8 +577,9 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
     size_t len)
 {
 	char err[256];
-	size_t bad, off = 0;
-	int code, ready = 1;
+	uint8_t *stripped;
+	size_t bad, off = 0, slen;
+	int code, rv, ready = 1;
 
 	if (op->protocol > REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1)
 		return client_error(ses, GRPC_FAILED_PRECONDITION,
@@ -559,18 +611,24 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 	if (op->n_requirements > 0 &&
 	    (ready = session_requirements(ses, op)) == -1)
 		return -1;
-	if (!ready) {
+	if (!ready)
 		ses->ses_state = SES_INSTALLING;
+	else {
+		if (front_pool_adopt(ses) == -1) {
+			if ((code = front_worker_spawn(
+			         ses, err, sizeof(err))) != 0)
+				return client_error(ses, code, "%s", err);
+			if (ses->ses_env != NULL)
+				front_pool_want(ses->ses_env);
+		}
+		ses->ses_state = SES_STARTING;
+	}
+	if (op->n_requirements == 0)
 		return session_forward(ses, msg, len);
-	}
-	if (front_pool_adopt(ses) == -1) {
-		if ((code = front_worker_spawn(ses, err, sizeof(err))) != 0)
-			return client_error(ses, code, "%s", err);
-		if (ses->ses_env != NULL)
-			front_pool_want(ses->ses_env);
-	}
-	ses->ses_state = SES_STARTING;
-	return session_forward(ses, msg, len);
+	stripped = open_without_requirements(msg, len, &slen);
+	rv = session_forward(ses, stripped, slen);
+	free(stripped);
+	return rv;
 }
 
 /* The environment is ready: start the worker, which gets the held Open. */
@@ -899,15 +957,15 @@ call_retire(struct call *cl)
 
 /* Result: a plain call's value (maybe chunked) or a generator handle. */
 static int
-worker_result(struct session *ses, const struct envelope *r)
+from_worker_result(struct session *ses, const struct envelope *r)
 {
 	struct call *cl = call_find(ses, r->ev_call_id);
 
 	if (cl == NULL || cl->cl_answered)
-		return worker_violation(
+		return from_worker_violation(
 		    ses, "result for an unknown call", r->ev_call_id);
 	if (r->ev_seq != 0)
-		return worker_violation(
+		return from_worker_violation(
 		    ses, "result chunk out of order", r->ev_call_id);
 	cl->cl_answered = 1;
 	call_arm(cl, 0);
@@ -926,12 +984,12 @@ worker_result(struct session *ses, const struct envelope *r)
 
 /* A continuation chunk of a result or an item. */
 static int
-worker_value(struct session *ses, const struct envelope *v)
+from_worker_value(struct session *ses, const struct envelope *v)
 {
 	struct call *cl = call_find(ses, v->ev_call_id);
 
 	if (cl == NULL || !cl->cl_out_more || v->ev_seq != cl->cl_out_seq)
-		return worker_violation(
+		return from_worker_violation(
 		    ses, "unexpected value chunk", v->ev_call_id);
 	cl->cl_out_seq++;
 	cl->cl_out_more = v->ev_more;
@@ -942,18 +1000,18 @@ worker_value(struct session *ses, const struct envelope *v)
 
 /* An item needs credit from a Pull, and a generator to belong to. */
 static int
-worker_item(struct session *ses, const struct envelope *it)
+from_worker_item(struct session *ses, const struct envelope *it)
 {
 	struct call *cl = call_find(ses, it->ev_call_id);
 
 	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
-		return worker_violation(
+		return from_worker_violation(
 		    ses, "item for an unknown generator", it->ev_call_id);
 	if (it->ev_seq != 0)
-		return worker_violation(
+		return from_worker_violation(
 		    ses, "item chunk out of order", it->ev_call_id);
 	if (cl->cl_credit == 0)
-		return worker_violation(
+		return from_worker_violation(
 		    ses, "item without credit", it->ev_call_id);
 	if (--cl->cl_credit == 0)
 		call_arm(cl, 0);
@@ -965,27 +1023,29 @@ worker_item(struct session *ses, const struct envelope *it)
 }
 
 static int
-worker_end(struct session *ses, uint64_t id)
+from_worker_end(struct session *ses, uint64_t id)
 {
 	struct call *cl = call_find(ses, id);
 
 	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
-		return worker_violation(ses, "end of an unknown generator", id);
+		return from_worker_violation(
+		    ses, "end of an unknown generator", id);
 	call_retire(cl);
 	return 0;
 }
 
 static int
-worker_error(struct session *ses, uint64_t id)
+from_worker_error(struct session *ses, uint64_t id)
 {
 	struct call *cl;
 
 	if (id == 0)
 		return 0;
 	if ((cl = call_find(ses, id)) == NULL)
-		return worker_violation(ses, "error for an unknown call", id);
+		return from_worker_violation(
+		    ses, "error for an unknown call", id);
 	if (cl->cl_out_more)
-		return worker_violation(
+		return from_worker_violation(
 		    ses, "error inside a chunked value", id);
 	call_retire(cl);
 	return 0;
@@ -1003,10 +1063,11 @@ session_worker_check(struct session *ses, const struct envelope *m)
 	case ENV_SERVER_PROGRESS:
 		return !ses->ses_ready_seen
 		    ? 0
-		    : worker_violation(ses, "progress after Ready", 0);
+		    : from_worker_violation(ses, "progress after Ready", 0);
 	case ENV_SERVER_READY:
 		if (ses->ses_ready_seen)
-			return worker_violation(ses, "unexpected Ready", 0);
+			return from_worker_violation(
+			    ses, "unexpected Ready", 0);
 		ses->ses_ready_seen = 1;
 		if (ses->ses_state == SES_STARTING)
 			ses->ses_state = SES_READY;
@@ -1023,20 +1084,20 @@ session_worker_check(struct session *ses, const struct envelope *m)
 		break;
 	}
 	if (!ready)
-		return worker_violation(ses, "answer before Ready", 0);
+		return from_worker_violation(ses, "answer before Ready", 0);
 	switch (m->ev_case) {
 	case ENV_SERVER_RESULT:
-		return worker_result(ses, m);
+		return from_worker_result(ses, m);
 	case ENV_SERVER_VALUE:
-		return worker_value(ses, m);
+		return from_worker_value(ses, m);
 	case ENV_SERVER_ITEM:
-		return worker_item(ses, m);
+		return from_worker_item(ses, m);
 	case ENV_SERVER_END:
-		return worker_end(ses, m->ev_call_id);
+		return from_worker_end(ses, m->ev_call_id);
 	case ENV_SERVER_ERROR:
-		return worker_error(ses, m->ev_call_id);
+		return from_worker_error(ses, m->ev_call_id);
 	default:
-		return worker_violation(ses, "unknown message", 0);
+		return from_worker_violation(ses, "unknown message", 0);
 	}
 }
 
@@ -1053,7 +1114,7 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 		if (c != NULL)
 			remotemedia__worker__v1__worker_control__free_unpacked(
 			    c, NULL);
-		return worker_violation(ses, "bad control frame", 0);
+		return from_worker_violation(ses, "bad control frame", 0);
 	}
 	code = (int)c->fatal->code;
 	if (code <= 0 || code > GRPC_UNAUTHENTICATED)
@@ -1076,7 +1137,7 @@ front_session_worker_frame(
 	if (type == FRAME_CTL)
 		return session_worker_control(ses, msg, len);
 	if (envelope_server(msg, len, &ev) == -1)
-		return worker_violation(ses, "malformed message", 0);
+		return from_worker_violation(ses, "malformed message", 0);
 	rv = session_worker_check(ses, &ev);
 	session_touch(ses);
 	if (rv == -1)

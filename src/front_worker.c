@@ -27,14 +27,14 @@
 #define WORKER_READ_MAX (1024 * 1024)
 
 static int
-worker_frame_cb(void *arg, uint8_t type, const uint8_t *msg, size_t len)
+fw_frame_cb(void *arg, uint8_t type, const uint8_t *msg, size_t len)
 {
 	return front_session_worker_frame(arg, type, msg, len);
 }
 
 /* Feed everything the bufferevent holds to the session. */
 static void
-worker_feed(struct session *ses, struct evbuffer *in)
+fw_feed(struct session *ses, struct evbuffer *in)
 {
 	struct evbuffer_iovec v[8];
 	int i, n;
@@ -49,7 +49,7 @@ worker_feed(struct session *ses, struct evbuffer *in)
 		used = 0;
 		for (i = 0; i < n && rv == DEFRAME_OK; i++) {
 			rv = deframer_feed(&ses->ses_win, v[i].iov_base,
-			    v[i].iov_len, worker_frame_cb, ses);
+			    v[i].iov_len, fw_frame_cb, ses);
 			used += v[i].iov_len;
 		}
 		evbuffer_drain(in, used);
@@ -67,13 +67,13 @@ worker_feed(struct session *ses, struct evbuffer *in)
 }
 
 static void
-worker_read_cb(struct bufferevent *bev, void *arg)
+fw_read_cb(struct bufferevent *bev, void *arg)
 {
-	worker_feed(arg, bufferevent_get_input(bev));
+	fw_feed(arg, bufferevent_get_input(bev));
 }
 
 static void
-worker_write_cb(struct bufferevent *bev, void *arg)
+fw_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *ses = arg;
 
@@ -83,7 +83,7 @@ worker_write_cb(struct bufferevent *bev, void *arg)
 
 /* The worker is gone or misbehaves: if it does not exit soon, kill it. */
 static void
-worker_exit_timer_cb(evutil_socket_t fd, short ev, void *arg)
+fw_exit_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *ses = arg;
 
@@ -104,8 +104,7 @@ front_worker_expect_exit(struct session *ses, uint64_t ms)
 	if (ses->ses_pid <= 0 || ses->ses_exited)
 		return;
 	if (ses->ses_timer == NULL)
-		ses->ses_timer = evtimer_new(
-		    front_base, worker_exit_timer_cb, ses);
+		ses->ses_timer = evtimer_new(front_base, fw_exit_timer_cb, ses);
 	if (evtimer_pending(ses->ses_timer, NULL))
 		return;
 	tv.tv_sec = (time_t)(ms / 1000);
@@ -114,20 +113,20 @@ front_worker_expect_exit(struct session *ses, uint64_t ms)
 }
 
 static void
-worker_arm_exit_timer(struct session *ses)
+fw_arm_exit_timer(struct session *ses)
 {
 	front_worker_expect_exit(ses, front_conf.fc_exit_wait_ms);
 }
 
 static void
-worker_event_cb(struct bufferevent *bev, short events, void *arg)
+fw_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct session *ses = arg;
 
 	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		bufferevent_disable(bev, EV_READ | EV_WRITE);
 		front_session_worker_eof(ses);
-		worker_arm_exit_timer(ses);
+		fw_arm_exit_timer(ses);
 	}
 }
 
@@ -135,70 +134,85 @@ worker_event_cb(struct bufferevent *bev, short events, void *arg)
 void
 front_worker_attach(struct session *ses)
 {
-	bufferevent_setcb(ses->ses_wbev, worker_read_cb, worker_write_cb,
-	    worker_event_cb, ses);
+	bufferevent_setcb(
+	    ses->ses_wbev, fw_read_cb, fw_write_cb, fw_event_cb, ses);
 }
 
-/* Build the scrubbed environment a worker starts with. */
-static void
-worker_env(struct session *ses, char **env, size_t n, char *bufs, size_t blen)
+/*
+ * The one way the front starts remotemedia-worker, for a session and for
+ * an environment build (OpenBSD httpd's proc_exec is the model): the same
+ * argv head; the same cleaned environment, plus a session's HOME, TMPDIR
+ * and REMOTEMEDIA_SESSION (session_env; by the last, a session's
+ * processes are found in /proc/PID/environ); fds[i] on descriptor i for
+ * i < 4 (-1: /dev/null for 0, the front's own for 1 and 2, none for 3)
+ * and nothing else open; in a session and process group of its own, so
+ * that what it starts dies with it. build_dir: the cache entry to build,
+ * NULL for a session. Returns the pid, or -1.
+ */
+pid_t
+front_worker_exec(
+    const char *build_dir, const char *const session_env[3], const int fds[4])
 {
-	const char *vars[] = {"PATH=/usr/local/bin:/usr/bin:/bin",
+	static const char *const base[] = {"PATH=/usr/local/bin:/usr/bin:/bin",
 	    "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONNOUSERSITE=1"};
-	size_t i, k = 0, off = 0;
-
-	for (i = 0; i < sizeof(vars) / sizeof(vars[0]) && k + 1 < n; i++)
-		env[k++] = (char *)vars[i];
-	env[k++] = bufs + off;
-	off += (size_t)snprintf(
-	           bufs + off, blen - off, "HOME=%s", ses->ses_dir) +
-	    1;
-	env[k++] = bufs + off;
-	off += (size_t)snprintf(
-	           bufs + off, blen - off, "TMPDIR=%s/tmp", ses->ses_dir) +
-	    1;
-	env[k++] = bufs + off;
-	snprintf(bufs + off, blen - off, "REMOTEMEDIA_SESSION=%s", ses->ses_id);
-	env[k] = NULL;
-}
-
-/* exec the worker with fd on 3, /dev/null on 0, and nothing else open. */
-static int
-worker_exec(struct session *ses, int fd)
-{
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
-	char *argv[4], *env[12], envbuf[3 * 4200];
-	int rv;
+	char *argv[6], *envp[8];
+	pid_t pid;
+	int i, n = 0, rv;
 
-	argv[0] = front_conf.fc_worker;
-	argv[1] = (char *)"--log-level";
-	argv[2] = (char *)log_level_name(log_getlevel());
-	argv[3] = NULL;
-	worker_env(ses, env, 12, envbuf, sizeof(envbuf));
+	for (i = 0; i < 4; i++)
+		envp[i] = (char *)base[i];
+	for (; session_env != NULL && i < 7; i++)
+		envp[i] = (char *)session_env[i - 4];
+	envp[i] = NULL;
+	argv[n++] = front_conf.fc_worker;
+	argv[n++] = (char *)"--log-level";
+	argv[n++] = (char *)log_level_name(log_getlevel());
+	if (build_dir != NULL) {
+		argv[n++] = (char *)"--build-env";
+		argv[n++] = (char *)build_dir;
+	}
+	argv[n] = NULL;
 	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, fd, WORKER_FD);
-	posix_spawn_file_actions_addclosefrom_np(&fa, WORKER_FD + 1);
-	/* Its own session and process group: what it starts dies with it. */
+	if (fds[0] == -1)
+		posix_spawn_file_actions_addopen(
+		    &fa, 0, "/dev/null", O_RDONLY, 0);
+	for (i = 0; i < 4; i++)
+		if (fds[i] != -1)
+			posix_spawn_file_actions_adddup2(&fa, fds[i], i);
+	posix_spawn_file_actions_addclosefrom_np(&fa, fds[3] == -1 ? 3 : 4);
 	posix_spawnattr_init(&attr);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
-	rv = posix_spawn(
-	    &ses->ses_pid, front_conf.fc_worker, &fa, &attr, argv, env);
+	rv = posix_spawn(&pid, front_conf.fc_worker, &fa, &attr, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	if (rv != 0) {
 		errno = rv;
 		log_warn("spawn %s", front_conf.fc_worker);
-		ses->ses_pid = -1;
 		return -1;
 	}
-	return 0;
+	return pid;
+}
+
+/* exec the worker with fd on 3, /dev/null on 0, and nothing else open. */
+static int
+fw_exec(struct session *ses, int fd)
+{
+	const int fds[4] = {-1, -1, -1, fd};
+	char home[4200], tmp[4200], id[128];
+	const char *const env[3] = {home, tmp, id};
+
+	snprintf(home, sizeof(home), "HOME=%s", ses->ses_dir);
+	snprintf(tmp, sizeof(tmp), "TMPDIR=%s/tmp", ses->ses_dir);
+	snprintf(id, sizeof(id), "REMOTEMEDIA_SESSION=%s", ses->ses_id);
+	ses->ses_pid = front_worker_exec(NULL, env, fds);
+	return ses->ses_pid == -1 ? -1 : 0;
 }
 
 /* Create the session directory (with its tmp/) under the state dir. */
 static int
-worker_mkdir(struct session *ses)
+fw_mkdir(struct session *ses)
 {
 	char path[4096];
 
@@ -227,7 +241,7 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 	int sv[2], child, code;
 
 	snprintf(err, errlen, "cannot start a worker for the session");
-	if (worker_mkdir(ses) == -1)
+	if (fw_mkdir(ses) == -1)
 		return GRPC_UNAVAILABLE;
 	if ((code = front_sandbox_session_start(ses, err, errlen)) != 0) {
 		log_warnx("session %s: %s", ses->ses_id, err);
@@ -243,7 +257,7 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 		child = fcntl(sv[1], F_DUPFD_CLOEXEC, WORKER_FD + 1);
 		close(sv[1]);
 	}
-	if (child == -1 || worker_exec(ses, child) == -1) {
+	if (child == -1 || fw_exec(ses, child) == -1) {
 		close(sv[0]);
 		if (child != -1)
 			close(child);
@@ -264,7 +278,7 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 
 /* The sandbox part of Init: identity, cgroup, network and limits. */
 static void
-worker_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
+fw_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
 {
 	uint64_t cpu_s;
 
@@ -318,7 +332,7 @@ front_worker_send_init(struct session *ses)
 		init.env_dir = ses->ses_env->env_dir;
 		init.isolate_site_packages = !front_conf.fc_pip_system_site;
 	}
-	worker_init_sandbox(ses, &init);
+	fw_init_sandbox(ses, &init);
 	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_INIT;
 	ctl.init = &init;
 	len = remotemedia__worker__v1__worker_control__get_packed_size(&ctl);
@@ -417,11 +431,11 @@ front_worker_drain(struct session *ses)
 	in = bufferevent_get_input(ses->ses_wbev);
 	fd = bufferevent_getfd(ses->ses_wbev);
 	for (i = 0; i < 64 && ses->ses_state != SES_ENDING; i++) {
-		worker_feed(ses, in);
+		fw_feed(ses, in);
 		if (evbuffer_read(in, fd, WORKER_READ_MAX) <= 0)
 			break;
 	}
-	worker_feed(ses, in);
+	fw_feed(ses, in);
 }
 
 /* Describe a wait status for a person: how the worker died. */

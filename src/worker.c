@@ -43,7 +43,9 @@ static void usage(void) __attribute__((noreturn));
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: remotemedia-worker [--log-level LEVEL]\n");
+	fprintf(stderr,
+	    "usage: remotemedia-worker [--log-level LEVEL] "
+	    "[--build-env DIR < BuildJob]\n");
 	exit(1);
 }
 
@@ -141,21 +143,30 @@ worker_conf_init(
 		wc->wc_sys_path[i] = xstrdup(init->sys_path[i]);
 }
 
-/* Parse the command line; returns the log level, or -1 if not given. */
+/*
+ * Parse the command line the front gives every worker process (sessions'
+ * and builders'); returns the log level, or -1 if not given, and the
+ * environment to build in *build_dir (NULL for a session's worker).
+ */
 static int
-worker_parse_args(int argc, char *argv[])
+worker_parse_args(int argc, char *argv[], const char **build_dir)
 {
 	static const struct option opts[] = {
 	    {"log-level", required_argument, NULL, 'l'},
+	    {"build-env", required_argument, NULL, 'b'},
 	    {NULL, 0, NULL, 0},
 	};
 	int ch, level = -1;
 
+	*build_dir = NULL;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'l':
 			if ((level = log_parse_level(optarg)) == -1)
 				usage();
+			break;
+		case 'b':
+			*build_dir = optarg;
 			break;
 		default:
 			usage();
@@ -236,11 +247,13 @@ main(int argc, char *argv[])
 	Remotemedia__Worker__V1__WorkerControl *ctl;
 	Remotemedia__Worker__V1__Init *init;
 	struct worker_conf wc;
+	const char *build_dir;
 	int level;
 
-	if (argc > 1 && strcmp(argv[1], "--build-env") == 0)
-		return worker_venv_main(argc, argv);
-	level = worker_parse_args(argc, argv);
+	level = worker_parse_args(argc, argv, &build_dir);
+	if (build_dir != NULL)
+		return worker_venv_main(
+		    build_dir, level == -1 ? LOG_LEVEL_INFO : level);
 	log_init("worker", level == -1 ? LOG_LEVEL_INFO : level);
 	signal(SIGPIPE, SIG_IGN);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)

@@ -1,6 +1,8 @@
 /*
- * The environment builder: `remotemedia-worker --build-env DIR [options]
- * -- REQUIREMENT...`, started by the front for one cache entry.
+ * The environment builder: `remotemedia-worker --log-level L --build-env
+ * DIR`, started by the front for one cache entry, with its job, a BuildJob
+ * (proto/worker.proto), on stdin: the packed Build whose hash is DIR's
+ * name, the builder uid, the build's cgroup and whether to sandbox it.
  *
  * As root it creates DIR for the builder uid, then runs, as that uid and
  * with rlimits and a scrubbed environment, `python3 -m venv --without-pip`
@@ -9,7 +11,7 @@
  * root-owned and read-only, and the `complete` marker is written last: an
  * entry without it is never used.
  *
- * With --sandbox (the front's sandbox on) both run inside the session
+ * With BuildJob.sandbox (the front's sandbox on) both run inside the session
  * sandbox's build mode (sandbox.h): a mount namespace whose minimal root
  * has DIR as the only writable host directory, a PID namespace, the
  * builder uid with no capabilities and no_new_privs, Landlock and the
@@ -29,7 +31,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <getopt.h>
 #include <grp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -44,9 +45,11 @@
 #include "worker.h"
 #include "sandbox_cgroup.h"
 #include "sandbox.h"
+#include "worker.pb-c.h"
 
 #define VENV_PYTHON "/usr/bin/python3"
 #define VENV_MAX_ARGS 256
+#define VENV_JOB_MAX (1 << 20) /* the largest BuildJob read from stdin */
 /* Index names get 127.77.0.1 and on inside a build: out of the way of an
  * index that a URL gives as 127.0.0.1 on the same port. */
 #define VENV_NAME_NET 0x7f4d0001U
@@ -55,17 +58,10 @@
 struct venv_conf {
 	const char *vc_dir;
 	uid_t vc_uid;
-	int vc_system_site;
-	int vc_allow_source;
-	const char *vc_index_url;
-	const char *vc_extra[16];
-	int vc_n_extra;
-	const char *vc_find_links[16];
-	int vc_n_find_links;
-	const char *vc_cgroup;
+	const char *vc_cgroup; /* NULL: none */
 	int vc_sandbox;
-	char **vc_reqs;
-	int vc_n_reqs;
+	/* What to build: the job's Build, unpacked. */
+	const Remotemedia__Worker__V1__Build *vc_build;
 };
 
 /* What the build's sandbox gets from the pip options (venv_net_add). */
@@ -84,76 +80,43 @@ struct venv_net {
 static const char *const venv_build_readable[] = {
     "/usr/lib/gcc", "/usr/include", "/usr/libexec"};
 
+/*
+ * Read the job from stdin (the front writes it whole, then closes) and
+ * fill vc from it. Exits 2 on anything but one well-formed job.
+ */
 static void
-venv_usage(void)
+venv_read_job(struct venv_conf *vc, const char *dir)
 {
-	fprintf(stderr,
-	    "usage: remotemedia-worker --build-env DIR --uid UID "
-	    "[--system-site-packages] [--allow-source] [--index-url URL] "
-	    "[--extra-index-url URL]... [--find-links DIR]... [--sandbox] "
-	    "-- REQ...\n");
-	exit(2);
-}
+	static uint8_t buf[VENV_JOB_MAX];
+	Remotemedia__Worker__V1__BuildJob *job;
+	Remotemedia__Worker__V1__Build *build;
+	size_t len = 0;
+	ssize_t n;
 
-static void
-venv_parse(struct venv_conf *vc, int argc, char *argv[])
-{
-	static const struct option opts[] = {
-	    {"build-env", required_argument, NULL, 'd'},
-	    {"uid", required_argument, NULL, 'u'},
-	    {"system-site-packages", no_argument, NULL, 's'},
-	    {"allow-source", no_argument, NULL, 'a'},
-	    {"index-url", required_argument, NULL, 'i'},
-	    {"extra-index-url", required_argument, NULL, 'e'},
-	    {"find-links", required_argument, NULL, 'f'},
-	    {"cgroup", required_argument, NULL, 'c'},
-	    {"sandbox", no_argument, NULL, 'S'},
-	    {NULL, 0, NULL, 0},
-	};
-	int ch;
-
-	memset(vc, 0, sizeof(*vc));
-	vc->vc_uid = (uid_t)-1;
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'd':
-			vc->vc_dir = optarg;
-			break;
-		case 'u':
-			vc->vc_uid = (uid_t)strtoul(optarg, NULL, 10);
-			break;
-		case 's':
-			vc->vc_system_site = 1;
-			break;
-		case 'a':
-			vc->vc_allow_source = 1;
-			break;
-		case 'i':
-			vc->vc_index_url = optarg;
-			break;
-		case 'e':
-			if (vc->vc_n_extra < 16)
-				vc->vc_extra[vc->vc_n_extra++] = optarg;
-			break;
-		case 'c':
-			vc->vc_cgroup = optarg;
-			break;
-		case 'S':
-			vc->vc_sandbox = 1;
-			break;
-		case 'f':
-			if (vc->vc_n_find_links < 16)
-				vc->vc_find_links[vc->vc_n_find_links++] =
-				    optarg;
-			break;
-		default:
-			venv_usage();
-		}
+	while (len < sizeof(buf) &&
+	    (n = read(STDIN_FILENO, buf + len, sizeof(buf) - len)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			fatal("read the build job");
+		len += (size_t)n;
 	}
-	if (vc->vc_dir == NULL || optind >= argc)
-		venv_usage();
-	vc->vc_reqs = argv + optind;
-	vc->vc_n_reqs = argc - optind;
+	if (len == sizeof(buf))
+		fatalx("the build job is larger than %d bytes", VENV_JOB_MAX);
+	job = remotemedia__worker__v1__build_job__unpack(NULL, len, buf);
+	if (job == NULL)
+		fatalx("the build job on stdin is not a BuildJob");
+	build = remotemedia__worker__v1__build__unpack(
+	    NULL, job->build.len, job->build.data);
+	if (build == NULL || build->n_requirements == 0)
+		fatalx("the build job carries no Build with requirements");
+	memset(vc, 0, sizeof(*vc));
+	vc->vc_dir = dir;
+	vc->vc_uid = job->uid < 0 ? (uid_t)-1 : (uid_t)job->uid;
+	vc->vc_cgroup = job->cgroup[0] != '\0' ? xstrdup(job->cgroup) : NULL;
+	vc->vc_sandbox = job->sandbox;
+	vc->vc_build = build;
+	remotemedia__worker__v1__build_job__free_unpacked(job, NULL);
 }
 
 /* In the child: become the builder uid with no groups and tight limits. */
@@ -212,7 +175,8 @@ venv_run(const struct venv_conf *vc, char *const argv[])
 static void
 venv_pip_argv(const struct venv_conf *vc, char **argv, char *python)
 {
-	int i, n = 0;
+	const Remotemedia__Worker__V1__Build *b = vc->vc_build;
+	size_t i, n = 0;
 
 	argv[n++] = (char *)VENV_PYTHON;
 	argv[n++] = (char *)"-m";
@@ -226,24 +190,24 @@ venv_pip_argv(const struct venv_conf *vc, char **argv, char *python)
 	argv[n++] = (char *)"--no-cache-dir";
 	argv[n++] = (char *)"--progress-bar";
 	argv[n++] = (char *)"off";
-	if (!vc->vc_allow_source)
+	if (!b->allow_source)
 		argv[n++] = (char *)"--only-binary=:all:";
-	if (vc->vc_index_url != NULL) {
+	if (b->index_url[0] != '\0') {
 		argv[n++] = (char *)"--index-url";
-		argv[n++] = (char *)vc->vc_index_url;
+		argv[n++] = b->index_url;
 	} else
 		argv[n++] = (char *)"--no-index";
-	for (i = 0; i < vc->vc_n_extra; i++) {
+	for (i = 0; i < b->n_extra_index_url && n < VENV_MAX_ARGS - 4; i++) {
 		argv[n++] = (char *)"--extra-index-url";
-		argv[n++] = (char *)vc->vc_extra[i];
+		argv[n++] = b->extra_index_url[i];
 	}
-	for (i = 0; i < vc->vc_n_find_links; i++) {
+	for (i = 0; i < b->n_find_links && n < VENV_MAX_ARGS - 4; i++) {
 		argv[n++] = (char *)"--find-links";
-		argv[n++] = (char *)vc->vc_find_links[i];
+		argv[n++] = b->find_links[i];
 	}
 	argv[n++] = (char *)"--";
-	for (i = 0; i < vc->vc_n_reqs && n < VENV_MAX_ARGS - 1; i++)
-		argv[n++] = vc->vc_reqs[i];
+	for (i = 0; i < b->n_requirements && n < VENV_MAX_ARGS - 1; i++)
+		argv[n++] = b->requirements[i];
 	argv[n] = NULL;
 }
 
@@ -539,8 +503,9 @@ venv_net_add(struct venv_net *vn, const char *url)
 static int
 venv_net_init(const struct venv_conf *vc, struct venv_net *vn)
 {
-	size_t i;
-	int j;
+	size_t i, j;
+
+	const Remotemedia__Worker__V1__Build *b = vc->vc_build;
 
 	memset(vn, 0, sizeof(*vn));
 	for (i = 0;
@@ -549,14 +514,13 @@ venv_net_init(const struct venv_conf *vc, struct venv_net *vn)
 		if (access(venv_build_readable[i], F_OK) == 0 &&
 		    venv_net_readable(vn, venv_build_readable[i]) == -1)
 			return -1;
-	if (vc->vc_index_url != NULL &&
-	    venv_net_add(vn, vc->vc_index_url) == -1)
+	if (b->index_url[0] != '\0' && venv_net_add(vn, b->index_url) == -1)
 		return -1;
-	for (j = 0; j < vc->vc_n_extra; j++)
-		if (venv_net_add(vn, vc->vc_extra[j]) == -1)
+	for (j = 0; j < b->n_extra_index_url; j++)
+		if (venv_net_add(vn, b->extra_index_url[j]) == -1)
 			return -1;
-	for (j = 0; j < vc->vc_n_find_links; j++)
-		if (venv_net_add(vn, vc->vc_find_links[j]) == -1)
+	for (j = 0; j < b->n_find_links; j++)
+		if (venv_net_add(vn, b->find_links[j]) == -1)
 			return -1;
 	return 0;
 }
@@ -616,15 +580,15 @@ venv_sandboxed(const struct venv_conf *vc, char *const *venv, char *const *pip)
 
 /* The builder's main: venv, pip, seal. Exit 0 only with a complete entry. */
 int
-worker_venv_main(int argc, char *argv[])
+worker_venv_main(const char *dir, int level)
 {
 	struct venv_conf vc;
 	char *venv[8], *pip[VENV_MAX_ARGS], python[4200], target[4096];
 	int n = 0, st;
 
-	log_init("builder", LOG_LEVEL_INFO);
+	log_init("builder", level);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	venv_parse(&vc, argc, argv);
+	venv_read_job(&vc, dir);
 	/* Into the build's cgroup before anything else runs. */
 	if (vc.vc_cgroup != NULL && cg_join(vc.vc_cgroup, 0) == -1)
 		fatal("cannot join the build's cgroup");
@@ -636,7 +600,7 @@ worker_venv_main(int argc, char *argv[])
 	venv[n++] = (char *)"-m";
 	venv[n++] = (char *)"venv";
 	venv[n++] = (char *)"--without-pip";
-	if (vc.vc_system_site)
+	if (vc.vc_build->system_site_packages)
 		venv[n++] = (char *)"--system-site-packages";
 	venv[n++] = target;
 	venv[n] = NULL;

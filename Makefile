@@ -116,13 +116,24 @@ $(PYPROTO)/__init__.py: proto/remotemedia.proto
 UNIT_TESTS   = $(BUILD)/test_frame \
                $(BUILD)/test_session_state $(BUILD)/test_config \
                $(BUILD)/test_req $(BUILD)/test_cgroup \
-               $(BUILD)/test_sandbox_policy $(BUILD)/test_envelope
+               $(BUILD)/test_sandbox_policy $(BUILD)/test_envelope \
+               $(BUILD)/test_front_env
 CMOCKA_LIBS := $(call pkgconf,--libs cmocka)
+
+# The fake front (tests/fake/fake.h) for the unit tests and fuzz targets
+# that link a part of the front alone: a program links the fake's files
+# for the modules it does not link, front_session.c's or front_env.c's.
+FAKE_FOR_SESSION = tests/fake/fake_front.c tests/fake/fake_worker.c \
+                   tests/fake/fake_env.c
+FAKE_FOR_ENV     = tests/fake/fake_front.c tests/fake/fake_session.c
+$(OBJ)/tests/%.o: CFLAGS += -Itests/fake
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
-$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/front_metrics.c src/envelope.c src/req.c src/frame.c src/log.c src/util.c $(PROTO_C))
+$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/front_metrics.c src/envelope.c src/req.c src/frame.c src/log.c src/util.c $(FAKE_FOR_SESSION) tests/fake/fake_grpc.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lbsd
+$(BUILD)/test_front_env: $(call objs,tests/unit/test_front_env.c src/front_env.c src/front_metrics.c src/log.c src/util.c $(FAKE_FOR_ENV))
+	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lcrypto -lbsd
 $(BUILD)/test_envelope: $(call objs,tests/unit/test_envelope.c src/envelope.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
 $(BUILD)/test_config: $(call objs,tests/unit/test_config.c src/front_config.c src/log.c src/util.c)
@@ -241,7 +252,8 @@ FUZZ_OBJ     = $(FUZZ_OUT)/obj
 FUZZ_SAN     = -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  = -g -O1 $(FUZZ_SAN) -std=gnu11 $(WARN) -D_GNU_SOURCE \
-               -Iinclude -Isandbox -I$(GEN) -Itests/fuzz $(DEP_CFLAGS)
+               -Iinclude -Isandbox -I$(GEN) -Itests/fuzz -Itests/fake \
+               $(DEP_CFLAGS)
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_TIMEOUT       ?= 10
@@ -254,11 +266,11 @@ fuzzobjs     = $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(1))
 FUZZ_DEFRAME_SRC = tests/fuzz/fuzz_deframe.c src/frame.c src/log.c src/util.c
 FUZZ_REQ_SRC     = tests/fuzz/fuzz_req.c src/req.c src/log.c src/util.c
 FUZZ_ENV_SRC     = tests/fuzz/fuzz_envelope.c src/envelope.c $(PROTO_C)
-FUZZ_WORKER_SRC  = tests/fuzz/fuzz_worker_frames.c tests/fuzz/stubs.c \
-                   src/front_session.c src/front_metrics.c src/envelope.c \
-                   src/front_config.c src/req.c src/frame.c src/log.c src/util.c \
-                   $(PROTO_C)
-FUZZ_H2_SRC      = tests/fuzz/fuzz_front_h2.c tests/fuzz/stubs.c \
+FUZZ_WORKER_SRC  = tests/fuzz/fuzz_worker_frames.c $(FAKE_FOR_SESSION) \
+                   tests/fake/fake_grpc.c src/front_session.c \
+                   src/front_metrics.c src/envelope.c src/front_config.c \
+                   src/req.c src/frame.c src/log.c src/util.c $(PROTO_C)
+FUZZ_H2_SRC      = tests/fuzz/fuzz_front_h2.c $(FAKE_FOR_SESSION) \
                    src/front_h2.c src/front_grpc.c src/front_session.c \
                    src/front_metrics.c src/front_admin.c src/envelope.c \
                    src/front_auth.c src/front_tls.c src/front_config.c \

@@ -3,7 +3,7 @@
  * nghttp2 (front_h2.c), gRPC framing and routing (front_grpc.c), Echo and
  * Health, to the session state machine (front_session.c) and the
  * requirement validator (req.c). Only worker processes, environments, the
- * sandbox and the trash are fakes (stubs.c).
+ * sandbox and the trash are fakes (tests/fake).
  *
  * Each input is one connection: a socketpair, front_h2_accept() on one end,
  * and on the other the client preface and then the input, written frame by
@@ -30,7 +30,8 @@
 
 #include "remotemedia.pb-c.h"
 
-#include "stubs.h"
+#include "fake.h"
+#include "fuzz.h"
 
 typedef Remotemedia__V1__ClientMessage ClientMessage;
 typedef Remotemedia__V1__ServerMessage ServerMessage;
@@ -374,9 +375,9 @@ h2z_write(int fd, const uint8_t *p, size_t n)
 static void
 h2z_sigterm(void)
 {
-	if (stub_draining)
+	if (fake.fk_draining)
 		return;
-	stub_draining = 1;
+	fake.fk_draining = 1;
 	front_h2_goaway_all();
 	front_session_drain_all();
 }
@@ -384,13 +385,13 @@ h2z_sigterm(void)
 static void
 h2z_env_ok(void)
 {
-	stub_env_done(1);
+	fake_env_done(1);
 }
 
 static void
 h2z_env_fail(void)
 {
-	stub_env_done(0);
+	fake_env_done(0);
 }
 
 /*
@@ -403,8 +404,8 @@ static const struct {
 	void (*hm_fn)(void);
 } h2z_magic[] = {
     {"SIGTERM!", h2z_sigterm},
-    {"TIMEOUT!", stub_fire_timers},
-    {"PROGRESS", stub_env_progress},
+    {"TIMEOUT!", fake_fire_timers},
+    {"PROGRESS", fake_env_progress},
     {"ENVREADY", h2z_env_ok},
     {"ENVFAIL!", h2z_env_fail},
 };
@@ -465,8 +466,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	front_conf.fc_max_value = 4096;
 	if ((front_base = event_base_new()) == NULL)
 		abort();
-	stub_on_send = fakew_recv;
-	stub_on_close = fakew_close;
+	fake.fk_on_send = fakew_recv;
+	fake.fk_on_close = fakew_close;
 	if (getenv("RM_FUZZ_DUMP") != NULL &&
 	    (h2z_dump = fopen(getenv("RM_FUZZ_DUMP"), "w")) == NULL)
 		abort();
@@ -481,7 +482,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	unsigned long closed = stub.st_conns_closed;
+	unsigned long closed = fake.fk_conns_closed;
 	int sv[2], i;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1 ||
@@ -492,14 +493,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	h2z_write(sv[1], (const uint8_t *)H2Z_PREFACE, strlen(H2Z_PREFACE));
 	h2z_feed(sv[1], data, size);
 	close(sv[1]);
-	for (i = 0; i < H2Z_CLOSE_TURNS && stub.st_conns_closed == closed; i++)
+	for (i = 0; i < H2Z_CLOSE_TURNS && fake.fk_conns_closed == closed; i++)
 		event_base_loop(front_base, EVLOOP_NONBLOCK);
-	CHECK(stub.st_conns_closed == closed + 1);
-	stub_reap_all(W_EXITCODE(0, SIGKILL));
+	CHECK(fake.fk_conns_closed == closed + 1);
+	fake_reap_all(W_EXITCODE(0, SIGKILL));
 	CHECK(front_session_count() == 0);
 	CHECK(LIST_EMPTY(&fakews));
 	CHECK(event_base_get_num_events(front_base,
 	          EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE) == 0);
-	stub_draining = 0;
+	fake.fk_draining = 0;
 	return 0;
 }

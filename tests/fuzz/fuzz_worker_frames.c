@@ -1,7 +1,7 @@
 /*
  * Fuzz target: the front's checks of what a (hostile) worker sends,
- * front_session.c linked alone with the fakes of stubs.c and recording
- * stand-ins for front_grpc.c.
+ * front_session.c linked alone with the fake front (tests/fake), whose
+ * front_grpc.c hands what reaches the client to the checks here.
  *
  * Each input gets a fresh session, driven to READY with a real Open and a
  * real Ready. The rest of the input is a small program (see the WF_OP_*
@@ -25,7 +25,8 @@
 
 #include "remotemedia.pb-c.h"
 
-#include "stubs.h"
+#include "fake.h"
+#include "fuzz.h"
 
 typedef Remotemedia__V1__ClientMessage ClientMessage;
 typedef Remotemedia__V1__ServerMessage ServerMessage;
@@ -53,7 +54,6 @@ static struct {
 	const uint8_t *wr_expect; /* the worker frame being relayed */
 	size_t wr_expect_len;
 	unsigned long wr_relayed;
-	size_t wr_pending; /* front_grpc_pending_out */
 } wr;
 
 /* The input, consumed front to back. */
@@ -72,23 +72,18 @@ wf_byte(struct wf_in *in)
 }
 
 /* front_grpc.c: the first status sticks, and nothing follows it. */
-void
-front_grpc_finish(struct stream *s, int code, const char *msg)
+static void
+wf_finish(struct stream *s, int code, const char *msg)
 {
 	CHECK(s == &wf_str);
 	CHECK(code >= GRPC_OK && code <= GRPC_UNAUTHENTICATED);
 	CHECK(msg == NULL || strlen(msg) < 4096);
-	if (s->str_finished) {
-		CHECK(code == s->str_status);
-		return;
-	}
-	s->str_finished = 1;
-	s->str_status = code;
+	CHECK(!s->str_finished || code == s->str_status);
 }
 
 /* Only a frame being checked may reach the client, and unchanged. */
-int
-front_grpc_send(struct stream *s, const uint8_t *msg, size_t len)
+static void
+wf_relay(struct stream *s, const uint8_t *msg, size_t len)
 {
 	CHECK(s == &wf_str);
 	CHECK(!s->str_finished);
@@ -96,14 +91,6 @@ front_grpc_send(struct stream *s, const uint8_t *msg, size_t len)
 	CHECK(len == wr.wr_expect_len);
 	CHECK(len == 0 || memcmp(msg, wr.wr_expect, len) == 0);
 	wr.wr_relayed++;
-	return 0;
-}
-
-size_t
-front_grpc_pending_out(struct stream *s)
-{
-	CHECK(s == &wf_str);
-	return wr.wr_pending;
 }
 
 /*
@@ -304,10 +291,10 @@ wf_event(struct wf_in *in)
 		front_session_worker_eof(wf_ses);
 		break;
 	case 2:
-		wr.wr_pending = FRONT_BUF_HIGH;
+		fake.fk_grpc_pending = FRONT_BUF_HIGH;
 		break;
 	case 3:
-		wr.wr_pending = 0;
+		fake.fk_grpc_pending = 0;
 		front_session_drained(wf_ses);
 		break;
 	case 4:
@@ -327,7 +314,7 @@ wf_event(struct wf_in *in)
 		break;
 	default:
 		/* Time passes: deadlines, idle and lifetime limits fire. */
-		stub_fire_timers();
+		fake_fire_timers();
 		event_base_loop(front_base, EVLOOP_NONBLOCK);
 		break;
 	}
@@ -417,6 +404,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	front_conf.fc_max_value = 64;
 	if ((front_base = event_base_new()) == NULL)
 		abort();
+	fake.fk_on_relay = wf_relay;
+	fake.fk_on_finish = wf_finish;
 	return 0;
 }
 
@@ -428,7 +417,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct wf_in in;
-	unsigned long freed = stub.st_sessions_freed;
+	unsigned long freed = fake.fk_sessions_freed;
 	int wstatus, attached;
 
 	if (size < 1)
@@ -437,14 +426,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in.wi_n = size - 1;
 	memset(&wf_str, 0, sizeof(wf_str));
 	memset(&wr, 0, sizeof(wr));
+	fake.fk_grpc_pending = 0;
 	wf_ses = front_session_new(&wf_str);
 	wf_str.str_session = wf_ses;
 	wf_make_ready(data[0] & 1);
 	wstatus = wf_run(&in);
 	attached = wf_ses->ses_stream != NULL;
-	stub_reap_all(wstatus);
+	fake_reap_all(wstatus);
 	CHECK(front_session_count() == 0);
-	CHECK(stub.st_sessions_freed == freed + 1);
+	CHECK(fake.fk_sessions_freed == freed + 1);
 	CHECK(!attached || wf_str.str_finished);
 	CHECK(wf_str.str_session == NULL);
 	CHECK(

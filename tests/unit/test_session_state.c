@@ -2,10 +2,12 @@
  * Unit tests for the session state machine (front_session.c) in isolation.
  *
  * front_session.c is linked with frame.c, log.c, util.c and the protobuf-c
- * code only. What it uses from front.c, front_grpc.c and front_worker.c is
- * defined here as recording stubs: the tests drive the session with packed
- * ClientMessage and ServerMessage bytes and look at what it forwarded, the
- * status it finished the stream with and whether it killed the worker.
+ * code only. What it uses from front.c, front_grpc.c, front_worker.c and
+ * front_env.c is the fake front of tests/fake, shared with the fuzz
+ * targets; its hooks record here what the session forwarded, and the
+ * status it finished the stream with. The tests drive the session with
+ * packed ClientMessage and ServerMessage bytes, and look at those records
+ * and at the fake's counts (spawns, kills, pauses, frees).
  * No event loop runs except in the deadline tests, which wait 1 ms.
  */
 #include <sys/types.h>
@@ -29,16 +31,14 @@
 #include "remotemedia.pb-c.h"
 #include "worker.pb-c.h"
 
+#include "fake.h"
+
 typedef Remotemedia__V1__ClientMessage ClientMessage;
 typedef Remotemedia__V1__ServerMessage ServerMessage;
 typedef Remotemedia__V1__Value Value;
 
-#define FAKE_PID 424242
+#define FAKE_PID FAKE_PID_FIRST /* the first worker after fake_reset() */
 #define NREC 64
-
-/* The globals front.c owns. */
-struct front_config front_conf;
-struct event_base *front_base;
 
 /* One recorded message: a frame type (or 0) and a copy of the bytes. */
 struct msgrec {
@@ -47,9 +47,8 @@ struct msgrec {
 	size_t mr_len;
 };
 
-/* Everything the stubs saw during one test. */
+/* What the fake's hooks saw during one test. */
 static struct {
-	int freed;
 	int finish_n;
 	int finish_code; /* the first status: the one the client sees */
 	char finish_msg[512];
@@ -59,15 +58,6 @@ static struct {
 	int to_client_n;
 	struct msgrec to_worker[NREC];
 	int to_worker_n;
-	int spawn_n;
-	int spawn_fail;
-	int send_fail;
-	int kill_n;
-	int pause_n;
-	int pause_last;
-	int close_n;
-	size_t grpc_pending;
-	int describe_n;
 } rec;
 
 static struct stream str;
@@ -89,116 +79,9 @@ msgrec_add(struct msgrec *r, int *n, uint8_t type, const uint8_t *p, size_t len)
 	(*n)++;
 }
 
+/* front_grpc.c, through the fake: the first status of str is the one. */
 static void
-rec_reset(void)
-{
-	int i;
-
-	for (i = 0; i < rec.to_client_n; i++)
-		free(rec.to_client[i].mr_buf);
-	for (i = 0; i < rec.to_worker_n; i++)
-		free(rec.to_worker[i].mr_buf);
-	memset(&rec, 0, sizeof(rec));
-	rec.finish_code = -1;
-}
-
-/* front.c */
-void
-front_session_freed(void)
-{
-	rec.freed++;
-}
-
-/* front_trash.c and the rest of front_worker.c. */
-int
-front_trash(const char *path, const char *trash)
-{
-	(void)path;
-	(void)trash;
-	return 0;
-}
-
-const char *
-front_worker_trash_dir(void)
-{
-	return "/nonexistent/trash";
-}
-
-void
-front_worker_expect_exit(struct session *s, uint64_t ms)
-{
-	(void)s;
-	(void)ms;
-}
-
-/* front_pool.c: no spares here; every session starts its own worker. */
-int
-front_pool_adopt(struct session *s)
-{
-	(void)s;
-	return -1;
-}
-
-void
-front_pool_poke(void)
-{
-}
-
-int
-front_pool_count(void)
-{
-	return 0;
-}
-
-void
-front_pool_want(struct env *e)
-{
-	(void)e;
-}
-
-/* front_sandbox.c: no limits in these tests. */
-void
-front_sandbox_session_end(struct session *s)
-{
-	(void)s;
-}
-
-char *
-front_sandbox_limit_hit(struct session *s, int wstatus)
-{
-	(void)s;
-	(void)wstatus;
-	return NULL;
-}
-
-/* front_env.c: attach answers what the test says. */
-static int env_attach_rv;
-static char env_attach_reqs[512];
-static int env_release_n;
-
-int
-front_env_attach(struct session *s, const char *reqs, const char **err)
-{
-	snprintf(env_attach_reqs, sizeof(env_attach_reqs), "%s", reqs);
-	if (env_attach_rv == -1) {
-		*err = "Failed to install rmtest-broken: pip failed";
-		return -1;
-	}
-	s->ses_env = (struct env *)&env_attach_rv; /* any non-NULL marker */
-	return env_attach_rv;
-}
-
-void
-front_env_release(struct session *s)
-{
-	if (s->ses_env != NULL)
-		env_release_n++;
-	s->ses_env = NULL;
-}
-
-/* front_grpc.c: the first status sticks, as in the real one. */
-void
-front_grpc_finish(struct stream *s, int code, const char *msg)
+rec_finish(struct stream *s, int code, const char *msg)
 {
 	if (s != &str) {
 		rec.other_finish_n++;
@@ -210,83 +93,40 @@ front_grpc_finish(struct stream *s, int code, const char *msg)
 			rec.finish_mismatch = 1;
 		return;
 	}
-	s->str_finished = 1;
 	rec.finish_code = code;
 	snprintf(rec.finish_msg, sizeof(rec.finish_msg), "%s", msg ? msg : "");
 }
 
-int
-front_grpc_send(struct stream *s, const uint8_t *msg, size_t len)
+static void
+rec_to_client(struct stream *s, const uint8_t *msg, size_t len)
 {
 	assert_ptr_equal(s, &str);
 	msgrec_add(rec.to_client, &rec.to_client_n, 0, msg, len);
-	return 0;
 }
 
-size_t
-front_grpc_pending_out(struct stream *s)
+/* front_worker.c, through the fake: a frame the worker would read. */
+static void
+rec_to_worker(struct session *s, uint8_t type, const uint8_t *msg, size_t len)
 {
-	return rec.grpc_pending;
-}
-
-/* front_worker.c */
-int
-front_worker_spawn(struct session *s, char *err, size_t errlen)
-{
-	rec.spawn_n++;
-	if (rec.spawn_fail) {
-		snprintf(err, errlen, "cannot start a worker for the session");
-		return GRPC_UNAVAILABLE;
-	}
-	s->ses_pid = FAKE_PID;
-	return 0;
-}
-
-int
-front_worker_send(
-    struct session *s, uint8_t type, const uint8_t *msg, size_t len)
-{
-	if (rec.send_fail)
-		return -1;
 	msgrec_add(rec.to_worker, &rec.to_worker_n, type, msg, len);
-	return 0;
 }
 
-size_t
-front_worker_pending_out(struct session *s)
+/* Forget the records and the fake's counts and knobs; hook in again. */
+static void
+rec_reset(void)
 {
-	return 0;
-}
+	int i;
 
-void
-front_worker_pause(struct session *s, int on)
-{
-	rec.pause_n++;
-	rec.pause_last = on;
-	s->ses_paused = on;
-}
-
-void
-front_worker_kill(struct session *s)
-{
-	rec.kill_n++;
-	s->ses_killed = 1;
-}
-
-void
-front_worker_close(struct session *s)
-{
-	rec.close_n++;
-}
-
-char *
-front_worker_describe_exit(int wstatus)
-{
-	char buf[64];
-
-	rec.describe_n++;
-	snprintf(buf, sizeof(buf), "described exit %#x", wstatus);
-	return xstrdup(buf);
+	for (i = 0; i < rec.to_client_n; i++)
+		free(rec.to_client[i].mr_buf);
+	for (i = 0; i < rec.to_worker_n; i++)
+		free(rec.to_worker[i].mr_buf);
+	memset(&rec, 0, sizeof(rec));
+	rec.finish_code = -1;
+	fake_reset();
+	fake.fk_on_finish = rec_finish;
+	fake.fk_on_relay = rec_to_client;
+	fake.fk_on_send = rec_to_worker;
 }
 
 /* Fixture: a fresh event base and one session in OPENING. */
@@ -670,7 +510,7 @@ check_running(void)
 {
 	assert_true(alive());
 	assert_int_equal(rec.finish_n, 0);
-	assert_int_equal(rec.kill_n, 0);
+	assert_int_equal(fake.fk_killed, 0);
 	assert_false(ses->ses_end_set);
 }
 
@@ -695,7 +535,7 @@ check_violation(const char *what)
 		check_finished(GRPC_INTERNAL, what);
 	assert_true(alive());
 	assert_int_equal(ses->ses_state, SES_ENDING);
-	assert_int_equal(rec.kill_n, 1);
+	assert_int_equal(fake.fk_killed, 1);
 }
 
 /* A client error after Open: the code, the worker killed, ENDING. */
@@ -705,7 +545,7 @@ check_client_error(int code, const char *what)
 	check_finished(code, what);
 	assert_true(alive());
 	assert_int_equal(ses->ses_state, SES_ENDING);
-	assert_int_equal(rec.kill_n, 1);
+	assert_int_equal(fake.fk_killed, 1);
 }
 
 /*
@@ -747,9 +587,9 @@ test_first_not_open(void **state)
 	check_finished(GRPC_INVALID_ARGUMENT, "first message");
 	/* No worker yet: the session is freed at once, nothing spawned. */
 	assert_false(alive());
-	assert_int_equal(rec.freed, 1);
-	assert_int_equal(rec.spawn_n, 0);
-	assert_int_equal(rec.kill_n, 0);
+	assert_int_equal(fake.fk_sessions_freed, 1);
+	assert_int_equal(fake.fk_spawned, 0);
+	assert_int_equal(fake.fk_killed, 0);
 	assert_int_equal(rec.to_worker_n, 0);
 	assert_null(str.str_session);
 }
@@ -782,7 +622,7 @@ test_first_not_open_kinds(void **state)
 		assert_int_equal(first[i](), -1);
 		check_finished(GRPC_INVALID_ARGUMENT, "must be Open");
 		assert_false(alive());
-		assert_int_equal(rec.spawn_n, 0);
+		assert_int_equal(fake.fk_spawned, 0);
 		assert_int_equal(rec.to_worker_n, 0);
 	}
 }
@@ -794,41 +634,40 @@ test_open_requirements_invalid(void **state)
 
 	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), -1);
 	check_finished(GRPC_INVALID_ARGUMENT, "options are not allowed");
-	assert_int_equal(rec.spawn_n, 0);
+	assert_int_equal(fake.fk_spawned, 0);
 	assert_false(alive());
 }
 
 static void
 test_open_requirements_wait_then_ready(void **state)
 {
-	char *reqs[] = {(char *)"Pandas>=1.3", (char *)"numpy"};
+	/* The fake's environment for a "slow" name waits to be built. */
+	char *reqs[] = {(char *)"Slowpkg>=1.3", (char *)"numpy"};
 
-	env_attach_rv = 0;
-	env_release_n = 0;
 	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), 0);
-	assert_string_equal(env_attach_reqs, "numpy\npandas>=1.3");
+	assert_non_null(ses->ses_env);
+	assert_string_equal(ses->ses_env->env_reqs, "numpy\nslowpkg>=1.3");
 	assert_int_equal(ses->ses_state, SES_INSTALLING);
-	assert_int_equal(rec.spawn_n, 0);
+	assert_int_equal(fake.fk_spawned, 0);
 	front_session_env_ready(ses);
-	assert_int_equal(rec.spawn_n, 1);
+	assert_int_equal(fake.fk_spawned, 1);
 	assert_int_equal(ses->ses_state, SES_STARTING);
 	front_session_client_gone(ses);
 	front_session_worker_exited(ses, W_EXITCODE(0, 9));
-	assert_int_equal(env_release_n, 1);
+	assert_int_equal(fake.fk_env_released, 1);
 }
 
 static void
 test_open_requirements_failed(void **state)
 {
+	/* The fake's environment for a "broken" name fails. */
 	char *reqs[] = {(char *)"rmtest-broken"};
 
-	env_attach_rv = -1;
 	assert_int_equal(c_open_full(1, 0, reqs, 1, "obj", NULL), -1);
 	check_finished(
 	    GRPC_FAILED_PRECONDITION, "Failed to install rmtest-broken");
-	assert_int_equal(rec.spawn_n, 0);
+	assert_int_equal(fake.fk_spawned, 0);
 	assert_false(alive());
-	env_attach_rv = 0;
 }
 
 static void
@@ -836,7 +675,7 @@ test_open_protocol_too_new(void **state)
 {
 	assert_int_equal(c_open_full(2, 0, NULL, 0, "obj", NULL), -1);
 	check_finished(GRPC_FAILED_PRECONDITION, "protocol version 2");
-	assert_int_equal(rec.spawn_n, 0);
+	assert_int_equal(fake.fk_spawned, 0);
 }
 
 static void
@@ -844,14 +683,14 @@ test_open_no_object(void **state)
 {
 	assert_int_equal(c_open_full(1, 0, NULL, 0, NULL, NULL), -1);
 	check_finished(GRPC_INVALID_ARGUMENT, "no object");
-	assert_int_equal(rec.spawn_n, 0);
+	assert_int_equal(fake.fk_spawned, 0);
 }
 
 static void
 test_open_ok(void **state)
 {
 	assert_int_equal(c_open(), 0);
-	assert_int_equal(rec.spawn_n, 1);
+	assert_int_equal(fake.fk_spawned, 1);
 	assert_int_equal(ses->ses_pid, FAKE_PID);
 	assert_int_equal(ses->ses_state, SES_STARTING);
 	check_forwarded_to_worker(1);
@@ -874,17 +713,17 @@ test_open_source_only(void **state)
 static void
 test_open_spawn_fails(void **state)
 {
-	rec.spawn_fail = 1;
+	fake.fk_spawn_fail = 1;
 	assert_int_equal(c_open(), -1);
 	check_finished(GRPC_UNAVAILABLE, "cannot start a worker");
 	assert_false(alive());
-	assert_int_equal(rec.kill_n, 0);
+	assert_int_equal(fake.fk_killed, 0);
 }
 
 static void
 test_open_forward_fails(void **state)
 {
-	rec.send_fail = 1;
+	fake.fk_send_fail = 1;
 	assert_int_equal(c_open(), -1);
 	check_client_error(GRPC_ABORTED, "worker is gone");
 }
@@ -1115,8 +954,8 @@ test_result_unknown_call(void **state)
 	front_session_worker_exited(ses, W_EXITCODE(0, SIGKILL));
 	assert_false(alive());
 	assert_int_equal(rec.finish_code, GRPC_INTERNAL);
-	assert_int_equal(rec.describe_n, 0);
-	assert_int_equal(rec.close_n, 1);
+	assert_int_equal(fake.fk_described, 0);
+	assert_int_equal(fake.fk_closed, 1);
 }
 
 static void
@@ -1351,7 +1190,7 @@ test_worker_fatal(void **state)
 	check_finished(GRPC_FAILED_PRECONDITION,
 	    "cloudpickle 3 cannot load an object from cloudpickle 2");
 	assert_int_equal(ses->ses_state, SES_ENDING);
-	assert_int_equal(rec.kill_n, 1);
+	assert_int_equal(fake.fk_killed, 1);
 	assert_int_equal(rec.to_client_n, 1);
 }
 
@@ -1455,9 +1294,9 @@ test_close_then_exit_ok(void **state)
 	assert_false(alive());
 	check_finished(GRPC_OK, NULL);
 	assert_string_equal(rec.finish_msg, "");
-	assert_int_equal(rec.describe_n, 0);
-	assert_int_equal(rec.kill_n, 0);
-	assert_int_equal(rec.freed, 1);
+	assert_int_equal(fake.fk_described, 0);
+	assert_int_equal(fake.fk_killed, 0);
+	assert_int_equal(fake.fk_sessions_freed, 1);
 }
 
 static void
@@ -1479,8 +1318,8 @@ test_exit_signal_ready(void **state)
 	assert_false(alive());
 	check_finished(GRPC_ABORTED, NULL);
 	assert_string_equal(rec.finish_msg, "described exit 0x9");
-	assert_int_equal(rec.describe_n, 1);
-	assert_int_equal(rec.kill_n, 0);
+	assert_int_equal(fake.fk_described, 1);
+	assert_int_equal(fake.fk_killed, 0);
 }
 
 /* Exit 0 without a Close is not OK: the worker quit on its own. */
@@ -1526,7 +1365,7 @@ static void
 test_half_close_forward_fails(void **state)
 {
 	make_ready();
-	rec.send_fail = 1;
+	fake.fk_send_fail = 1;
 	front_session_client_closed(ses);
 	check_client_error(GRPC_ABORTED, "worker is gone");
 }
@@ -1539,7 +1378,7 @@ test_client_gone(void **state)
 	ses->ses_stream = NULL;
 	front_session_client_gone(ses);
 	assert_int_equal(ses->ses_state, SES_ENDING);
-	assert_int_equal(rec.kill_n, 1);
+	assert_int_equal(fake.fk_killed, 1);
 	assert_int_equal(rec.finish_n, 0); /* no stream to tell */
 	/* Frames the worker had in flight go nowhere. */
 	assert_int_equal(w_output(), -1);
@@ -1600,7 +1439,7 @@ test_after_end_dropped(void **state)
 	front_session_worker_exited(ses, W_EXITCODE(0, SIGKILL));
 	assert_false(alive());
 	assert_int_equal(rec.finish_code, GRPC_UNAVAILABLE);
-	assert_int_equal(rec.describe_n, 0);
+	assert_int_equal(fake.fk_described, 0);
 }
 
 /* ---- Flow control and deadlines ---- */
@@ -1609,15 +1448,15 @@ static void
 test_backpressure(void **state)
 {
 	make_ready();
-	assert_int_equal(rec.pause_n, 0);
-	rec.grpc_pending = FRONT_BUF_HIGH;
+	assert_int_equal(fake.fk_paused, 0);
+	fake.fk_grpc_pending = FRONT_BUF_HIGH;
 	assert_int_equal(w_output(), 0);
-	assert_int_equal(rec.pause_n, 1);
-	assert_int_equal(rec.pause_last, 1);
-	rec.grpc_pending = 0;
+	assert_int_equal(fake.fk_paused, 1);
+	assert_int_equal(ses->ses_paused, 1);
+	fake.fk_grpc_pending = 0;
 	front_session_drained(ses);
-	assert_int_equal(rec.pause_n, 2);
-	assert_int_equal(rec.pause_last, 0);
+	assert_int_equal(fake.fk_paused, 2);
+	assert_int_equal(ses->ses_paused, 0);
 	check_running();
 }
 
@@ -1643,12 +1482,12 @@ test_call_deadline_while_paused(void **state)
 	front_conf.fc_grace_ms = 0;
 	make_ready();
 	assert_int_equal(c_call_full(1, "slow", 1, 0, 0), 0);
-	rec.grpc_pending = FRONT_BUF_HIGH;
+	fake.fk_grpc_pending = FRONT_BUF_HIGH;
 	assert_int_equal(w_output(), 0);
 	assert_true(ses->ses_paused);
 	event_base_dispatch(front_base);
 	check_running();
-	rec.grpc_pending = 0;
+	fake.fk_grpc_pending = 0;
 	front_session_drained(ses);
 	event_base_dispatch(front_base);
 	check_client_error(GRPC_DEADLINE_EXCEEDED, "call 1 ('slow')");
@@ -1747,8 +1586,8 @@ test_kill_all(void **state)
 	check_finished(GRPC_UNAVAILABLE, "shutting down");
 	/* ses2 had no worker: freed at once; ses waits for its reap. */
 	assert_int_equal(front_session_count(), 1);
-	assert_int_equal(rec.kill_n, 1);
-	assert_int_equal(rec.freed, 1);
+	assert_int_equal(fake.fk_killed, 1);
+	assert_int_equal(fake.fk_sessions_freed, 1);
 	assert_int_equal(rec.other_finish_n, 1);
 	(void)ses2;
 	front_session_worker_exited(ses, W_EXITCODE(0, SIGKILL));

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,63 +135,6 @@ front_worker_attach(struct session *ses)
 {
 	bufferevent_setcb(
 	    ses->ses_wbev, fw_read_cb, fw_write_cb, fw_event_cb, ses);
-}
-
-/*
- * The one way the front starts remotemedia-worker, for a session and for
- * an environment build (OpenBSD httpd's proc_exec is the model): the same
- * argv head; the same cleaned environment, plus a session's HOME, TMPDIR
- * and REMOTEMEDIA_SESSION (session_env; by the last, a session's
- * processes are found in /proc/PID/environ); fds[i] on descriptor i for
- * i < 4 (-1: /dev/null for 0, the front's own for 1 and 2, none for 3)
- * and nothing else open; in a session and process group of its own, so
- * that what it starts dies with it. build_dir: the cache entry to build,
- * NULL for a session. Returns the pid, or -1.
- */
-pid_t
-front_worker_exec(
-    const char *build_dir, const char *const session_env[3], const int fds[4])
-{
-	static const char *const base[] = {"PATH=/usr/local/bin:/usr/bin:/bin",
-	    "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONNOUSERSITE=1"};
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	char *argv[6], *envp[8];
-	pid_t pid;
-	int i, n = 0, rv;
-
-	for (i = 0; i < 4; i++)
-		envp[i] = (char *)base[i];
-	for (; session_env != NULL && i < 7; i++)
-		envp[i] = (char *)session_env[i - 4];
-	envp[i] = NULL;
-	argv[n++] = front_conf.fc_worker;
-	argv[n++] = (char *)"--log-level";
-	argv[n++] = (char *)log_level_name(log_getlevel());
-	if (build_dir != NULL) {
-		argv[n++] = (char *)"--build-env";
-		argv[n++] = (char *)build_dir;
-	}
-	argv[n] = NULL;
-	posix_spawn_file_actions_init(&fa);
-	if (fds[0] == -1)
-		posix_spawn_file_actions_addopen(
-		    &fa, 0, "/dev/null", O_RDONLY, 0);
-	for (i = 0; i < 4; i++)
-		if (fds[i] != -1)
-			posix_spawn_file_actions_adddup2(&fa, fds[i], i);
-	posix_spawn_file_actions_addclosefrom_np(&fa, fds[3] == -1 ? 3 : 4);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
-	rv = posix_spawn(&pid, front_conf.fc_worker, &fa, &attr, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	if (rv != 0) {
-		errno = rv;
-		log_warn("spawn %s", front_conf.fc_worker);
-		return -1;
-	}
-	return pid;
 }
 
 /* exec the worker with fd on 3, /dev/null on 0, and nothing else open. */

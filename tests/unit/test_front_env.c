@@ -7,12 +7,11 @@
  * calls in front_session.c, front_sandbox.c, front_pool.c and
  * front_trash.c is the fake front of tests/fake, whose hooks record here
  * what each waiting session was told and which trees were trashed (and
- * remove them, as front_trash does). The builders are real processes: a
- * shell script in a temporary directory stands in for
- * `remotemedia-worker --build-env DIR [options] -- REQ...` and leaves DIR
- * as worker_venv.c does (DIR/venv/lib/pythonX.Y/site-packages, then
- * DIR/complete saying "size=N", exit 0), or fails as pip would, as the
- * names it is given say. A build runs on the event loop until its output
+ * remove them, as front_trash does). The builders are real processes,
+ * started by front_exec.c as remotemedia-worker would be: this program,
+ * which then reads its BuildJob on stdin and leaves DIR as worker_venv.c
+ * does (DIR/venv/lib/pythonX.Y/site-packages, then DIR/complete saying
+ * "size=N", exit 0), or fails as pip would, as the names it is given say. A build runs on the event loop until its output
  * ends, is reaped with waitpid and handed to front_env_reap, as front.c's
  * SIGCHLD handler does. No test waits longer than its builds take.
  */
@@ -21,7 +20,9 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +38,9 @@
 #include "util.h"
 
 #include "fake.h"
+#include "worker.pb-c.h"
+
+#include <bsd/string.h>
 
 #define ENV_SIZE 100 /* what every fake build weighs, in bytes */
 #define FAIL_TTL_MS (30 * 1000) /* ENV_FAIL_TTL_MS in front_env.c */
@@ -46,28 +50,65 @@
 #define NTRASH 8 /* trees trashed in one test */
 
 /*
- * The builder: `$2` is DIR, the requirements follow `--`. It logs each
- * run, says "Collecting NAME" as pip does, and a name with "broken" fails
- * as pip would, one with "killed" dies of SIGKILL.
+ * The builder is this program itself, run as remotemedia-worker would be
+ * (`--log-level L --build-env DIR`, the BuildJob on stdin: fake_builder).
+ * It logs each run, says "Collecting NAME" as pip does, and a name with
+ * "broken" fails as pip would, one with "killed" dies of SIGKILL; else it
+ * leaves DIR as worker_venv.c does.
  */
-static const char builder_sh[] =
-    "#!/bin/sh\n"
-    "dir=$2\n"
-    "echo \"$dir\" >> '%s'\n"
-    "while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done\n"
-    "shift\n"
-    "mkdir -p \"$dir\" || exit 1\n"
-    "echo \"Collecting $1\"\n"
-    "case \"$*\" in\n"
-    "*broken*) echo \"ERROR: No matching distribution found for $1\"\n"
-    "\texit 1 ;;\n"
-    "*killed*) kill -9 $$ ;;\n"
-    "esac\n"
-    "mkdir -p \"$dir/venv/lib/python%s/site-packages\" || exit 1\n"
-    "echo size=%d > \"$dir/complete\"\n";
+static int
+fake_builder(const char *dir)
+{
+	static uint8_t buf[1 << 20];
+	Remotemedia__Worker__V1__BuildJob *job;
+	Remotemedia__Worker__V1__Build *b;
+	char path[4200], log[4200], *slash;
+	size_t len = 0, i;
+	ssize_t n;
+	FILE *f;
+
+	while ((n = read(0, buf + len, sizeof(buf) - len)) > 0)
+		len += (size_t)n;
+	if ((job = remotemedia__worker__v1__build_job__unpack(NULL, len,
+	    buf)) == NULL || (b = remotemedia__worker__v1__build__unpack(NULL,
+	    job->build.len, job->build.data)) == NULL ||
+	    b->n_requirements == 0)
+		return 2;
+	/* The log is beside the cache: DIR/../../spawned. */
+	snprintf(log, sizeof(log), "%s", dir);
+	for (i = 0; i < 2 && (slash = strrchr(log, '/')) != NULL; i++)
+		*slash = '\0';
+	strlcat(log, "/spawned", sizeof(log));
+	if ((f = fopen(log, "a")) == NULL)
+		return 2;
+	fprintf(f, "%s\n", dir);
+	fclose(f);
+	if (mkdir(dir, 0755) == -1)
+		return 1;
+	printf("Collecting %s\n", b->requirements[0]);
+	fflush(stdout);
+	for (i = 0; i < b->n_requirements; i++) {
+		if (strstr(b->requirements[i], "broken") != NULL) {
+			printf("ERROR: No matching distribution found for %s\n",
+			    b->requirements[0]);
+			return 1;
+		}
+		if (strstr(b->requirements[i], "killed") != NULL)
+			kill(getpid(), SIGKILL);
+	}
+	snprintf(path, sizeof(path), "%s/venv/lib/python%s/site-packages",
+	    dir, b->python_version);
+	if (mkdir_p(path, 0755) == -1)
+		return 1;
+	snprintf(path, sizeof(path), "%s/complete", dir);
+	if ((f = fopen(path, "w")) == NULL)
+		return 1;
+	fprintf(f, "size=%d\n", ENV_SIZE);
+	return fclose(f) == 0 ? 0 : 1;
+}
 
 static char tmpdir[] = "/tmp/test_front_env.XXXXXX";
-static char cachedir[64], trashdir[80], builder[64], spawnlog[64];
+static char cachedir[64], trashdir[80], builder[PATH_MAX], spawnlog[64];
 static struct event *tick;
 
 /* A test's sessions, and what each was told of its build. */
@@ -213,18 +254,12 @@ build(const char *reqs)
 static int
 group_setup(void **state)
 {
-	FILE *f;
-
 	if (mkdtemp(tmpdir) == NULL)
 		return -1;
 	snprintf(cachedir, sizeof(cachedir), "%s/cache", tmpdir);
 	snprintf(trashdir, sizeof(trashdir), "%s/.trash", cachedir);
-	snprintf(builder, sizeof(builder), "%s/builder", tmpdir);
 	snprintf(spawnlog, sizeof(spawnlog), "%s/spawned", tmpdir);
-	if ((f = fopen(builder, "w")) == NULL)
-		return -1;
-	fprintf(f, builder_sh, spawnlog, front_python_version(), ENV_SIZE);
-	if (fclose(f) == EOF || chmod(builder, 0755) == -1)
+	if (realpath("/proc/self/exe", builder) == NULL)
 		return -1;
 	front_conf.fc_worker = builder;
 	front_conf.fc_env_cache_dir = cachedir;
@@ -530,7 +565,7 @@ test_key(void **state)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
-main(void)
+main(int argc, char *argv[])
 {
 	const struct CMUnitTest tests[] = {
 	    T(test_single_flight),
@@ -541,6 +576,11 @@ main(void)
 	    T(test_key),
 	};
 
+	int i;
+
+	for (i = 1; i + 1 < argc; i++)
+		if (strcmp(argv[i], "--build-env") == 0)
+			return fake_builder(argv[i + 1]);
 	log_init("test", LOG_LEVEL_ERROR);
 	return cmocka_run_group_tests_name(
 	    "front_env", tests, group_setup, group_teardown);

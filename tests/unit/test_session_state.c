@@ -657,6 +657,37 @@ test_open_requirements_wait_then_ready(void **state)
 	assert_int_equal(fake.fk_env_released, 1);
 }
 
+/*
+ * Only the front acts on Open.requirements: its worker gets the Open
+ * without them, and with everything else as the client sent it.
+ */
+static void
+test_open_requirements_not_forwarded(void **state)
+{
+	char *reqs[] = {(char *)"Slowpkg>=1.3", (char *)"numpy"};
+	ClientMessage *cm;
+	struct msgrec *r;
+
+	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), 0);
+	front_session_env_ready(ses);
+	assert_int_equal(rec.to_worker_n, 1);
+	r = &rec.to_worker[0];
+	assert_int_equal(r->mr_type, FRAME_MSG);
+	assert_true(r->mr_len < last_len);
+	cm = remotemedia__v1__client_message__unpack(NULL, r->mr_len,
+	    r->mr_buf);
+	assert_non_null(cm);
+	assert_non_null(cm->open);
+	assert_int_equal(cm->open->n_requirements, 0);
+	assert_int_equal(cm->open->protocol, 1);
+	assert_non_null(cm->open->object);
+	assert_int_equal(cm->open->object->data.len, 3);
+	assert_memory_equal(cm->open->object->data.data, "obj", 3);
+	remotemedia__v1__client_message__free_unpacked(cm, NULL);
+	front_session_client_gone(ses);
+	front_session_worker_exited(ses, W_EXITCODE(0, 9));
+}
+
 static void
 test_open_requirements_failed(void **state)
 {
@@ -1689,6 +1720,7 @@ main(void)
 	    T(test_first_not_open_kinds),
 	    T(test_open_requirements_invalid),
 	    T(test_open_requirements_wait_then_ready),
+	    T(test_open_requirements_not_forwarded),
 	    T(test_open_requirements_failed),
 	    T(test_open_protocol_too_new),
 	    T(test_open_no_object),

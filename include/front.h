@@ -243,38 +243,21 @@ enum env_state {
 	ENV_FAILED, /* remembered for a short time */
 };
 
-/* One entry of the environment cache, content-addressed by env_key. */
-struct env {
-	RB_ENTRY(env) env_entry;
-	TAILQ_ENTRY(env) env_lru; /* ready entries, least recently used first */
-	TAILQ_ENTRY(env) env_queue; /* queued builds */
-	char env_key[65];
-	char *env_dir;
-	char *env_reqs; /* canonical, newline-joined */
-	uint8_t *env_build; /* the packed Build: the key's bytes, the job's */
-	size_t env_build_len;
-	enum env_state env_state;
-	int env_refs; /* sessions using or waiting for it */
-	int env_spare_refs; /* of which spares (front_pool.c): they give way */
-	int env_busy; /* being notified: not to be evicted */
-	int env_orphan; /* cancelled: out of the tree, being reaped */
-	struct sessionlist env_waiters;
-	pid_t env_pid;
-	struct bufferevent *env_out; /* the builder's stdout and stderr */
-	int env_exited;
-	int env_eof;
-	int env_wstatus;
-	struct event *env_timer; /* pip timeout */
-	char env_tail[2048]; /* the last lines of pip's output */
-	char env_package[128]; /* the package pip is working on */
-	int env_stage;
-	char *env_error;
-	uint64_t env_failed_at;
-	uint64_t env_size;
-	uint64_t env_used_at;
-	uint64_t env_started_at; /* the build's start, now_ms() */
-	char *env_cgroup; /* the build's cgroup */
-};
+/*
+ * One entry of the environment cache, content-addressed by its key; its
+ * fields are front_env.c's (and the fake's, which stands in for it).
+ */
+struct env;
+const char *front_env_key(const struct env *);
+const char *front_env_dir(const struct env *);
+const char *front_env_reqs(const struct env *); /* newline-joined */
+enum env_state front_env_state(const struct env *);
+int front_env_refs(const struct env *);
+uint64_t front_env_size(const struct env *);
+pid_t front_env_builder(const struct env *); /* -1: none */
+int front_env_output_done(const struct env *);
+/* The cache's clock, now_ms(); tests move it to age remembered failures. */
+extern uint64_t (*front_env_clock)(void);
 
 /* front.c */
 extern struct front_config front_conf;

@@ -172,7 +172,8 @@ admin_list(struct stream *s)
 		infos[n].pid = ses->ses_pid > 0 ? ses->ses_pid : 0;
 		infos[n].uid = ses->ses_uid;
 		if (ses->ses_env != NULL)
-			admin_requirements(&infos[n], ses->ses_env->env_reqs);
+			admin_requirements(
+			    &infos[n], front_env_reqs(ses->ses_env));
 		ptrs[n] = &infos[n];
 		n++;
 	}

@@ -35,6 +35,39 @@
 #endif
 #define ENV_FAIL_TTL_MS (30 * 1000)
 
+/* One entry of the environment cache, content-addressed by env_key. */
+struct env {
+	RB_ENTRY(env) env_entry;
+	TAILQ_ENTRY(env) env_lru; /* ready entries, least recently used first */
+	TAILQ_ENTRY(env) env_queue; /* queued builds */
+	char env_key[65];
+	char *env_dir;
+	char *env_reqs; /* canonical, newline-joined */
+	uint8_t *env_build; /* the packed Build: the key's bytes, the job's */
+	size_t env_build_len;
+	enum env_state env_state;
+	int env_refs; /* sessions using or waiting for it */
+	int env_spare_refs; /* of which spares (front_pool.c): they give way */
+	int env_busy; /* being notified: not to be evicted */
+	int env_orphan; /* cancelled: out of the tree, being reaped */
+	struct sessionlist env_waiters;
+	pid_t env_pid;
+	struct bufferevent *env_out; /* the builder's stdout and stderr */
+	int env_exited;
+	int env_eof;
+	int env_wstatus;
+	struct event *env_timer; /* pip timeout */
+	char env_tail[2048]; /* the last lines of pip's output */
+	char env_package[128]; /* the package pip is working on */
+	int env_stage;
+	char *env_error;
+	uint64_t env_failed_at;
+	uint64_t env_size;
+	uint64_t env_used_at;
+	uint64_t env_started_at; /* the build's start, now_ms() */
+	char *env_cgroup; /* the build's cgroup */
+};
+
 RB_HEAD(envtree, env);
 static struct envtree envs = RB_INITIALIZER(&envs);
 static TAILQ_HEAD(, env) env_lru = TAILQ_HEAD_INITIALIZER(env_lru);
@@ -220,7 +253,7 @@ static void
 env_mark_ready(struct env *e)
 {
 	e->env_state = ENV_READY;
-	e->env_used_at = now_ms();
+	e->env_used_at = front_env_clock();
 	TAILQ_INSERT_TAIL(&env_lru, e, env_lru);
 	env_total += e->env_size;
 }
@@ -488,7 +521,7 @@ env_spawn(struct env *e)
 	}
 	fds[1] = fds[2] = p[1];
 	fds[3] = -1;
-	e->env_started_at = now_ms();
+	e->env_started_at = front_env_clock();
 	e->env_pid = front_worker_exec(e->env_dir, NULL, fds);
 	close(fds[0]);
 	close(p[1]);
@@ -595,7 +628,8 @@ env_build_done(struct env *e, int st)
 	    env_read_marker(e->env_dir, &e->env_size) == 0) {
 		log_info("environment %.12s: ready, %llu bytes", e->env_key,
 		    (unsigned long long)e->env_size);
-		front_metrics_env_built(now_ms() - e->env_started_at, 1);
+		front_metrics_env_built(
+		    front_env_clock() - e->env_started_at, 1);
 		env_mark_ready(e);
 		env_notify(e);
 		env_evict();
@@ -611,14 +645,14 @@ env_build_done(struct env *e, int st)
 		    WTERMSIG(st));
 		e->env_error = xstrdup(buf);
 	}
-	front_metrics_env_built(now_ms() - e->env_started_at, 0);
+	front_metrics_env_built(front_env_clock() - e->env_started_at, 0);
 	msg = env_failure_message(e);
 	free(e->env_error);
 	e->env_error = msg;
 	log_info("environment %.12s: %s", e->env_key, msg);
 	env_remove_tree(e->env_dir);
 	e->env_state = ENV_FAILED;
-	e->env_failed_at = now_ms();
+	e->env_failed_at = front_env_clock();
 	env_notify(e);
 	if (WIFSIGNALED(st) && !timed_out)
 		e->env_failed_at =
@@ -681,7 +715,7 @@ env_start_queued(void)
 		TAILQ_REMOVE(&env_queue, e, env_queue);
 		if (env_spawn(e) == -1) {
 			e->env_state = ENV_FAILED;
-			e->env_failed_at = now_ms();
+			e->env_failed_at = front_env_clock();
 			e->env_error = xstrdup("cannot start the environment "
 			                       "builder");
 			env_notify(e);
@@ -694,7 +728,7 @@ static void
 env_prune_failed(void)
 {
 	struct env *e, *tmp;
-	uint64_t now = now_ms();
+	uint64_t now = front_env_clock();
 
 	RB_FOREACH_SAFE (e, envtree, &envs, tmp)
 		if (e->env_state == ENV_FAILED && e->env_refs == 0 &&
@@ -715,7 +749,7 @@ env_lookup(const char *reqs)
 	env_key(build, len, key.env_key);
 	e = RB_FIND(envtree, &envs, &key);
 	if (e != NULL && e->env_state == ENV_FAILED && e->env_refs == 0 &&
-	    now_ms() - e->env_failed_at >= ENV_FAIL_TTL_MS) {
+	    front_env_clock() - e->env_failed_at >= ENV_FAIL_TTL_MS) {
 		env_free(e);
 		e = NULL;
 	}
@@ -756,7 +790,7 @@ front_env_attach(struct session *ses, const char *reqs, const char **err)
 	ses->ses_env = e;
 	front_metrics_env(e->env_state == ENV_READY);
 	if (e->env_state == ENV_READY) {
-		e->env_used_at = now_ms();
+		e->env_used_at = front_env_clock();
 		TAILQ_REMOVE(&env_lru, e, env_lru);
 		TAILQ_INSERT_TAIL(&env_lru, e, env_lru);
 		return 1;
@@ -780,7 +814,7 @@ front_env_release(struct session *ses)
 			TAILQ_REMOVE(&e->env_waiters, ses, ses_env_entry);
 			break;
 		}
-	e->env_used_at = now_ms();
+	e->env_used_at = front_env_clock();
 	if (ses->ses_state == SES_SPARE)
 		e->env_spare_refs--;
 	/* Spares (only ever of a ready entry) do not keep it from eviction. */
@@ -839,4 +873,55 @@ const char *
 front_python_version(void)
 {
 	return RM_PYTHON_VERSION;
+}
+
+uint64_t (*front_env_clock)(void) = now_ms;
+
+const char *
+front_env_key(const struct env *e)
+{
+	return e->env_key;
+}
+
+const char *
+front_env_dir(const struct env *e)
+{
+	return e->env_dir;
+}
+
+const char *
+front_env_reqs(const struct env *e)
+{
+	return e->env_reqs;
+}
+
+enum env_state
+front_env_state(const struct env *e)
+{
+	return e->env_state;
+}
+
+int
+front_env_refs(const struct env *e)
+{
+	return e->env_refs;
+}
+
+uint64_t
+front_env_size(const struct env *e)
+{
+	return e->env_size;
+}
+
+pid_t
+front_env_builder(const struct env *e)
+{
+	return e->env_pid;
+}
+
+/* The builder's output is all read: it has closed its end. */
+int
+front_env_output_done(const struct env *e)
+{
+	return e->env_eof;
 }

@@ -271,7 +271,7 @@ front_worker_send_init(struct session *ses)
 		site = front_env_site_packages(ses->ses_env);
 		init.n_sys_path = 1;
 		init.sys_path = &site;
-		init.env_dir = ses->ses_env->env_dir;
+		init.env_dir = (char *)front_env_dir(ses->ses_env);
 		init.isolate_site_packages = !front_conf.fc_pip_system_site;
 	}
 	fw_init_sandbox(ses, &init);

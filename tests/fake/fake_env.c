@@ -16,6 +16,18 @@
 
 #define FAKE_WAITERS 16 /* sessions waiting for an environment */
 
+/* The fake's own entry: what a session's environment holds here. */
+struct env {
+	char *env_reqs;
+	int env_refs;
+};
+
+const char *
+front_env_reqs(const struct env *e)
+{
+	return e->env_reqs;
+}
+
 static struct session *fake_waiters[FAKE_WAITERS];
 
 static void

@@ -56,6 +56,15 @@
  * "broken" fails as pip would, one with "killed" dies of SIGKILL; else it
  * leaves DIR as worker_venv.c does.
  */
+/* The cache's clock, moved on by the tests to age remembered failures. */
+static uint64_t clock_offset;
+
+static uint64_t
+test_clock(void)
+{
+	return now_ms() + clock_offset;
+}
+
 static int
 fake_builder(const char *dir)
 {
@@ -220,12 +229,12 @@ static void
 finish_build(struct env *e)
 {
 	uint64_t deadline = now_ms() + LOOP_MS;
-	pid_t pid = e->env_pid, r;
+	pid_t pid = front_env_builder(e), r;
 	int st;
 
-	assert_int_equal(e->env_state, ENV_BUILDING);
+	assert_int_equal(front_env_state(e), ENV_BUILDING);
 	assert_true(front_env_is_builder(pid));
-	while (!e->env_eof) {
+	while (!front_env_output_done(e)) {
 		assert_true(now_ms() < deadline);
 		event_base_loop(front_base, EVLOOP_ONCE);
 	}
@@ -247,7 +256,7 @@ build(const char *reqs)
 	finish_build(s->ses_env);
 	assert_int_equal(tses_of(s)->ts_told, 1);
 	assert_false(tses_of(s)->ts_failed);
-	assert_int_equal(s->ses_env->env_state, ENV_READY);
+	assert_int_equal(front_env_state(s->ses_env), ENV_READY);
 	return s;
 }
 
@@ -288,6 +297,8 @@ static int
 setup(void **state)
 {
 	fake_reset();
+	clock_offset = 0;
+	front_env_clock = test_clock;
 	fake.fk_on_env = told;
 	fake.fk_on_trash = trash;
 	memset(tses, 0, sizeof(tses));
@@ -342,10 +353,10 @@ test_single_flight(void **state)
 
 	a = attach("sf-pkg", 0, NULL);
 	e = a->ses_env;
-	assert_int_equal(e->env_state, ENV_BUILDING);
+	assert_int_equal(front_env_state(e), ENV_BUILDING);
 	b = attach("sf-pkg", 0, NULL);
 	assert_ptr_equal(b->ses_env, e);
-	assert_int_equal(e->env_refs, 2);
+	assert_int_equal(front_env_refs(e), 2);
 	assert_int_equal(fake.fk_build_cgroups, 1);
 	assert_int_equal(tses_of(a)->ts_told + tses_of(b)->ts_told, 0);
 	finish_build(e);
@@ -354,8 +365,8 @@ test_single_flight(void **state)
 	assert_int_equal(tses_of(a)->ts_told, 1);
 	assert_int_equal(tses_of(b)->ts_told, 1);
 	assert_false(tses_of(a)->ts_failed || tses_of(b)->ts_failed);
-	assert_int_equal(e->env_state, ENV_READY);
-	assert_int_equal(e->env_size, ENV_SIZE);
+	assert_int_equal(front_env_state(e), ENV_READY);
+	assert_int_equal(front_env_size(e), ENV_SIZE);
 	site = front_env_site_packages(e);
 	assert_int_equal(stat(site, &sb), 0);
 	assert_true(S_ISDIR(sb.st_mode));
@@ -363,7 +374,7 @@ test_single_flight(void **state)
 
 	c = attach("sf-pkg", 1, NULL);
 	assert_ptr_equal(c->ses_env, e);
-	assert_int_equal(e->env_refs, 3);
+	assert_int_equal(front_env_refs(e), 3);
 	assert_int_equal(fake.fk_build_cgroups, 1);
 	assert_int_equal(tses_of(c)->ts_told, 0);
 	assert_int_equal(spawned(), 1);
@@ -384,16 +395,16 @@ test_refcounts(void **state)
 	front_conf.fc_env_cache_size = 0;
 	a = build("rc-pkg");
 	e = a->ses_env;
-	snprintf(dir, sizeof(dir), "%s", e->env_dir);
-	assert_int_equal(e->env_refs, 1);
+	snprintf(dir, sizeof(dir), "%s", front_env_dir(e));
+	assert_int_equal(front_env_refs(e), 1);
 	assert_true(exists(dir));
 	b = attach("rc-pkg", 1, NULL);
-	assert_int_equal(e->env_refs, 2);
+	assert_int_equal(front_env_refs(e), 2);
 
 	front_env_release(a);
 	assert_null(a->ses_env);
-	assert_int_equal(e->env_refs, 1);
-	assert_int_equal(e->env_state, ENV_READY);
+	assert_int_equal(front_env_refs(e), 1);
+	assert_int_equal(front_env_state(e), ENV_READY);
 	assert_int_equal(ntrashed, 0);
 	assert_true(exists(dir));
 
@@ -403,8 +414,8 @@ test_refcounts(void **state)
 	assert_false(exists(dir));
 
 	c = attach("rc-pkg", 0, NULL);
-	assert_int_equal(c->ses_env->env_state, ENV_BUILDING);
-	assert_string_equal(c->ses_env->env_dir, dir);
+	assert_int_equal(front_env_state(c->ses_env), ENV_BUILDING);
+	assert_string_equal(front_env_dir(c->ses_env), dir);
 	assert_int_equal(fake.fk_build_cgroups, 2);
 	finish_build(c->ses_env);
 	assert_int_equal(spawned(), 2);
@@ -424,8 +435,8 @@ test_lru(void **state)
 	front_conf.fc_env_cache_size = 2 * ENV_SIZE + ENV_SIZE / 2;
 	a = build("lru-a");
 	b = build("lru-b");
-	snprintf(da, sizeof(da), "%s", a->ses_env->env_dir);
-	snprintf(db, sizeof(db), "%s", b->ses_env->env_dir);
+	snprintf(da, sizeof(da), "%s", front_env_dir(a->ses_env));
+	snprintf(db, sizeof(db), "%s", front_env_dir(b->ses_env));
 	front_env_release(a);
 	front_env_release(b);
 	assert_int_equal(ntrashed, 0);
@@ -433,7 +444,7 @@ test_lru(void **state)
 	/* a is used again: b is now the least recently used. */
 	front_env_release(attach("lru-a", 1, NULL));
 	c = build("lru-c");
-	snprintf(dc, sizeof(dc), "%s", c->ses_env->env_dir);
+	snprintf(dc, sizeof(dc), "%s", front_env_dir(c->ses_env));
 	assert_int_equal(ntrashed, 1);
 	assert_string_equal(trashed[0], db);
 	assert_false(exists(db));
@@ -443,7 +454,7 @@ test_lru(void **state)
 	/* a, c and d in use: three entries, over the bound, all kept. */
 	attach("lru-a", 1, NULL);
 	d = build("lru-d");
-	snprintf(dd, sizeof(dd), "%s", d->ses_env->env_dir);
+	snprintf(dd, sizeof(dd), "%s", front_env_dir(d->ses_env));
 	assert_int_equal(ntrashed, 1);
 	assert_true(exists(da) && exists(dc) && exists(dd));
 
@@ -473,7 +484,7 @@ test_failed_build(void **state)
 	a = attach("broken-pkg", 0, NULL);
 	b = attach("broken-pkg", 0, NULL);
 	e = a->ses_env;
-	snprintf(dir, sizeof(dir), "%s", e->env_dir);
+	snprintf(dir, sizeof(dir), "%s", front_env_dir(e));
 	finish_build(e);
 	assert_int_equal(spawned(), 1);
 	assert_int_equal(tses_of(a)->ts_told, 1);
@@ -484,7 +495,7 @@ test_failed_build(void **state)
 	assert_non_null(strstr(tses_of(a)->ts_why,
 	    "No matching distribution found for broken-pkg"));
 	assert_string_equal(tses_of(a)->ts_why, tses_of(b)->ts_why);
-	assert_int_equal(e->env_state, ENV_FAILED);
+	assert_int_equal(front_env_state(e), ENV_FAILED);
 	assert_int_equal(ntrashed, 1);
 	assert_string_equal(trashed[0], dir);
 	assert_false(exists(dir));
@@ -493,11 +504,11 @@ test_failed_build(void **state)
 
 	attach("broken-pkg", -1, &err);
 	assert_string_equal(err, tses_of(a)->ts_why);
-	e->env_failed_at -= FAIL_TTL_MS - 1000;
+	clock_offset += FAIL_TTL_MS - 1000;
 	attach("broken-pkg", -1, &err);
 	assert_int_equal(fake.fk_build_cgroups, 1);
 
-	e->env_failed_at -= 1000;
+	clock_offset += 1000;
 	d = attach("broken-pkg", 0, NULL);
 	assert_int_equal(fake.fk_build_cgroups, 2);
 	finish_build(d->ses_env);
@@ -546,15 +557,15 @@ test_key(void **state)
 	s[4] = attach("key-a", 0, NULL);
 	assert_ptr_equal(s[4]->ses_env, s[0]->ses_env);
 	for (i = 0; i < 4; i++) {
-		assert_int_equal(strlen(s[i]->ses_env->env_key), 64);
+		assert_int_equal(strlen(front_env_key(s[i]->ses_env)), 64);
 		assert_int_equal(
-		    strspn(s[i]->ses_env->env_key, "0123456789abcdef"), 64);
+		    strspn(front_env_key(s[i]->ses_env), "0123456789abcdef"), 64);
 		snprintf(dir, sizeof(dir), "%s/%s", cachedir,
-		    s[i]->ses_env->env_key);
-		assert_string_equal(s[i]->ses_env->env_dir, dir);
+		    front_env_key(s[i]->ses_env));
+		assert_string_equal(front_env_dir(s[i]->ses_env), dir);
 		for (j = 0; j < i; j++)
 			assert_string_not_equal(
-			    s[i]->ses_env->env_key, s[j]->ses_env->env_key);
+			    front_env_key(s[i]->ses_env), front_env_key(s[j]->ses_env));
 	}
 	for (i = 0; i < 4; i++)
 		finish_build(s[i]->ses_env);

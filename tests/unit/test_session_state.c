@@ -646,7 +646,7 @@ test_open_requirements_wait_then_ready(void **state)
 
 	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), 0);
 	assert_non_null(ses->ses_env);
-	assert_string_equal(ses->ses_env->env_reqs, "numpy\nslowpkg>=1.3");
+	assert_string_equal(front_env_reqs(ses->ses_env), "numpy\nslowpkg>=1.3");
 	assert_int_equal(ses->ses_state, SES_INSTALLING);
 	assert_int_equal(fake.fk_spawned, 0);
 	front_session_env_ready(ses);

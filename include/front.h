@@ -173,25 +173,8 @@ enum session_state {
 	SES_SPARE, /* a spare: no stream yet (front_pool.c) */
 };
 
-/* A call the front is tracking on behalf of the client. */
-struct call {
-	RB_ENTRY(call) cl_entry;
-	uint64_t cl_id;
-	struct session *cl_session;
-	int cl_generator; /* Result said generator */
-	int cl_answered; /* Result seen (plain calls end there) */
-	uint32_t cl_in_seq; /* next expected client chunk seq */
-	int cl_in_more; /* args chunks still expected */
-	uint32_t cl_out_seq; /* next expected worker chunk seq */
-	int cl_out_more; /* result/item chunks still expected */
-	uint64_t cl_credit; /* items the worker may still send */
-	uint64_t cl_timeout_ms;
-	int cl_deadline_hit; /* fired while the front was not reading */
-	char *cl_name;
-	uint64_t cl_in_bytes; /* bytes of the arguments so far */
-	uint64_t cl_started_us; /* arrival, for the latency histogram */
-	struct event *cl_deadline;
-};
+/* A call the front tracks for a client (front_call.c). */
+struct call;
 RB_HEAD(calltree, call);
 
 /* One session: a Session stream and its worker. */
@@ -290,6 +273,22 @@ void front_metrics_init(void);
 void front_metrics_free(void);
 void front_metrics_session(void);
 void front_metrics_refused(void);
+/* front_call.c: a session's calls, from Call to their terminal answer. */
+struct envelope;
+struct call *front_call_find(struct session *, uint64_t);
+void front_call_start(struct session *, const struct envelope *);
+int64_t front_call_client_chunk(struct call *, const struct envelope *);
+void front_call_pull(struct call *, uint32_t, uint64_t);
+const char *front_call_result(struct call *, const struct envelope *, int *);
+const char *front_call_value(struct call *, const struct envelope *, int *);
+const char *front_call_item(struct call *, const struct envelope *);
+const char *front_call_end(struct call *);
+const char *front_call_error(struct call *);
+void front_call_done(struct call *);
+void front_call_free(struct call *);
+void front_call_free_all(struct session *);
+void front_call_regrace(struct session *);
+
 void front_metrics_call_start(void);
 void front_metrics_call_done(uint64_t);
 void front_metrics_env(int);

@@ -26,14 +26,6 @@ typedef Remotemedia__V1__ClientMessage ClientMessage;
 static struct sessionlist sessions = TAILQ_HEAD_INITIALIZER(sessions);
 static int nsessions;
 
-static int
-call_cmp(struct call *a, struct call *b)
-{
-	return a->cl_id < b->cl_id ? -1 : a->cl_id > b->cl_id;
-}
-
-RB_GENERATE_STATIC(calltree, call, cl_entry, call_cmp)
-
 const char *
 front_session_state_name(enum session_state st)
 {
@@ -237,85 +229,16 @@ front_session_new(struct stream *s)
 	return ses;
 }
 
-static struct call *
-call_find(struct session *ses, uint64_t id)
-{
-	struct call key;
-
-	key.cl_id = id;
-	return RB_FIND(calltree, &ses->ses_calls, &key);
-}
-
 static void session_drain(struct session *);
 static int session_value_too_big(struct session *, uint64_t);
-
-static void
-call_free(struct call *cl)
-{
-	RB_REMOVE(calltree, &cl->cl_session->ses_calls, cl);
-	cl->cl_session->ses_inflight--;
-	if (cl->cl_deadline != NULL)
-		event_free(cl->cl_deadline);
-	free(cl->cl_name);
-	free(cl);
-}
-
-/* A call ignored its deadline and the grace after it: kill the worker. */
-static void
-call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	struct call *cl = arg;
-	char msg[256];
-
-	if (cl->cl_session->ses_paused) {
-		/* Its answer may be sitting unread behind a slow client:
-		 * judge the worker once the front reads it again. */
-		cl->cl_deadline_hit = 1;
-		return;
-	}
-	snprintf(msg, sizeof(msg),
-	    "call %" PRIu64 " ('%s') did not stop "
-	    "within %" PRIu64 " ms of its deadline of %" PRIu64 " ms; the "
-	    "worker was killed",
-	    cl->cl_id, cl->cl_name, front_conf.fc_grace_ms, cl->cl_timeout_ms);
-	front_session_end(cl->cl_session, GRPC_DEADLINE_EXCEEDED, msg);
-}
-
-/* Arm (or, with 0, disarm) the kill timer: deadline plus grace. */
-static void
-call_arm(struct call *cl, uint64_t timeout_ms)
-{
-	struct timeval tv;
-	uint64_t ms;
-
-	if (cl->cl_deadline != NULL)
-		evtimer_del(cl->cl_deadline);
-	cl->cl_deadline_hit = 0;
-	if (timeout_ms == 0)
-		return;
-	if (cl->cl_deadline == NULL)
-		cl->cl_deadline = evtimer_new(front_base, call_deadline_cb, cl);
-	cl->cl_timeout_ms = timeout_ms;
-	/* The client's timeout is untrusted: saturate instead of wrapping. */
-	if (timeout_ms > UINT64_MAX - front_conf.fc_grace_ms)
-		ms = UINT64_MAX;
-	else
-		ms = timeout_ms + front_conf.fc_grace_ms;
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(cl->cl_deadline, &tv);
-}
 
 /* Free a session whose worker is reaped: directory, socket, calls. */
 static void
 session_free(struct session *ses)
 {
-	struct call *cl;
-
 	if (ses->ses_stream != NULL)
 		ses->ses_stream->str_session = NULL;
-	while ((cl = RB_MIN(calltree, &ses->ses_calls)) != NULL)
-		call_free(cl);
+	front_call_free_all(ses);
 	front_worker_close(ses);
 	if (ses->ses_dir != NULL &&
 	    front_trash(ses->ses_dir, front_worker_trash_dir()) == -1)
@@ -707,6 +630,7 @@ static int
 session_client_value(struct session *ses, const struct envelope *v)
 {
 	struct call *cl;
+	int64_t bytes;
 
 	if (v->ev_call_id == 0) {
 		if (!ses->ses_open_more || v->ev_seq != ses->ses_open_seq)
@@ -719,17 +643,14 @@ session_client_value(struct session *ses, const struct envelope *v)
 			return session_value_too_big(ses, 0);
 		return 1;
 	}
-	cl = call_find(ses, v->ev_call_id);
+	cl = front_call_find(ses, v->ev_call_id);
 	if (cl == NULL && v->ev_call_id <= ses->ses_last_call)
 		return 0;
-	if (cl == NULL || !cl->cl_in_more || v->ev_seq != cl->cl_in_seq)
+	if (cl == NULL || (bytes = front_call_client_chunk(cl, v)) == -1)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "unexpected chunk %u for call %" PRIu64, v->ev_seq,
 		    v->ev_call_id);
-	cl->cl_in_seq++;
-	cl->cl_in_more = v->ev_more;
-	cl->cl_in_bytes += v->ev_data_len;
-	if (cl->cl_in_bytes > front_conf.fc_max_value)
+	if ((uint64_t)bytes > front_conf.fc_max_value)
 		return session_value_too_big(ses, v->ev_call_id);
 	return 1;
 }
@@ -738,8 +659,6 @@ session_client_value(struct session *ses, const struct envelope *v)
 static int
 session_call(struct session *ses, const struct envelope *c)
 {
-	struct call *cl;
-
 	if (c->ev_call_id <= ses->ses_last_call)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "call id %" PRIu64 " is not greater than the previous "
@@ -761,21 +680,7 @@ session_call(struct session *ses, const struct envelope *c)
 	    c->ev_total > front_conf.fc_max_value)
 		return session_value_too_big(ses, c->ev_call_id);
 	ses->ses_last_call = c->ev_call_id;
-	cl = xcalloc(1, sizeof(*cl));
-	cl->cl_id = c->ev_call_id;
-	cl->cl_session = ses;
-	cl->cl_name = strndup((const char *)c->ev_name,
-	    c->ev_name_len < 128 ? c->ev_name_len : 128);
-	if (c->ev_more) {
-		cl->cl_in_more = 1;
-		cl->cl_in_seq = 1;
-	}
-	RB_INSERT(calltree, &ses->ses_calls, cl);
-	ses->ses_inflight++;
-	cl->cl_started_us = now_us();
-	front_metrics_call_start();
-	cl->cl_in_bytes = c->ev_data_len;
-	call_arm(cl, c->ev_timeout_ms);
+	front_call_start(ses, c);
 	return 0;
 }
 
@@ -791,7 +696,7 @@ session_call_ref(struct session *ses, uint64_t id, struct call **clp)
 		    ses, GRPC_INVALID_ARGUMENT, "unknown call id %" PRIu64, id);
 		return -1;
 	}
-	*clp = call_find(ses, id);
+	*clp = front_call_find(ses, id);
 	return *clp != NULL;
 }
 
@@ -805,10 +710,7 @@ session_pull(struct session *ses, const struct envelope *p)
 		return rv;
 	if (p->ev_n == 0)
 		return 0;
-	if (cl->cl_credit + p->ev_n > cl->cl_credit)
-		cl->cl_credit += p->ev_n;
-	if (p->ev_timeout_ms > 0)
-		call_arm(cl, p->ev_timeout_ms);
+	front_call_pull(cl, p->ev_n, p->ev_timeout_ms);
 	return 1;
 }
 
@@ -945,110 +847,59 @@ front_session_client_gone(struct session *ses)
 
 /* Retire a call whose terminal answer has gone by. */
 static void
-call_retire(struct call *cl)
+call_retire(struct session *ses, struct call *cl)
 {
-	struct session *ses = cl->cl_session;
-
-	front_metrics_call_done(now_us() - cl->cl_started_us);
-	call_free(cl);
+	front_call_done(cl);
 	if (ses->ses_draining)
 		session_drain(ses);
 }
 
-/* Result: a plain call's value (maybe chunked) or a generator handle. */
+/*
+ * A worker's answer to call id, checked by front_call.c: a broken rule is
+ * a violation, a terminal answer retires the call.
+ */
 static int
-from_worker_result(struct session *ses, const struct envelope *r)
+from_worker_answer(struct session *ses, uint64_t id, struct call *cl,
+    const char *why, int done)
 {
-	struct call *cl = call_find(ses, r->ev_call_id);
-
-	if (cl == NULL || cl->cl_answered)
-		return from_worker_violation(
-		    ses, "result for an unknown call", r->ev_call_id);
-	if (r->ev_seq != 0)
-		return from_worker_violation(
-		    ses, "result chunk out of order", r->ev_call_id);
-	cl->cl_answered = 1;
-	call_arm(cl, 0);
-	if (r->ev_generator) {
-		cl->cl_generator = 1;
-		return 0;
-	}
-	if (r->ev_more) {
-		cl->cl_out_more = 1;
-		cl->cl_out_seq = 1;
-		return 0;
-	}
-	call_retire(cl);
+	if (why != NULL)
+		return from_worker_violation(ses, why, id);
+	if (done)
+		call_retire(ses, cl);
 	return 0;
 }
 
-/* A continuation chunk of a result or an item. */
+/* Result, Value, Item, End and Error of a call. */
 static int
-from_worker_value(struct session *ses, const struct envelope *v)
-{
-	struct call *cl = call_find(ses, v->ev_call_id);
-
-	if (cl == NULL || !cl->cl_out_more || v->ev_seq != cl->cl_out_seq)
-		return from_worker_violation(
-		    ses, "unexpected value chunk", v->ev_call_id);
-	cl->cl_out_seq++;
-	cl->cl_out_more = v->ev_more;
-	if (!v->ev_more && !cl->cl_generator)
-		call_retire(cl);
-	return 0;
-}
-
-/* An item needs credit from a Pull, and a generator to belong to. */
-static int
-from_worker_item(struct session *ses, const struct envelope *it)
-{
-	struct call *cl = call_find(ses, it->ev_call_id);
-
-	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
-		return from_worker_violation(
-		    ses, "item for an unknown generator", it->ev_call_id);
-	if (it->ev_seq != 0)
-		return from_worker_violation(
-		    ses, "item chunk out of order", it->ev_call_id);
-	if (cl->cl_credit == 0)
-		return from_worker_violation(
-		    ses, "item without credit", it->ev_call_id);
-	if (--cl->cl_credit == 0)
-		call_arm(cl, 0);
-	if (it->ev_more) {
-		cl->cl_out_more = 1;
-		cl->cl_out_seq = 1;
-	}
-	return 0;
-}
-
-static int
-from_worker_end(struct session *ses, uint64_t id)
-{
-	struct call *cl = call_find(ses, id);
-
-	if (cl == NULL || !cl->cl_generator || cl->cl_out_more)
-		return from_worker_violation(
-		    ses, "end of an unknown generator", id);
-	call_retire(cl);
-	return 0;
-}
-
-static int
-from_worker_error(struct session *ses, uint64_t id)
+from_worker_call(struct session *ses, const struct envelope *m)
 {
 	struct call *cl;
+	const char *why;
+	int done = 0;
 
-	if (id == 0)
+	if (m->ev_case == ENV_SERVER_ERROR && m->ev_call_id == 0)
 		return 0;
-	if ((cl = call_find(ses, id)) == NULL)
-		return from_worker_violation(
-		    ses, "error for an unknown call", id);
-	if (cl->cl_out_more)
-		return from_worker_violation(
-		    ses, "error inside a chunked value", id);
-	call_retire(cl);
-	return 0;
+	cl = front_call_find(ses, m->ev_call_id);
+	switch (m->ev_case) {
+	case ENV_SERVER_RESULT:
+		why = front_call_result(cl, m, &done);
+		break;
+	case ENV_SERVER_VALUE:
+		why = front_call_value(cl, m, &done);
+		break;
+	case ENV_SERVER_ITEM:
+		why = front_call_item(cl, m);
+		break;
+	case ENV_SERVER_END:
+		why = front_call_end(cl);
+		done = 1;
+		break;
+	default: /* ENV_SERVER_ERROR */
+		why = front_call_error(cl);
+		done = 1;
+		break;
+	}
+	return from_worker_answer(ses, m->ev_call_id, cl, why, done);
 }
 
 /* Check one worker message against the session state. */
@@ -1087,15 +938,11 @@ session_worker_check(struct session *ses, const struct envelope *m)
 		return from_worker_violation(ses, "answer before Ready", 0);
 	switch (m->ev_case) {
 	case ENV_SERVER_RESULT:
-		return from_worker_result(ses, m);
 	case ENV_SERVER_VALUE:
-		return from_worker_value(ses, m);
 	case ENV_SERVER_ITEM:
-		return from_worker_item(ses, m);
 	case ENV_SERVER_END:
-		return from_worker_end(ses, m->ev_call_id);
 	case ENV_SERVER_ERROR:
-		return from_worker_error(ses, m->ev_call_id);
+		return from_worker_call(ses, m);
 	default:
 		return from_worker_violation(ses, "unknown message", 0);
 	}
@@ -1154,22 +1001,10 @@ front_session_worker_frame(
 void
 front_session_drained(struct session *ses)
 {
-	struct call *cl;
-	struct timeval tv;
-
 	if (!ses->ses_paused)
 		return;
 	front_worker_pause(ses, 0);
-	/* Deadlines that passed meanwhile get their grace from now on. */
-	RB_FOREACH (cl, calltree, &ses->ses_calls) {
-		if (!cl->cl_deadline_hit)
-			continue;
-		cl->cl_deadline_hit = 0;
-		tv.tv_sec = (time_t)(front_conf.fc_grace_ms / 1000);
-		tv.tv_usec = (suseconds_t)(front_conf.fc_grace_ms % 1000) *
-		    1000;
-		evtimer_add(cl->cl_deadline, &tv);
-	}
+	front_call_regrace(ses);
 }
 
 /* The worker closed its socket; it should exit now. */

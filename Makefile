@@ -25,8 +25,11 @@ PROTO_C      = $(GEN)/remotemedia.pb-c.c $(GEN)/worker.pb-c.c \
 PROTO_H      = $(PROTO_C:.c=.h)
 
 COMMON_SRC   = src/log.c src/util.c src/frame.c
-# Session cgroups: the front creates and destroys them, the worker joins.
-CGROUP_SRC   = sandbox/sandbox_cgroup.c
+# Session cgroups: the front creates, checks and destroys them (v1 and v2
+# apart); the worker only joins (sandbox_cgroup.c, which the front uses too).
+CGROUP_JOIN_SRC = sandbox/sandbox_cgroup.c
+CGROUP_SRC   = src/front_cgroup.c src/front_cgroup_v1.c src/front_cgroup_v2.c \
+               $(CGROUP_JOIN_SRC)
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_worker.c src/front_exec.c src/front_call.c \
                src/front_env.c src/front_trash.c src/front_sandbox.c \
@@ -36,7 +39,7 @@ FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c
 SANDBOX_SRC += sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c
 SANDBOX_SRC += sandbox/sandbox_rlimit.c
-SANDBOX_SRC += sandbox/sandbox_cgroup.c sandbox/sandbox_egress.c sandbox/sandbox_forward.c
+SANDBOX_SRC += $(CGROUP_JOIN_SRC) sandbox/sandbox_egress.c sandbox/sandbox_forward.c
 WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
                $(SANDBOX_SRC)
 RMCTL_SRC    = src/rmctl.c src/rmctl_grpc.c src/rmctl_bench.c src/rmctl_admin.c src/envelope.c

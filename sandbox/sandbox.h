@@ -6,7 +6,7 @@
  *
  *   W0  remotemedia-worker, the front's child, host namespaces, root.
  *       sandbox_prepare(): joins the session's cgroup (created by the front
- *       with sandbox_cgroup_create) before anything else runs; then
+ *       with cg_create) before anything else runs; then
  *       unshares mount, PID, IPC, UTS (and network unless the policy is
  *       host) namespaces and forks W1. W0 only waits: it starts the user
  *       mode network stack for `isolated`, relays W1's final status (the

@@ -19,23 +19,23 @@
 #include "util.h"
 
 #include "sandbox.h"
-#include "sandbox_cgroup.h"
+#include "front_cgroup.h"
 
 static struct cg_root front_cg;
-static char
-    cg_tag[16]; /* this daemon's cgroup name prefix, from its state dir */
 static uint8_t *uid_used; /* one byte per uid of --session-uids */
 
 /*
  * Several daemons may share a host's cgroup tree: this one's cgroups are
- * named "<tag>-<name>", the tag a digest of its state dir, so that its
- * start-up cleanup only ever removes what an earlier run of it left.
+ * named "<tag>-<name>" (cg_create adds the tag), the tag a digest of its
+ * state dir, so that its start-up cleanup only ever removes what an
+ * earlier run of it left.
  */
 static void
 front_sandbox_tag(void)
 {
 	unsigned char dig[EVP_MAX_MD_SIZE];
 	unsigned int n = 0;
+	char cg_tag[16];
 
 	EVP_Digest(front_conf.fc_state_dir, strlen(front_conf.fc_state_dir),
 	    dig, &n, EVP_sha256(), NULL);
@@ -123,7 +123,7 @@ front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
 		    ses->ses_id);
 		return 0;
 	}
-	snprintf(name, sizeof(name), "%s%s", cg_tag, ses->ses_id);
+	snprintf(name, sizeof(name), "%s", ses->ses_id);
 	if ((ses->ses_uid = uid_alloc()) == -1) {
 		snprintf(err, errlen,
 		    "no free session uid in %u-%u "
@@ -153,7 +153,7 @@ front_sandbox_build_cgroup(const char *key)
 
 	if (!front_conf.fc_sandbox)
 		return NULL;
-	snprintf(name, sizeof(name), "%sbuild-%.16s", cg_tag, key);
+	snprintf(name, sizeof(name), "build-%.16s", key);
 	lim.memory_bytes = front_conf.fc_session_memory;
 	lim.pids = 256;
 	lim.cpu_percent = 100;

@@ -1,5 +1,6 @@
 /*
- * Unit tests for the session cgroups (sandbox_cgroup.c).
+ * Unit tests for the session cgroups (src/front_cgroup*.c, and joining in
+ * sandbox/sandbox_cgroup.c).
  *
  * The v2 and v1 logic runs against scratch directories laid out like
  * cgroupfs. The hooks stand in for the kernel: mkdir fills a new cgroup
@@ -32,7 +33,8 @@
 
 #include "log.h"
 #include "util.h"
-#include "../../sandbox/sandbox_cgroup.h"
+#include "front_cgroup.h"
+#include "sandbox_cgroup.h"
 
 #define FAKE_PID1 4194000 /* above any real pid on this host's pid_max */
 #define FAKE_PID2 4194001

@@ -31,9 +31,11 @@ CGROUP_JOIN_SRC = sandbox/sandbox_cgroup.c
 CGROUP_SRC   = src/front_cgroup.c src/front_cgroup_v1.c src/front_cgroup_v2.c \
                $(CGROUP_JOIN_SRC)
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
-               src/front_grpc.c src/front_session.c src/front_worker.c src/front_exec.c src/front_call.c \
-               src/front_env.c src/front_trash.c src/front_sandbox.c \
-               src/front_auth.c src/front_tls.c src/front_pool.c src/front_systemd.c src/front_metrics.c src/front_admin.c src/envelope.c \
+               src/front_grpc.c src/front_session.c src/front_call.c \
+               src/front_worker.c src/front_exec.c src/front_env.c \
+               src/front_trash.c src/front_sandbox.c src/front_auth.c \
+               src/front_tls.c src/front_pool.c src/front_systemd.c \
+               src/front_metrics.c src/front_admin.c src/envelope.c \
                src/req.c $(CGROUP_SRC)
 # The sandbox: one file per mechanism (architecture section 5).
 SANDBOX_SRC  = sandbox/sandbox.c sandbox/sandbox_ns.c sandbox/sandbox_net.c

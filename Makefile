@@ -153,6 +153,10 @@ $(BUILD)/test_sandbox_policy: $(call objs,tests/unit/test_sandbox_policy.c sandb
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
 
+# The Python client's own tests (tests/client): no server, no worker.
+client: pyproto
+	PYTHONPATH=python $(PYTHON) -m pytest -q tests/client
+
 integration: all
 	PYTHONPATH=python $(PYTHON) -m pytest -q tests/integration
 
@@ -161,7 +165,7 @@ integration: all
 escape: all
 	PYTHONPATH=python $(PYTHON) -m pytest -q tests/escape
 
-test: all unit integration escape sanitize-test fuzz-smoke
+test: all unit client integration escape sanitize-test fuzz-smoke
 
 demo:
 	scripts/install-deps
@@ -209,6 +213,7 @@ sanitize-test: asan
 # make -j test: not two suites at once, timing-sensitive tests would suffer.
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 sanitize-test: unit integration
+integration: client
 endif
 
 clean-asan:
@@ -216,7 +221,7 @@ clean-asan:
 clean: clean-asan
 .PHONY: asan sanitize-test clean-asan
 
-.PHONY: all pyproto unit integration escape test demo bench clean
+.PHONY: all pyproto unit client integration escape test demo bench clean
 .SECONDARY:
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 

@@ -1,7 +1,9 @@
 """Fixtures for the escape suite: real remotemediad servers (sandbox on, as
-root) and sessions on them, driven by the real client from one event loop
-that runs in a thread of its own, so that sessions can live across tests
-(the neighbour) while each test stays a plain function.
+root) and sessions on them (tests/lib/clientlib.py's Session), driven by
+the real client from one event loop that runs in a thread of its own
+(clientlib's Loop), so that sessions can live across tests (the neighbour)
+while each test stays a plain function. The host listener comes from
+tests/lib/fixtures.py.
 
 Servers, by what the tests need (each started once per module):
   limited   --session-memory 128M --session-pids 32 --session-disk 16M,
@@ -12,21 +14,19 @@ Servers, by what the tests need (each started once per module):
 """
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "python"))
-sys.path.insert(0, str(HERE.parents[0] / "integration"))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "lib"))
 
+from clientlib import Loop  # noqa: E402
+from fixtures import listener  # noqa: E402,F401
 from serverlib import BUILD, Server  # noqa: E402
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
@@ -44,81 +44,6 @@ def pytest_collection_modifyitems(items):
             continue
         item.add_marker(needs_root)
         item.add_marker(needs_build)
-
-
-class Loop:
-    """An asyncio loop in a thread; run() submits a coroutine and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever,
-                                       name="escape-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 90.0):
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return fut.result(timeout)
-        except BaseException:
-            fut.cancel()
-            raise
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-class Session:
-    """A client and one proxy on it, both living in the Loop."""
-
-    def __init__(self, loop: Loop, server: Server, obj, **cfg) -> None:
-        from remotemedia.remote import RemoteProxyClient
-        self.loop = loop
-        self.server = server
-
-        async def open_():
-            client = RemoteProxyClient(server.config(**cfg))
-            await client.connect()
-            try:
-                proxy = await client.create_proxy(obj)
-            except BaseException:
-                await client.disconnect()
-                raise
-            return client, proxy
-        try:
-            self.client, self.proxy = loop.run(open_())
-        except Exception as e:
-            e.add_note("server log:\n" + server.log_text()[-6000:])
-            raise
-        self.session_id = self.proxy._rm_session.session_id
-
-    def call(self, name: str, *args, timeout: float = 90.0, **kw):
-        async def go():
-            return await getattr(self.proxy, name)(*args, **kw)
-        return self.loop.run(go(), timeout)
-
-    def submit(self, name: str, *args, **kw):
-        """Start a call without waiting: a concurrent.futures.Future."""
-        async def go():
-            return await getattr(self.proxy, name)(*args, **kw)
-        return asyncio.run_coroutine_threadsafe(go(), self.loop.loop)
-
-    def error(self, name: str, *args, timeout: float = 90.0, **kw):
-        """Call a method that must fail; its RemoteExecutionError."""
-        from remotemedia.core.exceptions import RemoteExecutionError
-        try:
-            value = self.call(name, *args, timeout=timeout, **kw)
-        except RemoteExecutionError as e:
-            return e
-        raise AssertionError(f"{name} returned {value!r}")
-
-    def close(self) -> None:
-        async def go():
-            await self.client.disconnect()
-        try:
-            self.loop.run(go(), 30)
-        except Exception:
-            pass
 
 
 @pytest.fixture(scope="session")
@@ -188,20 +113,3 @@ def servers():
 def limited(servers):
     """The server of the destructive cases."""
     return servers.start(LIMITED)
-
-
-def front_errors(srv: Server) -> list[str]:
-    """Lines of the server log that say the front itself failed."""
-    return [line for line in srv.log_text().splitlines()
-            if re.match(r"ts=\S+ level=error proc=front ", line)]
-
-
-def host_ipv4() -> str | None:
-    """A non-loopback IPv4 address of the host, if it has one."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show"],
-                         capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", line)
-        if m and not m.group(1).startswith("127."):
-            return m.group(1)
-    return None

@@ -12,19 +12,19 @@ succeed: the index stays reachable, through the builder's forwarder.
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import socket
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from conftest import Session, host_ipv4
+from clientlib import Session
+from fixtures import tcp_listener
 from pkgindex import PackageIndex, build_test_packages
-from testnet import veth_netns
+from targets import Ping
+from testnet import host_ipv4, veth_netns
 
 BUILDER_UID = 60999  # the default --builder-uid
 
@@ -160,33 +160,14 @@ class Reader:
         return rmtest_escape.RESULTS
 
 
-class Ping:
-    def ping(self):
-        return "pong"
-
-
 def _add_escape_sdist(idx: PackageIndex, targets: dict) -> None:
-    files = {
+    idx.add_sdist("rmtest-escape", "rmtest_escape-1.0.tar.gz", {
         "rmtest_escape-1.0/PKG-INFO":
             b"Metadata-Version: 2.1\nName: rmtest-escape\nVersion: 1.0\n\n",
         "rmtest_escape-1.0/pyproject.toml": PYPROJECT,
         "rmtest_escape-1.0/backend.py":
             (BACKEND % {"targets": json.dumps(targets)}).encode(),
-    }
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mode = 0o644
-            tf.addfile(ti, io.BytesIO(data))
-    name = "rmtest_escape-1.0.tar.gz"
-    (idx.files / name).write_bytes(buf.getvalue())
-    page = idx.simple / "rmtest-escape" / "index.html"
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(
-        "<!DOCTYPE html>\n<html><body>\n"
-        f'<a href="../../files/{name}">{name}</a><br>\n</body></html>\n')
+    })
 
 
 @pytest.fixture(scope="module")
@@ -214,12 +195,9 @@ def ssl_key():
 @pytest.fixture
 def host_listener():
     """A listener on the host's loopback and its other addresses."""
-    s = socket.socket()
-    s.bind(("0.0.0.0", 0))
-    s.listen(8)
-    s.settimeout(0)
-    yield s
-    s.close()
+    with tcp_listener("0.0.0.0") as s:
+        s.settimeout(0)
+        yield s
 
 
 def _accepted(s: socket.socket) -> bool:

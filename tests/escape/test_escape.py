@@ -24,16 +24,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import Session, front_errors, host_ipv4
+from clientlib import Session
 from probe import PTRACE_ATTACH, PTRACE_TRACEME, CLONE_NEWNET, \
-    CLONE_NEWNS, CLONE_NEWUSER, ArchProbes, Attacker
+    CLONE_NEWNS, CLONE_NEWUSER, Probe
+from serverlib import front_errors
+from testnet import host_ipv4
 
 SESSION_UID_FIRST = 61000  # the default --session-uids
 SECRET = Path("/etc/remotemedia-test-secret")
-
-
-class Probe(Attacker, ArchProbes):
-    pass
 
 
 # --- fixtures -------------------------------------------------------------------
@@ -81,16 +79,6 @@ def unharmed(neighbour, limited):
     assert neighbour.call("ping", n, timeout=30) == n
     assert limited.proc.poll() is None, limited.log_text()[-3000:]
     assert front_errors(limited) == []
-
-
-@pytest.fixture
-def listener():
-    """A TCP listener on the host's 127.0.0.1; its port."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)
-    yield s.getsockname()[1]
-    s.close()
 
 
 @pytest.fixture

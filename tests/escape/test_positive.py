@@ -18,9 +18,8 @@ import time
 
 import pytest
 
+from clientlib import Session
 from testnet import veth_netns
-
-from conftest import Session
 
 
 class Work:

@@ -1,5 +1,7 @@
 """Fixtures for the integration suite: the real remotemediad on a free
-loopback port with a temporary state directory, driven by the real client."""
+loopback port with a temporary state directory, driven by the real client;
+and, from tests/lib/fixtures.py, fake fronts driving a real worker and a
+host listener."""
 from __future__ import annotations
 
 import sys
@@ -9,9 +11,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "python"))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "lib"))
 
-from serverlib import ROOT, BUILD, Server  # noqa: E402
+from fixtures import front, front_maker, listener  # noqa: E402,F401
+from serverlib import ROOT, Server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

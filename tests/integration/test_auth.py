@@ -10,21 +10,14 @@ import time
 import grpc
 import pytest
 
+from clientlib import run
 from remotemedia.core.exceptions import AuthenticationError, RemoteMediaError
 from remotemedia.remote import RemoteProxyClient
 from serverlib import BUILD
+from targets import Echo
 
 TOKEN_A = "alice-token-0123456789abcdef"
 TOKEN_B = "bob-token-0123456789abcdef00"
-
-
-class Echo:
-    def ping(self, x):
-        return x
-
-
-def run(coro, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 @pytest.fixture

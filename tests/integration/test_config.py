@@ -17,6 +17,7 @@ import pytest
 from remotemedia.core.exceptions import RemoteMediaError
 from remotemedia.remote import RemoteProxyClient
 from serverlib import BUILD, ROOT
+from targets import Ping
 
 DAEMON = str(BUILD / "remotemediad")
 EXAMPLE = ROOT / "systemd" / "remotemediad.conf"
@@ -105,11 +106,6 @@ def test_check_config_runs_the_start_up_checks(tmp_path):
     r = daemon("--check-config", "--tls-cert", str(tmp_path / "no.pem"),
                "--tls-key", str(tmp_path / "no.key"))
     assert r.returncode != 0 and "configuration OK" not in r.stdout
-
-
-class Ping:
-    def ping(self):
-        return "pong"
 
 
 def test_a_server_takes_its_options_from_the_file_and_flags_win(tmp_path, fresh_server):

@@ -3,45 +3,18 @@ of ended streams, trees of any shape in a session directory, processes a
 session leaves running, and a close that never finishes."""
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
-
-from h2raw import H2Client, grpc_frame, read_until, call_msgs, open_msg
+from clientlib import runner
+from h2raw import (
+    ECHO, SESSION, H2Client, call_msgs, grpc_frame, open_msg, read_until,
+)
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.remote import RemoteProxyClient
+from targets import Sleeper
 
-SESSION = "/remotemedia.v1.RemoteExecution/Session"
-ECHO = "/remotemedia.v1.RemoteExecution/Echo"
-
-
-def run(coro, timeout: float = 90.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-class Sleeper:
-    def sleep(self, s):
-        import time as t
-        t.sleep(s)
-        return s
-
-    def deep(self, n):
-        import os as o
-        for _ in range(n):
-            o.mkdir("d")
-            o.chdir("d")
-        return n
-
-    def spawn(self):
-        import subprocess as sp
-        return sp.Popen(["sleep", "123"]).pid
-
-    def spin(self):
-        while True:
-            pass
-
-
+run = runner(90.0)
 
 
 def test_reset_streams_give_back_connection_credit(server):

@@ -8,7 +8,7 @@ that break the protocol (no Open first, duplicate call ids, Pull for a call
 never made), and 10,000 sessions opened and dropped at once. Each time the
 server must survive with bounded memory, and keep serving other clients.
 
-Worker side, with tests/integration/fake_worker.py as --worker (sandbox off):
+Worker side, with tests/lib/fake_worker.py as --worker (sandbox off):
 garbage frames, a 2^31-byte length prefix, answers for calls never made, a
 worker that says Ready and then nothing, and one that exits at once. Each
 session must end with a clear status, and the front must be unharmed.
@@ -24,28 +24,26 @@ import socket
 import struct
 import time
 import warnings
-from pathlib import Path
 
 import h2.events
 import pytest
 from google.protobuf.message import DecodeError
 from hpack import Encoder
 
-from h2raw import H2Client, grpc_frame
-from remotemedia._proto import remotemedia_pb2 as pb
-from remotemedia.core.exceptions import RemoteTimeoutError
-from remotemedia.remote import RemoteProxyClient
-from serverlib import SERVER_ARGS, Server
-from test_limits_h2 import (
+from clientlib import run
+from h2raw import (
     ABORTED, ECHO, ENHANCE_YOUR_CALM, F_CONTINUATION, F_HEADERS, F_PING,
     F_RST_STREAM, F_SETTINGS, H2_INTERNAL_ERROR, INTERNAL, INVALID_ARGUMENT,
     OK, PREFACE, PROTOCOL_ERROR, REFUSED_STREAM, RESOURCE_EXHAUSTED, SESSION,
-    Sleeper, call_msgs, call_result, echo_ok, frame, goaway_code, open_msg,
-    open_session, pump, raw_frames, raw_read, run, split_grpc,
+    H2Client, call_msgs, call_result, echo_ok, frame, goaway_code, grpc_frame,
+    open_msg, open_session, pump, raw_frames, raw_read, split_grpc,
 )
+from remotemedia._proto import remotemedia_pb2 as pb
+from remotemedia.core.exceptions import RemoteTimeoutError
+from remotemedia.remote import RemoteProxyClient
+from serverlib import FAKE_WORKER, SERVER_ARGS, Server
+from targets import Sleeper
 
-HERE = Path(__file__).resolve().parent
-FAKE_WORKER = HERE / "fake_worker.py"
 RSS_SLACK_KB = 50 * 1024
 # make sanitize-test: ASan's shadow and quarantine make RSS meaningless, and
 # sanitized processes are slower.

@@ -23,17 +23,14 @@ import time
 import grpc
 import pytest
 
+from clientlib import run
 from remotemedia.core.exceptions import RemoteExecutionError
 from remotemedia.remote import RemoteProxyClient
-from serverlib import BUILD
+from serverlib import BUILD, terminate
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
 NOBODY = 65534
 DEFAULT_UIDS = range(61000, 62000)
-
-
-def run(coro, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 class Probe:
@@ -289,14 +286,7 @@ class Unprivileged:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc)
 
     def cleanup(self) -> None:
         self.stop()

@@ -9,7 +9,7 @@ Each test checks that the limit bites with the status the client should see
 mechanism: REFUSED_STREAM, RST_STREAM, GOAWAY), and that nothing else is
 hurt: a neighbour session or a second connection keeps working.
 
-The raw-HTTP/2 helpers here are shared with test_hostile.py.
+The raw-HTTP/2 helpers are tests/lib/h2raw.py's.
 
 Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_limits_h2.py
 """
@@ -20,30 +20,22 @@ import socket
 import struct
 import time
 
-import cloudpickle
 import grpc
 import h2.events
 import pytest
 from h2.settings import SettingCodes
 
-from h2raw import H2Client, grpc_frame, call_msgs, open_msg
+from clientlib import run
+from h2raw import (
+    ECHO, ENHANCE_YOUR_CALM, NO_ERROR, OK, PREFACE, PROTOCOL_ERROR,
+    REFUSED_STREAM, RESOURCE_EXHAUSTED, H2Client, call_msgs, call_result,
+    closed_within, echo_ok, grpc_frame, is_end, open_session, pump,
+    split_grpc, wait_msgs,
+)
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.core.exceptions import RemoteExecutionError, RemoteMediaError
 from remotemedia.remote import RemoteProxyClient
-
-SESSION = "/remotemedia.v1.RemoteExecution/Session"
-ECHO = "/remotemedia.v1.RemoteExecution/Echo"
-HEALTH = "/grpc.health.v1.Health/Check"
-
-# gRPC status codes
-OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
-RESOURCE_EXHAUSTED, ABORTED, INTERNAL = 8, 10, 13
-# HTTP/2 error codes and frame types
-NO_ERROR, PROTOCOL_ERROR, H2_INTERNAL_ERROR = 0x0, 0x1, 0x2
-REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x7, 0xB
-F_DATA, F_HEADERS, F_RST_STREAM, F_SETTINGS, F_PING, F_GOAWAY = 0, 1, 3, 4, 6, 7
-F_CONTINUATION = 9
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+from targets import Sleeper
 
 # Tests that need real workers but test the front run them unconfined: a
 # sandboxed session takes seconds to start, an unconfined one a fraction.
@@ -51,190 +43,6 @@ FAST = ["--sandbox", "off"]
 
 TOKEN_A = "alice-token-0123456789abcdef"
 TOKEN_B = "bob-token-0123456789abcdef00"
-
-
-def run(coro, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-class Sleeper:
-    """What the real workers host in these tests."""
-
-    def sleep(self, s):
-        import time as t
-        t.sleep(s)
-        return s
-
-    def size(self, data):
-        return len(data)
-
-    def ping(self):
-        return "pong"
-
-
-# --- protocol helpers ------------------------------------------------------
-
-
-
-def split_grpc(data: bytes) -> list[bytes]:
-    """The complete gRPC messages in a response body."""
-    out, i = [], 0
-    while i + 5 <= len(data):
-        n = struct.unpack(">I", data[i + 1:i + 5])[0]
-        if i + 5 + n > len(data):
-            break
-        out.append(data[i + 5:i + 5 + n])
-        i += 5 + n
-    return out
-
-
-def server_msgs(data: bytes) -> list:
-    return [pb.ServerMessage.FromString(m) for m in split_grpc(data)]
-
-
-def pump(c: H2Client, timeout: float, until=None) -> tuple[list, bool]:
-    """Read and dispatch events for at most timeout seconds, or until an event
-    satisfies until(). Returns (events, the server closed the socket)."""
-    events: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c.sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            data = c.sock.recv(65536)
-        except socket.timeout:
-            break
-        except OSError:
-            return events, True
-        if not data:
-            return events, True
-        new = c.conn.receive_data(data)
-        for ev in new:
-            c._event(ev)
-        events.extend(new)
-        out = c.conn.data_to_send()
-        if out:
-            try:
-                c.sock.sendall(out)
-            except OSError:
-                return events, True
-        if until is not None and any(until(ev) for ev in new):
-            break
-    return events, False
-
-
-def wait_msgs(c: H2Client, sid: int, n: int, timeout: float = 30.0) -> list:
-    """Read until stream sid carried n server messages, or ended."""
-    deadline = time.monotonic() + timeout
-    r = c.responses[sid]
-    while len(split_grpc(r.data)) < n and not r.ended and time.monotonic() < deadline:
-        pump(c, min(0.2, max(0.01, deadline - time.monotonic())))
-    return server_msgs(r.data)
-
-
-def open_session(c: H2Client, obj=None, timeout: float = 30.0) -> int:
-    """Open a Session stream with a real worker; return it once Ready."""
-    sid = c.request(SESSION, grpc_frame(open_msg(obj if obj is not None else Sleeper())),
-                    end=False)
-    msgs = wait_msgs(c, sid, 1, timeout)
-    assert msgs and msgs[-1].WhichOneof("msg") == "ready", c.responses[sid]
-    return sid
-
-
-def call_result(c: H2Client, sid: int, call_id: int, name: str, args: tuple,
-                timeout: float = 30.0):
-    """Make one call on a ready session and return its unpickled result."""
-    before = len(split_grpc(c.responses[sid].data))
-    c.send(sid, call_msgs(call_id, name, args))
-    msgs = wait_msgs(c, sid, before + 1, timeout)
-    assert len(msgs) > before, c.responses[sid]
-    m = msgs[before]
-    assert m.WhichOneof("msg") == "result" and m.result.call_id == call_id, m
-    return cloudpickle.loads(m.result.value.data)
-
-
-def echo_ok(host: str, port: int, payload: bytes = b"ping", c: H2Client | None = None) -> None:
-    """An Echo round trip on a new connection (or on c), and a health check."""
-    own = c is None
-    c = c or H2Client(host, port, timeout=10)
-    try:
-        msg = pb.EchoMessage(payload=payload).SerializeToString()
-        sid = c.request(ECHO, grpc_frame(msg))
-        r = c.wait(sid, timeout=10)
-        assert r.grpc_status == OK, r
-        assert split_grpc(r.data) == [msg]
-        sid = c.request(HEALTH, grpc_frame(b""))
-        r = c.wait(sid, timeout=10)
-        assert r.grpc_status == OK and split_grpc(r.data) == [b"\x08\x01"], r
-    finally:
-        if own:
-            c.close()
-
-
-def raw_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
-    """Parse HTTP/2 frames: (type, flags, stream id, payload)."""
-    out, i = [], 0
-    while i + 9 <= len(data):
-        n = int.from_bytes(data[i:i + 3], "big")
-        if i + 9 + n > len(data):
-            break
-        ftype, flags = data[i + 3], data[i + 4]
-        sid = int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF
-        out.append((ftype, flags, sid, data[i + 9:i + 9 + n]))
-        i += 9 + n
-    return out
-
-
-def raw_read(sock: socket.socket, timeout: float, stop_on_goaway: bool = True) -> tuple[bytes, bool]:
-    """Everything the server sends for at most timeout seconds; (bytes, closed)."""
-    got = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            d = sock.recv(1 << 20)
-        except socket.timeout:
-            break
-        except OSError:
-            return got, True
-        if not d:
-            return got, True
-        got += d
-        if stop_on_goaway and any(f[0] == F_GOAWAY for f in raw_frames(got)):
-            break
-    return got, False
-
-
-def goaway_code(frames) -> int | None:
-    for ftype, _, _, payload in frames:
-        if ftype == F_GOAWAY:
-            return int.from_bytes(payload[4:8], "big")
-    return None
-
-
-def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
-
-
-def closed_within(sock: socket.socket, timeout: float) -> float | None:
-    """Seconds until the server closed sock (reading and dropping what it
-    sends), or None if it stayed open for timeout."""
-    t0 = time.monotonic()
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            if not sock.recv(65536):
-                return time.monotonic() - t0
-        except socket.timeout:
-            return None
-        except OSError:
-            return time.monotonic() - t0
-    return None
-
-
-def is_end(ev) -> bool:
-    return isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset,
-                           h2.events.ConnectionTerminated))
 
 
 # --- --max-sessions, --max-sessions-per-token ------------------------------

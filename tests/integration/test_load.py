@@ -13,20 +13,11 @@ import time
 
 import pytest
 
+from clientlib import runner
 from remotemedia.remote import RemoteProxyClient
+from targets import Counter
 
-
-class Counter:
-    def __init__(self):
-        self.n = 0
-
-    def inc(self, k=1):
-        self.n += k
-        return self.n
-
-
-def run(coro, timeout: float = 300.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = runner(300.0)
 
 
 def rss_kib(pid: int) -> int:

@@ -8,13 +8,13 @@ Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q \
 """
 from __future__ import annotations
 
-import asyncio
 import http.client
 import re
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from clientlib import runner
 from pkgindex import PackageIndex, build_test_packages
 from remotemedia.core.exceptions import RemoteMediaError
 from remotemedia.remote import RemoteProxyClient
@@ -39,8 +39,7 @@ class App:
         return rmtest_app.hello()
 
 
-def run(coro, timeout: float = 120.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = runner(120.0)
 
 
 def metrics_port(srv) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import io
 import logging
 import os
 import re
@@ -16,7 +15,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from clientlib import runner
 from h2raw import H2Client, Response, grpc_frame
 from pkgindex import PackageIndex, build_test_packages
 from remotemedia.core.exceptions import InstallError, RemoteExecutionError
@@ -36,8 +35,7 @@ BUILDING = re.compile(r"environment [0-9a-f]{12}: building \[")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def run(coro, timeout: float = 90.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = runner(90.0)
 
 
 class Probe:
@@ -164,28 +162,14 @@ def set_slow(idx: PackageIndex, project: str, secs: float) -> None:
 
 def _add_sdist(idx: PackageIndex) -> None:
     """An sdist-only project: rmtest_sdist-1.0.tar.gz and its index page."""
-    buf = io.BytesIO()
-    files = {
+    idx.add_sdist("rmtest-sdist", "rmtest_sdist-1.0.tar.gz", {
         "rmtest_sdist-1.0/PKG-INFO":
             b"Metadata-Version: 2.1\nName: rmtest-sdist\nVersion: 1.0\n\n",
         "rmtest_sdist-1.0/setup.py":
             b"from setuptools import setup\n"
             b"setup(name='rmtest-sdist', version='1.0', py_modules=['rmtest_sdist'])\n",
         "rmtest_sdist-1.0/rmtest_sdist.py": b"SDIST = True\n",
-    }
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mode = 0o644
-            tf.addfile(ti, io.BytesIO(data))
-    name = "rmtest_sdist-1.0.tar.gz"
-    (idx.files / name).write_bytes(buf.getvalue())
-    page = idx.simple / "rmtest-sdist" / "index.html"
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(
-        "<!DOCTYPE html>\n<html><body>\n"
-        f'<a href="../../files/{name}">{name}</a><br>\n</body></html>\n')
+    })
 
 
 @pytest.fixture(scope="module")

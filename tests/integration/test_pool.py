@@ -9,21 +9,20 @@ of a spare is left behind.
 """
 from __future__ import annotations
 
-import asyncio
 import glob
 import os
 import re
 import signal
 import stat
 import time
-from pathlib import Path
 
 import pytest
 
+from clientlib import runner
 from remotemedia.remote import RemoteProxyClient
 from pkgindex import PackageIndex, build_test_packages
 import serverlib
-from serverlib import BUILD, SERVER_ARGS
+from serverlib import BUILD, FAKE_WORKER, SERVER_ARGS
 
 SANDBOX_OFF = "off" in [b for a, b in zip(SERVER_ARGS, SERVER_ARGS[1:]) if a == "--sandbox"]
 ID = r"[0-9a-f]{32}"
@@ -47,8 +46,7 @@ class Fingerprint:
         return rmtest_app.hello()
 
 
-def run(coro, timeout: float = 120.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = runner(120.0)
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):
@@ -229,10 +227,9 @@ def test_environment_spares_are_bounded(fresh_server, idx):
 def test_spare_whose_sandbox_fails_is_discarded_and_logged(fresh_server, tmp_path):
     """A spare that reports a failed set-up before any Open (a Fatal) is
     killed, its reason logged, and restarted only after a growing delay."""
-    fake = Path(__file__).resolve().parent / "fake_worker.py"
-    os.chmod(fake, 0o755)
+    os.chmod(FAKE_WORKER, 0o755)
     link = tmp_path / "fake_worker_fatal_at_init"
-    link.symlink_to(fake)
+    link.symlink_to(FAKE_WORKER)
     srv = fresh_server(["--session-pool", "1", "--worker", str(link), "--sandbox", "off"])
     wait_for(lambda: srv.log_text().count("ended unused") >= 3, what="three spares gone")
     log = srv.log_text()

@@ -16,9 +16,11 @@ import subprocess
 import grpc
 import pytest
 
+from clientlib import run
 from remotemedia.core.exceptions import WorkerDiedError
 from remotemedia.remote import RemoteProxyClient
 from serverlib import BUILD, ROOT
+from targets import Ping
 
 RMCTL = str(BUILD / "rmctl")
 ADMIN, ALICE, BOB = "admin-secret-0123456789", "alice-secret-0123456789", "bob-secret-0123456789"
@@ -37,15 +39,6 @@ def rmctl(*args: str, env: dict | None = None, timeout: float = 120.0):
 
 def at(srv) -> list[str]:
     return ["--host", srv.host, "--port", str(srv.port)]
-
-
-def run(coro, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-class Holder:
-    def ping(self):
-        return "pong"
 
 
 @pytest.fixture
@@ -79,8 +72,8 @@ def test_sessions_and_kill_follow_the_token_rules(token_server):
     async def main():
         async with RemoteProxyClient(srv.config(auth_token=ALICE)) as ca, \
                 RemoteProxyClient(srv.config(auth_token=BOB)) as cb:
-            a = await ca.create_proxy(Holder())
-            b = await cb.create_proxy(Holder())
+            a = await ca.create_proxy(Ping())
+            b = await cb.create_proxy(Ping())
             loop = asyncio.get_running_loop()
 
             def cli(*args, **kw):
@@ -225,7 +218,7 @@ def test_exit_codes_follow_grpc_status(server, fresh_server):
 
     async def hold(tmp):
         async with RemoteProxyClient(srv.config()) as c:
-            await c.create_proxy(Holder())
+            await c.create_proxy(Ping())
             src = tmp / "c.py"
             src.write_text(SOURCE)
             r = await asyncio.get_running_loop().run_in_executor(None, lambda: rmctl(

@@ -26,11 +26,10 @@ import time
 import cloudpickle
 import pytest
 
+import workerlib
+from probe import Attacker
 from testnet import veth_netns
-
-sys.path.insert(0, os.path.dirname(__file__))
-import workerlib  # noqa: E402
-from workerlib import FakeFront, Fatal  # noqa: E402
+from workerlib import FakeFront, Fatal
 
 pytestmark = [
     pytest.mark.skipif(not workerlib.WORKER.exists(),
@@ -39,6 +38,7 @@ pytestmark = [
 ]
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(sys.modules[Attacker.__module__])
 
 UID = 61000
 GID = 61000
@@ -76,38 +76,16 @@ def _errno_of(fn, *args):
         return e.errno
 
 
-class Probe:
-    """Runs inside the session and reports what it sees."""
-
-    def identity(self):
-        status = open("/proc/self/status").read()
-        fields = dict(line.split(":\t", 1) for line in status.splitlines()
-                      if ":\t" in line)
-        return {"uid": os.getresuid(), "gid": os.getresgid(),
-                "groups": os.getgroups(), "pid": os.getpid(),
-                "caps": {k: fields[k].strip() for k in
-                         ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
-                "nnp": fields["NoNewPrivs"].strip(),
-                "seccomp": fields["Seccomp"].strip(),
-                "hostname": socket.gethostname()}
-
-    def listdir(self, path):
-        try:
-            return sorted(os.listdir(path))
-        except OSError as e:
-            return e.errno
+class Probe(Attacker):
+    """Runs inside the session and reports what it sees: the escape suite's
+    probes (tests/lib/probe.py: identity, listdir, write_file, fetch,
+    interfaces, syscall...) and these."""
 
     def exists(self, path):
         return os.path.lexists(path)
 
     def cwd(self):
         return os.getcwd(), os.environ.get("HOME"), os.environ.get("TMPDIR")
-
-    def write(self, path, data=b"x"):
-        def go():
-            with open(path, "wb") as f:
-                f.write(data)
-        return _errno_of(go)
 
     def read(self, path):
         with open(path, "rb") as f:
@@ -132,15 +110,8 @@ class Probe:
             socket.create_connection((host, port), timeout=3).close()
         return _errno_of(go)
 
-    def fetch(self, host, port):
-        with socket.create_connection((host, port), timeout=5) as s:
-            return s.recv(100)
-
     def resolve(self, name):
         return sorted({a[4][0] for a in socket.getaddrinfo(name, 80)})
-
-    def interfaces(self):
-        return sorted(name for _, name in socket.if_nameindex())
 
     def threads(self, n=8):
         out = []
@@ -161,11 +132,6 @@ class Probe:
         a = np.arange(40000, dtype=float).reshape(200, 200)
         return float((a @ a.T).trace())
 
-    def syscall(self, nr):
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syscall(nr), ctypes.get_errno()
-
     def background(self):
         subprocess.Popen(["/bin/sleep", "1000"], start_new_session=True)
         return True
@@ -178,22 +144,14 @@ class Probe:
 
 
 @pytest.fixture
-def front(tmp_path):
-    """A factory of started sandboxed fake fronts, stopped at the end."""
-    made = []
-
-    def make(name="session", network=NET_OFF, enabled=True, wrap=(),
-             **fields):
+def front_maker():
+    """front() (tests/lib/fixtures.py) makes sandboxed fake fronts."""
+    def make(session_dir, network=NET_OFF, enabled=True, wrap=(), **fields):
         sandbox = dict(sandbox=enabled, uid=UID, gid=GID, network=network,
                        disk_bytes=DISK)
         sandbox.update(fields)
-        f = SandboxFront(tmp_path / name, sandbox=sandbox, wrap=wrap).start()
-        made.append(f)
-        return f
-
-    yield make
-    for f in made:
-        f.stop()
+        return SandboxFront(session_dir, sandbox=sandbox, wrap=wrap)
+    return make
 
 
 @pytest.fixture
@@ -201,16 +159,6 @@ def probe(front):
     f = front()
     f.open(Probe())
     return f
-
-
-@pytest.fixture
-def listener():
-    """A TCP listener on the host's 127.0.0.1; its port."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)
-    yield s.getsockname()[1]
-    s.close()
 
 
 def _session_procs(uid=SOLO_UID):
@@ -294,23 +242,23 @@ def test_dev_minimal(probe):
     dev = set(probe.call_value("listdir", "/dev"))
     assert {"null", "zero", "urandom", "shm", "fd"} <= dev
     assert not dev & {"sda", "vda", "mem", "kmsg", "net", "pts", "ptmx"}
-    assert probe.call_value("write", "/dev/null") == 0
+    assert probe.call_value("write_file", "/dev/null") == 0
 
 
 def test_system_read_only(probe):
     for path in ("/usr/rm-probe", "/etc/passwd", "/rm-probe",
                  "/dev/rm-probe", "/bin/rm-probe"):
-        assert probe.call_value("write", path) in (errno.EROFS,
-                                                   errno.EACCES), path
+        assert probe.call_value("write_file", path) in (errno.EROFS,
+                                                        errno.EACCES), path
 
 
 def test_session_dir_and_tmp_writable(probe):
     cwd, home, tmpdir = probe.call_value("cwd")
     assert cwd == home == str(probe.session_dir)
     assert tmpdir == str(probe.session_dir / "tmp")
-    assert probe.call_value("write", "here", b"cwd") == 0
-    assert probe.call_value("write", "/tmp/there", b"tmp") == 0
-    assert probe.call_value("write", tmpdir + "/t", b"tmpdir") == 0
+    assert probe.call_value("write_file", "here", b"cwd") == 0
+    assert probe.call_value("write_file", "/tmp/there", b"tmp") == 0
+    assert probe.call_value("write_file", tmpdir + "/t", b"tmpdir") == 0
     assert probe.call_value("read", "here") == b"cwd"
     assert probe.call_value("read", "/tmp/there") == b"tmp"
     # A tmpfs of the session's own: nothing reaches the host's directory.
@@ -323,7 +271,7 @@ def test_disk_limit(probe):
     assert probe.call_value("write_big", "/tmp/big", DISK + (8 << 20),
                             timeout=30) in (errno.ENOSPC, errno.EFBIG)
     # The space comes back.
-    assert probe.call_value("write", "after", b"ok") == 0
+    assert probe.call_value("write_file", "after", b"ok") == 0
 
 
 # Network -------------------------------------------------------------------------
@@ -478,7 +426,7 @@ def test_sandbox_off_runs_as_before(front):
     assert ident["uid"] == (0, 0, 0)
     assert ident["pid"] == f.proc.pid
     assert "root" in f.call_value("listdir", "/")
-    assert f.call_value("write", "here") == 0
+    assert f.call_value("write_file", "here") == 0
     assert (f.session_dir / "here").exists()
     assert f.call_value("run", ["/bin/true"]) == (0, "")
     assert f.call_value("matmul", timeout=30) > 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from clientlib import run
 from remotemedia.remote import RemoteProxyClient
 from serverlib import BUILD, ROOT, wait_for
 
@@ -37,10 +38,6 @@ class Probe:
     def environ(self):
         import os as o
         return sorted(k for k in o.environ if k.startswith(("NOTIFY", "LISTEN", "WATCHDOG")))
-
-
-def run(coro, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 certificates, certificate reload on SIGHUP, and the client's verification."""
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
 import socket
@@ -12,18 +11,11 @@ import time
 import grpc
 import pytest
 
+from clientlib import run
 from remotemedia.core.exceptions import RemoteMediaError
 from remotemedia.remote import RemoteProxyClient
 from serverlib import ROOT
-
-
-class Echo:
-    def ping(self, x):
-        return x
-
-
-def run(coro, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+from targets import Echo
 
 
 def tls_args(certs, client_ca=False):

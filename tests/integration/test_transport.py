@@ -14,18 +14,12 @@ import time
 import grpc
 import pytest
 
-from h2raw import H2Client, grpc_frame
+from clientlib import run
+from h2raw import ECHO, SESSION, H2Client, grpc_frame
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.core.exceptions import RemoteExecutionError
 from remotemedia.remote import RemoteProxyClient
 from serverlib import BUILD, ROOT
-
-SESSION = "/remotemedia.v1.RemoteExecution/Session"
-ECHO = "/remotemedia.v1.RemoteExecution/Echo"
-
-
-def run(coro, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 class Calc:

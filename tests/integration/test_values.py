@@ -5,19 +5,15 @@ writability, and arrays are not copied out of the received buffer. A value
 whose buffers do not add up is an error of that call, not a crash."""
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 
+from clientlib import runner
+from h2raw import H2Client, grpc_frame, open_session, wait_msgs
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.remote import RemoteProxyClient, wire
-from h2raw import H2Client, grpc_frame
-from test_limits_h2 import open_session, wait_msgs
 
-
-def run(coro, timeout: float = 120.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = runner(120.0)
 
 
 class Media:
@@ -114,20 +110,6 @@ def test_generator_of_arrays(server):
         return out
 
     assert run(with_media(server, go)) == [((720, 1280, 3), i, 7) for i in range(5)]
-
-
-def test_large_values_use_buffers_on_the_wire():
-    """The client's encoding: the arrays and large bytes after the pickle."""
-    a = np.zeros(1 << 20, dtype=np.uint8)
-    enc = wire.encode_args(pb.FORMAT_PICKLE, (a, b"x" * 70_000, b"y"), {})
-    assert isinstance(enc, wire.Encoded)
-    chunks = list(wire.iter_chunks(3, enc))
-    assert list(chunks[0].buffer_sizes) == [1 << 20, 70_000]
-    assert chunks[0].total_size == len(enc) == sum(len(c.data) for c in chunks)
-    assert all(len(c.data) <= wire.CHUNK_SIZE for c in chunks)
-    assert [c.more for c in chunks] == [True] * (len(chunks) - 1) + [False]
-    small = wire.encode_args(pb.FORMAT_PICKLE, (1, b"y"), {})
-    assert isinstance(small, bytes)
 
 
 @pytest.mark.parametrize("sizes", [[1 << 30], [10, 1 << 62]])

@@ -1,7 +1,8 @@
 """remotemedia-worker driven directly through a fake front (workerlib).
 
 No remotemediad here: these tests pin down the worker's half of the
-socketpair protocol (proto/worker.proto, docs/protocol.md).
+socketpair protocol (proto/worker.proto, docs/protocol.md). The `front`
+fixture (tests/lib/fixtures.py) makes the fake fronts.
 
 Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_worker_direct.py
 """
@@ -17,9 +18,8 @@ import time
 import cloudpickle
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-import workerlib  # noqa: E402
-from workerlib import CHUNK, FakeFront, Fatal, RemoteError, pb  # noqa: E402
+import workerlib
+from workerlib import CHUNK, Fatal, RemoteError, pb
 
 pytestmark = pytest.mark.skipif(not workerlib.WORKER.exists(),
                                 reason="make build/remotemedia-worker first")
@@ -219,21 +219,6 @@ class Adder:
     def oops(self):
         raise RuntimeError("from source")
 '''
-
-
-@pytest.fixture
-def front(tmp_path):
-    """A factory of started fake fronts, stopped at the end of the test."""
-    made = []
-
-    def make(name="session", **kw):
-        f = FakeFront(tmp_path / name, **kw).start()
-        made.append(f)
-        return f
-
-    yield make
-    for f in made:
-        f.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ client assert on. Like bubblewrap's try-syscall, every probe is one syscall
 or one operation with its exact outcome.
 
 This module travels to the server by value (cloudpickle), so it imports
-nothing of the test suite.
+nothing of the test suite. The escape suite hosts Probe (every probe);
+tests/integration/test_sandbox_direct.py builds its Probe on Attacker.
 """
 from __future__ import annotations
 
@@ -85,7 +86,10 @@ class Attacker:
                 "nnp": fields["NoNewPrivs"].strip(),
                 "seccomp": fields["Seccomp"].strip(),
                 "capeff": fields["CapEff"].strip(),
-                "capbnd": fields["CapBnd"].strip()}
+                "capbnd": fields["CapBnd"].strip(),
+                "caps": {k: fields[k].strip() for k in
+                         ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+                "hostname": socket.gethostname()}
 
     def env(self, names):
         return {n: os.environ.get(n) for n in names}
@@ -418,3 +422,7 @@ class ArchProbes:
     def int80_getpid(self):
         # mov eax, 20 (i386 getpid); int 0x80; ret
         return _exec_code(b"\xb8\x14\x00\x00\x00\xcd\x80\xc3")
+
+
+class Probe(Attacker, ArchProbes):
+    """Every probe, for a session to host."""

@@ -1,6 +1,6 @@
 """Unit tests of the remotemedia client that need no real server.
 
-Run: cd /work/main && PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_client_unit.py
+Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/client (make client)
 
 The first half tests pure parts (config, exceptions, encoding, chunking). The
 second half drives the client's real gRPC stream handling against
@@ -30,7 +30,9 @@ import cloudpickle
 import grpc
 import pytest
 
+from clientlib import runner
 from remotemedia._proto import remotemedia_pb2 as pb
+from remotemedia.core import exceptions as rx
 from remotemedia.core.exceptions import (
     AuthenticationError,
     ConnectionLostError,
@@ -64,9 +66,7 @@ class Calculator:
         return a + b
 
 
-def run(coro: Any, timeout: float = TEST_TIMEOUT) -> Any:
-    """Run a coroutine in a fresh loop, bounded in time."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = runner(TEST_TIMEOUT)
 
 
 # ---------------------------------------------------------------------------
@@ -295,6 +295,13 @@ def test_status_mapping(code: grpc.StatusCode, details: str, cls: type) -> None:
         assert str(exc) == details
 
 
+def test_exception_subclasses_exist():
+    assert issubclass(rx.RemoteExecutionError, rx.RemoteMediaError)
+    for name in ("InstallError", "AuthenticationError", "RemoteTimeoutError", "WorkerDiedError"):
+        assert issubclass(getattr(rx, name), rx.RemoteMediaError), name
+    assert issubclass(rx.RemoteTimeoutError, TimeoutError)
+
+
 # ---------------------------------------------------------------------------
 # Encoding and chunking
 
@@ -328,6 +335,21 @@ def test_args_are_chunked_under_one_mib() -> None:
     assert all(len(c.data) <= MiB for c in chunks)
     assert all(m.ByteSize() <= MiB + 64 for m in messages)
     assert b"".join(c.data for c in chunks) == doc
+
+
+def test_large_values_use_buffers_on_the_wire():
+    """The client's encoding: the arrays and large bytes after the pickle."""
+    import numpy as np
+    a = np.zeros(1 << 20, dtype=np.uint8)
+    enc = wire.encode_args(pb.FORMAT_PICKLE, (a, b"x" * 70_000, b"y"), {})
+    assert isinstance(enc, wire.Encoded)
+    chunks = list(wire.iter_chunks(3, enc))
+    assert list(chunks[0].buffer_sizes) == [1 << 20, 70_000]
+    assert chunks[0].total_size == len(enc) == sum(len(c.data) for c in chunks)
+    assert all(len(c.data) <= wire.CHUNK_SIZE for c in chunks)
+    assert [c.more for c in chunks] == [True] * (len(chunks) - 1) + [False]
+    small = wire.encode_args(pb.FORMAT_PICKLE, (1, b"y"), {})
+    assert isinstance(small, bytes)
 
 
 def test_python_version_tolerates_a_plain_tuple(monkeypatch: Any) -> None:
@@ -997,6 +1019,22 @@ def test_unreachable_server_is_retried_then_fails() -> None:
         assert info.value.code == grpc.StatusCode.UNAVAILABLE
         assert isinstance(info.value, ConnectionError)
         assert time.monotonic() - start < 3.5
+    run(main())
+
+
+def test_retries_connection_failures_then_fails_clearly():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+
+    async def main():
+        cfg = RemoteExecutorConfig(host="127.0.0.1", port=port, timeout=5.0, max_retries=2)
+        async with RemoteProxyClient(cfg) as client:
+            t = time.monotonic()
+            with pytest.raises(rx.RemoteMediaError):
+                await client.create_proxy(Calculator())
+            assert time.monotonic() - t < 10
     run(main())
 
 

@@ -1,6 +1,7 @@
 """A raw HTTP/2 client (python3-h2) for tests that need to see or send what a
 gRPC library hides: the server's first frame, HTTP status codes, trailers,
-malformed gRPC framing."""
+malformed gRPC framing; and, after it, helpers that speak the protocol
+through it (sessions, calls, Echo) or below it (raw frames)."""
 from __future__ import annotations
 
 import socket
@@ -11,6 +12,20 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+
+SESSION = "/remotemedia.v1.RemoteExecution/Session"
+ECHO = "/remotemedia.v1.RemoteExecution/Echo"
+HEALTH = "/grpc.health.v1.Health/Check"
+
+# gRPC status codes
+OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
+RESOURCE_EXHAUSTED, ABORTED, INTERNAL = 8, 10, 13
+# HTTP/2 error codes and frame types
+NO_ERROR, PROTOCOL_ERROR, H2_INTERNAL_ERROR = 0x0, 0x1, 0x2
+REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x7, 0xB
+F_DATA, F_HEADERS, F_RST_STREAM, F_SETTINGS, F_PING, F_GOAWAY = 0, 1, 3, 4, 6, 7
+F_CONTINUATION = 9
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def grpc_frame(msg: bytes, compressed: bool = False, length: int | None = None) -> bytes:
@@ -189,3 +204,172 @@ def call_msgs(call_id: int, name: str, args: tuple, chunk: int = 1 << 20) -> byt
         out += grpc_frame(pb.ClientMessage(value=pb.Value(
             call_id=call_id, seq=i, more=i < len(parts) - 1, data=p)).SerializeToString())
     return out
+
+
+# --- protocol helpers -------------------------------------------------------
+
+
+def split_grpc(data: bytes) -> list[bytes]:
+    """The complete gRPC messages in a response body."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        n = struct.unpack(">I", data[i + 1:i + 5])[0]
+        if i + 5 + n > len(data):
+            break
+        out.append(data[i + 5:i + 5 + n])
+        i += 5 + n
+    return out
+
+
+def server_msgs(data: bytes) -> list:
+    from remotemedia._proto import remotemedia_pb2 as pb
+    return [pb.ServerMessage.FromString(m) for m in split_grpc(data)]
+
+
+def pump(c: H2Client, timeout: float, until=None) -> tuple[list, bool]:
+    """Read and dispatch events for at most timeout seconds, or until an event
+    satisfies until(). Returns (events, the server closed the socket)."""
+    events: list = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = c.sock.recv(65536)
+        except socket.timeout:
+            break
+        except OSError:
+            return events, True
+        if not data:
+            return events, True
+        new = c.conn.receive_data(data)
+        for ev in new:
+            c._event(ev)
+        events.extend(new)
+        out = c.conn.data_to_send()
+        if out:
+            try:
+                c.sock.sendall(out)
+            except OSError:
+                return events, True
+        if until is not None and any(until(ev) for ev in new):
+            break
+    return events, False
+
+
+def wait_msgs(c: H2Client, sid: int, n: int, timeout: float = 30.0) -> list:
+    """Read until stream sid carried n server messages, or ended."""
+    deadline = time.monotonic() + timeout
+    r = c.responses[sid]
+    while len(split_grpc(r.data)) < n and not r.ended and time.monotonic() < deadline:
+        pump(c, min(0.2, max(0.01, deadline - time.monotonic())))
+    return server_msgs(r.data)
+
+
+def open_session(c: H2Client, obj=None, timeout: float = 30.0) -> int:
+    """Open a Session stream with a real worker (hosting obj, by default a
+    targets.Sleeper); return it once Ready."""
+    from targets import Sleeper
+    sid = c.request(SESSION, grpc_frame(open_msg(obj if obj is not None else Sleeper())),
+                    end=False)
+    msgs = wait_msgs(c, sid, 1, timeout)
+    assert msgs and msgs[-1].WhichOneof("msg") == "ready", c.responses[sid]
+    return sid
+
+
+def call_result(c: H2Client, sid: int, call_id: int, name: str, args: tuple,
+                timeout: float = 30.0):
+    """Make one call on a ready session and return its unpickled result."""
+    import cloudpickle
+    before = len(split_grpc(c.responses[sid].data))
+    c.send(sid, call_msgs(call_id, name, args))
+    msgs = wait_msgs(c, sid, before + 1, timeout)
+    assert len(msgs) > before, c.responses[sid]
+    m = msgs[before]
+    assert m.WhichOneof("msg") == "result" and m.result.call_id == call_id, m
+    return cloudpickle.loads(m.result.value.data)
+
+
+def echo_ok(host: str, port: int, payload: bytes = b"ping", c: H2Client | None = None) -> None:
+    """An Echo round trip on a new connection (or on c), and a health check."""
+    from remotemedia._proto import remotemedia_pb2 as pb
+    own = c is None
+    c = c or H2Client(host, port, timeout=10)
+    try:
+        msg = pb.EchoMessage(payload=payload).SerializeToString()
+        sid = c.request(ECHO, grpc_frame(msg))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == OK, r
+        assert split_grpc(r.data) == [msg]
+        sid = c.request(HEALTH, grpc_frame(b""))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == OK and split_grpc(r.data) == [b"\x08\x01"], r
+    finally:
+        if own:
+            c.close()
+
+
+def raw_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """Parse HTTP/2 frames: (type, flags, stream id, payload)."""
+    out, i = [], 0
+    while i + 9 <= len(data):
+        n = int.from_bytes(data[i:i + 3], "big")
+        if i + 9 + n > len(data):
+            break
+        ftype, flags = data[i + 3], data[i + 4]
+        sid = int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF
+        out.append((ftype, flags, sid, data[i + 9:i + 9 + n]))
+        i += 9 + n
+    return out
+
+
+def raw_read(sock: socket.socket, timeout: float, stop_on_goaway: bool = True) -> tuple[bytes, bool]:
+    """Everything the server sends for at most timeout seconds; (bytes, closed)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            d = sock.recv(1 << 20)
+        except socket.timeout:
+            break
+        except OSError:
+            return got, True
+        if not d:
+            return got, True
+        got += d
+        if stop_on_goaway and any(f[0] == F_GOAWAY for f in raw_frames(got)):
+            break
+    return got, False
+
+
+def goaway_code(frames) -> int | None:
+    for ftype, _, _, payload in frames:
+        if ftype == F_GOAWAY:
+            return int.from_bytes(payload[4:8], "big")
+    return None
+
+
+def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def closed_within(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the server closed sock (reading and dropping what it
+    sends), or None if it stayed open for timeout."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return time.monotonic() - t0
+        except socket.timeout:
+            return None
+        except OSError:
+            return time.monotonic() - t0
+    return None
+
+
+def is_end(ev) -> bool:
+    return isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset,
+                           h2.events.ConnectionTerminated))

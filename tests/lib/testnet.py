@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 from typing import Iterator
 
 import pytest
+
+
+def host_ipv4() -> str | None:
+    """A non-loopback IPv4 address of the host, if it has one."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", line)
+        if m and not m.group(1).startswith("127."):
+            return m.group(1)
+    return None
 
 
 def _ip(*args: str) -> None:

@@ -22,6 +22,7 @@ import re
 import socket
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -307,6 +308,24 @@ class PackageIndex:
             dest = self._copy_in(Path(path))
             self._write_pages()
         return self.file_url(dest.name)
+
+    def add_sdist(self, project: str, filename: str,
+                  files: Mapping[str, bytes]) -> None:
+        """Add an sdist, filename (.tar.gz) of files (archive path ->
+        content), and a page of its own for project, linking to it alone."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+            for name, data in files.items():
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                ti.mode = 0o644
+                tf.addfile(ti, io.BytesIO(data))
+        (self.files / filename).write_bytes(buf.getvalue())
+        page = self.simple / project / "index.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(
+            "<!DOCTYPE html>\n<html><body>\n"
+            f'<a href="../../files/{filename}">{filename}</a><br>\n</body></html>\n')
 
     def file_url(self, filename: str) -> str:
         return f"{self.base_url}/files/{filename}"

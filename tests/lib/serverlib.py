@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # test's own (which win), e.g. "--sandbox off".
 BUILD = Path(os.environ.get("RM_BUILD") or ROOT / "build").resolve()
 SERVER_ARGS = shlex.split(os.environ.get("RM_SERVER_ARGS", ""))
+# A hostile stand-in for the worker (--worker), by the name it is run as.
+FAKE_WORKER = Path(__file__).resolve().parent / "fake_worker.py"
 
 
 def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
@@ -27,6 +29,24 @@ def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
             return v
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM proc and wait for it, SIGKILL after timeout; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def front_errors(srv: "Server") -> list[str]:
+    """Lines of the server log that say the front itself failed."""
+    return [line for line in srv.log_text().splitlines()
+            if re.match(r"ts=\S+ level=error proc=front ", line)]
 
 
 def _environ(pid: int) -> list[bytes]:
@@ -174,15 +194,9 @@ class Server:
         return RemoteExecutorConfig(host=self.host, port=self.port, **kw)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        rc = terminate(self.proc)
         self.log.close()
-        return self.proc.returncode
+        return rc
 
     def cleanup(self) -> None:
         """Remove the state directory and the log (after stop)."""

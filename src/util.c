@@ -59,9 +59,23 @@ xstrdup(const char *s)
 	return p;
 }
 
-/* Parse an unsigned decimal with a unit suffix; the suffix is returned. */
+/* A unit suffix and what it multiplies by. */
+struct unit {
+	const char *u_suffix;
+	uint64_t u_mul;
+};
+
+static const struct unit size_units[] = {{"", 1}, {"B", 1}, {"K", 1ULL << 10},
+    {"M", 1ULL << 20}, {"G", 1ULL << 30}, {"T", 1ULL << 40}, {NULL, 0}};
+static const struct unit duration_units[] = {
+    {"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}, {NULL, 0}};
+
+/*
+ * Parse an unsigned decimal followed by one of the units' suffixes, into
+ * the number times the unit; -1 on anything else or an overflow.
+ */
 static int
-parse_number(const char *s, uint64_t *out, const char **suffix)
+parse_with_unit(const char *s, const struct unit *units, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
@@ -72,61 +86,29 @@ parse_number(const char *s, uint64_t *out, const char **suffix)
 	v = strtoull(s, &end, 10);
 	if (errno != 0)
 		return -1;
-	*out = v;
-	*suffix = end;
-	return 0;
+	for (; units->u_suffix != NULL; units++) {
+		if (strcmp(end, units->u_suffix) != 0)
+			continue;
+		if (v > UINT64_MAX / units->u_mul)
+			return -1;
+		*out = v * units->u_mul;
+		return 0;
+	}
+	return -1;
 }
 
 /* Parse a size written 512, 512K, 64M or 1G (powers of 1024). */
 int
 parse_size(const char *s, uint64_t *out)
 {
-	const char *suf;
-	uint64_t v, mul = 1;
-
-	if (parse_number(s, &v, &suf) == -1)
-		return -1;
-	if (strcmp(suf, "") == 0 || strcmp(suf, "B") == 0)
-		mul = 1;
-	else if (strcmp(suf, "K") == 0)
-		mul = 1024ULL;
-	else if (strcmp(suf, "M") == 0)
-		mul = 1024ULL * 1024;
-	else if (strcmp(suf, "G") == 0)
-		mul = 1024ULL * 1024 * 1024;
-	else if (strcmp(suf, "T") == 0)
-		mul = 1024ULL * 1024 * 1024 * 1024;
-	else
-		return -1;
-	if (v > UINT64_MAX / mul)
-		return -1;
-	*out = v * mul;
-	return 0;
+	return parse_with_unit(s, size_units, out);
 }
 
 /* Parse a duration written 500ms, 30s, 5m or 2h, into milliseconds. */
 int
 parse_duration_ms(const char *s, uint64_t *out)
 {
-	const char *suf;
-	uint64_t v, mul;
-
-	if (parse_number(s, &v, &suf) == -1)
-		return -1;
-	if (strcmp(suf, "ms") == 0)
-		mul = 1;
-	else if (strcmp(suf, "s") == 0)
-		mul = 1000;
-	else if (strcmp(suf, "m") == 0)
-		mul = 60 * 1000;
-	else if (strcmp(suf, "h") == 0)
-		mul = 3600 * 1000;
-	else
-		return -1;
-	if (v > UINT64_MAX / mul)
-		return -1;
-	*out = v * mul;
-	return 0;
+	return parse_with_unit(s, duration_units, out);
 }
 
 int

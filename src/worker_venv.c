@@ -499,6 +499,17 @@ venv_net_add(struct venv_net *vn, const char *url)
 	return 0;
 }
 
+/* What venv_net_readable allocated. */
+static void
+venv_net_free(struct venv_net *vn)
+{
+	size_t i;
+
+	for (i = 0; i < vn->vn_n_readable; i++)
+		free((char *)vn->vn_readable[i]);
+	vn->vn_n_readable = 0;
+}
+
 /* Every location pip is given, and the compilers' trees. */
 static int
 venv_net_init(const struct venv_conf *vc, struct venv_net *vn)
@@ -538,8 +549,10 @@ venv_sandboxed(const struct venv_conf *vc, char *const *venv, char *const *pip)
 	pid_t pid;
 	int st;
 
-	if (venv_net_init(vc, &vn) == -1)
+	if (venv_net_init(vc, &vn) == -1) {
+		venv_net_free(&vn);
 		return 1 << 8;
+	}
 	fflush(NULL);
 	if ((pid = fork()) == -1)
 		fatal("fork");
@@ -575,7 +588,45 @@ venv_sandboxed(const struct venv_conf *vc, char *const *venv, char *const *pip)
 	while (waitpid(pid, &st, 0) == -1)
 		if (errno != EINTR)
 			fatal("waitpid");
+	venv_net_free(&vn);
 	return st;
+}
+
+/* Create the venv, run pip in it, and seal it; 0 only if it is complete. */
+static int
+venv_build(const struct venv_conf *vc)
+{
+	char *venv[8], *pip[VENV_MAX_ARGS], python[4200], target[4096];
+	int n = 0, st;
+
+	snprintf(target, sizeof(target), "%s/venv", vc->vc_dir);
+	snprintf(python, sizeof(python), "%s/bin/python", target);
+	venv[n++] = (char *)VENV_PYTHON;
+	venv[n++] = (char *)"-m";
+	venv[n++] = (char *)"venv";
+	venv[n++] = (char *)"--without-pip";
+	if (vc->vc_build->system_site_packages)
+		venv[n++] = (char *)"--system-site-packages";
+	venv[n++] = target;
+	venv[n] = NULL;
+	printf("Creating environment\n");
+	fflush(stdout);
+	venv_pip_argv(vc, pip, python);
+	if (vc->vc_sandbox) {
+		/* Its W0 reported whatever failed, W2's commands included. */
+		st = venv_sandboxed(vc, venv, pip);
+		venv_unmark(vc);
+		if (st != 0)
+			return -1;
+	} else if (venv_status("python3 -m venv", venv_run(vc, venv)) == -1 ||
+	    venv_status("pip", venv_run(vc, pip)) == -1)
+		return -1;
+	if (venv_seal(vc) == -1) {
+		fprintf(stderr, "ERROR: cannot seal the environment: %s\n",
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 /* The builder's main: venv, pip, seal. Exit 0 only with a complete entry. */
@@ -583,8 +634,7 @@ int
 worker_venv_main(const char *dir, int level)
 {
 	struct venv_conf vc;
-	char *venv[8], *pip[VENV_MAX_ARGS], python[4200], target[4096];
-	int n = 0, st;
+	int rv;
 
 	log_init("builder", level);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -594,32 +644,9 @@ worker_venv_main(const char *dir, int level)
 		fatal("cannot join the build's cgroup");
 	umask(022);
 	venv_prepare(&vc);
-	snprintf(target, sizeof(target), "%s/venv", vc.vc_dir);
-	snprintf(python, sizeof(python), "%s/bin/python", target);
-	venv[n++] = (char *)VENV_PYTHON;
-	venv[n++] = (char *)"-m";
-	venv[n++] = (char *)"venv";
-	venv[n++] = (char *)"--without-pip";
-	if (vc.vc_build->system_site_packages)
-		venv[n++] = (char *)"--system-site-packages";
-	venv[n++] = target;
-	venv[n] = NULL;
-	printf("Creating environment\n");
-	fflush(stdout);
-	venv_pip_argv(&vc, pip, python);
-	if (vc.vc_sandbox) {
-		/* Its W0 reported whatever failed, W2's commands included. */
-		st = venv_sandboxed(&vc, venv, pip);
-		venv_unmark(&vc);
-		if (st != 0)
-			return 1;
-	} else if (venv_status("python3 -m venv", venv_run(&vc, venv)) == -1 ||
-	    venv_status("pip", venv_run(&vc, pip)) == -1)
-		return 1;
-	if (venv_seal(&vc) == -1) {
-		fprintf(stderr, "ERROR: cannot seal the environment: %s\n",
-		    strerror(errno));
-		return 1;
-	}
-	return 0;
+	rv = venv_build(&vc);
+	remotemedia__worker__v1__build__free_unpacked(
+	    (Remotemedia__Worker__V1__Build *)vc.vc_build, NULL);
+	free((char *)vc.vc_cgroup);
+	return rv == 0 ? 0 : 1;
 }

@@ -411,6 +411,15 @@ env_line(struct env *e, char *line)
 	for (i = 0; line[i] != '\0'; i++)
 		if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
 			line[i] = ' ';
+	/*
+	 * The builder's own log lines (its sandbox's, at --log-level debug
+	 * or on a warning) go to the front's log: they are the server's
+	 * business, not pip's output for the client.
+	 */
+	if (strncmp(line, "ts=", 3) == 0 && strstr(line, " proc=") != NULL) {
+		log_info("environment %.12s: builder: %s", e->env_key, line);
+		return;
+	}
 	env_parse_line(e, line);
 	env_keep_tail(e, line);
 	log_debug("environment %.12s: %s", e->env_key, line);

@@ -52,7 +52,8 @@
 /*
  * The builder is this program itself, run as remotemedia-worker would be
  * (`--log-level L --build-env DIR`, the BuildJob on stdin: fake_builder).
- * It logs each run, says "Collecting NAME" as pip does, and a name with
+ * It logs each run, writes a log line as its sandbox would, says
+ * "Collecting NAME" as pip does, and a name with
  * "broken" fails as pip would, one with "killed" dies of SIGKILL; else it
  * leaves DIR as worker_venv.c does.
  */
@@ -94,6 +95,10 @@ fake_builder(const char *dir)
 	fclose(f);
 	if (mkdir(dir, 0755) == -1)
 		return 1;
+	/* A log line of the builder's own (its sandbox's, at debug level):
+	 * the front logs it, and no session sees it as progress. */
+	printf("ts=2026-01-01T00:00:00.000Z level=debug proc=worker-init "
+	    "msg=\"ns_bind: the host has no /libx32: skipped\"\n");
 	printf("Collecting %s\n", b->requirements[0]);
 	fflush(stdout);
 	for (i = 0; i < b->n_requirements; i++) {

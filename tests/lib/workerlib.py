@@ -373,7 +373,12 @@ class FakeFront:
 
     def open(self, obj=None, timeout=20.0, **kw):
         """Open the session; the Ready message, or raise Fatal."""
-        self.send_open(obj, **kw)
+        try:
+            self.send_open(obj, **kw)
+        except (BrokenPipeError, ConnectionResetError):
+            # The worker failed before it read all of Open (a sandbox it
+            # could not set up, say): its Fatal waits to be read.
+            pass
         self.read_until(lambda: self.ready is not None or self.fatal,
                         timeout)
         if self.fatal is not None:

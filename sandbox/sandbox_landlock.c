@@ -222,16 +222,19 @@ ll_add_writable(
 }
 
 /*
- * Allow access on path where it exists and is not a symlink (the rule
- * would apply to its target); a file gets only the rights a file can
- * take. -1 only on a real failure.
+ * Allow access on path, or on nothing if it is missing or a symlink (the
+ * rule would apply to its target) and not required; a file gets only the
+ * rights a file can take. -1 only on a real failure, or a required path
+ * that cannot take a rule.
  */
 static int
-ll_add_optional(int ruleset, const char *path, uint64_t access)
+ll_add_existing(int ruleset, const char *path, uint64_t access, int required)
 {
 	struct stat st;
 
 	if (lstat(path, &st) == -1 || S_ISLNK(st.st_mode)) {
+		if (required)
+			goto fail;
 		log_debug("landlock: %s: skipped", path);
 		return 0;
 	}
@@ -239,12 +242,20 @@ ll_add_optional(int ruleset, const char *path, uint64_t access)
 		access &= LL_FILE_RIGHTS;
 	if (access == 0 || ll_add_path(ruleset, path, access) == 0)
 		return 0;
-	if (errno != ENOENT && errno != ENOTDIR && errno != EACCES) {
-		log_warn("landlock: %s", path);
-		return -1;
+	if (!required &&
+	    (errno == ENOENT || errno == ENOTDIR || errno == EACCES)) {
+		log_debug("landlock: %s: skipped", path);
+		return 0;
 	}
-	log_debug("landlock: %s: skipped", path);
-	return 0;
+fail:
+	log_warn("landlock: %s", path);
+	return -1;
+}
+
+static int
+ll_add_optional(int ruleset, const char *path, uint64_t access)
+{
+	return ll_add_existing(ruleset, path, access, 0);
 }
 
 /* The device files: writing, truncating (O_TRUNC) and device ioctls. */
@@ -269,19 +280,12 @@ ll_add_readable(
     int ruleset, const char *const *readable, size_t n, uint64_t handled)
 {
 	char paths[] = RM_PY_READ_PATHS ":" RM_LIB_PATHS, *p, *last;
-	struct stat st;
-	uint64_t access;
 	size_t i;
 
-	for (i = 0; i < n; i++) {
-		access = handled & LL_READ;
-		if (stat(readable[i], &st) == 0 && !S_ISDIR(st.st_mode))
-			access &= LL_FILE_RIGHTS;
-		if (ll_add_path(ruleset, readable[i], access) == -1) {
-			log_warn("landlock: %s", readable[i]);
+	for (i = 0; i < n; i++)
+		if (ll_add_existing(
+		        ruleset, readable[i], handled & LL_READ, 1) == -1)
 			return -1;
-		}
-	}
 	for (p = strtok_r(paths, ":", &last); p != NULL;
 	     p = strtok_r(NULL, ":", &last))
 		if (ll_add_optional(ruleset, p, handled & LL_READ) == -1)

@@ -752,31 +752,28 @@ env_lookup(const char *reqs)
 	struct env key, *e;
 	uint8_t *build;
 	size_t len;
+	int created = 0;
 
+	/* Failures old enough to forget go first: such a key builds anew. */
 	env_prune_failed();
 	build = env_pack_build(reqs, &len);
 	env_key(build, len, key.env_key);
-	e = RB_FIND(envtree, &envs, &key);
-	if (e != NULL && e->env_state == ENV_FAILED && e->env_refs == 0 &&
-	    front_env_clock() - e->env_failed_at >= ENV_FAIL_TTL_MS) {
-		env_free(e);
-		e = NULL;
-	}
-	if (e != NULL && e->env_build == NULL) {
-		e->env_build = build; /* loaded from disk at start */
-		e->env_build_len = len;
-	} else
-		free(build);
-	if (e == NULL) {
+	if ((e = RB_FIND(envtree, &envs, &key)) == NULL) {
 		e = env_new(key.env_key, reqs);
-		e->env_build = env_pack_build(reqs, &e->env_build_len);
 		e->env_state = ENV_QUEUED;
 		TAILQ_INSERT_TAIL(&env_queue, e, env_queue);
-		env_start_queued();
-	} else if (e->env_reqs[0] == '\0') {
+		created = 1;
+	} else if (e->env_build == NULL) {
 		free(e->env_reqs); /* loaded from disk at start */
 		e->env_reqs = xstrdup(reqs);
 	}
+	if (e->env_build == NULL) {
+		e->env_build = build;
+		e->env_build_len = len;
+	} else
+		free(build);
+	if (created)
+		env_start_queued();
 	return e;
 }
 

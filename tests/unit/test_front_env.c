@@ -79,9 +79,10 @@ fake_builder(const char *dir)
 
 	while ((n = read(0, buf + len, sizeof(buf) - len)) > 0)
 		len += (size_t)n;
-	if ((job = remotemedia__worker__v1__build_job__unpack(NULL, len,
-	    buf)) == NULL || (b = remotemedia__worker__v1__build__unpack(NULL,
-	    job->build.len, job->build.data)) == NULL ||
+	if ((job = remotemedia__worker__v1__build_job__unpack(
+	         NULL, len, buf)) == NULL ||
+	    (b = remotemedia__worker__v1__build__unpack(
+	         NULL, job->build.len, job->build.data)) == NULL ||
 	    b->n_requirements == 0)
 		return 2;
 	/* The log is beside the cache: DIR/../../spawned. */
@@ -98,7 +99,7 @@ fake_builder(const char *dir)
 	/* A log line of the builder's own (its sandbox's, at debug level):
 	 * the front logs it, and no session sees it as progress. */
 	printf("ts=2026-01-01T00:00:00.000Z level=debug proc=worker-init "
-	    "msg=\"ns_bind: the host has no /libx32: skipped\"\n");
+	       "msg=\"ns_bind: the host has no /libx32: skipped\"\n");
 	printf("Collecting %s\n", b->requirements[0]);
 	fflush(stdout);
 	for (i = 0; i < b->n_requirements; i++) {
@@ -110,8 +111,8 @@ fake_builder(const char *dir)
 		if (strstr(b->requirements[i], "killed") != NULL)
 			kill(getpid(), SIGKILL);
 	}
-	snprintf(path, sizeof(path), "%s/venv/lib/python%s/site-packages",
-	    dir, b->python_version);
+	snprintf(path, sizeof(path), "%s/venv/lib/python%s/site-packages", dir,
+	    b->python_version);
 	if (mkdir_p(path, 0755) == -1)
 		return 1;
 	snprintf(path, sizeof(path), "%s/complete", dir);
@@ -564,13 +565,14 @@ test_key(void **state)
 	for (i = 0; i < 4; i++) {
 		assert_int_equal(strlen(front_env_key(s[i]->ses_env)), 64);
 		assert_int_equal(
-		    strspn(front_env_key(s[i]->ses_env), "0123456789abcdef"), 64);
+		    strspn(front_env_key(s[i]->ses_env), "0123456789abcdef"),
+		    64);
 		snprintf(dir, sizeof(dir), "%s/%s", cachedir,
 		    front_env_key(s[i]->ses_env));
 		assert_string_equal(front_env_dir(s[i]->ses_env), dir);
 		for (j = 0; j < i; j++)
-			assert_string_not_equal(
-			    front_env_key(s[i]->ses_env), front_env_key(s[j]->ses_env));
+			assert_string_not_equal(front_env_key(s[i]->ses_env),
+			    front_env_key(s[j]->ses_env));
 	}
 	for (i = 0; i < 4; i++)
 		finish_build(s[i]->ses_env);

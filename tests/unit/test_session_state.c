@@ -646,7 +646,8 @@ test_open_requirements_wait_then_ready(void **state)
 
 	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), 0);
 	assert_non_null(ses->ses_env);
-	assert_string_equal(front_env_reqs(ses->ses_env), "numpy\nslowpkg>=1.3");
+	assert_string_equal(
+	    front_env_reqs(ses->ses_env), "numpy\nslowpkg>=1.3");
 	assert_int_equal(ses->ses_state, SES_INSTALLING);
 	assert_int_equal(fake.fk_spawned, 0);
 	front_session_env_ready(ses);
@@ -674,8 +675,8 @@ test_open_requirements_not_forwarded(void **state)
 	r = &rec.to_worker[0];
 	assert_int_equal(r->mr_type, FRAME_MSG);
 	assert_true(r->mr_len < last_len);
-	cm = remotemedia__v1__client_message__unpack(NULL, r->mr_len,
-	    r->mr_buf);
+	cm = remotemedia__v1__client_message__unpack(
+	    NULL, r->mr_len, r->mr_buf);
 	assert_non_null(cm);
 	assert_non_null(cm->open);
 	assert_int_equal(cm->open->n_requirements, 0);

@@ -173,18 +173,20 @@ def test_settings_flood_from_a_peer_that_never_reads_is_detected(fresh_server):
 
 
 def test_a_dead_connection_whose_peer_never_reads_is_dropped(fresh_server):
+    """Whichever comes first, the flood limit or the idle timeout (which
+    wins on a loaded machine, where the flood takes longer than 1 s to
+    arrive), the front lets go of a peer that reads nothing."""
     srv = fresh_server(["--idle-timeout", "1s", "--session-pool", "0"])
     base = server_sockets(srv)
     s = flood_without_reading(srv)
     try:
         deadline = time.monotonic() + 30
-        while "Flooding was detected" not in srv.log_text():
-            assert time.monotonic() < deadline, "no flood detected"
-            time.sleep(0.1)
-        deadline = time.monotonic() + 6
         while server_sockets(srv) > base and time.monotonic() < deadline:
             time.sleep(0.2)
         assert server_sockets(srv) == base, "the front still holds the flooder's socket"
+        log = srv.log_text()
+        assert any(why in log for why in (
+            "Flooding was detected", "output not taken", "idle; closing")), log[-2000:]
     finally:
         s.close()
 

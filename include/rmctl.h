@@ -36,6 +36,8 @@
 #define RMCTL_QUEUE_MAX 64 /* received, not yet consumed messages */
 #define RMCTL_WINDOW (16 * 1024 * 1024)
 #define RMCTL_READ_LEN (256 * 1024)
+/* Freed memory kept for reuse: a few of the largest messages. */
+#define RMCTL_MALLOC_KEEP (64 * 1024 * 1024)
 #define RMCTL_FLUSH_LEN (256 * 1024)
 
 /* A byte queue: data from b_off to b_len. */

@@ -20,6 +20,7 @@
 #define H2_STREAM_WINDOW (1024 * 1024)
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
 #define H2_OUT_HIGH (256 * 1024)
+#define H2_IO_MAX (256 * 1024)
 /* A closing connection gets this long to send its last frames (GOAWAY). */
 #define H2_LINGER_MS 2000
 
@@ -598,6 +599,10 @@ front_h2_accept(int fd, const char *peer)
 		free(c);
 		return NULL;
 	}
+	/* libevent moves 16 KiB per read or write by default: a 1 MiB value
+	 * would cost 64 writes, each waking the peer. */
+	bufferevent_set_max_single_read(c->c_bev, H2_IO_MAX);
+	bufferevent_set_max_single_write(c->c_bev, H2_IO_MAX);
 	c->c_flush_ev = event_new(front_base, -1, 0, conn_flush_cb, c);
 	c->c_timer = evtimer_new(front_base, conn_timer_cb, c);
 	c->c_ping_at = now_ms();

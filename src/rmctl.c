@@ -734,6 +734,7 @@ main(int argc, char **argv)
 
 	log_init("rmctl", LOG_LEVEL_WARN);
 	log_plain();
+	malloc_keep(RMCTL_MALLOC_KEEP);
 	for (first = 1; first < argc && argv[first][0] == '-'; first++) {
 		if (strcmp(argv[first], "--help") == 0 ||
 		    strcmp(argv[first], "-h") == 0)

@@ -10,6 +10,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,19 @@
 
 #include "log.h"
 #include "util.h"
+
+/*
+ * Keep freed memory up to keep bytes instead of giving it back at once, and
+ * serve blocks under that size from the heap rather than fresh mmaps. With
+ * glibc's defaults every 1 MiB message was a new mapping whose pages fault
+ * in one by one, which costs most of a large transfer on a virtual machine.
+ */
+void
+malloc_keep(size_t keep)
+{
+	mallopt(M_MMAP_THRESHOLD, (int)(keep / 2));
+	mallopt(M_TRIM_THRESHOLD, (int)keep);
+}
 
 void *
 xmalloc(size_t n)

@@ -310,6 +310,8 @@ int front_systemd_listen_fd(void);
 /* front_h2.c */
 struct conn *front_h2_accept(int, const char *);
 void front_h2_flush(struct conn *);
+size_t front_write_now(struct bufferevent *);
+void front_write_done(struct bufferevent *);
 const char *front_conn_peer(const struct conn *);
 int front_conn_hold(struct conn *, size_t, size_t);
 void front_h2_resume(struct stream *);

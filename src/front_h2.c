@@ -21,6 +21,8 @@
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
 #define H2_OUT_HIGH (256 * 1024)
 #define H2_IO_MAX (256 * 1024)
+/* Times one flush may refill H2_OUT_HIGH that the socket took whole. */
+#define H2_FLUSH_ROUNDS 4
 /* A closing connection gets this long to send its last frames (GOAWAY). */
 #define H2_LINGER_MS 2000
 
@@ -39,6 +41,7 @@ struct conn {
 	size_t c_partial; /* bytes held in unfinished messages */
 	char c_peer[80];
 	int c_dead;
+	int c_direct; /* cleartext: written by front_write_now */
 };
 TAILQ_HEAD(connlist, conn);
 
@@ -433,18 +436,68 @@ void
 front_h2_flush(struct conn *c)
 {
 	struct evbuffer *out;
+	size_t had;
+	int i;
 
 	out = bufferevent_get_output(c->c_bev);
-	if (!c->c_dead) {
+	for (i = 0; i < H2_FLUSH_ROUNDS && !c->c_dead; i++) {
+		had = evbuffer_get_length(out);
 		if (nghttp2_session_send(c->c_h2) != 0) {
 			log_debug("%s: %s: send failed", __func__, c->c_peer);
 			conn_close_soon(c);
 		} else if (!nghttp2_session_want_read(c->c_h2) &&
 		    !nghttp2_session_want_write(c->c_h2))
 			conn_close_soon(c);
+		/* Again only if nghttp2 stopped at H2_OUT_HIGH and the socket
+		 * took all of it. */
+		if (!c->c_direct || evbuffer_get_length(out) < H2_OUT_HIGH ||
+		    evbuffer_get_length(out) == had ||
+		    front_write_now(c->c_bev) > 0)
+			break;
 	}
+	if (c->c_direct)
+		front_write_now(c->c_bev);
 	if (c->c_dead && evbuffer_get_length(out) == 0)
 		conn_free(c);
+}
+
+/*
+ * Write what bev holds now, rather than in a later turn of the loop, which
+ * costs an epoll_ctl to watch for writability, an epoll_wait and another
+ * epoll_ctl to stop. libevent writes only what the socket would not take
+ * (its write callback turns this off again once all is out), and reports
+ * a broken socket as usual. Returns the bytes still queued.
+ */
+size_t
+front_write_now(struct bufferevent *bev)
+{
+	struct evbuffer *out = bufferevent_get_output(bev);
+	int fd = bufferevent_getfd(bev);
+
+	ssize_t n;
+
+	if (evbuffer_get_length(out) == 0 ||
+	    (bufferevent_get_enabled(bev) & EV_WRITE))
+		return evbuffer_get_length(out);
+	/* A bufferevent keeps its output's start frozen but while it writes. */
+	evbuffer_unfreeze(out, 1);
+	n = fd == -1 ? -1 : evbuffer_write(out, fd);
+	evbuffer_freeze(out, 1);
+	if (n == -1 && errno != EAGAIN && errno != EINTR) {
+		bufferevent_enable(bev, EV_WRITE); /* libevent reports it */
+		return evbuffer_get_length(out);
+	}
+	if (evbuffer_get_length(out) > 0)
+		bufferevent_enable(bev, EV_WRITE);
+	return evbuffer_get_length(out);
+}
+
+/* libevent wrote what front_write_now left: write directly again. */
+void
+front_write_done(struct bufferevent *bev)
+{
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE);
 }
 
 /*
@@ -498,9 +551,13 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 
 	if (c->c_dead) {
-		conn_free(c);
+		/* Called at each write once under the low watermark. */
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_free(c);
 		return;
 	}
+	if (c->c_direct)
+		front_write_done(bev);
 	front_h2_flush(c);
 }
 
@@ -613,7 +670,12 @@ front_h2_accept(int fd, const char *peer)
 	bufferevent_setcb(
 	    c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->c_bev, EV_WRITE, H2_OUT_HIGH / 2, 0);
+	/* TLS writes go through OpenSSL: libevent does them all. A new
+	 * bufferevent has EV_WRITE on. */
+	c->c_direct = !front_tls_enabled();
 	bufferevent_enable(c->c_bev, EV_READ | EV_WRITE);
+	if (c->c_direct)
+		bufferevent_disable(c->c_bev, EV_WRITE);
 	front_h2_flush(c);
 	log_debug("%s: connection from %s", __func__, peer);
 	return c;

@@ -76,6 +76,7 @@ fw_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *ses = arg;
 
+	front_write_done(bev);
 	if (ses->ses_stream != NULL)
 		front_grpc_worker_drained(ses->ses_stream);
 }
@@ -212,7 +213,9 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 	front_worker_attach(ses);
 	bufferevent_setwatermark(ses->ses_wbev, EV_WRITE, FRONT_BUF_LOW, 0);
 	bufferevent_set_max_single_read(ses->ses_wbev, WORKER_READ_MAX);
-	bufferevent_enable(ses->ses_wbev, EV_READ | EV_WRITE);
+	/* Written by front_write_now; a new bufferevent has EV_WRITE on. */
+	bufferevent_disable(ses->ses_wbev, EV_WRITE);
+	bufferevent_enable(ses->ses_wbev, EV_READ);
 	log_debug("%s: session %s: worker %d", __func__, ses->ses_id,
 	    (int)ses->ses_pid);
 	return front_worker_send_init(ses) == 0 ? 0 : GRPC_UNAVAILABLE;
@@ -287,6 +290,7 @@ front_worker_send_init(struct session *ses)
 		/* Open and the object's chunks, held during the install. */
 		evbuffer_add_buffer(
 		    bufferevent_get_output(ses->ses_wbev), ses->ses_pending);
+		front_write_now(ses->ses_wbev);
 	}
 	return rv;
 }
@@ -312,6 +316,8 @@ front_worker_send(
 	if (evbuffer_add(out, hdr, sizeof(hdr)) == -1 ||
 	    evbuffer_add(out, msg, len) == -1)
 		fatalx("%s: evbuffer_add", __func__);
+	if (out != ses->ses_pending)
+		front_write_now(ses->ses_wbev);
 	return 0;
 }
 

@@ -190,9 +190,22 @@ worker_output_read(int i)
 void
 worker_output_drain(void)
 {
+	struct pollfd pfd[2];
+	int i;
+
+	/* Under the lock, so that what the thread is sending goes first;
+	 * one poll rather than a read of each pipe when, as most often,
+	 * nothing was written. */
 	pthread_mutex_lock(&wo.wo_lock);
-	worker_output_read(0);
-	worker_output_read(1);
+	for (i = 0; i < 2; i++) {
+		pfd[i].fd = wo.wo_fd[i];
+		pfd[i].events = POLLIN;
+		pfd[i].revents = 0;
+	}
+	if (poll(pfd, 2, 0) != 0) {
+		worker_output_read(0);
+		worker_output_read(1);
+	}
 	pthread_mutex_unlock(&wo.wo_lock);
 }
 

@@ -483,6 +483,8 @@ worker_py_pump(PyObject *self, PyObject *unused)
 		    &wp_df, buf, (size_t)n, worker_py_frame, events);
 		if (rv != DEFRAME_OK)
 			worker_py_malformed(rv);
+		if ((size_t)n < sizeof(buf))
+			break; /* drained: the loop polls fd 3 again */
 	}
 	if ((wp_eof || worker_dead()) &&
 	    worker_py_queue(events, Py_BuildValue("(s)", "eof")) == -1) {

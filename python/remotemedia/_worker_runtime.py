@@ -911,13 +911,35 @@ def _forget_front():
         pass
 
 
+_REHEARSAL_SOURCE = """
+class Rehearsal:
+    def ping(self, x):
+        return x
+"""
+
+
 def _preload():
     """Import now what every Open needs, so that a spare worker (one started
-    before its session, front_pool.c) has it ready when the Open comes."""
+    before its session, front_pool.c) has it ready when the Open comes.
+
+    Then rehearse an Open and a call, on an object of a class that cloudpickle
+    sends by value as clients' classes come: the first real ones would
+    otherwise pay about a millisecond for code paths run for the first time.
+    Nothing is sent.
+    """
     try:
         import cloudpickle  # noqa: F401
     except ImportError:
-        pass  # the Open says so (FAILED_PRECONDITION)
+        return  # the Open says so (FAILED_PRECONDITION)
+    try:
+        module = types.ModuleType("_remotemedia_rehearsal")
+        exec(_REHEARSAL_SOURCE, module.__dict__)
+        obj = _loads(_dumps(module.Rehearsal(), []))
+        attribute_map(obj)
+        args, kwargs = _loads(_dumps(((1,), {}), []))
+        _dumps(getattr(obj, "ping")(*args, **kwargs), [])
+    except Exception as exc:
+        _log(LOG_DEBUG, "rehearsal failed: %r" % (exc,))
 
 
 def main():

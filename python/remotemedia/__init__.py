@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Public name -> the submodule that defines it.
+# Public name -> the submodule that defines it. The exceptions are those of
+# remotemedia.core.exceptions.__all__, named here so that nothing is imported
+# before a name is used (tests/client check that the two agree).
 _EXPORTS = {
     "RemoteExecutorConfig": "remotemedia.core.node",
     "RemoteMediaError": "remotemedia.core.exceptions",
@@ -40,16 +42,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from remotemedia.core.exceptions import (
-        AuthenticationError,
-        ConnectionLostError,
-        InstallError,
-        RemoteExecutionError,
-        RemoteMediaError,
-        RemoteTimeoutError,
-        SessionClosedError,
-        WorkerDiedError,
-    )
+    from remotemedia.core.exceptions import *
     from remotemedia.core.node import RemoteExecutorConfig
     from remotemedia.remote.client import RemoteProxyClient
     from remotemedia.remote.proxy import RemoteGenerator, RemoteProxy

@@ -119,11 +119,14 @@ def test_import_paths() -> None:
     assert isinstance(remotemedia.__version__, str)
     assert remotemedia.RemoteProxyClient is remote.RemoteProxyClient
     assert remotemedia.RemoteExecutorConfig is RemoteExecutorConfig
-    for name in ("RemoteMediaError", "RemoteExecutionError", "InstallError",
-                 "AuthenticationError", "RemoteTimeoutError", "WorkerDiedError",
-                 "ConnectionLostError", "SessionClosedError"):
+    # core_exc.__all__ is the one list of the exception names: all of them.
+    assert set(core_exc.__all__) == {name for name, value in vars(core_exc).items()
+                                     if isinstance(value, type)
+                                     and issubclass(value, RemoteMediaError)}
+    for name in core_exc.__all__:
         assert getattr(remote, name) is getattr(core_exc, name)
         assert getattr(remotemedia, name) is getattr(core_exc, name)
+        assert name in remote.__all__ and name in remotemedia.__all__
     assert issubclass(RemoteExecutionError, RemoteMediaError)
     for cls in (InstallError, AuthenticationError, RemoteTimeoutError, WorkerDiedError,
                 ConnectionLostError, SessionClosedError):

@@ -5,26 +5,9 @@ This package imports neither gRPC nor protobuf.
 
 from __future__ import annotations
 
-from remotemedia.core.exceptions import (
-    AuthenticationError,
-    ConnectionLostError,
-    InstallError,
-    RemoteExecutionError,
-    RemoteMediaError,
-    RemoteTimeoutError,
-    SessionClosedError,
-    WorkerDiedError,
-)
+from remotemedia.core import exceptions
+from remotemedia.core.exceptions import *
 from remotemedia.core.node import RemoteExecutorConfig
 
-__all__ = [
-    "RemoteExecutorConfig",
-    "RemoteMediaError",
-    "RemoteExecutionError",
-    "InstallError",
-    "AuthenticationError",
-    "RemoteTimeoutError",
-    "WorkerDiedError",
-    "ConnectionLostError",
-    "SessionClosedError",
-]
+__all__ = ["RemoteExecutorConfig"]
+__all__ += exceptions.__all__  # every exception class

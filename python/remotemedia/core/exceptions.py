@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+# The one list of the exception names: remotemedia.core and remotemedia.remote
+# re-export what it names (``remotemedia`` maps each name to this module).
 __all__ = [
     "RemoteMediaError",
     "RemoteExecutionError",

@@ -20,30 +20,10 @@ statuses). The exceptions are those of :mod:`remotemedia.core.exceptions`.
 
 from __future__ import annotations
 
-from remotemedia.core.exceptions import (
-    AuthenticationError,
-    ConnectionLostError,
-    InstallError,
-    RemoteExecutionError,
-    RemoteMediaError,
-    RemoteTimeoutError,
-    SessionClosedError,
-    WorkerDiedError,
-)
+from remotemedia.core import exceptions as _exceptions
+from remotemedia.core.exceptions import *
 from remotemedia.remote.client import RemoteProxyClient
 from remotemedia.remote.proxy import PendingCall, RemoteGenerator, RemoteProxy
 
-__all__ = [
-    "RemoteProxyClient",
-    "RemoteProxy",
-    "RemoteGenerator",
-    "PendingCall",
-    "RemoteMediaError",
-    "RemoteExecutionError",
-    "InstallError",
-    "AuthenticationError",
-    "RemoteTimeoutError",
-    "WorkerDiedError",
-    "ConnectionLostError",
-    "SessionClosedError",
-]
+__all__ = ["RemoteProxyClient", "RemoteProxy", "RemoteGenerator", "PendingCall"]
+__all__ += _exceptions.__all__  # every exception class

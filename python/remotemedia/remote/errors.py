@@ -26,16 +26,7 @@ from typing import Any, Dict, Optional
 
 import grpc
 
-from remotemedia.core.exceptions import (
-    AuthenticationError,
-    ConnectionLostError,
-    InstallError,
-    RemoteExecutionError,
-    RemoteMediaError,
-    RemoteTimeoutError,
-    SessionClosedError,
-    WorkerDiedError,
-)
+from remotemedia.core.exceptions import *  # the status table and the builders use each
 from remotemedia.remote.wire import pb
 
 __all__ = ["exception_from_error", "exception_from_status", "resolve_exception_class"]

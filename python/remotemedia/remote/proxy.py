@@ -221,6 +221,13 @@ class PendingCall(Coroutine[Any, Any, Any]):
         return f"<PendingCall {self._rm_name}()>"
 
 
+def _method_call(session: Session, name: str, args: Tuple[Any, ...],
+                 kwargs: Dict[str, Any]) -> PendingCall:
+    """``name(*args, **kwargs)`` as a pending ``CALL_METHOD``, its arguments encoded now."""
+    doc = wire.encode_args(session.fmt, args, kwargs)
+    return PendingCall(session, name, pb.CALL_METHOD, doc)
+
+
 class _RemoteAttribute(PendingCall):
     """``proxy.name`` for a property, a plain attribute or an unknown name.
 
@@ -235,8 +242,7 @@ class _RemoteAttribute(PendingCall):
         self._rm_used = True  # reading without awaiting is not a mistake
 
     def __call__(self, *args: Any, **kwargs: Any) -> PendingCall:
-        doc = wire.encode_args(self._rm_session.fmt, args, kwargs)
-        return PendingCall(self._rm_session, self._rm_name, pb.CALL_METHOD, doc)
+        return _method_call(self._rm_session, self._rm_name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<remote attribute {self._rm_name}>"
@@ -253,8 +259,7 @@ class _RemoteMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> PendingCall:
         """Encode the arguments now (errors raise here) and return the pending call."""
-        doc = wire.encode_args(self._rm_session.fmt, args, kwargs)
-        return PendingCall(self._rm_session, self._rm_name, pb.CALL_METHOD, doc)
+        return _method_call(self._rm_session, self._rm_name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<remote method {self._rm_name}>"

@@ -51,4 +51,7 @@ enum {
 int envelope_server(const uint8_t *, size_t, struct envelope *);
 int envelope_client(const uint8_t *, size_t, struct envelope *);
 
+/* One varint, read at *p and stepped over; -1 past end or over 10 bytes. */
+int envelope_varint(const uint8_t **, const uint8_t *, uint64_t *);
+
 #endif

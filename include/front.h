@@ -231,14 +231,19 @@ enum env_state {
  * fields are front_env.c's (and the fake's, which stands in for it).
  */
 struct env;
-const char *front_env_key(const struct env *);
 const char *front_env_dir(const struct env *);
 const char *front_env_reqs(const struct env *); /* newline-joined */
-enum env_state front_env_state(const struct env *);
-int front_env_refs(const struct env *);
-uint64_t front_env_size(const struct env *);
-pid_t front_env_builder(const struct env *); /* -1: none */
-int front_env_output_done(const struct env *);
+
+/* What the unit tests look at in an entry (front_env_info). */
+struct env_info {
+	const char *ei_key;
+	enum env_state ei_state;
+	int ei_refs; /* sessions using or waiting for it */
+	uint64_t ei_size;
+	pid_t ei_builder; /* -1: none */
+	int ei_output_done; /* the builder's output is all read */
+};
+struct env_info front_env_info(const struct env *);
 /* The cache's clock, now_ms(); tests move it to age remembered failures. */
 extern uint64_t (*front_env_clock)(void);
 

@@ -167,8 +167,8 @@ SCHEMA(client, R_NONE);
 /* clang-format on */
 
 /* Read one varint; -1 if it runs past end or over 10 bytes. */
-static int
-env_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+int
+envelope_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
 	unsigned int shift;
 	uint8_t b;
@@ -281,7 +281,7 @@ env_delimited(const struct env_field *f, const uint8_t *val, size_t vlen,
 	if (f->f_kind == K_VARINTS) {
 		/* Packed: nothing but whole varints. */
 		while (val < end)
-			if (env_varint(&val, end, &v) == -1)
+			if (envelope_varint(&val, end, &v) == -1)
 				return -1;
 		return 0;
 	}
@@ -323,14 +323,14 @@ env_walk(const uint8_t *p, const uint8_t *end, const struct env_schema *s,
 	while (p < end) {
 		start = p;
 		/* A key of at most 5 bytes, as protobuf-c reads one. */
-		if (env_varint(&p, end, &key) == -1 || p - start > 5 ||
+		if (envelope_varint(&p, end, &key) == -1 || p - start > 5 ||
 		    key >> 3 == 0 || key >> 3 > 0x1fffffff)
 			return -1;
 		num = (uint32_t)(key >> 3);
 		wire = (unsigned int)(key & 7);
 		val = NULL;
 		if (wire == 0) {
-			if (env_varint(&p, end, &v) == -1)
+			if (envelope_varint(&p, end, &v) == -1)
 				return -1;
 		} else if (wire == 1 || wire == 5) {
 			vlen = wire == 1 ? 8 : 4;
@@ -340,8 +340,8 @@ env_walk(const uint8_t *p, const uint8_t *end, const struct env_schema *s,
 		} else if (wire == 2) {
 			start = p;
 			/* A length of at most 5 bytes, as protobuf-c reads. */
-			if (env_varint(&p, end, &v) == -1 || p - start > 5 ||
-			    v > (uint64_t)(end - p))
+			if (envelope_varint(&p, end, &v) == -1 ||
+			    p - start > 5 || v > (uint64_t)(end - p))
 				return -1;
 			val = p;
 			vlen = (size_t)v;

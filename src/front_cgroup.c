@@ -397,6 +397,30 @@ cg_pids_exhausted(const char *paths)
 	return cg_paths_any(paths, cg_dir_pids);
 }
 
+/* Open dir/cgroup.procs for cg_procs_next, or NULL. */
+static FILE *
+cg_procs_open(const char *dir)
+{
+	char path[PATH_MAX];
+
+	if (cg_path(path, sizeof(path), dir, "cgroup.procs") == -1)
+		return NULL;
+	return fopen(path, "re");
+}
+
+/* The next pid in a cgroup.procs list, past any other line; 0 at its end. */
+static long
+cg_procs_next(FILE *fp)
+{
+	char line[64];
+	long pid;
+
+	while (fgets(line, sizeof(line), fp) != NULL)
+		if ((pid = strtol(line, NULL, 10)) > 0)
+			return pid;
+	return 0;
+}
+
 /*
  * Signal every process listed in dir/cgroup.procs: with cgroup.kill when
  * killfile is set, else SIGKILL one by one. Returns how many were listed,
@@ -405,17 +429,13 @@ cg_pids_exhausted(const char *paths)
 static int
 cg_kill_procs(const char *dir, int killfile)
 {
-	char path[PATH_MAX], line[64];
 	FILE *fp;
 	long pid;
 	int n = 0;
 
-	if (cg_path(path, sizeof(path), dir, "cgroup.procs") == -1 ||
-	    (fp = fopen(path, "re")) == NULL)
+	if ((fp = cg_procs_open(dir)) == NULL)
 		return -1;
-	while (fgets(line, sizeof(line), fp) != NULL) {
-		if ((pid = strtol(line, NULL, 10)) <= 0)
-			continue;
+	while ((pid = cg_procs_next(fp)) > 0) {
 		n++;
 		if (pid == 1 || pid == (long)getpid())
 			log_warnx(
@@ -542,17 +562,14 @@ cg_front_descendant(long pid)
 static int
 cg_in_use(const char *dir)
 {
-	char path[PATH_MAX], line[64];
 	FILE *fp;
 	long pid;
 	int used = 0;
 
-	if (cg_path(path, sizeof(path), dir, "cgroup.procs") == -1 ||
-	    (fp = fopen(path, "re")) == NULL)
+	if ((fp = cg_procs_open(dir)) == NULL)
 		return 0;
-	while (!used && fgets(line, sizeof(line), fp) != NULL)
-		if ((pid = strtol(line, NULL, 10)) > 0)
-			used = cg_front_descendant(pid);
+	while (!used && (pid = cg_procs_next(fp)) > 0)
+		used = cg_front_descendant(pid);
 	fclose(fp);
 	return used;
 }

@@ -884,12 +884,6 @@ front_python_version(void)
 uint64_t (*front_env_clock)(void) = now_ms;
 
 const char *
-front_env_key(const struct env *e)
-{
-	return e->env_key;
-}
-
-const char *
 front_env_dir(const struct env *e)
 {
 	return e->env_dir;
@@ -901,33 +895,18 @@ front_env_reqs(const struct env *e)
 	return e->env_reqs;
 }
 
-enum env_state
-front_env_state(const struct env *e)
+/* What the unit tests look at in an entry. */
+struct env_info
+front_env_info(const struct env *e)
 {
-	return e->env_state;
-}
+	struct env_info ei = {
+	    .ei_key = e->env_key,
+	    .ei_state = e->env_state,
+	    .ei_refs = e->env_refs,
+	    .ei_size = e->env_size,
+	    .ei_builder = e->env_pid,
+	    .ei_output_done = e->env_eof,
+	};
 
-int
-front_env_refs(const struct env *e)
-{
-	return e->env_refs;
-}
-
-uint64_t
-front_env_size(const struct env *e)
-{
-	return e->env_size;
-}
-
-pid_t
-front_env_builder(const struct env *e)
-{
-	return e->env_pid;
-}
-
-/* The builder's output is all read: it has closed its end. */
-int
-front_env_output_done(const struct env *e)
-{
-	return e->env_eof;
+	return ei;
 }

@@ -142,14 +142,6 @@ put_head(
 }
 
 static void
-put_value(struct evbuffer *b, const char *name, const char *type,
-    const char *help, uint64_t v)
-{
-	put_head(b, name, type, help);
-	evbuffer_add_printf(b, "%s %" PRIu64 "\n", name, v);
-}
-
-static void
 put_hist(struct evbuffer *b, const char *name, const char *help,
     const struct histogram *h)
 {
@@ -169,51 +161,111 @@ put_hist(struct evbuffer *b, const char *name, const char *help,
 	    h->sum, name, h->count);
 }
 
+static uint64_t
+read_sessions(void)
+{
+	return (uint64_t)front_session_count();
+}
+
+static uint64_t
+read_spares(void)
+{
+	return (uint64_t)front_pool_count();
+}
+
+static uint64_t
+read_started(void)
+{
+	return (uint64_t)started;
+}
+
+/*
+ * One metric of the exposition: a counter kept in m (one per exit cause
+ * with mt_bycause), a value read when served, or a histogram.
+ */
+struct metric {
+	const char *mt_name;
+	const char *mt_type;
+	const char *mt_help;
+	const uint64_t *mt_count;
+	uint64_t (*mt_read)(void);
+	const struct histogram *mt_hist;
+	int mt_bycause;
+};
+
+/* clang-format off */
+#define COUNTER(n, h, p)	{ n, "counter", h, p, NULL, NULL, 0 }
+#define BY_CAUSE(n, h, p)	{ n, "counter", h, p, NULL, NULL, 1 }
+#define GAUGE(n, h, fn)		{ n, "gauge", h, NULL, fn, NULL, 0 }
+#define HISTOGRAM(n, h, hp)	{ n, "histogram", h, NULL, NULL, hp, 0 }
+
+/* The whole exposition, in the order it is served. */
+static const struct metric metrics[] = {
+	GAUGE("remotemedia_sessions_active",
+	    "Sessions open now.", read_sessions),
+	COUNTER("remotemedia_sessions_total",
+	    "Session streams started.", &m.sessions_total),
+	COUNTER("remotemedia_sessions_refused_total",
+	    "Sessions refused by a limit (--max-sessions and others).",
+	    &m.sessions_refused),
+	GAUGE("remotemedia_spare_sessions",
+	    "Spare sessions ready (--session-pool).", read_spares),
+	COUNTER("remotemedia_calls_total",
+	    "Calls relayed to workers.", &m.calls_total),
+	HISTOGRAM("remotemedia_call_duration_seconds",
+	    "From a call's arrival to its last answer leaving the front.",
+	    &call_hist),
+	HISTOGRAM("remotemedia_env_build_duration_seconds",
+	    "Successful environment builds.", &build_hist),
+	COUNTER("remotemedia_env_cache_hits_total",
+	    "Sessions whose environment was ready.", &m.env_hits),
+	COUNTER("remotemedia_env_cache_misses_total",
+	    "Sessions that waited for their environment to be built.",
+	    &m.env_misses),
+	COUNTER("remotemedia_env_cache_evictions_total",
+	    "Environments evicted (--env-cache-size).", &m.env_evictions),
+	COUNTER("remotemedia_env_build_failures_total",
+	    "Environment builds that failed.", &m.env_failures),
+	BY_CAUSE("remotemedia_worker_exits_total",
+	    "Session workers reaped, by cause.", m.worker_exits),
+	COUNTER("remotemedia_spare_restarts_total",
+	    "Spare workers that failed or died unused, and were replaced.",
+	    &m.spare_failures),
+	GAUGE("remotemedia_start_time_seconds",
+	    "When the daemon started, in seconds since the epoch.",
+	    read_started),
+};
+/* clang-format on */
+
+/* One metric: its HELP and TYPE lines, then its samples. */
+static void
+put_metric(struct evbuffer *b, const struct metric *mt)
+{
+	int i;
+
+	if (mt->mt_hist != NULL) {
+		put_hist(b, mt->mt_name, mt->mt_help, mt->mt_hist);
+		return;
+	}
+	put_head(b, mt->mt_name, mt->mt_type, mt->mt_help);
+	if (!mt->mt_bycause) {
+		evbuffer_add_printf(b, "%s %" PRIu64 "\n", mt->mt_name,
+		    mt->mt_read != NULL ? mt->mt_read() : *mt->mt_count);
+		return;
+	}
+	for (i = 0; i < NCAUSES; i++)
+		evbuffer_add_printf(b, "%s{cause=\"%s\"} %" PRIu64 "\n",
+		    mt->mt_name, exit_causes[i], mt->mt_count[i]);
+}
+
 /* The whole exposition, in text format 0.0.4. */
 void
 front_metrics_write(struct evbuffer *b)
 {
-	int i;
+	size_t i;
 
-	put_value(b, "remotemedia_sessions_active", "gauge",
-	    "Sessions open now.", (uint64_t)front_session_count());
-	put_value(b, "remotemedia_sessions_total", "counter",
-	    "Session streams started.", m.sessions_total);
-	put_value(b, "remotemedia_sessions_refused_total", "counter",
-	    "Sessions refused by a limit (--max-sessions and others).",
-	    m.sessions_refused);
-	put_value(b, "remotemedia_spare_sessions", "gauge",
-	    "Spare sessions ready (--session-pool).",
-	    (uint64_t)front_pool_count());
-	put_value(b, "remotemedia_calls_total", "counter",
-	    "Calls relayed to workers.", m.calls_total);
-	put_hist(b, "remotemedia_call_duration_seconds",
-	    "From a call's arrival to its last answer leaving the front.",
-	    &call_hist);
-	put_hist(b, "remotemedia_env_build_duration_seconds",
-	    "Successful environment builds.", &build_hist);
-	put_value(b, "remotemedia_env_cache_hits_total", "counter",
-	    "Sessions whose environment was ready.", m.env_hits);
-	put_value(b, "remotemedia_env_cache_misses_total", "counter",
-	    "Sessions that waited for their environment to be built.",
-	    m.env_misses);
-	put_value(b, "remotemedia_env_cache_evictions_total", "counter",
-	    "Environments evicted (--env-cache-size).", m.env_evictions);
-	put_value(b, "remotemedia_env_build_failures_total", "counter",
-	    "Environment builds that failed.", m.env_failures);
-	put_head(b, "remotemedia_worker_exits_total", "counter",
-	    "Session workers reaped, by cause.");
-	for (i = 0; i < NCAUSES; i++)
-		evbuffer_add_printf(b,
-		    "remotemedia_worker_exits_total{cause=\"%s\"} %" PRIu64
-		    "\n",
-		    exit_causes[i], m.worker_exits[i]);
-	put_value(b, "remotemedia_spare_restarts_total", "counter",
-	    "Spare workers that failed or died unused, and were replaced.",
-	    m.spare_failures);
-	put_value(b, "remotemedia_start_time_seconds", "gauge",
-	    "When the daemon started, in seconds since the epoch.",
-	    (uint64_t)started);
+	for (i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++)
+		put_metric(b, &metrics[i]);
 }
 
 static void

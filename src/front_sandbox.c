@@ -198,6 +198,18 @@ front_sandbox_size(uint64_t v, char *buf, size_t len)
 		snprintf(buf, len, "%llu MiB", (unsigned long long)(v >> 20));
 }
 
+/* The message for a limit in bytes: "memory limit 1 GiB reached (FLAG)". */
+static char *
+front_sandbox_size_hit(const char *what, uint64_t v, const char *flag)
+{
+	char buf[160], size[32];
+
+	front_sandbox_size(v, size, sizeof(size));
+	snprintf(
+	    buf, sizeof(buf), "%s limit %s reached (%s)", what, size, flag);
+	return xstrdup(buf);
+}
+
 /*
  * Did the worker die because it hit a limit? Returns a message naming the
  * limit (to end the session with RESOURCE_EXHAUSTED), or NULL.
@@ -205,30 +217,14 @@ front_sandbox_size(uint64_t v, char *buf, size_t len)
 char *
 front_sandbox_limit_hit(struct session *ses, int wstatus)
 {
-	char buf[160], size[32];
-
-	if (ses->ses_cgroup != NULL && cg_oom_killed(ses->ses_cgroup) == 1) {
-		front_sandbox_size(
-		    front_conf.fc_session_memory, size, sizeof(size));
-		snprintf(buf, sizeof(buf),
-		    "memory limit %s reached "
-		    "(--session-memory)",
-		    size);
-		return xstrdup(buf);
-	}
-	if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXCPU) {
-		snprintf(buf, sizeof(buf), "CPU time limit reached");
-		return xstrdup(buf);
-	}
-	if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXFSZ) {
-		front_sandbox_size(
-		    front_conf.fc_session_disk, size, sizeof(size));
-		snprintf(buf, sizeof(buf),
-		    "file size limit %s reached "
-		    "(--session-disk)",
-		    size);
-		return xstrdup(buf);
-	}
+	if (ses->ses_cgroup != NULL && cg_oom_killed(ses->ses_cgroup) == 1)
+		return front_sandbox_size_hit(
+		    "memory", front_conf.fc_session_memory, "--session-memory");
+	if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXCPU)
+		return xstrdup("CPU time limit reached");
+	if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGXFSZ)
+		return front_sandbox_size_hit(
+		    "file size", front_conf.fc_session_disk, "--session-disk");
 	return NULL;
 }
 

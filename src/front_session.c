@@ -338,23 +338,6 @@ session_forward(struct session *ses, const uint8_t *msg, size_t len)
 	return 0;
 }
 
-/* Read one varint; -1 if it runs past end. */
-static int
-pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-	unsigned int shift;
-	uint8_t b;
-
-	*v = 0;
-	for (shift = 0; shift < 64 && *p < end; shift += 7) {
-		b = *(*p)++;
-		*v |= (uint64_t)(b & 0x7f) << shift;
-		if ((b & 0x80) == 0)
-			return 0;
-	}
-	return -1;
-}
-
 /*
  * Step over one protobuf field; for a length-delimited one, *val and *vlen
  * are its bytes (else *val is NULL). -1 at the end or on malformed input.
@@ -367,18 +350,18 @@ pb_field(const uint8_t **p, const uint8_t *end, uint64_t *num,
 
 	*val = NULL;
 	*vlen = 0;
-	if (*p >= end || pb_varint(p, end, &key) == -1)
+	if (*p >= end || envelope_varint(p, end, &key) == -1)
 		return -1;
 	*num = key >> 3;
 	switch (key & 7) {
 	case 0:
-		return pb_varint(p, end, &v);
+		return envelope_varint(p, end, &v);
 	case 1:
 	case 5:
 		v = (key & 7) == 1 ? 8 : 4;
 		break;
 	case 2:
-		if (pb_varint(p, end, &v) == -1)
+		if (envelope_varint(p, end, &v) == -1)
 			return -1;
 		*val = *p;
 		*vlen = (size_t)v;

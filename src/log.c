@@ -215,67 +215,56 @@ vlog(int level, int errnum, const char *fmt, va_list ap)
 	log_write_line(line, n, sizeof(line));
 }
 
+/*
+ * The body of each entry point below: its printf-style arguments, through
+ * vlog at level, with errnum's text if it is non-zero.
+ */
+#define LOG_VA(level, errnum) \
+	do { \
+		va_list ap; \
+\
+		va_start(ap, fmt); \
+		vlog((level), (errnum), fmt, ap); \
+		va_end(ap); \
+	} while (0)
+
 void
 log_warn(const char *fmt, ...)
 {
-	va_list ap;
 	int saved = errno;
 
-	va_start(ap, fmt);
-	vlog(LOG_LEVEL_WARN, saved, fmt, ap);
-	va_end(ap);
+	LOG_VA(LOG_LEVEL_WARN, saved);
 	errno = saved;
 }
 
 void
 log_warnx(const char *fmt, ...)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	vlog(LOG_LEVEL_WARN, 0, fmt, ap);
-	va_end(ap);
+	LOG_VA(LOG_LEVEL_WARN, 0);
 }
 
 void
 log_info(const char *fmt, ...)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	vlog(LOG_LEVEL_INFO, 0, fmt, ap);
-	va_end(ap);
+	LOG_VA(LOG_LEVEL_INFO, 0);
 }
 
 void
 log_debug(const char *fmt, ...)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	vlog(LOG_LEVEL_DEBUG, 0, fmt, ap);
-	va_end(ap);
+	LOG_VA(LOG_LEVEL_DEBUG, 0);
 }
 
 void
 fatal(const char *fmt, ...)
 {
-	va_list ap;
-	int saved = errno;
-
-	va_start(ap, fmt);
-	vlog(LOG_LEVEL_ERROR, saved, fmt, ap);
-	va_end(ap);
+	LOG_VA(LOG_LEVEL_ERROR, errno);
 	exit(1);
 }
 
 void
 fatalx(const char *fmt, ...)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	vlog(LOG_LEVEL_ERROR, 0, fmt, ap);
-	va_end(ap);
+	LOG_VA(LOG_LEVEL_ERROR, 0);
 	exit(1);
 }

@@ -640,32 +640,36 @@ req_marker_expr(struct req_parser *rp)
 	return req_lex(rp);
 }
 
+/*
+ * One level of the boolean grammar, operand (op operand)*: the operands
+ * are written back with text, the operator in single spaces, between them.
+ */
+static int
+req_marker_chain(struct req_parser *rp, enum req_mtype op, const char *text,
+    int (*operand)(struct req_parser *))
+{
+	if (operand(rp) == -1)
+		return -1;
+	while (rp->rp_tok.mt_type == op) {
+		if (req_emit(rp, text, strlen(text)) == -1 ||
+		    req_lex(rp) == -1 || operand(rp) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 /* marker_and: marker_expr ("and" marker_expr)* */
 static int
 req_marker_and(struct req_parser *rp)
 {
-	if (req_marker_expr(rp) == -1)
-		return -1;
-	while (rp->rp_tok.mt_type == MT_AND) {
-		if (req_emit(rp, " and ", 5) == -1 || req_lex(rp) == -1 ||
-		    req_marker_expr(rp) == -1)
-			return -1;
-	}
-	return 0;
+	return req_marker_chain(rp, MT_AND, " and ", req_marker_expr);
 }
 
 /* marker_or: marker_and ("or" marker_and)* */
 static int
 req_marker_or(struct req_parser *rp)
 {
-	if (req_marker_and(rp) == -1)
-		return -1;
-	while (rp->rp_tok.mt_type == MT_OR) {
-		if (req_emit(rp, " or ", 4) == -1 || req_lex(rp) == -1 ||
-		    req_marker_and(rp) == -1)
-			return -1;
-	}
-	return 0;
+	return req_marker_chain(rp, MT_OR, " or ", req_marker_and);
 }
 
 /*

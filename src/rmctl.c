@@ -53,7 +53,7 @@
 
 struct rmctl_cmd {
 	const char *c_name;
-	const struct option *c_opts;
+	unsigned int c_cmd; /* its bit in rmctl_flags' f_cmds */
 	uint64_t c_timeout_ms;
 	int (*c_run)(const struct rmctl_opts *);
 	int c_nargs; /* positional arguments: kill takes the session id */
@@ -87,79 +87,78 @@ enum {
 	OPT_PIP,
 };
 
+/* The commands, one bit each, to say which take a flag. */
+enum {
+	CMD_HEALTH = 1 << 0,
+	CMD_ECHO = 1 << 1,
+	CMD_BENCH = 1 << 2,
+	CMD_INFO = 1 << 3,
+	CMD_SESSIONS = 1 << 4,
+	CMD_KILL = 1 << 5,
+	CMD_RUN = 1 << 6,
+};
+
 /* Accepted by every command, before or after its name. */
-#define RMCTL_COMMON_OPTS \
-	{"host", required_argument, NULL, OPT_HOST}, \
-	    {"port", required_argument, NULL, OPT_PORT}, \
-	    {"timeout", required_argument, NULL, OPT_TIMEOUT}, \
-	    {"token", required_argument, NULL, OPT_TOKEN}, \
-	    {"tls", no_argument, NULL, OPT_TLS}, \
-	    {"ca", required_argument, NULL, OPT_CA}, \
-	{ \
-		"help", no_argument, NULL, OPT_HELP \
-	}
+static const struct option rmctl_common_opts[] = {
+    {"host", required_argument, NULL, OPT_HOST},
+    {"port", required_argument, NULL, OPT_PORT},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"token", required_argument, NULL, OPT_TOKEN},
+    {"tls", no_argument, NULL, OPT_TLS},
+    {"ca", required_argument, NULL, OPT_CA},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+#define RMCTL_NCOMMON (sizeof(rmctl_common_opts) / sizeof(rmctl_common_opts[0]))
+
+/*
+ * The other flags, each with the commands that take it and, for one whose
+ * value is kept as given, the field it goes to (KEPT); rmctl_parse_opt
+ * parses the rest.
+ */
+struct rmctl_flag {
+	struct option f_opt;
+	unsigned int f_cmds;
+	size_t f_kept; /* 0, or KEPT: 1 + a const char * field's offset */
+};
+#define KEPT(field) (1 + offsetof(struct rmctl_opts, field))
+
+static const struct rmctl_flag rmctl_flags[] = {
+    {{"service", required_argument, NULL, OPT_SERVICE}, CMD_HEALTH,
+        KEPT(o_service)},
+    {{"count", required_argument, NULL, OPT_COUNT}, CMD_ECHO | CMD_BENCH, 0},
+    {{"size", required_argument, NULL, OPT_SIZE}, CMD_ECHO, 0},
+    {{"message", required_argument, NULL, OPT_MESSAGE}, CMD_ECHO,
+        KEPT(o_message)},
+    {{"sessions", required_argument, NULL, OPT_SESSIONS}, CMD_BENCH, 0},
+    {{"items", required_argument, NULL, OPT_ITEMS}, CMD_BENCH, 0},
+    {{"item-size", required_argument, NULL, OPT_ITEM_SIZE}, CMD_BENCH, 0},
+    {{"parallel", required_argument, NULL, OPT_PARALLEL}, CMD_BENCH, 0},
+    {{"duration", required_argument, NULL, OPT_DURATION}, CMD_BENCH, 0},
+    {{"pace", required_argument, NULL, OPT_PACE}, CMD_BENCH, 0},
+    {{"json", no_argument, NULL, OPT_JSON}, CMD_BENCH | CMD_INFO | CMD_SESSIONS,
+        0},
+    {{"source", required_argument, NULL, OPT_SOURCE}, CMD_RUN, KEPT(o_source)},
+    {{"class", required_argument, NULL, OPT_CLASS}, CMD_RUN, KEPT(o_class)},
+    {{"init", required_argument, NULL, OPT_INIT}, CMD_RUN, KEPT(o_init)},
+    {{"call", required_argument, NULL, OPT_CALL}, CMD_RUN, KEPT(o_call)},
+    {{"args", required_argument, NULL, OPT_ARGS}, CMD_RUN, KEPT(o_args)},
+    {{"kwargs", required_argument, NULL, OPT_KWARGS}, CMD_RUN, KEPT(o_kwargs)},
+    {{"pip", required_argument, NULL, OPT_PIP}, CMD_RUN, 0},
+};
+#define RMCTL_NFLAGS (sizeof(rmctl_flags) / sizeof(rmctl_flags[0]))
 
 static int rmctl_health(const struct rmctl_opts *);
 static int rmctl_echo(const struct rmctl_opts *);
 
-static const struct option rmctl_common_opts[] = {
-    RMCTL_COMMON_OPTS,
-    {NULL, 0, NULL, 0},
-};
-
-static const struct option rmctl_health_opts[] = {
-    RMCTL_COMMON_OPTS,
-    {"service", required_argument, NULL, OPT_SERVICE},
-    {NULL, 0, NULL, 0},
-};
-
-static const struct option rmctl_echo_opts[] = {
-    RMCTL_COMMON_OPTS,
-    {"count", required_argument, NULL, OPT_COUNT},
-    {"size", required_argument, NULL, OPT_SIZE},
-    {"message", required_argument, NULL, OPT_MESSAGE},
-    {NULL, 0, NULL, 0},
-};
-
-static const struct option rmctl_bench_opts[] = {
-    RMCTL_COMMON_OPTS,
-    {"count", required_argument, NULL, OPT_COUNT},
-    {"sessions", required_argument, NULL, OPT_SESSIONS},
-    {"items", required_argument, NULL, OPT_ITEMS},
-    {"item-size", required_argument, NULL, OPT_ITEM_SIZE},
-    {"parallel", required_argument, NULL, OPT_PARALLEL},
-    {"duration", required_argument, NULL, OPT_DURATION},
-    {"pace", required_argument, NULL, OPT_PACE},
-    {"json", no_argument, NULL, OPT_JSON},
-    {NULL, 0, NULL, 0},
-};
-
-static const struct option rmctl_json_opts[] = {
-    RMCTL_COMMON_OPTS,
-    {"json", no_argument, NULL, OPT_JSON},
-    {NULL, 0, NULL, 0},
-};
-
-static const struct option rmctl_run_opts[] = {
-    RMCTL_COMMON_OPTS,
-    {"source", required_argument, NULL, OPT_SOURCE},
-    {"class", required_argument, NULL, OPT_CLASS},
-    {"init", required_argument, NULL, OPT_INIT},
-    {"call", required_argument, NULL, OPT_CALL},
-    {"args", required_argument, NULL, OPT_ARGS},
-    {"kwargs", required_argument, NULL, OPT_KWARGS},
-    {"pip", required_argument, NULL, OPT_PIP},
-    {NULL, 0, NULL, 0},
-};
-
 static const struct rmctl_cmd rmctl_cmds[] = {
-    {"health", rmctl_health_opts, RMCTL_HEALTH_TIMEOUT_MS, rmctl_health, 0},
-    {"echo", rmctl_echo_opts, RMCTL_TIMEOUT_MS, rmctl_echo, 0},
-    {"bench", rmctl_bench_opts, RMCTL_TIMEOUT_MS, rmctl_bench, 0},
-    {"info", rmctl_json_opts, RMCTL_TIMEOUT_MS, rmctl_info, 0},
-    {"sessions", rmctl_json_opts, RMCTL_TIMEOUT_MS, rmctl_sessions, 0},
-    {"kill", rmctl_common_opts, RMCTL_TIMEOUT_MS, rmctl_kill, 1},
-    {"run", rmctl_run_opts, RMCTL_RUN_TIMEOUT_MS, rmctl_run, 0},
+    {"health", CMD_HEALTH, RMCTL_HEALTH_TIMEOUT_MS, rmctl_health, 0},
+    {"echo", CMD_ECHO, RMCTL_TIMEOUT_MS, rmctl_echo, 0},
+    {"bench", CMD_BENCH, RMCTL_TIMEOUT_MS, rmctl_bench, 0},
+    {"info", CMD_INFO, RMCTL_TIMEOUT_MS, rmctl_info, 0},
+    {"sessions", CMD_SESSIONS, RMCTL_TIMEOUT_MS, rmctl_sessions, 0},
+    {"kill", CMD_KILL, RMCTL_TIMEOUT_MS, rmctl_kill, 1},
+    {"run", CMD_RUN, RMCTL_RUN_TIMEOUT_MS, rmctl_run, 0},
 };
 
 static const char rmctl_usage_text[] =
@@ -491,12 +490,31 @@ rmctl_parse_bench_count(struct rmctl_opts *o, int ch, const char *arg)
 		    arg, (unsigned long long)max);
 }
 
+/* Where the value of flag ch goes if it is kept as given, else NULL. */
+static const char **
+rmctl_kept(struct rmctl_opts *o, int ch)
+{
+	size_t i;
+
+	for (i = 0; i < RMCTL_NFLAGS; i++)
+		if (rmctl_flags[i].f_opt.val == ch &&
+		    rmctl_flags[i].f_kept != 0)
+			return (const char **)((char *)o +
+			    rmctl_flags[i].f_kept - 1);
+	return NULL;
+}
+
 /* Apply one flag's value; a bad value is a usage error naming the flag. */
 static void
 rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 {
+	const char **kept;
 	uint64_t v;
 
+	if ((kept = rmctl_kept(o, ch)) != NULL) {
+		*kept = arg;
+		return;
+	}
 	switch (ch) {
 	case OPT_HOST:
 		o->o_host = rmctl_parse_host(arg);
@@ -514,9 +532,6 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 			    arg);
 		o->o_timeout_ms = v;
 		break;
-	case OPT_SERVICE:
-		o->o_service = arg;
-		break;
 	case OPT_COUNT:
 		if (rmctl_parse_count(arg, RMCTL_COUNT_MAX, &o->o_count) == -1)
 			rmctl_usage_error("--count: invalid count '%s' "
@@ -531,9 +546,6 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 			                  "(write 512, 64K, 1M; at most 64M)",
 			    ch == OPT_SIZE ? "--size" : "--item-size", arg);
 		o->o_size_set = 1;
-		break;
-	case OPT_MESSAGE:
-		o->o_message = arg;
 		break;
 	case OPT_SESSIONS:
 	case OPT_ITEMS:
@@ -572,24 +584,6 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 	case OPT_CA:
 		o->o_ca = arg;
 		o->o_tls = 1;
-		break;
-	case OPT_SOURCE:
-		o->o_source = arg;
-		break;
-	case OPT_CLASS:
-		o->o_class = arg;
-		break;
-	case OPT_CALL:
-		o->o_call = arg;
-		break;
-	case OPT_ARGS:
-		o->o_args = arg;
-		break;
-	case OPT_KWARGS:
-		o->o_kwargs = arg;
-		break;
-	case OPT_INIT:
-		o->o_init = arg;
 		break;
 	case OPT_PIP:
 		if (o->o_npip >= sizeof(o->o_pip) / sizeof(o->o_pip[0]))
@@ -667,11 +661,30 @@ rmctl_common_takes_value(const char *arg)
 	return opt->has_arg == required_argument && arg[2 + len] != '=';
 }
 
+/*
+ * The getopt_long table of cmd's flags, the common ones and its own, ended
+ * by a zeroed entry: at most RMCTL_NCOMMON + RMCTL_NFLAGS entries.
+ */
+static void
+rmctl_cmd_opts(const struct rmctl_cmd *cmd, struct option *opts)
+{
+	const struct option *opt;
+	size_t i, n = 0;
+
+	for (opt = rmctl_common_opts; opt->name != NULL; opt++)
+		opts[n++] = *opt;
+	for (i = 0; i < RMCTL_NFLAGS; i++)
+		if (rmctl_flags[i].f_cmds & cmd->c_cmd)
+			opts[n++] = rmctl_flags[i].f_opt;
+	memset(&opts[n], 0, sizeof(opts[n]));
+}
+
 /* Parse the flags of one command; argv[0] is the command's name. */
 static void
 rmctl_parse(
     const struct rmctl_cmd *cmd, int argc, char **argv, struct rmctl_opts *o)
 {
+	struct option opts[RMCTL_NCOMMON + RMCTL_NFLAGS];
 	int ch;
 
 	memset(o, 0, sizeof(*o));
@@ -694,7 +707,8 @@ rmctl_parse(
 	o->o_args = "[]";
 	o->o_kwargs = "{}";
 	o->o_init = "[]";
-	while ((ch = getopt_long(argc, argv, ":", cmd->c_opts, NULL)) != -1) {
+	rmctl_cmd_opts(cmd, opts);
+	while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
 		if (ch == '?' || ch == ':')
 			rmctl_bad_flag(ch, argv[optind - 1]);
 		rmctl_parse_opt(o, ch, optarg);

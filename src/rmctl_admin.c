@@ -91,18 +91,45 @@ json_string(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-/* rmctl info: version, limits and the sandbox in force. */
-int
-rmctl_info(const struct rmctl_opts *o)
+/* A JSON list's strings, comma-separated, without its brackets. */
+static void
+json_strings(FILE *f, char **v, size_t n)
 {
-	Remotemedia__V1__InfoRequest req = REMOTEMEDIA__V1__INFO_REQUEST__INIT;
-	Remotemedia__V1__InfoReply *r;
-	struct rmctl_msg *m;
 	size_t i;
 
-	rmctl_unary(o, "/remotemedia.v1.Admin/Info", "info", &req.base, &m);
-	r = (Remotemedia__V1__InfoReply *)rmctl_unpack(
-	    &remotemedia__v1__info_reply__descriptor, m, "info");
+	for (i = 0; i < n; i++) {
+		fprintf(f, "%s", i ? ", " : "");
+		json_string(f, v[i]);
+	}
+}
+
+/*
+ * One Admin call whose reply is printed: send req on path, unpack the reply
+ * as d, print it and free it. A failure exits.
+ */
+static int
+rmctl_admin_show(const struct rmctl_opts *o, const char *path, const char *what,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *d,
+    void (*print)(const struct rmctl_opts *, const ProtobufCMessage *))
+{
+	struct rmctl_msg *m;
+	ProtobufCMessage *r;
+
+	rmctl_unary(o, path, what, req, &m);
+	r = rmctl_unpack(d, m, what);
+	print(o, r);
+	protobuf_c_message_free_unpacked(r, NULL);
+	return 0;
+}
+
+/* An InfoReply, as JSON or as text. */
+static void
+rmctl_info_print(const struct rmctl_opts *o, const ProtobufCMessage *msg)
+{
+	const Remotemedia__V1__InfoReply *r =
+	    (const Remotemedia__V1__InfoReply *)msg;
+	size_t i;
+
 	if (o->o_json) {
 		printf("{\"version\": ");
 		json_string(stdout, r->version);
@@ -119,10 +146,7 @@ rmctl_info(const struct rmctl_opts *o)
 			json_string(stdout, r->limits[i]->value);
 		}
 		printf("}, \"sandbox\": [");
-		for (i = 0; i < r->n_sandbox; i++) {
-			printf("%s", i ? ", " : "");
-			json_string(stdout, r->sandbox[i]);
-		}
+		json_strings(stdout, r->sandbox, r->n_sandbox);
 		printf("]}\n");
 	} else {
 		printf("version         %s (protocol %d)\n", r->version,
@@ -140,25 +164,28 @@ rmctl_info(const struct rmctl_opts *o)
 			printf("  %-24s %s\n", r->limits[i]->key,
 			    r->limits[i]->value);
 	}
-	remotemedia__v1__info_reply__free_unpacked(r, NULL);
-	return 0;
 }
 
-/* rmctl sessions: one line each (or JSON); an admin token sees all. */
+/* rmctl info: version, limits and the sandbox in force. */
 int
-rmctl_sessions(const struct rmctl_opts *o)
+rmctl_info(const struct rmctl_opts *o)
 {
-	Remotemedia__V1__ListSessionsRequest req =
-	    REMOTEMEDIA__V1__LIST_SESSIONS_REQUEST__INIT;
-	Remotemedia__V1__ListSessionsReply *r;
+	Remotemedia__V1__InfoRequest req = REMOTEMEDIA__V1__INFO_REQUEST__INIT;
+
+	return rmctl_admin_show(o, "/remotemedia.v1.Admin/Info", "info",
+	    &req.base, &remotemedia__v1__info_reply__descriptor,
+	    rmctl_info_print);
+}
+
+/* A ListSessionsReply: a table, or one JSON object a line. */
+static void
+rmctl_sessions_print(const struct rmctl_opts *o, const ProtobufCMessage *msg)
+{
+	const Remotemedia__V1__ListSessionsReply *r =
+	    (const Remotemedia__V1__ListSessionsReply *)msg;
 	Remotemedia__V1__SessionInfo *s;
-	struct rmctl_msg *m;
 	size_t i, j;
 
-	rmctl_unary(
-	    o, "/remotemedia.v1.Admin/ListSessions", "sessions", &req.base, &m);
-	r = (Remotemedia__V1__ListSessionsReply *)rmctl_unpack(
-	    &remotemedia__v1__list_sessions_reply__descriptor, m, "sessions");
 	if (!o->o_json)
 		printf("%-32s  %-10s %-12s %8s %7s %7s %6s  %s\n", "SESSION",
 		    "OWNER", "STATE", "AGE", "CALLS", "PID", "UID",
@@ -177,10 +204,8 @@ rmctl_sessions(const struct rmctl_opts *o)
 			       "\"uid\": %" PRId64 ", \"requirements\": [",
 			    s->age_ms, s->calls, s->calls_in_flight, s->pid,
 			    s->uid);
-			for (j = 0; j < s->n_requirements; j++) {
-				printf("%s", j ? ", " : "");
-				json_string(stdout, s->requirements[j]);
-			}
+			json_strings(
+			    stdout, s->requirements, s->n_requirements);
 			printf("]}\n");
 			continue;
 		}
@@ -192,8 +217,19 @@ rmctl_sessions(const struct rmctl_opts *o)
 			printf("%s%s", j ? "," : "", s->requirements[j]);
 		printf("%s\n", s->n_requirements ? "" : "-");
 	}
-	remotemedia__v1__list_sessions_reply__free_unpacked(r, NULL);
-	return 0;
+}
+
+/* rmctl sessions: one line each (or JSON); an admin token sees all. */
+int
+rmctl_sessions(const struct rmctl_opts *o)
+{
+	Remotemedia__V1__ListSessionsRequest req =
+	    REMOTEMEDIA__V1__LIST_SESSIONS_REQUEST__INIT;
+
+	return rmctl_admin_show(o, "/remotemedia.v1.Admin/ListSessions",
+	    "sessions", &req.base,
+	    &remotemedia__v1__list_sessions_reply__descriptor,
+	    rmctl_sessions_print);
 }
 
 /* rmctl kill SESSION: end it; its client sees ABORTED. */

@@ -108,13 +108,35 @@ worker_py_clip(const char *s, size_t max)
 	return p;
 }
 
+/*
+ * Send a ServerMessage after what user code has printed so far, with the
+ * GIL released while it is written.
+ */
+static void
+worker_py_send_nogil(Remotemedia__V1__ServerMessage *sm)
+{
+	Py_BEGIN_ALLOW_THREADS worker_output_drain();
+	worker_send(FRAME_MSG, &sm->base);
+	Py_END_ALLOW_THREADS
+}
+
+/* Send an Error, whether C or the runtime decided on it. */
+static void
+worker_py_send_err(Remotemedia__V1__Error *err)
+{
+	Remotemedia__V1__ServerMessage sm =
+	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
+
+	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR;
+	sm.error = err;
+	worker_py_send_nogil(&sm);
+}
+
 /* Send an Error that C decides on its own (limits, early cancel). */
 static void
 worker_py_send_error_c(uint64_t id, const char *type, const char *module,
     const char *qualname, const char *message)
 {
-	Remotemedia__V1__ServerMessage sm =
-	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
 	Remotemedia__V1__Error err = REMOTEMEDIA__V1__ERROR__INIT;
 
 	err.call_id = id;
@@ -122,11 +144,7 @@ worker_py_send_error_c(uint64_t id, const char *type, const char *module,
 	err.module = (char *)module;
 	err.qualname = (char *)qualname;
 	err.message = (char *)message;
-	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR;
-	sm.error = &err;
-	Py_BEGIN_ALLOW_THREADS worker_output_drain();
-	worker_send(FRAME_MSG, &sm.base);
-	Py_END_ALLOW_THREADS
+	worker_py_send_err(&err);
 }
 
 static struct worker_py_asm *
@@ -783,8 +801,6 @@ worker_py_error_fill(
 static PyObject *
 worker_py_send_error(PyObject *self, PyObject *args)
 {
-	Remotemedia__V1__ServerMessage sm =
-	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
 	Remotemedia__V1__Error err = REMOTEMEDIA__V1__ERROR__INIT;
 	unsigned long long id;
 	const char *s[5];
@@ -797,11 +813,8 @@ worker_py_send_error(PyObject *self, PyObject *args)
 	err.call_id = id;
 	err.timeout = timeout;
 	worker_py_error_fill(&err, s, &pickled);
-	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR;
-	sm.error = &err;
-	Py_BEGIN_ALLOW_THREADS worker_output_drain();
-	worker_send(FRAME_MSG, &sm.base);
-	Py_END_ALLOW_THREADS PyBuffer_Release(&pickled);
+	worker_py_send_err(&err);
+	PyBuffer_Release(&pickled);
 	free(err.type);
 	free(err.module);
 	free(err.qualname);
@@ -826,9 +839,8 @@ worker_py_send_end(PyObject *self, PyObject *args)
 	end.cancelled = cancelled;
 	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_END;
 	sm.end = &end;
-	Py_BEGIN_ALLOW_THREADS worker_output_drain();
-	worker_send(FRAME_MSG, &sm.base);
-	Py_END_ALLOW_THREADS Py_RETURN_NONE;
+	worker_py_send_nogil(&sm);
+	Py_RETURN_NONE;
 }
 
 /* _rmworker.send_fatal(code, message): the session cannot go on. */
@@ -946,9 +958,8 @@ worker_py_send_ready(PyObject *self, PyObject *args)
 	    worker_py_ready_installed(&r, installed) == 0) {
 		sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY;
 		sm.ready = &r;
-		Py_BEGIN_ALLOW_THREADS worker_output_drain();
-		worker_send(FRAME_MSG, &sm.base);
-		Py_END_ALLOW_THREADS rv = Py_NewRef(Py_None);
+		worker_py_send_nogil(&sm);
+		rv = Py_NewRef(Py_None);
 	}
 	worker_py_ready_free(&r);
 	return rv;

@@ -235,12 +235,12 @@ static void
 finish_build(struct env *e)
 {
 	uint64_t deadline = now_ms() + LOOP_MS;
-	pid_t pid = front_env_builder(e), r;
+	pid_t pid = front_env_info(e).ei_builder, r;
 	int st;
 
-	assert_int_equal(front_env_state(e), ENV_BUILDING);
+	assert_int_equal(front_env_info(e).ei_state, ENV_BUILDING);
 	assert_true(front_env_is_builder(pid));
-	while (!front_env_output_done(e)) {
+	while (!front_env_info(e).ei_output_done) {
 		assert_true(now_ms() < deadline);
 		event_base_loop(front_base, EVLOOP_ONCE);
 	}
@@ -262,7 +262,7 @@ build(const char *reqs)
 	finish_build(s->ses_env);
 	assert_int_equal(tses_of(s)->ts_told, 1);
 	assert_false(tses_of(s)->ts_failed);
-	assert_int_equal(front_env_state(s->ses_env), ENV_READY);
+	assert_int_equal(front_env_info(s->ses_env).ei_state, ENV_READY);
 	return s;
 }
 
@@ -359,10 +359,10 @@ test_single_flight(void **state)
 
 	a = attach("sf-pkg", 0, NULL);
 	e = a->ses_env;
-	assert_int_equal(front_env_state(e), ENV_BUILDING);
+	assert_int_equal(front_env_info(e).ei_state, ENV_BUILDING);
 	b = attach("sf-pkg", 0, NULL);
 	assert_ptr_equal(b->ses_env, e);
-	assert_int_equal(front_env_refs(e), 2);
+	assert_int_equal(front_env_info(e).ei_refs, 2);
 	assert_int_equal(fake.fk_build_cgroups, 1);
 	assert_int_equal(tses_of(a)->ts_told + tses_of(b)->ts_told, 0);
 	finish_build(e);
@@ -371,8 +371,8 @@ test_single_flight(void **state)
 	assert_int_equal(tses_of(a)->ts_told, 1);
 	assert_int_equal(tses_of(b)->ts_told, 1);
 	assert_false(tses_of(a)->ts_failed || tses_of(b)->ts_failed);
-	assert_int_equal(front_env_state(e), ENV_READY);
-	assert_int_equal(front_env_size(e), ENV_SIZE);
+	assert_int_equal(front_env_info(e).ei_state, ENV_READY);
+	assert_int_equal(front_env_info(e).ei_size, ENV_SIZE);
 	site = front_env_site_packages(e);
 	assert_int_equal(stat(site, &sb), 0);
 	assert_true(S_ISDIR(sb.st_mode));
@@ -380,7 +380,7 @@ test_single_flight(void **state)
 
 	c = attach("sf-pkg", 1, NULL);
 	assert_ptr_equal(c->ses_env, e);
-	assert_int_equal(front_env_refs(e), 3);
+	assert_int_equal(front_env_info(e).ei_refs, 3);
 	assert_int_equal(fake.fk_build_cgroups, 1);
 	assert_int_equal(tses_of(c)->ts_told, 0);
 	assert_int_equal(spawned(), 1);
@@ -402,15 +402,15 @@ test_refcounts(void **state)
 	a = build("rc-pkg");
 	e = a->ses_env;
 	snprintf(dir, sizeof(dir), "%s", front_env_dir(e));
-	assert_int_equal(front_env_refs(e), 1);
+	assert_int_equal(front_env_info(e).ei_refs, 1);
 	assert_true(exists(dir));
 	b = attach("rc-pkg", 1, NULL);
-	assert_int_equal(front_env_refs(e), 2);
+	assert_int_equal(front_env_info(e).ei_refs, 2);
 
 	front_env_release(a);
 	assert_null(a->ses_env);
-	assert_int_equal(front_env_refs(e), 1);
-	assert_int_equal(front_env_state(e), ENV_READY);
+	assert_int_equal(front_env_info(e).ei_refs, 1);
+	assert_int_equal(front_env_info(e).ei_state, ENV_READY);
 	assert_int_equal(ntrashed, 0);
 	assert_true(exists(dir));
 
@@ -420,7 +420,7 @@ test_refcounts(void **state)
 	assert_false(exists(dir));
 
 	c = attach("rc-pkg", 0, NULL);
-	assert_int_equal(front_env_state(c->ses_env), ENV_BUILDING);
+	assert_int_equal(front_env_info(c->ses_env).ei_state, ENV_BUILDING);
 	assert_string_equal(front_env_dir(c->ses_env), dir);
 	assert_int_equal(fake.fk_build_cgroups, 2);
 	finish_build(c->ses_env);
@@ -501,7 +501,7 @@ test_failed_build(void **state)
 	assert_non_null(strstr(tses_of(a)->ts_why,
 	    "No matching distribution found for broken-pkg"));
 	assert_string_equal(tses_of(a)->ts_why, tses_of(b)->ts_why);
-	assert_int_equal(front_env_state(e), ENV_FAILED);
+	assert_int_equal(front_env_info(e).ei_state, ENV_FAILED);
 	assert_int_equal(ntrashed, 1);
 	assert_string_equal(trashed[0], dir);
 	assert_false(exists(dir));
@@ -563,16 +563,18 @@ test_key(void **state)
 	s[4] = attach("key-a", 0, NULL);
 	assert_ptr_equal(s[4]->ses_env, s[0]->ses_env);
 	for (i = 0; i < 4; i++) {
-		assert_int_equal(strlen(front_env_key(s[i]->ses_env)), 64);
 		assert_int_equal(
-		    strspn(front_env_key(s[i]->ses_env), "0123456789abcdef"),
+		    strlen(front_env_info(s[i]->ses_env).ei_key), 64);
+		assert_int_equal(strspn(front_env_info(s[i]->ses_env).ei_key,
+		                     "0123456789abcdef"),
 		    64);
 		snprintf(dir, sizeof(dir), "%s/%s", cachedir,
-		    front_env_key(s[i]->ses_env));
+		    front_env_info(s[i]->ses_env).ei_key);
 		assert_string_equal(front_env_dir(s[i]->ses_env), dir);
 		for (j = 0; j < i; j++)
-			assert_string_not_equal(front_env_key(s[i]->ses_env),
-			    front_env_key(s[j]->ses_env));
+			assert_string_not_equal(
+			    front_env_info(s[i]->ses_env).ei_key,
+			    front_env_info(s[j]->ses_env).ei_key);
 	}
 	for (i = 0; i < 4; i++)
 		finish_build(s[i]->ses_env);

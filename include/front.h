@@ -189,6 +189,7 @@ struct session {
 	int ses_wstatus;
 	int ses_eof;
 	struct bufferevent *ses_wbev;
+	struct event *ses_wflush; /* writes ses_wbev once per loop turn */
 	struct deframer ses_win; /* frames from the worker */
 	char *ses_dir;
 	uint64_t ses_last_call;

@@ -336,6 +336,7 @@ front_pool_adopt(struct session *ses)
 	ses->ses_uid = sp->ses_uid;
 	ses->ses_cgroup = sp->ses_cgroup;
 	ses->ses_wbev = sp->ses_wbev;
+	ses->ses_wflush = sp->ses_wflush;
 	front_worker_attach(ses);
 	front_env_release(sp);
 	deframer_free(&sp->ses_win);

@@ -71,6 +71,13 @@ fw_read_cb(struct bufferevent *bev, void *arg)
 	fw_feed(arg, bufferevent_get_input(bev));
 }
 
+/* What this loop turn queued for the worker, in one write. */
+static void
+fw_flush_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	front_write_now(arg);
+}
+
 static void
 fw_write_cb(struct bufferevent *bev, void *arg)
 {
@@ -215,6 +222,8 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 	bufferevent_set_max_single_read(ses->ses_wbev, WORKER_READ_MAX);
 	/* Written by front_write_now; a new bufferevent has EV_WRITE on. */
 	bufferevent_disable(ses->ses_wbev, EV_WRITE);
+	ses->ses_wflush = event_new(
+	    front_base, -1, 0, fw_flush_cb, ses->ses_wbev);
 	bufferevent_enable(ses->ses_wbev, EV_READ);
 	log_debug("%s: session %s: worker %d", __func__, ses->ses_id,
 	    (int)ses->ses_pid);
@@ -290,7 +299,7 @@ front_worker_send_init(struct session *ses)
 		/* Open and the object's chunks, held during the install. */
 		evbuffer_add_buffer(
 		    bufferevent_get_output(ses->ses_wbev), ses->ses_pending);
-		front_write_now(ses->ses_wbev);
+		event_active(ses->ses_wflush, EV_TIMEOUT, 0);
 	}
 	return rv;
 }
@@ -317,7 +326,7 @@ front_worker_send(
 	    evbuffer_add(out, msg, len) == -1)
 		fatalx("%s: evbuffer_add", __func__);
 	if (out != ses->ses_pending)
-		front_write_now(ses->ses_wbev);
+		event_active(ses->ses_wflush, EV_TIMEOUT, 0);
 	return 0;
 }
 
@@ -361,6 +370,10 @@ front_worker_kill(struct session *ses)
 void
 front_worker_close(struct session *ses)
 {
+	if (ses->ses_wflush != NULL) {
+		event_free(ses->ses_wflush);
+		ses->ses_wflush = NULL;
+	}
 	if (ses->ses_wbev != NULL) {
 		bufferevent_free(ses->ses_wbev);
 		ses->ses_wbev = NULL;

@@ -137,7 +137,7 @@ $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c s
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
 $(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/front_call.c src/front_metrics.c src/envelope.c src/req.c src/frame.c src/log.c src/util.c $(FAKE_FOR_SESSION) tests/fake/fake_grpc.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lbsd
-$(BUILD)/test_front_env: $(call objs,tests/unit/test_front_env.c src/front_env.c src/front_exec.c src/front_metrics.c src/log.c src/util.c $(FAKE_FOR_ENV) $(PROTO_C))
+$(BUILD)/test_front_env: $(call objs,tests/unit/test_front_env.c src/front_env.c src/front_exec.c src/front_metrics.c src/req.c src/log.c src/util.c $(FAKE_FOR_ENV) $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lcrypto -lbsd
 $(BUILD)/test_envelope: $(call objs,tests/unit/test_envelope.c src/envelope.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)

@@ -232,8 +232,13 @@ enum env_state {
  * fields are front_env.c's (and the fake's, which stands in for it).
  */
 struct env;
+struct req_list;
 const char *front_env_dir(const struct env *);
-const char *front_env_reqs(const struct env *); /* newline-joined */
+/*
+ * Its canonical requirements (req.h); empty for an entry found on disk at
+ * start until a session asks for it again.
+ */
+const struct req_list *front_env_reqs(const struct env *);
 
 /* What the unit tests look at in an entry (front_env_info). */
 struct env_info {
@@ -360,7 +365,7 @@ const char *front_session_state_name(enum session_state);
 
 /* front_env.c */
 void front_env_init(void);
-int front_env_attach(struct session *, const char *, const char **);
+int front_env_attach(struct session *, const struct req_list *, const char **);
 void front_env_release(struct session *);
 void front_env_hold(struct session *, struct env *);
 void front_env_reap(pid_t, int);

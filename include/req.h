@@ -37,11 +37,28 @@ struct req {
 int req_parse(const char *, size_t, struct req *, char *, size_t);
 
 /*
- * Validate n NUL-terminated requirements. On success, and if normalized_out
- * is not NULL, store a malloc'd string of the canonical forms, sorted,
- * de-duplicated and joined by newlines ("" for an empty list).
+ * A session's requirements in canonical form, sorted and de-duplicated:
+ * the one list that goes from the client's Open to the builder's Build.
+ * Each string, and the array, is malloc'd.
  */
-int req_validate_list(const char *const *, size_t, char **, char *, size_t);
+struct req_list {
+	char **rl_v;
+	size_t rl_n;
+};
+
+/*
+ * Validate n NUL-terminated requirements. On success, and if out is not
+ * NULL, fill it with their canonical forms, sorted and de-duplicated; the
+ * caller frees it with req_list_free. On failure out is left empty.
+ */
+int req_validate_list(
+    const char *const *, size_t, struct req_list *, char *, size_t);
+
+/* Copy a list, strings and all, into an empty one. */
+void req_list_copy(struct req_list *, const struct req_list *);
+
+/* Free what a list holds and leave it empty, to be reused or freed again. */
+void req_list_free(struct req_list *);
 
 /* Write the canonical "name[extras]spec; marker", truncated to fit. */
 void req_format(const struct req *, char *, size_t);

@@ -11,6 +11,7 @@
 
 #include "front.h"
 #include "log.h"
+#include "req.h"
 #include "util.h"
 
 #include "remotemedia.pb-c.h"
@@ -125,26 +126,6 @@ admin_info(struct stream *s)
 	free(l.ptrs);
 }
 
-/* Split a newline-joined requirement list into r's repeated field. */
-static void
-admin_requirements(Remotemedia__V1__SessionInfo *si, const char *reqs)
-{
-	char *copy, *line, *save = NULL;
-	size_t n = 1;
-	const char *p;
-
-	if (reqs == NULL || *reqs == '\0')
-		return;
-	for (p = reqs; *p != '\0'; p++)
-		n += *p == '\n';
-	si->requirements = xcalloc(n, sizeof(char *));
-	copy = xstrdup(reqs);
-	for (line = strtok_r(copy, "\n", &save); line != NULL;
-	     line = strtok_r(NULL, "\n", &save))
-		si->requirements[si->n_requirements++] = xstrdup(line);
-	free(copy);
-}
-
 static void
 admin_list(struct stream *s)
 {
@@ -152,8 +133,9 @@ admin_list(struct stream *s)
 	    REMOTEMEDIA__V1__LIST_SESSIONS_REPLY__INIT;
 	Remotemedia__V1__SessionInfo init = REMOTEMEDIA__V1__SESSION_INFO__INIT;
 	Remotemedia__V1__SessionInfo *infos, **ptrs;
+	const struct req_list *reqs;
 	struct session *ses;
-	size_t n = 0, i, j;
+	size_t n = 0;
 	uint64_t now = now_ms();
 
 	infos = xcalloc((size_t)front_session_count() + 1, sizeof(*infos));
@@ -171,20 +153,18 @@ admin_list(struct stream *s)
 		infos[n].calls_in_flight = ses->ses_inflight;
 		infos[n].pid = ses->ses_pid > 0 ? ses->ses_pid : 0;
 		infos[n].uid = ses->ses_uid;
-		if (ses->ses_env != NULL)
-			admin_requirements(
-			    &infos[n], front_env_reqs(ses->ses_env));
+		if (ses->ses_env != NULL) {
+			/* Borrowed from the env: packed before it can go. */
+			reqs = front_env_reqs(ses->ses_env);
+			infos[n].n_requirements = reqs->rl_n;
+			infos[n].requirements = reqs->rl_v;
+		}
 		ptrs[n] = &infos[n];
 		n++;
 	}
 	r.n_sessions = n;
 	r.sessions = ptrs;
 	admin_reply(s, &r.base);
-	for (i = 0; i < n; i++) {
-		for (j = 0; j < infos[i].n_requirements; j++)
-			free(infos[i].requirements[j]);
-		free(infos[i].requirements);
-	}
 	free(infos);
 	free(ptrs);
 }

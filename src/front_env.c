@@ -42,7 +42,7 @@ struct env {
 	TAILQ_ENTRY(env) env_queue; /* queued builds */
 	char env_key[65];
 	char *env_dir;
-	char *env_reqs; /* canonical, newline-joined */
+	struct req_list env_reqs; /* canonical */
 	uint8_t *env_build; /* the packed Build: the key's bytes, the job's */
 	size_t env_build_len;
 	enum env_state env_state;
@@ -90,15 +90,13 @@ static void env_start_queued(void);
 
 /*
  * What pip would install from, as a packed Build: the server's pip
- * options and the canonical, newline-joined requirements. Everything that
- * decides a build is in it, and its hash is the cache key (env_key).
+ * options and the canonical requirements. Everything that decides a
+ * build is in it, and its hash is the cache key (env_key).
  */
 static uint8_t *
-env_pack_build(const char *reqs, size_t *len)
+env_pack_build(const struct req_list *reqs, size_t *len)
 {
 	Remotemedia__Worker__V1__Build b = REMOTEMEDIA__WORKER__V1__BUILD__INIT;
-	char *copy = xstrdup(reqs), *r, *save = NULL;
-	char *list[REQ_MAX_COUNT];
 	uint8_t *out;
 
 	b.python_version = (char *)RM_PYTHON_VERSION;
@@ -111,15 +109,11 @@ env_pack_build(const char *reqs, size_t *len)
 	b.find_links = front_conf.fc_pip_find_links;
 	b.system_site_packages = front_conf.fc_pip_system_site;
 	b.allow_source = front_conf.fc_pip_allow_source;
-	for (r = strtok_r(copy, "\n", &save);
-	     r != NULL && b.n_requirements < REQ_MAX_COUNT;
-	     r = strtok_r(NULL, "\n", &save))
-		list[b.n_requirements++] = r;
-	b.requirements = list;
+	b.n_requirements = reqs->rl_n;
+	b.requirements = reqs->rl_v;
 	*len = remotemedia__worker__v1__build__get_packed_size(&b);
 	out = xmalloc(*len ? *len : 1);
 	remotemedia__worker__v1__build__pack(&b, out);
-	free(copy);
 	return out;
 }
 
@@ -142,7 +136,7 @@ env_key(const uint8_t *build, size_t len, char *out)
 }
 
 static struct env *
-env_new(const char *key, const char *reqs)
+env_new(const char *key, const struct req_list *reqs)
 {
 	struct env *e = xcalloc(1, sizeof(*e));
 	char path[4096];
@@ -150,7 +144,8 @@ env_new(const char *key, const char *reqs)
 	strlcpy(e->env_key, key, sizeof(e->env_key));
 	snprintf(path, sizeof(path), "%s/%s", front_conf.fc_env_cache_dir, key);
 	e->env_dir = xstrdup(path);
-	e->env_reqs = xstrdup(reqs ? reqs : "");
+	if (reqs != NULL)
+		req_list_copy(&e->env_reqs, reqs);
 	e->env_pid = -1;
 	TAILQ_INIT(&e->env_waiters);
 	RB_INSERT(envtree, &envs, e);
@@ -177,7 +172,7 @@ env_free(struct env *e)
 		event_free(e->env_timer);
 	front_sandbox_cgroup_destroy(e->env_cgroup);
 	free(e->env_dir);
-	free(e->env_reqs);
+	req_list_free(&e->env_reqs);
 	free(e->env_build);
 	free(e->env_error);
 	free(e);
@@ -513,11 +508,28 @@ env_job_pipe(struct env *e)
 	return p[0];
 }
 
+/* The requirements for a person to read: separated by spaces, cut to fit. */
+static void
+env_reqs_text(const struct env *e, char *out, size_t len)
+{
+	size_t i;
+
+	if (len == 0)
+		return;
+	out[0] = '\0';
+	for (i = 0; i < e->env_reqs.rl_n; i++) {
+		if (i > 0)
+			strlcat(out, " ", len);
+		strlcat(out, e->env_reqs.rl_v[i], len);
+	}
+}
+
 /* Start the builder in its own process group, its output on a pipe. */
 static int
 env_spawn(struct env *e)
 {
 	struct timeval tv;
+	char reqs[2048];
 	int p[2], fds[4];
 
 	env_remove_tree(e->env_dir);
@@ -550,8 +562,9 @@ env_spawn(struct env *e)
 	evtimer_add(e->env_timer, &tv);
 	e->env_state = ENV_BUILDING;
 	env_building++;
+	env_reqs_text(e, reqs, sizeof(reqs));
 	log_info("environment %.12s: building [%s] (builder %d)", e->env_key,
-	    e->env_reqs, (int)e->env_pid);
+	    reqs, (int)e->env_pid);
 	return 0;
 }
 
@@ -576,10 +589,7 @@ env_failed_package(struct env *e, char *out, size_t len)
 		snprintf(out, len, "%s", e->env_package);
 		return;
 	}
-	snprintf(out, len, "%s", e->env_reqs);
-	for (i = 0; out[i] != '\0'; i++)
-		if (out[i] == '\n')
-			out[i] = ' ';
+	env_reqs_text(e, out, len);
 }
 
 /* The message a session gets when its environment could not be built. */
@@ -747,7 +757,7 @@ env_prune_failed(void)
 
 /* Find or create the entry for these requirements. */
 static struct env *
-env_lookup(const char *reqs)
+env_lookup(const struct req_list *reqs)
 {
 	struct env key, *e;
 	uint8_t *build;
@@ -764,8 +774,9 @@ env_lookup(const char *reqs)
 		TAILQ_INSERT_TAIL(&env_queue, e, env_queue);
 		created = 1;
 	} else if (e->env_build == NULL) {
-		free(e->env_reqs); /* loaded from disk at start */
-		e->env_reqs = xstrdup(reqs);
+		/* loaded from disk at start */
+		req_list_free(&e->env_reqs);
+		req_list_copy(&e->env_reqs, reqs);
 	}
 	if (e->env_build == NULL) {
 		e->env_build = build;
@@ -784,7 +795,8 @@ env_lookup(const char *reqs)
  * message is then in *err.
  */
 int
-front_env_attach(struct session *ses, const char *reqs, const char **err)
+front_env_attach(
+    struct session *ses, const struct req_list *reqs, const char **err)
 {
 	struct env *e = env_lookup(reqs);
 
@@ -889,10 +901,10 @@ front_env_dir(const struct env *e)
 	return e->env_dir;
 }
 
-const char *
+const struct req_list *
 front_env_reqs(const struct env *e)
 {
-	return e->env_reqs;
+	return &e->env_reqs;
 }
 
 /* What the unit tests look at in an entry. */

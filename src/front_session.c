@@ -460,15 +460,16 @@ open_without_requirements(const uint8_t *msg, size_t len, size_t *outlen)
 static int
 session_requirements(struct session *ses, Remotemedia__V1__Open *op)
 {
-	char err[512], *canon = NULL;
+	struct req_list canon;
+	char err[512];
 	const char *why = NULL;
 	int rv;
 
 	if (req_validate_list((const char *const *)op->requirements,
 	        op->n_requirements, &canon, err, sizeof(err)) == -1)
 		return client_error(ses, GRPC_INVALID_ARGUMENT, "%s", err);
-	rv = front_env_attach(ses, canon, &why);
-	free(canon);
+	rv = front_env_attach(ses, &canon, &why);
+	req_list_free(&canon);
 	if (rv == -1) {
 		/* not client_error(): its buffer would cut pip's tail off */
 		front_session_end(ses, GRPC_FAILED_PRECONDITION, why);

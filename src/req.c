@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
 #include "req.h"
 #include "util.h"
 
@@ -276,17 +275,36 @@ req_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/*
+ * Sort the items and drop duplicates, handing each dropped one to drop
+ * unless it is NULL. Returns how many are left, at the front of items.
+ */
+static size_t
+req_uniq(char **items, size_t n, void (*drop)(void *))
+{
+	size_t i, o = 0;
+
+	if (n > 1)
+		qsort(items, n, sizeof(*items), req_cmp);
+	for (i = 0; i < n; i++) {
+		if (o > 0 && strcmp(items[i], items[o - 1]) == 0) {
+			if (drop != NULL)
+				drop(items[i]);
+			continue;
+		}
+		items[o++] = items[i];
+	}
+	return o;
+}
+
 /* Sort the items, drop duplicates and join them with sep; -1 if too long. */
 static int
 req_join(char **items, size_t n, int sep, char *out, size_t outlen)
 {
 	size_t i, o = 0, l;
 
-	if (n > 1)
-		qsort(items, n, sizeof(*items), req_cmp);
+	n = req_uniq(items, n, NULL);
 	for (i = 0; i < n; i++) {
-		if (i > 0 && strcmp(items[i], items[i - 1]) == 0)
-			continue;
 		l = strlen(items[i]);
 		if (o + l + (i > 0) >= outlen)
 			return -1;
@@ -777,13 +795,16 @@ req_format(const struct req *rq, char *buf, size_t len)
 	    rq->rq_marker[0] != '\0' ? "; " : "", rq->rq_marker);
 }
 
-/* Parse every entry into its canonical form, or say which one is wrong. */
+/*
+ * Parse every entry and append its canonical form to rl, or say which one
+ * is wrong.
+ */
 static int
-req_canon_list(const char *const *reqs, size_t n, char **canon, size_t *total,
+req_canon_list(const char *const *reqs, size_t n, struct req_list *rl,
     char *err, size_t errlen)
 {
 	struct req rq;
-	char why[512];
+	char why[512], canon[REQ_FORMAT_SIZE];
 	size_t i;
 
 	for (i = 0; i < n; i++) {
@@ -798,27 +819,26 @@ req_canon_list(const char *const *reqs, size_t n, char **canon, size_t *total,
 			    i + 1, n, why);
 			return -1;
 		}
-		canon[i] = xmalloc(REQ_FORMAT_SIZE);
-		req_format(&rq, canon[i], REQ_FORMAT_SIZE);
-		*total += strlen(canon[i]) + 1;
+		req_format(&rq, canon, sizeof(canon));
+		rl->rl_v[rl->rl_n++] = xstrdup(canon);
 	}
 	return 0;
 }
 
 /*
  * Check the count first, so that a huge list costs nothing, then every
- * entry; join the canonical forms for the environment cache key.
+ * entry; the sorted, de-duplicated canonical forms are what the
+ * environment is built from and its cache key hashes.
  */
 int
-req_validate_list(const char *const *reqs, size_t n, char **normalized_out,
+req_validate_list(const char *const *reqs, size_t n, struct req_list *out,
     char *err, size_t errlen)
 {
-	char **canon, *joined, dummy[1];
-	size_t i, total = 1;
-	int rv = -1;
+	struct req_list rl;
+	char dummy[1];
 
-	if (normalized_out != NULL)
-		*normalized_out = NULL;
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
 	if (err == NULL || errlen == 0) {
 		err = dummy;
 		errlen = sizeof(dummy);
@@ -833,20 +853,42 @@ req_validate_list(const char *const *reqs, size_t n, char **normalized_out,
 		snprintf(err, errlen, "no requirement list");
 		return -1;
 	}
-	canon = xcalloc(n + 1, sizeof(*canon));
-	if (req_canon_list(reqs, n, canon, &total, err, errlen) == 0) {
-		rv = 0;
-		if (normalized_out != NULL) {
-			joined = xmalloc(total);
-			if (req_join(canon, n, '\n', joined, total) == -1)
-				fatalx("%s: the joined list overflowed",
-				    __func__);
-			*normalized_out = joined;
-		}
+	rl.rl_v = xcalloc(n, sizeof(*rl.rl_v));
+	rl.rl_n = 0;
+	if (req_canon_list(reqs, n, &rl, err, errlen) == -1) {
+		req_list_free(&rl);
+		return -1;
 	}
-	for (i = 0; i < n; i++)
-		free(canon[i]);
-	free(canon);
-	return rv;
+	rl.rl_n = req_uniq(rl.rl_v, rl.rl_n, free);
+	if (out != NULL)
+		*out = rl;
+	else
+		req_list_free(&rl);
+	return 0;
+}
+
+/* Copy a list, strings and all, into an empty one. */
+void
+req_list_copy(struct req_list *dst, const struct req_list *src)
+{
+	size_t i;
+
+	dst->rl_v = xcalloc(src->rl_n, sizeof(*dst->rl_v));
+	for (i = 0; i < src->rl_n; i++)
+		dst->rl_v[i] = xstrdup(src->rl_v[i]);
+	dst->rl_n = src->rl_n;
+}
+
+/* Free the strings and the array; the list is left empty. */
+void
+req_list_free(struct req_list *rl)
+{
+	size_t i;
+
+	for (i = 0; i < rl->rl_n; i++)
+		free(rl->rl_v[i]);
+	free(rl->rl_v);
+	rl->rl_v = NULL;
+	rl->rl_n = 0;
 }
 /* clang-format on */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "front.h"
+#include "req.h"
 #include "util.h"
 
 #include "fake.h"
@@ -18,39 +19,53 @@
 
 /* The fake's own entry: what a session's environment holds here. */
 struct env {
-	char *env_reqs;
+	struct req_list env_reqs;
 	int env_refs;
 };
 
-const char *
+const struct req_list *
 front_env_reqs(const struct env *e)
 {
-	return e->env_reqs;
+	return &e->env_reqs;
 }
 
 static struct session *fake_waiters[FAKE_WAITERS];
 
 static void
-fake_env_hold(struct session *ses, const char *reqs)
+fake_env_hold(struct session *ses, const struct req_list *reqs)
 {
 	ses->ses_env = xcalloc(1, sizeof(*ses->ses_env));
-	ses->ses_env->env_reqs = xstrdup(reqs);
+	req_list_copy(&ses->ses_env->env_reqs, reqs);
 	ses->ses_env->env_refs = 1;
 }
 
+/* The first requirement whose text holds word, or NULL. */
+static const char *
+fake_env_find(const struct req_list *reqs, const char *word)
+{
+	size_t i;
+
+	for (i = 0; i < reqs->rl_n; i++)
+		if (strstr(reqs->rl_v[i], word) != NULL)
+			return reqs->rl_v[i];
+	return NULL;
+}
+
 int
-front_env_attach(struct session *ses, const char *reqs, const char **why)
+front_env_attach(
+    struct session *ses, const struct req_list *reqs, const char **why)
 {
 	static char msg[600];
+	const char *broken;
 	int i;
 
-	if (strstr(reqs, "broken") != NULL) {
+	if ((broken = fake_env_find(reqs, "broken")) != NULL) {
 		snprintf(msg, sizeof(msg),
-		    "Failed to install %s: pip failed (fake)", reqs);
+		    "Failed to install %s: pip failed (fake)", broken);
 		*why = msg;
 		return -1;
 	}
-	if (strstr(reqs, "slow") == NULL) {
+	if (fake_env_find(reqs, "slow") == NULL) {
 		fake_env_hold(ses, reqs);
 		return 1;
 	}
@@ -72,7 +87,7 @@ front_env_release(struct session *ses)
 
 	if (ses->ses_env != NULL) {
 		fake.fk_env_released++;
-		free(ses->ses_env->env_reqs);
+		req_list_free(&ses->ses_env->env_reqs);
 		free(ses->ses_env);
 	}
 	ses->ses_env = NULL;

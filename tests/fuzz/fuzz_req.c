@@ -5,7 +5,7 @@
  * then split at '\n' into up to 100 entries for req_validate_list. What is
  * accepted must be canonical: it parses again to itself, it holds nothing
  * that pip would read as an option, a path or a URL, and a list comes out
- * sorted and de-duplicated. What is refused must say why in printable text.
+ * sorted and de-duplicated, holding every entry's canonical form. What is refused must say why in printable text.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -91,36 +91,44 @@ split_lines(char *buf, const char **ent, size_t max)
 	return n;
 }
 
+/* Is s one of the list's entries? */
+static int
+list_has(const struct req_list *rl, const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < rl->rl_n; i++)
+		if (strcmp(rl->rl_v[i], s) == 0)
+			return 1;
+	return 0;
+}
+
 /* An accepted list: sorted, unique, canonical, and stable when re-run. */
 static void
-check_list_out(const char *const *ent, size_t n, char *norm)
+check_list_out(const char *const *ent, size_t n, const struct req_list *norm)
 {
-	const char *lines[FUZZ_REQ_ENTRIES + 1];
-	char canon[REQ_FORMAT_SIZE], *copy, *again = NULL, err[512];
-	size_t i, nl = 0;
+	struct req_list again;
+	char canon[REQ_FORMAT_SIZE], err[512];
+	size_t i;
 
-	CHECK(norm != NULL);
-	if (norm[0] != '\0') {
-		copy = xstrdup(norm);
-		nl = split_lines(copy, lines, FUZZ_REQ_ENTRIES + 1);
-		CHECK(nl <= n);
-		for (i = 0; i < nl; i++) {
-			CHECK(check_one(lines[i], strlen(lines[i]), canon,
-			          sizeof(canon)) == 0);
-			CHECK(strcmp(lines[i], canon) == 0);
-			CHECK(i == 0 || strcmp(lines[i - 1], lines[i]) < 0);
-		}
-		CHECK(req_validate_list(lines, nl, &again, err, sizeof(err)) ==
-		    0);
-		CHECK(strcmp(norm, again) == 0);
-		free(again);
-		free(copy);
+	CHECK(norm->rl_n <= n);
+	CHECK((n == 0) == (norm->rl_n == 0));
+	for (i = 0; i < norm->rl_n; i++) {
+		CHECK(check_one(norm->rl_v[i], strlen(norm->rl_v[i]), canon,
+		          sizeof(canon)) == 0);
+		CHECK(strcmp(norm->rl_v[i], canon) == 0);
+		CHECK(i == 0 || strcmp(norm->rl_v[i - 1], norm->rl_v[i]) < 0);
 	}
-	CHECK((n == 0) == (nl == 0));
+	CHECK(req_validate_list((const char *const *)norm->rl_v, norm->rl_n,
+	          &again, err, sizeof(err)) == 0);
+	CHECK(again.rl_n == norm->rl_n);
+	for (i = 0; i < again.rl_n; i++)
+		CHECK(strcmp(again.rl_v[i], norm->rl_v[i]) == 0);
+	req_list_free(&again);
 	for (i = 0; i < n; i++) {
 		CHECK(check_one(ent[i], strlen(ent[i]), canon, sizeof(canon)) ==
 		    0);
-		CHECK(strstr(norm, canon) != NULL);
+		CHECK(list_has(norm, canon));
 	}
 }
 
@@ -135,7 +143,8 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *ent[FUZZ_REQ_ENTRIES];
-	char canon[REQ_FORMAT_SIZE], err[512], *buf, *norm = NULL;
+	char canon[REQ_FORMAT_SIZE], err[512], *buf;
+	struct req_list norm;
 	size_t n;
 	int rv;
 
@@ -148,14 +157,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = 0;
 	rv = req_validate_list(ent, n, &norm, err, sizeof(err));
 	if (rv == 0)
-		check_list_out(ent, n, norm);
+		check_list_out(ent, n, &norm);
 	else {
-		CHECK(norm == NULL);
+		CHECK(norm.rl_v == NULL && norm.rl_n == 0);
 		check_printable(err);
 		CHECK(n > 0);
 	}
 	CHECK(rv == -1 || n <= REQ_MAX_COUNT);
-	free(norm);
+	req_list_free(&norm);
 	free(buf);
 	return 0;
 }

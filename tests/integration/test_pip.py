@@ -321,6 +321,30 @@ def test_equivalent_requirements_share_one_entry(own_server, idx):
     assert list(entries(envs_dir(srv)).values()) == [True]
 
 
+def list_sessions(srv: Server):
+    """The Admin service's ListSessions reply (no tokens: every session)."""
+    with grpc.insecure_channel(f"{srv.host}:{srv.port}") as ch:
+        call = ch.unary_unary(
+            "/remotemedia.v1.Admin/ListSessions",
+            request_serializer=pb.ListSessionsRequest.SerializeToString,
+            response_deserializer=pb.ListSessionsReply.FromString)
+        return call(pb.ListSessionsRequest(), timeout=10)
+
+
+def test_admin_lists_a_sessions_canonical_requirements(srv):
+    """ListSessions shows the list the environment was built from: each
+    requirement canonical, once, in order."""
+    async def go(p):
+        await p.path0()
+        return await asyncio.to_thread(list_sessions, srv)
+
+    reply = run(with_probe(
+        srv, ["RmTest_App", "rmtest-base >= 1", "rmtest.app"], go))
+    lists = [list(s.requirements) for s in reply.sessions if s.requirements]
+    assert lists == [["rmtest-app", "rmtest-base>=1"]], reply
+    srv.wait_idle()
+
+
 # --------------------------------------------------------------------------
 # 5. single flight
 

@@ -35,6 +35,7 @@
 
 #include "front.h"
 #include "log.h"
+#include "req.h"
 #include "util.h"
 
 #include "fake.h"
@@ -92,7 +93,10 @@ fake_builder(const char *dir)
 	strlcat(log, "/spawned", sizeof(log));
 	if ((f = fopen(log, "a")) == NULL)
 		return 2;
-	fprintf(f, "%s\n", dir);
+	fprintf(f, "%s", dir);
+	for (i = 0; i < b->n_requirements; i++)
+		fprintf(f, " %s", b->requirements[i]);
+	fprintf(f, "\n");
 	fclose(f);
 	if (mkdir(dir, 0755) == -1)
 		return 1;
@@ -200,10 +204,36 @@ spawned(void)
 	return n;
 }
 
-/* A new session attaches to reqs; front_env_attach must answer want. */
-static struct session *
-attach(const char *reqs, int want, const char **err)
+/*
+ * What the builder for e was given to install, in the Build's order and
+ * separated by spaces, as it logged it beside the cache.
+ */
+static void
+spawned_reqs(const struct env *e, char *out, size_t len)
 {
+	const char *dir = front_env_dir(e);
+	size_t n = strlen(dir);
+	char line[256];
+	FILE *f;
+
+	out[0] = '\0';
+	assert_non_null(f = fopen(spawnlog, "r"));
+	while (fgets(line, sizeof(line), f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, dir, n) == 0 && line[n] == ' ')
+			snprintf(out, len, "%s", line + n + 1);
+	}
+	fclose(f);
+}
+
+/*
+ * A new session attaches to the n canonical requirements in reqs;
+ * front_env_attach must answer want.
+ */
+static struct session *
+attachv(const char **reqs, size_t n, int want, const char **err)
+{
+	struct req_list rl = {(char **)reqs, n};
 	struct session *s;
 	const char *why = NULL;
 
@@ -211,7 +241,7 @@ attach(const char *reqs, int want, const char **err)
 	s = xcalloc(1, sizeof(*s));
 	s->ses_state = SES_INSTALLING;
 	tses[ntses++].ts_ses = s;
-	assert_int_equal(front_env_attach(s, reqs, &why), want);
+	assert_int_equal(front_env_attach(s, &rl, &why), want);
 	if (want == -1) {
 		assert_non_null(why);
 		assert_null(s->ses_env);
@@ -220,6 +250,13 @@ attach(const char *reqs, int want, const char **err)
 	if (err != NULL)
 		*err = why;
 	return s;
+}
+
+/* A new session attaches to one requirement. */
+static struct session *
+attach(const char *req, int want, const char **err)
+{
+	return attachv(&req, 1, want, err);
 }
 
 static void
@@ -336,7 +373,7 @@ teardown(void **state)
 	if ((f = fopen(spawnlog, "r")) == NULL)
 		return 0;
 	while (fgets(line, sizeof(line), f) != NULL) {
-		line[strcspn(line, "\n")] = '\0';
+		line[strcspn(line, " \n")] = '\0';
 		if (exists(line))
 			fail_msg("%s is still there", line);
 	}
@@ -544,19 +581,22 @@ test_killed_build_forgotten(void **state)
 /*
  * The key, and with it the entry and its directory, is the requirement
  * list's (and the index configuration's): a different list is another
- * entry, the same list the same one.
+ * entry, the same list the same one. The builder gets the list as given,
+ * in order, and the entry keeps a copy of its own.
  */
 static void
 test_key(void **state)
 {
 	static char url[] = "http://127.0.0.1:9/simple";
+	const char *both[] = {"key-a", "key-b"};
+	const struct req_list *kept;
 	struct session *s[5];
-	char dir[200];
+	char dir[200], got[200];
 	int i, j;
 
 	s[0] = attach("key-a", 0, NULL);
 	s[1] = attach("key-b", 0, NULL);
-	s[2] = attach("key-a\nkey-b", 0, NULL);
+	s[2] = attachv(both, 2, 0, NULL);
 	front_conf.fc_pip_index_url = url;
 	s[3] = attach("key-a", 0, NULL);
 	front_conf.fc_pip_index_url = NULL;
@@ -576,10 +616,19 @@ test_key(void **state)
 			    front_env_info(s[i]->ses_env).ei_key,
 			    front_env_info(s[j]->ses_env).ei_key);
 	}
+	kept = front_env_reqs(s[2]->ses_env);
+	assert_int_equal(kept->rl_n, 2);
+	assert_ptr_not_equal(kept->rl_v, both);
+	assert_string_equal(kept->rl_v[0], "key-a");
+	assert_string_equal(kept->rl_v[1], "key-b");
 	for (i = 0; i < 4; i++)
 		finish_build(s[i]->ses_env);
 	assert_int_equal(spawned(), 4);
 	assert_int_equal(tses_of(s[4])->ts_told, 1);
+	spawned_reqs(s[2]->ses_env, got, sizeof(got));
+	assert_string_equal(got, "key-a key-b");
+	spawned_reqs(s[3]->ses_env, got, sizeof(got));
+	assert_string_equal(got, "key-a");
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)

@@ -371,48 +371,122 @@ test_error_buffer(void **state)
 	assert_string_equal(small, "num");
 }
 
-/* Lists come out sorted, de-duplicated and newline-joined. */
+/* A list holds exactly the n strings of want, in that order. */
+static void
+check_list(const struct req_list *rl, const char *const *want, size_t n)
+{
+	size_t i;
+
+	assert_int_equal(rl->rl_n, n);
+	for (i = 0; i < n; i++)
+		assert_string_equal(rl->rl_v[i], want[i]);
+}
+
+/* A list that must be empty: nothing in it, nothing to free. */
+static void
+check_empty(const struct req_list *rl)
+{
+	assert_null(rl->rl_v);
+	assert_int_equal(rl->rl_n, 0);
+}
+
+/* Lists come out sorted, de-duplicated, one canonical form an entry. */
 static void
 test_list(void **state)
 {
 	const char *a[] = { "numpy<2,>=1.2", "requests[socks]",
 		"NumPy >= 1.2 , <2", "Requests[SOCKS]", "attrs" };
 	const char *b[] = { "attrs", "requests [socks]", "numpy (<2, >=1.2)" };
-	char *out1, *out2;
+	const char *want[] = { "attrs", "numpy<2,>=1.2", "requests[socks]" };
+	struct req_list out1, out2;
 
 	assert_int_equal(req_validate_list(a, NELEM(a), &out1, err,
 	    sizeof(err)), 0);
-	assert_string_equal(out1, "attrs\nnumpy<2,>=1.2\nrequests[socks]");
+	check_list(&out1, want, NELEM(want));
 	assert_int_equal(req_validate_list(b, NELEM(b), &out2, err,
 	    sizeof(err)), 0);
-	assert_string_equal(out1, out2);
-	free(out1);
-	free(out2);
+	check_list(&out2, want, NELEM(want));
+	req_list_free(&out1);
+	req_list_free(&out2);
 	assert_int_equal(req_validate_list(a, NELEM(a), NULL, err,
 	    sizeof(err)), 0);
 	assert_int_equal(req_validate_list(NULL, 0, &out1, err, sizeof(err)),
 	    0);
-	assert_string_equal(out1, "");
-	free(out1);
+	assert_int_equal(out1.rl_n, 0);
+	req_list_free(&out1);
+	check_empty(&out1);
 }
 
-/* A bad entry fails the whole list and is named. */
+/*
+ * The order is the canonical forms' byte order, as the cache key has
+ * always had it; spellings of one requirement are one entry, and only
+ * those: another specifier or marker is another entry.
+ */
+static void
+test_list_order(void **state)
+{
+	const char *in[] = { "Zope", "pkg<2", "pkg", "PKG", "pkg-x",
+		"pkg ; os_name == 'nt'", "zope", "a_b", "A.B", "pkg" };
+	const char *want[] = { "a-b", "pkg", "pkg-x",
+		"pkg; os_name == \"nt\"", "pkg<2", "zope" };
+	const char *same[] = { "x", "X", "x ", " x" };
+	struct req_list out;
+
+	assert_int_equal(req_validate_list(in, NELEM(in), &out, err,
+	    sizeof(err)), 0);
+	check_list(&out, want, NELEM(want));
+	req_list_free(&out);
+	assert_int_equal(req_validate_list(same, NELEM(same), &out, err,
+	    sizeof(err)), 0);
+	check_list(&out, same, 1);
+	req_list_free(&out);
+}
+
+/* A copy owns its strings; freeing leaves a list empty, to free again. */
+static void
+test_list_copy_free(void **state)
+{
+	const char *in[] = { "b", "a" };
+	const char *want[] = { "a", "b" };
+	struct req_list out, copy, none = { NULL, 0 };
+
+	assert_int_equal(req_validate_list(in, NELEM(in), &out, err,
+	    sizeof(err)), 0);
+	req_list_copy(&copy, &out);
+	check_list(&copy, want, NELEM(want));
+	assert_ptr_not_equal(copy.rl_v, out.rl_v);
+	assert_ptr_not_equal(copy.rl_v[0], out.rl_v[0]);
+	req_list_free(&out);
+	check_empty(&out);
+	check_list(&copy, want, NELEM(want));
+	req_list_free(&copy);
+	req_list_free(&copy);
+	check_empty(&copy);
+	req_list_copy(&copy, &none);
+	assert_int_equal(copy.rl_n, 0);
+	req_list_free(&copy);
+	req_list_free(&none);
+	check_empty(&none);
+}
+
+/* A bad entry fails the whole list and is named; the list is left empty. */
 static void
 test_list_bad(void **state)
 {
 	const char *a[] = { "numpy", "pkg @ https://x/y", "attrs" };
 	const char *b[] = { "numpy", NULL };
-	char *out = (char *)1;
+	struct req_list out = { (char **)1, 7 };
 
 	assert_int_equal(req_validate_list(a, NELEM(a), &out, err,
 	    sizeof(err)), -1);
-	assert_null(out);
+	check_empty(&out);
 	assert_non_null(strstr(err, "requirement 2 of 3"));
 	assert_non_null(strstr(err, "direct references"));
 	assert_non_null(strstr(err, "\"pkg @ https://x/y\""));
 	assert_int_equal(req_validate_list(b, NELEM(b), &out, err,
 	    sizeof(err)), -1);
 	assert_non_null(strstr(err, "requirement 2 of 2 is missing"));
+	check_empty(&out);
 	assert_int_equal(req_validate_list(NULL, 3, &out, err, sizeof(err)),
 	    -1);
 	assert_int_equal(req_validate_list(a, NELEM(a), &out, NULL, 0), -1);
@@ -424,15 +498,16 @@ test_list_count(void **state)
 {
 	size_t i, n = 10000;
 	const char **v = calloc(n, sizeof(*v));
-	char name[16], *out;
+	char name[16];
 	char (*names)[16] = calloc(REQ_MAX_COUNT, sizeof(*names));
+	struct req_list out;
 
 	assert_non_null(v);
 	assert_non_null(names);
 	for (i = 0; i < n; i++)
 		v[i] = "numpy";
 	assert_int_equal(req_validate_list(v, n, &out, err, sizeof(err)), -1);
-	assert_null(out);
+	check_empty(&out);
 	assert_non_null(strstr(err, "too many requirements (10000, limit 64)"));
 	for (i = 0; i < REQ_MAX_COUNT; i++) {
 		snprintf(name, sizeof(name), "p%zu", i);
@@ -441,7 +516,8 @@ test_list_count(void **state)
 	}
 	assert_int_equal(req_validate_list(v, REQ_MAX_COUNT, &out, err,
 	    sizeof(err)), 0);
-	free(out);
+	assert_int_equal(out.rl_n, REQ_MAX_COUNT);
+	req_list_free(&out);
 	v[REQ_MAX_COUNT] = "q";
 	assert_int_equal(req_validate_list(v, REQ_MAX_COUNT + 1, &out, err,
 	    sizeof(err)), -1);
@@ -545,6 +621,8 @@ main(void)
 		cmocka_unit_test(test_marker_depth),
 		cmocka_unit_test(test_error_buffer),
 		cmocka_unit_test(test_list),
+		cmocka_unit_test(test_list_order),
+		cmocka_unit_test(test_list_copy_free),
 		cmocka_unit_test(test_list_bad),
 		cmocka_unit_test(test_list_count),
 		cmocka_unit_test(test_fuzz_chars),

@@ -26,6 +26,7 @@
 
 #include "front.h"
 #include "log.h"
+#include "req.h"
 #include "util.h"
 
 #include "remotemedia.pb-c.h"
@@ -643,11 +644,14 @@ test_open_requirements_wait_then_ready(void **state)
 {
 	/* The fake's environment for a "slow" name waits to be built. */
 	char *reqs[] = {(char *)"Slowpkg>=1.3", (char *)"numpy"};
+	const struct req_list *canon;
 
 	assert_int_equal(c_open_full(1, 0, reqs, 2, "obj", NULL), 0);
 	assert_non_null(ses->ses_env);
-	assert_string_equal(
-	    front_env_reqs(ses->ses_env), "numpy\nslowpkg>=1.3");
+	canon = front_env_reqs(ses->ses_env);
+	assert_int_equal(canon->rl_n, 2);
+	assert_string_equal(canon->rl_v[0], "numpy");
+	assert_string_equal(canon->rl_v[1], "slowpkg>=1.3");
 	assert_int_equal(ses->ses_state, SES_INSTALLING);
 	assert_int_equal(fake.fk_spawned, 0);
 	front_session_env_ready(ses);

@@ -116,6 +116,8 @@ struct front_config {
 	uint64_t fc_handshake_ms;
 	uint64_t fc_conn_idle_ms;
 	uint32_t fc_ping_rate; /* PINGs per second allowed, sustained */
+	uint32_t fc_busy_poll_us; /* the front polls before sleeping */
+	uint32_t fc_session_busy_poll_us; /* so do workers */
 };
 
 enum rpc_kind {
@@ -317,6 +319,9 @@ void front_systemd_ready(void);
 void front_systemd_stopping(void);
 void front_systemd_free(void);
 int front_systemd_listen_fd(void);
+
+/* front.c */
+void front_traffic(void);
 
 /* front_h2.c */
 struct conn *front_h2_accept(int, const char *);

@@ -46,6 +46,7 @@ struct worker_conf {
 	char **wc_sys_path; /* prepended to sys.path */
 	size_t wc_n_sys_path;
 	int wc_isolate_site; /* hide the host's site-packages */
+	uint32_t wc_busy_poll_us; /* --session-busy-poll */
 };
 
 /* worker.c */

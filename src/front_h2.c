@@ -528,6 +528,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	unsigned char *data = evbuffer_pullup(in, -1);
 	ssize_t rv;
 
+	front_traffic();
 	if (c->c_dead) { /* closing: what the peer still sends is dropped */
 		evbuffer_drain(in, len);
 		return;

@@ -68,6 +68,7 @@ fw_feed(struct session *ses, struct evbuffer *in)
 static void
 fw_read_cb(struct bufferevent *bev, void *arg)
 {
+	front_traffic();
 	fw_feed(arg, bufferevent_get_input(bev));
 }
 
@@ -279,6 +280,7 @@ front_worker_send_init(struct session *ses)
 	init.log_level = log_getlevel();
 	init.max_value_bytes = front_conf.fc_max_value;
 	init.grace_ms = front_conf.fc_grace_ms;
+	init.busy_poll_us = front_conf.fc_session_busy_poll_us;
 	if (ses->ses_env != NULL) {
 		site = front_env_site_packages(ses->ses_env);
 		init.n_sys_path = 1;

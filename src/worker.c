@@ -136,6 +136,7 @@ worker_conf_init(
 	                                            : WORKER_OUTPUT_BURST;
 	wc->wc_grace_ms = init->grace_ms;
 	wc->wc_prefetch = init->prefetch_items;
+	wc->wc_busy_poll_us = init->busy_poll_us;
 	wc->wc_n_sys_path = init->n_sys_path;
 	wc->wc_isolate_site = init->isolate_site_packages;
 	wc->wc_sys_path = xcalloc(init->n_sys_path + 1, sizeof(char *));

@@ -548,14 +548,14 @@ worker_py_init_info(PyObject *self, PyObject *unused)
 
 	if ((sys_path = worker_py_sys_path_list()) == NULL)
 		return NULL;
-	return Py_BuildValue("{sssssKsKsIsIsIsNsO}", "session_id",
+	return Py_BuildValue("{sssssKsKsIsIsIsIsNsO}", "session_id",
 	    wp_conf->wc_session_id, "session_dir", wp_conf->wc_session_dir,
 	    "max_value_bytes", (unsigned long long)wp_conf->wc_max_value,
 	    "grace_ms", (unsigned long long)wp_conf->wc_grace_ms,
-	    "prefetch_items", wp_conf->wc_prefetch, "output_rate_bytes",
-	    wp_conf->wc_out_rate, "output_burst_bytes", wp_conf->wc_out_burst,
-	    "sys_path", sys_path, "isolate_site",
-	    wp_conf->wc_isolate_site ? Py_True : Py_False);
+	    "prefetch_items", wp_conf->wc_prefetch, "busy_poll_us",
+	    wp_conf->wc_busy_poll_us, "output_rate_bytes", wp_conf->wc_out_rate,
+	    "output_burst_bytes", wp_conf->wc_out_burst, "sys_path", sys_path,
+	    "isolate_site", wp_conf->wc_isolate_site ? Py_True : Py_False);
 }
 
 /* _rmworker.log(level, message): a line in the worker's own log. */

@@ -33,6 +33,11 @@ fake_reset(void)
 }
 
 /* front.c */
+void
+front_traffic(void)
+{
+}
+
 int
 front_draining(void)
 {

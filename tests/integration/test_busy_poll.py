@@ -1,0 +1,73 @@
+"""--busy-poll and --session-busy-poll: after traffic the front (and, when
+asked, each worker) polls before it sleeps. Calls are answered as ever, the
+values are bounded, and once the traffic stops both go back to sleep: an
+idle server burns no CPU.
+
+Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q \
+    tests/integration/test_busy_poll.py
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+
+import pytest
+
+from remotemedia.remote import RemoteProxyClient
+from serverlib import BUILD
+from targets import Counter
+
+DAEMON = str(BUILD / "remotemediad")
+
+
+@pytest.mark.parametrize("flag", ["--busy-poll", "--session-busy-poll"])
+@pytest.mark.parametrize("value", ["10001", "-1", "1ms"])
+def test_a_bad_value_is_refused_naming_the_flag(flag, value):
+    r = subprocess.run([DAEMON, "--check-config", flag, value],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert flag in r.stderr, r.stderr
+
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def workers_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
+                         capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.parametrize("args", [
+    ["--busy-poll", "10000", "--session-busy-poll", "10000"],
+    ["--busy-poll", "0", "--session-busy-poll", "0"],
+])
+def test_calls_are_answered_and_then_the_processes_sleep(fresh_server, args):
+    srv = fresh_server(args + ["--session-pool", "0"])
+    hz = os.sysconf("SC_CLK_TCK")
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=30.0)) as client:
+            c = await client.create_proxy(Counter())
+            for i in range(300):
+                assert await c.inc() == i + 1
+            workers = workers_of(srv.proc.pid)
+            assert workers, "no worker"
+            # Polling lasts 10 ms after the last traffic; give it plenty.
+            await asyncio.sleep(0.5)
+            pids = [srv.proc.pid] + workers
+            before = [cpu_ticks(p) for p in pids]
+            await asyncio.sleep(1.0)
+            after = [cpu_ticks(p) for p in pids]
+            assert await c.inc() == 301  # still answering after its sleep
+            return [(b - a) / hz for a, b in zip(before, after)]
+
+    used = asyncio.run(asyncio.wait_for(main(), 60))
+    # A process that kept polling would use the whole second; one that
+    # sleeps uses next to nothing. 0.2 s leaves room for a loaded machine.
+    assert all(u < 0.2 for u in used), used

@@ -437,10 +437,10 @@ front_h2_flush(struct conn *c)
 {
 	struct evbuffer *out;
 	size_t had;
-	int i;
+	int i, full;
 
 	out = bufferevent_get_output(c->c_bev);
-	for (i = 0; i < H2_FLUSH_ROUNDS && !c->c_dead; i++) {
+	for (i = 0; !c->c_dead; i++) {
 		had = evbuffer_get_length(out);
 		if (nghttp2_session_send(c->c_h2) != 0) {
 			log_debug("%s: %s: send failed", __func__, c->c_peer);
@@ -448,12 +448,17 @@ front_h2_flush(struct conn *c)
 		} else if (!nghttp2_session_want_read(c->c_h2) &&
 		    !nghttp2_session_want_write(c->c_h2))
 			conn_close_soon(c);
-		/* Again only if nghttp2 stopped at H2_OUT_HIGH and the socket
-		 * took all of it. */
-		if (!c->c_direct || evbuffer_get_length(out) < H2_OUT_HIGH ||
-		    evbuffer_get_length(out) == had ||
-		    front_write_now(c->c_bev) > 0)
+		if (!c->c_direct)
+			break; /* libevent writes; its callback flushes again */
+		/* nghttp2 stops at H2_OUT_HIGH (h2_send_cb) with more to say. */
+		full = evbuffer_get_length(out) >= H2_OUT_HIGH &&
+		    evbuffer_get_length(out) != had;
+		if (front_write_now(c->c_bev) > 0 || !full)
+			break; /* the write callback flushes again, or all is out */
+		if (i + 1 == H2_FLUSH_ROUNDS) {
+			conn_schedule(c); /* the rest after other connections */
 			break;
+		}
 	}
 	if (c->c_direct)
 		front_write_now(c->c_bev);

@@ -72,11 +72,24 @@ fw_read_cb(struct bufferevent *bev, void *arg)
 	fw_feed(arg, bufferevent_get_input(bev));
 }
 
-/* What this loop turn queued for the worker, in one write. */
+/*
+ * What this loop turn queued for the worker, in one write. Then, as
+ * libevent would after its own write, the write callback runs once the
+ * output is under the low watermark: it gives the client back the credit
+ * held while the worker's backlog was high.
+ */
 static void
 fw_flush_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	front_write_now(arg);
+	struct bufferevent *bev = arg;
+	bufferevent_data_cb writecb;
+	void *cbarg;
+
+	if (front_write_now(bev) > FRONT_BUF_LOW)
+		return;
+	bufferevent_getcb(bev, NULL, &writecb, NULL, &cbarg);
+	if (writecb != NULL)
+		writecb(bev, cbarg);
 }
 
 static void

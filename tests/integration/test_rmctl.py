@@ -70,6 +70,17 @@ def test_echo_count_prints_percentiles(server):
     assert 0 <= p50 <= p99
 
 
+def test_echo_of_6_mb_gets_all_its_bytes_and_trailers(fresh_server):
+    """A reply of several H2_OUT_HIGH rounds to a client with a large
+    window that sends nothing while it waits: the front must keep writing
+    on its own (it once stopped after 1 MiB, waiting for a frame)."""
+    srv = fresh_server(["--max-message-size", "8M", "--session-pool", "0"])
+    r = rmctl("echo", *at(srv), "--count", "3", "--size", "6000000",
+              "--timeout", "10s")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("count 3 p50 "), r.stdout
+
+
 def test_health_closed_port_cannot_connect():
     port = closed_port()
     r = rmctl("health", "--host", "127.0.0.1", "--port", str(port),

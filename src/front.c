@@ -301,25 +301,19 @@ front_traffic(void)
 static void
 front_run(void)
 {
-	uint64_t spin = front_conf.fc_busy_poll_us, until;
+	uint64_t until = 0;
 	unsigned long seen;
 
 	while (!event_base_got_exit(front_base) &&
 	    !event_base_got_break(front_base)) {
 		seen = front_traffic_count;
-		if (event_base_loop(front_base, EVLOOP_ONCE) == -1)
+		if (event_base_loop(front_base,
+		        until != 0 && now_us() < until ? EVLOOP_NONBLOCK
+		                                       : EVLOOP_ONCE) == -1)
 			fatalx("the event loop failed");
-		if (spin == 0 || front_traffic_count == seen)
-			continue;
-		until = now_us() + spin;
-		while (now_us() < until && !event_base_got_exit(front_base) &&
-		    !event_base_got_break(front_base)) {
-			seen = front_traffic_count;
-			if (event_base_loop(front_base, EVLOOP_NONBLOCK) == -1)
-				fatalx("the event loop failed");
-			if (front_traffic_count != seen)
-				until = now_us() + spin;
-		}
+		if (front_conf.fc_busy_poll_us > 0 &&
+		    front_traffic_count != seen)
+			until = now_us() + front_conf.fc_busy_poll_us;
 	}
 }
 

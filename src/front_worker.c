@@ -81,15 +81,8 @@ fw_read_cb(struct bufferevent *bev, void *arg)
 static void
 fw_flush_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	struct bufferevent *bev = arg;
-	bufferevent_data_cb writecb;
-	void *cbarg;
-
-	if (front_write_now(bev) > FRONT_BUF_LOW)
-		return;
-	bufferevent_getcb(bev, NULL, &writecb, NULL, &cbarg);
-	if (writecb != NULL)
-		writecb(bev, cbarg);
+	front_write_now(arg);
+	bufferevent_trigger(arg, EV_WRITE, 0); /* checks the watermark */
 }
 
 static void

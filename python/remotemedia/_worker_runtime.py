@@ -947,7 +947,13 @@ class _BusySelector(selectors.EpollSelector):
     """An epoll selector that, after I/O, polls for spin seconds before it
     sleeps (--session-busy-poll): in a ping-pong of calls the next one is taken
     without waking a halted vCPU, which costs tens of microseconds on a
-    virtual machine. A loop woken only by its timers does not poll."""
+    virtual machine.
+
+    It polls only while polling pays: when its last wait for I/O ended
+    within spin. A client that takes longer between calls (the Python
+    client takes hundreds of microseconds) finds a worker that sleeps at
+    once and leaves it the CPU; a loop woken only by its timers does not
+    poll either."""
 
     def __init__(self, spin):
         super().__init__()
@@ -955,8 +961,8 @@ class _BusySelector(selectors.EpollSelector):
         self._busy = False
 
     def select(self, timeout=None):
+        start = time.perf_counter()
         if self._busy and (timeout is None or timeout > 0):
-            start = time.perf_counter()
             end = start + (self._spin if timeout is None
                            else min(self._spin, timeout))
             while True:
@@ -969,7 +975,8 @@ class _BusySelector(selectors.EpollSelector):
             if timeout is not None:
                 timeout = max(0.0, timeout - (now - start))
         ready = super().select(timeout)
-        self._busy = bool(ready)
+        self._busy = (bool(ready)
+                      and time.perf_counter() - start <= self._spin)
         return ready
 
 

@@ -43,6 +43,15 @@ def workers_of(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def session_processes(pid: int) -> list[int]:
+    found, todo = [], workers_of(pid)
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(workers_of(p))
+    return found
+
+
 @pytest.mark.parametrize("args", [
     ["--busy-poll", "10000", "--session-busy-poll", "10000"],
     ["--busy-poll", "0", "--session-busy-poll", "0"],
@@ -71,3 +80,33 @@ def test_calls_are_answered_and_then_the_processes_sleep(fresh_server, args):
     # A process that kept polling would use the whole second; one that
     # sleeps uses next to nothing. 0.2 s leaves room for a loaded machine.
     assert all(u < 0.2 for u in used), used
+
+
+def test_a_worker_polls_only_while_its_calls_come_within_the_bound(
+        fresh_server):
+    """A client that waits longer between calls than the worker would poll
+    gets a worker that sleeps at once: polling would buy it nothing and
+    take the CPU that the client needs."""
+    srv = fresh_server(["--busy-poll", "0", "--session-busy-poll", "5000",
+                        "--session-pool", "0"])
+    hz = os.sysconf("SC_CLK_TCK")
+    calls = 60
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=30.0)) as client:
+            c = await client.create_proxy(Counter())
+            assert await c.inc() == 1
+            await asyncio.sleep(0.1)
+            # The session's processes: the worker may run under a child
+            # of its own (the sandbox's PID namespace).
+            procs = session_processes(srv.proc.pid)
+            before = sum(cpu_ticks(p) for p in procs)
+            for i in range(calls):
+                await asyncio.sleep(0.02)  # four times the bound
+                assert await c.inc() == i + 2
+            return (sum(cpu_ticks(p) for p in procs) - before) / hz
+
+    used = asyncio.run(asyncio.wait_for(main(), 60))
+    # Polling 5 ms after each call would take calls * 5 ms = 0.3 s; the
+    # calls themselves take a few milliseconds in all.
+    assert used < 0.15, used

@@ -192,6 +192,7 @@ struct session {
 	int ses_eof;
 	struct bufferevent *ses_wbev;
 	struct event *ses_wflush; /* writes ses_wbev once per loop turn */
+	struct event *ses_wread; /* reads ses_wbev's socket (fw_read_cb) */
 	struct deframer ses_win; /* frames from the worker */
 	char *ses_dir;
 	uint64_t ses_last_call;
@@ -421,6 +422,7 @@ int front_worker_send(struct session *, uint8_t, const uint8_t *, size_t);
 int front_worker_send_init(struct session *);
 size_t front_worker_pending_out(struct session *);
 void front_worker_pause(struct session *, int);
+void front_worker_reading(struct session *, int);
 void front_worker_kill(struct session *);
 void front_worker_expect_exit(struct session *, uint64_t);
 void front_worker_reap(void);

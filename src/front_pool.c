@@ -169,7 +169,11 @@ pool_start(struct session *sp)
 		pool_drop(sp);
 		return -1;
 	}
+	/* A spare is read by its bufferevent (front_worker_attach reads a
+	 * session's socket itself): whatever it says ends it. */
+	front_worker_reading(sp, 0);
 	bufferevent_setcb(sp->ses_wbev, pool_read_cb, NULL, pool_event_cb, sp);
+	bufferevent_enable(sp->ses_wbev, EV_READ);
 	log_debug("%s: spare %s: worker %d%s", __func__, sp->ses_id,
 	    (int)sp->ses_pid, sp->ses_env != NULL ? " (environment)" : "");
 	return 0;
@@ -337,6 +341,8 @@ front_pool_adopt(struct session *ses)
 	ses->ses_cgroup = sp->ses_cgroup;
 	ses->ses_wbev = sp->ses_wbev;
 	ses->ses_wflush = sp->ses_wflush;
+	ses->ses_wread = sp->ses_wread;
+	bufferevent_disable(ses->ses_wbev, EV_READ);
 	front_worker_attach(ses);
 	front_env_release(sp);
 	deframer_free(&sp->ses_win);

@@ -24,6 +24,9 @@
 
 #define WORKER_FD 3
 #define WORKER_READ_MAX (1024 * 1024)
+#define FW_READ_SIZE (256 * 1024) /* one read of a worker's socket */
+
+static void fw_event_cb(struct bufferevent *, short, void *);
 
 static int
 fw_frame_cb(void *arg, uint8_t type, const uint8_t *msg, size_t len)
@@ -31,45 +34,71 @@ fw_frame_cb(void *arg, uint8_t type, const uint8_t *msg, size_t len)
 	return front_session_worker_frame(arg, type, msg, len);
 }
 
-/* Feed everything the bufferevent holds to the session. */
-static void
-fw_feed(struct session *ses, struct evbuffer *in)
+/*
+ * Feed bytes from the worker to the session; a protocol violation ends it.
+ * -1 once the session is ending: what is left is dropped.
+ */
+static int
+fw_feed(struct session *ses, const uint8_t *p, size_t n)
 {
-	struct evbuffer_iovec v[8];
-	int i, n;
-	size_t used;
-	int rv = DEFRAME_OK;
+	char msg[128];
+	int rv;
 
-	while (evbuffer_get_length(in) > 0 && rv == DEFRAME_OK &&
-	    ses->ses_state != SES_ENDING) {
-		n = evbuffer_peek(in, -1, NULL, v, 8);
-		if (n > 8)
-			n = 8;
-		used = 0;
-		for (i = 0; i < n && rv == DEFRAME_OK; i++) {
-			rv = deframer_feed(&ses->ses_win, v[i].iov_base,
-			    v[i].iov_len, fw_frame_cb, ses);
-			used += v[i].iov_len;
-		}
-		evbuffer_drain(in, used);
-	}
+	if (ses->ses_state == SES_ENDING)
+		return -1;
+	rv = deframer_feed(&ses->ses_win, p, n, fw_frame_cb, ses);
 	if (rv != DEFRAME_OK && rv != DEFRAME_E_CALLBACK &&
 	    ses->ses_state != SES_ENDING) {
-		char msg[128];
-
 		snprintf(msg, sizeof(msg), "worker protocol violation: %s",
 		    deframe_strerror(rv));
 		front_session_end(ses, GRPC_INTERNAL, msg);
 	}
-	if (ses->ses_state == SES_ENDING)
-		evbuffer_drain(in, evbuffer_get_length(in));
+	return rv == DEFRAME_OK ? 0 : -1;
 }
 
-static void
-fw_read_cb(struct bufferevent *bev, void *arg)
+/*
+ * Read the worker's socket once and feed what came: what read(2) returned.
+ * The bytes go from one buffer to the deframer, whole frames without a
+ * copy. (libevent's bufferevent read asks the kernel how much is waiting,
+ * FIONREAD, before each read, and allocates for it: a stream of large
+ * values reads about 26 times per MiB.)
+ */
+static ssize_t
+fw_read(struct session *ses, int fd)
 {
+	static uint8_t buf[FW_READ_SIZE];
+	ssize_t n;
+
+	if ((n = read(fd, buf, sizeof(buf))) > 0)
+		fw_feed(ses, buf, (size_t)n);
+	return n;
+}
+
+/* The worker's socket is readable, or at its end. */
+static void
+fw_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *ses = arg;
+	ssize_t n;
+
 	front_traffic();
-	fw_feed(arg, bufferevent_get_input(bev));
+	n = fw_read(ses, fd);
+	if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR)))
+		return;
+	fw_event_cb(ses->ses_wbev,
+	    BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), ses);
+}
+
+/* Start or stop reading the worker's socket. */
+void
+front_worker_reading(struct session *ses, int on)
+{
+	if (ses->ses_wread == NULL)
+		return;
+	if (on)
+		event_add(ses->ses_wread, NULL);
+	else
+		event_del(ses->ses_wread);
 }
 
 /*
@@ -138,18 +167,28 @@ fw_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct session *ses = arg;
 
 	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		bufferevent_disable(bev, EV_READ | EV_WRITE);
+		bufferevent_disable(bev, EV_WRITE);
+		front_worker_reading(ses, 0);
 		front_session_worker_eof(ses);
 		fw_arm_exit_timer(ses);
 	}
 }
 
-/* Route the events of the session's worker socket to the session. */
+/*
+ * Route the events of the session's worker socket to the session, and read
+ * it (fw_read_cb): a new worker's, or a spare's that becomes a session.
+ */
 void
 front_worker_attach(struct session *ses)
 {
-	bufferevent_setcb(
-	    ses->ses_wbev, fw_read_cb, fw_write_cb, fw_event_cb, ses);
+	bufferevent_setcb(ses->ses_wbev, NULL, fw_write_cb, fw_event_cb, ses);
+	if (ses->ses_wread != NULL)
+		event_free(ses->ses_wread);
+	ses->ses_wread = event_new(front_base, bufferevent_getfd(ses->ses_wbev),
+	    EV_READ | EV_PERSIST, fw_read_cb, ses);
+	if (ses->ses_wread == NULL)
+		fatalx("%s: event_new", __func__);
+	front_worker_reading(ses, 1);
 }
 
 /* exec the worker with fd on 3, /dev/null on 0, and nothing else open. */
@@ -231,7 +270,6 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 	bufferevent_disable(ses->ses_wbev, EV_WRITE);
 	ses->ses_wflush = event_new(
 	    front_base, -1, 0, fw_flush_cb, ses->ses_wbev);
-	bufferevent_enable(ses->ses_wbev, EV_READ);
 	log_debug("%s: session %s: worker %d", __func__, ses->ses_id,
 	    (int)ses->ses_pid);
 	return front_worker_send_init(ses) == 0 ? 0 : GRPC_UNAVAILABLE;
@@ -354,10 +392,7 @@ front_worker_pause(struct session *ses, int pause)
 	if (ses->ses_wbev == NULL || ses->ses_eof)
 		return;
 	ses->ses_paused = pause;
-	if (pause)
-		bufferevent_disable(ses->ses_wbev, EV_READ);
-	else
-		bufferevent_enable(ses->ses_wbev, EV_READ);
+	front_worker_reading(ses, !pause);
 }
 
 /* Kill the worker (once), and make sure it is reaped soon. */
@@ -371,8 +406,7 @@ front_worker_kill(struct session *ses)
 		kill(-ses->ses_pid, SIGKILL);
 		kill(ses->ses_pid, SIGKILL);
 	}
-	if (ses->ses_wbev != NULL)
-		bufferevent_disable(ses->ses_wbev, EV_READ);
+	front_worker_reading(ses, 0);
 }
 
 void
@@ -381,6 +415,10 @@ front_worker_close(struct session *ses)
 	if (ses->ses_wflush != NULL) {
 		event_free(ses->ses_wflush);
 		ses->ses_wflush = NULL;
+	}
+	if (ses->ses_wread != NULL) {
+		event_free(ses->ses_wread);
+		ses->ses_wread = NULL;
 	}
 	if (ses->ses_wbev != NULL) {
 		bufferevent_free(ses->ses_wbev);
@@ -392,19 +430,13 @@ front_worker_close(struct session *ses)
 void
 front_worker_drain(struct session *ses)
 {
-	struct evbuffer *in;
-	int fd, i;
+	int i;
 
-	if (ses->ses_wbev == NULL || ses->ses_state == SES_ENDING)
+	if (ses->ses_wbev == NULL)
 		return;
-	in = bufferevent_get_input(ses->ses_wbev);
-	fd = bufferevent_getfd(ses->ses_wbev);
-	for (i = 0; i < 64 && ses->ses_state != SES_ENDING; i++) {
-		fw_feed(ses, in);
-		if (evbuffer_read(in, fd, WORKER_READ_MAX) <= 0)
+	for (i = 0; i < 64 && ses->ses_state != SES_ENDING; i++)
+		if (fw_read(ses, bufferevent_getfd(ses->ses_wbev)) <= 0)
 			break;
-	}
-	fw_feed(ses, in);
 }
 
 /* Describe a wait status for a person: how the worker died. */

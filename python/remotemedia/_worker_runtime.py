@@ -949,11 +949,12 @@ class _BusySelector(selectors.EpollSelector):
     without waking a halted vCPU, which costs tens of microseconds on a
     virtual machine.
 
-    It polls only while polling pays: when its last wait for I/O ended
-    within spin. A client that takes longer between calls (the Python
-    client takes hundreds of microseconds) finds a worker that sleeps at
-    once and leaves it the CPU; a loop woken only by its timers does not
-    poll either."""
+    It polls only while polling pays. A poll that the next I/O missed ends
+    it; a sleep that ended in I/O within 1.5 x spin (the half for waking
+    up) starts it again. A client that takes longer between calls (the
+    Python client takes hundreds of microseconds) finds a worker that
+    sleeps at once and leaves it the CPU; a loop woken only by its timers
+    does not poll either."""
 
     def __init__(self, spin):
         super().__init__()
@@ -972,11 +973,13 @@ class _BusySelector(selectors.EpollSelector):
                 now = time.perf_counter()
                 if now >= end:
                     break
+            self._busy = False
             if timeout is not None:
                 timeout = max(0.0, timeout - (now - start))
+            return super().select(timeout)
         ready = super().select(timeout)
         self._busy = (bool(ready)
-                      and time.perf_counter() - start <= self._spin)
+                      and time.perf_counter() - start <= 1.5 * self._spin)
         return ready
 
 

@@ -423,6 +423,7 @@ int front_worker_send_init(struct session *);
 size_t front_worker_pending_out(struct session *);
 void front_worker_pause(struct session *, int);
 void front_worker_reading(struct session *, int);
+void front_worker_nice(struct session *, int);
 void front_worker_kill(struct session *);
 void front_worker_expect_exit(struct session *, uint64_t);
 void front_worker_reap(void);

@@ -40,6 +40,7 @@
 #include "worker.pb-c.h"
 
 #define POOL_REFILL_MS 20 /* after a spare is taken */
+#define POOL_NICE 10 /* a spare's until it becomes a session */
 #define POOL_RETRY_MIN_MS 100 /* after a spare died unused */
 #define POOL_RETRY_MAX_MS 30000
 
@@ -169,6 +170,9 @@ pool_start(struct session *sp)
 		pool_drop(sp);
 		return -1;
 	}
+	/* Starting a spare is work ahead: it yields the CPU to sessions that
+	 * run now, and gets an equal share back when it becomes one. */
+	front_worker_nice(sp, POOL_NICE);
 	/* A spare is read by its bufferevent (front_worker_attach reads a
 	 * session's socket itself): whatever it says ends it. */
 	front_worker_reading(sp, 0);
@@ -342,6 +346,7 @@ front_pool_adopt(struct session *ses)
 	ses->ses_wbev = sp->ses_wbev;
 	ses->ses_wflush = sp->ses_wflush;
 	ses->ses_wread = sp->ses_wread;
+	front_worker_nice(ses, 0);
 	bufferevent_disable(ses->ses_wbev, EV_READ);
 	front_worker_attach(ses);
 	front_env_release(sp);

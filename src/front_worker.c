@@ -3,6 +3,7 @@
  * fork of the front, with the session's socketpair on fd 3. Spare sessions
  * (front_pool.c) start theirs the same way, before a client asks.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -87,6 +88,20 @@ fw_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	fw_event_cb(ses->ses_wbev,
 	    BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), ses);
+}
+
+/*
+ * Set the nice value of every process and thread of the session's worker
+ * (its process group). A front that could not raise it again leaves it.
+ */
+void
+front_worker_nice(struct session *ses, int nice)
+{
+	if (geteuid() != 0 || ses->ses_pid <= 0)
+		return;
+	if (setpriority(PRIO_PGRP, (id_t)ses->ses_pid, nice) == -1 &&
+	    errno != ESRCH)
+		log_warn("session %s: setpriority %d", ses->ses_id, nice);
 }
 
 /* Start or stop reading the worker's socket. */

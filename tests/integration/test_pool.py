@@ -240,3 +240,36 @@ def test_spare_whose_sandbox_fails_is_discarded_and_logged(fresh_server, tmp_pat
     assert srv.proc.poll() is None
     wait_for(lambda: srv.session_dirs(spares=True) == [] or len(live_spares(srv)) <= 1,
              what="nothing piled up")
+
+
+def nice_of(pid: int) -> int:
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+
+
+class Niceness:
+    def of_me(self):
+        import os
+        return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_spares_start_behind_sessions_and_sessions_get_it_back(fresh_server):
+    """A spare's start-up is work ahead of need: its processes run at nice
+    10, behind the sessions running now. The one that becomes a session
+    gets nice 0 back, in every process of its group."""
+    srv = fresh_server(["--session-pool", "1"])
+    wait_for(lambda: len(live_spares(srv)) == 1, what="a spare")
+    (sid, pid), = live_spares(srv)
+    assert nice_of(pid) == 10
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=60.0)) as client:
+            n = await client.create_proxy(Niceness())
+            assert await n.of_me() == 0
+            assert sid in adopted(srv)
+            group = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                     and os.path.exists(f"/proc/{p}/stat")
+                     and int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1]
+                             .split()[2]) == pid]
+            assert pid in group and len(group) >= 1
+            assert all(nice_of(p) == 0 for p in group), group
+    run(main())

@@ -81,9 +81,10 @@ static const struct opt opts[] = {
         "after a client's or a worker's traffic, the front polls this long "
         "before it sleeps: lower latency for a little CPU; 0: sleep at once"},
     {"session-busy-poll", OPT_U32, F(fc_session_busy_poll_us), 0, 0, 10000,
-        "100", "MICROSECONDS",
-        "the same for each worker after its own traffic, while its calls "
-        "come within this long of each other; 0: sleep at once"},
+        "0", "MICROSECONDS",
+        "the same for each worker after its own traffic, while polling pays "
+        "(its calls come within about this long of each other); 0: sleep "
+        "at once"},
     SECTION("environments (pip_packages)"),
     {"pip-index-url", OPT_URL, F(fc_pip_index_url), 0, 0, 0,
         "https://pypi.org/simple", "URL", "the index pip uses, or none"},

@@ -193,6 +193,7 @@ struct session {
 	struct bufferevent *ses_wbev;
 	struct event *ses_wflush; /* writes ses_wbev once per loop turn */
 	struct event *ses_wread; /* reads ses_wbev's socket (fw_read_cb) */
+	int ses_adopted; /* its worker was a spare's */
 	struct deframer ses_win; /* frames from the worker */
 	char *ses_dir;
 	uint64_t ses_last_call;

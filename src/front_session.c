@@ -904,6 +904,10 @@ session_worker_check(struct session *ses, const struct envelope *m)
 			return from_worker_violation(
 			    ses, "unexpected Ready", 0);
 		ses->ses_ready_seen = 1;
+		/* A spare's processes forked while it became this session
+		 * missed that; all of them are there by now. */
+		if (ses->ses_adopted)
+			front_worker_nice(ses, 0);
 		if (ses->ses_state == SES_STARTING)
 			ses->ses_state = SES_READY;
 		log_info("session %s: ready in %llu ms (owner %s, uid %ld, "

@@ -91,14 +91,54 @@ fw_read_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Set the nice value of every process and thread of the session's worker
- * (its process group). A front that could not raise it again leaves it.
+ * Whether this front may give a worker it niced its priority back: that
+ * needs CAP_SYS_NICE in the host's user namespace, which root in a
+ * container may lack. Tried once, in a child.
+ */
+static int
+fw_can_renice(void)
+{
+	static int known = -1;
+	pid_t pid;
+	int st, base;
+
+	if (known != -1)
+		return known;
+	known = 0;
+	if ((pid = fork()) == -1)
+		return known;
+	if (pid == 0) {
+		errno = 0;
+		base = getpriority(PRIO_PROCESS, 0);
+		_exit(errno == 0 && base < 19 &&
+		        setpriority(PRIO_PROCESS, 0, base + 1) == 0 &&
+		        setpriority(PRIO_PROCESS, 0, base) == 0
+		    ? 0
+		    : 1);
+	}
+	if (waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
+	    WEXITSTATUS(st) == 0)
+		known = 1;
+	return known;
+}
+
+/*
+ * Set every process and thread of the session's worker (its process
+ * group) this much behind the front's own nice value; 0: level with it.
+ * A front that could not set it back leaves it.
  */
 void
-front_worker_nice(struct session *ses, int nice)
+front_worker_nice(struct session *ses, int behind)
 {
-	if (geteuid() != 0 || ses->ses_pid <= 0)
+	int nice;
+
+	if (ses->ses_pid <= 0 || !fw_can_renice())
 		return;
+	errno = 0;
+	nice = getpriority(PRIO_PROCESS, 0);
+	if (errno != 0)
+		return;
+	nice = nice + behind > 19 ? 19 : nice + behind;
 	if (setpriority(PRIO_PGRP, (id_t)ses->ses_pid, nice) == -1 &&
 	    errno != ESRCH)
 		log_warn("session %s: setpriority %d", ses->ses_id, nice);

@@ -962,8 +962,10 @@ class _BusySelector(selectors.EpollSelector):
         self._busy = False
 
     def select(self, timeout=None):
+        if timeout is not None and timeout <= 0:
+            return super().select(0)  # callbacks ready: says nothing
         start = time.perf_counter()
-        if self._busy and (timeout is None or timeout > 0):
+        if self._busy:
             end = start + (self._spin if timeout is None
                            else min(self._spin, timeout))
             while True:
@@ -973,6 +975,8 @@ class _BusySelector(selectors.EpollSelector):
                 now = time.perf_counter()
                 if now >= end:
                     break
+            if timeout is not None and timeout <= self._spin:
+                return []  # a timer is due: no I/O was missed
             self._busy = False
             if timeout is not None:
                 timeout = max(0.0, timeout - (now - start))

@@ -107,6 +107,11 @@ front_worker_pending_out(struct session *ses)
 }
 
 void
+front_worker_nice(struct session *ses, int behind)
+{
+}
+
+void
 front_worker_pause(struct session *ses, int pause)
 {
 	fake.fk_paused++;

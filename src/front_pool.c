@@ -175,7 +175,6 @@ pool_start(struct session *sp)
 	front_worker_nice(sp, POOL_NICE);
 	/* A spare is read by its bufferevent (front_worker_attach reads a
 	 * session's socket itself): whatever it says ends it. */
-	front_worker_reading(sp, 0);
 	bufferevent_setcb(sp->ses_wbev, pool_read_cb, NULL, pool_event_cb, sp);
 	bufferevent_enable(sp->ses_wbev, EV_READ);
 	log_debug("%s: spare %s: worker %d%s", __func__, sp->ses_id,
@@ -345,7 +344,6 @@ front_pool_adopt(struct session *ses)
 	ses->ses_cgroup = sp->ses_cgroup;
 	ses->ses_wbev = sp->ses_wbev;
 	ses->ses_wflush = sp->ses_wflush;
-	ses->ses_wread = sp->ses_wread;
 	ses->ses_adopted = 1;
 	front_worker_nice(ses, 0);
 	bufferevent_disable(ses->ses_wbev, EV_READ);

@@ -87,39 +87,39 @@ fw_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR)))
 		return;
 	fw_event_cb(ses->ses_wbev,
-	    BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), ses);
+	    BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
+	    ses);
 }
 
 /*
- * Whether this front may give a worker it niced its priority back: that
- * needs CAP_SYS_NICE in the host's user namespace, which root in a
- * container may lack. Tried once, in a child.
+ * Whether the front may give a worker it niced its own nice value back
+ * (*base): that needs CAP_SYS_NICE in the host's user namespace, which
+ * root in a container may lack. Found once; the trial runs in a child.
  */
 static int
-fw_can_renice(void)
+fw_nice_base(int *base)
 {
-	static int known = -1;
+	static int known, ok, n;
 	pid_t pid;
-	int st, base;
+	int st;
 
-	if (known != -1)
-		return known;
-	known = 0;
-	if ((pid = fork()) == -1)
-		return known;
-	if (pid == 0) {
-		errno = 0;
-		base = getpriority(PRIO_PROCESS, 0);
-		_exit(errno == 0 && base < 19 &&
-		        setpriority(PRIO_PROCESS, 0, base + 1) == 0 &&
-		        setpriority(PRIO_PROCESS, 0, base) == 0
-		    ? 0
-		    : 1);
-	}
-	if (waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
-	    WEXITSTATUS(st) == 0)
+	if (!known) {
 		known = 1;
-	return known;
+		errno = 0;
+		n = getpriority(PRIO_PROCESS, 0);
+		if (errno == 0 && n < 19 && (pid = fork()) != -1) {
+			if (pid == 0)
+				_exit(
+				    setpriority(PRIO_PROCESS, 0, n + 1) == 0 &&
+				            setpriority(PRIO_PROCESS, 0, n) == 0
+				        ? 0
+				        : 1);
+			ok = waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
+			    WEXITSTATUS(st) == 0;
+		}
+	}
+	*base = n;
+	return ok;
 }
 
 /*
@@ -130,15 +130,11 @@ fw_can_renice(void)
 void
 front_worker_nice(struct session *ses, int behind)
 {
-	int nice;
+	int base, nice;
 
-	if (ses->ses_pid <= 0 || !fw_can_renice())
+	if (ses->ses_pid <= 0 || !fw_nice_base(&base))
 		return;
-	errno = 0;
-	nice = getpriority(PRIO_PROCESS, 0);
-	if (errno != 0)
-		return;
-	nice = nice + behind > 19 ? 19 : nice + behind;
+	nice = base + behind > 19 ? 19 : base + behind;
 	if (setpriority(PRIO_PGRP, (id_t)ses->ses_pid, nice) == -1 &&
 	    errno != ESRCH)
 		log_warn("session %s: setpriority %d", ses->ses_id, nice);
@@ -237,8 +233,6 @@ void
 front_worker_attach(struct session *ses)
 {
 	bufferevent_setcb(ses->ses_wbev, NULL, fw_write_cb, fw_event_cb, ses);
-	if (ses->ses_wread != NULL)
-		event_free(ses->ses_wread);
 	ses->ses_wread = event_new(front_base, bufferevent_getfd(ses->ses_wbev),
 	    EV_READ | EV_PERSIST, fw_read_cb, ses);
 	if (ses->ses_wread == NULL)
@@ -318,7 +312,10 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 	evutil_make_socket_nonblocking(sv[0]);
 	ses->ses_wbev = bufferevent_socket_new(
 	    front_base, sv[0], BEV_OPT_CLOSE_ON_FREE);
-	front_worker_attach(ses);
+	/* A spare's socket is read by front_pool.c's callbacks until it
+	 * becomes a session (front_pool_adopt attaches it then). */
+	if (ses->ses_state != SES_SPARE)
+		front_worker_attach(ses);
 	bufferevent_setwatermark(ses->ses_wbev, EV_WRITE, FRONT_BUF_LOW, 0);
 	bufferevent_set_max_single_read(ses->ses_wbev, WORKER_READ_MAX);
 	/* Written by front_write_now; a new bufferevent has EV_WRITE on. */

@@ -28,6 +28,7 @@ import json
 import linecache
 import logging
 import os
+import pickle
 import selectors
 import signal
 import sys
@@ -70,9 +71,16 @@ ALARM_SLACK = 0.001
 _RUNTIME_FILE = (lambda: None).__code__.co_filename
 
 
+# Values that pickle alone writes as cloudpickle would, with nothing out
+# of band and nothing to find in them: results take a shorter path.
+_PLAIN = frozenset((type(None), bool, int, float, complex, str))
+
+
 def _dumps(value, buffers):
     """cloudpickle value (protocol 5); its out-of-band buffers, as
     contiguous memoryviews, are appended to buffers (_remotemedia_oob)."""
+    if type(value) in _PLAIN:
+        return pickle.dumps(value, protocol=5)
     import cloudpickle
     return cloudpickle.dumps(_oob.wrap_large(value), protocol=5,
                              buffer_callback=_oob.collector(buffers))
@@ -521,17 +529,27 @@ class Runtime:
             return self._fail(st, RuntimeError("the session is not open"))
         self._set_deadline(st, timeout_ms)
         try:
-            if kind == CALL_GET:
-                value = self._run_user(st, getattr, self.obj, name)
-            elif kind == CALL_METHOD:
+            if kind == CALL_METHOD:
                 a, kw = self._decode_args(name, args, sizes)
-                fn = self._run_user(st, getattr, self.obj, name)
-                value = self._run_user(st, fn, *a, **kw)
-            else:
+            elif kind != CALL_GET:
                 raise ValueError("unknown call kind %d" % kind)
+            # User code runs only here (inlined _run_user: this is the
+            # path of every call).
+            self.current = st
+            st.in_user = True
+            try:
+                value = getattr(self.obj, name)
+                if kind == CALL_METHOD:
+                    value = value(*a, **kw)
+            finally:
+                st.in_user = False
+                self.current = None
         except BaseException as exc:
             return self._fail(st, exc)
-        self._handle_value(st, value)
+        if type(value) in _PLAIN:
+            self._reply(st, value)
+        else:
+            self._handle_value(st, value)
 
     def _run_user(self, st, fn, *args, **kwargs):
         """Run user code of st, where the deadline alarm may strike."""
@@ -591,7 +609,6 @@ class Runtime:
             st.gen = value
             st.is_async = inspect.isasyncgen(value)
             st.deadline = None
-            self._rearm()
             self._send(_rmworker.send_result, st.id, None, True)
         elif inspect.isawaitable(value):
             self._start_task(st, self._await_call(st, value))
@@ -648,9 +665,7 @@ class Runtime:
             return False
         st.done = True
         self.calls.pop(st.id, None)
-        if st.deadline is not None:
-            st.deadline = None
-            self._rearm()
+        st.deadline = None  # the timer stays: see _set_deadline
         return True
 
     def _fail(self, st, exc):
@@ -698,9 +713,7 @@ class Runtime:
     def _idle(self, st):
         """The credit is used up: the generator waits, with no deadline."""
         st.advancing = False
-        if st.deadline is not None:
-            st.deadline = None
-            self._rearm()
+        st.deadline = None
 
     def _item(self, st, item):
         """Send one item; False if it could not be encoded (st failed)."""
@@ -800,27 +813,35 @@ class Runtime:
         return "call to %r exceeded its deadline of %gs" % (st.name, st.timeout)
 
     def _set_deadline(self, st, timeout_ms):
+        """Give st a deadline; the timer is moved only to strike sooner.
+
+        The timer is never moved later nor stopped when a call ends: that
+        would cost two system calls a call, and in a ping-pong of calls
+        each deadline is later than the one before. So the timer may strike
+        early, with nothing late (at most once a timeout period); the
+        handler then sets it for the soonest deadline left."""
         if not timeout_ms:
             return
         st.timeout = timeout_ms / 1000.0
         st.deadline = time.monotonic() + st.timeout
-        self._rearm()
+        if self.armed is None or st.deadline < self.armed:
+            self._arm(st.deadline)
+
+    def _arm(self, when):
+        self.armed = when
+        signal.setitimer(signal.ITIMER_REAL,
+                         max(when - time.monotonic(), 0.0005))
 
     def _rearm(self):
-        """Set the timer for the earliest deadline of all running calls."""
+        """After the timer struck: set it for the earliest deadline of the
+        running calls, if any."""
         soonest = None
         for st in list(self.calls.values()):
             if st.deadline is not None and (soonest is None
                                             or st.deadline < soonest):
                 soonest = st.deadline
-        if soonest == self.armed:
-            return
-        self.armed = soonest
-        if soonest is None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        else:
-            delay = max(soonest - time.monotonic(), 0.0005)
-            signal.setitimer(signal.ITIMER_REAL, delay)
+        if soonest is not None:
+            self._arm(soonest)
 
     def _on_alarm(self, signum, frame):
         """SIGALRM: raise TimeoutError into a late call that is running;

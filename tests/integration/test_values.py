@@ -5,6 +5,8 @@ writability, and arrays are not copied out of the received buffer. A value
 whose buffers do not add up is an error of that call, not a crash."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -92,6 +94,25 @@ def test_buffers_keep_their_type_and_contents(server, value):
         assert bytes(got) == bytes(value)
     else:
         assert got == value
+
+
+class Flag(int):
+    """A subclass of a plain type: it must keep its class."""
+
+
+def test_plain_results_and_their_subclasses_keep_type_and_value(server):
+    # Results of the plain types take a shorter path than cloudpickle;
+    # anything else, a subclass of one too, does not.
+    values = [None, True, False, 0, -7, 2**200, 1.5, float("inf"), 3 - 4j, "",
+              "héllo ☃", Flag(3), [1, "a"], {"k": (None, 2.5)}]
+
+    async def go(p):
+        return [await p.echo(v) for v in values]
+
+    got = run(with_media(server, go))
+    assert [type(v) for v in got] == [type(v) for v in values]
+    assert got == values
+    assert math.isnan(run(with_media(server, lambda p: p.echo(float("nan")))))
 
 
 def test_memoryview_keeps_format_and_shape(server):

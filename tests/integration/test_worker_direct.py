@@ -562,6 +562,29 @@ def test_deadline_not_hit(w):
     assert w.call_value("sleep", 0.3) == "slept"
 
 
+def test_a_deadline_left_from_an_answered_call_harms_no_later_call(w):
+    # The timer is not stopped when a call ends: it strikes at the first
+    # call's deadline, inside the second call, and must only rearm.
+    assert w.call_value("add", 1, 2, timeout_ms=300) == 3
+    t0 = time.monotonic()
+    assert w.call_value("sleep", 0.8, timeout_ms=5000) == "slept"
+    assert w.call_value("sleep", 0.8) == "slept"
+    assert time.monotonic() - t0 >= 1.5
+    # A later deadline is still kept, at its own time, not the stale one's.
+    assert w.call_value("add", 1, 2, timeout_ms=300) == 3
+    t0 = time.monotonic()
+    e = w.error(w.send_call("spin", timeout_ms=900), timeout=10)
+    assert e.type == "TimeoutError" and e.timeout
+    assert e.message == "call to 'spin' exceeded its deadline of 0.9s"
+    assert time.monotonic() - t0 >= 0.85
+    # And a sooner deadline moves the timer forward.
+    assert w.call_value("add", 1, 2, timeout_ms=5000) == 3
+    t0 = time.monotonic()
+    e = w.error(w.send_call("spin", timeout_ms=300), timeout=10)
+    assert e.type == "TimeoutError"
+    assert time.monotonic() - t0 < 3
+
+
 # Output --------------------------------------------------------------------------------
 
 

@@ -996,6 +996,9 @@ class _BusySelector(selectors.EpollSelector):
                 now = time.perf_counter()
                 if now >= end:
                     break
+                # The client or the front, woken on this CPU, runs now
+                # rather than after the poll.
+                os.sched_yield()
             if timeout is not None and timeout <= self._spin:
                 return []  # a timer is due: no I/O was missed
             self._busy = False

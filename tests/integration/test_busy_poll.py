@@ -1,5 +1,5 @@
-"""--busy-poll and --session-busy-poll: after traffic the front (and, when
-asked, each worker) polls before it sleeps. Calls are answered as ever, the
+"""--busy-poll and --session-busy-poll: after traffic the front (and each
+worker, while its calls come close together) polls before it sleeps. Calls are answered as ever, the
 values are bounded, and once the traffic stops both go back to sleep: an
 idle server burns no CPU.
 

@@ -72,14 +72,15 @@ _RUNTIME_FILE = (lambda: None).__code__.co_filename
 
 
 # Values that pickle alone writes as cloudpickle would, with nothing out
-# of band and nothing to find in them: results take a shorter path.
-_PLAIN = frozenset((type(None), bool, int, float, complex, str))
+# of band and nothing to find in them: results take a shorter path. By the
+# types' ids: a user's metaclass may make its classes unhashable.
+_PLAIN = frozenset(map(id, (type(None), bool, int, float, complex, str)))
 
 
 def _dumps(value, buffers):
     """cloudpickle value (protocol 5); its out-of-band buffers, as
     contiguous memoryviews, are appended to buffers (_remotemedia_oob)."""
-    if type(value) in _PLAIN:
+    if id(type(value)) in _PLAIN:
         return pickle.dumps(value, protocol=5)
     import cloudpickle
     return cloudpickle.dumps(_oob.wrap_large(value), protocol=5,
@@ -546,7 +547,7 @@ class Runtime:
                 self.current = None
         except BaseException as exc:
             return self._fail(st, exc)
-        if type(value) in _PLAIN:
+        if id(type(value)) in _PLAIN:
             self._reply(st, value)
         else:
             self._handle_value(st, value)
@@ -609,6 +610,7 @@ class Runtime:
             st.gen = value
             st.is_async = inspect.isasyncgen(value)
             st.deadline = None
+            self._rearm()
             self._send(_rmworker.send_result, st.id, None, True)
         elif inspect.isawaitable(value):
             self._start_task(st, self._await_call(st, value))
@@ -665,7 +667,9 @@ class Runtime:
             return False
         st.done = True
         self.calls.pop(st.id, None)
-        st.deadline = None  # the timer stays: see _set_deadline
+        if st.deadline is not None:
+            st.deadline = None
+            self._rearm()
         return True
 
     def _fail(self, st, exc):
@@ -713,7 +717,9 @@ class Runtime:
     def _idle(self, st):
         """The credit is used up: the generator waits, with no deadline."""
         st.advancing = False
-        st.deadline = None
+        if st.deadline is not None:
+            st.deadline = None
+            self._rearm()
 
     def _item(self, st, item):
         """Send one item; False if it could not be encoded (st failed)."""
@@ -813,35 +819,31 @@ class Runtime:
         return "call to %r exceeded its deadline of %gs" % (st.name, st.timeout)
 
     def _set_deadline(self, st, timeout_ms):
-        """Give st a deadline; the timer is moved only to strike sooner.
-
-        The timer is never moved later nor stopped when a call ends: that
-        would cost two system calls a call, and in a ping-pong of calls
-        each deadline is later than the one before. So the timer may strike
-        early, with nothing late (at most once a timeout period); the
-        handler then sets it for the soonest deadline left."""
         if not timeout_ms:
             return
         st.timeout = timeout_ms / 1000.0
         st.deadline = time.monotonic() + st.timeout
-        if self.armed is None or st.deadline < self.armed:
-            self._arm(st.deadline)
-
-    def _arm(self, when):
-        self.armed = when
-        signal.setitimer(signal.ITIMER_REAL,
-                         max(when - time.monotonic(), 0.0005))
+        self._rearm()
 
     def _rearm(self):
-        """After the timer struck: set it for the earliest deadline of the
-        running calls, if any."""
+        """Set the timer for the earliest deadline of all running calls.
+
+        It is stopped, not left to strike early, when no call needs it: a
+        stray SIGALRM would interrupt a system call of user code that has
+        no deadline (EINTR), and C code does not always retry."""
         soonest = None
         for st in list(self.calls.values()):
             if st.deadline is not None and (soonest is None
                                             or st.deadline < soonest):
                 soonest = st.deadline
-        if soonest is not None:
-            self._arm(soonest)
+        if soonest == self.armed:
+            return
+        self.armed = soonest
+        if soonest is None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        else:
+            delay = max(soonest - time.monotonic(), 0.0005)
+            signal.setitimer(signal.ITIMER_REAL, delay)
 
     def _on_alarm(self, signum, frame):
         """SIGALRM: raise TimeoutError into a late call that is running;

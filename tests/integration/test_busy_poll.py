@@ -1,7 +1,7 @@
 """--busy-poll and --session-busy-poll: after traffic the front (and each
-worker, while its calls come close together) polls before it sleeps. Calls are answered as ever, the
-values are bounded, and once the traffic stops both go back to sleep: an
-idle server burns no CPU.
+worker, while its calls come close together) polls before it sleeps. Calls
+are answered as ever, the values are bounded, and once the traffic stops
+both go back to sleep: an idle server burns no CPU.
 
 Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q \
     tests/integration/test_busy_poll.py

@@ -110,10 +110,8 @@ fw_nice_base(int *base)
 		if (errno == 0 && n < 19 && (pid = fork()) != -1) {
 			if (pid == 0)
 				_exit(
-				    setpriority(PRIO_PROCESS, 0, n + 1) == 0 &&
-				            setpriority(PRIO_PROCESS, 0, n) == 0
-				        ? 0
-				        : 1);
+				    setpriority(PRIO_PROCESS, 0, n + 1) != 0 ||
+				    setpriority(PRIO_PROCESS, 0, n) != 0);
 			ok = waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
 			    WEXITSTATUS(st) == 0;
 		}

@@ -242,8 +242,17 @@ def test_spare_whose_sandbox_fails_is_discarded_and_logged(fresh_server, tmp_pat
              what="nothing piled up")
 
 
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (state is [0]); [] once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
 def nice_of(pid: int) -> int:
-    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+    return int(stat_fields(pid)[16])
 
 
 class Niceness:
@@ -267,9 +276,7 @@ def test_spares_start_behind_sessions_and_sessions_get_it_back(fresh_server):
             assert await n.of_me() == 0
             assert sid in adopted(srv)
             group = [int(p) for p in os.listdir("/proc") if p.isdigit()
-                     and os.path.exists(f"/proc/{p}/stat")
-                     and int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1]
-                             .split()[2]) == pid]
+                     and stat_fields(int(p))[2:3] == [str(pid)]]
             assert pid in group and len(group) >= 1
             assert all(nice_of(p) == 0 for p in group), group
     run(main())

@@ -323,7 +323,10 @@ void front_systemd_free(void);
 int front_systemd_listen_fd(void);
 
 /* front.c */
-void front_traffic(void);
+/* Who sent the message that front_traffic() counts. */
+#define FRONT_FROM_CLIENT 0
+#define FRONT_FROM_WORKER 1
+void front_traffic(int);
 
 /* front_h2.c */
 struct conn *front_h2_accept(int, const char *);

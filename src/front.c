@@ -283,13 +283,14 @@ front_raise_nofile(void)
 		    "open files: up to %llu", (unsigned long long)rl.rlim_cur);
 }
 
-static unsigned long front_traffic_count;
+/* Messages counted from clients and from workers, for the loop's polling. */
+static unsigned long front_traffic_count[2];
 
-/* A client's or a worker's bytes arrived: worth polling for more. */
+/* A message arrived from a client or a worker: worth polling for more. */
 void
-front_traffic(void)
+front_traffic(int from)
 {
-	front_traffic_count++;
+	front_traffic_count[from]++;
 }
 
 /*
@@ -297,23 +298,57 @@ front_traffic(void)
  * sleeps: on a virtual machine, waking a halted vCPU costs tens of
  * microseconds, paid twice per hop of a call (client, front, worker, front,
  * client). Timers alone do not keep it polling.
+ *
+ * It polls only while polling pays, and it judges that for each side
+ * apart. After a client's message it waits for a worker, and after a
+ * worker's for a client: a worker answers a call in tens of
+ * microseconds, while a client may send its next call much later, and a
+ * poll for it would only hold a CPU that the client needs. A poll that ran
+ * out before the side it waited for sent anything stops polling for that
+ * side; a message from a side within 1.5 x the bound (the half for waking
+ * up) of the front's last message to it starts it again.
  */
 static void
 front_run(void)
 {
-	uint64_t until = 0;
-	unsigned long seen;
+	uint64_t until = 0, now, spin = front_conf.fc_busy_poll_us;
+	uint64_t sent_at[2] = {0, 0}; /* when a message last went to a side */
+	unsigned long seen[2];
+	int busy[2] = {1, 1}, wait = 0, polling, i, got[2];
 
 	while (!event_base_got_exit(front_base) &&
 	    !event_base_got_break(front_base)) {
-		seen = front_traffic_count;
+		seen[0] = front_traffic_count[0];
+		seen[1] = front_traffic_count[1];
+		polling = until != 0 && now_us() < until;
+		if (!polling && until != 0) {
+			busy[wait] = 0; /* the poll missed */
+			until = 0;
+		}
 		if (event_base_loop(front_base,
-		        until != 0 && now_us() < until ? EVLOOP_NONBLOCK
-		                                       : EVLOOP_ONCE) == -1)
+		        polling ? EVLOOP_NONBLOCK : EVLOOP_ONCE) == -1)
 			fatalx("the event loop failed");
-		if (front_conf.fc_busy_poll_us > 0 &&
-		    front_traffic_count != seen)
-			until = now_us() + front_conf.fc_busy_poll_us;
+		if (spin == 0)
+			continue;
+		got[0] = front_traffic_count[0] != seen[0];
+		got[1] = front_traffic_count[1] != seen[1];
+		if (!got[0] && !got[1])
+			continue;
+		now = now_us();
+		for (i = 0; i < 2; i++) {
+			if (!got[i])
+				continue;
+			if (!busy[i] && now - sent_at[i] <= spin * 3 / 2)
+				busy[i] = 1;
+			/* The message goes on to the other side. */
+			sent_at[!i] = now;
+		}
+		/* Wait for the side that was sent to: a worker after a
+		 * client's message, a client after a worker's. */
+		wait = got[FRONT_FROM_CLIENT] && busy[FRONT_FROM_WORKER]
+		    ? FRONT_FROM_WORKER
+		    : FRONT_FROM_CLIENT;
+		until = got[!wait] && busy[wait] ? now + spin : 0;
 	}
 }
 

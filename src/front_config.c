@@ -78,8 +78,10 @@ static const struct opt opts[] = {
         "error, warn, info or debug"},
     {"busy-poll", OPT_U32, F(fc_busy_poll_us), 0, 0, 10000, "100",
         "MICROSECONDS",
-        "after a client's or a worker's traffic, the front polls this long "
-        "before it sleeps: lower latency for a little CPU; 0: sleep at once"},
+        "after a message the front polls this long for the answer (a "
+        "worker's to a client's, a client's next one to a worker's) before "
+        "it sleeps, while polling pays: lower latency for a little CPU; 0: "
+        "sleep at once"},
     {"session-busy-poll", OPT_U32, F(fc_session_busy_poll_us), 0, 0, 10000,
         "100", "MICROSECONDS",
         "the same for each worker after its own traffic, while polling pays "

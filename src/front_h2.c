@@ -248,6 +248,7 @@ h2_data_chunk_cb(nghttp2_session *h2, uint8_t flags, int32_t id,
 		nghttp2_session_consume(h2, id, len);
 		return 0;
 	}
+	front_traffic(FRONT_FROM_CLIENT); /* not control frames */
 	if (front_grpc_data(s, data, len) == -1)
 		log_debug("%s: stream %d data refused", __func__, id);
 	return 0;
@@ -533,7 +534,6 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	unsigned char *data = evbuffer_pullup(in, -1);
 	ssize_t rv;
 
-	front_traffic();
 	if (c->c_dead) { /* closing: what the peer still sends is dropped */
 		evbuffer_drain(in, len);
 		return;

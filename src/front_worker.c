@@ -82,7 +82,7 @@ fw_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct session *ses = arg;
 	ssize_t n;
 
-	front_traffic();
+	front_traffic(FRONT_FROM_WORKER);
 	n = fw_read(ses, fd);
 	if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR)))
 		return;

@@ -1,7 +1,8 @@
-"""--busy-poll and --session-busy-poll: after traffic the front (and each
-worker, while its calls come close together) polls before it sleeps. Calls
+"""--busy-poll and --session-busy-poll: after traffic the front and each
+worker poll before they sleep, while the answers come close together. Calls
 are answered as ever, the values are bounded, and once the traffic stops
-both go back to sleep: an idle server burns no CPU.
+both go back to sleep: an idle server burns no CPU, and neither does a
+server whose clients call seldom.
 
 Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q \
     tests/integration/test_busy_poll.py
@@ -109,4 +110,32 @@ def test_a_worker_polls_only_while_its_calls_come_within_the_bound(
     used = asyncio.run(asyncio.wait_for(main(), 60))
     # Polling 5 ms after each call would take calls * 5 ms = 0.3 s; the
     # calls themselves take a few milliseconds in all.
+    assert used < 0.15, used
+
+
+def test_the_front_polls_only_while_traffic_comes_within_the_bound(
+        fresh_server):
+    """The same for the front: a client that waits longer between calls
+    than the front would poll gets a front that sleeps after it has
+    answered, even though the worker's answer came within the bound."""
+    srv = fresh_server(["--busy-poll", "5000", "--session-busy-poll", "0",
+                        "--session-pool", "0"])
+    hz = os.sysconf("SC_CLK_TCK")
+    calls = 60
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=30.0)) as client:
+            c = await client.create_proxy(Counter())
+            assert await c.inc() == 1
+            await asyncio.sleep(0.1)
+            before = cpu_ticks(srv.proc.pid)
+            for i in range(calls):
+                await asyncio.sleep(0.02)  # four times the bound
+                assert await c.inc() == i + 2
+            return (cpu_ticks(srv.proc.pid) - before) / hz
+
+    used = asyncio.run(asyncio.wait_for(main(), 60))
+    # Polling 5 ms after each call (or twice: after the call and after its
+    # answer) would take 0.3 to 0.6 s; relaying the calls takes a few
+    # milliseconds in all.
     assert used < 0.15, used

@@ -34,7 +34,7 @@ fake_reset(void)
 
 /* front.c */
 void
-front_traffic(void)
+front_traffic(int from)
 {
 }
 

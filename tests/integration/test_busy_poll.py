@@ -83,6 +83,26 @@ def test_calls_are_answered_and_then_the_processes_sleep(fresh_server, args):
     assert all(u < 0.2 for u in used), used
 
 
+def cpu_over_seldom_calls(srv, processes) -> float:
+    """Seconds of CPU that processes(front pid) use while a client makes
+    60 calls 20 ms apart: four times a 5 ms polling bound."""
+    hz = os.sysconf("SC_CLK_TCK")
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=30.0)) as client:
+            c = await client.create_proxy(Counter())
+            assert await c.inc() == 1
+            await asyncio.sleep(0.1)
+            procs = processes(srv.proc.pid)
+            before = sum(cpu_ticks(p) for p in procs)
+            for i in range(60):
+                await asyncio.sleep(0.02)
+                assert await c.inc() == i + 2
+            return (sum(cpu_ticks(p) for p in procs) - before) / hz
+
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
 def test_a_worker_polls_only_while_its_calls_come_within_the_bound(
         fresh_server):
     """A client that waits longer between calls than the worker would poll
@@ -90,25 +110,10 @@ def test_a_worker_polls_only_while_its_calls_come_within_the_bound(
     take the CPU that the client needs."""
     srv = fresh_server(["--busy-poll", "0", "--session-busy-poll", "5000",
                         "--session-pool", "0"])
-    hz = os.sysconf("SC_CLK_TCK")
-    calls = 60
-
-    async def main():
-        async with RemoteProxyClient(srv.config(timeout=30.0)) as client:
-            c = await client.create_proxy(Counter())
-            assert await c.inc() == 1
-            await asyncio.sleep(0.1)
-            # The session's processes: the worker may run under a child
-            # of its own (the sandbox's PID namespace).
-            procs = session_processes(srv.proc.pid)
-            before = sum(cpu_ticks(p) for p in procs)
-            for i in range(calls):
-                await asyncio.sleep(0.02)  # four times the bound
-                assert await c.inc() == i + 2
-            return (sum(cpu_ticks(p) for p in procs) - before) / hz
-
-    used = asyncio.run(asyncio.wait_for(main(), 60))
-    # Polling 5 ms after each call would take calls * 5 ms = 0.3 s; the
+    # The session's processes: the worker may run under a child of its
+    # own (the sandbox's PID namespace).
+    used = cpu_over_seldom_calls(srv, session_processes)
+    # Polling 5 ms after each call would take 60 * 5 ms = 0.3 s; the
     # calls themselves take a few milliseconds in all.
     assert used < 0.15, used
 
@@ -120,22 +125,7 @@ def test_the_front_polls_only_while_traffic_comes_within_the_bound(
     answered, even though the worker's answer came within the bound."""
     srv = fresh_server(["--busy-poll", "5000", "--session-busy-poll", "0",
                         "--session-pool", "0"])
-    hz = os.sysconf("SC_CLK_TCK")
-    calls = 60
-
-    async def main():
-        async with RemoteProxyClient(srv.config(timeout=30.0)) as client:
-            c = await client.create_proxy(Counter())
-            assert await c.inc() == 1
-            await asyncio.sleep(0.1)
-            before = cpu_ticks(srv.proc.pid)
-            for i in range(calls):
-                await asyncio.sleep(0.02)  # four times the bound
-                assert await c.inc() == i + 2
-            return (cpu_ticks(srv.proc.pid) - before) / hz
-
-    used = asyncio.run(asyncio.wait_for(main(), 60))
-    # Polling 5 ms after each call (or twice: after the call and after its
-    # answer) would take 0.3 to 0.6 s; relaying the calls takes a few
-    # milliseconds in all.
+    used = cpu_over_seldom_calls(srv, lambda pid: [pid])
+    # Polling 5 ms after each answer (or also after each call) would take
+    # 0.3 to 0.6 s; relaying the calls takes a few milliseconds in all.
     assert used < 0.15, used

@@ -1041,6 +1041,31 @@ def test_retries_connection_failures_then_fails_clearly():
     run(main())
 
 
+@pytest.mark.parametrize("details", [
+    "failed to connect to all addresses; last error: UNKNOWN: "
+    "ipv4:127.0.0.1:1: Handshake read failed",
+    "failed to connect to all addresses; last error: UNKNOWN: "
+    "ipv4:127.0.0.1:1: tcp handshaker shutdown",
+])
+def test_a_tls_handshake_cut_short_names_what_to_check(details):
+    """grpcio reports an untrusted certificate as such, or, by timing, only
+    as a handshake that ended: the message then says what to check."""
+    from remotemedia.remote.client import connect_failure
+    cfg = RemoteExecutorConfig(host="127.0.0.1", port=1, ssl_enabled=True,
+                               ca_file="/etc/rm/ca.crt")
+    message = connect_failure(cfg, 1, details)
+    assert message.startswith(f"cannot connect to 127.0.0.1:1 (1 attempt): {details} (")
+    assert "certificate is signed by the CA in ca_file (/etc/rm/ca.crt)" in message
+    cfg = RemoteExecutorConfig(host="127.0.0.1", port=1, ssl_enabled=True)
+    assert "a CA of the system bundle" in connect_failure(cfg, 2, details)
+    # Cleartext, or grpcio's own word on the certificate: no hint.
+    plain = RemoteExecutorConfig(host="127.0.0.1", port=1)
+    assert connect_failure(plain, 1, details).endswith(details)
+    told = details + ": CERTIFICATE_VERIFY_FAILED"
+    assert connect_failure(cfg, 3, told) == (
+        f"cannot connect to 127.0.0.1:1 (3 attempts): {told}")
+
+
 def test_retry_reaches_a_server_that_starts_late() -> None:
     async def main() -> None:
         port = _free_port()

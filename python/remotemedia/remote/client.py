@@ -53,6 +53,26 @@ def backoff_delay(attempt: int) -> float:
     return float(_BACKOFF_BASE * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.5))
 
 
+def connect_failure(cfg: RemoteExecutorConfig, attempts: int, details: str) -> str:
+    """The message of a session that could not connect: grpcio's details,
+    and over TLS a hint when they tell of a handshake cut short.
+
+    When the server's certificate is not trusted, grpcio reports either the
+    verification failure or, depending on timing, only that the handshake
+    ended ("Handshake read failed", "tcp handshaker shutdown").
+    """
+    message = (f"cannot connect to {cfg.target} ({attempts} attempt"
+               f"{'s' if attempts > 1 else ''}): {details}")
+    low = details.lower()
+    if cfg.ssl_enabled and "handshake" in low and "certificate" not in low:
+        trust = (f"the CA in ca_file ({cfg.ca_file})" if cfg.ca_file is not None
+                 else "a CA of the system bundle")
+        message += (f" (the TLS handshake did not complete: check that the server "
+                    f"speaks TLS, and that its certificate is signed by {trust} "
+                    f"and names {cfg.host})")
+    return message
+
+
 def _read_file(path: Any) -> bytes:
     with open(os.fspath(path), "rb") as f:
         return f.read()
@@ -259,10 +279,8 @@ class RemoteProxyClient:
                                             session._session_error)
             delay = backoff_delay(attempt)
             if attempt > cfg.max_retries or loop.time() + delay >= deadline:
-                raise ConnectionLostError(
-                    f"cannot connect to {cfg.target} ({attempt} attempt"
-                    f"{'s' if attempt > 1 else ''}): {end.details}",
-                    code=end.code)
+                raise ConnectionLostError(connect_failure(cfg, attempt, end.details),
+                                          code=end.code)
             log.debug("session open failed (%s), retry %d in %.2fs",
                       end.details, attempt, delay)
             await asyncio.sleep(delay)

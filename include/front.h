@@ -323,9 +323,13 @@ void front_systemd_free(void);
 int front_systemd_listen_fd(void);
 
 /* front.c */
-/* Who sent the message that front_traffic() counts. */
+/* What front_traffic() counts: a message from a client, one from a
+ * worker, an answer that the front gave a client itself (Echo, Health,
+ * the admin RPCs), or any bytes from a client. */
 #define FRONT_FROM_CLIENT 0
 #define FRONT_FROM_WORKER 1
+#define FRONT_ANSWERED 2
+#define FRONT_CLIENT_BYTES 3
 void front_traffic(int);
 
 /* front_h2.c */

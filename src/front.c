@@ -283,14 +283,14 @@ front_raise_nofile(void)
 		    "open files: up to %llu", (unsigned long long)rl.rlim_cur);
 }
 
-/* Messages counted from clients and from workers, for the loop's polling. */
-static unsigned long front_traffic_count[2];
+/* What the loop's polling counts (FRONT_FROM_CLIENT and the others). */
+static unsigned long front_traffic_count[4];
 
-/* A message arrived from a client or a worker: worth polling for more. */
+/* Traffic (include/front.h says which kinds): worth polling for more. */
 void
-front_traffic(int from)
+front_traffic(int what)
 {
-	front_traffic_count[from]++;
+	front_traffic_count[what]++;
 }
 
 /*
@@ -300,26 +300,31 @@ front_traffic(int from)
  * client). Timers alone do not keep it polling.
  *
  * It polls only while polling pays, and it judges that for each side
- * apart. After a client's message it waits for a worker, and after a
- * worker's for a client: a worker answers a call in tens of
- * microseconds, while a client may send its next call much later, and a
- * poll for it would only hold a CPU that the client needs. A poll that ran
- * out before the side it waited for sent anything stops polling for that
- * side; a message from a side within 1.5 x the bound (the half for waking
- * up) of the front's last message to it starts it again.
+ * apart. After relaying a client's message it waits for a worker, and
+ * after a worker's message, or an answer of its own (Echo), for the
+ * client: a worker answers a call in tens of microseconds, while a client
+ * may send its next call much later, and a poll for it would only hold a
+ * CPU that the client needs. A poll that ran out before the side it waited
+ * for sent anything stops polling for that side; a message from a side
+ * within 1.5 x the bound (the half for waking up) of the front's last one
+ * to it, or of the client's last bytes, starts it again. A client's other
+ * frames (grpcio sends a WINDOW_UPDATE right after each answer) keep the
+ * front polling for its next message while polling for it pays, and turn
+ * nothing on: a client whose next call is far off leaves the front asleep.
  */
 static void
 front_run(void)
 {
 	uint64_t until = 0, now, spin = front_conf.fc_busy_poll_us;
 	uint64_t sent_at[2] = {0, 0}; /* when a message last went to a side */
-	unsigned long seen[2];
-	int busy[2] = {1, 1}, wait = 0, polling, i, got[2];
+	unsigned long seen[4];
+	int busy[2] = {1, 1}, wait = FRONT_FROM_CLIENT, polling, i, got[4];
+	int to_worker, to_client;
 
 	while (!event_base_got_exit(front_base) &&
 	    !event_base_got_break(front_base)) {
-		seen[0] = front_traffic_count[0];
-		seen[1] = front_traffic_count[1];
+		for (i = 0; i < 4; i++)
+			seen[i] = front_traffic_count[i];
 		polling = until != 0 && now_us() < until;
 		if (!polling && until != 0) {
 			busy[wait] = 0; /* the poll missed */
@@ -330,25 +335,30 @@ front_run(void)
 			fatalx("the event loop failed");
 		if (spin == 0)
 			continue;
-		got[0] = front_traffic_count[0] != seen[0];
-		got[1] = front_traffic_count[1] != seen[1];
-		if (!got[0] && !got[1])
+		for (i = 0; i < 4; i++)
+			got[i] = front_traffic_count[i] != seen[i];
+		if (!got[0] && !got[1] && !got[2] && !got[3])
 			continue;
 		now = now_us();
-		for (i = 0; i < 2; i++) {
-			if (!got[i])
-				continue;
-			if (!busy[i] && now - sent_at[i] <= spin * 3 / 2)
+		/* First judge each side by when it was last sent to... */
+		for (i = 0; i < 2; i++)
+			if (got[i] && !busy[i] &&
+			    now - sent_at[i] <= spin * 3 / 2)
 				busy[i] = 1;
-			/* The message goes on to the other side. */
-			sent_at[!i] = now;
-		}
-		/* Wait for the side that was sent to: a worker after a
-		 * client's message, a client after a worker's. */
-		wait = got[FRONT_FROM_CLIENT] && busy[FRONT_FROM_WORKER]
-		    ? FRONT_FROM_WORKER
-		    : FRONT_FROM_CLIENT;
-		until = got[!wait] && busy[wait] ? now + spin : 0;
+		/* ...then note where this turn's messages went. */
+		to_worker = got[FRONT_FROM_CLIENT] && !got[FRONT_ANSWERED];
+		to_client = got[FRONT_FROM_WORKER] || got[FRONT_ANSWERED] ||
+		    (got[FRONT_CLIENT_BYTES] && !got[FRONT_FROM_CLIENT]);
+		if (to_worker)
+			sent_at[FRONT_FROM_WORKER] = now;
+		if (to_client)
+			sent_at[FRONT_FROM_CLIENT] = now;
+		wait = to_worker && busy[FRONT_FROM_WORKER] ? FRONT_FROM_WORKER
+		                                            : FRONT_FROM_CLIENT;
+		until = (to_worker && busy[FRONT_FROM_WORKER]) ||
+		        (to_client && busy[FRONT_FROM_CLIENT])
+		    ? now + spin
+		    : 0;
 	}
 }
 

@@ -248,7 +248,8 @@ h2_data_chunk_cb(nghttp2_session *h2, uint8_t flags, int32_t id,
 		nghttp2_session_consume(h2, id, len);
 		return 0;
 	}
-	front_traffic(FRONT_FROM_CLIENT); /* not control frames */
+	front_traffic(
+	    FRONT_FROM_CLIENT); /* its control frames need no answer */
 	if (front_grpc_data(s, data, len) == -1)
 		log_debug("%s: stream %d data refused", __func__, id);
 	return 0;
@@ -534,6 +535,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	unsigned char *data = evbuffer_pullup(in, -1);
 	ssize_t rv;
 
+	front_traffic(FRONT_CLIENT_BYTES);
 	if (c->c_dead) { /* closing: what the peer still sends is dropped */
 		evbuffer_drain(in, len);
 		return;

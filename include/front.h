@@ -330,6 +330,7 @@ int front_systemd_listen_fd(void);
 #define FRONT_FROM_WORKER 1
 #define FRONT_ANSWERED 2
 #define FRONT_CLIENT_BYTES 3
+#define FRONT_TRAFFIC_KINDS 4
 void front_traffic(int);
 
 /* front_h2.c */

@@ -284,7 +284,7 @@ front_raise_nofile(void)
 }
 
 /* What the loop's polling counts (FRONT_FROM_CLIENT and the others). */
-static unsigned long front_traffic_count[4];
+static unsigned long front_traffic_count[FRONT_TRAFFIC_KINDS];
 
 /* Traffic (include/front.h says which kinds): worth polling for more. */
 void
@@ -317,14 +317,14 @@ front_run(void)
 {
 	uint64_t until = 0, now, spin = front_conf.fc_busy_poll_us;
 	uint64_t sent_at[2] = {0, 0}; /* when a message last went to a side */
-	unsigned long seen[4];
-	int busy[2] = {1, 1}, wait = FRONT_FROM_CLIENT, polling, i, got[4];
+	unsigned long seen[FRONT_TRAFFIC_KINDS];
+	int busy[2] = {1, 1}, wait = FRONT_FROM_CLIENT, polling, i, any,
+	    got[FRONT_TRAFFIC_KINDS];
 	int to_worker, to_client;
 
 	while (!event_base_got_exit(front_base) &&
 	    !event_base_got_break(front_base)) {
-		for (i = 0; i < 4; i++)
-			seen[i] = front_traffic_count[i];
+		memcpy(seen, front_traffic_count, sizeof(seen));
 		polling = until != 0 && now_us() < until;
 		if (!polling && until != 0) {
 			busy[wait] = 0; /* the poll missed */
@@ -335,9 +335,9 @@ front_run(void)
 			fatalx("the event loop failed");
 		if (spin == 0)
 			continue;
-		for (i = 0; i < 4; i++)
-			got[i] = front_traffic_count[i] != seen[i];
-		if (!got[0] && !got[1] && !got[2] && !got[3])
+		for (i = any = 0; i < FRONT_TRAFFIC_KINDS; i++)
+			any |= got[i] = front_traffic_count[i] != seen[i];
+		if (!any)
 			continue;
 		now = now_us();
 		/* First judge each side by when it was last sent to... */

@@ -298,19 +298,18 @@ grpc_message_cb(void *arg, uint8_t flag, const uint8_t *msg, size_t len)
 
 	if (s->str_finished)
 		return 0;
+	if (s->str_rpc != RPC_SESSION)
+		front_traffic(FRONT_ANSWERED); /* the front answers it itself */
 	switch (s->str_rpc) {
 	case RPC_ECHO:
-		front_traffic(FRONT_ANSWERED);
 		grpc_echo(s, msg, len);
 		return 0;
 	case RPC_HEALTH:
-		front_traffic(FRONT_ANSWERED);
 		grpc_health(s, msg, len);
 		return 0;
 	case RPC_ADMIN_INFO:
 	case RPC_ADMIN_LIST:
 	case RPC_ADMIN_END:
-		front_traffic(FRONT_ANSWERED);
 		front_admin_call(s, msg, len);
 		return 0;
 	case RPC_SESSION:

@@ -248,8 +248,7 @@ h2_data_chunk_cb(nghttp2_session *h2, uint8_t flags, int32_t id,
 		nghttp2_session_consume(h2, id, len);
 		return 0;
 	}
-	front_traffic(
-	    FRONT_FROM_CLIENT); /* its control frames need no answer */
+	front_traffic(FRONT_FROM_CLIENT); /* a message: it asks for an answer */
 	if (front_grpc_data(s, data, len) == -1)
 		log_debug("%s: stream %d data refused", __func__, id);
 	return 0;

@@ -43,6 +43,7 @@ SANDBOX_SRC += sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c
 SANDBOX_SRC += sandbox/sandbox_rlimit.c
 SANDBOX_SRC += $(CGROUP_JOIN_SRC) sandbox/sandbox_egress.c sandbox/sandbox_forward.c
 WORKER_SRC   = src/worker.c src/worker_py.c src/worker_output.c src/worker_venv.c \
+               src/envelope.c \
                $(SANDBOX_SRC)
 RMCTL_SRC    = src/rmctl.c src/rmctl_grpc.c src/rmctl_bench.c src/rmctl_admin.c src/envelope.c
 

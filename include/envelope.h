@@ -4,7 +4,8 @@
  * from the wire bytes, which it then relays untouched. Reading it validates
  * the whole message as protobuf-c would (wire types, lengths, UTF-8 of
  * strings, nested messages) but copies and allocates nothing, so that a
- * 1 MiB chunk crosses the front without being unpacked.
+ * 1 MiB chunk crosses the front without being unpacked. The worker reads
+ * a continuation chunk's data the same way, in place (ev_data).
  */
 #ifndef RM_ENVELOPE_H
 #define RM_ENVELOPE_H
@@ -19,6 +20,7 @@ struct envelope {
 	uint32_t ev_seq; /* of that Value */
 	int ev_more;
 	uint64_t ev_total; /* its total_size */
+	const uint8_t *ev_data; /* its data, inside the message */
 	size_t ev_data_len; /* its data's length */
 	int ev_generator; /* Result.generator */
 	uint32_t ev_n; /* Pull.n */

@@ -237,7 +237,7 @@ env_lookup(const struct env_schema *s, uint32_t num)
 /* Keep what the front checks of one scalar or bytes field. */
 static void
 env_take(struct envelope *ev, enum env_role role, const struct env_schema *s,
-    uint32_t num, uint64_t v, size_t vlen)
+    uint32_t num, uint64_t v, const uint8_t *val, size_t vlen)
 {
 	if (role == R_VALUE_TOP || role == R_VALUE_IN) {
 		ev->ev_has_value = 1;
@@ -247,9 +247,10 @@ env_take(struct envelope *ev, enum env_role role, const struct env_schema *s,
 			ev->ev_seq = (uint32_t)v;
 		else if (num == 3)
 			ev->ev_more = v != 0;
-		else if (num == 4)
+		else if (num == 4) {
+			ev->ev_data = val;
 			ev->ev_data_len = vlen;
-		else if (num == 5)
+		} else if (num == 5)
 			ev->ev_total = v;
 		return;
 	}
@@ -376,7 +377,7 @@ env_walk(const uint8_t *p, const uint8_t *end, const struct env_schema *s,
 			ev->ev_has_value = 1;
 		if (wire == 2 && env_delimited(f, val, vlen, ev, depth) == -1)
 			return -1;
-		env_take(ev, s->s_role, s, num, v, vlen);
+		env_take(ev, s->s_role, s, num, v, val, vlen);
 	}
 	return p == end ? 0 : -1;
 }

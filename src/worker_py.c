@@ -31,6 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "envelope.h"
 #include "frame.h"
 #include "log.h"
 #include "remotemedia.pb-c.h"
@@ -62,9 +63,9 @@ struct worker_py_asm {
 	int wa_open; /* Open.object, else Call.args */
 	uint32_t wa_seq; /* next chunk expected */
 	int wa_discard; /* refused: drop the chunks still to come */
-	uint8_t *wa_buf;
-	size_t wa_len;
-	size_t wa_cap;
+	PyObject *wa_obj; /* the value: bytes, or bytearray if wa_buffered */
+	size_t wa_len; /* bytes of it filled */
+	size_t wa_cap; /* its size */
 	PyObject *wa_event; /* the event as a list, its value slot None */
 	Py_ssize_t wa_slot;
 	int wa_buffered; /* chunk 0 had buffer_sizes: a bytearray, writable */
@@ -158,76 +159,139 @@ worker_py_asm_find(uint64_t id)
 	return NULL;
 }
 
+/* Let go of what a value has gathered (refused, cancelled or done). */
+static void
+worker_py_asm_drop(struct worker_py_asm *wa)
+{
+	Py_CLEAR(wa->wa_obj);
+	wa->wa_len = wa->wa_cap = 0;
+}
+
 static void
 worker_py_asm_free(struct worker_py_asm *wa)
 {
 	LIST_REMOVE(wa, wa_entry);
 	Py_XDECREF(wa->wa_event);
-	free(wa->wa_buf);
+	Py_XDECREF(wa->wa_obj);
 	free(wa);
 }
 
 /*
- * Refuse a value over the limit: for a call, answer its Error now and drop
- * its remaining chunks; for the Open, the session cannot start.
+ * Make the value's object cap bytes long, keeping what it holds. The
+ * chunks are gathered in the bytes or bytearray that user code will get,
+ * not in a buffer copied into one at the end: a 64 MiB argument is then
+ * written once, not twice, and its pages are faulted in once.
+ */
+static int
+worker_py_asm_resize(struct worker_py_asm *wa, size_t cap)
+{
+	if (cap > PY_SSIZE_T_MAX)
+		return -1;
+	if (wa->wa_obj == NULL) {
+		wa->wa_obj = wa->wa_buffered
+		    ? PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)cap)
+		    : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+		if (wa->wa_obj == NULL)
+			return -1;
+	} else if (wa->wa_buffered) {
+		if (PyByteArray_Resize(wa->wa_obj, (Py_ssize_t)cap) == -1)
+			return -1;
+	} else if (_PyBytes_Resize(&wa->wa_obj, (Py_ssize_t)cap) == -1)
+		return -1; /* it has freed the object and cleared wa_obj */
+	wa->wa_cap = cap;
+	return 0;
+}
+
+/* Where the value's bytes are. */
+static char *
+worker_py_asm_data(struct worker_py_asm *wa)
+{
+	return wa->wa_buffered ? PyByteArray_AS_STRING(wa->wa_obj)
+	                       : PyBytes_AS_STRING(wa->wa_obj);
+}
+
+/* Why a value is refused: over the limit, or (nomem) not allocatable. */
+static void
+worker_py_asm_why(const struct worker_py_asm *wa, uint64_t size, int nomem,
+    char *msg, size_t len)
+{
+	char what[64];
+
+	if (wa->wa_open)
+		snprintf(what, sizeof(what), "the object");
+	else
+		snprintf(what, sizeof(what), "the arguments of call %llu",
+		    (unsigned long long)wa->wa_id);
+	if (nomem)
+		snprintf(msg, len,
+		    "the server cannot allocate %llu bytes for %s: it is out "
+		    "of memory, or the size was announced wrong",
+		    (unsigned long long)size, what);
+	else
+		snprintf(msg, len,
+		    "%s %s larger than the server's limit of %llu bytes per "
+		    "value (max_value_bytes, at least %llu bytes arrived): %s",
+		    what, wa->wa_open ? "is" : "are",
+		    (unsigned long long)worker_py_limit(),
+		    (unsigned long long)size,
+		    wa->wa_open ? "keep large data out of the object, and load "
+		                  "or pass it in calls"
+		                : "split the data over several calls");
+}
+
+/*
+ * Refuse a value over the limit, or one whose size cannot be allocated
+ * (nomem): for a call, answer its Error now and drop its remaining
+ * chunks; for the Open, the session cannot start.
  */
 static void
-worker_py_asm_refuse(struct worker_py_asm *wa, uint64_t size)
+worker_py_asm_refuse(struct worker_py_asm *wa, uint64_t size, int nomem)
 {
+	const char *type = nomem ? "MemoryError" : "ValueError";
 	char msg[512];
 
 	wa->wa_discard = 1;
-	free(wa->wa_buf);
-	wa->wa_buf = NULL;
-	wa->wa_len = wa->wa_cap = 0;
+	worker_py_asm_drop(wa);
+	worker_py_asm_why(wa, size, nomem, msg, sizeof(msg));
 	if (wa->wa_open) {
-		snprintf(msg, sizeof(msg),
-		    "the object is larger than the "
-		    "server's limit of %llu bytes per value (max_value_bytes, "
-		    "at least %llu bytes arrived): keep large data out of the "
-		    "object, and load or pass it in calls",
-		    (unsigned long long)worker_py_limit(),
-		    (unsigned long long)size);
 		worker_send_fatal(WORKER_RESOURCE_EXHAUSTED, msg);
 		worker_exit(0);
 	}
-	snprintf(msg, sizeof(msg),
-	    "the arguments of call %llu are larger "
-	    "than the server's limit of %llu bytes per value "
-	    "(max_value_bytes, at least %llu bytes arrived): split the data "
-	    "over several calls",
-	    (unsigned long long)wa->wa_id,
-	    (unsigned long long)worker_py_limit(), (unsigned long long)size);
 	log_info("%s", msg);
-	worker_py_send_error_c(
-	    wa->wa_id, "ValueError", "builtins", "ValueError", msg);
+	worker_py_send_error_c(wa->wa_id, type, "builtins", type, msg);
 }
 
-/* Append one chunk's data; hint is the announced total size, if any. */
+/*
+ * Append one chunk's data; hint is the announced total size, if any. A
+ * size that cannot be allocated refuses the value.
+ */
 static void
 worker_py_asm_append(
     struct worker_py_asm *wa, const uint8_t *p, size_t n, uint64_t hint)
 {
-	size_t need;
+	size_t need, cap;
 
 	if (wa->wa_discard)
 		return;
 	if ((uint64_t)wa->wa_len + n > worker_py_limit()) {
-		worker_py_asm_refuse(wa, (uint64_t)wa->wa_len + n);
+		worker_py_asm_refuse(wa, (uint64_t)wa->wa_len + n, 0);
 		return;
 	}
 	need = wa->wa_len + n;
-	if (need > wa->wa_cap) {
+	if (need > wa->wa_cap || wa->wa_obj == NULL) {
 		if (hint > need && hint <= worker_py_limit() &&
 		    hint <= SIZE_MAX / 2)
-			wa->wa_cap = (size_t)hint;
+			cap = (size_t)hint;
 		else
-			wa->wa_cap = need > wa->wa_cap * 2 ? need
-			                                   : wa->wa_cap * 2;
-		wa->wa_buf = xrealloc(wa->wa_buf, wa->wa_cap);
+			cap = need > wa->wa_cap * 2 ? need : wa->wa_cap * 2;
+		if (worker_py_asm_resize(wa, cap) == -1) {
+			PyErr_Clear();
+			worker_py_asm_refuse(wa, cap, 1);
+			return;
+		}
 	}
 	if (n > 0)
-		memcpy(wa->wa_buf + wa->wa_len, p, n);
+		memcpy(worker_py_asm_data(wa) + wa->wa_len, p, n);
 	wa->wa_len += n;
 }
 
@@ -242,12 +306,16 @@ worker_py_asm_done(struct worker_py_asm *wa, PyObject *events)
 		worker_py_asm_free(wa);
 		return 0;
 	}
-	/* Out-of-band buffers become the arrays' memory: make it writable. */
-	bytes = wa->wa_buffered
-	    ? PyByteArray_FromStringAndSize(
-	          (const char *)wa->wa_buf, (Py_ssize_t)wa->wa_len)
-	    : PyBytes_FromStringAndSize(
-	          (const char *)wa->wa_buf, (Py_ssize_t)wa->wa_len);
+	/* Out-of-band buffers become the arrays' memory: a bytearray, so
+	 * that it is writable. Cut to what arrived, in case fewer bytes
+	 * came than announced. */
+	if ((wa->wa_obj == NULL || wa->wa_len != wa->wa_cap) &&
+	    worker_py_asm_resize(wa, wa->wa_len) == -1) {
+		worker_py_asm_free(wa);
+		return -1;
+	}
+	bytes = wa->wa_obj;
+	wa->wa_obj = NULL;
 	if (bytes != NULL &&
 	    PyList_SetItem(wa->wa_event, wa->wa_slot, bytes) == 0 &&
 	    (tuple = PyList_AsTuple(wa->wa_event)) != NULL) {
@@ -312,7 +380,7 @@ worker_py_value_start(uint64_t id, int is_open, PyObject *ev, Py_ssize_t slot,
 	if (v == NULL)
 		return worker_py_asm_done(wa, events);
 	if (v->total_size > worker_py_limit())
-		worker_py_asm_refuse(wa, v->total_size);
+		worker_py_asm_refuse(wa, v->total_size, 0);
 	else
 		worker_py_asm_append(
 		    wa, v->data.data, v->data.len, v->total_size);
@@ -321,19 +389,20 @@ worker_py_value_start(uint64_t id, int is_open, PyObject *ev, Py_ssize_t slot,
 
 /* A continuation chunk: it must be the next of a value in progress. */
 static int
-worker_py_value_more(const Remotemedia__V1__Value *v, PyObject *events)
+worker_py_value_more(uint64_t id, uint32_t seq, int more, const uint8_t *data,
+    size_t len, PyObject *events)
 {
 	struct worker_py_asm *wa;
 
-	wa = worker_py_asm_find(v->call_id);
-	if (wa == NULL || v->seq != wa->wa_seq) {
+	wa = worker_py_asm_find(id);
+	if (wa == NULL || seq != wa->wa_seq) {
 		log_warnx("%s: unexpected chunk %u for call %llu", __func__,
-		    v->seq, (unsigned long long)v->call_id);
+		    seq, (unsigned long long)id);
 		return -1;
 	}
 	wa->wa_seq++;
-	worker_py_asm_append(wa, v->data.data, v->data.len, 0);
-	return v->more ? 0 : worker_py_asm_done(wa, events);
+	worker_py_asm_append(wa, data, len, 0);
+	return more ? 0 : worker_py_asm_done(wa, events);
 }
 
 /* Queue an event built by Py_BuildValue; -1 if it could not be built. */
@@ -395,9 +464,7 @@ worker_py_cancel(uint64_t id, PyObject *events)
 			    "asyncio.exceptions", "CancelledError",
 			    "cancelled by the client");
 		wa->wa_discard = 1;
-		free(wa->wa_buf);
-		wa->wa_buf = NULL;
-		wa->wa_len = wa->wa_cap = 0;
+		worker_py_asm_drop(wa);
 		return 0;
 	}
 	return worker_py_queue(
@@ -421,7 +488,9 @@ worker_py_dispatch_front(
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CALL:
 		return worker_py_call(cm->call, events);
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_VALUE:
-		return worker_py_value_more(cm->value, events);
+		return worker_py_value_more(cm->value->call_id, cm->value->seq,
+		    cm->value->more, cm->value->data.data, cm->value->data.len,
+		    events);
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_PULL:
 		return worker_py_queue(events,
 		    Py_BuildValue("(sKIK)", "pull",
@@ -443,6 +512,7 @@ static int
 worker_py_frame(void *arg, uint8_t type, const uint8_t *p, size_t len)
 {
 	Remotemedia__V1__ClientMessage *cm;
+	struct envelope ev;
 	int rv;
 
 	if (type != FRAME_MSG) {
@@ -450,6 +520,15 @@ worker_py_frame(void *arg, uint8_t type, const uint8_t *p, size_t len)
 		    "%s: unexpected frame type %u after Init", __func__, type);
 		return -1;
 	}
+	/*
+	 * A continuation chunk (field 6 first: what the client writes) is
+	 * read in place, as the front reads it: protobuf-c would copy its
+	 * data out of the frame only for it to be copied again.
+	 */
+	if (wp_opened && len > 0 && p[0] == ((ENV_CLIENT_VALUE << 3) | 2) &&
+	    envelope_client(p, len, &ev) == 0 && ev.ev_case == ENV_CLIENT_VALUE)
+		return worker_py_value_more(ev.ev_call_id, ev.ev_seq,
+		    ev.ev_more, ev.ev_data, ev.ev_data_len, arg);
 	if ((cm = remotemedia__v1__client_message__unpack(NULL, len, p)) ==
 	    NULL) {
 		log_warnx("%s: cannot decode a %zu-byte ClientMessage",

@@ -485,6 +485,67 @@ def test_value_over_the_limit(front):
     assert f.call_value("size", b"x" * 1000) == 1000
 
 
+
+def _args_with_buffer(data):
+    """A call's pickled arguments (data,) with data out of band, as the
+    client sends a large bytearray: the bytes, and their buffer_sizes."""
+    buffers = []
+    pickled = pickle.dumps(((pickle.PickleBuffer(bytearray(data)),), {}),
+                           protocol=5, buffer_callback=buffers.append)
+    raws = [bytes(b.raw()) for b in buffers]
+    return pickled + b"".join(raws), [len(r) for r in raws]
+
+
+def _send_args(f, name, data, total, sizes=()):
+    """A Call whose arguments announce total bytes; data in chunks."""
+    call_id = f.next_id
+    f.next_id += 1
+    chunks = f._chunks(data)
+    f.send(call=pb.Call(call_id=call_id, name=name, args=pb.Value(
+        call_id=call_id, seq=0, data=chunks[0], more=len(chunks) > 1,
+        total_size=total, buffer_sizes=sizes)))
+    f._send_rest(call_id, chunks)
+    return call_id
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["bytes", "bytearray"])
+@pytest.mark.parametrize("announced", [0, 1, 2], ids=["unannounced", "exact", "over"])
+def test_arguments_gathered_whatever_size_was_announced(w, buffered, announced):
+    """The worker gathers chunks straight into the object user code gets:
+    it must come out whole whether the total was announced, exact or more
+    than arrived."""
+    big = os.urandom(3 * CHUNK + 77)
+    if buffered:
+        data, sizes = _args_with_buffer(big)
+    else:
+        data, sizes = cloudpickle.dumps(((big,), {}), protocol=5), []
+    total = (0, len(data), len(data) + 5 * CHUNK)[announced]
+    c = _send_args(w, "size", data, total, sizes)
+    assert w.result(c, timeout=30) == len(big)
+    c = _send_args(w, "echo", data, total, sizes)
+    assert bytes(w.result(c, timeout=30)) == big
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["bytes", "bytearray"])
+def test_announced_size_that_cannot_be_allocated(front, buffered):
+    """A total no memory can hold (under a limit set that high) answers
+    that call with MemoryError; the session goes on."""
+    f = front(max_value_bytes=1 << 62)
+    f.open(Sample())
+    call_id = f.next_id
+    f.next_id += 1
+    f.send(call=pb.Call(call_id=call_id, name="size", args=pb.Value(
+        call_id=call_id, seq=0, data=b"x" * 10, more=True, total_size=1 << 61,
+        buffer_sizes=[5] if buffered else [])))
+    e = f.error(call_id)
+    assert e.type == "MemoryError", e
+    assert "cannot allocate 2305843009213693952 bytes" in e.message, e.message
+    f.send(value=pb.Value(call_id=call_id, seq=1, data=b"y" * 10))
+    f.drain(0.3)
+    assert not f.inbox[call_id]
+    assert f.call_value("add", 1, 2) == 3
+
+
 # JSON -------------------------------------------------------------------------------
 
 

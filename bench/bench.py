@@ -470,7 +470,7 @@ async def run(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=2000, help="calls per round-trip figure")
-    ap.add_argument("--sessions", type=int, default=30, help="sessions opened")
+    ap.add_argument("--sessions", type=int, default=24, help="sessions opened")
     ap.add_argument("--big", type=int, default=3, help="64 MiB round trips")
     ap.add_argument("--cold", type=int, default=5, help="cold installs")
     ap.add_argument("--idle", type=int, default=1000, help="idle sessions held at once")

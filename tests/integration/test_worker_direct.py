@@ -8,6 +8,7 @@ Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_work
 """
 
 import asyncio
+import json
 import logging
 import os
 import pickle
@@ -524,6 +525,24 @@ def test_arguments_gathered_whatever_size_was_announced(w, buffered, announced):
     assert w.result(c, timeout=30) == len(big)
     c = _send_args(w, "echo", data, total, sizes)
     assert bytes(w.result(c, timeout=30)) == big
+
+
+def test_json_arguments_exactly_as_they_came(front):
+    """JSON reads every byte it is given (pickle stops at its STOP), so it
+    shows that arguments announced larger than they came are cut to what
+    arrived, and that a first chunk may be empty."""
+    f = front(fmt="json")
+    f.open(Sample())
+    text = "x" * (2 * CHUNK + 10)
+    data = json.dumps({"args": [text], "kwargs": {}}).encode()
+    c = _send_args(f, "size", data, len(data) + 3 * CHUNK)
+    assert f.result(c, timeout=30) == len(text)
+    call_id = f.next_id
+    f.next_id += 1
+    f.send(call=pb.Call(call_id=call_id, name="size", args=pb.Value(
+        call_id=call_id, seq=0, data=b"", more=True)))
+    f._send_rest(call_id, [b""] + f._chunks(data))
+    assert f.result(call_id, timeout=30) == len(text)
 
 
 @pytest.mark.skipif(os.environ.get("RM_SANITIZED") == "1",

@@ -497,18 +497,6 @@ def _args_with_buffer(data):
     return pickled + b"".join(raws), [len(r) for r in raws]
 
 
-def _send_args(f, name, data, total, sizes=()):
-    """A Call whose arguments announce total bytes; data in chunks."""
-    call_id = f.next_id
-    f.next_id += 1
-    chunks = f._chunks(data)
-    f.send(call=pb.Call(call_id=call_id, name=name, args=pb.Value(
-        call_id=call_id, seq=0, data=chunks[0], more=len(chunks) > 1,
-        total_size=total, buffer_sizes=sizes)))
-    f._send_rest(call_id, chunks)
-    return call_id
-
-
 @pytest.mark.parametrize("buffered", [False, True], ids=["bytes", "bytearray"])
 @pytest.mark.parametrize("announced", [0, 1, 2], ids=["unannounced", "exact", "over"])
 def test_arguments_gathered_whatever_size_was_announced(w, buffered, announced):
@@ -521,9 +509,9 @@ def test_arguments_gathered_whatever_size_was_announced(w, buffered, announced):
     else:
         data, sizes = cloudpickle.dumps(((big,), {}), protocol=5), []
     total = (0, len(data), len(data) + 5 * CHUNK)[announced]
-    c = _send_args(w, "size", data, total, sizes)
+    c = w.send_call("size", raw_args=data, total_size=total, buffer_sizes=sizes)
     assert w.result(c, timeout=30) == len(big)
-    c = _send_args(w, "echo", data, total, sizes)
+    c = w.send_call("echo", raw_args=data, total_size=total, buffer_sizes=sizes)
     assert bytes(w.result(c, timeout=30)) == big
 
 
@@ -535,7 +523,7 @@ def test_json_arguments_exactly_as_they_came(front):
     f.open(Sample())
     text = "x" * (2 * CHUNK + 10)
     data = json.dumps({"args": [text], "kwargs": {}}).encode()
-    c = _send_args(f, "size", data, len(data) + 3 * CHUNK)
+    c = f.send_call("size", raw_args=data, total_size=len(data) + 3 * CHUNK)
     assert f.result(c, timeout=30) == len(text)
     call_id = f.next_id
     f.next_id += 1

@@ -386,8 +386,9 @@ class FakeFront:
         return self.ready
 
     def send_call(self, name, *args, kind=pb.CALL_METHOD, timeout_ms=0,
-                  raw_args=None, **kwargs):
-        """Send a Call (arguments chunked); its call id."""
+                  raw_args=None, total_size=None, buffer_sizes=(), **kwargs):
+        """Send a Call (arguments chunked); its call id. total_size: the
+        total the arguments announce (default: their length)."""
         call_id = self.next_id
         self.next_id += 1
         if raw_args is not None:
@@ -405,7 +406,9 @@ class FakeFront:
             call.args.CopyFrom(pb.Value(call_id=call_id, seq=0,
                                         data=chunks[0],
                                         more=len(chunks) > 1,
-                                        total_size=len(data)))
+                                        total_size=len(data) if total_size is None
+                                        else total_size,
+                                        buffer_sizes=buffer_sizes))
         self.send(call=call)
         self._send_rest(call_id, chunks)
         return call_id

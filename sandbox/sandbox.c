@@ -260,9 +260,10 @@ sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
 	sandbox_w1_init(w2, p->sp_status[1]);
 }
 
-/* The level= of a relayed line that is one of the worker's own (info if
- * none): journald filters by it; a session can only misstate its own. */
-static const char *
+/* The level of a relayed line: its level= if it is one of the worker's own,
+ * info if none (slirp4netns's chatter). journald filters by it, and so does
+ * --log-level; a session can only misstate its own. */
+static int
 sandbox_log_level(const struct sandbox_log *sl)
 {
 	const char *p, *name;
@@ -270,19 +271,19 @@ sandbox_log_level(const struct sandbox_log *sl)
 	int level;
 
 	if (sl->sl_len < 40 || memcmp(sl->sl_line, "ts=", 3) != 0)
-		return "info";
+		return LOG_LEVEL_INFO;
 	p = memchr(sl->sl_line, ' ', 40);
 	if (p == NULL || memcmp(p, " level=", 7) != 0)
-		return "info";
+		return LOG_LEVEL_INFO;
 	p += 7;
 	for (level = LOG_LEVEL_ERROR; level <= LOG_LEVEL_DEBUG; level++) {
 		name = log_level_name(level);
 		n = strlen(name);
 		if ((size_t)(p - sl->sl_line) + n < sl->sl_len &&
 		    memcmp(p, name, n) == 0 && p[n] == ' ')
-			return name;
+			return level;
 	}
-	return "info";
+	return LOG_LEVEL_INFO;
 }
 
 /* Relay one line of the session's log (struct sandbox_log). */
@@ -291,18 +292,20 @@ sandbox_log_line(struct sandbox_log *sl)
 {
 	char ts[40], out[2 * sizeof(sl->sl_line) + 200];
 	size_t i, n;
+	int level;
 
 	for (i = 0; i < sl->sl_len; i++)
 		if ((unsigned char)sl->sl_line[i] < 0x20 ||
 		    sl->sl_line[i] == 0x7f)
 			sl->sl_line[i] = '?';
-	if (sl->sl_total < SANDBOX_LOG_MAX) {
+	level = sandbox_log_level(sl);
+	if (sl->sl_total < SANDBOX_LOG_MAX && level <= log_getlevel()) {
 		/* Whatever the session wrote is one quoted value: it cannot
 		 * pass for a line of the front's own. */
 		log_timestamp(ts, sizeof(ts));
 		n = (size_t)snprintf(out, sizeof(out),
 		    "ts=%s level=%s proc=session session=%s line=", ts,
-		    sandbox_log_level(sl), sl->sl_session);
+		    log_level_name(level), sl->sl_session);
 		n = log_quoted(out, n, sizeof(out), sl->sl_line, sl->sl_len);
 		log_write_line(out, n, sizeof(out));
 	}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 
 from remotemedia.remote import RemoteProxyClient
 from serverlib import SERVER_ARGS
@@ -103,3 +104,23 @@ def test_the_worker_log_never_reaches_the_session_stream(fresh_server):
     log = srv.log_text()
     assert "front_pool_adopt: session" in log  # the session took the spare
     assert "spoke before its Open" not in log and "ended unused" not in log
+
+
+def test_log_level_warn_holds_for_what_sessions_log(fresh_server):
+    """--log-level warn: no info line, not even the relayed lines of a
+    session (its worker's, slirp4netns's chatter on each start)."""
+    with socket.socket() as s:  # a free port: the log will not say it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = fresh_server(["--listen", f"127.0.0.1:{port}", "--log-level", "warn",
+                        "--session-pool", "1"])
+
+    async def main():
+        async with RemoteProxyClient(srv.config()) as client:
+            p = await client.create_proxy(Noisy())   # takes the spare
+            q = await client.create_proxy(Noisy())   # a worker of its own
+            return [await p.forge(), await q.forge()]
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == ["done", "done"]
+    srv.stop()
+    records = [logfmt(line) for line in srv.log_text().splitlines()]
+    assert [r for r in records if r["level"] not in ("error", "warn")] == []

@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -87,15 +88,25 @@ class Server:
         ] + SERVER_ARGS + list(extra_args or [])
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
         self.host = "127.0.0.1"
-        self.port = self._wait_port()
+        self.port = self._wait_port(args[len(args) - args[::-1].index("--listen")])
 
-    def _wait_port(self) -> int:
+    def _wait_port(self, listen: str) -> int:
+        """The port it listens on: from its log, or, where that is given
+        and the log may be too quiet to say (--log-level warn), once it
+        takes connections."""
+        fixed = int(listen.rsplit(":", 1)[1])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             text = self.log_text()
             m = re.search(r"listening on \S+:(\d+)", text)
             if m:
                 return int(m.group(1))
+            if fixed:
+                try:
+                    socket.create_connection((self.host, fixed), 0.2).close()
+                    return fixed
+                except OSError:
+                    pass
             if self.proc.poll() is not None:
                 raise RuntimeError(f"remotemediad exited: {text}")
             time.sleep(0.02)

@@ -13,15 +13,23 @@ capture, the sandbox) stays in C, behind the builtin module ``_rmworker``:
 - ``_rmworker.send_*`` answer: Ready, Result, Error, Item, End, Fatal.
 
 This module loads the object, builds its attribute map, and runs every call
-on one asyncio loop, on the main thread: sync methods one at a time in
-arrival order, async methods as interleaving tasks, generators only as far
-as their Pull credit allows. Deadlines come from ``setitimer`` and a
-SIGALRM handler that raises ``TimeoutError`` into the late call.
+on one loop, on the main thread: sync methods one at a time in arrival
+order, async methods as interleaving tasks, generators only as far as their
+Pull credit allows. Deadlines come from ``setitimer`` and a SIGALRM handler
+that raises ``TimeoutError`` into the late call.
+
+The loop is an asyncio loop from the Open if the object's pickle or source
+names asyncio, or if asyncio is imported once the object is loaded (its
+packages use it): its code finds the session's loop running, in
+``__init__`` too. Otherwise the loop is a plain one (:class:`_PlainLoop`)
+until the session's first async method or async generator, and then an
+asyncio loop for good. Importing asyncio costs a worker about 2 MiB of
+private memory and 20 ms of its start-up, and many sessions never use it.
 
 It is not importable outside the worker (``_rmworker`` exists only there).
 """
 
-import asyncio
+import collections
 import functools
 import inspect
 import json
@@ -75,6 +83,9 @@ _RUNTIME_FILE = (lambda: None).__code__.co_filename
 # of band and nothing to find in them: results take a shorter path. By the
 # types' ids: a user's metaclass may make its classes unhashable.
 _PLAIN = frozenset(map(id, (type(None), bool, int, float, complex, str)))
+
+# The asyncio module, once the session has needed it (Runtime._use_asyncio).
+asyncio = None
 
 
 def _dumps(value, buffers):
@@ -142,7 +153,8 @@ def _report(what, exc):
 
 def _type_name(t):
     """The exception type's name as a traceback prints it."""
-    if t is asyncio.CancelledError:
+    aio = sys.modules.get("asyncio")
+    if aio is not None and t is getattr(aio, "CancelledError", None):
         return "asyncio.CancelledError"
     module = getattr(t, "__module__", None)
     qualname = getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
@@ -409,9 +421,11 @@ def _hide_host_packages(keep):
 class Runtime:
     """The session: the object, its calls, and the loop they run on."""
 
-    def __init__(self, loop):
-        self.loop = loop
+    def __init__(self):
         self.info = _rmworker.init_info()
+        self.spin = (self.info.get("busy_poll_us") or 0) / 1e6
+        self.loop = _PlainLoop(_selector(self.spin))
+        self.fd = _rmworker.fileno()
         self.max_value = self.info.get("max_value_bytes") or 0
         self.obj = None
         self.fmt = FORMAT_PICKLE
@@ -421,26 +435,64 @@ class Runtime:
         self.tasks = {}         # task -> the _Call whose code it runs
         self.current = None     # the _Call whose sync code runs now
         self.armed = None       # the deadline the timer is set for
-        self.stopping = loop.create_future()
+        self.why = None         # why the session ends, once it does
+        self.stopping = None    # a future of why, once on asyncio
 
     # The loop ------------------------------------------------------------------
 
-    async def serve(self):
+    def serve(self):
         """Serve the session until Close, EOF or a Fatal; then clean up."""
         signal.signal(signal.SIGALRM, self._on_alarm)
-        fd = _rmworker.fileno()
-        self.loop.add_reader(fd, self._on_readable)
+        plain = self.loop
+        plain.add_reader(self.fd, self._on_readable)
+        self._on_readable()  # frames may already be waiting
+        if self.why is None and self.loop is plain:
+            plain.run()  # until the session ends or moves to asyncio
+        if self.loop is not plain:
+            for callback, args in plain.close():
+                self.loop.call_soon(callback, *args)
+            self.loop.run_until_complete(self._serve_async())
+            return
+        _log(LOG_DEBUG, "session ends: %s" % self.why)
+        for st in self._drop_calls():
+            if st.gen is not None:
+                self._close_gen(st)  # a sync one: async ones need asyncio
+        _flush_stdio()
+        plain.close()
+
+    async def _serve_async(self):
         try:
-            self._on_readable()  # frames may already be waiting
             why = await self.stopping
         finally:
-            self.loop.remove_reader(fd)
+            self.loop.remove_reader(self.fd)
         _log(LOG_DEBUG, "session ends: %s" % why)
         await self._shutdown()
 
+    def _use_asyncio(self):
+        """Run the session on an asyncio loop from now on (see the module's
+        docstring). The plain loop stops after the callback that runs now;
+        serve() moves what it had still to run."""
+        global asyncio
+        if self.stopping is not None:
+            return
+        import asyncio
+        loop = asyncio.SelectorEventLoop(_selector(self.spin))
+        asyncio.set_event_loop(loop)
+        self.loop.stop()
+        self.loop = loop
+        self.stopping = loop.create_future()
+        if self.why is not None:
+            self.stopping.set_result(self.why)
+        loop.add_reader(self.fd, self._on_readable)
+
     def _stop(self, why):
-        if not self.stopping.done():
+        if self.why is not None:
+            return
+        self.why = why
+        if self.stopping is not None:
             self.stopping.set_result(why)
+        else:
+            self.loop.stop()
 
     def _on_readable(self):
         try:
@@ -448,10 +500,22 @@ class Runtime:
         except Exception as exc:
             _log(LOG_WARN, "pump failed: %r" % (exc,))
             events = [("eof",)]
-        for ev in events:
-            if self.stopping.done():
+        self._run_events(events)
+
+    def _run_events(self, events):
+        loop = self.loop
+        for i, ev in enumerate(events):
+            if self.why is not None:
+                return
+            if ev[0] == "open" and _names_asyncio(ev):
+                self._use_asyncio()
+            if self.loop is not loop:
+                # User code runs where the session's loop is running.
+                self.loop.call_soon(self._run_events, events[i:])
                 return
             self._dispatch(ev)
+            if ev[0] == "open" and "asyncio" in sys.modules:
+                self._use_asyncio()  # the object's packages imported it
 
     def _dispatch(self, ev):
         """Run one event; a failure here never stops the loop."""
@@ -609,10 +673,13 @@ class Runtime:
         if inspect.isgenerator(value) or inspect.isasyncgen(value):
             st.gen = value
             st.is_async = inspect.isasyncgen(value)
+            if st.is_async:
+                self._use_asyncio()
             st.deadline = None
             self._rearm()
             self._send(_rmworker.send_result, st.id, None, True)
         elif inspect.isawaitable(value):
+            self._use_asyncio()
             self._start_task(st, self._await_call(st, value))
         else:
             self._reply(st, value)
@@ -878,15 +945,22 @@ class Runtime:
 
     # The end ---------------------------------------------------------------------
 
-    async def _shutdown(self):
-        """Close or EOF: cancel tasks, close generators, flush output."""
+    def _drop_calls(self):
+        """Close or EOF: stop the timer; the calls that were running, each
+        marked answered (the client is gone)."""
         self.armed = None
         signal.setitimer(signal.ITIMER_REAL, 0)
         pending = list(self.calls.values())
         for st in pending:
-            st.done = True  # the client is gone: no more answers
+            st.done = True
             st.deadline = None
         self.calls.clear()
+        return pending
+
+    async def _shutdown(self):
+        """Close or EOF on asyncio: cancel tasks, close generators, flush
+        output."""
+        pending = self._drop_calls()
         me = _current_task()
         tasks = [t for t in asyncio.all_tasks(self.loop) if t is not me]
         for t in tasks:
@@ -906,10 +980,18 @@ class Runtime:
         _flush_stdio()
 
 
+def _names_asyncio(ev):
+    """Whether an open event's pickle or source names asyncio: cloudpickle
+    writes the name of every module that the object's code uses."""
+    obj, source = ev[2], ev[5]
+    return bool(obj and b"asyncio" in obj or source and "asyncio" in source)
+
+
 def _current_task():
+    aio = sys.modules.get("asyncio")
     try:
-        return asyncio.current_task()
-    except RuntimeError:
+        return aio.current_task() if aio is not None else None
+    except (AttributeError, RuntimeError):
         return None
 
 
@@ -1013,20 +1095,83 @@ class _BusySelector(selectors.EpollSelector):
         return ready
 
 
+def _selector(spin):
+    return _BusySelector(spin) if spin else selectors.DefaultSelector()
+
+
+class _PlainLoop:
+    """The session's loop while it needs no asyncio: callbacks to run soon,
+    one per readable file descriptor, and a wake-up pipe for the callbacks
+    that the SIGALRM handler adds while the loop sleeps. Its turns are an
+    asyncio loop's: the callbacks queued before it looks for I/O run first,
+    then those of the I/O, then the turn ends."""
+
+    def __init__(self, selector):
+        self._selector = selector
+        self._ready = collections.deque()
+        self._stopped = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+
+    def add_reader(self, fd, callback):
+        self._selector.register(fd, selectors.EVENT_READ, callback)
+
+    def call_soon(self, callback, *args):
+        self._ready.append((callback, args))
+
+    def call_soon_threadsafe(self, callback, *args):
+        self._ready.append((callback, args))
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass  # the pipe is full: the loop will wake
+
+    def _drain(self):
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except OSError:
+            pass  # empty
+
+    def stop(self):
+        """Return from run() once the callback running now returns."""
+        self._stopped = True
+
+    def run(self):
+        ready = self._ready
+        while not self._stopped:
+            for key, _ in self._selector.select(0 if ready else None):
+                if key.fd == self._wake_r:
+                    self._drain()  # now: its descriptor dies with the loop
+                else:
+                    ready.append((key.data, ()))
+            for _ in range(len(ready)):
+                if self._stopped:
+                    break
+                callback, args = ready.popleft()
+                try:
+                    callback(*args)
+                except Exception as exc:
+                    _log(LOG_WARN, "a callback of the loop failed: %s"
+                         % "".join(traceback.format_exception(exc)))
+
+    def close(self):
+        """Free the loop; the callbacks it had still to run."""
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        leftover, self._ready = list(self._ready), collections.deque()
+        return leftover
+
+
 def main():
     """Serve the session; return the worker's exit status."""
     _setup_stdio()
     _preload()
     os.register_at_fork(after_in_child=_forget_front)
-    spin = (_rmworker.init_info().get("busy_poll_us") or 0) / 1e6
-    if spin:
-        loop = asyncio.SelectorEventLoop(_BusySelector(spin))
-    else:
-        loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    runtime = Runtime(loop)
+    runtime = Runtime()
     try:
-        loop.run_until_complete(runtime.serve())
+        runtime.serve()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     _run_exit_hooks()

@@ -602,3 +602,140 @@ def test_proxy_has_no_public_helpers(server):
             with pytest.raises(AttributeError):
                 await v.close()
     run(main())
+
+
+# --- the loop: plain until the session needs asyncio --------------------------------
+
+class Plain:
+    """Code whose pickle never names the event loop's module (it builds the
+    name at run time: a pickle that holds it opens on that loop): its session
+    runs on the worker's plain loop until it calls an async method or async
+    generator. Markers go to the session's directory."""
+
+    def __init__(self, marker_dir="."):
+        self.marker_dir = marker_dir
+
+    def loop_module_loaded(self):
+        return "".join(("async", "io")) in sys.modules
+
+    def echo(self, x):
+        return x
+
+    def sleep(self, s):
+        time.sleep(s)
+        return "done"
+
+    def busy(self, s):
+        end = time.monotonic() + s
+        while time.monotonic() < end:
+            pass
+
+    def forever(self, tag):
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            with open(os.path.join(self.marker_dir, tag), "w") as f:
+                f.write("closed")
+
+    def has(self, tag):
+        return os.path.exists(os.path.join(self.marker_dir, tag))
+
+    def loop_running(self):
+        aio = __import__("".join(("async", "io")))
+        try:
+            aio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def run_coroutine(self):
+        aio = __import__("".join(("async", "io")))
+
+        async def five():
+            return 5
+        return aio.run(five())
+
+    async def twice(self, x):
+        return 2 * x
+
+    async def acount(self, n):
+        for i in range(n):
+            yield i
+
+
+class NamesAsyncio:
+    """Code that names asyncio: the session opens on its loop."""
+
+    def __init__(self):
+        self.opened_on = None
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.opened_on = asyncio.get_running_loop()
+
+    def loop_running(self):
+        return asyncio.get_running_loop() is self.opened_on
+
+
+def test_a_session_that_needs_no_asyncio_never_imports_it(server):
+    async def main():
+        async with RemoteProxyClient(server.config(timeout=1.0)) as client:
+            p = await client.create_proxy(Plain())
+            assert await p.loop_module_loaded() is False
+            assert await asyncio.gather(*(p.echo(i) for i in range(50))) == list(range(50))
+            for method in ("sleep", "busy"):
+                with pytest.raises(TimeoutError):
+                    await getattr(p, method)(30)
+            async for x in p.forever("brk"):
+                if x == 2:
+                    break
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not await p.has("brk"):
+                await asyncio.sleep(0.02)
+            assert await p.has("brk")
+            assert await p.loop_module_loaded() is False
+    run(main())
+
+
+def test_a_session_moves_to_asyncio_when_it_needs_it(server):
+    async def main():
+        async with RemoteProxyClient(server.config(timeout=1.0)) as client:
+            # A call that imports asyncio (by a name built at run time)
+            # runs no loop, nor do the next; the first async method starts
+            # one, for good.
+            p = await client.create_proxy(Plain())
+            assert await p.loop_running() is False
+            assert await p.run_coroutine() == 5
+            assert await p.loop_running() is False
+            assert await p.twice(4) == 8
+            assert await p.loop_running() is True
+            with pytest.raises(RemoteExecutionError):
+                await p.run_coroutine()  # asyncio.run() in a running loop
+            with pytest.raises(TimeoutError):
+                await p.sleep(30)
+
+            # An async method, then an async generator: state carries over.
+            q = await client.create_proxy(Plain())
+            it = (await q.forever("moved")).__aiter__()
+            assert await it.__anext__() == 0
+            assert await q.loop_module_loaded() is False
+            assert await q.twice(21) == 42
+            assert [await it.__anext__() for _ in range(3)] == [1, 2, 3]
+            await it.aclose()
+            assert await q.loop_running() is True
+            assert [x async for x in q.acount(3)] == [0, 1, 2]
+            with pytest.raises(TimeoutError):
+                await q.busy(30)
+            assert await asyncio.gather(*(q.echo(i) for i in range(20))) == list(range(20))
+
+            r = await client.create_proxy(Plain())
+            assert [x async for x in r.acount(2)] == [0, 1]
+            assert await r.loop_running() is True
+
+            # Code that names asyncio finds the session's loop running at once.
+            n = await client.create_proxy(NamesAsyncio())
+            assert await n.loop_running() is True
+    run(main())

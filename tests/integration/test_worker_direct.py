@@ -590,6 +590,113 @@ def test_json_source_object(front):
     assert 'raise RuntimeError("from source")' in e.traceback
 
 
+# The loop: plain until the session needs the event loop -------------------------------
+
+
+class _Yield:
+    """An awaitable that gives the loop one turn, without naming its module."""
+
+    def __await__(self):
+        yield
+
+
+class PlainSample:
+    """Code whose pickle never names the event loop's module (the name is
+    built at run time): the worker runs it on its plain loop, until grab()."""
+
+    def loop_module_loaded(self):
+        return "".join(("async", "io")) in sys.modules
+
+    sleep = Sample.sleep
+    spin = Sample.spin
+    slow_gen = Sample.slow_gen
+    marker_gen = Sample.marker_gen
+
+    def ticks(self):
+        while True:
+            time.sleep(0.001)
+            yield 0
+
+    async def grab(self):
+        """Open a file a few times across turns of the loop: each copy must
+        read what the file holds."""
+        with open("data.txt", "w") as f:
+            f.write("x" * 1000)
+        fds = [os.open("data.txt", os.O_RDONLY) for _ in range(4)]
+        await _Yield()
+        await _Yield()
+        try:
+            return [len(os.read(fd, 4096)) for fd in fds]
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+ASYNCIO_SOURCE = '''
+import asyncio
+
+class OnTheLoop:
+    def __init__(self):
+        self.loop = asyncio.get_running_loop()
+
+    def same_loop(self):
+        return asyncio.get_running_loop() is self.loop
+'''
+
+
+def test_plain_loop_deadlines_generators_and_end(front):
+    f = front()
+    f.open(PlainSample())
+    assert f.call_value("loop_module_loaded") is False
+    for method, args in (("sleep", (100,)), ("spin", ())):
+        e = f.error(f.send_call(method, *args, timeout_ms=300), timeout=10)
+        assert e.timeout and e.type == "TimeoutError", e
+    g = f.start_generator("slow_gen")
+    f.pull(g, 2, timeout_ms=300)
+    first, err = f.items(g, 2)
+    assert first == "fast"
+    assert err.kind == "error" and err.msg.timeout
+    assert f.call_value("sleep", 0.1, timeout_ms=5000) == "slept"
+    g = f.start_generator("marker_gen")
+    f.pull(g, 1)
+    assert f.items(g, 1) == ["tick"]
+    assert f.call_value("loop_module_loaded") is False
+    f.sock.close()
+    f.sock = None
+    assert f.wait_exit() == 0
+    assert (f.session_dir / "finally.marker").read_text() == "closed\n"
+
+
+def test_the_move_to_the_event_loop_leaves_no_stale_descriptor(front):
+    """A deadline that passed while another call ran woke the plain loop
+    through its pipe; the pipe closes as the session moves to asyncio, and
+    the descriptor number may be reused at once by user code."""
+    for i in range(3):
+        f = front("s%d" % i)
+        f.open(PlainSample())
+        g = f.start_generator("ticks")
+        f.pull(g, 100000, timeout_ms=60)
+        f.send_call("sleep", 0.4)
+        time.sleep(0.02)
+        assert f.result(f.send_call("grab"), timeout=10) == [1000] * 4
+        f.stop()
+
+
+def test_close_as_the_session_moves_to_the_event_loop(front):
+    f = front()
+    f.open(PlainSample())
+    f.send_call("grab")
+    f.close()  # most likely read in the same batch as the call
+    assert f.wait_exit() == 0
+
+
+def test_source_naming_asyncio_is_built_on_its_loop(front):
+    f = front(fmt="json")
+    f.open(source=ASYNCIO_SOURCE, class_name="OnTheLoop",
+           init_args={"args": [], "kwargs": {}})
+    assert f.call_value("same_loop") is True
+
+
 # Deadlines ------------------------------------------------------------------------------
 
 

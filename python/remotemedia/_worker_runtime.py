@@ -18,12 +18,13 @@ order, async methods as interleaving tasks, generators only as far as their
 Pull credit allows. Deadlines come from ``setitimer`` and a SIGALRM handler
 that raises ``TimeoutError`` into the late call.
 
-The loop is an asyncio loop from the Open if the object's pickle or source
-names asyncio, or if asyncio is imported once the object is loaded (its
-packages use it): its code finds the session's loop running, in
-``__init__`` too. Otherwise the loop is a plain one (:class:`_PlainLoop`)
-until the session's first async method or async generator, and then an
-asyncio loop for good. Importing asyncio costs a worker about 2 MiB of
+The loop is an asyncio loop from the Open on if the object's pickle or
+source holds the word asyncio (as code that uses it does): its
+``__init__`` or ``__setstate__`` and its methods find the loop running.
+If its packages imported asyncio by the time it is loaded, the loop runs
+from the first call on. Otherwise the loop is a plain one
+(:class:`_PlainLoop`) until the session's first async method or async
+generator, and then an asyncio loop for good. Importing asyncio costs a worker about 2 MiB of
 private memory and 20 ms of its start-up, and many sessions never use it.
 
 It is not importable outside the worker (``_rmworker`` exists only there).
@@ -508,14 +509,23 @@ class Runtime:
             if self.why is not None:
                 return
             if ev[0] == "open" and _names_asyncio(ev):
-                self._use_asyncio()
+                self._open_on_asyncio()
+                if self.why is not None:
+                    return
             if self.loop is not loop:
                 # User code runs where the session's loop is running.
                 self.loop.call_soon(self._run_events, events[i:])
                 return
             self._dispatch(ev)
             if ev[0] == "open" and "asyncio" in sys.modules:
-                self._use_asyncio()  # the object's packages imported it
+                self._open_on_asyncio()  # the object's packages imported it
+
+    def _open_on_asyncio(self):
+        try:
+            self._use_asyncio()
+        except BaseException as exc:
+            self._fatal(INTERNAL, "the worker could not start its asyncio "
+                        "loop: %s" % _safe_str(exc))
 
     def _dispatch(self, ev):
         """Run one event; a failure here never stops the loop."""
@@ -685,6 +695,12 @@ class Runtime:
             self._reply(st, value)
 
     def _start_task(self, st, coro):
+        if not self.loop.is_running():
+            # The session moves to asyncio in this turn: the task starts
+            # after the rest of the turn's events, as on a running loop
+            # (a Cancel among them finds it not started).
+            self.loop.call_soon(self._start_task, st, coro)
+            return
         task = self.loop.create_task(coro)
         st.task = task
         self.tasks[task] = st
@@ -981,10 +997,14 @@ class Runtime:
 
 
 def _names_asyncio(ev):
-    """Whether an open event's pickle or source names asyncio: cloudpickle
-    writes the name of every module that the object's code uses."""
-    obj, source = ev[2], ev[5]
-    return bool(obj and b"asyncio" in obj or source and "asyncio" in source)
+    """Whether an open event's pickle (not its out-of-band buffers) or source
+    holds the word asyncio: cloudpickle writes the name of every module that
+    the object's code uses."""
+    obj, source, sizes = ev[2], ev[5], ev[8]
+    end = max(0, len(obj or b"") - sum(sizes or ()))
+    if obj and obj.find(b"asyncio", 0, end) >= 0:
+        return True
+    return bool(source and "asyncio" in source)
 
 
 def _current_task():

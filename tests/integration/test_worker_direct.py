@@ -617,6 +617,11 @@ class PlainSample:
             time.sleep(0.001)
             yield 0
 
+    async def started(self):
+        with open("started.marker", "w") as f:
+            f.write("started\n")
+        await _Yield()
+
     async def grab(self):
         """Open a file a few times across turns of the loop: each copy must
         read what the file holds."""
@@ -688,6 +693,22 @@ def test_close_as_the_session_moves_to_the_event_loop(front):
     f.send_call("grab")
     f.close()  # most likely read in the same batch as the call
     assert f.wait_exit() == 0
+
+
+def test_a_cancel_with_the_first_async_call_finds_it_not_started(front):
+    """Call and Cancel read in one turn, the call being the session's first
+    async one: the task starts after the turn, as on a running loop, and the
+    Cancel stops it before its code runs."""
+    f = front()
+    f.open(PlainSample())
+    f.send_call("sleep", 0.3)  # both frames wait until it returns
+    c = f.send_call("started")
+    f.cancel(c)
+    e = f.error(c)
+    assert e.type == "asyncio.CancelledError"
+    assert not (f.session_dir / "started.marker").exists()
+    assert f.result(f.send_call("started")) is None
+    assert (f.session_dir / "started.marker").exists()
 
 
 def test_source_naming_asyncio_is_built_on_its_loop(front):

@@ -24,8 +24,9 @@ source holds the word asyncio (as code that uses it does): its
 If its packages imported asyncio by the time it is loaded, the loop runs
 from the first call on. Otherwise the loop is a plain one
 (:class:`_PlainLoop`) until the session's first async method or async
-generator, and then an asyncio loop for good. Importing asyncio costs a worker about 2 MiB of
-private memory and 20 ms of its start-up, and many sessions never use it.
+generator, and then an asyncio loop for good. Importing asyncio costs a
+worker about 2 MiB of private memory and 20 ms of its start-up, and many
+sessions never use it.
 
 It is not importable outside the worker (``_rmworker`` exists only there).
 """
@@ -1008,10 +1009,11 @@ def _names_asyncio(ev):
 
 
 def _current_task():
-    aio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None  # no task runs before the session moves to asyncio
     try:
-        return aio.current_task() if aio is not None else None
-    except (AttributeError, RuntimeError):
+        return asyncio.current_task()
+    except RuntimeError:
         return None
 
 

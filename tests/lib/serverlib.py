@@ -88,7 +88,8 @@ class Server:
         ] + SERVER_ARGS + list(extra_args or [])
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
         self.host = "127.0.0.1"
-        self.port = self._wait_port(args[len(args) - args[::-1].index("--listen")])
+        last = len(args) - 1 - args[::-1].index("--listen")
+        self.port = self._wait_port(args[last + 1])
 
     def _wait_port(self, listen: str) -> int:
         """The port it listens on: from its log, or, where that is given

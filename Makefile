@@ -52,6 +52,10 @@ objs         = $(patsubst %.c,$(OBJ)/%.o,$(1))
 
 PROGS        = $(BUILD)/remotemediad $(BUILD)/remotemedia-worker $(BUILD)/rmctl
 
+# A recipe that fails leaves no half-written target behind (a header of
+# embed-source cut short by a syntax error, say) for the next make to trust.
+.DELETE_ON_ERROR:
+
 all: $(PROGS) pyproto
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
@@ -60,11 +64,13 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 
 $(GEN)/worker_runtime.h: python/remotemedia/_worker_runtime.py scripts/embed-source
 	@mkdir -p $(GEN)
-	$(PYTHON) scripts/embed-source $< worker_runtime_source > $@
+	$(PYTHON) scripts/embed-source $< worker_runtime_source \
+	    '<remotemedia/_worker_runtime.py>' > $@
 
 $(GEN)/worker_oob.h: python/remotemedia/_oob.py scripts/embed-source
 	@mkdir -p $(GEN)
-	$(PYTHON) scripts/embed-source $< worker_oob_source > $@
+	$(PYTHON) scripts/embed-source $< worker_oob_source \
+	    '<remotemedia/_oob.py>' > $@
 
 $(OBJ)/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)

@@ -7,8 +7,9 @@
  * values and write them with the GIL released, so that a slow client
  * blocks only the write, not the output thread.
  *
- * The runtime (python/remotemedia/_worker_runtime.py, compiled into the
- * binary as worker_runtime_source) holds the object semantics.
+ * The runtime (python/remotemedia/_worker_runtime.py, in the binary as
+ * worker_runtime_source, both its text and its code compiled at build
+ * time) holds the object semantics.
  *
  * Events, as the runtime receives them:
  *   ("open", format, object, python_version, cloudpickle_version, source,
@@ -21,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <marshal.h>
 
 #include <sys/queue.h>
 
@@ -42,9 +44,7 @@
 
 #define WORKER_PY_MODULE "_rmworker"
 #define WORKER_PY_RUNTIME "_remotemedia_runtime"
-#define WORKER_PY_RUNTIME_FILE "<remotemedia/_worker_runtime.py>"
 #define WORKER_PY_OOB "_remotemedia_oob"
-#define WORKER_PY_OOB_FILE "<remotemedia/_oob.py>"
 #define WORKER_PY_EXECUTABLE L"/usr/bin/python3"
 
 /* One pump reads at most this much, then lets the loop run. */
@@ -1184,17 +1184,81 @@ worker_py_sys_path(void)
 	Py_DECREF(entries);
 }
 
-/* Compile an embedded module and import it under name. */
+/* A module compiled into the binary by scripts/embed-source. */
+struct worker_py_embedded {
+	const char *we_name; /* imported as */
+	const char *we_file; /* its code's file name */
+	const char *we_source;
+	const unsigned char *we_code; /* compiled at build time, marshalled */
+	size_t we_code_len;
+	long we_magic; /* the bytecode magic number of we_code */
+};
+
+static const struct worker_py_embedded worker_py_oob = {
+    WORKER_PY_OOB,
+    worker_oob_source_file,
+    worker_oob_source,
+    worker_oob_source_code,
+    sizeof(worker_oob_source_code),
+    worker_oob_source_magic,
+};
+
+static const struct worker_py_embedded worker_py_runtime = {
+    WORKER_PY_RUNTIME,
+    worker_runtime_source_file,
+    worker_runtime_source,
+    worker_runtime_source_code,
+    sizeof(worker_runtime_source_code),
+    worker_runtime_source_magic,
+};
+
+/*
+ * The code of an embedded module: the one compiled at build time if this
+ * interpreter reads its bytecode, or else its source compiled now (which
+ * costs the worker's start about 10 ms, and 1 MiB of memory that the
+ * compiler's garbage leaves in use).
+ */
 static PyObject *
-worker_py_import_source(const char *source, const char *name, const char *file)
+worker_py_embedded_code(const struct worker_py_embedded *we)
+{
+	PyObject *code;
+	char *why;
+
+	if (we->we_magic == PyImport_GetMagicNumber()) {
+		code = PyMarshal_ReadObjectFromString(
+		    (const char *)we->we_code, (Py_ssize_t)we->we_code_len);
+		if (code != NULL && PyCode_Check(code)) {
+			log_debug("%s: %s: compiled at build time", __func__,
+			    we->we_name);
+			return code;
+		}
+		why = code != NULL ? xstrdup("not a code object")
+		                   : worker_py_exc_text();
+		log_warnx("%s: the compiled %s does not load (%s): compiling "
+		          "its source",
+		    __func__, we->we_name, why);
+		free(why);
+		Py_XDECREF(code);
+	} else
+		log_debug("%s: %s was compiled for bytecode %ld, this Python "
+		          "has %ld: compiling its source",
+		    __func__, we->we_name, we->we_magic,
+		    PyImport_GetMagicNumber());
+	if ((code = Py_CompileString(
+	         we->we_source, we->we_file, Py_file_input)) == NULL)
+		worker_py_failed(
+		    "cannot compile the runtime", worker_py_exc_text());
+	return code;
+}
+
+/* Import an embedded module under its name. */
+static PyObject *
+worker_py_import_embedded(const struct worker_py_embedded *we)
 {
 	PyObject *code, *mod;
 
-	code = Py_CompileString(source, file, Py_file_input);
-	if (code == NULL)
-		worker_py_failed(
-		    "cannot compile the runtime", worker_py_exc_text());
-	mod = PyImport_ExecCodeModuleEx(name, code, file);
+	code = worker_py_embedded_code(we);
+	mod = PyImport_ExecCodeModuleEx(we->we_name, code, we->we_file);
 	Py_DECREF(code);
 	if (mod == NULL)
 		worker_py_failed(
@@ -1209,10 +1273,8 @@ worker_py_import_source(const char *source, const char *name, const char *file)
 static PyObject *
 worker_py_load_runtime(void)
 {
-	Py_DECREF(worker_py_import_source(
-	    worker_oob_source, WORKER_PY_OOB, WORKER_PY_OOB_FILE));
-	return worker_py_import_source(
-	    worker_runtime_source, WORKER_PY_RUNTIME, WORKER_PY_RUNTIME_FILE);
+	Py_DECREF(worker_py_import_embedded(&worker_py_oob));
+	return worker_py_import_embedded(&worker_py_runtime);
 }
 
 /*

@@ -238,6 +238,62 @@ def w(front):
 # Open and Ready ------------------------------------------------------------------
 
 
+# The runtime: compiled at build time, or from its source on another Python.
+OTHER_BYTECODE_PYTHON = """#!/bin/sh
+# The build's Python, except that embed-source's output claims a bytecode
+# magic number that no CPython has.
+case "$1" in
+*embed-source)
+	/usr/bin/python3 "$@" > "$0.out" || exit 1
+	sed 's/_magic = [0-9-]*L;/_magic = 1L;/' "$0.out" ;;
+*) exec /usr/bin/python3 "$@" ;;
+esac
+"""
+
+
+@pytest.fixture(scope="module")
+def other_bytecode_worker(tmp_path_factory):
+    """A build of the worker whose embedded runtime was compiled for another
+    bytecode, as when the host's Python differs from the one that built it."""
+    d = tmp_path_factory.mktemp("other-bytecode")
+    python = d / "python"
+    python.write_text(OTHER_BYTECODE_PYTHON)
+    python.chmod(0o755)
+    build = d / "build"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CFLAGS", "LDFLAGS")}
+    subprocess.run(["make", "-s", "-C", str(workerlib.ROOT), f"BUILD={build}",
+                    f"PYTHON={python}", f"{build}/remotemedia-worker"],
+                   env=env, check=True, capture_output=True, timeout=600)
+    return build / "remotemedia-worker"
+
+
+def test_the_runtime_comes_compiled_at_build_time(front):
+    f = front()
+    f.open(Sample())
+    assert f.call_value("add", 1, 2) == 3
+    log = f.worker_log()
+    for module in ("_remotemedia_oob", "_remotemedia_runtime"):
+        assert f"{module}: compiled at build time" in log, log
+    assert "compiling its source" not in log, log
+
+
+def test_a_runtime_built_for_another_bytecode_is_compiled_from_source(
+        front, other_bytecode_worker, monkeypatch):
+    monkeypatch.setattr(workerlib, "WORKER", other_bytecode_worker)
+    f = front()
+    ready = f.open(Sample())
+    assert dict(ready.attributes)["async_add"] == pb.ATTR_ASYNC_METHOD
+    assert f.call_value("add", 1, 2) == 3
+    assert f.call_value("async_add", 2, 3) == 5
+    e = f.error(f.send_call("fail"))
+    assert e.message == "bad value 7" and "_worker_runtime" not in e.traceback
+    log = f.worker_log()
+    for module in ("_remotemedia_oob", "_remotemedia_runtime"):
+        assert f"{module} was compiled for bytecode 1, this Python has" in log, log
+    assert "compiled at build time" not in log, log
+
+
 def test_ready_attribute_map(front):
     f = front()
     ready = f.open(Sample())

@@ -32,8 +32,8 @@ It is not importable outside the worker (``_rmworker`` exists only there).
 """
 
 import collections
+import collections.abc
 import functools
-import inspect
 import json
 import linecache
 import logging
@@ -220,25 +220,127 @@ def _error_fields(exc, pickler):
 # The attribute map ------------------------------------------------------------
 
 
+# Code flags (CPython's CO_*, as the inspect module names them).
+_CO_GENERATOR = 0x20
+_CO_COROUTINE = 0x80
+_CO_ASYNC_GENERATOR = 0x200
+
+# A class's own namespace, and its MRO, read past any metaclass.
+_class_dict = type.__dict__["__dict__"].__get__
+_class_mro = type.__dict__["__mro__"].__get__
+_MISSING = object()
+
+
+def _code_flags(value):
+    """co_flags of the function behind value (a method, a partial, a
+    compiled function with __code__), or 0; with CO_COROUTINE for a
+    function that inspect.markcoroutinefunction marked (Python 3.12)."""
+    while isinstance(value, types.MethodType):
+        value = value.__func__
+    while isinstance(value, functools.partial):
+        value = value.func
+    if getattr(value, "_is_coroutine_marker", None) is not None:
+        import inspect
+        if inspect.iscoroutinefunction(value):
+            return _CO_COROUTINE
+    if isinstance(value, types.FunctionType):
+        return value.__code__.co_flags
+    if not callable(value) or isinstance(value, type):
+        return 0
+    # What passes for a function (Cython's, say): the attributes of one.
+    code = getattr(value, "__code__", None)
+    defaults = getattr(value, "__defaults__", _MISSING)
+    kwdefaults = getattr(value, "__kwdefaults__", _MISSING)
+    annotations = getattr(value, "__annotations__", None)
+    if (isinstance(code, types.CodeType)
+            and isinstance(getattr(value, "__name__", None), str)
+            and (defaults is None or isinstance(defaults, tuple))
+            and (kwdefaults is None or isinstance(kwdefaults, dict))
+            and (annotations is None or isinstance(annotations, dict))):
+        return code.co_flags
+    return 0
+
+
+def _defines(cls, name):
+    """Whether a class on cls's MRO has name in its own namespace."""
+    return any(name in _class_dict(c) for c in _class_mro(cls))
+
+
+def _is_data_descriptor(value):
+    """As inspect.isdatadescriptor, but reading the type's namespaces where
+    it calls hasattr (which would also find a metaclass's attributes)."""
+    if isinstance(value, (type, types.MethodType, types.FunctionType)):
+        return False
+    return _defines(type(value), "__set__") or \
+        _defines(type(value), "__delete__")
+
+
 def _attr_kind(value):
-    """The AttrKind of a value found by inspect.getattr_static."""
+    """The AttrKind of a value found as inspect.getattr_static finds it."""
     if isinstance(value, (staticmethod, classmethod)):
         value = value.__func__
     if isinstance(value, (property, functools.cached_property)):
         return ATTR_PROPERTY
-    if inspect.ismemberdescriptor(value):
+    if isinstance(value, types.MemberDescriptorType):
         return ATTR_ATTRIBUTE  # a __slots__ entry
-    if inspect.isdatadescriptor(value):
+    if _is_data_descriptor(value):
         return ATTR_PROPERTY
-    if inspect.isasyncgenfunction(value):
+    flags = _code_flags(value)
+    if flags & _CO_ASYNC_GENERATOR:
         return ATTR_ASYNC_GENERATOR
-    if inspect.iscoroutinefunction(value):
+    if flags & _CO_COROUTINE:
         return ATTR_ASYNC_METHOD
-    if inspect.isgeneratorfunction(value):
+    if flags & _CO_GENERATOR:
         return ATTR_GENERATOR
     if callable(value):
         return ATTR_METHOD
     return ATTR_ATTRIBUTE
+
+
+def _own_dict_slot(cls):
+    """Whether every class on cls's MRO that names __dict__ has the one that
+    type gives it: then obj.__dict__ is the instance's namespace."""
+    for c in _class_mro(cls):
+        d = _class_dict(c).get("__dict__", _MISSING)
+        if d is not _MISSING and not (
+                type(d) is types.GetSetDescriptorType
+                and d.__objclass__ is c and d.__name__ == "__dict__"):
+            return False
+    return True
+
+
+def _static_getter(obj):
+    """A function of a name that finds what obj's attribute of that name is
+    without running code of obj's (no getter, no __getattr__): what the
+    class's namespaces and the instance's hold, a data descriptor of the
+    class first. For an instance of a class whose classes and metaclasses
+    keep __dict__ as type made it; otherwise inspect.getattr_static, which
+    costs the worker 640 KiB to import."""
+    cls = type(obj)
+    if issubclass(cls, type) or not (_own_dict_slot(cls)
+                                     and _own_dict_slot(type(cls))):
+        import inspect
+        return functools.partial(inspect.getattr_static, obj)
+    try:
+        own = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        own = {}  # __slots__ without __dict__
+    namespaces = [_class_dict(c) for c in _class_mro(cls)]
+
+    def get(name):
+        found = next((ns[name] for ns in namespaces if name in ns), _MISSING)
+        mine = dict.get(own, name, _MISSING)
+        if mine is not _MISSING and found is not _MISSING and \
+                _defines(type(found), "__get__") and \
+                (_defines(type(found), "__set__") or
+                 _defines(type(found), "__delete__")):
+            return found  # a data descriptor wins over the instance
+        if mine is not _MISSING:
+            return mine
+        if found is not _MISSING:
+            return found
+        raise AttributeError(name)
+    return get
 
 
 def attribute_map(obj):
@@ -249,11 +351,17 @@ def attribute_map(obj):
         _log(LOG_WARN, "dir() of the object failed: %r" % (exc,))
         names = []
     kinds = {}
+    try:
+        get = _static_getter(obj)
+    except Exception as exc:
+        _log(LOG_WARN, "the attribute map falls back to inspect: %r" % (exc,))
+        import inspect
+        get = functools.partial(inspect.getattr_static, obj)
     for name in names:
         if not isinstance(name, str) or name.startswith("_"):
             continue
         try:
-            value = inspect.getattr_static(obj, name)
+            value = get(name)
         except AttributeError:
             continue  # resolved dynamically: the client forwards it anyway
         try:
@@ -681,15 +789,15 @@ class Runtime:
 
     def _handle_value(self, st, value):
         """Answer with what the call returned: a value, a task, a stream."""
-        if inspect.isgenerator(value) or inspect.isasyncgen(value):
+        if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
             st.gen = value
-            st.is_async = inspect.isasyncgen(value)
+            st.is_async = isinstance(value, types.AsyncGeneratorType)
             if st.is_async:
                 self._use_asyncio()
             st.deadline = None
             self._rearm()
             self._send(_rmworker.send_result, st.id, None, True)
-        elif inspect.isawaitable(value):
+        elif isinstance(value, collections.abc.Awaitable):
             self._use_asyncio()
             self._start_task(st, self._await_call(st, value))
         else:

@@ -618,6 +618,9 @@ class Plain:
     def loop_module_loaded(self):
         return "".join(("async", "io")) in sys.modules
 
+    def module_loaded(self, name):
+        return name in sys.modules
+
     def echo(self, x):
         return x
 
@@ -685,6 +688,8 @@ def test_a_session_that_needs_no_asyncio_never_imports_it(server):
         async with RemoteProxyClient(server.config(timeout=1.0)) as client:
             p = await client.create_proxy(Plain())
             assert await p.loop_module_loaded() is False
+            # Nor inspect (640 KiB), which its attribute map did without.
+            assert await p.module_loaded("inspect") is False
             assert await asyncio.gather(*(p.echo(i) for i in range(50))) == list(range(50))
             for method in ("sleep", "busy"):
                 with pytest.raises(TimeoutError):
@@ -697,6 +702,7 @@ def test_a_session_that_needs_no_asyncio_never_imports_it(server):
                 await asyncio.sleep(0.02)
             assert await p.has("brk")
             assert await p.loop_module_loaded() is False
+            assert await p.module_loaded("inspect") is False
     run(main())
 
 

@@ -7,7 +7,13 @@ fixture (tests/lib/fixtures.py) makes the fake fronts.
 Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_worker_direct.py
 """
 
+import abc
 import asyncio
+import collections
+import dataclasses
+import enum
+import functools
+import inspect
 import json
 import logging
 import os
@@ -213,6 +219,207 @@ class Slotted:
         self.a = 1
 
 
+
+# Objects whose attribute maps the worker builds as inspect.getattr_static
+# would (the worker does without inspect where it can): the zoo of
+# test_attribute_maps_are_what_inspect_finds.
+
+async def _coro(a, b):
+    return a + b
+
+
+class Shadowing:
+    """Instance attributes over class attributes of every sort."""
+
+    x = 1
+
+    def run(self):
+        return 1
+
+    @property
+    def p(self):
+        return 2
+
+    def gen(self):
+        yield 1
+
+    def __init__(self):
+        self.run = 5                  # shadows a method
+        self.__dict__["p"] = "raw"    # under a data descriptor, which wins
+        self.x = len                  # a callable over a plain class value
+        self.later = functools.partial(_coro, 1)
+        self.bound_gen = self.gen     # a bound generator method
+        self.builtin = [].append
+
+
+class SetOnly:
+    """A descriptor with __set__ but no __get__."""
+
+    def __set__(self, obj, value):
+        pass
+
+
+class SetOnlyHolder:
+    field = SetOnly()
+    other = SetOnly()
+
+    def __init__(self):
+        self.__dict__["field"] = 3    # no __get__: the instance's wins
+
+
+class FunctionLike:
+    """What passes for a function: __code__ and a function's attributes
+    (on the instance: cloudpickle sets a class's __name__ as its name)."""
+
+    def __init__(self):
+        self.__name__ = "like"
+        self.__defaults__ = None
+        self.__kwdefaults__ = None
+        self.__annotations__ = {}
+        self.__code__ = _coro.__code__
+
+    def __call__(self):
+        pass
+
+
+class AlmostFunctionLike:
+    """Without a __name__, the rest does not make a function."""
+
+    def __init__(self):
+        self.__defaults__ = None
+        self.__kwdefaults__ = None
+        self.__code__ = _coro.__code__
+
+    def __call__(self):
+        pass
+
+
+class Things:
+    like = FunctionLike()
+    almost = AlmostFunctionLike()
+    pm = functools.partialmethod(_coro, 1)
+    nested = Slotted
+
+
+class Base(abc.ABC):
+    @abc.abstractmethod
+    def must(self):
+        ...
+
+    async def agen(self):
+        yield 1
+
+
+class Concrete(Base):
+    def must(self):
+        return 1
+
+
+class DictProperty:
+    """Shadows __dict__: only inspect can tell what the instance holds."""
+
+    def __init__(self):
+        self.real = 1
+
+    @property
+    def __dict__(self):
+        return {"fake": 1}
+
+    def method(self):
+        return 1
+
+
+class WithDictSlot:
+    __slots__ = ("__dict__", "a")
+
+    def __init__(self):
+        self.a = 1
+        self.b = 2
+
+
+class Dynamic:
+    def __getattr__(self, name):
+        if name == "ghost":
+            return 1
+        raise AttributeError(name)
+
+    def __dir__(self):
+        return ["ghost", "real"]
+
+    def real(self):
+        return 1
+
+
+class Meta(type):
+    def meta_method(cls):
+        return 1
+
+
+class Classy(metaclass=Meta):
+    """Sent as the class itself (dir() of a class leaves its metaclass's
+    attributes out)."""
+
+    @classmethod
+    def cm(cls):
+        return 1
+
+    @staticmethod
+    async def sm():
+        return 1
+
+    def plain(self):
+        return 1
+
+
+class Colour(enum.Enum):
+    RED = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    a: int = 1
+    b: str = "x"
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Items(list):
+    def extra(self):
+        return 1
+
+
+def inspect_attribute_map(obj):
+    """The attribute map as the worker made it with inspect."""
+    kinds = {}
+    for name in dir(obj):
+        if name.startswith("_"):
+            continue
+        try:
+            value = inspect.getattr_static(obj, name)
+        except AttributeError:
+            continue
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, (property, functools.cached_property)):
+            kinds[name] = pb.ATTR_PROPERTY
+        elif inspect.ismemberdescriptor(value):
+            kinds[name] = pb.ATTR_ATTRIBUTE
+        elif inspect.isdatadescriptor(value):
+            kinds[name] = pb.ATTR_PROPERTY
+        elif inspect.isasyncgenfunction(value):
+            kinds[name] = pb.ATTR_ASYNC_GENERATOR
+        elif inspect.iscoroutinefunction(value):
+            kinds[name] = pb.ATTR_ASYNC_METHOD
+        elif inspect.isgeneratorfunction(value):
+            kinds[name] = pb.ATTR_GENERATOR
+        elif callable(value):
+            kinds[name] = pb.ATTR_METHOD
+        else:
+            kinds[name] = pb.ATTR_ATTRIBUTE
+    return kinds
+
+
 SOURCE = '''
 class Adder:
     def __init__(self, base, scale=1):
@@ -323,6 +530,40 @@ def test_slots_are_attributes(front):
     f = front()
     assert dict(f.open(Slotted()).attributes) == {"a": pb.ATTR_ATTRIBUTE}
     assert f.get("a") == 1
+
+
+
+ZOO = [Sample, Slotted, Shadowing, SetOnlyHolder, Things, Concrete,
+       DictProperty, WithDictSlot, Dynamic, lambda: Classy, lambda: Colour.RED,
+       Frozen, lambda: Point(1, 2), Items]
+
+
+@pytest.mark.parametrize("make", ZOO, ids=lambda m: getattr(m, "__name__", "?"))
+def test_attribute_maps_are_what_inspect_finds(front, make):
+    obj = make()
+    kinds = dict(front().open(obj).attributes)
+    assert kinds == inspect_attribute_map(obj)
+
+
+def test_attribute_maps_of_the_zoo_cover_every_kind():
+    """The zoo above is worth its keep: it has every kind, and the cases
+    that the worker's own lookup decides differently from a naive one."""
+    shadowing = inspect_attribute_map(Shadowing())
+    assert shadowing["run"] == pb.ATTR_ATTRIBUTE
+    assert shadowing["p"] == pb.ATTR_PROPERTY
+    assert shadowing["x"] == pb.ATTR_METHOD
+    assert shadowing["later"] == pb.ATTR_ASYNC_METHOD
+    assert shadowing["bound_gen"] == pb.ATTR_GENERATOR
+    assert inspect_attribute_map(SetOnlyHolder()) == {
+        "field": pb.ATTR_ATTRIBUTE, "other": pb.ATTR_PROPERTY}
+    things = inspect_attribute_map(Things())
+    assert (things["like"], things["almost"], things["pm"]) == (
+        pb.ATTR_ASYNC_METHOD, pb.ATTR_METHOD, pb.ATTR_ATTRIBUTE)
+    assert inspect_attribute_map(Concrete())["agen"] == pb.ATTR_ASYNC_GENERATOR
+    assert inspect_attribute_map(DictProperty()) == {"method": pb.ATTR_METHOD}
+    assert inspect_attribute_map(Dynamic()) == {"real": pb.ATTR_METHOD}
+    assert inspect_attribute_map(Classy) == {
+        "cm": pb.ATTR_METHOD, "plain": pb.ATTR_METHOD, "sm": pb.ATTR_ASYNC_METHOD}
 
 
 def test_worker_environment(w):

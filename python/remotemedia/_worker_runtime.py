@@ -445,7 +445,7 @@ def _from_source(source, class_name, init_args_json):
     sys.modules[SOURCE_MODULE] = module
     linecache.cache[SOURCE_FILE] = (len(source), None,
                                     source.splitlines(True), SOURCE_FILE)
-    exec(compile(source, SOURCE_FILE, "exec"), module.__dict__)
+    exec(_rmworker.compile(source, SOURCE_FILE), module.__dict__)
     cls = module.__dict__.get(class_name)
     if cls is None:
         raise NameError("the source defines no %r" % (class_name,))
@@ -1148,9 +1148,36 @@ def _forget_front():
 
 
 _REHEARSAL_SOURCE = """
+import sys
+
+
 class Rehearsal:
+    \"\"\"What clients' classes hold, for the compiler to go through once.\"\"\"
+
+    limit = 10
+
+    def __init__(self, size=1024, items=16, *args, name="r", **kwargs):
+        self.size = size
+        self.items = items
+        self.name = name
+
+    @property
+    def total(self):
+        return self.size * self.items
+
     def ping(self, x):
         return x
+
+    def stream(self):
+        item = bytes(self.size)
+        for _ in range(self.items):
+            yield item
+
+    async def later(self, x):
+        try:
+            return {"x": x, "items": [i for i in range(self.items)]}
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(f"{self.name}: {exc}") from None
 """
 
 
@@ -1159,9 +1186,9 @@ def _preload():
     before its session, front_pool.c) has it ready when the Open comes.
 
     Then rehearse an Open and a call, on an object of a class that cloudpickle
-    sends by value as clients' classes come: the first real ones would
-    otherwise pay about a millisecond for code paths run for the first time.
-    Nothing is sent.
+    sends by value as clients' classes come, made from source as an Open of
+    source makes it: the first real ones would otherwise pay a millisecond
+    or two for code paths run for the first time. Nothing is sent.
     """
     try:
         import cloudpickle  # noqa: F401
@@ -1169,7 +1196,8 @@ def _preload():
         return  # the Open says so (FAILED_PRECONDITION)
     try:
         module = types.ModuleType("_remotemedia_rehearsal")
-        exec(_REHEARSAL_SOURCE, module.__dict__)
+        exec(_rmworker.compile(_REHEARSAL_SOURCE, "<rehearsal>"),
+             module.__dict__)
         obj = _loads(_dumps(module.Rehearsal(), []))
         attribute_map(obj)
         args, kwargs = _loads(_dumps(((1,), {}), []))

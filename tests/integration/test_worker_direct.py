@@ -887,6 +887,27 @@ def test_json_source_object(front):
     assert 'raise RuntimeError("from source")' in e.traceback
 
 
+def test_source_compiles_as_compile_would(front):
+    """The worker compiles source itself (_rmworker.compile), as compile()
+    does a str: text already decoded, whatever a coding line says; a
+    syntax error refuses the Open with its line."""
+    f = front(fmt="json")
+    source = ("# -*- coding: latin-1 -*-\n"
+              "class Text:\n"
+              "    def word(self):\n"
+              "        return 'caf\u00e9 \u2603'\n")
+    f.open(source=source, class_name="Text", init_args={"args": [], "kwargs": {}})
+    assert f.call_value("word") == "caf\u00e9 \u2603"
+
+    g = front("broken", fmt="json")
+    with pytest.raises(Fatal) as exc:
+        g.open(source="class Broken:\n    def f(:\n        pass\n",
+               class_name="Broken", init_args={"args": [], "kwargs": {}})
+    assert exc.value.code == 9  # FAILED_PRECONDITION
+    assert ("SyntaxError: invalid syntax (<remotemedia source>, line 2)"
+            in exc.value.message), exc.value.message
+
+
 # The loop: plain until the session needs the event loop -------------------------------
 
 

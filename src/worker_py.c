@@ -1245,8 +1245,11 @@ worker_py_embedded_code(const struct worker_py_embedded *we)
 {
 	PyObject *code;
 	char *why;
+	long magic;
 
-	if (we->we_magic == PyImport_GetMagicNumber()) {
+	if ((magic = PyImport_GetMagicNumber()) == -1)
+		PyErr_Clear(); /* no code compiled here is taken then */
+	if (we->we_magic == magic) {
 		code = PyMarshal_ReadObjectFromString(
 		    (const char *)we->we_code, (Py_ssize_t)we->we_code_len);
 		if (code != NULL && PyCode_Check(code)) {
@@ -1264,8 +1267,7 @@ worker_py_embedded_code(const struct worker_py_embedded *we)
 	} else
 		log_debug("%s: %s was compiled for bytecode %ld, this Python "
 		          "has %ld: compiling its source",
-		    __func__, we->we_name, we->we_magic,
-		    PyImport_GetMagicNumber());
+		    __func__, we->we_name, we->we_magic, magic);
 	if ((code = Py_CompileString(
 	         we->we_source, we->we_file, Py_file_input)) == NULL)
 		worker_py_failed(

@@ -230,6 +230,13 @@ _class_dict = type.__dict__["__dict__"].__get__
 _class_mro = type.__dict__["__mro__"].__get__
 _MISSING = object()
 
+# inspect.markcoroutinefunction (3.12) marks a function as a coroutine one.
+_MARKS_COROUTINES = sys.version_info >= (3, 12)
+# What makes a class attribute win over the instance's in getattr_static:
+# __get__ and __set__; from 3.12 on, __get__ and __set__ or __delete__.
+_OVER_INSTANCE = ("__set__", "__delete__") if _MARKS_COROUTINES \
+    else ("__set__",)
+
 
 def _code_flags(value):
     """co_flags of the function behind value (a method, a partial, a
@@ -239,13 +246,16 @@ def _code_flags(value):
         value = value.__func__
     while isinstance(value, functools.partial):
         value = value.func
-    if getattr(value, "_is_coroutine_marker", None) is not None:
+    if not callable(value):
+        return 0
+    if _MARKS_COROUTINES and \
+            getattr(value, "_is_coroutine_marker", None) is not None:
         import inspect
         if inspect.iscoroutinefunction(value):
             return _CO_COROUTINE
     if isinstance(value, types.FunctionType):
         return value.__code__.co_flags
-    if not callable(value) or isinstance(value, type):
+    if isinstance(value, type):
         return 0
     # What passes for a function (Cython's, say): the attributes of one.
     code = getattr(value, "__code__", None)
@@ -267,12 +277,12 @@ def _defines(cls, name):
 
 
 def _is_data_descriptor(value):
-    """As inspect.isdatadescriptor, but reading the type's namespaces where
-    it calls hasattr (which would also find a metaclass's attributes)."""
+    """inspect.isdatadescriptor (hasattr on the type, as it does: a
+    metaclass's attributes count)."""
     if isinstance(value, (type, types.MethodType, types.FunctionType)):
         return False
-    return _defines(type(value), "__set__") or \
-        _defines(type(value), "__delete__")
+    return hasattr(type(value), "__set__") or \
+        hasattr(type(value), "__delete__")
 
 
 def _attr_kind(value):
@@ -332,8 +342,7 @@ def _static_getter(obj):
         mine = dict.get(own, name, _MISSING)
         if mine is not _MISSING and found is not _MISSING and \
                 _defines(type(found), "__get__") and \
-                (_defines(type(found), "__set__") or
-                 _defines(type(found), "__delete__")):
+                any(_defines(type(found), n) for n in _OVER_INSTANCE):
             return found  # a data descriptor wins over the instance
         if mine is not _MISSING:
             return mine

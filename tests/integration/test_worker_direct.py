@@ -267,6 +267,47 @@ class SetOnlyHolder:
         self.__dict__["field"] = 3    # no __get__: the instance's wins
 
 
+class GetDel:
+    """__get__ and __delete__, no __set__: under Python 3.11 an instance's
+    own value of the name wins over it (from 3.12 on, it wins)."""
+
+    def __get__(self, obj, objtype=None):
+        return 0
+
+    def __delete__(self, obj):
+        pass
+
+
+class SetMeta(type):
+    def __set__(cls, obj, value):
+        pass
+
+
+class MetaSet(metaclass=SetMeta):
+    """Its instances are data descriptors only through the metaclass."""
+
+
+class AnswersAll:
+    """Answers every name it lacks, _is_coroutine_marker included."""
+
+    def __getattr__(self, name):
+        return "anything"
+
+
+class Holder:
+    """Values of the three sorts above, the first under an instance value."""
+
+    gd = GetDel()
+
+    def __init__(self):
+        self.__dict__["gd"] = 5
+        self.meta_set = MetaSet()
+        self.answers = AnswersAll()
+
+    def loaded(self, name):
+        return name in sys.modules
+
+
 class FunctionLike:
     """What passes for a function: __code__ and a function's attributes
     (on the instance: cloudpickle sets a class's __name__ as its name)."""
@@ -533,7 +574,7 @@ def test_slots_are_attributes(front):
 
 
 
-ZOO = [Sample, Slotted, Shadowing, SetOnlyHolder, Things, Concrete,
+ZOO = [Sample, Slotted, Shadowing, SetOnlyHolder, Holder, Things, Concrete,
        DictProperty, WithDictSlot, Dynamic, lambda: Classy, lambda: Colour.RED,
        Frozen, lambda: Point(1, 2), Items]
 
@@ -543,6 +584,15 @@ def test_attribute_maps_are_what_inspect_finds(front, make):
     obj = make()
     kinds = dict(front().open(obj).attributes)
     assert kinds == inspect_attribute_map(obj)
+
+
+def test_an_attribute_map_runs_no_lookup_of_the_values_own(front):
+    """The map finds what it needs in namespaces: a value that answers every
+    name is not asked one (which would import inspect on the way)."""
+    f = front()
+    obj = Holder()
+    assert dict(f.open(obj).attributes) == inspect_attribute_map(obj)
+    assert f.call_value("loaded", "inspect") is False
 
 
 def test_attribute_maps_of_the_zoo_cover_every_kind():
@@ -556,6 +606,11 @@ def test_attribute_maps_of_the_zoo_cover_every_kind():
     assert shadowing["bound_gen"] == pb.ATTR_GENERATOR
     assert inspect_attribute_map(SetOnlyHolder()) == {
         "field": pb.ATTR_ATTRIBUTE, "other": pb.ATTR_PROPERTY}
+    holder = inspect_attribute_map(Holder())
+    assert holder["gd"] == (pb.ATTR_ATTRIBUTE if sys.version_info < (3, 12)
+                            else pb.ATTR_PROPERTY)
+    assert holder["meta_set"] == pb.ATTR_PROPERTY
+    assert holder["answers"] == pb.ATTR_ATTRIBUTE
     things = inspect_attribute_map(Things())
     assert (things["like"], things["almost"], things["pm"]) == (
         pb.ATTR_ASYNC_METHOD, pb.ATTR_METHOD, pb.ATTR_ATTRIBUTE)

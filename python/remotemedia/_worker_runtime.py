@@ -234,7 +234,7 @@ _MISSING = object()
 _MARKS_COROUTINES = sys.version_info >= (3, 12)
 # What makes a class attribute win over the instance's in getattr_static:
 # __get__ and __set__; from 3.12 on, __get__ and __set__ or __delete__.
-_OVER_INSTANCE = ("__set__", "__delete__") if _MARKS_COROUTINES \
+_OVER_INSTANCE = ("__set__", "__delete__") if sys.version_info >= (3, 12) \
     else ("__set__",)
 
 
@@ -329,8 +329,7 @@ def _static_getter(obj):
     cls = type(obj)
     if issubclass(cls, type) or not (_own_dict_slot(cls)
                                      and _own_dict_slot(type(cls))):
-        import inspect
-        return functools.partial(inspect.getattr_static, obj)
+        return _inspect_getter(obj)
     try:
         own = object.__getattribute__(obj, "__dict__")
     except AttributeError:
@@ -352,6 +351,11 @@ def _static_getter(obj):
     return get
 
 
+def _inspect_getter(obj):
+    import inspect
+    return functools.partial(inspect.getattr_static, obj)
+
+
 def attribute_map(obj):
     """Public name -> AttrKind, without running any property getter."""
     try:
@@ -364,8 +368,7 @@ def attribute_map(obj):
         get = _static_getter(obj)
     except Exception as exc:
         _log(LOG_WARN, "the attribute map falls back to inspect: %r" % (exc,))
-        import inspect
-        get = functools.partial(inspect.getattr_static, obj)
+        get = _inspect_getter(obj)
     for name in names:
         if not isinstance(name, str) or name.startswith("_"):
             continue

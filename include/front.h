@@ -148,6 +148,7 @@ struct stream {
 	int str_bad_method; /* :method is not POST */
 	int str_encoded; /* grpc-encoding other than identity */
 	uint64_t str_timeout_ms;
+	int str_bad_timeout; /* a grpc-timeout that does not parse */
 	struct event *str_deadline;
 	struct deframer str_in;
 	struct evbuffer *str_out; /* gRPC-framed response bytes */
@@ -190,6 +191,8 @@ struct session {
 	int ses_reaped; /* and its last frames were read */
 	int ses_wstatus;
 	int ses_eof;
+	uint64_t ses_exit_wait_ms; /* the worker's time to exit, once armed */
+	int ses_exit_killed; /* it did not exit in time: the front killed it */
 	struct bufferevent *ses_wbev;
 	struct event *ses_wflush; /* writes ses_wbev once per loop turn */
 	struct event *ses_wread; /* reads ses_wbev's socket (fw_read_cb) */

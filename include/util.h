@@ -9,6 +9,7 @@ void *xmalloc(size_t);
 void *xcalloc(size_t, size_t);
 void *xrealloc(void *, size_t);
 char *xstrdup(const char *);
+char *xstrndup(const char *, size_t);
 void malloc_keep(size_t);
 
 int parse_size(const char *, uint64_t *);

@@ -87,6 +87,7 @@ call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct call *cl = arg;
 	char msg[256];
+	int late;
 
 	if (cl->cl_session->ses_paused) {
 		/* Its answer may be sitting unread behind a slow client:
@@ -94,11 +95,16 @@ call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 		cl->cl_deadline_hit = 1;
 		return;
 	}
+	/* With arguments still to come, the worker never had the whole
+	 * call: the client was slow, not the worker. */
+	late = cl->cl_in_more;
 	snprintf(msg, sizeof(msg),
-	    "call %" PRIu64 " ('%s') did not stop "
-	    "within %" PRIu64 " ms of its deadline of %" PRIu64 " ms; the "
-	    "worker was killed",
-	    cl->cl_id, cl->cl_name, front_conf.fc_grace_ms, cl->cl_timeout_ms);
+	    "%s %" PRIu64 " ('%s') %s %" PRIu64
+	    " ms %s its deadline of %" PRIu64 " ms; %s",
+	    late ? "the arguments of call" : "call", cl->cl_id, cl->cl_name,
+	    late ? "were still arriving" : "did not stop within",
+	    front_conf.fc_grace_ms, late ? "after" : "of", cl->cl_timeout_ms,
+	    late ? "the session ends" : "the worker was killed");
 	front_session_end(cl->cl_session, GRPC_DEADLINE_EXCEEDED, msg);
 }
 

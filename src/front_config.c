@@ -173,7 +173,8 @@ static const struct opt opts[] = {
     {"handshake-timeout", OPT_MS, F(fc_handshake_ms), 0, 1, UINT64_MAX, "10s",
         "DURATION", "a connection's TLS and HTTP/2 preface"},
     {"idle-timeout", OPT_MS, F(fc_conn_idle_ms), 0, 1, UINT64_MAX, "10m",
-        "DURATION", "a connection with no stream for this long is closed"},
+        "DURATION",
+        "a connection without a session, idle this long, is closed"},
     {"max-ping-rate", OPT_U32, F(fc_ping_rate), 0, 1, 100000, "10", "N",
         "PINGs per second allowed, sustained"},
 };

@@ -208,6 +208,13 @@ front_grpc_headers_done(struct stream *s)
 		s->str_owner = xstrdup(front_auth_name(idx));
 		s->str_admin = front_auth_is_admin(idx);
 	}
+	if (s->str_bad_timeout) {
+		/* A deadline that the client meant to set: never run without. */
+		front_grpc_finish(s, GRPC_INTERNAL,
+		    "malformed grpc-timeout header: write 1 to 8 digits and a "
+		    "unit, one of H M S m u n");
+		return;
+	}
 	if (front_draining() && s->str_rpc == RPC_SESSION) {
 		front_grpc_finish(
 		    s, GRPC_UNAVAILABLE, "the server is shutting down");
@@ -355,8 +362,10 @@ grpc_framing_error(struct stream *s, int err)
 		    get_be32(s->str_in.df_hdr + 1), s->str_in.df_max,
 		    s->str_in.df_max == front_conf.fc_max_message
 		        ? "--max-message-size"
-		        : "a Session message carries at most "
-		          "one 1 MiB chunk of a value");
+		        : s->str_rpc == RPC_SESSION
+		        ? "a Session message carries at most "
+		          "one 1 MiB chunk of a value"
+		        : "a Health or Admin request is small");
 	} else if (err == DEFRAME_E_COMPRESSED && s->str_encoded) {
 		code = GRPC_UNIMPLEMENTED;
 		snprintf(msg, sizeof(msg),

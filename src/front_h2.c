@@ -159,9 +159,12 @@ h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 		    memcmp(value, "application/grpc", 16) == 0 &&
 		    (valuelen == 16 || value[16] == '+' || value[16] == ';'));
 	else if (namelen == 13 && memcmp(name, "authorization", 13) == 0) {
+		/* All of it, or the token is compared cut short; nghttp2
+		 * refuses a NUL in a value, and "" matches no token. */
 		free(s->str_auth);
-		s->str_auth = strndup(
-		    (const char *)value, valuelen > 512 ? 512 : valuelen);
+		s->str_auth = memchr(value, '\0', valuelen) != NULL
+		    ? xstrdup("")
+		    : xstrndup((const char *)value, valuelen);
 	} else if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0) {
 		s->str_encoded = !(
 		    valuelen == 8 && memcmp(value, "identity", 8) == 0);
@@ -169,8 +172,10 @@ h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 		if (valuelen >= sizeof(buf) ||
 		    (memcpy(buf, value, valuelen), buf[valuelen] = '\0',
 		        front_grpc_parse_timeout(buf, &s->str_timeout_ms) ==
-		            -1))
+		            -1)) {
 			s->str_timeout_ms = 0;
+			s->str_bad_timeout = 1;
+		}
 	}
 	return 0;
 }
@@ -264,6 +269,25 @@ h2_stream_close_cb(nghttp2_session *h2, int32_t id, uint32_t code, void *arg)
 	log_debug("%s: stream %d closed (h2 error %u)", __func__, id, code);
 	nghttp2_session_set_stream_user_data(h2, id, NULL);
 	stream_free(s);
+	return 0;
+}
+
+/*
+ * The response ended (trailers, or a bare HTTP error) while the client was
+ * still sending: tell it to stop, as RFC 9113 8.1 allows, so that the
+ * stream does not wait half-closed for as long as the client likes.
+ */
+static int
+h2_frame_send_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
+{
+	int32_t id = frame->hd.stream_id;
+
+	if ((frame->hd.type == NGHTTP2_HEADERS ||
+	        frame->hd.type == NGHTTP2_DATA) &&
+	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    nghttp2_session_get_stream_remote_close(h2, id) == 0)
+		nghttp2_submit_rst_stream(
+		    h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
 	return 0;
 }
 
@@ -381,6 +405,7 @@ static void
 conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct conn *c = arg;
+	struct stream *s;
 
 	if (c->c_dead) {
 		log_debug("%s: output not taken within %d ms; dropping",
@@ -395,11 +420,16 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		conn_free(c);
 		return;
 	}
-	if (!TAILQ_EMPTY(&c->c_streams)) {
-		conn_arm_timer(c); /* streams have limits of their own */
-		return;
-	}
-	log_debug("%s: idle; closing", c->c_peer);
+	TAILQ_FOREACH (s, &c->c_streams, str_entry)
+		if (s->str_session != NULL) {
+			conn_arm_timer(
+			    c); /* sessions have limits of their own */
+			return;
+		}
+	/* No frame for --idle-timeout, and no session: streams of Health,
+	 * Echo or Admin that wait for the client do not keep it open. */
+	log_debug("%s: idle%s; closing", c->c_peer,
+	    TAILQ_EMPTY(&c->c_streams) ? "" : " with streams but no session");
 	nghttp2_session_terminate_session(c->c_h2, NGHTTP2_NO_ERROR);
 	conn_schedule(c);
 }
@@ -628,6 +658,8 @@ conn_setup_h2(struct conn *c)
 	    cbs, h2_data_chunk_cb);
 	nghttp2_session_callbacks_set_on_stream_close_callback(
 	    cbs, h2_stream_close_cb);
+	nghttp2_session_callbacks_set_on_frame_send_callback(
+	    cbs, h2_frame_send_cb);
 	nghttp2_option_new(&opt);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	/* Floods: queued ACKs, SETTINGS entries, and the rapid-reset

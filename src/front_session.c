@@ -186,19 +186,32 @@ front_session_refuse(const char *owner, char *msg, size_t len)
 	return 0;
 }
 
-/* A Session stream that never sends Open must not hold its slot. */
+/*
+ * A Session stream that never sends Open, or stops sending the chunks of
+ * its object, must not hold its slot (and a worker): each chunk has
+ * --handshake-timeout to come.
+ */
 static void
 session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *ses = arg;
-	char msg[128];
+	char msg[160];
 
-	if (ses->ses_state != SES_OPENING)
+	if (ses->ses_state == SES_OPENING)
+		snprintf(msg, sizeof(msg),
+		    "no Open within %llu ms "
+		    "(--handshake-timeout)",
+		    (unsigned long long)front_conf.fc_handshake_ms);
+	else if ((ses->ses_state == SES_INSTALLING ||
+	             ses->ses_state == SES_STARTING) &&
+	    ses->ses_open_more)
+		snprintf(msg, sizeof(msg),
+		    "chunk %u of the object did not "
+		    "come within %llu ms (--handshake-timeout)",
+		    ses->ses_open_seq,
+		    (unsigned long long)front_conf.fc_handshake_ms);
+	else
 		return;
-	snprintf(msg, sizeof(msg),
-	    "no Open within %llu ms "
-	    "(--handshake-timeout)",
-	    (unsigned long long)front_conf.fc_handshake_ms);
 	front_session_end(ses, GRPC_DEADLINE_EXCEEDED, msg);
 }
 
@@ -503,6 +516,7 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 	if (op->object != NULL && op->object->more) {
 		ses->ses_open_more = 1;
 		ses->ses_open_seq = 1;
+		session_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
 	}
 	ses->ses_value_bytes = op->object != NULL ? op->object->data.len : 0;
 	if (op->object != NULL &&
@@ -622,6 +636,9 @@ session_client_value(struct session *ses, const struct envelope *v)
 			    "unexpected chunk %u of the object", v->ev_seq);
 		ses->ses_open_seq++;
 		ses->ses_open_more = v->ev_more;
+		if (ses->ses_open_more) /* the next chunk has as long */
+			session_timer_add(
+			    ses->ses_open, front_conf.fc_handshake_ms);
 		ses->ses_value_bytes += v->ev_data_len;
 		if (ses->ses_value_bytes > front_conf.fc_max_value)
 			return session_value_too_big(ses, 0);
@@ -651,6 +668,11 @@ session_call(struct session *ses, const struct envelope *c)
 	if (c->ev_name_len == 0 || c->ev_name[0] == '\0')
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "call %" PRIu64 " has no name", c->ev_call_id);
+	if (memchr(c->ev_name, '\0', c->ev_name_len) != NULL)
+		/* The worker would call what precedes it. */
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "the name of call %" PRIu64 " holds a NUL character",
+		    c->ev_call_id);
 	if (c->ev_has_value && c->ev_seq != 0)
 		return client_error(
 		    ses, GRPC_INVALID_ARGUMENT, "Call.args must be chunk 0");
@@ -1034,6 +1056,22 @@ front_session_worker_exited(struct session *ses, int wstatus)
 		front_metrics_worker_exit("limit");
 		front_session_end(ses, GRPC_RESOURCE_EXHAUSTED, how);
 		free(how);
+		return;
+	}
+	if (ses->ses_exit_killed && WIFSIGNALED(wstatus) &&
+	    WTERMSIG(wstatus) == SIGKILL) {
+		char msg[200];
+
+		/* The front's own kill: say why, not "signal 9". */
+		front_metrics_worker_exit("killed");
+		snprintf(msg, sizeof(msg),
+		    "the worker did not exit within %llu ms of %s; the server "
+		    "killed it",
+		    (unsigned long long)ses->ses_exit_wait_ms,
+		    ses->ses_state == SES_CLOSING ? "Close"
+		        : ses->ses_eof ? "closing its socket to the server"
+		                       : "being told to");
+		front_session_end(ses, GRPC_ABORTED, msg);
 		return;
 	}
 	front_metrics_worker_exit(WIFSIGNALED(wstatus) ? "signal" : "error");

@@ -182,6 +182,7 @@ fw_exit_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	if (!ses->ses_exited) {
 		log_warnx("session %s: worker %d did not exit; killing it",
 		    ses->ses_id, (int)ses->ses_pid);
+		ses->ses_exit_killed = 1;
 		kill(-ses->ses_pid, SIGKILL);
 		kill(ses->ses_pid, SIGKILL);
 	}
@@ -199,6 +200,7 @@ front_worker_expect_exit(struct session *ses, uint64_t ms)
 		ses->ses_timer = evtimer_new(front_base, fw_exit_timer_cb, ses);
 	if (evtimer_pending(ses->ses_timer, NULL))
 		return;
+	ses->ses_exit_wait_ms = ms;
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(ses->ses_timer, &tv);

@@ -73,6 +73,16 @@ xstrdup(const char *s)
 	return p;
 }
 
+char *
+xstrndup(const char *s, size_t n)
+{
+	char *p = strndup(s, n);
+
+	if (p == NULL)
+		fatal("%s", __func__);
+	return p;
+}
+
 /* A unit suffix and what it multiplies by. */
 struct unit {
 	const char *u_suffix;

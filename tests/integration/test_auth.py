@@ -52,6 +52,32 @@ def test_missing_or_wrong_token_is_unauthenticated_before_any_worker(fresh_serve
     assert srv.session_workers() == set()  # no worker was started or taken
 
 
+def test_long_tokens_are_compared_whole(fresh_server, tmp_path):
+    """Tokens as long as a token file's line allows: the whole header is
+    compared (the front once kept its first 512 bytes, which let a 505-byte
+    token with anything after it in, and kept a 600-byte one out)."""
+    short, long_ = "s" * 505, "L" * 600
+    path = tmp_path / "tokens"
+    path.write_text(f"short:{short}\nlong:{long_}\n")
+    path.chmod(0o600)
+    srv = fresh_server(["--token-file", str(path)])
+    with grpc.insecure_channel(f"{srv.host}:{srv.port}") as ch:
+        echo = ch.stream_stream("/remotemedia.v1.RemoteExecution/Echo")
+
+        def status(token):
+            try:
+                list(echo(iter([b"\x0a\x01x"]), timeout=5,
+                          metadata=[("authorization", f"Bearer {token}")]))
+                return grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                return e.code()
+        assert status(short) == grpc.StatusCode.OK
+        assert status(long_) == grpc.StatusCode.OK
+        assert status(short + "anything") == grpc.StatusCode.UNAUTHENTICATED
+        assert status(long_[:-1] + "x") == grpc.StatusCode.UNAUTHENTICATED
+        assert status(long_ * 20) == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_echo_needs_a_token_and_health_does_not(fresh_server, token_file):
     srv = fresh_server(["--token-file", str(token_file)])
     with grpc.insecure_channel(f"{srv.host}:{srv.port}") as ch:

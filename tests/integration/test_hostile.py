@@ -22,6 +22,7 @@ import random
 import re
 import socket
 import struct
+import sys
 import time
 import warnings
 
@@ -32,11 +33,11 @@ from hpack import Encoder
 
 from clientlib import run
 from h2raw import (
-    ABORTED, ECHO, ENHANCE_YOUR_CALM, F_CONTINUATION, F_HEADERS, F_PING,
+    ABORTED, DEADLINE_EXCEEDED, ECHO, ENHANCE_YOUR_CALM, F_CONTINUATION, F_HEADERS, F_PING,
     F_RST_STREAM, F_SETTINGS, H2_INTERNAL_ERROR, INTERNAL, INVALID_ARGUMENT,
-    OK, PREFACE, PROTOCOL_ERROR, REFUSED_STREAM, RESOURCE_EXHAUSTED, SESSION,
+    NO_ERROR, OK, PREFACE, PROTOCOL_ERROR, REFUSED_STREAM, RESOURCE_EXHAUSTED, SESSION,
     H2Client, call_msgs, call_result, echo_ok, frame, goaway_code, grpc_frame,
-    open_msg, open_session, pump, raw_frames, raw_read, split_grpc,
+    open_msg, open_session, pump, raw_frames, raw_read, split_grpc, wait_msgs,
 )
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.core.exceptions import RemoteTimeoutError
@@ -532,6 +533,115 @@ def test_pull_or_cancel_for_an_unknown_call_id_is_invalid_argument(fast):
     fast.wait_idle(timeout=20)
 
 
+def test_a_call_name_holding_a_nul_is_invalid_argument(fast):
+    """The worker would call what comes before the NUL."""
+    c = H2Client(fast.host, fast.port, timeout=30)
+    try:
+        sid = open_session(c)
+        c.send(sid, call_msgs(1, "ping\0evil", ()))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == INVALID_ARGUMENT, r
+        assert r.grpc_message == "the name of call 1 holds a NUL character"
+    finally:
+        c.close()
+    fast.wait_idle(timeout=20)
+
+
+def test_arguments_still_arriving_at_the_deadline_are_the_clients_fault(fast):
+    """A call whose arguments stop half-way, past its deadline and the
+    grace: the session ends, and the message says what happened (before,
+    it said the worker did not stop and was killed)."""
+    c = H2Client(fast.host, fast.port, timeout=30)
+    try:
+        sid = open_session(c)
+        c.send(sid, grpc_frame(pb.ClientMessage(call=pb.Call(
+            call_id=1, name="size", kind=pb.CALL_METHOD, timeout_ms=100,
+            args=pb.Value(call_id=1, data=b"half", more=True))).SerializeToString()))
+        r = c.wait(sid, timeout=15)
+        assert r.grpc_status == DEADLINE_EXCEEDED, r
+        assert r.grpc_message == ("the arguments of call 1 ('size') were still arriving "
+                                  "2000 ms after its deadline of 100 ms; the session ends")
+    finally:
+        c.close()
+    fast.wait_idle(timeout=20)
+
+
+def test_an_open_whose_object_stops_coming_does_not_hold_its_slot(fresh_server):
+    """Open with the object's first chunk, then nothing: each chunk has
+    --handshake-timeout to come, as Open itself has. A slow upload whose
+    chunks keep coming is not cut."""
+    import cloudpickle
+    srv = fresh_server(["--sandbox", "off", "--max-sessions", "2", "--session-pool", "0",
+                        "--handshake-timeout", "1s"])
+    cloudpickle.register_pickle_by_value(sys.modules[Sleeper.__module__])
+    obj = cloudpickle.dumps(Sleeper())
+    third = len(obj) // 3 + 1
+    parts = [obj[i:i + third] for i in range(0, len(obj), third)]
+    assert len(parts) == 3
+
+    def chunk(seq):
+        value = pb.Value(data=parts[seq], seq=seq, more=seq < 2, total_size=len(obj))
+        if seq == 0:
+            return pb.ClientMessage(open=pb.Open(
+                protocol=pb.PROTOCOL_V1, object=value,
+                python_version="%d.%d" % sys.version_info[:2],
+                cloudpickle_version=cloudpickle.__version__))
+        return pb.ClientMessage(value=value)
+
+    c = H2Client(srv.host, srv.port, timeout=30)
+    try:
+        stuck = [c.request(SESSION, grpc_frame(chunk(0).SerializeToString()), end=False)
+                 for _ in range(2)]
+        for sid in stuck:
+            r = c.wait(sid, timeout=10)
+            assert r.grpc_status == DEADLINE_EXCEEDED, r
+            assert r.grpc_message == ("chunk 1 of the object did not come within 1000 ms "
+                                      "(--handshake-timeout)")
+        srv.wait_idle(timeout=20)  # both slots free again
+        slow = c.request(SESSION, grpc_frame(chunk(0).SerializeToString()), end=False)
+        for seq in (1, 2):
+            time.sleep(0.7)  # 1.4 s in all: more than the timeout, chunk by chunk less
+            c.send(slow, grpc_frame(chunk(seq).SerializeToString()))
+        got = [m.WhichOneof("msg") for m in wait_msgs(c, slow, 1)]
+        assert got == ["ready"], (got, c.responses[slow])
+        assert call_result(c, slow, 1, "ping", ()) == "pong"
+    finally:
+        c.close()
+    srv.wait_idle(timeout=20)
+
+
+@pytest.mark.parametrize("value", ["abc", "1", "1s", "-1S", "1.5S", "100000000S"])
+def test_a_malformed_grpc_timeout_is_refused(server, value):
+    """Not ignored: the client meant to set a deadline."""
+    c = H2Client(server.host, server.port)
+    try:
+        msg = grpc_frame(pb.EchoMessage(payload=b"t").SerializeToString())
+        r = c.wait(c.request(ECHO, msg, extra=[("grpc-timeout", value)]))
+        assert r.grpc_status == INTERNAL, r
+        assert r.grpc_message.startswith("malformed grpc-timeout header"), r.grpc_message
+        r = c.wait(c.request(ECHO, msg, extra=[("grpc-timeout", "99999999m")]))
+        assert r.grpc_status == OK and split_grpc(r.data) == [msg[5:]], r
+    finally:
+        c.close()
+
+
+def test_a_response_that_ends_first_resets_what_the_client_still_sends(server):
+    """Trailers before the client half-closed: RST_STREAM(NO_ERROR) follows
+    (RFC 9113 8.1), so that the stream does not wait, half-closed, for as
+    long as the client likes."""
+    c = H2Client(server.host, server.port)
+    try:
+        sid = c.request("/no.such/Method", b"", end=False)
+        events, _ = pump(c, 5, until=lambda ev: isinstance(ev, h2.events.StreamReset))
+        r = c.responses[sid]
+        assert r.grpc_status == 12, r  # UNIMPLEMENTED
+        resets = [ev for ev in events if isinstance(ev, h2.events.StreamReset)]
+        assert [(ev.stream_id, ev.error_code) for ev in resets] == [(sid, NO_ERROR)]
+        echo_ok(server.host, server.port, c=c)
+    finally:
+        c.close()
+
+
 def test_session_streams_that_never_send_open_do_not_hold_slots_forever(fresh_server):
     srv = fresh_server(["--sandbox", "off", "--max-sessions", "2",
                         "--handshake-timeout", "1s", "--idle-timeout", "1s"])
@@ -675,6 +785,31 @@ def test_hostile_worker_ends_its_session_with_a_clear_status(fresh_server, tmp_p
         c.close()
     srv.wait_idle(timeout=15)  # the fake worker was killed, its directory removed
     assert_unharmed(srv, rss)
+
+
+@pytest.mark.parametrize("mode,close,message", [
+    ("hang_up", False, r"the worker did not exit within \d+ ms of closing its socket to "
+     r"the server; the server killed it"),
+    ("deaf_to_close", True, r"the worker did not exit within \d+ ms of Close; the server "
+     r"killed it"),
+])
+def test_a_worker_the_server_had_to_kill_is_said_so(fresh_server, tmp_path, mode, close,
+                                                   message):
+    """Not "killed by signal 9": the client learns that the server killed
+    a worker that did not exit, and after what."""
+    srv = fake_server(fresh_server, tmp_path, mode)
+    c = H2Client(srv.host, srv.port, timeout=20)
+    try:
+        sid = c.request(SESSION, fake_open(), end=False)
+        if close:
+            wait_msgs(c, sid, 1)  # Ready
+            c.send(sid, grpc_frame(pb.ClientMessage(close=pb.Close()).SerializeToString()))
+        r = c.wait(sid, timeout=15)
+        assert r.ended and r.grpc_status == ABORTED, r
+        assert re.fullmatch(message, r.grpc_message), r.grpc_message
+    finally:
+        c.close()
+    srv.wait_idle(timeout=15)
 
 
 def test_worker_that_goes_silent_after_ready(fresh_server, tmp_path):

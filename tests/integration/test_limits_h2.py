@@ -194,6 +194,21 @@ def test_max_message_size_refuses_a_larger_echo_message(fresh_server):
         c.close()
 
 
+def test_health_and_admin_requests_over_their_own_limit_say_so(server):
+    """Their cap is 1 KiB whatever --max-message-size is; the refusal says
+    that, not what a Session message carries."""
+    c = H2Client(server.host, server.port)
+    try:
+        for path in ("/grpc.health.v1.Health/Check", "/remotemedia.v1.Admin/Info"):
+            r = c.wait(c.request(path, grpc_frame(b"\x0a\x80\x10" + b"s" * 2048)))
+            assert r.grpc_status == RESOURCE_EXHAUSTED, r
+            assert r.grpc_message == ("received message of 2051 bytes is larger than the "
+                                      "limit of 1024 bytes (a Health or Admin request is "
+                                      "small)"), r.grpc_message
+    finally:
+        c.close()
+
+
 def test_max_message_size_refusal_names_the_flag(fresh_server):
     srv = fresh_server(["--max-message-size", "64K"])
     c = H2Client(srv.host, srv.port)
@@ -340,6 +355,25 @@ def test_idle_timeout_closes_a_connection_without_streams_only(fresh_server):
             idle.close()
         busy.close()
     srv.wait_idle(timeout=20)
+
+
+def test_idle_timeout_closes_a_connection_whose_streams_wait_without_a_session(fresh_server):
+    """A Health stream that never sends its request does not keep the
+    connection open: only a session does."""
+    srv = fresh_server(["--idle-timeout", "1s"])
+    c = H2Client(srv.host, srv.port)
+    try:
+        sid = c.request("/grpc.health.v1.Health/Check", b"", end=False)
+        t0 = time.monotonic()
+        events, closed = pump(c, 5, until=lambda ev: isinstance(ev, h2.events.ConnectionTerminated))
+        term = [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
+        assert term and term[0].error_code == NO_ERROR, events
+        assert time.monotonic() - t0 < 4.0
+        assert c.responses[sid].grpc_status is None  # never answered: no request
+        assert closed_within(c.sock, 2.0) is not None, "GOAWAY, but the socket stayed open"
+    finally:
+        c.close()
+    assert "idle with streams but no session; closing" in srv.log_text()
 
 
 # --- --max-ping-rate ----------------------------------------------------------------------

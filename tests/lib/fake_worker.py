@@ -23,6 +23,8 @@ Modes (what the worker does after reading Init and Open):
                   protobuf parsers read differently
   bad_utf8        Ready, then an Error whose type is not UTF-8
   silent          Ready, then nothing at all: it neither reads nor answers
+  hang_up         Ready, then closes its socket and stays
+  deaf_to_close   Ready, then reads on (Close among it) and stays
 
 Frames: a 4-byte big-endian length of what follows, a type byte (1: a
 ServerMessage, 2: a WorkerControl), the payload. Every wait is bounded: the
@@ -147,6 +149,13 @@ def main():
         sock.sendall(ready(pb))
         linger(sock, read=False)
         return 0
+    elif mode == "hang_up":
+        sock.sendall(ready(pb))
+        sock.close()
+        time.sleep(LINGER)
+        return 0
+    elif mode == "deaf_to_close":
+        sock.sendall(ready(pb))
     else:
         log("unknown mode; exiting")
         return 4

@@ -87,7 +87,11 @@ class H2Client:
         return sid
 
     def send(self, sid: int, body: bytes, end: bool = False) -> int:
-        """Send what the flow-control window allows now; return the count."""
+        """Send what the flow-control window allows now; return the count.
+        A stream the server has reset (RST_STREAM NO_ERROR after its
+        response) takes no more: all of body counts as sent."""
+        if self.responses.get(sid) is not None and self.responses[sid].reset is not None:
+            return len(body)
         sent = 0
         while sent < len(body):
             room = min(self.conn.local_flow_control_window(sid),

@@ -34,6 +34,8 @@
 #define WORKER_OUTPUT_READ (64 * 1024)
 /* Reads per stream in one drain, so that a flood cannot hold the lock. */
 #define WORKER_OUTPUT_ROUNDS 4
+/* The smallest part of a write that the cap cuts. */
+#define WORKER_OUTPUT_PART 4096
 /* How often the thread reports drops when nothing else is written. */
 #define WORKER_OUTPUT_REPORT_MS 1000
 
@@ -138,14 +140,23 @@ worker_output_send(int i, const uint8_t *p, size_t n)
 	worker_send(FRAME_MSG, &sm.base);
 }
 
-/* Pass what the bucket allows of n bytes of stream i; count the rest. */
+/*
+ * Pass what the bucket allows of n bytes of stream i; count the rest. A
+ * part cut by the cap is at least WORKER_OUTPUT_PART (or the burst, if
+ * smaller): a flood otherwise goes out as a stream of Outputs of the few
+ * bytes earned between two reads.
+ */
 static void
 worker_output_meter(int i, const uint8_t *p, size_t n)
 {
+	double part = wo.wo_burst < WORKER_OUTPUT_PART ? wo.wo_burst
+	                                               : WORKER_OUTPUT_PART;
 	size_t allow;
 
 	worker_output_refill();
 	allow = wo.wo_tokens >= (double)n ? n : (size_t)wo.wo_tokens;
+	if (allow < n && (double)allow < part)
+		allow = 0;
 	wo.wo_tokens -= (double)allow;
 	if (allow < n) {
 		wo.wo_dropped += n - allow;

@@ -461,9 +461,33 @@ def _from_source(source, class_name, init_args_json):
     cls = module.__dict__.get(class_name)
     if cls is None:
         raise NameError("the source defines no %r" % (class_name,))
-    doc = json.loads(init_args_json) if init_args_json else {}
+    doc = _json_loads(init_args_json, "init_args_json") if init_args_json \
+        else {}
     args, kwargs = _split_json_args(doc, "init_args_json")
     return cls(*args, **kwargs)
+
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def _finite_float(text):
+    value = float(text)
+    if value - value != 0.0:  # inf (NaN never parses from a number)
+        raise ValueError("%s is out of the range of a float" % text)
+    return value
+
+
+def _json_loads(data, what):
+    """Strict JSON (no NaN or Infinity: other languages read these
+    documents too); TypeError names what it was."""
+    try:
+        return json.loads(data, parse_constant=_no_constant,
+                          parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        raise TypeError("invalid JSON in %s: %s"
+                        % (what, _safe_str(exc) or type(exc).__name__)) \
+            from None
 
 
 def _split_json_args(doc, what):
@@ -626,9 +650,13 @@ class Runtime:
 
     def _run_events(self, events):
         loop = self.loop
+        doomed = _cancelled_before_start(events) if len(events) > 1 else ()
         for i, ev in enumerate(events):
             if self.why is not None:
                 return
+            if doomed and ev[0] == "call" and ev[1] in doomed:
+                self._call_cancelled(ev[1], ev[2])
+                continue
             if ev[0] == "open" and _names_asyncio(ev):
                 self._open_on_asyncio()
                 if self.why is not None:
@@ -640,6 +668,18 @@ class Runtime:
             self._dispatch(ev)
             if ev[0] == "open" and "asyncio" in sys.modules:
                 self._open_on_asyncio()  # the object's packages imported it
+
+    def _call_cancelled(self, call_id, name):
+        """A call whose Cancel came with it (both queued while user code
+        ran): it never starts, and is answered as cancelled."""
+        st = _Call(call_id, name)
+        self.calls[call_id] = st
+        if self._finish(st):
+            # As C answers a Cancel that comes while the arguments do.
+            self._send(_rmworker.send_error, call_id, "asyncio.CancelledError",
+                       "asyncio.exceptions", "CancelledError",
+                       "cancelled by the client before it started", "", b"",
+                       False)
 
     def _open_on_asyncio(self):
         try:
@@ -763,11 +803,7 @@ class Runtime:
         if not data:
             return (), {}
         if self.fmt == FORMAT_JSON:
-            try:
-                doc = json.loads(data)
-            except ValueError as exc:
-                raise TypeError("the arguments of %r are not valid JSON: %s"
-                                % (name, exc)) from None
+            doc = _json_loads(data, "the arguments of %r" % name)
             return _split_json_args(doc, "the arguments of %r" % name)
         doc = _loads(data, sizes)
         if (not isinstance(doc, (tuple, list)) or len(doc) != 2
@@ -782,7 +818,7 @@ class Runtime:
         buffers = []
         if self.fmt == FORMAT_JSON:
             try:
-                data = json.dumps(value).encode()
+                data = json.dumps(value, allow_nan=False).encode()
             except (TypeError, ValueError, RecursionError) as exc:
                 raise TypeError("%s is not JSON serializable: %s"
                                 % (what, exc)) from None
@@ -1115,6 +1151,17 @@ class Runtime:
             except BaseException as exc:
                 _report("closing async generator %r raised" % st.name, exc)
         _flush_stdio()
+
+
+def _cancelled_before_start(events):
+    """Ids of the calls of events that a Cancel later in events abandons."""
+    calls, doomed = set(), set()
+    for ev in events:
+        if ev[0] == "call":
+            calls.add(ev[1])
+        elif ev[0] == "cancel" and ev[1] in calls:
+            doomed.add(ev[1])
+    return doomed
 
 
 def _names_asyncio(ev):

@@ -154,6 +154,9 @@ class Counter:
 
     def fail(self):
         raise ValueError("no such thing")
+
+    def nan(self):
+        return float("nan")
 '''
 
 
@@ -187,6 +190,26 @@ def test_run_bad_usage(server, tmp_path, extra, code, words):
               "--call", "add", *extra)
     assert r.returncode == code, r.stderr
     assert words in r.stderr
+
+
+@pytest.mark.parametrize("call, words", [
+    (["--call", "nan"], "result of 'nan' is not JSON serializable: Out of range float"),
+    (["--call", "add", "--args", "[NaN]"], "invalid JSON in the arguments of 'add': "
+     "NaN is not JSON"),
+    (["--call", "add", "--args", "[1e400]"], "1e400 is out of the range of a float"),
+    (["--call", "add", "--args", "[" * 5000 + "]" * 5000],
+     "invalid JSON in the arguments of 'add': "),
+])
+def test_run_speaks_strict_json(server, tmp_path, call, words):
+    """What rmctl prints is JSON, and what the worker takes too: no NaN or
+    Infinity, which other languages' parsers refuse, and no nesting that
+    overflows the parser's stack."""
+    src = tmp_path / "c.py"
+    src.write_text(SOURCE)
+    r = rmctl("run", *at(server), "--source", str(src), "--class", "Counter", *call)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert words in r.stderr
+    assert r.stdout == ""
 
 
 def test_run_errors_exit_with_their_status(server, tmp_path):

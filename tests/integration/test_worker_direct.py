@@ -205,6 +205,12 @@ class Sample:
         sys.stdout.flush()
         return n
 
+    def dribble(self, n, times, pause):
+        for _ in range(times):
+            os.write(1, b"d" * n)
+            time.sleep(pause)
+        return n * times
+
     def executable(self):
         return sys.executable
 
@@ -805,6 +811,26 @@ def test_large_generator_item(w):
     assert w.answer(g).kind == "end"
 
 
+def test_a_call_cancelled_while_it_waits_behind_another_never_runs(w):
+    """Call and Cancel both queue while a sync call runs: the worker reads
+    them together, and the cancelled call must not start (its side effect
+    would happen after the client gave it up)."""
+    slow = w.send_call("sleep", 0.5)
+    time.sleep(0.1)
+    doomed = w.send_call("add", 1)
+    w.cancel(doomed)
+    kept = w.send_call("add", 2, 3)
+    assert w.result(slow) == "slept"
+    e = w.error(doomed)
+    assert (e.type, e.module, e.qualname) == (
+        "asyncio.CancelledError", "asyncio.exceptions", "CancelledError")
+    assert e.message == "cancelled by the client before it started" and not e.timeout
+    assert w.result(kept) == 5
+    w.drain(0.3)
+    assert not w.inbox[doomed]  # one answer, and the Cancel added none
+    assert w.call_value("add", 1, 2) == 3
+
+
 def test_cancel_while_arguments_arrive(w):
     call_id = w.next_id
     w.next_id += 1
@@ -1195,6 +1221,22 @@ def test_output_rate_cap(front):
     dropped = sum(n for _, _, n in f.outputs)
     assert sent < 5000
     assert sent + dropped == 50000
+
+
+def test_output_over_the_cap_goes_in_whole_parts(front):
+    """Over the cap, what the bucket refills is not sent in crumbs as it
+    comes (hundreds of Outputs of a few bytes a second): a part waits for
+    4 KiB of tokens, or the burst if smaller."""
+    f = front(output_rate_bytes=4096, output_burst_bytes=4096)
+    f.open(Sample())
+    assert f.call_value("dribble", 10000, 20, 0.05, timeout=30) == 200000
+    f.close()
+    assert f.wait_exit() == 0
+    f.drain(0.3)
+    parts = [len(d) for _, d, _ in f.outputs if d]
+    assert parts and all(n >= 4096 for n in parts), parts
+    assert len(parts) <= 3, parts  # the burst, then about 4 KiB a second
+    assert sum(parts) + sum(n for _, _, n in f.outputs) == 200000
 
 
 # Session failures -----------------------------------------------------------------------

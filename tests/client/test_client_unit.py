@@ -19,11 +19,13 @@ import gc
 import json
 import logging
 import os
+import re
 import pickle
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional
 
 import cloudpickle
@@ -99,6 +101,13 @@ def test_config_fields_and_defaults() -> None:
     ({"host": ""}, ValueError),
     ({"ssl_enabled": True, "client_cert_file": "c.pem"}, ValueError),
     ({"ca_file": "ca.pem"}, ValueError),
+    ({"timeout": float("inf")}, ValueError),
+    ({"timeout": 1e17}, ValueError),
+    ({"auth_token": "tok\nen"}, ValueError),
+    ({"auth_token": "t\u00f6ken"}, ValueError),
+    ({"auth_token": "t" * 1025}, ValueError),
+    ({"auth_token": b"token"}, TypeError),
+    ({"pip_packages": ["numpy\ud800"]}, ValueError),
 ])
 def test_config_validation(kwargs: Dict[str, Any], error: type) -> None:
     with pytest.raises(error):
@@ -109,6 +118,36 @@ def test_config_accepts_valid_values() -> None:
     cfg = RemoteExecutorConfig(pip_packages=("numpy>=1.21", "qrcode[pil]"), max_retries=0,
                                ssl_enabled=True, ca_file="ca.pem")
     assert cfg.pip_packages == ["numpy>=1.21", "qrcode[pil]"]
+    cfg = RemoteExecutorConfig(auth_token="A-z 0~9" + "t" * 1017, timeout=1e9,
+                               pip_packages=["caf\u00e9>=1"])
+    assert cfg.timeout == 1e9
+
+
+def test_config_errors_never_quote_the_token() -> None:
+    secret = "s3cret-s3cret-s3cret"
+    for token in (secret + "\n", secret * 60):
+        with pytest.raises(ValueError) as info:
+            RemoteExecutorConfig(auth_token=token)
+        assert "s3cret" not in str(info.value)
+
+
+def test_tls_files_that_are_not_pem_are_named(tmp_path: Path) -> None:
+    """A ca_file, or a client certificate and key, that gRPC would refuse
+    with only "empty address list" after its retries: a ValueError that
+    names the file, at connect()."""
+    junk = tmp_path / "passwd"
+    junk.write_text("root:x:0:0:root:/root:/bin/bash\n")
+
+    async def connect(**files: Any) -> None:
+        cfg = RemoteExecutorConfig(port=9, ssl_enabled=True, timeout=1.0, **files)
+        await RemoteProxyClient(cfg).connect()
+
+    with pytest.raises(ValueError, match=re.escape(f"ca_file '{junk}' holds no PEM certificate")):
+        asyncio.run(connect(ca_file=junk))
+    with pytest.raises(ValueError, match=re.escape(f"client_cert_file '{junk}' and client_key_file")):
+        asyncio.run(connect(client_cert_file=junk, client_key_file=junk))
+    with pytest.raises(OSError):
+        asyncio.run(connect(ca_file=tmp_path / "missing.pem"))
 
 
 def test_import_paths() -> None:
@@ -702,12 +741,16 @@ class FakeServer:
         self.pulls: List[tuple] = []
         self.cancels: List[int] = []
         self.closes = 0
+        self.stream_ends = 0
         self.max_credit = 0
         self.port = 0
         self.server: Any = None
 
     async def _session(self, request_iterator: Any, context: Any) -> None:
-        await FakeSession(self, context).run()
+        try:
+            await FakeSession(self, context).run()
+        finally:
+            self.stream_ends += 1
 
     async def start(self, port: int = 0) -> None:
         self.server = grpc.aio.server()
@@ -866,6 +909,96 @@ def test_generator_early_exit_sends_cancel() -> None:
             await wait_until(lambda: len(server.cancels) == 3)
             assert await proxy.add(1, 2) == 3  # the session is fine
     run(main())
+
+
+def test_a_generator_runs_one_anext_at_a_time() -> None:
+    """As an async generator does: a second __anext__ while one waits is a
+    RuntimeError, and the first still gets its item, in order."""
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            gen = await proxy.count(5)
+            first = asyncio.ensure_future(gen.__anext__())
+            await asyncio.sleep(0)
+            with pytest.raises(RuntimeError, match="already running"):
+                await gen.__anext__()
+            assert await first == 0
+            assert [x async for x in gen] == [1, 2, 3, 4]
+    run(main())
+
+
+def test_a_session_is_used_on_its_own_loop_only() -> None:
+    """A proxy, a generator or a client awaited on another event loop fail
+    at once, not after the timeout with the answer lost."""
+    async def main() -> None:
+        async with session(timeout=30.0) as (server, client, proxy):
+            gen = await proxy.count(3)
+            outcome: Dict[str, str] = {}
+
+            async def elsewhere() -> None:
+                for what, make in (("call", lambda: proxy.add(1, 2)),
+                                   ("item", gen.__anext__),
+                                   ("open", lambda: client.create_proxy(Calculator()))):
+                    try:
+                        await asyncio.wait_for(make(), 5)
+                    except RuntimeError as exc:
+                        outcome[what] = str(exc)
+            # asyncio.run in a thread: another loop, while this one runs.
+            await asyncio.to_thread(asyncio.run, elsewhere())
+            assert set(outcome) == {"call", "item", "open"}, outcome
+            assert all("event loop" in m for m in outcome.values()), outcome
+            assert await proxy.add(1, 2) == 3
+            assert [x async for x in gen] == [0, 1, 2]
+    run(main())
+
+
+def test_a_collected_proxy_ends_its_session() -> None:
+    """Dropped without close_proxy, a proxy closes its session once nothing
+    made from it is left: its methods, pending calls and generators keep it
+    open meanwhile, as they would keep a local object alive."""
+    async def main() -> None:
+        async with fake_server() as server:
+            async with RemoteProxyClient(server.config()) as client:
+                proxy = await client.create_proxy(Calculator())
+                add = proxy.add
+                gen = await proxy.count(3)
+                del proxy
+                gc.collect()
+                await asyncio.sleep(0.1)
+                assert server.closes == 0 and len(client._sessions) == 1
+                assert await add(1, 2) == 3
+                assert [x async for x in gen] == [0, 1, 2]
+                del add, gen
+                gc.collect()
+                await wait_until(lambda: server.closes == 1)
+                assert client._sessions == set()
+                # Another proxy of the same client is not touched.
+                other = await client.create_proxy(Calculator())
+                assert await other.add(2, 2) == 4
+    run(main())
+
+
+def test_a_proxy_collected_after_its_loop_closed_cancels_its_stream() -> None:
+    """No loop to send Close from: the stream is cancelled instead, which
+    ends the session on the server."""
+    async def serve() -> None:
+        async with fake_server() as server:
+            loop = asyncio.new_event_loop()
+            cfg = server.config()
+
+            async def make() -> Any:
+                client = RemoteProxyClient(cfg)
+                proxy = await client.create_proxy(Calculator())
+                assert await proxy.add(1, 1) == 2
+                return client, proxy
+            # The client's own loop, in a thread: closed with the client
+            # still connected and its proxy alive.
+            client, proxy = await asyncio.to_thread(loop.run_until_complete, make())
+            loop.close()
+            ends_before = server.stream_ends
+            del client, proxy
+            gc.collect()
+            await wait_until(lambda: server.stream_ends > ends_before)
+    run(serve())
 
 
 def test_iterating_a_plain_result_is_a_type_error() -> None:

@@ -9,6 +9,7 @@ Nothing here touches the network: the values are read by
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
@@ -16,6 +17,14 @@ from typing import List, Optional, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["RemoteExecutorConfig"]
+
+# The longest token the server takes (a line of its token file) and rmctl
+# sends.
+MAX_TOKEN_CHARS = 1024
+
+# The longest timeout, in seconds (about 31 years): every bound the client
+# and the server compute from it stays in range.
+MAX_TIMEOUT = 1e9
 
 
 def _is_number(value: object) -> bool:
@@ -32,11 +41,11 @@ class RemoteExecutorConfig:
     - ``host``/``port``: the gRPC target ``host:port`` of ``remotemediad``.
     - ``protocol``: only ``"grpc"`` (gRPC over HTTP/2) exists.
     - ``auth_token``: sent as ``authorization: Bearer <token>`` metadata on
-      every RPC.
-    - ``timeout``: seconds. Bounds each call and each generator ``Pull``
-      (sent as ``timeout_ms`` and enforced locally too), and the wait for
-      ``Ready`` at ``create_proxy``, where every ``Progress`` message restarts
-      the clock.
+      every RPC: printable ASCII, at most 1024 characters.
+    - ``timeout``: seconds, at most 1e9. Bounds each call and each
+      generator ``Pull`` (sent as ``timeout_ms`` and enforced locally too),
+      and the wait for ``Ready`` at ``create_proxy``, where every
+      ``Progress`` message restarts the clock.
     - ``max_retries``: how many times a session open is retried when the
       server cannot be reached (UNAVAILABLE before ``Ready``): 1 + N
       attempts with jittered exponential backoff, all within ``timeout``.
@@ -86,8 +95,23 @@ class RemoteExecutorConfig:
         if self.protocol != "grpc":
             raise ValueError(
                 f"unsupported protocol {self.protocol!r}: only 'grpc' is supported")
-        if self.auth_token is not None and not isinstance(self.auth_token, str):
+        if self.auth_token is not None:
+            self._check_token(self.auth_token)
+
+    @staticmethod
+    def _check_token(token: object) -> None:
+        """A token that can travel in an HTTP/2 header, and that the server
+        can hold. Its value is never quoted: it is a secret."""
+        if not isinstance(token, str):
             raise TypeError("auth_token must be a string or None")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise ValueError(f"auth_token is {len(token)} characters long: the "
+                             f"server takes tokens of at most {MAX_TOKEN_CHARS}")
+        for i, c in enumerate(token):
+            if not " " <= c <= "~":
+                raise ValueError(
+                    f"auth_token has {ascii(c)} at index {i}: a token is printable "
+                    "ASCII, as it travels in an HTTP header")
 
     def _check_limits(self) -> None:
         if not _is_number(self.timeout):
@@ -95,6 +119,9 @@ class RemoteExecutorConfig:
                 f"timeout must be a number of seconds, not {type(self.timeout).__name__}")
         if not self.timeout > 0:
             raise ValueError(f"timeout must be > 0, not {self.timeout}")
+        if not math.isfinite(self.timeout) or self.timeout > MAX_TIMEOUT:
+            raise ValueError(f"timeout must be at most {MAX_TIMEOUT:,.0f} seconds, "
+                             f"not {self.timeout}")
         self.timeout = float(self.timeout)
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
             raise TypeError(
@@ -118,6 +145,12 @@ class RemoteExecutorConfig:
                 raise TypeError(
                     "pip_packages must contain only strings, found "
                     f"{type(requirement).__name__}: {requirement!r}")
+            try:
+                requirement.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"pip_packages entry {requirement!r} is not valid text: "
+                    f"{exc.reason} at index {exc.start}") from None
         self.pip_packages = list(packages)
 
     def _check_tls(self) -> None:

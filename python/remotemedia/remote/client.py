@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import random
+import ssl
 import sys
 from types import TracebackType
 from typing import Any, Callable, List, Optional, Set, Tuple, Type
@@ -78,6 +79,34 @@ def _read_file(path: Any) -> bytes:
         return f.read()
 
 
+def _no_passphrase() -> bytes:
+    raise ValueError("the key is encrypted: gRPC takes only unencrypted keys")
+
+
+def _check_pem(cfg: RemoteExecutorConfig) -> None:
+    """Raise ValueError, naming the file, for TLS files that gRPC would
+    refuse with only a vague connection error: a ca_file without a PEM
+    certificate, a client certificate and key that are not PEM or not a
+    pair. A missing file raises OSError."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cfg.ca_file is not None:
+        _read_file(cfg.ca_file)  # OSError first, as for the other files
+        try:
+            ctx.load_verify_locations(cafile=os.fspath(cfg.ca_file))
+        except ssl.SSLError as exc:
+            raise ValueError(f"ca_file {os.fspath(cfg.ca_file)!r} holds no PEM "
+                             f"certificate that can be read: {exc}") from None
+    if cfg.client_cert_file is not None:
+        cert, key = os.fspath(cfg.client_cert_file), os.fspath(cfg.client_key_file)
+        _read_file(cert)
+        _read_file(key)
+        try:
+            ctx.load_cert_chain(cert, key, password=_no_passphrase)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"client_cert_file {cert!r} and client_key_file {key!r} "
+                             f"are not a PEM certificate and its key: {exc}") from None
+
+
 def _type_name(obj: Any) -> str:
     cls = obj if isinstance(obj, type) else type(obj)
     module = getattr(cls, "__module__", "")
@@ -99,6 +128,7 @@ class RemoteProxyClient:
                 f"config must be a RemoteExecutorConfig, not {type(config).__name__}")
         self._config = config
         self._channel: Optional[grpc.aio.Channel] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._session_rpc: Any = None
         self._sessions: Set[Session] = set()
         self._metadata: Optional[Tuple[Tuple[str, str], ...]] = None
@@ -128,12 +158,15 @@ class RemoteProxyClient:
         until :meth:`create_proxy`, which reports an unreachable server
         (after ``max_retries`` retries) as :class:`ConnectionLostError`.
         With ``ssl_enabled`` it reads the CA and client certificate files
-        here, so a missing file raises ``OSError``.
+        here, so a missing file raises ``OSError``, and a file that holds
+        no PEM certificate (or a key that does not match its certificate)
+        ``ValueError``.
         """
         if self._channel is not None:
             return
         channel = self._make_channel()
         self._channel = channel
+        self._loop = asyncio.get_running_loop()
         self._session_rpc = channel.stream_stream(
             SESSION_METHOD,
             request_serializer=pb.ClientMessage.SerializeToString,
@@ -159,6 +192,7 @@ class RemoteProxyClient:
         ]
         if not cfg.ssl_enabled:
             return grpc.aio.insecure_channel(cfg.target, options=options)
+        _check_pem(cfg)
         roots: Optional[bytes] = None
         if cfg.ca_file is not None:
             roots = _read_file(cfg.ca_file)
@@ -212,6 +246,7 @@ class RemoteProxyClient:
 
         Raises:
             ValueError: unknown ``serialization_format``.
+            RuntimeError: the client is connected on another event loop.
             InstallError: installing ``pip_packages`` failed.
             AuthenticationError: the server refused the token.
             ConnectionLostError: the server could not be reached.
@@ -226,6 +261,10 @@ class RemoteProxyClient:
                 f"serialization_format must be 'pickle' or 'json', not {serialization_format!r}")
         if self._channel is None:
             await self.connect()
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                "this client is connected on another event loop: create proxies "
+                "there (from another thread, use asyncio.run_coroutine_threadsafe)")
         payload = wire.dump_object(obj)
         bar: Optional[TerminalProgress] = None
         if progress is None and _stderr_is_terminal():
@@ -236,6 +275,7 @@ class RemoteProxyClient:
             if bar is not None:
                 bar.finish()
         self._sessions.add(session)
+        session.on_abandon = self._sessions.discard
         ready = session.ready
         if ready.python_version and ready.python_version != wire.python_version():
             log.warning("[session %s] server runs Python %s, client %s", session.short_id,

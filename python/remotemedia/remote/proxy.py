@@ -20,6 +20,12 @@ or iterated; it is both:
 
 A PendingCall is also a ``collections.abc.Coroutine``, so
 ``asyncio.create_task(proxy.m())`` and ``asyncio.gather`` accept it.
+
+A proxy that is garbage-collected ends its session, as a file closes when
+it is collected: once nothing made from it (a method, a pending call, a
+generator) is left either, its session is closed in the background, or
+its stream cancelled if its event loop is gone. ``close_proxy`` ends it at
+once.
 """
 
 from __future__ import annotations
@@ -33,6 +39,22 @@ from remotemedia.remote.session import CallState, Session
 from remotemedia.remote.wire import pb
 
 __all__ = ["PendingCall", "RemoteGenerator", "RemoteProxy"]
+
+class _Lease:
+    """Held by a proxy and by everything made from it: the last one gone,
+    the session is closed (see the module docstring)."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def __del__(self) -> None:
+        try:
+            self.session.close_soon()
+        except Exception:
+            pass
+
 
 # PendingCall._rm_coro once ``async for`` took the call over.
 _ITERATED: Any = object()
@@ -58,24 +80,42 @@ class RemoteGenerator(AsyncIterator[Any]):
     ``Cancel``; the server closes the generator, so its ``finally`` runs.
     """
 
-    __slots__ = ("_rm_session", "_rm_state", "_rm_name", "_rm_start",
-                 "_rm_granted", "_rm_consumed", "_rm_done", "__weakref__")
+    __slots__ = ("_rm_session", "_rm_lease", "_rm_state", "_rm_name", "_rm_start",
+                 "_rm_granted", "_rm_consumed", "_rm_done", "_rm_running",
+                 "__weakref__")
 
-    def __init__(self, session: Session, state: Optional[CallState], name: str,
+    def __init__(self, lease: _Lease, state: Optional[CallState], name: str,
                  start: Optional[Tuple[int, Optional[bytes]]] = None) -> None:
-        self._rm_session = session
+        self._rm_session = lease.session
+        self._rm_lease = lease
         self._rm_state = state
         self._rm_name = name
         self._rm_start = start
         self._rm_granted = 0
         self._rm_consumed = 0
         self._rm_done = False
+        self._rm_running = False
 
     def __aiter__(self) -> RemoteGenerator:
         return self
 
     async def __anext__(self) -> Any:
-        """Return the next item; sends ``Pull`` credit as needed."""
+        """Return the next item; sends ``Pull`` credit as needed.
+
+        Like an async generator's, it runs one at a time: a second
+        ``__anext__`` while one waits raises RuntimeError.
+        """
+        self._rm_session.check_loop()
+        if self._rm_running:
+            raise RuntimeError(
+                f"anext(): remote generator {self._rm_name}() is already running")
+        self._rm_running = True
+        try:
+            return await self._rm_next()
+        finally:
+            self._rm_running = False
+
+    async def _rm_next(self) -> Any:
         if self._rm_done:
             raise StopAsyncIteration
         if self._rm_state is None:
@@ -157,10 +197,12 @@ class PendingCall(Coroutine[Any, Any, Any]):
     sent at most once and never re-sent.
     """
 
-    __slots__ = ("_rm_session", "_rm_name", "_rm_kind", "_rm_doc", "_rm_coro", "_rm_used")
+    __slots__ = ("_rm_session", "_rm_lease", "_rm_name", "_rm_kind", "_rm_doc", "_rm_coro",
+                 "_rm_used")
 
-    def __init__(self, session: Session, name: str, kind: int, doc: Optional[bytes]) -> None:
-        self._rm_session = session
+    def __init__(self, lease: _Lease, name: str, kind: int, doc: Optional[bytes]) -> None:
+        self._rm_session = lease.session
+        self._rm_lease = lease
         self._rm_name = name
         self._rm_kind = kind
         self._rm_doc = doc
@@ -180,7 +222,7 @@ class PendingCall(Coroutine[Any, Any, Any]):
         is_generator, value = await session.call(self._rm_name, self._rm_kind, self._rm_doc)
         self._rm_doc = None
         if is_generator:
-            return RemoteGenerator(session, value, self._rm_name)
+            return RemoteGenerator(self._rm_lease, value, self._rm_name)
         return value
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -206,7 +248,7 @@ class PendingCall(Coroutine[Any, Any, Any]):
         self._rm_used = True
         self._rm_coro = _ITERATED
         doc, self._rm_doc = self._rm_doc, None
-        return RemoteGenerator(self._rm_session, None, self._rm_name,
+        return RemoteGenerator(self._rm_lease, None, self._rm_name,
                                start=(self._rm_kind, doc))
 
     def __del__(self) -> None:
@@ -221,11 +263,11 @@ class PendingCall(Coroutine[Any, Any, Any]):
         return f"<PendingCall {self._rm_name}()>"
 
 
-def _method_call(session: Session, name: str, args: Tuple[Any, ...],
+def _method_call(lease: _Lease, name: str, args: Tuple[Any, ...],
                  kwargs: Dict[str, Any]) -> PendingCall:
     """``name(*args, **kwargs)`` as a pending ``CALL_METHOD``, its arguments encoded now."""
-    doc = wire.encode_args(session.fmt, args, kwargs)
-    return PendingCall(session, name, pb.CALL_METHOD, doc)
+    doc = wire.encode_args(lease.session.fmt, args, kwargs)
+    return PendingCall(lease, name, pb.CALL_METHOD, doc)
 
 
 class _RemoteAttribute(PendingCall):
@@ -237,12 +279,12 @@ class _RemoteAttribute(PendingCall):
 
     __slots__ = ()
 
-    def __init__(self, session: Session, name: str) -> None:
-        super().__init__(session, name, pb.CALL_GET, None)
+    def __init__(self, lease: _Lease, name: str) -> None:
+        super().__init__(lease, name, pb.CALL_GET, None)
         self._rm_used = True  # reading without awaiting is not a mistake
 
     def __call__(self, *args: Any, **kwargs: Any) -> PendingCall:
-        return _method_call(self._rm_session, self._rm_name, args, kwargs)
+        return _method_call(self._rm_lease, self._rm_name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<remote attribute {self._rm_name}>"
@@ -251,15 +293,15 @@ class _RemoteAttribute(PendingCall):
 class _RemoteMethod:
     """``proxy.name`` for a method or generator: call it to get a PendingCall."""
 
-    __slots__ = ("_rm_session", "_rm_name")
+    __slots__ = ("_rm_lease", "_rm_name")
 
-    def __init__(self, session: Session, name: str) -> None:
-        self._rm_session = session
+    def __init__(self, lease: _Lease, name: str) -> None:
+        self._rm_lease = lease
         self._rm_name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> PendingCall:
         """Encode the arguments now (errors raise here) and return the pending call."""
-        return _method_call(self._rm_session, self._rm_name, args, kwargs)
+        return _method_call(self._rm_lease, self._rm_name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<remote method {self._rm_name}>"
@@ -275,20 +317,21 @@ class RemoteProxy:
     :meth:`RemoteProxyClient.close_proxy`.
     """
 
-    __slots__ = ("_rm_session", "_rm_attrs", "_rm_type")
+    __slots__ = ("_rm_session", "_rm_lease", "_rm_attrs", "_rm_type")
 
     def __init__(self, session: Session, attributes: Dict[str, int], type_name: str) -> None:
         object.__setattr__(self, "_rm_session", session)
+        object.__setattr__(self, "_rm_lease", _Lease(session))
         object.__setattr__(self, "_rm_attrs", dict(attributes))
         object.__setattr__(self, "_rm_type", type_name)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_rm_") or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
-        session = self._rm_session
+        lease = self._rm_lease
         if self._rm_attrs.get(name) in _CALLABLE_KINDS:
-            return _RemoteMethod(session, name)
-        return _RemoteAttribute(session, name)
+            return _RemoteMethod(lease, name)
+        return _RemoteAttribute(lease, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(

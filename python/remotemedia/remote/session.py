@@ -24,7 +24,7 @@ import asyncio
 import collections
 import logging
 import sys
-from typing import Any, Callable, Deque, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Optional, Set, Tuple
 
 import grpc
 
@@ -172,6 +172,9 @@ class Session:
         self._failure: Optional[Callable[[], RemoteMediaError]] = None
         self._outq: asyncio.Queue[Any] = asyncio.Queue()
         self._outq.put_nowait(open_messages)
+        # Called with the session when its proxy is collected (the client
+        # forgets it then).
+        self.on_abandon: Optional[Callable[[Session], None]] = None
         self._writer = self._loop.create_task(self._write_loop())
         self._reader = self._loop.create_task(self._read_loop())
         self._handlers: Dict[str, Callable[[Any], None]] = {
@@ -204,6 +207,19 @@ class Session:
             raise self._failure()
         if self._phase != _READY or self._closing:
             raise SessionClosedError(f"session {self.short_id} is not open")
+
+    def check_loop(self) -> None:
+        """Raise RuntimeError unless called on the session's own event loop:
+        the answer would be delivered to that loop, never to this one."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not self._loop:
+            raise RuntimeError(
+                f"session {self.short_id} belongs to the event loop it was created "
+                "on: await its proxy and generators there (from another thread, "
+                "use asyncio.run_coroutine_threadsafe)")
 
     # ------------------------------------------------------------------
     # Opening
@@ -250,6 +266,7 @@ class Session:
                 the session can take no more calls.
             ValueError: the arguments exceed the session's value limit.
         """
+        self.check_loop()
         self._check_usable()
         self._flush_cancels()
         if doc is not None and 0 < self._max_value < len(doc):
@@ -540,6 +557,29 @@ class Session:
         closed = f"session {self.short_id} is closed"
         self._failure = lambda: SessionClosedError(closed)
 
+    def close_soon(self) -> None:
+        """End the session without waiting, from any thread: its proxy and
+        all made from it were garbage-collected. ``Close`` goes from the
+        session's loop; if that loop is closed, the stream is cancelled."""
+        if self._closing or self._failure is not None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._close_abandoned)
+        except RuntimeError:  # the loop is closed: no Close can be sent
+            self._closing = True
+            self._call.cancel()
+
+    def _close_abandoned(self) -> None:
+        if self._closing:
+            return
+        log.debug("[session %s] its proxy was garbage-collected: closing it",
+                  self.short_id)
+        if self.on_abandon is not None:
+            self.on_abandon(self)
+        task = self._loop.create_task(self.close())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
     async def abort(self) -> None:
         """Cancel the stream at once (a failed or abandoned open)."""
         self._closing = True
@@ -562,6 +602,11 @@ class Session:
                     raise
         if self._failure is None:
             self._finish(grpc.StatusCode.CANCELLED, "session closed")
+
+
+# Closes of abandoned sessions, held until done (the loop keeps only weak
+# references to its tasks).
+_BACKGROUND: Set[asyncio.Task[None]] = set()
 
 
 def _current_task_cancelling() -> bool:

@@ -242,7 +242,8 @@ def encode_args(fmt: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     if fmt == pb.FORMAT_JSON:
         try:
             text = json.dumps({"args": list(args), "kwargs": kwargs},
-                              ensure_ascii=False, separators=(",", ":"))
+                              ensure_ascii=False, separators=(",", ":"),
+                              allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"argument cannot be sent as JSON: {exc}") from exc
         return text.encode("utf-8")

@@ -48,6 +48,7 @@
 #define RMCTL_COUNT_MAX 10000000ULL
 #define RMCTL_PARALLEL_MAX 256ULL /* bench: throughput sessions */
 #define RMCTL_ECHO_SIZE 32 /* default --size */
+#define RMCTL_TOKEN_MAX 1024 /* a line of the server's token file */
 
 #define RMCTL_HEALTH_PATH "/grpc.health.v1.Health/Check"
 
@@ -504,6 +505,18 @@ rmctl_kept(struct rmctl_opts *o, int ch)
 	return NULL;
 }
 
+/* A token the server can take: 1 to RMCTL_TOKEN_MAX printable ASCII. */
+static int
+rmctl_token_ok(const char *tok)
+{
+	size_t n;
+
+	for (n = 0; tok[n] != '\0'; n++)
+		if (tok[n] < 0x20 || tok[n] > 0x7e || n >= RMCTL_TOKEN_MAX)
+			return 0;
+	return n > 0;
+}
+
 /* Apply one flag's value; a bad value is a usage error naming the flag. */
 static void
 rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
@@ -573,9 +586,12 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 		o->o_json = 1;
 		break;
 	case OPT_TOKEN:
-		if (*arg == '\0' || strpbrk(arg, "\r\n") != NULL ||
-		    strlen(arg) > 1024)
-			rmctl_usage_error("--token: invalid token");
+		if (!rmctl_token_ok(arg))
+			rmctl_usage_error(
+			    "--token: a token is 1 to %d printable "
+			    "ASCII characters (it travels in an "
+			    "HTTP header)",
+			    RMCTL_TOKEN_MAX);
 		o->o_token = arg;
 		break;
 	case OPT_TLS:

@@ -977,28 +977,52 @@ def test_a_collected_proxy_ends_its_session() -> None:
     run(main())
 
 
+_CLOSED_LOOP_CLIENT = """
+import asyncio, gc, sys, time
+from remotemedia.core.node import RemoteExecutorConfig
+from remotemedia.remote import RemoteProxyClient
+
+class Calculator:
+    def add(self, a, b):
+        return a + b
+
+async def make():
+    client = RemoteProxyClient(RemoteExecutorConfig(host="127.0.0.1", port=int(sys.argv[1])))
+    proxy = await client.create_proxy(Calculator())
+    assert await proxy.add(1, 1) == 2
+    return client, proxy
+
+loop = asyncio.new_event_loop()
+client, proxy = loop.run_until_complete(make())
+loop.close()  # still connected, the proxy alive
+del client, proxy
+gc.collect()
+print("dropped", flush=True)
+time.sleep(30)
+"""
+
+
 def test_a_proxy_collected_after_its_loop_closed_cancels_its_stream() -> None:
     """No loop to send Close from: the stream is cancelled instead, which
-    ends the session on the server."""
-    async def serve() -> None:
+    ends the session on the server while the client process lives on. (A
+    process of its own: grpc.aio serves one event loop per process.)"""
+    async def main() -> None:
         async with fake_server() as server:
-            loop = asyncio.new_event_loop()
-            cfg = server.config()
-
-            async def make() -> Any:
-                client = RemoteProxyClient(cfg)
-                proxy = await client.create_proxy(Calculator())
-                assert await proxy.add(1, 1) == 2
-                return client, proxy
-            # The client's own loop, in a thread: closed with the client
-            # still connected and its proxy alive.
-            client, proxy = await asyncio.to_thread(loop.run_until_complete, make())
-            loop.close()
-            ends_before = server.stream_ends
-            del client, proxy
-            gc.collect()
-            await wait_until(lambda: server.stream_ends > ends_before)
-    run(serve())
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _CLOSED_LOOP_CLIENT, str(server.port),
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            try:
+                assert proc.stdout is not None
+                line = await asyncio.wait_for(proc.stdout.readline(), 30)
+                assert line == b"dropped\n", line
+                await wait_until(lambda: server.stream_ends == 1, timeout=10)
+                assert proc.returncode is None  # not the process's exit
+                assert server.closes == 0
+            finally:
+                proc.kill()
+                await proc.wait()
+    run(main())
 
 
 def test_iterating_a_plain_result_is_a_type_error() -> None:

@@ -150,6 +150,7 @@ struct stream {
 	uint64_t str_timeout_ms;
 	int str_bad_timeout; /* a grpc-timeout that does not parse */
 	struct event *str_deadline;
+	struct event *str_rst; /* resets a client still sending after */
 	struct deframer str_in;
 	struct evbuffer *str_out; /* gRPC-framed response bytes */
 	int str_started; /* response HEADERS submitted */
@@ -159,6 +160,7 @@ struct stream {
 	int str_http_status; /* non-zero: plain HTTP error response */
 	int str_remote_closed; /* client half-closed */
 	size_t str_unconsumed; /* received bytes not yet given back */
+	uint64_t str_rx; /* DATA bytes received, in all */
 	size_t str_partial; /* counted in c_partial */
 	struct session *str_session;
 };
@@ -201,6 +203,7 @@ struct session {
 	char *ses_dir;
 	uint64_t ses_last_call;
 	int ses_open_more; /* Open.object chunks still expected */
+	uint64_t ses_open_rx; /* the stream's str_rx when last checked */
 	uint32_t ses_open_seq;
 	int ses_ready_seen;
 	int ses_killed;

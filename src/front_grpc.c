@@ -413,6 +413,7 @@ front_grpc_data(struct stream *s, const uint8_t *data, size_t len)
 {
 	int rv = 0;
 
+	s->str_rx += len;
 	s->str_unconsumed += len;
 	if (!s->str_finished && !s->str_http_status) {
 		rv = deframer_feed(&s->str_in, data, len, grpc_message_cb, s);

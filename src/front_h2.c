@@ -25,6 +25,8 @@
 #define H2_FLUSH_ROUNDS 4
 /* A closing connection gets this long to send its last frames (GOAWAY). */
 #define H2_LINGER_MS 2000
+/* A client still sending this long after its response ended is reset. */
+#define H2_RST_AFTER_MS 1000
 
 /* One client connection: its HTTP/2 session and its streams. */
 struct conn {
@@ -82,6 +84,8 @@ stream_free(struct stream *s)
 	s->str_conn->c_partial -= s->str_partial;
 	if (s->str_deadline)
 		event_free(s->str_deadline);
+	if (s->str_rst != NULL)
+		event_free(s->str_rst);
 	deframer_free(&s->str_in);
 	evbuffer_free(s->str_out);
 	free(s->str_message);
@@ -272,22 +276,48 @@ h2_stream_close_cb(nghttp2_session *h2, int32_t id, uint32_t code, void *arg)
 	return 0;
 }
 
+/* H2_RST_AFTER_MS after its response, the client still sends: reset. */
+static void
+stream_rst_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct stream *s = arg;
+	struct conn *c = s->str_conn;
+
+	if (c->c_dead ||
+	    nghttp2_session_get_stream_remote_close(c->c_h2, s->str_id) != 0)
+		return;
+	nghttp2_submit_rst_stream(
+	    c->c_h2, NGHTTP2_FLAG_NONE, s->str_id, NGHTTP2_NO_ERROR);
+	conn_schedule(c);
+}
+
 /*
  * The response ended (trailers, or a bare HTTP error) while the client was
- * still sending: tell it to stop, as RFC 9113 8.1 allows, so that the
- * stream does not wait half-closed for as long as the client likes.
+ * still sending: unless it half-closes soon, tell it to stop, as RFC 9113
+ * 8.1 allows, so that the stream does not wait half-closed for as long as
+ * the client likes. Not at once: some HTTP/2 client libraries report a
+ * reset that comes before they have read the trailers instead of the
+ * status.
  */
 static int
 h2_frame_send_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
 {
 	int32_t id = frame->hd.stream_id;
+	struct stream *s;
+	struct timeval tv = {
+	    H2_RST_AFTER_MS / 1000, (H2_RST_AFTER_MS % 1000) * 1000};
 
-	if ((frame->hd.type == NGHTTP2_HEADERS ||
-	        frame->hd.type == NGHTTP2_DATA) &&
-	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
-	    nghttp2_session_get_stream_remote_close(h2, id) == 0)
-		nghttp2_submit_rst_stream(
-		    h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+	if ((frame->hd.type != NGHTTP2_HEADERS &&
+	        frame->hd.type != NGHTTP2_DATA) ||
+	    !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+	    nghttp2_session_get_stream_remote_close(h2, id) != 0 ||
+	    (s = nghttp2_session_get_stream_user_data(h2, id)) == NULL ||
+	    s->str_rst != NULL)
+		return 0;
+	s->str_rst = evtimer_new(front_base, stream_rst_cb, s);
+	if (s->str_rst == NULL)
+		fatalx("%s: evtimer_new", __func__);
+	evtimer_add(s->str_rst, &tv);
 	return 0;
 }
 

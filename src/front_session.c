@@ -188,13 +188,16 @@ front_session_refuse(const char *owner, char *msg, size_t len)
 
 /*
  * A Session stream that never sends Open, or stops sending the chunks of
- * its object, must not hold its slot (and a worker): each chunk has
- * --handshake-timeout to come.
+ * its object, must not hold its slot (and a worker): Open, and then each
+ * --handshake-timeout while the object comes, must bring bytes. Bytes
+ * the front holds back itself (its backlog to the worker, an install)
+ * are not the client's stall.
  */
 static void
 session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *ses = arg;
+	struct stream *s = ses->ses_stream;
 	char msg[160];
 
 	if (ses->ses_state == SES_OPENING)
@@ -204,13 +207,20 @@ session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 		    (unsigned long long)front_conf.fc_handshake_ms);
 	else if ((ses->ses_state == SES_INSTALLING ||
 	             ses->ses_state == SES_STARTING) &&
-	    ses->ses_open_more)
+	    ses->ses_open_more) {
+		if (s != NULL &&
+		    (s->str_rx != ses->ses_open_rx || s->str_unconsumed > 0)) {
+			ses->ses_open_rx = s->str_rx;
+			session_timer_add(
+			    ses->ses_open, front_conf.fc_handshake_ms);
+			return;
+		}
 		snprintf(msg, sizeof(msg),
 		    "chunk %u of the object did not "
 		    "come within %llu ms (--handshake-timeout)",
 		    ses->ses_open_seq,
 		    (unsigned long long)front_conf.fc_handshake_ms);
-	else
+	} else
 		return;
 	front_session_end(ses, GRPC_DEADLINE_EXCEEDED, msg);
 }
@@ -516,6 +526,7 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 	if (op->object != NULL && op->object->more) {
 		ses->ses_open_more = 1;
 		ses->ses_open_seq = 1;
+		ses->ses_open_rx = ses->ses_stream->str_rx;
 		session_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
 	}
 	ses->ses_value_bytes = op->object != NULL ? op->object->data.len : 0;
@@ -636,9 +647,6 @@ session_client_value(struct session *ses, const struct envelope *v)
 			    "unexpected chunk %u of the object", v->ev_seq);
 		ses->ses_open_seq++;
 		ses->ses_open_more = v->ev_more;
-		if (ses->ses_open_more) /* the next chunk has as long */
-			session_timer_add(
-			    ses->ses_open, front_conf.fc_handshake_ms);
 		ses->ses_value_bytes += v->ev_data_len;
 		if (ses->ses_value_bytes > front_conf.fc_max_value)
 			return session_value_too_big(ses, 0);

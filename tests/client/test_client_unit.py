@@ -140,7 +140,9 @@ def test_tls_files_that_are_not_pem_are_named(tmp_path: Path) -> None:
 
     async def connect(**files: Any) -> None:
         cfg = RemoteExecutorConfig(port=9, ssl_enabled=True, timeout=1.0, **files)
-        await RemoteProxyClient(cfg).connect()
+        client = RemoteProxyClient(cfg)
+        await client.connect()
+        await client.disconnect()
 
     with pytest.raises(ValueError, match=re.escape(f"ca_file '{junk}' holds no PEM certificate")):
         asyncio.run(connect(ca_file=junk))
@@ -148,6 +150,13 @@ def test_tls_files_that_are_not_pem_are_named(tmp_path: Path) -> None:
         asyncio.run(connect(client_cert_file=junk, client_key_file=junk))
     with pytest.raises(OSError):
         asyncio.run(connect(ca_file=tmp_path / "missing.pem"))
+    # A 1024-bit RSA key: OpenSSL's default security level refuses it,
+    # gRPC's BoringSSL takes it, so the check must too.
+    key, crt = tmp_path / "weak.key", tmp_path / "weak.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "1",
+                    "-subj", "/CN=weak", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True, timeout=60)
+    asyncio.run(connect(ca_file=crt, client_cert_file=crt, client_key_file=key))
 
 
 def test_import_paths() -> None:
@@ -937,14 +946,18 @@ def test_a_session_is_used_on_its_own_loop_only() -> None:
             async def elsewhere() -> None:
                 for what, make in (("call", lambda: proxy.add(1, 2)),
                                    ("item", gen.__anext__),
-                                   ("open", lambda: client.create_proxy(Calculator()))):
+                                   ("aclose", gen.aclose),
+                                   ("open", lambda: client.create_proxy(Calculator())),
+                                   ("close", lambda: client.close_proxy(proxy)),
+                                   ("disconnect", client.disconnect)):
                     try:
                         await asyncio.wait_for(make(), 5)
                     except RuntimeError as exc:
                         outcome[what] = str(exc)
             # asyncio.run in a thread: another loop, while this one runs.
             await asyncio.to_thread(asyncio.run, elsewhere())
-            assert set(outcome) == {"call", "item", "open"}, outcome
+            assert set(outcome) == {"call", "item", "aclose", "open", "close",
+                                    "disconnect"}, outcome
             assert all("event loop" in m for m in outcome.values()), outcome
             assert await proxy.add(1, 2) == 3
             assert [x async for x in gen] == [0, 1, 2]

@@ -567,12 +567,12 @@ def test_arguments_still_arriving_at_the_deadline_are_the_clients_fault(fast):
 
 
 def test_an_open_whose_object_stops_coming_does_not_hold_its_slot(fresh_server):
-    """Open with the object's first chunk, then nothing: each chunk has
-    --handshake-timeout to come, as Open itself has. A slow upload whose
-    chunks keep coming is not cut."""
+    """Open with the object's first chunk, then nothing: after Open, each
+    --handshake-timeout must bring bytes of the object, as it must bring
+    Open itself. A slow upload whose chunks keep coming is not cut."""
     import cloudpickle
     srv = fresh_server(["--sandbox", "off", "--max-sessions", "2", "--session-pool", "0",
-                        "--handshake-timeout", "1s"])
+                        "--handshake-timeout", "2s"])
     cloudpickle.register_pickle_by_value(sys.modules[Sleeper.__module__])
     obj = cloudpickle.dumps(Sleeper())
     third = len(obj) // 3 + 1
@@ -595,12 +595,12 @@ def test_an_open_whose_object_stops_coming_does_not_hold_its_slot(fresh_server):
         for sid in stuck:
             r = c.wait(sid, timeout=10)
             assert r.grpc_status == DEADLINE_EXCEEDED, r
-            assert r.grpc_message == ("chunk 1 of the object did not come within 1000 ms "
+            assert r.grpc_message == ("chunk 1 of the object did not come within 2000 ms "
                                       "(--handshake-timeout)")
         srv.wait_idle(timeout=20)  # both slots free again
         slow = c.request(SESSION, grpc_frame(chunk(0).SerializeToString()), end=False)
         for seq in (1, 2):
-            time.sleep(0.7)  # 1.4 s in all: more than the timeout, chunk by chunk less
+            time.sleep(1.2)  # 2.4 s in all: more than the timeout, chunk by chunk less
             c.send(slow, grpc_frame(chunk(seq).SerializeToString()))
         got = [m.WhichOneof("msg") for m in wait_msgs(c, slow, 1)]
         assert got == ["ready"], (got, c.responses[slow])
@@ -626,17 +626,26 @@ def test_a_malformed_grpc_timeout_is_refused(server, value):
 
 
 def test_a_response_that_ends_first_resets_what_the_client_still_sends(server):
-    """Trailers before the client half-closed: RST_STREAM(NO_ERROR) follows
-    (RFC 9113 8.1), so that the stream does not wait, half-closed, for as
-    long as the client likes."""
+    """Trailers before the client half-closed: unless it half-closes within
+    a second, RST_STREAM(NO_ERROR) follows (RFC 9113 8.1), so that the
+    stream does not wait, half-closed, for as long as the client likes."""
     c = H2Client(server.host, server.port)
     try:
+        t0 = time.monotonic()
         sid = c.request("/no.such/Method", b"", end=False)
         events, _ = pump(c, 5, until=lambda ev: isinstance(ev, h2.events.StreamReset))
+        assert time.monotonic() - t0 >= 0.9  # not before the client could read
         r = c.responses[sid]
         assert r.grpc_status == 12, r  # UNIMPLEMENTED
         resets = [ev for ev in events if isinstance(ev, h2.events.StreamReset)]
         assert [(ev.stream_id, ev.error_code) for ev in resets] == [(sid, NO_ERROR)]
+        # A client that half-closes after reading the trailers is not reset.
+        polite = c.request("/no.such/Method", b"", end=False)
+        c.wait(polite)
+        assert c.responses[polite].grpc_status == 12
+        c.send(polite, b"", end=True)
+        events, _ = pump(c, 1.5)
+        assert not [ev for ev in events if isinstance(ev, h2.events.StreamReset)], events
         echo_ok(server.host, server.port, c=c)
     finally:
         c.close()

@@ -89,6 +89,9 @@ def _check_pem(cfg: RemoteExecutorConfig) -> None:
     certificate, a client certificate and key that are not PEM or not a
     pair. A missing file raises OSError."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # gRPC (BoringSSL) takes keys that OpenSSL's default security level
+    # refuses (a 1024-bit RSA key): check the files, not that policy.
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     if cfg.ca_file is not None:
         _read_file(cfg.ca_file)  # OSError first, as for the other files
         try:
@@ -204,6 +207,12 @@ class RemoteProxyClient:
             root_certificates=roots, private_key=key, certificate_chain=chain)
         return grpc.aio.secure_channel(cfg.target, credentials, options=options)
 
+    def _check_loop(self) -> None:
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                "this client is connected on another event loop: use it there "
+                "(from another thread, use asyncio.run_coroutine_threadsafe)")
+
     async def disconnect(self) -> None:
         """Close every session of this client, then the channel (idempotent).
 
@@ -211,11 +220,13 @@ class RemoteProxyClient:
         at most ``timeout``; pending and later calls on its proxies raise
         :class:`SessionClosedError`.
         """
+        self._check_loop()
         sessions = list(self._sessions)
         self._sessions.clear()
         if sessions:
             await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
         channel, self._channel, self._session_rpc = self._channel, None, None
+        self._loop = None
         if channel is not None:
             await channel.close()
 
@@ -261,10 +272,7 @@ class RemoteProxyClient:
                 f"serialization_format must be 'pickle' or 'json', not {serialization_format!r}")
         if self._channel is None:
             await self.connect()
-        if asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(
-                "this client is connected on another event loop: create proxies "
-                "there (from another thread, use asyncio.run_coroutine_threadsafe)")
+        self._check_loop()
         payload = wire.dump_object(obj)
         bar: Optional[TerminalProgress] = None
         if progress is None and _stderr_is_terminal():
@@ -292,6 +300,7 @@ class RemoteProxyClient:
         if not isinstance(proxy, RemoteProxy):
             raise TypeError(f"expected a RemoteProxy, not {type(proxy).__name__}")
         session: Session = proxy._rm_session
+        session.check_loop()
         self._sessions.discard(session)
         await session.close()
 

@@ -165,6 +165,7 @@ class RemoteGenerator(AsyncIterator[Any]):
 
         The wait is bounded by the config's ``timeout``; errors are ignored.
         """
+        self._rm_session.check_loop()
         if self._rm_done:
             return
         self._rm_done = True

@@ -561,12 +561,17 @@ class Session:
         """End the session without waiting, from any thread: its proxy and
         all made from it were garbage-collected. ``Close`` goes from the
         session's loop; if that loop is closed, the stream is cancelled."""
-        if self._closing or self._failure is not None:
-            return
+        if self._closing or self._failure is not None or sys.is_finalizing():
+            return  # at exit, the connection's end ends the session
         try:
             self._loop.call_soon_threadsafe(self._close_abandoned)
+            return
         except RuntimeError:  # the loop is closed: no Close can be sent
-            self._closing = True
+            pass
+        self._closing = True
+        if self.on_abandon is not None:
+            self.on_abandon(self)
+        if not self._call.done():
             self._call.cancel()
 
     def _close_abandoned(self) -> None:
@@ -605,7 +610,9 @@ class Session:
 
 
 # Closes of abandoned sessions, held until done (the loop keeps only weak
-# references to its tasks).
+# references to its tasks). One whose loop is closed before it finishes
+# stays here, with its session: a few objects, for a loop closed with
+# tasks still pending, which asyncio itself warns of.
 _BACKGROUND: Set[asyncio.Task[None]] = set()
 
 

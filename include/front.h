@@ -435,6 +435,7 @@ int front_worker_spawn(struct session *, char *, size_t);
 pid_t front_worker_exec(const char *, const char *const[3], const int[4]);
 int front_worker_send(struct session *, uint8_t, const uint8_t *, size_t);
 int front_worker_send_init(struct session *);
+int front_worker_send_expired(struct session *, uint64_t);
 size_t front_worker_pending_out(struct session *);
 void front_worker_pause(struct session *, int);
 void front_worker_reading(struct session *, int);

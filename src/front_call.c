@@ -28,6 +28,7 @@ struct call {
 	int cl_out_more; /* result/item chunks still expected */
 	uint64_t cl_credit; /* items the worker may still send */
 	uint64_t cl_timeout_ms;
+	int cl_expired; /* its deadline passed: the worker was told */
 	int cl_deadline_hit; /* fired while the front was not reading */
 	char *cl_name;
 	uint64_t cl_in_bytes; /* bytes of the arguments so far */
@@ -81,7 +82,14 @@ front_call_done(struct call *cl)
 	front_call_free(cl);
 }
 
-/* A call ignored its deadline and the grace after it: kill the worker. */
+static void call_grace(struct call *);
+
+/*
+ * The call's deadline: the worker is told, so that a call that has not
+ * started yet (it waited behind another, or for its arguments) never
+ * does; one that runs has the grace to stop. Past the grace, the worker
+ * is killed.
+ */
 static void
 call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -89,6 +97,12 @@ call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 	char msg[256];
 	int late;
 
+	if (!cl->cl_expired) {
+		cl->cl_expired = 1;
+		front_worker_send_expired(cl->cl_session, cl->cl_id);
+		call_grace(cl);
+		return;
+	}
 	if (cl->cl_session->ses_paused) {
 		/* Its answer may be sitting unread behind a slow client:
 		 * judge the worker once the front reads it again. */
@@ -108,29 +122,37 @@ call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 	front_session_end(cl->cl_session, GRPC_DEADLINE_EXCEEDED, msg);
 }
 
-/* Arm (or, with 0, disarm) the kill timer: deadline plus grace. */
+/* Arm the timer for ms from now. */
+static void
+call_timer_add(struct call *cl, uint64_t ms)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(cl->cl_deadline, &tv);
+}
+
+static void
+call_grace(struct call *cl)
+{
+	call_timer_add(cl, front_conf.fc_grace_ms);
+}
+
+/* Arm (or, with 0, disarm) the deadline timer. */
 static void
 call_arm(struct call *cl, uint64_t timeout_ms)
 {
-	struct timeval tv;
-	uint64_t ms;
-
 	if (cl->cl_deadline != NULL)
 		evtimer_del(cl->cl_deadline);
 	cl->cl_deadline_hit = 0;
+	cl->cl_expired = 0;
 	if (timeout_ms == 0)
 		return;
 	if (cl->cl_deadline == NULL)
 		cl->cl_deadline = evtimer_new(front_base, call_deadline_cb, cl);
 	cl->cl_timeout_ms = timeout_ms;
-	/* The client's timeout is untrusted: saturate instead of wrapping. */
-	if (timeout_ms > UINT64_MAX - front_conf.fc_grace_ms)
-		ms = UINT64_MAX;
-	else
-		ms = timeout_ms + front_conf.fc_grace_ms;
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(cl->cl_deadline, &tv);
+	call_timer_add(cl, timeout_ms);
 }
 
 /* The front reads the worker again: deadlines that passed meanwhile get
@@ -139,16 +161,12 @@ void
 front_call_regrace(struct session *ses)
 {
 	struct call *cl;
-	struct timeval tv;
 
 	RB_FOREACH (cl, calltree, &ses->ses_calls) {
 		if (!cl->cl_deadline_hit)
 			continue;
 		cl->cl_deadline_hit = 0;
-		tv.tv_sec = (time_t)(front_conf.fc_grace_ms / 1000);
-		tv.tv_usec = (suseconds_t)(front_conf.fc_grace_ms % 1000) *
-		    1000;
-		evtimer_add(cl->cl_deadline, &tv);
+		call_grace(cl);
 	}
 }
 

@@ -402,6 +402,24 @@ front_worker_send_init(struct session *ses)
 	return rv;
 }
 
+/* Tell the worker that a call's deadline has passed. */
+int
+front_worker_send_expired(struct session *ses, uint64_t id)
+{
+	Remotemedia__Worker__V1__WorkerControl ctl =
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
+	Remotemedia__Worker__V1__Expired ex =
+	    REMOTEMEDIA__WORKER__V1__EXPIRED__INIT;
+	uint8_t buf[32];
+	size_t len;
+
+	ex.call_id = id;
+	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_EXPIRED;
+	ctl.expired = &ex;
+	len = remotemedia__worker__v1__worker_control__pack(&ctl, buf);
+	return front_worker_send(ses, FRAME_CTL, buf, len);
+}
+
 /* Queue one frame to the worker. */
 int
 front_worker_send(

@@ -17,6 +17,7 @@
  *   ("call", call_id, name, kind, args, timeout_ms)
  *   ("pull", call_id, n, timeout_ms)
  *   ("cancel", call_id)
+ *   ("expired", call_id)    the front's word that its deadline passed
  *   ("close",)
  *   ("eof",)
  */
@@ -39,6 +40,7 @@
 #include "remotemedia.pb-c.h"
 #include "util.h"
 #include "worker.h"
+#include "worker.pb-c.h"
 #include "worker_oob.h"
 #include "worker_runtime.h"
 
@@ -136,11 +138,12 @@ worker_py_send_err(Remotemedia__V1__Error *err)
 /* Send an Error that C decides on its own (limits, early cancel). */
 static void
 worker_py_send_error_c(uint64_t id, const char *type, const char *module,
-    const char *qualname, const char *message)
+    const char *qualname, const char *message, int timeout)
 {
 	Remotemedia__V1__Error err = REMOTEMEDIA__V1__ERROR__INIT;
 
 	err.call_id = id;
+	err.timeout = timeout;
 	err.type = (char *)type;
 	err.module = (char *)module;
 	err.qualname = (char *)qualname;
@@ -258,7 +261,7 @@ worker_py_asm_refuse(struct worker_py_asm *wa, uint64_t size, int nomem)
 		worker_exit(0);
 	}
 	log_info("%s", msg);
-	worker_py_send_error_c(wa->wa_id, type, "builtins", type, msg);
+	worker_py_send_error_c(wa->wa_id, type, "builtins", type, msg, 0);
 }
 
 /*
@@ -462,13 +465,62 @@ worker_py_cancel(uint64_t id, PyObject *events)
 		if (!wa->wa_discard)
 			worker_py_send_error_c(id, "asyncio.CancelledError",
 			    "asyncio.exceptions", "CancelledError",
-			    "cancelled by the client");
+			    "cancelled by the client", 0);
 		wa->wa_discard = 1;
 		worker_py_asm_drop(wa);
 		return 0;
 	}
 	return worker_py_queue(
 	    events, Py_BuildValue("(sK)", "cancel", (unsigned long long)id));
+}
+
+/*
+ * The front's word that a call's deadline passed. A call whose arguments
+ * are still arriving is answered here; the runtime drops one that it has
+ * not started.
+ */
+static int
+worker_py_expired(uint64_t id, PyObject *events)
+{
+	struct worker_py_asm *wa;
+
+	wa = worker_py_asm_find(id);
+	if (wa != NULL && !wa->wa_open) {
+		if (!wa->wa_discard)
+			worker_py_send_error_c(id, "TimeoutError", "builtins",
+			    "TimeoutError",
+			    "the call's deadline passed while its arguments "
+			    "were arriving",
+			    1);
+		wa->wa_discard = 1;
+		worker_py_asm_drop(wa);
+		return 0;
+	}
+	return worker_py_queue(
+	    events, Py_BuildValue("(sK)", "expired", (unsigned long long)id));
+}
+
+/* A WorkerControl after Init: only Expired comes then. */
+static int
+worker_py_control(const uint8_t *p, size_t len, PyObject *events)
+{
+	Remotemedia__Worker__V1__WorkerControl *ctl;
+	int rv = -1;
+
+	ctl = remotemedia__worker__v1__worker_control__unpack(NULL, len, p);
+	if (ctl == NULL)
+		log_warnx("%s: cannot decode a %zu-byte WorkerControl",
+		    __func__, len);
+	else if (ctl->msg_case ==
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_EXPIRED)
+		rv = worker_py_expired(ctl->expired->call_id, events);
+	else
+		log_warnx("%s: unexpected control %d after Init", __func__,
+		    (int)ctl->msg_case);
+	if (ctl != NULL)
+		remotemedia__worker__v1__worker_control__free_unpacked(
+		    ctl, NULL);
+	return rv;
 }
 
 /* The one switch over what the front sends; -1 ends the worker. */
@@ -515,6 +567,8 @@ worker_py_frame(void *arg, uint8_t type, const uint8_t *p, size_t len)
 	struct envelope ev;
 	int rv;
 
+	if (type == FRAME_CTL)
+		return worker_py_control(p, len, arg);
 	if (type != FRAME_MSG) {
 		log_warnx(
 		    "%s: unexpected frame type %u after Init", __func__, type);

@@ -86,6 +86,10 @@ _RUNTIME_FILE = (lambda: None).__code__.co_filename
 # types' ids: a user's metaclass may make its classes unhashable.
 _PLAIN = frozenset(map(id, (type(None), bool, int, float, complex, str)))
 
+# Seconds of user code after which the rest of a batch of events looks for
+# what came meanwhile (Runtime._run_events).
+_REREAD = 0.001
+
 # The asyncio module, once the session has needed it (Runtime._use_asyncio).
 asyncio = None
 
@@ -650,12 +654,21 @@ class Runtime:
 
     def _run_events(self, events):
         loop = self.loop
-        doomed = _cancelled_before_start(events) if len(events) > 1 else ()
+        doomed = None
+        if len(events) > 1:
+            doomed = _ended_before_start(events)
+            since = time.monotonic()
         for i, ev in enumerate(events):
             if self.why is not None:
                 return
+            if i and ev[0] == "call" and time.monotonic() - since > _REREAD:
+                # The calls before ran a while: a Cancel, or the front's
+                # word that a deadline passed, may have come meanwhile.
+                events.extend(_rmworker.pump())
+                doomed = _ended_before_start(events[i:])
+                since = time.monotonic()
             if doomed and ev[0] == "call" and ev[1] in doomed:
-                self._call_cancelled(ev[1], ev[2])
+                self._never_started(ev, doomed[ev[1]])
                 continue
             if ev[0] == "open" and _names_asyncio(ev):
                 self._open_on_asyncio()
@@ -669,17 +682,26 @@ class Runtime:
             if ev[0] == "open" and "asyncio" in sys.modules:
                 self._open_on_asyncio()  # the object's packages imported it
 
-    def _call_cancelled(self, call_id, name):
-        """A call whose Cancel came with it (both queued while user code
-        ran): it never starts, and is answered as cancelled."""
+    def _never_started(self, ev, why):
+        """A call whose Cancel, or word that its deadline passed, came with
+        it (queued while user code ran): it never starts. Answered as C
+        answers those that come while the arguments do."""
+        call_id, name, timeout_ms = ev[1], ev[2], ev[5]
         st = _Call(call_id, name)
         self.calls[call_id] = st
-        if self._finish(st):
-            # As C answers a Cancel that comes while the arguments do.
-            self._send(_rmworker.send_error, call_id, "asyncio.CancelledError",
-                       "asyncio.exceptions", "CancelledError",
-                       "cancelled by the client before it started", "", b"",
-                       False)
+        if not self._finish(st):
+            return
+        if why == "cancel":
+            fields = ("asyncio.CancelledError", "asyncio.exceptions",
+                      "CancelledError",
+                      "cancelled by the client before it started")
+        else:
+            fields = ("TimeoutError", "builtins", "TimeoutError",
+                      "call to %r exceeded its deadline of %gs before it "
+                      "could start (other calls held the session)"
+                      % (name, timeout_ms / 1000.0))
+        self._send(_rmworker.send_error, call_id, *fields, "", b"",
+                   why == "expired")
 
     def _open_on_asyncio(self):
         try:
@@ -702,6 +724,8 @@ class Runtime:
                 self._open(*ev[1:])
             elif kind in ("close", "eof"):
                 self._stop(kind)
+            elif kind == "expired":
+                pass  # started already: its own alarm bounds it
             else:
                 _log(LOG_WARN, "unknown event %r" % (kind,))
         except BaseException as exc:
@@ -1153,14 +1177,16 @@ class Runtime:
         _flush_stdio()
 
 
-def _cancelled_before_start(events):
-    """Ids of the calls of events that a Cancel later in events abandons."""
-    calls, doomed = set(), set()
+def _ended_before_start(events):
+    """{call id: "cancel" or "expired"} for the calls of events that a
+    Cancel, or the front's word that their deadline passed, later in
+    events ends before they start."""
+    calls, doomed = set(), {}
     for ev in events:
         if ev[0] == "call":
             calls.add(ev[1])
-        elif ev[0] == "cancel" and ev[1] in calls:
-            doomed.add(ev[1])
+        elif ev[0] in ("cancel", "expired") and ev[1] in calls:
+            doomed.setdefault(ev[1], ev[0])
     return doomed
 
 

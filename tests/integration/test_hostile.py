@@ -547,20 +547,36 @@ def test_a_call_name_holding_a_nul_is_invalid_argument(fast):
     fast.wait_idle(timeout=20)
 
 
-def test_arguments_still_arriving_at_the_deadline_are_the_clients_fault(fast):
-    """A call whose arguments stop half-way, past its deadline and the
-    grace: the session ends, and the message says what happened (before,
-    it said the worker did not stop and was killed)."""
+def test_a_call_whose_deadline_passes_before_it_starts_never_runs(fast):
+    """The deadline runs from the call's arrival at the front, not from
+    when the worker gets to it: a call that waits behind a slow one (or
+    for its own arguments) past its deadline fails alone, timed out,
+    without running, and the session goes on. (The worker was killed,
+    once, for arguments that came too slowly.)"""
+    import cloudpickle
     c = H2Client(fast.host, fast.port, timeout=30)
     try:
         sid = open_session(c)
+        before = len(split_grpc(c.responses[sid].data))
+        args = cloudpickle.dumps(((), {}))
+        c.send(sid, call_msgs(1, "sleep", (1.0,)) + grpc_frame(pb.ClientMessage(call=pb.Call(
+            call_id=2, name="ping", kind=pb.CALL_METHOD, timeout_ms=200,
+            args=pb.Value(call_id=2, data=args))).SerializeToString()))
+        # A call whose arguments stop half-way.
         c.send(sid, grpc_frame(pb.ClientMessage(call=pb.Call(
-            call_id=1, name="size", kind=pb.CALL_METHOD, timeout_ms=100,
-            args=pb.Value(call_id=1, data=b"half", more=True))).SerializeToString()))
-        r = c.wait(sid, timeout=15)
-        assert r.grpc_status == DEADLINE_EXCEEDED, r
-        assert r.grpc_message == ("the arguments of call 1 ('size') were still arriving "
-                                  "2000 ms after its deadline of 100 ms; the session ends")
+            call_id=3, name="size", kind=pb.CALL_METHOD, timeout_ms=300,
+            args=pb.Value(call_id=3, data=b"half", more=True))).SerializeToString()))
+        msgs = wait_msgs(c, sid, before + 3)[before:]
+        got = {m.WhichOneof("msg") + str(getattr(m, m.WhichOneof("msg")).call_id): m
+               for m in msgs}
+        assert set(got) == {"result1", "error2", "error3"}, msgs
+        assert got["error2"].error.timeout and got["error3"].error.timeout
+        assert "exceeded its deadline of 0.2s before it could start" in \
+            got["error2"].error.message
+        assert got["error3"].error.message == \
+            "the call's deadline passed while its arguments were arriving"
+        assert call_result(c, sid, 4, "ping", ()) == "pong"
+        assert not c.responses[sid].ended
     finally:
         c.close()
     fast.wait_idle(timeout=20)

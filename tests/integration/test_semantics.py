@@ -162,6 +162,21 @@ class Slow:
     def count(self):
         return self.calls
 
+    def hold(self, s):
+        """Hold the session s seconds, past its own deadline (within the
+        grace)."""
+        end = time.monotonic() + s
+        while time.monotonic() < end:
+            try:
+                time.sleep(0.05)
+            except TimeoutError:
+                pass
+        return s
+
+    def bump(self):
+        self.calls += 1
+        return self.calls
+
 
 class Values:
     def echo(self, x):
@@ -345,6 +360,25 @@ def test_deadline_raises_timeout_error_in_the_call(server, method):
             assert time.monotonic() - t < 10
             # the session survives: the worker stopped the call itself
             assert await s.count() in (0, 1)
+    run(main())
+
+
+def test_a_call_that_timed_out_waiting_never_runs(server):
+    """A call queued behind a sync method that holds the session past the
+    call's deadline: the client is told it timed out, and it must not run
+    after that (its side effect would be a surprise)."""
+    async def main():
+        async with RemoteProxyClient(server.config(timeout=1.0)) as client:
+            s = await client.create_proxy(Slow())
+            held = asyncio.ensure_future(s.hold(1.8))
+            await asyncio.sleep(0.2)
+            with pytest.raises(rx.RemoteTimeoutError):
+                await s.bump()
+            with pytest.raises(TimeoutError):
+                await held  # past its own deadline, within the grace
+            await asyncio.sleep(0.5)
+            assert await s.count() == 0
+            assert await s.bump() == 1  # the session goes on
     run(main())
 
 

@@ -831,6 +831,36 @@ def test_a_call_cancelled_while_it_waits_behind_another_never_runs(w):
     assert w.call_value("add", 1, 2) == 3
 
 
+def test_a_call_whose_deadline_passed_while_it_waited_never_runs(w):
+    """The front says when a call's deadline passed (its clock starts when
+    the call arrives): one still queued behind another never starts, and
+    is answered as timed out; one that runs is left to its own alarm."""
+    slow = w.send_call("sleep", 0.5)
+    time.sleep(0.1)
+    late = w.send_call("add", 1, timeout_ms=100)
+    w.expired(late)
+    w.expired(slow)  # running: nothing happens to it
+    assert w.result(slow) == "slept"
+    e = w.error(late)
+    assert (e.type, e.module, e.qualname) == ("TimeoutError", "builtins", "TimeoutError")
+    assert e.timeout
+    assert e.message == ("call to 'add' exceeded its deadline of 0.1s before it could "
+                         "start (other calls held the session)")
+    # Its arguments still arriving: answered by C, the rest dropped.
+    call_id = w.next_id
+    w.next_id += 1
+    w.send(call=pb.Call(call_id=call_id, name="size", timeout_ms=100, args=pb.Value(
+        call_id=call_id, seq=0, data=b"x" * 10, more=True)))
+    w.expired(call_id)
+    w.send(value=pb.Value(call_id=call_id, seq=1, data=b"y" * 10))
+    e = w.error(call_id)
+    assert e.type == "TimeoutError" and e.timeout
+    assert e.message == "the call's deadline passed while its arguments were arriving"
+    w.drain(0.3)
+    assert not w.inbox[call_id] and not w.inbox[late]
+    assert w.call_value("add", 1, 2) == 3
+
+
 def test_cancel_while_arguments_arrive(w):
     call_id = w.next_id
     w.next_id += 1

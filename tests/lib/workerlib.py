@@ -455,6 +455,12 @@ class FakeFront:
     def cancel(self, call_id):
         self.send(cancel=pb.Cancel(call_id=call_id))
 
+    def expired(self, call_id):
+        """The front's word that call_id's deadline passed."""
+        wpb = worker_pb2()
+        ctl = wpb.WorkerControl(expired=wpb.Expired(call_id=call_id))
+        self.send_frame(FRAME_CTL, ctl.SerializeToString())
+
     def close(self):
         self.send(close=pb.Close())
 

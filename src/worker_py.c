@@ -454,50 +454,37 @@ worker_py_call(const Remotemedia__V1__Call *c, PyObject *events)
 	return worker_py_value_start(c->call_id, 0, ev, 4, c->args, events);
 }
 
-/* A Cancel for a call whose arguments are still arriving answers it here. */
-static int
-worker_py_cancel(uint64_t id, PyObject *events)
-{
-	struct worker_py_asm *wa;
-
-	wa = worker_py_asm_find(id);
-	if (wa != NULL && !wa->wa_open) {
-		if (!wa->wa_discard)
-			worker_py_send_error_c(id, "asyncio.CancelledError",
-			    "asyncio.exceptions", "CancelledError",
-			    "cancelled by the client", 0);
-		wa->wa_discard = 1;
-		worker_py_asm_drop(wa);
-		return 0;
-	}
-	return worker_py_queue(
-	    events, Py_BuildValue("(sK)", "cancel", (unsigned long long)id));
-}
-
 /*
- * The front's word that a call's deadline passed. A call whose arguments
- * are still arriving is answered here; the runtime drops one that it has
- * not started.
+ * A Cancel from the client, or the front's word that a call's deadline
+ * passed ("expired"): a call whose arguments are still arriving is
+ * answered here and what comes of them dropped; otherwise the runtime gets
+ * the event (and drops the call if it has not started it).
  */
 static int
-worker_py_expired(uint64_t id, PyObject *events)
+worker_py_end_call(uint64_t id, const char *event, PyObject *events)
 {
 	struct worker_py_asm *wa;
+	int expired = strcmp(event, "expired") == 0;
 
 	wa = worker_py_asm_find(id);
-	if (wa != NULL && !wa->wa_open) {
-		if (!wa->wa_discard)
-			worker_py_send_error_c(id, "TimeoutError", "builtins",
-			    "TimeoutError",
-			    "the call's deadline passed while its arguments "
-			    "were arriving",
-			    1);
-		wa->wa_discard = 1;
-		worker_py_asm_drop(wa);
+	if (wa == NULL || wa->wa_open)
+		return worker_py_queue(events,
+		    Py_BuildValue("(sK)", event, (unsigned long long)id));
+	if (wa->wa_discard)
 		return 0;
-	}
-	return worker_py_queue(
-	    events, Py_BuildValue("(sK)", "expired", (unsigned long long)id));
+	wa->wa_discard = 1;
+	worker_py_asm_drop(wa);
+	if (expired)
+		worker_py_send_error_c(id, "TimeoutError", "builtins",
+		    "TimeoutError",
+		    "the call's deadline passed while its arguments were "
+		    "arriving",
+		    1);
+	else
+		worker_py_send_error_c(id, "asyncio.CancelledError",
+		    "asyncio.exceptions", "CancelledError",
+		    "cancelled by the client", 0);
+	return 0;
 }
 
 /* A WorkerControl after Init: only Expired comes then. */
@@ -513,7 +500,8 @@ worker_py_control(const uint8_t *p, size_t len, PyObject *events)
 		    __func__, len);
 	else if (ctl->msg_case ==
 	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_EXPIRED)
-		rv = worker_py_expired(ctl->expired->call_id, events);
+		rv = worker_py_end_call(
+		    ctl->expired->call_id, "expired", events);
 	else
 		log_warnx("%s: unexpected control %d after Init", __func__,
 		    (int)ctl->msg_case);
@@ -549,7 +537,8 @@ worker_py_dispatch_front(
 		        (unsigned long long)cm->pull->call_id, cm->pull->n,
 		        (unsigned long long)cm->pull->timeout_ms));
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CANCEL:
-		return worker_py_cancel(cm->cancel->call_id, events);
+		return worker_py_end_call(
+		    cm->cancel->call_id, "cancel", events);
 	case REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CLOSE:
 		return worker_py_queue(events, Py_BuildValue("(s)", "close"));
 	default:

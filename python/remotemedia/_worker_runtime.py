@@ -645,12 +645,7 @@ class Runtime:
             self.loop.stop()
 
     def _on_readable(self):
-        try:
-            events = _rmworker.pump()
-        except Exception as exc:
-            _log(LOG_WARN, "pump failed: %r" % (exc,))
-            events = [("eof",)]
-        self._run_events(events)
+        self._run_events(_pump())
 
     def _run_events(self, events):
         loop = self.loop
@@ -663,10 +658,11 @@ class Runtime:
                 return
             if i and ev[0] == "call" and time.monotonic() - since > _REREAD:
                 # The calls before ran a while: a Cancel, or the front's
-                # word that a deadline passed, may have come meanwhile.
-                events.extend(_rmworker.pump())
-                doomed = _ended_before_start(events[i:])
-                since = time.monotonic()
+                # word that a deadline passed, may have come meanwhile. The
+                # rest waits its turn behind the loop's other callbacks, as
+                # a new batch: one read a turn, as ever.
+                self.loop.call_soon(self._run_events, events[i:] + _pump())
+                return
             if doomed and ev[0] == "call" and ev[1] in doomed:
                 self._never_started(ev, doomed[ev[1]])
                 continue
@@ -681,6 +677,18 @@ class Runtime:
             self._dispatch(ev)
             if ev[0] == "open" and "asyncio" in sys.modules:
                 self._open_on_asyncio()  # the object's packages imported it
+
+    def _expired(self, call_id):
+        """The front's clock, which started when the call arrived, says
+        its deadline (or its Pull's) passed: the worker's, which started
+        later, gives way (an async call awaiting is timed out now)."""
+        st = self.calls.get(call_id)
+        if st is None or st.done or st.deadline is None:
+            return
+        now = time.monotonic()
+        if st.deadline > now:
+            st.deadline = now
+            self._rearm()
 
     def _never_started(self, ev, why):
         """A call whose Cancel, or word that its deadline passed, came with
@@ -697,9 +705,10 @@ class Runtime:
                       "cancelled by the client before it started")
         else:
             fields = ("TimeoutError", "builtins", "TimeoutError",
-                      "call to %r exceeded its deadline of %gs before it "
-                      "could start (other calls held the session)"
-                      % (name, timeout_ms / 1000.0))
+                      "call to %r exceeded its deadline%s before it could "
+                      "start (other calls held the session)"
+                      % (name, " of %gs" % (timeout_ms / 1000.0)
+                         if timeout_ms else ""))
         self._send(_rmworker.send_error, call_id, *fields, "", b"",
                    why == "expired")
 
@@ -725,7 +734,7 @@ class Runtime:
             elif kind in ("close", "eof"):
                 self._stop(kind)
             elif kind == "expired":
-                pass  # started already: its own alarm bounds it
+                self._expired(ev[1])
             else:
                 _log(LOG_WARN, "unknown event %r" % (kind,))
         except BaseException as exc:
@@ -1175,6 +1184,15 @@ class Runtime:
             except BaseException as exc:
                 _report("closing async generator %r raised" % st.name, exc)
         _flush_stdio()
+
+
+def _pump():
+    """The events that fd 3 holds now; a failed read ends the session."""
+    try:
+        return _rmworker.pump()
+    except Exception as exc:
+        _log(LOG_WARN, "pump failed: %r" % (exc,))
+        return [("eof",)]
 
 
 def _ended_before_start(events):

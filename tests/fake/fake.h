@@ -63,6 +63,8 @@ struct fake {
 	unsigned long fk_closed; /* front_worker_close calls */
 	unsigned long fk_described; /* front_worker_describe_exit calls */
 	unsigned long fk_frames_to_worker;
+	unsigned long fk_expired; /* front_worker_send_expired calls */
+	uint64_t fk_expired_id; /* and the last one's call id */
 	unsigned long fk_env_released;
 	unsigned long fk_env_progress; /* front_session_progress */
 	unsigned long fk_build_cgroups; /* one per build started */

@@ -60,6 +60,15 @@ fake_send_pending(struct session *ses)
 	}
 }
 
+/* Counted, and sent as the real one is: a control frame. */
+int
+front_worker_send_expired(struct session *ses, uint64_t id)
+{
+	fake.fk_expired++;
+	fake.fk_expired_id = id;
+	return front_worker_send(ses, FRAME_CTL, (const uint8_t *)"", 0);
+}
+
 int
 front_worker_spawn(struct session *ses, char *err, size_t errlen)
 {

@@ -366,7 +366,9 @@ def test_deadline_raises_timeout_error_in_the_call(server, method):
 def test_a_call_that_timed_out_waiting_never_runs(server):
     """A call queued behind a sync method that holds the session past the
     call's deadline: the client is told it timed out, and it must not run
-    after that (its side effect would be a surprise)."""
+    after that (its side effect would be a surprise). Whichever comes
+    first ends it: the front's word that its deadline passed, or the
+    client's Cancel on its own timeout."""
     async def main():
         async with RemoteProxyClient(server.config(timeout=1.0)) as client:
             s = await client.create_proxy(Slow())
@@ -396,6 +398,27 @@ def test_call_ignoring_its_deadline_kills_the_worker(server):
             assert e.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED,)
     run(main())
     server.wait_idle()
+
+
+def test_a_client_whose_loop_closed_starts_afresh_on_the_next(server):
+    """Connected in one asyncio.run, never disconnected: in the next, the
+    client connects again instead of refusing (its loop is gone, not busy
+    elsewhere), and the session of the closed loop does not stay."""
+    client = RemoteProxyClient(server.config())
+
+    async def first():
+        p = await client.create_proxy(Slow())
+        return await p.count()
+
+    async def second():
+        p = await client.create_proxy(Slow())
+        n = await p.count()
+        await client.disconnect()
+        return n
+    assert run(first()) == 0
+    assert run(second()) == 0
+    gc.collect()
+    server.wait_idle(timeout=20)
 
 
 # --- retries ------------------------------------------------------------------------

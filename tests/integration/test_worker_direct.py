@@ -839,7 +839,6 @@ def test_a_call_whose_deadline_passed_while_it_waited_never_runs(w):
     time.sleep(0.1)
     late = w.send_call("add", 1, timeout_ms=100)
     w.expired(late)
-    w.expired(slow)  # running: nothing happens to it
     assert w.result(slow) == "slept"
     e = w.error(late)
     assert (e.type, e.module, e.qualname) == ("TimeoutError", "builtins", "TimeoutError")
@@ -858,6 +857,20 @@ def test_a_call_whose_deadline_passed_while_it_waited_never_runs(w):
     assert e.message == "the call's deadline passed while its arguments were arriving"
     w.drain(0.3)
     assert not w.inbox[call_id] and not w.inbox[late]
+    assert w.call_value("add", 1, 2) == 3
+
+
+def test_the_fronts_deadline_ends_an_async_call_that_awaits(w):
+    """The front's clock started when the call arrived: its word that the
+    deadline passed times out an async call now, not when the worker's
+    own clock (started later) would."""
+    c = w.send_call("async_sleep", 100, timeout_ms=60000)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    w.expired(c)
+    e = w.error(c)
+    assert e.timeout and e.type == "TimeoutError", e
+    assert time.monotonic() - t0 < 5
     assert w.call_value("add", 1, 2) == 3
 
 

@@ -1508,6 +1508,31 @@ test_call_deadline(void **state)
 }
 
 /*
+ * At the deadline the worker is told (Expired), so that a call it has not
+ * started never runs; an answer within the grace after it disarms the
+ * kill.
+ */
+static void
+test_call_deadline_tells_the_worker(void **state)
+{
+	struct timeval tv = {0, 20000};
+
+	front_conf.fc_grace_ms = 10000;
+	make_ready();
+	assert_int_equal(c_call_full(1, "slow", 1, 0, 0), 0);
+	/* 20 ms: past the deadline (1 ms), within the grace. */
+	event_base_loopexit(front_base, &tv);
+	event_base_dispatch(front_base);
+	assert_int_equal(fake.fk_expired, 1);
+	assert_int_equal(fake.fk_expired_id, 1);
+	check_running();
+	assert_int_equal(w_error(1), 0);
+	event_base_dispatch(front_base); /* nothing left to fire */
+	check_running();
+	assert_int_equal(fake.fk_expired, 1);
+}
+
+/*
  * While the front is not reading the worker (its client is slow), a
  * deadline that passes is not held against the worker: once reading
  * resumes, the call gets the grace from then on.
@@ -1721,6 +1746,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    T(test_call_deadline_tells_the_worker),
 	    T(test_first_not_open),
 	    T(test_first_not_open_kinds),
 	    T(test_open_requirements_invalid),

@@ -165,6 +165,7 @@ class RemoteProxyClient:
         no PEM certificate (or a key that does not match its certificate)
         ``ValueError``.
         """
+        self._check_loop()
         if self._channel is not None:
             return
         channel = self._make_channel()
@@ -208,10 +209,18 @@ class RemoteProxyClient:
         return grpc.aio.secure_channel(cfg.target, credentials, options=options)
 
     def _check_loop(self) -> None:
-        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        """Raise RuntimeError if the client is connected on another event
+        loop that still runs. On a closed one, the channel and sessions
+        are gone with it: the client starts afresh."""
+        loop = self._loop
+        if loop is None or asyncio.get_running_loop() is loop:
+            return
+        if not loop.is_closed():
             raise RuntimeError(
                 "this client is connected on another event loop: use it there "
                 "(from another thread, use asyncio.run_coroutine_threadsafe)")
+        self._sessions.clear()
+        self._channel, self._session_rpc, self._loop = None, None, None
 
     async def disconnect(self) -> None:
         """Close every session of this client, then the channel (idempotent).
@@ -270,9 +279,9 @@ class RemoteProxyClient:
         if fmt is None:
             raise ValueError(
                 f"serialization_format must be 'pickle' or 'json', not {serialization_format!r}")
+        self._check_loop()
         if self._channel is None:
             await self.connect()
-        self._check_loop()
         payload = wire.dump_object(obj)
         bar: Optional[TerminalProgress] = None
         if progress is None and _stderr_is_terminal():

@@ -587,6 +587,7 @@ class Runtime:
         self.armed = None       # the deadline the timer is set for
         self.why = None         # why the session ends, once it does
         self.stopping = None    # a future of why, once on asyncio
+        self.pending = None     # events handed back to the loop, in order
 
     # The loop ------------------------------------------------------------------
 
@@ -645,7 +646,21 @@ class Runtime:
             self.loop.stop()
 
     def _on_readable(self):
-        self._run_events(_pump())
+        events = _pump()
+        if self.pending is not None:
+            self.pending.extend(events)  # after what was read before
+            return
+        self._run_events(events)
+
+    def _later(self, events):
+        """Run events in a later turn of the loop, before anything read
+        from fd 3 meanwhile (which _on_readable queues behind them)."""
+        self.pending = events
+        self.loop.call_soon(self._run_pending)
+
+    def _run_pending(self):
+        events, self.pending = self.pending, None
+        self._run_events(events)
 
     def _run_events(self, events):
         loop = self.loop
@@ -661,7 +676,7 @@ class Runtime:
                 # word that a deadline passed, may have come meanwhile. The
                 # rest waits its turn behind the loop's other callbacks, as
                 # a new batch: one read a turn, as ever.
-                self.loop.call_soon(self._run_events, events[i:] + _pump())
+                self._later(events[i:] + _pump())
                 return
             if doomed and ev[0] == "call" and ev[1] in doomed:
                 self._never_started(ev, doomed[ev[1]])
@@ -672,7 +687,7 @@ class Runtime:
                     return
             if self.loop is not loop:
                 # User code runs where the session's loop is running.
-                self.loop.call_soon(self._run_events, events[i:])
+                self._later(events[i:])
                 return
             self._dispatch(ev)
             if ev[0] == "open" and "asyncio" in sys.modules:

@@ -874,6 +874,25 @@ def test_the_fronts_deadline_ends_an_async_call_that_awaits(w):
     assert w.call_value("add", 1, 2) == 3
 
 
+def test_calls_that_take_a_while_run_in_the_order_they_came(w):
+    """Calls that each run over a millisecond, sent while others run: the
+    worker reads fd 3 again between them (for a Cancel or an Expired), and
+    what it reads must still run after what it read before."""
+    import threading
+    ids = []
+
+    def send():  # a steady stream, as a pipelining client sends
+        for _ in range(300):
+            ids.append(w.send_call("sleep", 0.0015))
+            time.sleep(0.0003)
+    sender = threading.Thread(target=send)
+    sender.start()
+    sender.join(60)
+    for i in ids:
+        assert w.result(i, timeout=30) == "slept"
+    assert [i for i in w.answered if i in set(ids)] == ids
+
+
 def test_cancel_while_arguments_arrive(w):
     call_id = w.next_id
     w.next_id += 1

@@ -133,6 +133,7 @@ class FakeFront:
         self.inbox = collections.defaultdict(collections.deque)
         self.partial = {}       # call id -> [Answer, seq, bytearray]
         self.outputs = []       # (stream, data, dropped_bytes)
+        self.answered = []      # call ids, in the order of their Result or Error
         self.fatal = None
         self.ready = None
         self.eof = False
@@ -252,6 +253,8 @@ class FakeFront:
 
     def _route(self, m):
         kind = m.WhichOneof("msg")
+        if kind in ("result", "error"):
+            self.answered.append(getattr(m, kind).call_id)
         if kind == "output":
             self.outputs.append((m.output.stream, m.output.data,
                                  m.output.dropped_bytes))

@@ -366,6 +366,7 @@ int front_grpc_parse_timeout(const char *, uint64_t *);
 enum rpc_kind front_grpc_route(const char *, size_t);
 
 /* front_session.c */
+void front_timer_add(struct event *, uint64_t);
 struct session *front_session_new(struct stream *);
 int front_session_client_msg(struct session *, const uint8_t *, size_t);
 void front_session_client_closed(struct session *);

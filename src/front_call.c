@@ -122,21 +122,10 @@ call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 	front_session_end(cl->cl_session, GRPC_DEADLINE_EXCEEDED, msg);
 }
 
-/* Arm the timer for ms from now. */
-static void
-call_timer_add(struct call *cl, uint64_t ms)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(cl->cl_deadline, &tv);
-}
-
 static void
 call_grace(struct call *cl)
 {
-	call_timer_add(cl, front_conf.fc_grace_ms);
+	front_timer_add(cl->cl_deadline, front_conf.fc_grace_ms);
 }
 
 /* Arm (or, with 0, disarm) the deadline timer. */
@@ -152,7 +141,7 @@ call_arm(struct call *cl, uint64_t timeout_ms)
 	if (cl->cl_deadline == NULL)
 		cl->cl_deadline = evtimer_new(front_base, call_deadline_cb, cl);
 	cl->cl_timeout_ms = timeout_ms;
-	call_timer_add(cl, timeout_ms);
+	front_timer_add(cl->cl_deadline, timeout_ms);
 }
 
 /* The front reads the worker again: deadlines that passed meanwhile get

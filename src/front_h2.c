@@ -304,8 +304,6 @@ h2_frame_send_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
 {
 	int32_t id = frame->hd.stream_id;
 	struct stream *s;
-	struct timeval tv = {
-	    H2_RST_AFTER_MS / 1000, (H2_RST_AFTER_MS % 1000) * 1000};
 
 	if ((frame->hd.type != NGHTTP2_HEADERS &&
 	        frame->hd.type != NGHTTP2_DATA) ||
@@ -317,7 +315,7 @@ h2_frame_send_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
 	s->str_rst = evtimer_new(front_base, stream_rst_cb, s);
 	if (s->str_rst == NULL)
 		fatalx("%s: evtimer_new", __func__);
-	evtimer_add(s->str_rst, &tv);
+	front_timer_add(s->str_rst, H2_RST_AFTER_MS);
 	return 0;
 }
 

@@ -120,8 +120,9 @@ session_idle_cb(evutil_socket_t fd, short ev, void *arg)
 	session_limit_cb(-1, ev, arg);
 }
 
-static void
-session_timer_add(struct event *ev, uint64_t ms)
+/* Arm a timer for ms milliseconds from now (the front's files share it). */
+void
+front_timer_add(struct event *ev, uint64_t ms)
 {
 	struct timeval tv;
 
@@ -136,12 +137,12 @@ session_arm_limits(struct session *ses)
 {
 	if (front_conf.fc_session_lifetime_ms > 0) {
 		ses->ses_life = evtimer_new(front_base, session_life_cb, ses);
-		session_timer_add(
+		front_timer_add(
 		    ses->ses_life, front_conf.fc_session_lifetime_ms);
 	}
 	if (front_conf.fc_session_idle_ms > 0) {
 		ses->ses_idle = evtimer_new(front_base, session_idle_cb, ses);
-		session_timer_add(ses->ses_idle, front_conf.fc_session_idle_ms);
+		front_timer_add(ses->ses_idle, front_conf.fc_session_idle_ms);
 	}
 }
 
@@ -150,7 +151,7 @@ static void
 session_touch(struct session *ses)
 {
 	if (ses->ses_idle != NULL)
-		session_timer_add(ses->ses_idle, front_conf.fc_session_idle_ms);
+		front_timer_add(ses->ses_idle, front_conf.fc_session_idle_ms);
 }
 
 /*
@@ -211,7 +212,7 @@ session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 		if (s != NULL &&
 		    (s->str_rx != ses->ses_open_rx || s->str_unconsumed > 0)) {
 			ses->ses_open_rx = s->str_rx;
-			session_timer_add(
+			front_timer_add(
 			    ses->ses_open, front_conf.fc_handshake_ms);
 			return;
 		}
@@ -241,7 +242,7 @@ front_session_new(struct stream *s)
 		ses->ses_owner = xstrdup(s->str_owner);
 	session_arm_limits(ses);
 	ses->ses_open = evtimer_new(front_base, session_open_timeout_cb, ses);
-	session_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
+	front_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
 	RB_INIT(&ses->ses_calls);
 	deframer_init(&ses->ses_win, DEFRAME_WORKER, FRAME_WORKER_MAX);
 	TAILQ_INSERT_TAIL(&sessions, ses, ses_entry);
@@ -527,7 +528,7 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 		ses->ses_open_more = 1;
 		ses->ses_open_seq = 1;
 		ses->ses_open_rx = ses->ses_stream->str_rx;
-		session_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
+		front_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
 	}
 	ses->ses_value_bytes = op->object != NULL ? op->object->data.len : 0;
 	if (op->object != NULL &&

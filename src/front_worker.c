@@ -192,8 +192,6 @@ fw_exit_timer_cb(evutil_socket_t fd, short ev, void *arg)
 void
 front_worker_expect_exit(struct session *ses, uint64_t ms)
 {
-	struct timeval tv;
-
 	if (ses->ses_pid <= 0 || ses->ses_exited)
 		return;
 	if (ses->ses_timer == NULL)
@@ -201,9 +199,7 @@ front_worker_expect_exit(struct session *ses, uint64_t ms)
 	if (evtimer_pending(ses->ses_timer, NULL))
 		return;
 	ses->ses_exit_wait_ms = ms;
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(ses->ses_timer, &tv);
+	front_timer_add(ses->ses_timer, ms);
 }
 
 static void

@@ -279,9 +279,7 @@ class RemoteProxyClient:
         if fmt is None:
             raise ValueError(
                 f"serialization_format must be 'pickle' or 'json', not {serialization_format!r}")
-        self._check_loop()
-        if self._channel is None:
-            await self.connect()
+        await self.connect()  # on this loop, once; refuses another's
         payload = wire.dump_object(obj)
         bar: Optional[TerminalProgress] = None
         if progress is None and _stderr_is_terminal():

@@ -13,6 +13,7 @@ bytearray into the pickle without asking any hook, and cannot carry a
 memoryview at all).
 """
 
+import io
 import operator
 import pickle
 
@@ -20,6 +21,10 @@ import pickle
 OOB_MIN = 64 * 1024
 #: Containers longer than this are not searched for large bytes.
 WRAP_ITEMS = 64
+
+
+class MalformedValue(ValueError):
+    """A value whose buffer sizes do not fit it (Value.buffer_sizes)."""
 
 
 class Oob:
@@ -80,14 +85,30 @@ def collector(buffers):
 
 def split(data, sizes):
     """The pickle and the buffers of a value received with buffers of these
-    sizes after its pickle; ValueError if they do not fit in it."""
+    sizes after its pickle; MalformedValue if they do not fit in it."""
     view = memoryview(data)
     start = len(view) - sum(sizes)
     if start < 0 or any(n < 0 for n in sizes):
-        raise ValueError("malformed value: its buffers are larger than it")
+        raise MalformedValue("malformed value: its buffers are larger than it")
     pickled = view[:start]
     buffers = []
     for n in sizes:
         buffers.append(view[start:start + n])
         start += n
     return pickled, buffers
+
+
+def loads(data, sizes):
+    """Unpickle a value received with buffers of these sizes after its
+    pickle; the buffers become the unpickled arrays' memory. MalformedValue
+    if the sizes do not fit the value, or if the pickle does not end where the
+    buffers begin or does not use each of them: sizes smaller than the
+    buffers sent would otherwise cut them short without a word."""
+    pickled, buffers = split(data, sizes)
+    rest = iter(buffers)
+    f = io.BytesIO(pickled)
+    value = pickle.Unpickler(f, buffers=rest).load()
+    if f.tell() != len(pickled) or next(rest, None) is not None:
+        raise MalformedValue("malformed value: its buffer sizes do not "
+                             "match its pickle")
+    return value

@@ -110,8 +110,10 @@ def _loads(data, sizes=()):
     import cloudpickle
     if not sizes:
         return cloudpickle.loads(data)
-    pickled, buffers = _oob.split(data, sizes)
-    return cloudpickle.loads(pickled, buffers=buffers)
+    try:
+        return _oob.loads(data, sizes)
+    except _oob.MalformedValue as exc:
+        raise ValueError(str(exc)) from None  # a type clients know
 
 
 def _log(level, message):

@@ -388,6 +388,21 @@ def test_args_are_chunked_under_one_mib() -> None:
     assert b"".join(c.data for c in chunks) == doc
 
 
+@pytest.mark.parametrize("cut", ["smaller", "extra", "larger"])
+def test_a_result_whose_buffer_sizes_lie_is_a_protocol_error(cut: str) -> None:
+    """A value whose buffer_sizes do not fit its pickle is refused, never
+    decoded with buffers cut short or shifted."""
+    buffers: List[Any] = []
+    doc = pickle.dumps(pickle.PickleBuffer(bytearray(b"a" * 100 + b"b" * 100)),
+                       protocol=5, buffer_callback=buffers.append)
+    data = bytearray(doc) + bytearray(buffers[0].raw())
+    sizes = {"smaller": [150], "extra": [100, 100], "larger": [len(data) + 1]}[cut]
+    assert bytes(wire.decode_value(pb.FORMAT_PICKLE, wire.Buffered(data, [200]))) == \
+        b"a" * 100 + b"b" * 100
+    with pytest.raises(wire.ProtocolError, match="malformed value"):
+        wire.decode_value(pb.FORMAT_PICKLE, wire.Buffered(bytearray(data), sizes))
+
+
 def test_large_values_use_buffers_on_the_wire():
     """The client's encoding: the arrays and large bytes after the pickle."""
     import numpy as np

@@ -133,6 +133,39 @@ def test_generator_of_arrays(server):
     assert run(with_media(server, go)) == [((720, 1280, 3), i, 7) for i in range(5)]
 
 
+@pytest.mark.parametrize("sizes", [[150], [100, 100]])
+def test_buffer_sizes_that_do_not_match_the_pickle_fail_the_call(server, sizes):
+    """A raw client's buffer_sizes fit in the value but not its pickle:
+    smaller than the buffer sent, or one buffer more than the pickle uses.
+    The call fails, rather than the method getting a buffer cut short or
+    shifted; the session goes on and takes a true value."""
+    import pickle
+    bufs = []
+    doc = pickle.dumps(((pickle.PickleBuffer(bytearray(b"a" * 100 + b"b" * 100)),), {}),
+                       protocol=5, buffer_callback=bufs.append)
+    args = doc + bytes(bufs[0].raw())
+    c = H2Client(server.host, server.port, timeout=20)
+    try:
+        sid = open_session(c, Plain())
+        for call_id, claimed in ((1, sizes), (2, [200])):
+            call = pb.ClientMessage(call=pb.Call(
+                call_id=call_id, name="echo",
+                args=pb.Value(data=args, total_size=len(args), buffer_sizes=claimed)))
+            c.send(sid, grpc_frame(call.SerializeToString()), end=False)
+        msgs = wait_msgs(c, sid, 3, timeout=20)
+        assert msgs[1].WhichOneof("msg") == "error", msgs
+        assert msgs[1].error.call_id == 1
+        assert "buffer sizes do not match its pickle" in msgs[1].error.message
+        assert msgs[2].WhichOneof("msg") == "result", msgs
+        got = wire.decode_value(pb.FORMAT_PICKLE, wire.Buffered(
+            bytearray(msgs[2].result.value.data), msgs[2].result.value.buffer_sizes))
+        assert bytes(got) == b"a" * 100 + b"b" * 100
+        c.send(sid, b"", end=True)
+        assert c.wait(sid, timeout=20).grpc_status == 0
+    finally:
+        c.close()
+
+
 @pytest.mark.parametrize("sizes", [[1 << 30], [10, 1 << 62]])
 def test_buffer_sizes_larger_than_the_value_fail_the_call(server, sizes):
     """A raw client lies about the buffers: the call fails, the session and

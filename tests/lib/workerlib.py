@@ -339,8 +339,7 @@ class FakeFront:
         if not sizes:
             return pickle.loads(data)
         from remotemedia import _oob
-        pickled, buffers = _oob.split(bytearray(data), sizes)
-        return pickle.loads(pickled, buffers=buffers)
+        return _oob.loads(bytearray(data), sizes)
 
     def _chunks(self, data):
         return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]

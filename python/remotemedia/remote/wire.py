@@ -116,10 +116,9 @@ def _loads(data: Any) -> Any:
     if not isinstance(data, Buffered):
         return pickle.loads(data)
     try:
-        pickled, buffers = _oob.split(data.data, data.sizes)
-    except ValueError as exc:
+        return _oob.loads(data.data, data.sizes)
+    except _oob.MalformedValue as exc:
         raise ProtocolError(str(exc)) from None
-    return pickle.loads(pickled, buffers=buffers)
 
 
 # ---------------------------------------------------------------------------

@@ -111,6 +111,7 @@ struct front_config {
 	uint32_t fc_max_sessions;
 	uint32_t fc_max_sessions_per_token;
 	uint32_t fc_max_streams;
+	uint32_t fc_max_conns;
 	uint64_t fc_max_header_list;
 	uint32_t fc_max_inflight;
 	uint64_t fc_handshake_ms;
@@ -294,6 +295,7 @@ void front_metrics_init(void);
 void front_metrics_free(void);
 void front_metrics_session(void);
 void front_metrics_refused(void);
+void front_metrics_conn_refused(void);
 /* front_call.c: a session's calls, from Call to their terminal answer. */
 struct envelope;
 struct call *front_call_find(struct session *, uint64_t);
@@ -341,6 +343,8 @@ void front_traffic(int);
 
 /* front_h2.c */
 struct conn *front_h2_accept(int, const char *);
+unsigned front_h2_conns(void);
+int front_h2_refused(const struct stream *);
 void front_h2_flush(struct conn *);
 size_t front_write_now(struct bufferevent *);
 void front_write_done(struct bufferevent *);

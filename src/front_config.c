@@ -162,6 +162,9 @@ static const struct opt opts[] = {
         1000000, "100", "N", "sessions at once for one token"},
     {"max-streams", OPT_U32, F(fc_max_streams), 0, 1, 100000, "100", "N",
         "concurrent streams per connection"},
+    {"max-connections", OPT_U32, F(fc_max_conns), 0, 1, 1000000, "4096", "N",
+        "client connections open at once; an RPC on one more fails with "
+        "RESOURCE_EXHAUSTED, and that connection is closed"},
     {"max-message-size", OPT_SIZE, F(fc_max_message), 0, 1024, 1ULL << 31, "4M",
         "SIZE", "one gRPC message"},
     {"max-header-list-size", OPT_SIZE, F(fc_max_header_list), 0, 1024, 1U << 24,

@@ -194,6 +194,14 @@ front_grpc_headers_done(struct stream *s)
 		front_grpc_finish(s, GRPC_UNIMPLEMENTED, msg);
 		return;
 	}
+	if (front_h2_refused(s)) {
+		snprintf(msgbuf, sizeof(msgbuf),
+		    "too many connections: the server holds %u "
+		    "(--max-connections); try again later",
+		    front_conf.fc_max_conns);
+		front_grpc_finish(s, GRPC_RESOURCE_EXHAUSTED, msgbuf);
+		return;
+	}
 	if (s->str_rpc != RPC_HEALTH && front_auth_enabled()) {
 		int idx = front_auth_check(s->str_auth);
 

@@ -27,6 +27,14 @@
 #define H2_LINGER_MS 2000
 /* A client still sending this long after its response ended is reset. */
 #define H2_RST_AFTER_MS 1000
+/*
+ * Connections over --max-connections: each RPC on one is refused with
+ * RESOURCE_EXHAUSTED, and the first refusal ends it (GOAWAY). At most this
+ * many are held so, each for at most H2_REFUSED_MS; more are closed at
+ * once, and their clients see the connection fail.
+ */
+#define H2_REFUSING_MAX 64
+#define H2_REFUSED_MS 2000
 
 /* One client connection: its HTTP/2 session and its streams. */
 struct conn {
@@ -44,15 +52,20 @@ struct conn {
 	char c_peer[80];
 	int c_dead;
 	int c_direct; /* cleartext: written by front_write_now */
+	int c_refused; /* over --max-connections: RPCs refused, then closed */
+	int c_told; /* refused, and GOAWAY queued: lingers (conn_linger) */
 };
 TAILQ_HEAD(connlist, conn);
 
 static struct connlist conns = TAILQ_HEAD_INITIALIZER(conns);
+static unsigned conns_open; /* in conns and not refused */
+static unsigned conns_refusing; /* refused, saying so */
 
 static void conn_free(struct conn *);
 static void conn_schedule(struct conn *);
 static void conn_arm_timer(struct conn *);
 static void conn_close_soon(struct conn *);
+static void conn_linger(struct conn *);
 
 static struct stream *
 stream_new(struct conn *c, int32_t id)
@@ -272,6 +285,13 @@ h2_stream_close_cb(nghttp2_session *h2, int32_t id, uint32_t code, void *arg)
 		return 0;
 	log_debug("%s: stream %d closed (h2 error %u)", __func__, id, code);
 	nghttp2_session_set_stream_user_data(h2, id, NULL);
+	if (s->str_conn->c_refused && !s->str_conn->c_told) {
+		s->str_conn->c_told = 1; /* its refusal is out: end it */
+		nghttp2_submit_goaway(h2, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(h2),
+		    NGHTTP2_NO_ERROR, NULL, 0);
+		conn_schedule(s->str_conn);
+	}
 	stream_free(s);
 	return 0;
 }
@@ -435,9 +455,10 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	struct conn *c = arg;
 	struct stream *s;
 
-	if (c->c_dead) {
-		log_debug("%s: output not taken within %d ms; dropping",
-		    c->c_peer, H2_LINGER_MS);
+	if (c->c_dead || c->c_refused) {
+		log_debug("%s: %s within %d ms; dropping", c->c_peer,
+		    c->c_dead ? "output not taken" : "refused, not done",
+		    c->c_dead ? H2_LINGER_MS : H2_REFUSED_MS);
 		conn_free(c);
 		return;
 	}
@@ -470,6 +491,11 @@ conn_arm_timer(struct conn *c)
 	                              : front_conf.fc_handshake_ms;
 	struct timeval tv;
 
+	if (c->c_refused) {
+		if (evtimer_pending(c->c_timer, NULL))
+			return; /* traffic does not extend it */
+		ms = H2_REFUSED_MS;
+	}
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(c->c_timer, &tv);
@@ -504,7 +530,9 @@ front_h2_flush(struct conn *c)
 		if (nghttp2_session_send(c->c_h2) != 0) {
 			log_debug("%s: %s: send failed", __func__, c->c_peer);
 			conn_close_soon(c);
-		} else if (!nghttp2_session_want_read(c->c_h2) &&
+		} else if (c->c_told)
+			conn_linger(c);
+		else if (!nghttp2_session_want_read(c->c_h2) &&
 		    !nghttp2_session_want_write(c->c_h2))
 			conn_close_soon(c);
 		if (!c->c_direct)
@@ -521,7 +549,7 @@ front_h2_flush(struct conn *c)
 	}
 	if (c->c_direct)
 		front_write_now(c->c_bev);
-	if (c->c_dead && evbuffer_get_length(out) == 0)
+	if (c->c_dead && !c->c_told && evbuffer_get_length(out) == 0)
 		conn_free(c);
 }
 
@@ -617,7 +645,10 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 
 	if (c->c_dead) {
 		/* Called at each write once under the low watermark. */
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		if (c->c_direct)
+			front_write_done(bev);
+		if (!c->c_told &&
+		    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			conn_free(c);
 		return;
 	}
@@ -651,6 +682,10 @@ conn_free(struct conn *c)
 	struct stream *s;
 
 	TAILQ_REMOVE(&conns, c, c_entry);
+	if (c->c_refused)
+		conns_refusing--;
+	else
+		conns_open--;
 	while ((s = TAILQ_FIRST(&c->c_streams)) != NULL)
 		stream_free(s);
 	nghttp2_session_del(c->c_h2);
@@ -706,13 +741,72 @@ conn_setup_h2(struct conn *c)
 	    c->c_h2, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
 }
 
+/* Client connections open now, beside those being refused. */
+unsigned
+front_h2_conns(void)
+{
+	return conns_open;
+}
+
+/*
+ * Over --max-connections: say so once a second at most, and count it.
+ * Returns whether the connection may still be told why (its RPCs'
+ * RESOURCE_EXHAUSTED).
+ */
+static int
+conn_over_limit(const char *peer)
+{
+	static uint64_t said_at;
+	uint64_t now = now_ms();
+
+	front_metrics_conn_refused();
+	if (said_at == 0 || now - said_at >= 1000) {
+		said_at = now;
+		log_warnx(
+		    "%s: refused: %u connections open (--max-connections)",
+		    peer, conns_open);
+	}
+	return conns_refusing < H2_REFUSING_MAX;
+}
+
+/*
+ * A refused connection, once its GOAWAY is queued: what the client sends is
+ * read and dropped until it closes, or H2_LINGER_MS passes. Closing at once
+ * with the client's frames unread would reset the connection, and the
+ * client could see "connection reset" instead of the status and GOAWAY.
+ */
+static void
+conn_linger(struct conn *c)
+{
+	struct timeval tv;
+
+	if (c->c_dead)
+		return;
+	c->c_dead = 1;
+	tv.tv_sec = H2_LINGER_MS / 1000;
+	tv.tv_usec = (H2_LINGER_MS % 1000) * 1000;
+	evtimer_add(c->c_timer, &tv);
+}
+
+/* Whether the stream's connection is over --max-connections. */
+int
+front_h2_refused(const struct stream *s)
+{
+	return s->str_conn->c_refused;
+}
+
 /* Take a new TCP connection: no Nagle, an nghttp2 session, SETTINGS. */
 struct conn *
 front_h2_accept(int fd, const char *peer)
 {
-	struct conn *c = xcalloc(1, sizeof(*c));
-	int one = 1;
+	struct conn *c;
+	int one = 1, refused = conns_open >= front_conf.fc_max_conns;
 
+	if (refused && !conn_over_limit(peer)) {
+		close(fd);
+		return NULL;
+	}
+	c = xcalloc(1, sizeof(*c));
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
 		log_debug("%s: TCP_NODELAY: %s", __func__, strerror(errno));
 	TAILQ_INIT(&c->c_streams);
@@ -731,6 +825,10 @@ front_h2_accept(int fd, const char *peer)
 	c->c_timer = evtimer_new(front_base, conn_timer_cb, c);
 	c->c_ping_at = now_ms();
 	c->c_ping_tokens = 2.0 * front_conf.fc_ping_rate;
+	if ((c->c_refused = refused))
+		conns_refusing++;
+	else
+		conns_open++;
 	conn_arm_timer(c);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	conn_setup_h2(c);

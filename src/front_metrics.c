@@ -45,6 +45,7 @@ static const char *exit_causes[] = {
 static struct {
 	uint64_t sessions_total;
 	uint64_t sessions_refused;
+	uint64_t conns_refused;
 	uint64_t calls_total;
 	uint64_t env_hits, env_misses, env_evictions, env_failures;
 	uint64_t worker_exits[NCAUSES];
@@ -76,6 +77,12 @@ void
 front_metrics_refused(void)
 {
 	m.sessions_refused++;
+}
+
+void
+front_metrics_conn_refused(void)
+{
+	m.conns_refused++;
 }
 
 void
@@ -168,6 +175,12 @@ read_sessions(void)
 }
 
 static uint64_t
+read_conns(void)
+{
+	return (uint64_t)front_h2_conns();
+}
+
+static uint64_t
 read_spares(void)
 {
 	return (uint64_t)front_pool_count();
@@ -208,6 +221,11 @@ static const struct metric metrics[] = {
 	COUNTER("remotemedia_sessions_refused_total",
 	    "Sessions refused by a limit (--max-sessions and others).",
 	    &m.sessions_refused),
+	GAUGE("remotemedia_connections_active",
+	    "Client connections open now.", read_conns),
+	COUNTER("remotemedia_connections_refused_total",
+	    "Client connections refused by --max-connections.",
+	    &m.conns_refused),
 	GAUGE("remotemedia_spare_sessions",
 	    "Spare sessions ready (--session-pool).", read_spares),
 	COUNTER("remotemedia_calls_total",

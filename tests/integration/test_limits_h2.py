@@ -9,6 +9,9 @@ Each test checks that the limit bites with the status the client should see
 mechanism: REFUSED_STREAM, RST_STREAM, GOAWAY), and that nothing else is
 hurt: a neighbour session or a second connection keeps working.
 
+--max-connections refuses each RPC on a connection over it with
+RESOURCE_EXHAUSTED, then closes that connection.
+
 The raw-HTTP/2 helpers are tests/lib/h2raw.py's.
 
 Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_limits_h2.py
@@ -16,6 +19,7 @@ Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_limi
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import time
@@ -27,7 +31,7 @@ from h2.settings import SettingCodes
 
 from clientlib import run
 from h2raw import (
-    ECHO, ENHANCE_YOUR_CALM, NO_ERROR, OK, PREFACE, PROTOCOL_ERROR,
+    ECHO, ENHANCE_YOUR_CALM, HEALTH, NO_ERROR, OK, PREFACE, PROTOCOL_ERROR,
     REFUSED_STREAM, RESOURCE_EXHAUSTED, H2Client, call_msgs, call_result,
     closed_within, echo_ok, grpc_frame, is_end, open_session, pump,
     split_grpc, wait_msgs,
@@ -77,6 +81,103 @@ def test_max_sessions_refuses_the_third_session_naming_the_flag(fresh_server):
     run(main())
     echo_ok(srv.host, srv.port)
     srv.wait_idle(timeout=20)
+
+
+# --- --max-connections --------------------------------------------------------
+
+def _front_sockets(srv) -> int:
+    """TCP sockets the front holds: its listener and its connections."""
+    n = 0
+    for fd in os.listdir(f"/proc/{srv.proc.pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{srv.proc.pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_max_connections_refuses_rpcs_on_one_more_naming_the_flag(fresh_server):
+    srv = fresh_server(FAST + ["--max-connections", "2"])
+    held = [H2Client(srv.host, srv.port) for _ in range(2)]
+    try:
+        for c in held:
+            echo_ok(srv.host, srv.port, c=c)
+        # A third connection: each client sees the limit by name, fast.
+        with grpc.insecure_channel(f"{srv.host}:{srv.port}") as ch:
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary(HEALTH)(b"", timeout=10)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--max-connections" in e.value.details()
+            assert time.monotonic() - t0 < 5
+
+        async def python_client():
+            async with RemoteProxyClient(srv.config(max_retries=0, timeout=10)) as client:
+                with pytest.raises(RemoteExecutionError) as e:
+                    await client.create_proxy(Sleeper())
+                assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "--max-connections" in str(e.value) and "2" in str(e.value)
+        run(python_client())
+
+        # A raw one: the status, then GOAWAY, and the server closes it.
+        extra = H2Client(srv.host, srv.port)
+        try:
+            r = extra.wait(extra.request(ECHO, grpc_frame(b"")), timeout=10)
+            assert r.grpc_status == RESOURCE_EXHAUSTED, r
+            assert closed_within(extra.sock, 5) is not None
+        finally:
+            extra.close()
+        # The connections within the limit are not hurt ...
+        for c in held:
+            echo_ok(srv.host, srv.port, c=c)
+        # ... and a connection that ends makes room for the next.
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while True:
+            c = H2Client(srv.host, srv.port)
+            try:
+                r = c.wait(c.request(HEALTH, grpc_frame(b"")), timeout=10)
+            finally:
+                c.close()
+            if r.grpc_status == OK:
+                break
+            assert r.grpc_status == RESOURCE_EXHAUSTED, r
+            assert time.monotonic() < deadline, "the freed connection never made room"
+            time.sleep(0.1)
+        assert "--max-connections" in srv.log_text()
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_a_flood_past_max_connections_holds_a_bounded_number(fresh_server):
+    """Connections over the limit that say nothing: the front holds at most
+    64 of them, each for two seconds, and closes the rest at once; when
+    the flood and the held connection go, a client is served again."""
+    srv = fresh_server(FAST + ["--max-connections", "1"])
+    held = H2Client(srv.host, srv.port)
+    echo_ok(srv.host, srv.port, c=held)
+    base = _front_sockets(srv)
+    flood = [socket.create_connection((srv.host, srv.port), timeout=5) for _ in range(150)]
+    try:
+        time.sleep(0.5)
+        assert _front_sockets(srv) <= base + 64
+        # Those held go within their two seconds, never sent a word.
+        assert all(closed_within(s, 5) is not None for s in flood)
+        assert _front_sockets(srv) <= base
+    finally:
+        for s in flood:
+            s.close()
+    echo_ok(srv.host, srv.port, c=held)
+    held.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            echo_ok(srv.host, srv.port)
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "no connection was served again"
+            time.sleep(0.1)
 
 
 def test_max_sessions_per_token_refuses_the_same_token_only(fresh_server, tmp_path):

@@ -178,6 +178,29 @@ def test_metrics_server_answers_only_get_and_head_on_its_path(fresh_server):
     assert scrape(port)["remotemedia_sessions_total"]
 
 
+def test_metrics_count_connections_and_those_refused(fresh_server):
+    import socket
+    from h2raw import H2Client, echo_ok
+    srv = fresh_server(["--metrics-listen", "127.0.0.1:0", "--max-connections", "1",
+                        "--session-pool", "0"])
+    port = metrics_port(srv)
+    assert one(scrape(port), "remotemedia_connections_active") == 0
+    assert one(scrape(port), "remotemedia_connections_refused_total") == 0
+    held = H2Client(srv.host, srv.port)
+    try:
+        echo_ok(srv.host, srv.port, c=held)
+        assert one(scrape(port), "remotemedia_connections_active") == 1
+        for _ in range(3):
+            socket.create_connection((srv.host, srv.port), timeout=5).close()
+        wait_for(lambda: one(scrape(port), "remotemedia_connections_refused_total") == 3,
+                 10, "three refusals counted")
+        assert one(scrape(port), "remotemedia_connections_active") == 1
+    finally:
+        held.close()
+    wait_for(lambda: one(scrape(port), "remotemedia_connections_active") == 0, 10,
+             "the connection to be counted out")
+
+
 def test_a_bad_metrics_address_stops_the_daemon_with_its_name(fresh_server):
     import subprocess
     from serverlib import BUILD

@@ -600,15 +600,10 @@ front_write_done(struct bufferevent *bev)
 static void
 conn_close_soon(struct conn *c)
 {
-	struct timeval tv;
-
 	if (c->c_dead)
 		return;
-	c->c_dead = 1;
+	conn_linger(c);
 	bufferevent_disable(c->c_bev, EV_READ);
-	tv.tv_sec = H2_LINGER_MS / 1000;
-	tv.tv_usec = (H2_LINGER_MS % 1000) * 1000;
-	evtimer_add(c->c_timer, &tv);
 }
 
 static void
@@ -778,14 +773,10 @@ conn_over_limit(const char *peer)
 static void
 conn_linger(struct conn *c)
 {
-	struct timeval tv;
-
 	if (c->c_dead)
 		return;
 	c->c_dead = 1;
-	tv.tv_sec = H2_LINGER_MS / 1000;
-	tv.tv_usec = (H2_LINGER_MS % 1000) * 1000;
-	evtimer_add(c->c_timer, &tv);
+	front_timer_add(c->c_timer, H2_LINGER_MS);
 }
 
 /* Whether the stream's connection is over --max-connections. */

@@ -19,7 +19,6 @@ Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_limi
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import struct
 import time
@@ -85,17 +84,6 @@ def test_max_sessions_refuses_the_third_session_naming_the_flag(fresh_server):
 
 # --- --max-connections --------------------------------------------------------
 
-def _front_sockets(srv) -> int:
-    """TCP sockets the front holds: its listener and its connections."""
-    n = 0
-    for fd in os.listdir(f"/proc/{srv.proc.pid}/fd"):
-        try:
-            n += os.readlink(f"/proc/{srv.proc.pid}/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
-    return n
-
-
 def test_max_connections_refuses_rpcs_on_one_more_naming_the_flag(fresh_server):
     srv = fresh_server(FAST + ["--max-connections", "2"])
     held = [H2Client(srv.host, srv.port) for _ in range(2)]
@@ -157,14 +145,14 @@ def test_a_flood_past_max_connections_holds_a_bounded_number(fresh_server):
     srv = fresh_server(FAST + ["--max-connections", "1"])
     held = H2Client(srv.host, srv.port)
     echo_ok(srv.host, srv.port, c=held)
-    base = _front_sockets(srv)
+    base = srv.sockets()
     flood = [socket.create_connection((srv.host, srv.port), timeout=5) for _ in range(150)]
     try:
         time.sleep(0.5)
-        assert _front_sockets(srv) <= base + 64
+        assert srv.sockets() <= base + 64
         # Those held go within their two seconds, never sent a word.
         assert all(closed_within(s, 5) is not None for s in flood)
-        assert _front_sockets(srv) <= base
+        assert srv.sockets() <= base
     finally:
         for s in flood:
             s.close()

@@ -133,6 +133,36 @@ def test_generator_of_arrays(server):
     assert run(with_media(server, go)) == [((720, 1280, 3), i, 7) for i in range(5)]
 
 
+def _echo_calls(server, calls):
+    """Through a raw client, Plain().echo calls of these (args, buffer_sizes),
+    call ids 1, 2 ...: their answers, once the session closed cleanly."""
+    c = H2Client(server.host, server.port, timeout=20)
+    try:
+        sid = open_session(c, Plain())
+        for call_id, (args, sizes) in enumerate(calls, start=1):
+            call = pb.ClientMessage(call=pb.Call(
+                call_id=call_id, name="echo",
+                args=pb.Value(data=args, total_size=len(args), buffer_sizes=sizes)))
+            c.send(sid, grpc_frame(call.SerializeToString()), end=False)
+        msgs = wait_msgs(c, sid, 1 + len(calls), timeout=20)
+        c.send(sid, b"", end=True)
+        assert c.wait(sid, timeout=20).grpc_status == 0
+        return msgs[1:]
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("sizes", [[1 << 30], [10, 1 << 62]])
+def test_buffer_sizes_larger_than_the_value_fail_the_call(server, sizes):
+    """A raw client lies about the buffers: the call fails, the session and
+    the server go on."""
+    args = bytes(wire.encode_args(pb.FORMAT_PICKLE, (), {}))
+    (err,) = _echo_calls(server, [(args, sizes)])
+    assert err.WhichOneof("msg") == "error", err
+    assert err.error.call_id == 1
+    assert "buffers are larger" in err.error.message
+
+
 @pytest.mark.parametrize("sizes", [[150], [100, 100]])
 def test_buffer_sizes_that_do_not_match_the_pickle_fail_the_call(server, sizes):
     """A raw client's buffer_sizes fit in the value but not its pickle:
@@ -144,45 +174,11 @@ def test_buffer_sizes_that_do_not_match_the_pickle_fail_the_call(server, sizes):
     doc = pickle.dumps(((pickle.PickleBuffer(bytearray(b"a" * 100 + b"b" * 100)),), {}),
                        protocol=5, buffer_callback=bufs.append)
     args = doc + bytes(bufs[0].raw())
-    c = H2Client(server.host, server.port, timeout=20)
-    try:
-        sid = open_session(c, Plain())
-        for call_id, claimed in ((1, sizes), (2, [200])):
-            call = pb.ClientMessage(call=pb.Call(
-                call_id=call_id, name="echo",
-                args=pb.Value(data=args, total_size=len(args), buffer_sizes=claimed)))
-            c.send(sid, grpc_frame(call.SerializeToString()), end=False)
-        msgs = wait_msgs(c, sid, 3, timeout=20)
-        assert msgs[1].WhichOneof("msg") == "error", msgs
-        assert msgs[1].error.call_id == 1
-        assert "buffer sizes do not match its pickle" in msgs[1].error.message
-        assert msgs[2].WhichOneof("msg") == "result", msgs
-        got = wire.decode_value(pb.FORMAT_PICKLE, wire.Buffered(
-            bytearray(msgs[2].result.value.data), msgs[2].result.value.buffer_sizes))
-        assert bytes(got) == b"a" * 100 + b"b" * 100
-        c.send(sid, b"", end=True)
-        assert c.wait(sid, timeout=20).grpc_status == 0
-    finally:
-        c.close()
-
-
-@pytest.mark.parametrize("sizes", [[1 << 30], [10, 1 << 62]])
-def test_buffer_sizes_larger_than_the_value_fail_the_call(server, sizes):
-    """A raw client lies about the buffers: the call fails, the session and
-    the server go on."""
-    c = H2Client(server.host, server.port, timeout=20)
-    try:
-        sid = open_session(c, Plain())
-        args = bytes(wire.encode_args(pb.FORMAT_PICKLE, (), {}))
-        call = pb.ClientMessage(call=pb.Call(
-            call_id=1, name="echo",
-            args=pb.Value(data=args, total_size=len(args), buffer_sizes=sizes)))
-        c.send(sid, grpc_frame(call.SerializeToString()), end=False)
-        msgs = wait_msgs(c, sid, 2, timeout=20)
-        assert msgs[1].WhichOneof("msg") == "error", msgs
-        assert msgs[1].error.call_id == 1
-        assert "buffers are larger" in msgs[1].error.message
-        c.send(sid, b"", end=True)
-        assert c.wait(sid, timeout=20).grpc_status == 0
-    finally:
-        c.close()
+    err, ok = _echo_calls(server, [(args, sizes), (args, [200])])
+    assert err.WhichOneof("msg") == "error", err
+    assert err.error.call_id == 1
+    assert "buffer sizes do not match its pickle" in err.error.message
+    assert ok.WhichOneof("msg") == "result", ok
+    got = wire.decode_value(pb.FORMAT_PICKLE, wire.Buffered(
+        bytearray(ok.result.value.data), ok.result.value.buffer_sizes))
+    assert bytes(got) == b"a" * 100 + b"b" * 100

@@ -113,6 +113,18 @@ class Server:
             time.sleep(0.02)
         raise RuntimeError("remotemediad did not start listening")
 
+    def sockets(self) -> int:
+        """Sockets the front holds: its listeners, connections and
+        workers' socketpairs."""
+        fds = f"/proc/{self.proc.pid}/fd"
+        n = 0
+        for fd in os.listdir(fds):
+            try:
+                n += os.readlink(f"{fds}/{fd}").startswith("socket:")
+            except OSError:
+                pass
+        return n
+
     def log_text(self) -> str:
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")

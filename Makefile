@@ -142,9 +142,9 @@ $(OBJ)/tests/%.o: CFLAGS += -Itests/fake
 
 $(BUILD)/test_frame: $(call objs,tests/unit/test_frame.c src/frame.c src/log.c src/util.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
-$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/front_call.c src/front_metrics.c src/envelope.c src/req.c src/frame.c src/log.c src/util.c $(FAKE_FOR_SESSION) tests/fake/fake_grpc.c $(PROTO_C))
+$(BUILD)/test_session_state: $(call objs,tests/unit/test_session_state.c src/front_session.c src/front_call.c src/front_metrics.c src/envelope.c src/req.c src/frame.c src/log.c src/util.c $(FAKE_FOR_SESSION) tests/fake/fake_grpc.c tests/fake/fake_h2.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lbsd
-$(BUILD)/test_front_env: $(call objs,tests/unit/test_front_env.c src/front_env.c src/front_exec.c src/front_metrics.c src/req.c src/log.c src/util.c $(FAKE_FOR_ENV) $(PROTO_C))
+$(BUILD)/test_front_env: $(call objs,tests/unit/test_front_env.c src/front_env.c src/front_exec.c src/front_metrics.c src/req.c src/log.c src/util.c $(FAKE_FOR_ENV) tests/fake/fake_h2.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS) -lcrypto -lbsd
 $(BUILD)/test_envelope: $(call objs,tests/unit/test_envelope.c src/envelope.c $(PROTO_C))
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
@@ -284,7 +284,8 @@ FUZZ_DEFRAME_SRC = tests/fuzz/fuzz_deframe.c src/frame.c src/log.c src/util.c
 FUZZ_REQ_SRC     = tests/fuzz/fuzz_req.c src/req.c src/log.c src/util.c
 FUZZ_ENV_SRC     = tests/fuzz/fuzz_envelope.c src/envelope.c $(PROTO_C)
 FUZZ_WORKER_SRC  = tests/fuzz/fuzz_worker_frames.c $(FAKE_FOR_SESSION) \
-                   tests/fake/fake_grpc.c src/front_session.c src/front_call.c \
+                   tests/fake/fake_grpc.c tests/fake/fake_h2.c \
+                   src/front_session.c src/front_call.c \
                    src/front_metrics.c src/envelope.c src/front_config.c \
                    src/req.c src/frame.c src/log.c src/util.c $(PROTO_C)
 FUZZ_H2_SRC      = tests/fuzz/fuzz_front_h2.c $(FAKE_FOR_SESSION) \

@@ -603,6 +603,7 @@ conn_close_soon(struct conn *c)
 	if (c->c_dead)
 		return;
 	conn_linger(c);
+	c->c_told = 0; /* nothing more is read: freed once all is out */
 	bufferevent_disable(c->c_bev, EV_READ);
 }
 
@@ -765,10 +766,12 @@ conn_over_limit(const char *peer)
 }
 
 /*
- * A refused connection, once its GOAWAY is queued: what the client sends is
- * read and dropped until it closes, or H2_LINGER_MS passes. Closing at once
- * with the client's frames unread would reset the connection, and the
- * client could see "connection reset" instead of the status and GOAWAY.
+ * The connection is over, but for what it still sends: a refused one, once
+ * its GOAWAY is queued, is read (and what comes dropped) until the client
+ * closes, so that the client sees its status and GOAWAY rather than a
+ * reset, which closing with its frames unread would send. It goes after
+ * H2_LINGER_MS, or a refused one H2_REFUSED_MS after it came, whichever
+ * its timer says first. conn_close_soon stops the reading too.
  */
 static void
 conn_linger(struct conn *c)
@@ -776,7 +779,8 @@ conn_linger(struct conn *c)
 	if (c->c_dead)
 		return;
 	c->c_dead = 1;
-	front_timer_add(c->c_timer, H2_LINGER_MS);
+	if (!c->c_refused || !evtimer_pending(c->c_timer, NULL))
+		front_timer_add(c->c_timer, H2_LINGER_MS);
 }
 
 /* Whether the stream's connection is over --max-connections. */

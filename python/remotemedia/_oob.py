@@ -98,17 +98,45 @@ def split(data, sizes):
     return pickled, buffers
 
 
+class _Supply:
+    """The buffers, one each time the pickle asks for one; MalformedValue
+    if it asks for more than there are. used counts those given."""
+
+    __slots__ = ("buffers", "used")
+
+    def __init__(self, buffers):
+        self.buffers = buffers
+        self.used = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.used == len(self.buffers):
+            raise MalformedValue("malformed value: its pickle uses more "
+                                 "buffers than its buffer sizes give")
+        self.used += 1
+        return self.buffers[self.used - 1]
+
+
 def loads(data, sizes):
     """Unpickle a value received with buffers of these sizes after its
-    pickle; the buffers become the unpickled arrays' memory. MalformedValue
-    if the sizes do not fit the value, or if the pickle does not end where the
-    buffers begin or does not use each of them: sizes smaller than the
-    buffers sent would otherwise cut them short without a word."""
+    pickle; the buffers become the unpickled arrays' memory.
+
+    MalformedValue if the sizes do not fit the value, if the pickle does not
+    end where the buffers begin, or if it uses fewer or more buffers than
+    the sizes give: sizes smaller than the buffers sent would otherwise cut
+    them short without a word. Sizes that sum right but split the buffers
+    elsewhere cannot be told from the pickle: each buffer gets its size."""
     pickled, buffers = split(data, sizes)
-    rest = iter(buffers)
+    supply = _Supply(buffers)
     f = io.BytesIO(pickled)
-    value = pickle.Unpickler(f, buffers=rest).load()
-    if f.tell() != len(pickled) or next(rest, None) is not None:
-        raise MalformedValue("malformed value: its buffer sizes do not "
-                             "match its pickle")
-    return value
+    try:
+        value = pickle.Unpickler(f, buffers=supply).load()
+    except pickle.UnpicklingError as exc:  # cut short by sizes too large
+        raise MalformedValue("malformed value: %s" % exc) from None
+    if f.tell() == len(pickled) and supply.used == len(buffers):
+        return value
+    del value, f, pickled, buffers, supply  # the error holds none of it
+    raise MalformedValue("malformed value: its buffer sizes do not "
+                         "match its pickle")

@@ -388,17 +388,23 @@ def test_args_are_chunked_under_one_mib() -> None:
     assert b"".join(c.data for c in chunks) == doc
 
 
-@pytest.mark.parametrize("cut", ["smaller", "extra", "larger"])
-def test_a_result_whose_buffer_sizes_lie_is_a_protocol_error(cut: str) -> None:
-    """A value whose buffer_sizes do not fit its pickle is refused, never
-    decoded with buffers cut short or shifted."""
+@pytest.mark.parametrize("sizes", [
+    [100, 150],       # smaller than the buffers sent: would cut the last
+    [100, 100, 100],  # one more than the pickle uses
+    [200],            # one fewer than the pickle uses
+    [100, 101],       # larger: the pickle is cut short
+    [1 << 40],        # larger than the value
+])
+def test_a_result_whose_buffer_sizes_lie_is_a_protocol_error(sizes: List[int]) -> None:
+    """A value whose buffer_sizes do not fit its pickle is refused with
+    ProtocolError, never decoded with a buffer cut short."""
     buffers: List[Any] = []
-    doc = pickle.dumps(pickle.PickleBuffer(bytearray(b"a" * 100 + b"b" * 100)),
+    doc = pickle.dumps([pickle.PickleBuffer(bytearray(b"a" * 100)),
+                        pickle.PickleBuffer(bytearray(b"b" * 200))],
                        protocol=5, buffer_callback=buffers.append)
-    data = bytearray(doc) + bytearray(buffers[0].raw())
-    sizes = {"smaller": [150], "extra": [100, 100], "larger": [len(data) + 1]}[cut]
-    assert bytes(wire.decode_value(pb.FORMAT_PICKLE, wire.Buffered(data, [200]))) == \
-        b"a" * 100 + b"b" * 100
+    data = bytearray(doc) + b"".join(b.raw() for b in buffers)
+    got = wire.decode_value(pb.FORMAT_PICKLE, wire.Buffered(bytearray(data), [100, 200]))
+    assert [bytes(b) for b in got] == [b"a" * 100, b"b" * 200]
     with pytest.raises(wire.ProtocolError, match="malformed value"):
         wire.decode_value(pb.FORMAT_PICKLE, wire.Buffered(bytearray(data), sizes))
 

@@ -19,6 +19,7 @@ Run: PYTHONPATH=python /usr/bin/python3 -m pytest -q tests/integration/test_limi
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import struct
 import time
@@ -26,6 +27,7 @@ import time
 import grpc
 import h2.events
 import pytest
+from h2.connection import ConnectionState
 from h2.settings import SettingCodes
 
 from clientlib import run
@@ -38,6 +40,7 @@ from h2raw import (
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.core.exceptions import RemoteExecutionError, RemoteMediaError
 from remotemedia.remote import RemoteProxyClient
+from serverlib import wait_for
 from targets import Sleeper
 
 # Tests that need real workers but test the front run them unconfined: a
@@ -107,14 +110,21 @@ def test_max_connections_refuses_rpcs_on_one_more_naming_the_flag(fresh_server):
                 assert "--max-connections" in str(e.value) and "2" in str(e.value)
         run(python_client())
 
-        # A raw one: the status, then GOAWAY, and the server closes it.
+        # A raw one: the status, then GOAWAY; the server reads on until the
+        # client closes, and then lets the connection go.
         extra = H2Client(srv.host, srv.port)
+        peer = "%s:%d" % extra.sock.getsockname()[:2]
         try:
             r = extra.wait(extra.request(ECHO, grpc_frame(b"")), timeout=10)
             assert r.grpc_status == RESOURCE_EXHAUSTED, r
-            assert closed_within(extra.sock, 5) is not None
+            if extra.conn.state_machine.state != ConnectionState.CLOSED:
+                pump(extra, 5, until=lambda ev: isinstance(ev, h2.events.ConnectionTerminated))
+            assert extra.conn.state_machine.state == ConnectionState.CLOSED  # GOAWAY came
         finally:
             extra.close()
+        wait_for(lambda: f"{peer}: connection closed" in srv.log_text(), 10,
+                 "the front to see the refused client close")
+        assert f"{peer}: refused, not done" not in srv.log_text()
         # The connections within the limit are not hurt ...
         for c in held:
             echo_ok(srv.host, srv.port, c=c)
@@ -148,11 +158,21 @@ def test_a_flood_past_max_connections_holds_a_bounded_number(fresh_server):
     base = srv.sockets()
     flood = [socket.create_connection((srv.host, srv.port), timeout=5) for _ in range(150)]
     try:
-        time.sleep(0.5)
+        # Each gets the server's SETTINGS and is held, or is closed at once.
+        told = closed = 0
+        for s in flood:
+            ready, _, _ = select.select([s], [], [], 10)
+            assert ready, "the front neither spoke on nor closed a connection"
+            try:
+                got = s.recv(65536, socket.MSG_PEEK)
+            except ConnectionResetError:
+                got = b""
+            told, closed = told + bool(got), closed + (not got)
+        assert (told, closed) == (64, 150 - 64)
         assert srv.sockets() <= base + 64
         # Those held go within their two seconds, never sent a word.
-        assert all(closed_within(s, 5) is not None for s in flood)
-        assert srv.sockets() <= base
+        assert all(closed_within(s, 10) is not None for s in flood)
+        wait_for(lambda: srv.sockets() <= base, 10, "the front to let them go")
     finally:
         for s in flood:
             s.close()

@@ -340,9 +340,10 @@ int front_systemd_listen_fd(void);
 #define FRONT_CLIENT_BYTES 3
 #define FRONT_TRAFFIC_KINDS 4
 void front_traffic(int);
+void front_client_local(int);
 
 /* front_h2.c */
-struct conn *front_h2_accept(int, const char *);
+struct conn *front_h2_accept(int, const char *, int);
 unsigned front_h2_conns(void);
 int front_h2_refused(const struct stream *);
 void front_h2_flush(struct conn *);

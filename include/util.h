@@ -23,6 +23,8 @@ void random_hex(char *, size_t);
 uint64_t now_ms(void);
 uint64_t now_us(void);
 int sock_hostport(int, char *, size_t, uint16_t *);
+struct sockaddr;
+int sock_is_loopback(const struct sockaddr *);
 int parse_cidr(const char *, char *, size_t);
 
 uint32_t get_be32(const uint8_t *);

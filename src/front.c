@@ -71,7 +71,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		port = ntohs(sin6->sin6_port);
 	}
 	snprintf(peer, sizeof(peer), "%s:%u", host, port);
-	front_h2_accept(fd, peer);
+	front_h2_accept(fd, peer, sock_is_loopback(sa));
 }
 
 static void
@@ -287,11 +287,21 @@ front_raise_nofile(void)
 /* What the loop's polling counts (FRONT_FROM_CLIENT and the others). */
 static unsigned long front_traffic_count[FRONT_TRAFFIC_KINDS];
 
+/* Whether the client whose message came last is on this host. */
+static int front_local_client;
+
 /* Traffic (include/front.h says which kinds): worth polling for more. */
 void
 front_traffic(int what)
 {
 	front_traffic_count[what]++;
+}
+
+/* The client of the message counted next connected over loopback. */
+void
+front_client_local(int local)
+{
+	front_local_client = local;
 }
 
 /*
@@ -313,13 +323,16 @@ front_traffic(int what)
  * front polling for its next message while polling for it pays, and turn
  * nothing on: a client whose next call is far off leaves the front asleep.
  *
- * A poll for the client yields the CPU at each empty turn: a client on
- * this host (rmctl, a test, a local service, a Python client with its
- * gRPC thread beside its event loop) may need that CPU to send what the
- * front waits for. Measured with the Python client on 2 cores, a poll
- * that held the CPU made its calls about 15% slower. A poll for a worker
- * does not yield: the worker answers within tens of microseconds, and
- * yielding there cost rmctl's call several of them.
+ * A poll for a client that connected over loopback yields the CPU at each
+ * empty turn: a client on this host (rmctl, a test, a local service, a
+ * Python client with its gRPC thread beside its event loop) may need that
+ * CPU to send what the front waits for. Measured with the Python client
+ * on 2 cores, a poll that held the CPU made its calls about 15% slower.
+ * A poll for a remote client does not yield: its next message needs no
+ * CPU here, and a yield would only hand the front's turn to busy workers
+ * (8 local rmctl clients pipelining calls lost about 7% of their rate).
+ * Nor does a poll for a worker: it answers within tens of microseconds,
+ * and yielding there cost rmctl's call several of them.
  */
 static void
 front_run(void)
@@ -347,7 +360,8 @@ front_run(void)
 		for (i = any = 0; i < FRONT_TRAFFIC_KINDS; i++)
 			any |= got[i] = front_traffic_count[i] != seen[i];
 		if (!any) {
-			if (polling && wait == FRONT_FROM_CLIENT)
+			if (polling && wait == FRONT_FROM_CLIENT &&
+			    front_local_client)
 				sched_yield(); /* a client on this host runs */
 			continue;
 		}

@@ -52,6 +52,7 @@ struct conn {
 	char c_peer[80];
 	int c_dead;
 	int c_direct; /* cleartext: written by front_write_now */
+	int c_local; /* from a loopback address: the client is on this host */
 	int c_refused; /* over --max-connections: RPCs refused, then closed */
 	int c_told; /* refused, and GOAWAY queued: lingers (conn_linger) */
 };
@@ -270,6 +271,7 @@ h2_data_chunk_cb(nghttp2_session *h2, uint8_t flags, int32_t id,
 		nghttp2_session_consume(h2, id, len);
 		return 0;
 	}
+	front_client_local(s->str_conn->c_local);
 	front_traffic(FRONT_FROM_CLIENT); /* a message: it asks for an answer */
 	if (front_grpc_data(s, data, len) == -1)
 		log_debug("%s: stream %d data refused", __func__, id);
@@ -792,7 +794,7 @@ front_h2_refused(const struct stream *s)
 
 /* Take a new TCP connection: no Nagle, an nghttp2 session, SETTINGS. */
 struct conn *
-front_h2_accept(int fd, const char *peer)
+front_h2_accept(int fd, const char *peer, int local)
 {
 	struct conn *c;
 	int one = 1, refused = conns_open >= front_conf.fc_max_conns;
@@ -820,6 +822,7 @@ front_h2_accept(int fd, const char *peer)
 	c->c_timer = evtimer_new(front_base, conn_timer_cb, c);
 	c->c_ping_at = now_ms();
 	c->c_ping_tokens = 2.0 * front_conf.fc_ping_rate;
+	c->c_local = local;
 	if ((c->c_refused = refused))
 		conns_refusing++;
 	else

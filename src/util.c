@@ -297,6 +297,22 @@ sock_hostport(int fd, char *host, size_t hostlen, uint16_t *port)
 	return 0;
 }
 
+/* Whether an address is a loopback one (127/8, ::1, ::ffff:127/104). */
+int
+sock_is_loopback(const struct sockaddr *sa)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+	const struct in6_addr *a6;
+
+	if (sa->sa_family == AF_INET)
+		return ntohl(sin->sin_addr.s_addr) >> 24 == 127;
+	if (sa->sa_family != AF_INET6)
+		return 0;
+	a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a6) ||
+	    (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
 /*
  * Parse an IPv4 or IPv6 CIDR ("10.0.0.0/8", "fe80::/10"; a bare address is
  * /32 or /128) and write it normalized, host bits cleared, to out. Returns

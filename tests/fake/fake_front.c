@@ -38,6 +38,11 @@ front_traffic(int from)
 {
 }
 
+void
+front_client_local(int local)
+{
+}
+
 int
 front_draining(void)
 {

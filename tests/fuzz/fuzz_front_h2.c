@@ -489,7 +489,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    evutil_make_socket_nonblocking(sv[0]) == -1 ||
 	    evutil_make_socket_nonblocking(sv[1]) == -1)
 		abort();
-	CHECK(front_h2_accept(sv[0], "fuzz") != NULL);
+	CHECK(front_h2_accept(sv[0], "fuzz", 1) != NULL);
 	h2z_write(sv[1], (const uint8_t *)H2Z_PREFACE, strlen(H2Z_PREFACE));
 	h2z_feed(sv[1], data, size);
 	close(sv[1]);

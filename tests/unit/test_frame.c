@@ -11,6 +11,10 @@
 
 #include <cmocka.h>
 
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
 #include "frame.h"
 #include "util.h"
 
@@ -951,6 +955,58 @@ check_hostport(const char *s, const char *host, int port)
 }
 
 /* parse_hostport: HOST:PORT and [IPv6]:PORT only. */
+/* The addresses whose clients the front takes to be on its own host. */
+static void
+test_sock_is_loopback(void **state)
+{
+	static const struct {
+		int family;
+		const char *addr;
+		int loopback;
+	} cases[] = {
+	    {AF_INET, "127.0.0.1", 1},
+	    {AF_INET, "127.255.0.9", 1},
+	    {AF_INET, "128.0.0.1", 0},
+	    {AF_INET, "10.0.0.1", 0},
+	    {AF_INET, "0.0.0.0", 0},
+	    {AF_INET6, "::1", 1},
+	    {AF_INET6, "::ffff:127.0.0.1", 1},
+	    {AF_INET6, "::ffff:10.0.0.1", 0},
+	    {AF_INET6, "::2", 0},
+	    {AF_INET6, "fe80::1", 0},
+	    {AF_INET6, "::", 0},
+	};
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+	struct sockaddr sa;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&sin, 0, sizeof(sin));
+		memset(&sin6, 0, sizeof(sin6));
+		sin.sin_family = AF_INET;
+		sin6.sin6_family = AF_INET6;
+		if (cases[i].family == AF_INET) {
+			assert_int_equal(
+			    inet_pton(AF_INET, cases[i].addr, &sin.sin_addr),
+			    1);
+			assert_int_equal(
+			    sock_is_loopback((struct sockaddr *)&sin),
+			    cases[i].loopback);
+		} else {
+			assert_int_equal(
+			    inet_pton(AF_INET6, cases[i].addr, &sin6.sin6_addr),
+			    1);
+			assert_int_equal(
+			    sock_is_loopback((struct sockaddr *)&sin6),
+			    cases[i].loopback);
+		}
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_family = AF_UNIX;
+	assert_int_equal(sock_is_loopback(&sa), 0);
+}
+
 static void
 test_parse_hostport(void **state)
 {
@@ -1042,6 +1098,7 @@ main(void)
 	    cmocka_unit_test(test_parse_size),
 	    cmocka_unit_test(test_parse_duration),
 	    cmocka_unit_test(test_parse_hostport),
+	    cmocka_unit_test(test_sock_is_loopback),
 	    cmocka_unit_test(test_parse_onoff),
 	};
 

@@ -979,6 +979,7 @@ test_sock_is_loopback(void **state)
 	struct sockaddr_in sin;
 	struct sockaddr_in6 sin6;
 	struct sockaddr sa;
+	int v4;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -986,21 +987,15 @@ test_sock_is_loopback(void **state)
 		memset(&sin6, 0, sizeof(sin6));
 		sin.sin_family = AF_INET;
 		sin6.sin6_family = AF_INET6;
-		if (cases[i].family == AF_INET) {
-			assert_int_equal(
-			    inet_pton(AF_INET, cases[i].addr, &sin.sin_addr),
-			    1);
-			assert_int_equal(
-			    sock_is_loopback((struct sockaddr *)&sin),
-			    cases[i].loopback);
-		} else {
-			assert_int_equal(
-			    inet_pton(AF_INET6, cases[i].addr, &sin6.sin6_addr),
-			    1);
-			assert_int_equal(
-			    sock_is_loopback((struct sockaddr *)&sin6),
-			    cases[i].loopback);
-		}
+		v4 = cases[i].family == AF_INET;
+		assert_int_equal(
+		    inet_pton(cases[i].family, cases[i].addr,
+		        v4 ? (void *)&sin.sin_addr : (void *)&sin6.sin6_addr),
+		    1);
+		assert_int_equal(
+		    sock_is_loopback(v4 ? (struct sockaddr *)&sin
+		                        : (struct sockaddr *)&sin6),
+		    cases[i].loopback);
 	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_family = AF_UNIX;

@@ -173,7 +173,6 @@ grpc_is_admin(const struct stream *s)
 void
 front_grpc_headers_done(struct stream *s)
 {
-	struct timeval tv;
 	char msgbuf[200];
 
 	if (s->str_bad_method) {
@@ -231,9 +230,7 @@ front_grpc_headers_done(struct stream *s)
 	if (s->str_timeout_ms > 0) {
 		s->str_deadline = evtimer_new(
 		    front_base, stream_deadline_cb, s);
-		tv.tv_sec = (time_t)(s->str_timeout_ms / 1000);
-		tv.tv_usec = (suseconds_t)(s->str_timeout_ms % 1000) * 1000;
-		evtimer_add(s->str_deadline, &tv);
+		front_timer_add(s->str_deadline, s->str_timeout_ms);
 	}
 	if (s->str_rpc == RPC_SESSION &&
 	    front_session_refuse(s->str_owner, msgbuf, sizeof(msgbuf)) == -1) {

@@ -491,16 +491,13 @@ conn_arm_timer(struct conn *c)
 {
 	uint64_t ms = c->c_handshaken ? front_conf.fc_conn_idle_ms
 	                              : front_conf.fc_handshake_ms;
-	struct timeval tv;
 
 	if (c->c_refused) {
 		if (evtimer_pending(c->c_timer, NULL))
 			return; /* traffic does not extend it */
 		ms = H2_REFUSED_MS;
 	}
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(c->c_timer, &tv);
+	front_timer_add(c->c_timer, ms);
 }
 
 static void

@@ -255,17 +255,13 @@ pool_refill_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 pool_schedule(uint64_t ms)
 {
-	struct timeval tv;
-
 	if (pool_stopped || front_conf.fc_session_pool == 0)
 		return;
 	if (pool_timer == NULL)
 		pool_timer = evtimer_new(front_base, pool_refill_cb, NULL);
 	if (evtimer_pending(pool_timer, NULL))
 		return;
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(pool_timer, &tv);
+	front_timer_add(pool_timer, ms);
 }
 
 /*

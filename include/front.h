@@ -50,6 +50,14 @@ enum grpc_status {
 #define FRONT_SESSION_MAX_MESSAGE (FRAME_CHUNK_MAX + 32 * 1024)
 /* Bytes one connection may hold in unfinished messages, all streams. */
 #define FRONT_CONN_PARTIAL_MAX (16 * 1024 * 1024)
+/*
+ * Response bytes queued on one connection's streams, all of them, above
+ * which the streams the front answers itself (Echo, Health, Admin) get no
+ * more flow-control credit, until they fall to LOW: a client that sends
+ * and never reads holds at most this and its connection window.
+ */
+#define FRONT_CONN_OUT_HIGH (4 * 1024 * 1024)
+#define FRONT_CONN_OUT_LOW (1024 * 1024)
 /* Per-stream buffer bounds: above HIGH the producer pauses. */
 #define FRONT_BUF_HIGH (2 * 1024 * 1024)
 #define FRONT_BUF_LOW (512 * 1024)
@@ -351,6 +359,7 @@ size_t front_write_now(struct bufferevent *);
 void front_write_done(struct bufferevent *);
 const char *front_conn_peer(const struct conn *);
 int front_conn_hold(struct conn *, size_t, size_t);
+int front_conn_out_full(struct conn *);
 void front_h2_resume(struct stream *);
 void front_h2_consume(struct stream *, size_t);
 void front_h2_goaway_all(void);
@@ -364,6 +373,7 @@ void front_grpc_stream_closed(struct stream *);
 int front_grpc_send(struct stream *, const uint8_t *, size_t);
 void front_grpc_finish(struct stream *, int, const char *);
 void front_grpc_drained(struct stream *);
+void front_grpc_consume(struct stream *);
 void front_grpc_worker_drained(struct stream *);
 size_t front_grpc_pending_out(struct stream *);
 char *front_grpc_percent_encode(const char *);

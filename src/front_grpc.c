@@ -342,11 +342,16 @@ grpc_backlog(struct stream *s)
 	return evbuffer_get_length(s->str_out);
 }
 
-/* Give back flow-control credit once the sink is below its bound. */
-static void
-grpc_consume(struct stream *s)
+/*
+ * Give back flow-control credit once the sink is below its bound: for the
+ * RPCs the front answers itself, the connection's responses too.
+ */
+void
+front_grpc_consume(struct stream *s)
 {
 	if (s->str_unconsumed == 0 || grpc_backlog(s) >= FRONT_BUF_HIGH)
+		return;
+	if (s->str_rpc != RPC_SESSION && front_conn_out_full(s->str_conn))
 		return;
 	front_h2_consume(s, s->str_unconsumed);
 	s->str_unconsumed = 0;
@@ -431,7 +436,7 @@ front_grpc_data(struct stream *s, const uint8_t *data, size_t len)
 		front_h2_consume(s, s->str_unconsumed);
 		s->str_unconsumed = 0;
 	} else
-		grpc_consume(s);
+		front_grpc_consume(s);
 	return rv == DEFRAME_OK ? 0 : -1;
 }
 
@@ -443,14 +448,14 @@ front_grpc_drained(struct stream *s)
 		return;
 	if (s->str_rpc == RPC_SESSION && s->str_session != NULL)
 		front_session_drained(s->str_session);
-	grpc_consume(s);
+	front_grpc_consume(s);
 }
 
 /* Called by the session when its worker took its bytes. */
 void
 front_grpc_worker_drained(struct stream *s)
 {
-	grpc_consume(s);
+	front_grpc_consume(s);
 }
 
 /* The client half-closed its side of the stream. */

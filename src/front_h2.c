@@ -49,6 +49,8 @@ struct conn {
 	double c_ping_tokens;
 	size_t c_hdr_bytes; /* header list size of the stream being read */
 	size_t c_partial; /* bytes held in unfinished messages */
+	size_t c_out; /* response bytes queued on its streams (str_out) */
+	int c_out_waiting; /* streams wait for c_out to fall (conn_out_room) */
 	char c_peer[80];
 	int c_dead;
 	int c_direct; /* cleartext: written by front_write_now */
@@ -67,6 +69,18 @@ static void conn_schedule(struct conn *);
 static void conn_arm_timer(struct conn *);
 static void conn_close_soon(struct conn *);
 static void conn_linger(struct conn *);
+static void conn_out_room(struct conn *);
+
+/* Keep c_out, the connection's sum of its streams' str_out. */
+static void
+stream_out_cb(struct evbuffer *out, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct stream *s = arg;
+
+	s->str_conn->c_out += info->n_added;
+	s->str_conn->c_out -= info->n_deleted;
+}
 
 static struct stream *
 stream_new(struct conn *c, int32_t id)
@@ -77,7 +91,8 @@ stream_new(struct conn *c, int32_t id)
 	s->str_id = id;
 	s->str_bad_ct = 1; /* until a content-type header says otherwise */
 	s->str_out = evbuffer_new();
-	if (s->str_out == NULL)
+	if (s->str_out == NULL ||
+	    evbuffer_add_cb(s->str_out, stream_out_cb, s) == NULL)
 		fatal("evbuffer_new");
 	deframer_init(&s->str_in, DEFRAME_GRPC, front_conf.fc_max_message);
 	TAILQ_INSERT_TAIL(&c->c_streams, s, str_entry);
@@ -88,6 +103,8 @@ stream_new(struct conn *c, int32_t id)
 static void
 stream_free(struct stream *s)
 {
+	struct conn *c = s->str_conn;
+
 	front_grpc_stream_closed(s);
 	/* A reset stream's held-back bytes still count against the
 	 * connection window: give them back there. */
@@ -96,6 +113,7 @@ stream_free(struct stream *s)
 		    s->str_conn->c_h2, s->str_unconsumed);
 	TAILQ_REMOVE(&s->str_conn->c_streams, s, str_entry);
 	s->str_conn->c_partial -= s->str_partial;
+	s->str_conn->c_out -= evbuffer_get_length(s->str_out);
 	if (s->str_deadline)
 		event_free(s->str_deadline);
 	if (s->str_rst != NULL)
@@ -109,6 +127,8 @@ stream_free(struct stream *s)
 	free(s->str_auth);
 	free(s->str_owner);
 	free(s);
+	if (!c->c_dead)
+		conn_out_room(c); /* its responses may have been what others wait for */
 }
 
 /* nghttp2 wants to write: queue into the bufferevent, pausing when full. */
@@ -341,6 +361,33 @@ h2_frame_send_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
 	return 0;
 }
 
+/*
+ * Is the connection holding too many response bytes for its client to
+ * get more credit on a stream the front answers itself? Then its streams
+ * wait (conn_out_room).
+ */
+int
+front_conn_out_full(struct conn *c)
+{
+	if (c->c_out < FRONT_CONN_OUT_HIGH)
+		return 0;
+	c->c_out_waiting = 1;
+	return 1;
+}
+
+/* Responses left: once few remain, the streams that waited may go on. */
+static void
+conn_out_room(struct conn *c)
+{
+	struct stream *s;
+
+	if (!c->c_out_waiting || c->c_out > FRONT_CONN_OUT_LOW)
+		return;
+	c->c_out_waiting = 0;
+	TAILQ_FOREACH (s, &c->c_streams, str_entry)
+		front_grpc_consume(s);
+}
+
 /* Feed the response body from str_out; end with trailers once finished. */
 static ssize_t
 h2_data_read_cb(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len,
@@ -394,6 +441,7 @@ h2_send_data_cb(nghttp2_session *h2, nghttp2_frame *frame,
 	    evbuffer_remove_buffer(s->str_out, out, length) != (int)length)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	front_grpc_drained(s);
+	conn_out_room(c);
 	return 0;
 }
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import select
 import socket
 import struct
 import sys
@@ -850,6 +851,83 @@ def test_worker_that_goes_silent_after_ready(fresh_server, tmp_path):
     log = srv.log_text()
     assert re.search(r"session \w+: (the client went away|call 1 \('work'\) did not stop)", log), \
         log[-2000:]
+
+
+def test_echo_answers_a_client_does_not_read_are_bounded_per_connection(server):
+    """A client that sends on many Echo streams and never reads: the front
+    stops granting credit once the connection holds FRONT_CONN_OUT_HIGH
+    (4 MiB) of answers, so the client can send little more than its
+    connection window (16 MiB), and the front's memory stays near that.
+    Once the client reads, every answer arrives, whole and in order."""
+    c = H2Client(server.host, server.port, timeout=30)
+    before = rss_kb(server.proc.pid)
+    msg = grpc_frame(pb.EchoMessage(payload=bytes(range(256)) * 255).SerializeToString())
+    sids = [c.request(ECHO, b"", end=False) for _ in range(32)]
+    todo = {sid: msg for sid in sids}  # what is left of each's message
+    sent = dict.fromkeys(sids, 0)
+    got = dict.fromkeys(sids, b"")
+    ended = set()
+    unacked = []
+
+    def send_what_fits(finish: bool) -> bool:
+        moved = False
+        for sid in sids:
+            while todo[sid] and sid not in ended:
+                room = min(c.conn.local_flow_control_window(sid),
+                           c.conn.max_outbound_frame_size, len(todo[sid]))
+                if room <= 0:
+                    break
+                c.conn.send_data(sid, todo[sid][:room])
+                sent[sid] += room
+                todo[sid] = todo[sid][room:] or (b"" if finish else msg)
+                moved = True
+            if finish and not todo[sid] and sid not in ended:
+                c.conn.end_stream(sid)
+                ended.add(sid)
+        c.sock.sendall(c.conn.data_to_send())
+        return moved
+
+    def read(acknowledge: bool) -> None:
+        for ev in unacked if acknowledge else ():
+            c.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        if acknowledge:
+            unacked.clear()
+        if select.select([c.sock], [], [], 0.05)[0]:
+            data = c.sock.recv(1 << 20)
+            assert data, "the server closed the connection"
+            for ev in c.conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived) and not acknowledge:
+                    c.responses[ev.stream_id].data += ev.data
+                    unacked.append(ev)  # its credit stays with the client
+                else:
+                    c._event(ev)
+        c.sock.sendall(c.conn.data_to_send())
+
+    try:
+        # Send while credit comes, taking WINDOW_UPDATEs but never a byte
+        # of DATA: the client's 64 KiB receive window stays full.
+        deadline = time.monotonic() + 30
+        quiet = 0
+        while quiet < 20 and time.monotonic() < deadline:
+            quiet = 0 if send_what_fits(False) else quiet + 1
+            read(acknowledge=False)
+        total = sum(sent.values())
+        assert 16 << 20 <= total < 24 << 20, f"sent {total} bytes before the server stopped"
+        grown = rss_kb(server.proc.pid) - before
+        assert SANITIZED or grown < 32 * 1024, f"VmRSS grew by {grown} kB"
+        # Now read: the answers drain, credit returns, the rest goes.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+                c.responses[sid].ended for sid in sids):
+            send_what_fits(True)
+            read(acknowledge=True)
+        for sid in sids:
+            r = c.responses[sid]
+            assert r.ended and r.grpc_status == OK, (sid, r)
+            assert len(r.data) == sent[sid] and r.data == msg * (sent[sid] // len(msg))
+    finally:
+        c.close()
+    echo_ok(server.host, server.port)
 
 
 def test_unfinished_messages_are_bounded_per_connection(server):

@@ -55,5 +55,6 @@ int envelope_client(const uint8_t *, size_t, struct envelope *);
 
 /* One varint, read at *p and stepped over; -1 past end or over 10 bytes. */
 int envelope_varint(const uint8_t **, const uint8_t *, uint64_t *);
+int envelope_utf8(const uint8_t *, size_t);
 
 #endif

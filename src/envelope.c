@@ -185,8 +185,8 @@ envelope_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 }
 
 /* Whether s[0..len) is UTF-8: no overlong forms, surrogates or > U+10FFFF. */
-static int
-env_utf8(const uint8_t *s, size_t len)
+int
+envelope_utf8(const uint8_t *s, size_t len)
 {
 	size_t i = 0, n, k;
 	uint32_t c;
@@ -277,7 +277,7 @@ env_delimited(const struct env_field *f, const uint8_t *val, size_t vlen,
 	const uint8_t *end = val + vlen;
 	uint64_t v;
 
-	if (f->f_kind == K_STRING && !env_utf8(val, vlen))
+	if (f->f_kind == K_STRING && !envelope_utf8(val, vlen))
 		return -1;
 	if (f->f_kind == K_VARINTS) {
 		/* Packed: nothing but whole varints. */

@@ -503,11 +503,36 @@ session_requirements(struct session *ses, Remotemedia__V1__Open *op)
 }
 
 /* Check Open; start the worker now, or once its environment is built. */
+/*
+ * The first string field of Open that is not UTF-8, or NULL. protobuf-c
+ * does not check, and the worker, which reads them as Python str, would
+ * fail on one.
+ */
+static const char *
+open_not_utf8(const Remotemedia__V1__Open *op)
+{
+	static const char *names[] = {
+	    "python_version", "cloudpickle_version", "source", "class_name"};
+	const char *v[] = {op->python_version, op->cloudpickle_version,
+	    op->source, op->class_name};
+	size_t i;
+
+	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		if (!envelope_utf8((const uint8_t *)v[i], strlen(v[i])))
+			return names[i];
+	for (i = 0; i < op->n_requirements; i++)
+		if (!envelope_utf8((const uint8_t *)op->requirements[i],
+		        strlen(op->requirements[i])))
+			return "requirements";
+	return NULL;
+}
+
 static int
 session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
     size_t len)
 {
 	char err[256];
+	const char *what;
 	uint8_t *stripped;
 	size_t bad, off = 0, slen;
 	int code, rv, ready = 1;
@@ -517,6 +542,9 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 		    "protocol version %d is not supported (this server "
 		    "speaks 1)",
 		    op->protocol);
+	if ((what = open_not_utf8(op)) != NULL)
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    "Open.%s is not UTF-8", what);
 	if ((op->object == NULL || op->object->data.len == 0) &&
 	    op->source[0] == '\0')
 		return client_error(

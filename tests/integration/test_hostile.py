@@ -461,6 +461,25 @@ def test_message_with_two_members_is_invalid_argument(fast):
     assert fast.session_workers() == spawned
 
 
+@pytest.mark.parametrize("field", ["python_version", "cloudpickle_version", "source",
+                                   "class_name", "requirements"])
+def test_open_strings_that_are_not_utf8_are_invalid_argument(fast, field):
+    """protobuf-c does not check a string's UTF-8, and the worker reads
+    them as Python str: the front refuses the Open, starting nothing."""
+    fast.wait_idle(timeout=20)
+    spawned = fast.session_workers()
+    kw = dict(protocol=pb.PROTOCOL_V1, format=pb.FORMAT_JSON,
+              source="class C:\n    pass\n", class_name="C")
+    kw[field] = ["QQQQ"] if field == "requirements" else "QQQQ"
+    msg = pb.ClientMessage(open=pb.Open(**kw)).SerializeToString()
+    assert msg.count(b"QQQQ") == 1
+    r = session_end(fast, grpc_frame(msg.replace(b"QQQQ", b"Q\xffQQ")), end=False)
+    assert r.grpc_status == INVALID_ARGUMENT, r
+    assert f"Open.{field} is not UTF-8" in r.grpc_message, r
+    assert fast.session_workers() == spawned
+    assert fast.session_dirs() == []
+
+
 def test_first_message_not_open_is_invalid_argument_and_starts_no_worker(fast):
     fast.wait_idle(timeout=20)
     spawned = fast.session_workers()

@@ -63,6 +63,8 @@ enum grpc_status {
 #define FRONT_BUF_LOW (512 * 1024)
 
 #define FRONT_MAX_REPEAT 16
+/* The most uids --session-uids may span: more sessions than it allows. */
+#define FRONT_UIDS_MAX (1024 * 1024)
 
 struct front_config {
 	char *fc_config; /* --config FILE */

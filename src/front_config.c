@@ -303,7 +303,7 @@ opt_uids(struct front_config *fc, const char *val)
 	memcpy(first, val, (size_t)(dash - val));
 	first[dash - val] = '\0';
 	if (opt_number(first, &a) == -1 || opt_number(dash + 1, &b) == -1 ||
-	    a < 1 || b > 4294967294ULL || b < a)
+	    a < 1 || b > 4294967294ULL || b < a || b - a >= FRONT_UIDS_MAX)
 		return -1;
 	fc->fc_uid_first = (uint32_t)a;
 	fc->fc_uid_last = (uint32_t)b;
@@ -420,8 +420,9 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 		return opt_bad(err, errlen, o, "off, isolated or host", val);
 	case OPT_UIDS:
 		if (opt_uids(fc, val) == -1)
-			return opt_bad(
-			    err, errlen, o, "FIRST-LAST, non-root uids", val);
+			return opt_bad(err, errlen, o,
+			    "FIRST-LAST, non-root uids, at most 1048576 of them",
+			    val);
 		return 0;
 	default:
 		return opt_scalar(fc, o, val, err, errlen);

@@ -23,6 +23,7 @@
 
 static struct cg_root front_cg;
 static uint8_t *uid_used; /* one byte per uid of --session-uids */
+static size_t uids_n, uids_in_use;
 
 /*
  * Several daemons may share a host's cgroup tree: this one's cgroups are
@@ -48,10 +49,8 @@ front_sandbox_tag(void)
 void
 front_sandbox_init(void)
 {
-	size_t n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) +
-	    1;
-
-	uid_used = xcalloc(n, 1);
+	uids_n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) + 1;
+	uid_used = xcalloc(uids_n, 1);
 	if (!front_conf.fc_sandbox) {
 		log_warnx(
 		    "*** SANDBOX OFF: sessions run unconfined, as uid %d, "
@@ -75,36 +74,33 @@ front_sandbox_init(void)
 static long
 uid_alloc(void)
 {
-	size_t i,
-	    n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) + 1;
+	size_t i;
 
-	for (i = 0; i < n; i++)
-		if (!uid_used[i]) {
-			uid_used[i] = 1;
-			return (long)(front_conf.fc_uid_first + i);
-		}
-	return -1;
+	if (uids_in_use == uids_n)
+		return -1;
+	for (i = 0; uid_used[i]; i++)
+		;
+	uid_used[i] = 1;
+	uids_in_use++;
+	return (long)(front_conf.fc_uid_first + i);
 }
 
 /* How many uids of --session-uids are free (all of them without sandbox). */
 size_t
 front_sandbox_uids_free(void)
 {
-	size_t i,
-	    free_uids = 0,
-	    n = (size_t)(front_conf.fc_uid_last - front_conf.fc_uid_first) + 1;
-
-	for (i = 0; i < n; i++)
-		free_uids += !uid_used[i];
-	return free_uids;
+	return uids_n - uids_in_use;
 }
 
 static void
 uid_free(long uid)
 {
 	if (uid >= (long)front_conf.fc_uid_first &&
-	    uid <= (long)front_conf.fc_uid_last)
+	    uid <= (long)front_conf.fc_uid_last &&
+	    uid_used[uid - (long)front_conf.fc_uid_first]) {
 		uid_used[uid - (long)front_conf.fc_uid_first] = 0;
+		uids_in_use--;
+	}
 }
 
 /*

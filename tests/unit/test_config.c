@@ -222,6 +222,26 @@ test_relative_state_dir(void **state)
 	assert_string_equal(fc.fc_state_dir, "/var/lib/remotemedia");
 }
 
+/* --session-uids: a range of non-root uids, small enough to track. */
+static void
+test_session_uids(void **state)
+{
+	static const char *bad[] = {"0-10", "10-9", "10", "1-4294967295",
+	    "100000-4000000000", "100000-1148576", "-5", "a-b"};
+	size_t i;
+
+	assert_int_equal(PARSE("--session-uids", "100000-1148575"), 0);
+	assert_int_equal(fc.fc_uid_first, 100000);
+	assert_int_equal(fc.fc_uid_last, 1148575);
+	assert_int_equal(PARSE("--session-uids", "70000-70000"), 0);
+	assert_int_equal(fc.fc_uid_first, 70000);
+	assert_int_equal(fc.fc_uid_last, 70000);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_error(PARSE("--session-uids", (char *)bad[i]),
+		    "--session-uids", "at most 1048576");
+	assert_int_equal(fc.fc_uid_last, 70000);
+}
+
 static void
 test_bad_listen(void **state)
 {
@@ -402,6 +422,7 @@ main(void)
 	    T(test_bad_log_level),
 	    T(test_relative_state_dir),
 	    T(test_bad_listen),
+	    T(test_session_uids),
 	    T(test_small_err_buffer),
 	    T(test_config_file),
 	    T(test_config_file_errors),

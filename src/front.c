@@ -399,7 +399,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	front_raise_nofile();
 	if (access(front_conf.fc_worker, X_OK) == -1)
-		fatal("--worker %s", front_conf.fc_worker);
+		fatal_config("--worker %s", front_conf.fc_worker);
 	if (!check) {
 		front_systemd_init();
 		activated = front_activated();

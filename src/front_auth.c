@@ -42,6 +42,16 @@ auth_digest(const char *tok, size_t len, unsigned char *out)
 	EVP_Digest(tok, len, out, &n, EVP_sha256(), NULL);
 }
 
+/* Whether s is all visible ASCII: no spaces, controls or other bytes. */
+static int
+auth_visible(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (*s < 0x21 || *s > 0x7e)
+			return 0;
+	return 1;
+}
+
 /* Parse one NAME:TOKEN[:admin] line into t; -1 with a reason. */
 static int
 auth_parse_line(char *line, struct auth_token *t, const char **why)
@@ -60,12 +70,19 @@ auth_parse_line(char *line, struct auth_token *t, const char **why)
 			return -1;
 		}
 	}
-	if (*name == '\0' || strlen(name) >= sizeof(t->at_name)) {
-		*why = "the name must be 1 to 63 characters";
+	if (*name == '\0' || strlen(name) >= sizeof(t->at_name) ||
+	    !auth_visible(name)) {
+		*why = "the name must be 1 to 63 visible ASCII characters";
 		return -1;
 	}
 	if (strlen(tok) < 16) {
 		*why = "the token must be at least 16 characters";
+		return -1;
+	}
+	if (!auth_visible(tok)) {
+		/* A client could not send it in an authorization header. */
+		*why = "the token may hold only visible ASCII characters, "
+		       "no spaces";
 		return -1;
 	}
 	strlcpy(t->at_name, name, sizeof(t->at_name));
@@ -73,6 +90,18 @@ auth_parse_line(char *line, struct auth_token *t, const char **why)
 	t->at_admin = flag != NULL;
 	explicit_bzero(tok, strlen(tok));
 	return 0;
+}
+
+/* The entry among t[0..n) with this digest, or -1. */
+static int
+auth_find(const struct auth_token *t, size_t n, const unsigned char *digest)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (CRYPTO_memcmp(t[i].at_digest, digest, 32) == 0)
+			return (int)i;
+	return -1;
 }
 
 /* Check the file's owner and mode: nobody but its owner may read it. */
@@ -105,11 +134,14 @@ auth_read(const char *path)
 	struct auth_token *t = xcalloc(AUTH_MAX_TOKENS, sizeof(*t));
 	char line[AUTH_MAX_LINE + 2];
 	const char *why = NULL;
+	char dupwhy[192];
 	size_t n = 0, lineno = 0;
 	FILE *f;
-	int fd;
+	int fd, dup;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1) {
+	/* Without blocking: a FIFO must be refused, not waited on. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
+	                         O_NOCTTY)) == -1) {
 		log_warn("--token-file %s", path);
 		free(t);
 		return -1;
@@ -121,13 +153,23 @@ auth_read(const char *path)
 	}
 	while (fgets(line, sizeof(line), f) != NULL && why == NULL) {
 		lineno++;
+		if (strchr(line, '\n') == NULL && strlen(line) > AUTH_MAX_LINE) {
+			why = "line too long (at most 1024 characters)";
+			break;
+		}
 		line[strcspn(line, "\r\n")] = '\0';
 		if (line[strspn(line, " \t")] == '#' ||
 		    line[strspn(line, " \t")] == '\0')
 			continue;
 		if (n == AUTH_MAX_TOKENS)
 			why = "too many tokens";
-		else if (auth_parse_line(line, &t[n], &why) == 0)
+		else if (auth_parse_line(line, &t[n], &why) == 0 &&
+		    (dup = auth_find(t, n, t[n].at_digest)) != -1) {
+			snprintf(dupwhy, sizeof(dupwhy),
+			    "the token of '%s' is also the token of '%s'",
+			    t[n].at_name, t[dup].at_name);
+			why = dupwhy;
+		} else if (why == NULL)
 			n++;
 	}
 	fclose(f);
@@ -150,7 +192,7 @@ front_auth_init(void)
 {
 	if (front_conf.fc_token_file != NULL) {
 		if (auth_read(front_conf.fc_token_file) == -1)
-			fatalx("cannot use --token-file %s",
+			fatalx_config("cannot use --token-file %s",
 			    front_conf.fc_token_file);
 		auth_enabled = 1;
 		return;
@@ -160,7 +202,7 @@ front_auth_init(void)
 	    strncmp(front_conf.fc_host, "127.", 4) == 0)
 		return;
 	if (!front_conf.fc_allow_unauth)
-		fatalx(
+		fatalx_config(
 		    "refusing to listen on %s without --token-file: anyone "
 		    "who can reach it could run code here. Give a token file, "
 		    "or pass --allow-unauthenticated on",

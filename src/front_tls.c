@@ -4,7 +4,11 @@
  * "h2", or the handshake fails. SIGHUP loads the certificate again: new
  * connections use the new context, established ones keep theirs.
  */
+#include <sys/stat.h>
+
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -42,14 +46,58 @@ tls_error(void)
 	return buf;
 }
 
+/*
+ * OpenSSL asks for a passphrase: the key is encrypted. Say none, rather
+ * than let OpenSSL prompt on a terminal, which would stop the front.
+ */
+static int
+tls_no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	*(int *)arg = 1;
+	return 0;
+}
+
+/*
+ * A file OpenSSL is to read must be a regular file: a FIFO or a device
+ * would block the front. Opened without blocking, to look.
+ */
+static int
+tls_check_file(const char *flag, const char *path)
+{
+	struct stat sb;
+	int fd, ok;
+
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)) ==
+	    -1) {
+		log_warn("TLS: %s %s", flag, path);
+		return -1;
+	}
+	ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+	close(fd);
+	if (!ok) {
+		log_warnx("TLS: %s %s: not a regular file", flag, path);
+		return -1;
+	}
+	return 0;
+}
+
 /* Build a server context from the configured files; NULL on error. */
 static SSL_CTX *
 tls_ctx_new(void)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	SSL_CTX *ctx;
+	int encrypted = 0;
 
-	if (ctx == NULL)
+	if (tls_check_file("--tls-cert", front_conf.fc_tls_cert) == -1 ||
+	    tls_check_file("--tls-key", front_conf.fc_tls_key) == -1 ||
+	    (front_conf.fc_tls_client_ca != NULL &&
+	        tls_check_file("--tls-client-ca", front_conf.fc_tls_client_ca) ==
+	            -1))
 		return NULL;
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
+		return NULL;
+	SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, &encrypted);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx,
 	    SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
@@ -60,8 +108,16 @@ tls_ctx_new(void)
 	    SSL_CTX_use_PrivateKey_file(
 	        ctx, front_conf.fc_tls_key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
-		log_warnx("TLS: cannot load %s / %s: %s",
-		    front_conf.fc_tls_cert, front_conf.fc_tls_key, tls_error());
+		if (encrypted)
+			log_warnx("TLS: --tls-key %s is encrypted: give a key "
+			          "without a passphrase (the front cannot ask "
+			          "for one)",
+			    front_conf.fc_tls_key);
+		else
+			log_warnx("TLS: cannot load %s / %s: %s",
+			    front_conf.fc_tls_cert, front_conf.fc_tls_key,
+			    tls_error());
+		ERR_clear_error();
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -91,14 +147,14 @@ front_tls_init(void)
 {
 	if (front_conf.fc_tls_cert == NULL && front_conf.fc_tls_key == NULL) {
 		if (front_conf.fc_tls_client_ca != NULL)
-			fatalx(
+			fatalx_config(
 			    "--tls-client-ca needs --tls-cert and --tls-key");
 		return;
 	}
 	if (front_conf.fc_tls_cert == NULL || front_conf.fc_tls_key == NULL)
-		fatalx("TLS needs both --tls-cert and --tls-key");
+		fatalx_config("TLS needs both --tls-cert and --tls-key");
 	if ((tls_ctx = tls_ctx_new()) == NULL)
-		fatalx("TLS could not be set up");
+		fatalx_config("TLS could not be set up");
 	log_info("TLS on: %s%s", front_conf.fc_tls_cert,
 	    front_conf.fc_tls_client_ca ? ", client certificates required"
 	                                : "");

@@ -268,3 +268,18 @@ fatalx(const char *fmt, ...)
 	LOG_VA(LOG_LEVEL_ERROR, 0);
 	exit(1);
 }
+
+/* The configuration cannot work (a file it names, a bad value): exit 2. */
+void
+fatal_config(const char *fmt, ...)
+{
+	LOG_VA(LOG_LEVEL_ERROR, errno);
+	exit(2);
+}
+
+void
+fatalx_config(const char *fmt, ...)
+{
+	LOG_VA(LOG_LEVEL_ERROR, 0);
+	exit(2);
+}

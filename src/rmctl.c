@@ -505,14 +505,14 @@ rmctl_kept(struct rmctl_opts *o, int ch)
 	return NULL;
 }
 
-/* A token the server can take: 1 to RMCTL_TOKEN_MAX printable ASCII. */
+/* A token the server can take: 1 to RMCTL_TOKEN_MAX visible ASCII. */
 static int
 rmctl_token_ok(const char *tok)
 {
 	size_t n;
 
 	for (n = 0; tok[n] != '\0'; n++)
-		if (tok[n] < 0x20 || tok[n] > 0x7e || n >= RMCTL_TOKEN_MAX)
+		if (tok[n] < 0x21 || tok[n] > 0x7e || n >= RMCTL_TOKEN_MAX)
 			return 0;
 	return n > 0;
 }
@@ -588,9 +588,9 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 	case OPT_TOKEN:
 		if (!rmctl_token_ok(arg))
 			rmctl_usage_error(
-			    "--token: a token is 1 to %d printable "
-			    "ASCII characters (it travels in an "
-			    "HTTP header)",
+			    "--token: a token is 1 to %d visible "
+			    "ASCII characters, no spaces (it travels in "
+			    "an HTTP header)",
 			    RMCTL_TOKEN_MAX);
 		o->o_token = arg;
 		break;

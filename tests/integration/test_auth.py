@@ -112,6 +112,49 @@ def test_malformed_token_file_is_refused(tmp_path):
     assert "NAME:TOKEN" in p.stderr
 
 
+def check_tokens(tmp_path, path) -> subprocess.CompletedProcess:
+    """remotemediad --check-config with this token file."""
+    return subprocess.run([str(BUILD / "remotemediad"), "--check-config",
+                           "--token-file", str(path)],
+                          capture_output=True, text=True, timeout=10)
+
+
+def test_a_fifo_as_token_file_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "tokens"
+    os.mkfifo(fifo, 0o600)
+    r = check_tokens(tmp_path, fifo)  # blocked in open() before
+    assert r.returncode == 2, r.stderr
+    assert "not a regular file" in r.stderr
+
+
+@pytest.mark.parametrize("line, why", [
+    # Read in pieces, the tail made its own (admin) entry.
+    ("alice:" + "T" * 1019 + "bob:" + "U" * 20 + ":admin", "line too long"),
+    ("alice:" + "T" * 1030, "line too long"),
+    ("al\xffice:" + TOKEN_A, "visible ASCII"),
+    ("al ice:" + TOKEN_A, "visible ASCII"),
+    ("alice:" + TOKEN_A + " ", "no spaces"),
+    ("alice:" + TOKEN_A + "\x01", "no spaces"),
+    (f"alice:{TOKEN_A}\nroot:{TOKEN_A}:admin", "the token of 'root' is also the token of 'alice'"),
+])
+def test_token_file_entries_a_client_could_not_use_are_refused(tmp_path, line, why):
+    path = tmp_path / "tokens"
+    path.write_bytes(line.encode("latin-1") + b"\n")
+    path.chmod(0o600)
+    r = check_tokens(tmp_path, path)
+    assert r.returncode == 2, r.stderr
+    assert why in r.stderr and "configuration OK" not in r.stdout
+
+
+def test_a_line_of_1024_characters_is_taken(tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text("alice:" + "T" * 1018 + "\n")
+    path.chmod(0o600)
+    r = check_tokens(tmp_path, path)
+    assert r.returncode == 0, r.stderr
+    assert "1 token(s) loaded" in r.stderr
+
+
 def test_sighup_reloads_tokens_and_sessions_stay(fresh_server, token_file):
     srv = fresh_server(["--token-file", str(token_file)])
     new = "carol-token-0123456789abcdef"

@@ -100,12 +100,15 @@ def test_check_config_runs_the_start_up_checks(tmp_path):
     conf = tmp_path / "rm.conf"
     conf.write_text("listen = 0.0.0.0:50999\n")
     r = daemon("--check-config", "--config", str(conf))
-    assert r.returncode != 0 and "configuration OK" not in r.stdout
+    assert r.returncode == 2 and "configuration OK" not in r.stdout
     assert "token" in r.stderr, r.stderr
     # A TLS certificate that does not load.
     r = daemon("--check-config", "--tls-cert", str(tmp_path / "no.pem"),
                "--tls-key", str(tmp_path / "no.key"))
-    assert r.returncode != 0 and "configuration OK" not in r.stdout
+    assert r.returncode == 2 and "configuration OK" not in r.stdout
+    # A worker binary that is not there.
+    r = daemon("--check-config", "--worker", str(tmp_path / "no-worker"))
+    assert r.returncode == 2 and "no-worker" in r.stderr
 
 
 def test_a_server_takes_its_options_from_the_file_and_flags_win(tmp_path, fresh_server):

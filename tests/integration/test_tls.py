@@ -2,6 +2,7 @@
 certificates, certificate reload on SIGHUP, and the client's verification."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -14,7 +15,7 @@ import pytest
 from clientlib import run
 from remotemedia.core.exceptions import RemoteMediaError
 from remotemedia.remote import RemoteProxyClient
-from serverlib import ROOT
+from serverlib import BUILD, ROOT
 from targets import Echo
 
 
@@ -136,3 +137,72 @@ def test_certificate_reloaded_on_sighup(fresh_server, certs, tmp_path):
     assert "TLS certificate reloaded" in srv.log_text()
     assert serial() != before
     assert run(ping(srv, ca_file=str(new / "ca.crt"))) == 5
+
+
+def check_tls(certs, key) -> subprocess.Popen:
+    """remotemediad --check-config with this key, on a terminal of its own:
+    OpenSSL, asked for a passphrase, would prompt there."""
+    import fcntl
+    import termios
+    master, slave = os.openpty()
+
+    def own_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        p = subprocess.Popen([str(BUILD / "remotemediad"), "--check-config",
+                              "--tls-cert", str(certs / "server.crt"), "--tls-key", str(key)],
+                             stdin=slave, stdout=slave, stderr=slave,
+                             start_new_session=True, preexec_fn=own_terminal)
+    finally:
+        os.close(slave)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    out = b""
+    try:
+        while chunk := os.read(master, 65536):
+            out += chunk
+    except OSError:
+        pass  # the terminal is gone with its last process
+    os.close(master)
+    p.output = out.decode(errors="replace")
+    return p
+
+
+def test_an_encrypted_key_is_refused_without_a_prompt(certs, tmp_path):
+    enc = tmp_path / "enc.key"
+    subprocess.run(["openssl", "pkey", "-in", str(certs / "server.key"), "-aes256",
+                    "-passout", "pass:secret", "-out", str(enc)], check=True, timeout=30)
+    p = check_tls(certs, enc)
+    assert p.returncode == 2, p.output  # it was killed, waiting at a prompt
+    assert "is encrypted: give a key without a passphrase" in p.output
+    assert "pass phrase" not in p.output
+
+
+def test_a_fifo_as_key_is_refused_not_waited_on(certs, tmp_path):
+    fifo = tmp_path / "key.pem"
+    os.mkfifo(fifo, 0o600)
+    p = check_tls(certs, fifo)
+    assert p.returncode == 2, p.output
+    assert "--tls-key" in p.output and "not a regular file" in p.output
+
+
+def test_an_encrypted_key_on_sighup_keeps_the_old_one(fresh_server, certs, tmp_path):
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(certs / "server.crt", live / "server.crt")
+    shutil.copy(certs / "server.key", live / "server.key")
+    srv = fresh_server(["--tls-cert", str(live / "server.crt"),
+                        "--tls-key", str(live / "server.key")])
+    subprocess.run(["openssl", "pkey", "-in", str(certs / "server.key"), "-aes256",
+                    "-passout", "pass:secret", "-out", str(live / "server.key")],
+                   check=True, timeout=30)
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "not reloaded" not in srv.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "is encrypted" in srv.log_text() and "not reloaded" in srv.log_text()
+    assert run(ping(srv, ca_file=str(certs / "ca.crt"))) == 5

@@ -5,7 +5,13 @@
  * --help and the man page, and fills in the defaults, so an option cannot
  * be known to one of them and missing from another.
  */
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <arpa/inet.h>
+
 #include <ctype.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -290,6 +296,34 @@ opt_set_string(char **field, const char *val)
 	return 0;
 }
 
+/*
+ * Where pip finds packages: an http(s) URL, which builds reach through a
+ * forward, or an absolute path, which they may read. Nothing else would
+ * work, and a space or a control character would only confuse pip.
+ */
+#define OPT_LOCATION_WANT "an http:// or https:// URL, or an absolute path"
+static int
+opt_location(const char *v)
+{
+	const char *c;
+
+	for (c = v; *c != '\0'; c++)
+		if (*c < 0x21 || *c > 0x7e)
+			return 0;
+	return (strncmp(v, "http://", 7) == 0 && v[7] != '\0') ||
+	    (strncmp(v, "https://", 8) == 0 && v[8] != '\0') || v[0] == '/';
+}
+
+/* Whether host is an IPv4 or IPv6 address (the front listens on one). */
+static int
+opt_ip_literal(const char *host)
+{
+	struct in6_addr a;
+
+	return inet_pton(AF_INET, host, &a) == 1 ||
+	    inet_pton(AF_INET6, host, &a) == 1;
+}
+
 /* FIRST-LAST: a range of non-root uids. */
 static int
 opt_uids(struct front_config *fc, const char *val)
@@ -364,7 +398,8 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
     char *err, size_t errlen)
 {
 	static const char *networks[] = {"off", "isolated", "host"};
-	char cidr[64];
+	char cidr[64], host[sizeof(fc->fc_host)];
+	uint16_t port;
 	int *count;
 	size_t i;
 
@@ -381,6 +416,8 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 			*(char **)opt_field(fc, o->off) = NULL;
 			return 0;
 		}
+		if (!opt_location(val))
+			return opt_bad(err, errlen, o, OPT_LOCATION_WANT, val);
 		return opt_set_string(opt_field(fc, o->off), val);
 	case OPT_CIDRS:
 		if (parse_cidr(val, cidr, sizeof(cidr)) == 0)
@@ -388,6 +425,8 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 			    "an IPv4 or IPv6 CIDR such as 10.1.0.0/16", val);
 		/* FALLTHROUGH */
 	case OPT_LIST:
+		if (!opt_location(val))
+			return opt_bad(err, errlen, o, OPT_LOCATION_WANT, val);
 		count = opt_field(fc, o->count);
 		if (*count >= FRONT_MAX_REPEAT) {
 			snprintf(err, errlen, "--%s: at most %d times", o->name,
@@ -401,10 +440,13 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 			return opt_bad(err, errlen, o, "on or off", val);
 		return 0;
 	case OPT_LISTEN:
-		if (parse_hostport(val, opt_field(fc, o->off),
-		        sizeof(fc->fc_host), opt_field(fc, o->count)) == -1)
-			return opt_bad(
-			    err, errlen, o, "HOST:PORT or [IPv6]:PORT", val);
+		if (parse_hostport(val, host, sizeof(host), &port) == -1 ||
+		    !opt_ip_literal(host))
+			return opt_bad(err, errlen, o,
+			    "IPv4:PORT or [IPv6]:PORT, an address of this host",
+			    val);
+		memcpy(opt_field(fc, o->off), host, sizeof(host));
+		memcpy(opt_field(fc, o->count), &port, sizeof(port));
 		return 0;
 	case OPT_LEVEL:
 		if ((fc->fc_log_level = log_parse_level(val)) == -1)
@@ -744,6 +786,8 @@ trim(char *s)
 	return s;
 }
 
+#define CONFIG_FILE_MAX (1024 * 1024)
+
 /*
  * Read a config file: "key = value" (or "key value") per line, # comments.
  * Errors are "FILE:LINE: ...". A missing default file is not an error.
@@ -752,22 +796,46 @@ static int
 front_config_file(struct front_config *fc, const char *path, int required,
     char *err, size_t errlen)
 {
-	char line[4096], msg[256], *key, *val, *p;
+	char *line = NULL, msg[256], *key, *val, *p;
+	const char *why = NULL;
 	const struct opt *o;
+	struct stat sb;
+	size_t cap = 0;
+	ssize_t n;
 	FILE *f;
-	int lineno = 0;
+	int fd, lineno = 0;
 
-	if ((f = fopen(path, "r")) == NULL) {
+	/* Without blocking: a FIFO is refused, not waited on. */
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)) ==
+	    -1) {
 		if (!required && errno == ENOENT)
 			return 0;
 		snprintf(err, errlen, "--config %s: %s", path, strerror(errno));
 		return -1;
 	}
-	while (fgets(line, sizeof(line), f) != NULL) {
+	if (fstat(fd, &sb) == -1)
+		why = strerror(errno);
+	else if (!S_ISREG(sb.st_mode) &&
+	    !(S_ISCHR(sb.st_mode) && sb.st_rdev == makedev(1, 3)))
+		why = "not a regular file"; /* /dev/null is empty: fine */
+	else if (sb.st_size > CONFIG_FILE_MAX)
+		why = "larger than 1 MiB";
+	else if ((f = fdopen(fd, "r")) == NULL)
+		why = strerror(errno);
+	if (why != NULL) {
+		snprintf(err, errlen, "--config %s: %s", path, why);
+		close(fd);
+		return -1;
+	}
+	while ((n = getline(&line, &cap, f)) != -1) {
 		lineno++;
-		if (strchr(line, '\n') == NULL && !feof(f)) {
+		if (n > 4095) {
 			snprintf(
 			    err, errlen, "%s:%d: line too long", path, lineno);
+			goto fail;
+		}
+		if (memchr(line, '\0', (size_t)n) != NULL) {
+			snprintf(err, errlen, "%s:%d: a NUL byte", path, lineno);
 			goto fail;
 		}
 		key = trim(line);
@@ -798,9 +866,11 @@ front_config_file(struct front_config *fc, const char *path, int required,
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
+	free(line);
 	fclose(f);
 	return 0;
 fail:
+	free(line);
 	fclose(f);
 	return -1;
 }

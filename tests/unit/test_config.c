@@ -1,4 +1,6 @@
 /* Unit tests for the front's command-line parser (front_config.c). */
+#include <sys/stat.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -353,6 +355,68 @@ test_config_file_errors(void **state)
 	expect_error(PARSE("--config", "/nonexistent/rm.conf"),
 	    "/nonexistent/rm.conf", "No such file");
 	expect_error(PARSE("--config", "rm.conf"), "--config", "absolute");
+
+	/* A NUL byte was taken for a line too long. */
+	write_file(path, sizeof(path), "");
+	{
+		static const char text[] = "max-streams = 7\n# x\0y\n";
+		FILE *f = fopen(path, "w");
+
+		assert_non_null(f);
+		fwrite(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+	}
+	snprintf(want, sizeof(want), "%s:2: a NUL byte", path);
+	expect_error(PARSE("--config", path), want, NULL);
+	unlink(path);
+
+	/* A FIFO would block the start: refused without waiting. */
+	snprintf(path, sizeof(path), "/tmp/rm-test-config-fifo-%d", (int)getpid());
+	assert_int_equal(mkfifo(path, 0600), 0);
+	expect_error(PARSE("--config", path), path, "not a regular file");
+	unlink(path);
+	expect_error(PARSE("--config", "/dev/zero"), "/dev/zero",
+	    "not a regular file");
+}
+
+/* Where pip looks: http(s) URLs or absolute paths, nothing else. */
+static void
+test_pip_locations(void **state)
+{
+	static const char *bad[] = {"", "relative", "ftp://h/simple", "http://",
+	    "https://", "http://h /simple", "file:///srv/w", "http://h\x01"};
+	static const char *flags[] = {
+	    "--pip-index-url", "--pip-extra-index-url", "--pip-find-links"};
+	size_t i, j;
+
+	for (j = 0; j < 3; j++)
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+			expect_error(PARSE((char *)flags[j], (char *)bad[i]),
+			    flags[j], "an http:// or https:// URL");
+	assert_int_equal(PARSE("--pip-index-url", "http://127.0.0.1:1/simple",
+	                     "--pip-extra-index-url", "https://h/s",
+	                     "--pip-find-links", "/srv/wheels"),
+	    0);
+	assert_string_equal(fc.fc_pip_index_url, "http://127.0.0.1:1/simple");
+	assert_int_equal(PARSE("--pip-index-url", "none"), 0);
+	assert_null(fc.fc_pip_index_url);
+}
+
+/* --listen and --metrics-listen take an address of this host, not a name. */
+static void
+test_listen_needs_an_address(void **state)
+{
+	static const char *bad[] = {
+	    "a b:80", "localhost:80", "host\xff:80", "[nope]:80", "1.2.3:80"};
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		expect_error(PARSE("--listen", (char *)bad[i]), "--listen",
+		    "IPv4:PORT or [IPv6]:PORT");
+		expect_error(PARSE("--metrics-listen", (char *)bad[i]),
+		    "--metrics-listen", NULL);
+		assert_string_equal(fc.fc_host, "127.0.0.1");
+	}
 }
 
 static void
@@ -426,6 +490,8 @@ main(void)
 	    T(test_small_err_buffer),
 	    T(test_config_file),
 	    T(test_config_file_errors),
+	    T(test_pip_locations),
+	    T(test_listen_needs_an_address),
 	    T(test_default_config_file),
 	    T(test_check_config_and_man),
 	};

@@ -59,6 +59,8 @@ sandbox_rlimits_apply(
 	    rlimit_set(RLIMIT_FSIZE, "FSIZE", fsize_bytes, fsize_bytes) == -1)
 		return -1;
 	/* SIGXCPU at the limit names the cause; SIGKILL follows if caught. */
+	if (cpu_seconds > RLIM_INFINITY - RLIMIT_CPU_GRACE)
+		cpu_seconds = RLIM_INFINITY - RLIMIT_CPU_GRACE; /* no wrap */
 	if (cpu_seconds != 0 &&
 	    rlimit_set(RLIMIT_CPU, "CPU", cpu_seconds,
 	        cpu_seconds + RLIMIT_CPU_GRACE) == -1)

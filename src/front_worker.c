@@ -327,7 +327,7 @@ front_worker_spawn(struct session *ses, char *err, size_t errlen)
 static void
 fw_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
 {
-	uint64_t cpu_s;
+	uint64_t cpu_s, life_s, share;
 
 	init->sandbox = front_conf.fc_sandbox;
 	if (!front_conf.fc_sandbox)
@@ -345,10 +345,9 @@ fw_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
 	init->pids = front_conf.fc_session_pids;
 	init->cpu_percent = front_conf.fc_session_cpu;
 	/* RLIMIT_CPU is a backstop: the whole lifetime at the CPU share. */
-	cpu_s = front_conf.fc_session_lifetime_ms / 1000 *
-	    (front_conf.fc_session_cpu < 100 ? 100
-	                                     : front_conf.fc_session_cpu) /
-	    100;
+	life_s = front_conf.fc_session_lifetime_ms / 1000;
+	share = front_conf.fc_session_cpu < 100 ? 100 : front_conf.fc_session_cpu;
+	cpu_s = life_s > UINT64_MAX / share ? UINT64_MAX : life_s * share / 100;
 	init->cpu_seconds = cpu_s;
 	init->seccomp_log = front_conf.fc_seccomp_log;
 }

@@ -735,6 +735,22 @@ t_rlimits(void **state)
 	expect_pass(c_rlimits, "rlimits");
 }
 
+/* A CPU backstop too large for its grace saturates rather than wraps. */
+static int
+c_rlimits_cpu_no_wrap(void)
+{
+	if (sandbox_rlimits_apply(0, 0, UINT64_MAX) == -1)
+		return 1;
+	return want_limit(
+	    "CPU", RLIMIT_CPU, RLIM_INFINITY - 2, RLIM_INFINITY);
+}
+
+static void
+t_rlimits_cpu_no_wrap(void **state)
+{
+	expect_pass(c_rlimits_cpu_no_wrap, "rlimits cpu no wrap");
+}
+
 static void
 t_thread_env(void **state)
 {
@@ -1105,6 +1121,7 @@ main(void)
 		cmocka_unit_test(t_landlock_apply),
 		cmocka_unit_test(t_landlock_abstract),
 		cmocka_unit_test(t_rlimits),
+		cmocka_unit_test(t_rlimits_cpu_no_wrap),
 		cmocka_unit_test(t_thread_env),
 		cmocka_unit_test(t_python_core),
 		cmocka_unit_test(t_python_pandas),

@@ -724,6 +724,7 @@ conn_free(struct conn *c)
 {
 	struct stream *s;
 
+	c->c_dead = 1; /* its streams go: nothing is to be sent or consumed */
 	TAILQ_REMOVE(&conns, c, c_entry);
 	if (c->c_refused)
 		conns_refusing--;

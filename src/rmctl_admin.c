@@ -284,6 +284,7 @@ struct run {
 	const struct rmctl_opts *r_opts;
 	char *r_value; /* a chunked value being reassembled */
 	size_t r_len;
+	int r_get; /* --call names a property or attribute: read it */
 };
 
 /* The next message; Output lines go to stderr, Progress is skipped. */
@@ -382,6 +383,21 @@ run_pull(struct run *r, uint32_t n)
 	run_send(r, &cm);
 }
 
+/* Whether Ready's attribute map says name is read, not called. */
+static int
+run_is_data(const Remotemedia__V1__Ready *ready, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ready->n_attributes; i++)
+		if (strcmp(ready->attributes[i]->key, name) == 0)
+			return ready->attributes[i]->value ==
+			        REMOTEMEDIA__V1__ATTR_KIND__ATTR_PROPERTY ||
+			    ready->attributes[i]->value ==
+			        REMOTEMEDIA__V1__ATTR_KIND__ATTR_ATTRIBUTE;
+	return 0;
+}
+
 /* Open the session: Open with the source and the constructor's args. */
 static void
 run_open(struct run *r, char *source)
@@ -420,7 +436,14 @@ run_open(struct run *r, char *source)
 	if (sm->msg_case != REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY)
 		errx(RMCTL_EXIT_INTERNAL, "run: expected Ready, got message %d",
 		    (int)sm->msg_case);
+	r->r_get = run_is_data(sm->ready, o->o_call);
 	remotemedia__v1__server_message__free_unpacked(sm, NULL);
+	if (r->r_get &&
+	    (strcmp(o->o_args, "[]") != 0 || strcmp(o->o_kwargs, "{}") != 0))
+		errx(RMCTL_EXIT_INVALID,
+		    "run: --call %s is not a method but a property or an "
+		    "attribute: it is read, with no --args or --kwargs",
+		    o->o_call);
 }
 
 /* Send the one call: {"args": [...], "kwargs": {...}}. */
@@ -445,6 +468,10 @@ run_call(struct run *r)
 	call.name = (char *)o->o_call;
 	call.kind = REMOTEMEDIA__V1__CALL_KIND__CALL_METHOD;
 	call.args = &args;
+	if (r->r_get) {
+		call.kind = REMOTEMEDIA__V1__CALL_KIND__CALL_GET;
+		call.args = NULL;
+	}
 	call.timeout_ms = o->o_timeout_ms;
 	cm.msg_case = REMOTEMEDIA__V1__CLIENT_MESSAGE__MSG_CALL;
 	cm.call = &call;

@@ -157,6 +157,10 @@ class Counter:
 
     def nan(self):
         return float("nan")
+
+    @property
+    def double(self):
+        return {"twice": self.n * 2}
 '''
 
 
@@ -176,6 +180,23 @@ def test_run_calls_a_method_and_streams_a_generator(server, tmp_path):
     assert r.returncode == 1
     assert "ValueError" in r.stderr and "no such thing" in r.stderr
     assert "Traceback" in r.stderr
+
+
+def test_run_reads_a_property_or_an_attribute(server, tmp_path):
+    """--call on what Ready's attribute map says is data reads it (a Call
+    of kind GET), rather than calling it."""
+    src = tmp_path / "counter.py"
+    src.write_text(SOURCE)
+    base = ["run", *at(server), "--source", str(src), "--class", "Counter", "--init", "[21]"]
+    r = rmctl(*base, "--call", "double")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"twice": 42}
+    r = rmctl(*base, "--call", "n")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == 21
+    r = rmctl(*base, "--call", "double", "--args", "[1]")
+    assert r.returncode == INVALID_ARGUMENT, r.stderr
+    assert "--call double is not a method but a property or an attribute" in r.stderr
 
 
 @pytest.mark.parametrize("extra,code,words", [

@@ -127,8 +127,9 @@ stream_free(struct stream *s)
 	free(s->str_auth);
 	free(s->str_owner);
 	free(s);
+	/* Its responses may have been what its siblings wait for. */
 	if (!c->c_dead)
-		conn_out_room(c); /* its responses may have been what others wait for */
+		conn_out_room(c);
 }
 
 /* nghttp2 wants to write: queue into the bufferevent, pausing when full. */

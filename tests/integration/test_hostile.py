@@ -906,11 +906,12 @@ def test_echo_answers_a_client_does_not_read_are_bounded_per_connection(server):
         c.sock.sendall(c.conn.data_to_send())
         return moved
 
-    def read(acknowledge: bool) -> None:
+    def read(acknowledge: bool) -> bool:
         for ev in unacked if acknowledge else ():
             c.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
         if acknowledge:
             unacked.clear()
+        data = b""
         if select.select([c.sock], [], [], 0.05)[0]:
             data = c.sock.recv(1 << 20)
             assert data, "the server closed the connection"
@@ -921,15 +922,17 @@ def test_echo_answers_a_client_does_not_read_are_bounded_per_connection(server):
                 else:
                     c._event(ev)
         c.sock.sendall(c.conn.data_to_send())
+        return bool(data)
 
     try:
         # Send while credit comes, taking WINDOW_UPDATEs but never a byte
         # of DATA: the client's 64 KiB receive window stays full.
-        deadline = time.monotonic() + 30
-        quiet = 0
-        while quiet < 20 and time.monotonic() < deadline:
-            quiet = 0 if send_what_fits(False) else quiet + 1
-            read(acknowledge=False)
+        deadline = time.monotonic() + 60
+        quiet = time.monotonic()
+        while time.monotonic() - quiet < 2 and time.monotonic() < deadline:
+            moved = send_what_fits(False)
+            if read(acknowledge=False) or moved:
+                quiet = time.monotonic()  # 2 s without a byte either way ends it
         total = sum(sent.values())
         assert 16 << 20 <= total < 24 << 20, f"sent {total} bytes before the server stopped"
         grown = rss_kb(server.proc.pid) - before

@@ -34,6 +34,12 @@
 #define RM_PYTHON_VERSION "3.11"
 #endif
 #define ENV_FAIL_TTL_MS (30 * 1000)
+/*
+ * A session waiting on a build hears from it at least this often: pip can
+ * be silent for minutes (a large download, a build without output), and a
+ * client gives up on an open that says nothing for its timeout.
+ */
+#define ENV_BEAT_MS 2000
 
 /* One entry of the environment cache, content-addressed by env_key. */
 struct env {
@@ -57,6 +63,9 @@ struct env {
 	int env_eof;
 	int env_wstatus;
 	struct event *env_timer; /* pip timeout */
+	struct event *env_beat; /* keeps waiters hearing (ENV_BEAT_MS) */
+	uint64_t env_said_at; /* the last Progress to the waiters */
+	uint64_t env_since; /* queued, then building, from then */
 	char env_tail[2048]; /* the last lines of pip's output */
 	char env_package[128]; /* the package pip is working on */
 	int env_stage;
@@ -87,6 +96,7 @@ env_cmp(struct env *a, struct env *b)
 RB_GENERATE_STATIC(envtree, env, env_entry, env_cmp)
 
 static void env_start_queued(void);
+static void env_beat_cb(evutil_socket_t, short, void *);
 
 /*
  * What pip would install from, as a packed Build: the server's pip
@@ -170,6 +180,8 @@ env_free(struct env *e)
 		bufferevent_free(e->env_out);
 	if (e->env_timer != NULL)
 		event_free(e->env_timer);
+	if (e->env_beat != NULL)
+		event_free(e->env_beat);
 	front_sandbox_cgroup_destroy(e->env_cgroup);
 	free(e->env_dir);
 	req_list_free(&e->env_reqs);
@@ -420,6 +432,51 @@ env_line(struct env *e, char *line)
 	log_debug("environment %.12s: %s", e->env_key, line);
 	TAILQ_FOREACH_SAFE (ses, &e->env_waiters, ses_env_entry, tmp)
 		front_session_progress(ses, e->env_stage, e->env_package, line);
+	e->env_said_at = front_env_clock();
+}
+
+static void
+env_beat_arm(struct env *e)
+{
+	struct timeval tv = {ENV_BEAT_MS / 1000, (ENV_BEAT_MS % 1000) * 1000};
+
+	if (e->env_beat == NULL &&
+	    (e->env_beat = evtimer_new(front_base, env_beat_cb, e)) == NULL)
+		fatal("evtimer_new");
+	if (!evtimer_pending(e->env_beat, NULL))
+		evtimer_add(e->env_beat, &tv);
+}
+
+/*
+ * While sessions wait on a queued or running build, each ENV_BEAT_MS
+ * without a line from pip sends them a Progress that says so: a client's
+ * timeout bounds the silence, not the build (--pip-timeout does that).
+ */
+static void
+env_beat_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct env *e = arg;
+	struct session *ses, *tmp;
+	uint64_t now = front_env_clock();
+	char line[96];
+
+	if ((e->env_state != ENV_QUEUED && e->env_state != ENV_BUILDING) ||
+	    e->env_orphan || TAILQ_EMPTY(&e->env_waiters))
+		return;
+	if (now - e->env_said_at >= ENV_BEAT_MS) {
+		snprintf(line, sizeof(line), "%s (%llu s)",
+		    e->env_state == ENV_QUEUED
+		        ? "waiting for a build slot (--env-builds)"
+		        : "pip is still working",
+		    (unsigned long long)((now - e->env_since) / 1000));
+		TAILQ_FOREACH_SAFE (ses, &e->env_waiters, ses_env_entry, tmp)
+			front_session_progress(ses,
+			    e->env_stage ? e->env_stage
+			                 : REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING,
+			    e->env_package, line);
+		e->env_said_at = now;
+	}
+	env_beat_arm(e);
 }
 
 static void
@@ -561,6 +618,7 @@ env_spawn(struct env *e)
 	tv.tv_usec = (suseconds_t)(front_conf.fc_pip_timeout_ms % 1000) * 1000;
 	evtimer_add(e->env_timer, &tv);
 	e->env_state = ENV_BUILDING;
+	e->env_since = e->env_started_at;
 	env_building++;
 	env_reqs_text(e, reqs, sizeof(reqs));
 	log_info("environment %.12s: building [%s] (builder %d)", e->env_key,
@@ -771,6 +829,7 @@ env_lookup(const struct req_list *reqs)
 	if ((e = RB_FIND(envtree, &envs, &key)) == NULL) {
 		e = env_new(key.env_key, reqs);
 		e->env_state = ENV_QUEUED;
+		e->env_since = e->env_said_at = front_env_clock();
 		TAILQ_INSERT_TAIL(&env_queue, e, env_queue);
 		created = 1;
 	} else if (e->env_build == NULL) {
@@ -814,6 +873,7 @@ front_env_attach(
 		return 1;
 	}
 	TAILQ_INSERT_TAIL(&e->env_waiters, ses, ses_env_entry);
+	env_beat_arm(e);
 	return 0;
 }
 

@@ -370,6 +370,38 @@ def test_single_flight_for_concurrent_sessions(own_server, idx):
     srv.wait_idle(20)
 
 
+def test_a_build_quieter_than_the_clients_timeout_still_completes(own_server, idx):
+    """pip says nothing while a slow wheel downloads, and a second session
+    waits for the only build slot: the front tells both that the build goes
+    on, every 2 s, so a 5 s client timeout bounds the silence, not the
+    build (which takes 8 s)."""
+    srv = own_server("--env-builds", "1")
+    set_slow(idx, "rmtest-slow", 8.0)
+    heard = {"slow": [], "queued": []}
+
+    async def go(reqs, who):
+        cfg = srv.config(pip_packages=reqs, timeout=5.0, max_retries=0)
+        async with RemoteProxyClient(cfg) as client:
+            p = await client.create_proxy(Probe(), progress=heard[who].append)
+            return await p.path0()
+
+    async def both():
+        first = asyncio.ensure_future(go(["rmtest-slow"], "slow"))
+        await asyncio.sleep(0.5)  # so that it takes the build slot
+        return await asyncio.gather(first, go(["rmtest-app"], "queued"))
+
+    t0 = time.monotonic()
+    paths = run(both(), timeout=110)
+    assert time.monotonic() - t0 >= 8
+    assert all(paths), paths
+    slow = [e.log_line for e in heard["slow"] if "pip is still working" in e.log_line]
+    queued = [e.log_line for e in heard["queued"]
+              if "waiting for a build slot (--env-builds)" in e.log_line]
+    assert len(slow) >= 2, [e.log_line for e in heard["slow"]]
+    assert len(queued) >= 2, [e.log_line for e in heard["queued"]]
+    srv.wait_idle(20)
+
+
 # --------------------------------------------------------------------------
 # 6. install failures
 

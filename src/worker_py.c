@@ -1106,9 +1106,18 @@ worker_py_send_ready(PyObject *self, PyObject *args)
 	return rv;
 }
 
+/* _rmworker.gone(): whether a write to the front has failed. */
+static PyObject *
+worker_py_gone(PyObject *self, PyObject *unused)
+{
+	return PyBool_FromLong(worker_dead());
+}
+
 static PyMethodDef worker_py_methods[] = {
     {"fileno", worker_py_fileno, METH_NOARGS,
         "The descriptor of the front's socket, for loop.add_reader."},
+    {"gone", worker_py_gone, METH_NOARGS,
+        "Whether a write to the front failed: the session cannot go on."},
     {"pump", worker_py_pump, METH_NOARGS,
         "Read what the front sent, without blocking; a list of events."},
     {"compile", worker_py_compile, METH_VARARGS,

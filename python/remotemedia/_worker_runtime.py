@@ -766,6 +766,11 @@ class Runtime:
     def _send(self, fn, *args):
         _flush_stdio()
         fn(*args)
+        if _rmworker.gone():
+            # fd 3 no longer reaches the front (user code closed it, say):
+            # nothing more can be said, and nothing heard, since the loop
+            # watches fd 3 only. End now rather than at the next deadline.
+            self._stop("the front cannot be written to")
 
     def _fatal(self, code, message):
         self._send(_rmworker.send_fatal, code, _clean(message))

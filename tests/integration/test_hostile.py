@@ -41,7 +41,7 @@ from h2raw import (
     open_msg, open_session, pump, raw_frames, raw_read, split_grpc, wait_msgs,
 )
 from remotemedia._proto import remotemedia_pb2 as pb
-from remotemedia.core.exceptions import RemoteTimeoutError
+from remotemedia.core.exceptions import RemoteMediaError, RemoteTimeoutError
 from remotemedia.remote import RemoteProxyClient
 from serverlib import FAKE_WORKER, SERVER_ARGS, Server
 from targets import Sleeper
@@ -870,6 +870,36 @@ def test_worker_that_goes_silent_after_ready(fresh_server, tmp_path):
     log = srv.log_text()
     assert re.search(r"session \w+: (the client went away|call 1 \('work'\) did not stop)", log), \
         log[-2000:]
+
+
+class FdCloser:
+    """User code that takes away the worker's line to the front (fd 3)."""
+
+    def close3(self):
+        import os
+        os.close(3)
+        return "closed"
+
+
+def test_user_code_that_closes_the_workers_socket_ends_its_session(fresh_server):
+    """The result cannot be written: the worker ends at once, rather than
+    wait (with the sandbox, its outer processes keep the socket open, so
+    the front would see no EOF) for the front's next word or the call's
+    deadline."""
+    srv = fresh_server()
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=120.0, max_retries=0)) as client:
+            p = await client.create_proxy(FdCloser())
+            t0 = time.monotonic()
+            with pytest.raises(RemoteMediaError) as e:
+                await p.close3()
+            assert time.monotonic() - t0 < 15, e.value
+            assert e.value.code is not None and e.value.code.name == "ABORTED", e.value
+    run(main(), timeout=60)
+    srv.wait_idle(timeout=15)
+    assert srv.proc.poll() is None
+    echo_ok(srv.host, srv.port)
 
 
 def test_echo_answers_a_client_does_not_read_are_bounded_per_connection(server):

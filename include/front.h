@@ -301,6 +301,9 @@ void front_admin_init(void);
 void front_admin_call(struct stream *, const uint8_t *, size_t);
 
 /* front_metrics.c */
+struct evconnlistener;
+void front_accept_failed(
+    struct evconnlistener *, struct event **, const char *, uint64_t);
 void front_metrics_init(void);
 void front_metrics_free(void);
 void front_metrics_session(void);

@@ -28,6 +28,7 @@ struct front_config front_conf;
 struct event_base *front_base;
 
 static struct evconnlistener *listener;
+static struct event *accept_resume; /* after a pause (front_accept_failed) */
 static int draining;
 
 int
@@ -77,28 +78,39 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 static void
 accept_resume_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	if (listener != NULL)
-		evconnlistener_enable(listener);
+	evconnlistener_enable(arg);
 }
 
-/* Out of descriptors: stop accepting for a moment instead of spinning. */
-static void
-accept_error_cb(struct evconnlistener *l, void *arg)
+/*
+ * A listener's accept failed. Out of descriptors (or memory), it stops
+ * accepting for a moment instead of spinning on the error; *resume is its
+ * timer, made here the first time, for its owner to free with it.
+ */
+void
+front_accept_failed(struct evconnlistener *l, struct event **resume,
+    const char *what, uint64_t pause_ms)
 {
-	static struct event *resume;
-	struct timeval tv = {0, 100 * 1000};
 	int e = EVUTIL_SOCKET_ERROR();
 
 	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
-		log_warn("accept");
+		log_warn("%s: accept", what);
 		return;
 	}
-	if (resume == NULL) {
-		resume = evtimer_new(front_base, accept_resume_cb, NULL);
-		log_warnx("accept: %s; pausing new connections", strerror(e));
+	if (*resume == NULL) {
+		if ((*resume = evtimer_new(front_base, accept_resume_cb, l)) ==
+		    NULL)
+			fatal("evtimer_new");
+		log_warnx("%s: accept: %s; pausing new connections", what,
+		    strerror(e));
 	}
 	evconnlistener_disable(l);
-	evtimer_add(resume, &tv);
+	front_timer_add(*resume, pause_ms);
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	front_accept_failed(l, &accept_resume, "gRPC", 100);
 }
 
 /*
@@ -203,6 +215,10 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 	if (listener != NULL) {
 		evconnlistener_free(listener);
 		listener = NULL;
+	}
+	if (accept_resume != NULL) {
+		event_free(accept_resume);
+		accept_resume = NULL;
 	}
 	front_h2_goaway_all();
 	front_pool_stop(0);
@@ -388,6 +404,16 @@ front_run(void)
 	}
 }
 
+/* libevent's own messages, as lines of the front's log. */
+static void
+front_libevent_log(int severity, const char *msg)
+{
+	if (severity >= EVENT_LOG_WARN)
+		log_warnx("libevent: %s", msg);
+	else
+		log_debug("libevent: %s", msg);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -396,6 +422,7 @@ main(int argc, char **argv)
 
 	check = front_parse_args(argc, argv) == CONFIG_CHECK;
 	log_init("front", front_conf.fc_log_level);
+	event_set_log_callback(front_libevent_log);
 	signal(SIGPIPE, SIG_IGN);
 	front_raise_nofile();
 	if (access(front_conf.fc_worker, X_OK) == -1)

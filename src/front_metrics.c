@@ -1,8 +1,18 @@
 /*
  * Prometheus metrics (--metrics-listen ADDR): counters kept by the rest of
  * the front through front_metrics_*(), served as text format 0.0.4 on
- * GET /metrics by libevent's HTTP server on an address of its own.
+ * GET /metrics, on an address of its own.
+ *
+ * The HTTP server is a small one of its own, because what a scrape needs
+ * is small and what the front must not allow is not: one request per
+ * connection (Connection: close), at most METRICS_CONNS_MAX connections,
+ * each given METRICS_DEADLINE_MS from accept to its last byte out however
+ * it trickles, and METRICS_REQUEST_MAX bytes of request line and headers.
+ * A body is never read. Out of descriptors, it pauses accepting
+ * (front_accept_failed), as the gRPC listener does.
  */
+#include <sys/queue.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,7 +21,8 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/http.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
 
 #include "front.h"
 #include "log.h"
@@ -52,7 +63,22 @@ static struct {
 	uint64_t spare_failures;
 } m;
 
-static struct evhttp *http;
+#define METRICS_CONNS_MAX 32
+#define METRICS_REQUEST_MAX 8192
+#define METRICS_DEADLINE_MS 10000
+#define METRICS_PAUSE_MS 1000
+
+/* One scrape's connection. */
+struct mconn {
+	TAILQ_ENTRY(mconn) mc_entry;
+	struct bufferevent *mc_bev;
+	struct event *mc_deadline;
+};
+
+static TAILQ_HEAD(, mconn) mconns = TAILQ_HEAD_INITIALIZER(mconns);
+static unsigned mconns_n;
+static struct evconnlistener *mlistener;
+static struct event *mresume; /* after a pause (front_accept_failed) */
 static time_t started;
 
 static void
@@ -287,63 +313,188 @@ front_metrics_write(struct evbuffer *b)
 }
 
 static void
-metrics_cb(struct evhttp_request *req, void *arg)
+mconn_free(struct mconn *mc)
 {
-	struct evbuffer *b;
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-
-	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		    "Allow", "GET, HEAD");
-		evhttp_send_error(req, 405, "only GET");
-		return;
-	}
-	if ((b = evbuffer_new()) == NULL) {
-		evhttp_send_error(req, 500, NULL);
-		return;
-	}
-	front_metrics_write(b);
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-	evhttp_send_reply(req, 200, "OK", b);
-	evbuffer_free(b);
+	TAILQ_REMOVE(&mconns, mc, mc_entry);
+	mconns_n--;
+	bufferevent_free(mc->mc_bev);
+	event_free(mc->mc_deadline);
+	free(mc);
 }
 
 static void
-other_cb(struct evhttp_request *req, void *arg)
+mconn_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	evhttp_send_error(req, 404, "metrics are at /metrics");
+	mconn_free(arg);
+}
+
+static void
+mconn_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		mconn_free(arg);
+}
+
+/* All of the answer is out: the connection ends. */
+static void
+mconn_written_cb(struct bufferevent *bev, void *arg)
+{
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		mconn_free(arg);
+}
+
+/* Answer and close: status, headers, and body unless the method is HEAD. */
+static void
+mconn_reply(struct mconn *mc, int status, const char *reason, int head,
+    const char *extra, struct evbuffer *body)
+{
+	struct evbuffer *out = bufferevent_get_output(mc->mc_bev);
+
+	evbuffer_add_printf(out,
+	    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+	    "Connection: close\r\n%s\r\n",
+	    status, reason,
+	    status == 200 ? "text/plain; version=0.0.4; charset=utf-8"
+	                  : "text/plain; charset=utf-8",
+	    evbuffer_get_length(body), extra);
+	if (!head)
+		evbuffer_add_buffer(out, body);
+	bufferevent_disable(mc->mc_bev, EV_READ);
+	bufferevent_setcb(
+	    mc->mc_bev, NULL, mconn_written_cb, mconn_event_cb, mc);
+	bufferevent_enable(mc->mc_bev, EV_WRITE);
+}
+
+/* The request line, read: answer it. */
+static void
+mconn_request(struct mconn *mc, const char *line)
+{
+	char method[16], target[256], version[16];
+	struct evbuffer *body = evbuffer_new();
+	int head, n = 0;
+
+	if (body == NULL)
+		fatal("evbuffer_new");
+	if (sscanf(line, "%15[A-Z] %255[^ ] %15[^ ]%n", method, target,
+	        version, &n) != 3 ||
+	    line[n] != '\0' || strncmp(version, "HTTP/1.", 7) != 0) {
+		evbuffer_add_printf(body, "not an HTTP/1.x request line\n");
+		mconn_reply(mc, 400, "Bad Request", 0, "", body);
+	} else if (strcmp(method, "GET") != 0 &&
+	    strcmp(method, "HEAD") != 0) {
+		evbuffer_add_printf(body, "only GET and HEAD\n");
+		mconn_reply(mc, 405, "Method Not Allowed", 0,
+		    "Allow: GET, HEAD\r\n", body);
+	} else {
+		head = strcmp(method, "HEAD") == 0;
+		target[strcspn(target, "?")] = '\0';
+		if (strcmp(target, "/metrics") != 0) {
+			evbuffer_add_printf(body, "metrics are at /metrics\n");
+			mconn_reply(mc, 404, "Not Found", head, "", body);
+		} else {
+			front_metrics_write(body);
+			mconn_reply(mc, 200, "OK", head, "", body);
+		}
+	}
+	evbuffer_free(body);
+}
+
+/*
+ * Bytes of the request: once its headers have ended, answer by its first
+ * line; past METRICS_REQUEST_MAX without their end, refuse it.
+ */
+static void
+mconn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct mconn *mc = arg;
+	struct evbuffer *in = bufferevent_get_input(bev), *body;
+	struct evbuffer_ptr end;
+	char *line;
+
+	end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	if (end.pos == -1)
+		end = evbuffer_search(in, "\n\n", 2, NULL);
+	if (end.pos != -1) {
+		line = evbuffer_readln(in, NULL, EVBUFFER_EOL_CRLF);
+		mconn_request(mc, line != NULL ? line : "");
+		free(line);
+		return;
+	}
+	if (evbuffer_get_length(in) < METRICS_REQUEST_MAX)
+		return;
+	if ((body = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
+	evbuffer_add_printf(body, "request headers over %d bytes\n",
+	    METRICS_REQUEST_MAX);
+	mconn_reply(mc, 431, "Request Header Fields Too Large", 0, "", body);
+	evbuffer_free(body);
+}
+
+static void
+metrics_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int socklen, void *arg)
+{
+	/* Not front_timer_add: test_front_env links this without it. */
+	struct timeval deadline = {METRICS_DEADLINE_MS / 1000, 0};
+	struct mconn *mc;
+
+	if (mconns_n >= METRICS_CONNS_MAX) {
+		log_debug("metrics: %u connections already; closing a new one",
+		    mconns_n);
+		evutil_closesocket(fd);
+		return;
+	}
+	mc = xcalloc(1, sizeof(*mc));
+	if ((mc->mc_bev = bufferevent_socket_new(
+	         front_base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL ||
+	    (mc->mc_deadline = evtimer_new(
+	         front_base, mconn_deadline_cb, mc)) == NULL)
+		fatal("metrics: a new connection");
+	TAILQ_INSERT_TAIL(&mconns, mc, mc_entry);
+	mconns_n++;
+	bufferevent_setwatermark(mc->mc_bev, EV_READ, 0, METRICS_REQUEST_MAX);
+	bufferevent_setcb(mc->mc_bev, mconn_read_cb, NULL, mconn_event_cb, mc);
+	bufferevent_enable(mc->mc_bev, EV_READ);
+	evtimer_add(mc->mc_deadline, &deadline);
+}
+
+static void
+metrics_error_cb(struct evconnlistener *l, void *arg)
+{
+	front_accept_failed(l, &mresume, "metrics", METRICS_PAUSE_MS);
 }
 
 /* Serve /metrics on --metrics-listen, if set. */
 void
 front_metrics_init(void)
 {
-	struct evhttp_bound_socket *bound;
-	const char *host = front_conf.fc_metrics_host;
-	char addr[64];
+	struct evutil_addrinfo hints, *ai;
+	char addr[64], port_s[8];
 	uint16_t port;
+	int rv;
 
 	started = time(NULL);
 	if (front_conf.fc_metrics_host[0] == '\0')
 		return;
-	if ((http = evhttp_new(front_base)) == NULL)
-		fatalx("metrics: evhttp_new");
-	/* Other methods get 405 from metrics_cb, not 501 from libevent. */
-	evhttp_set_allowed_methods(http,
-	    EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-	        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
-	evhttp_set_max_headers_size(http, 16384);
-	evhttp_set_max_body_size(http, 0);
-	evhttp_set_timeout(http, 10);
-	evhttp_set_cb(http, "/metrics", metrics_cb, NULL);
-	evhttp_set_gencb(http, other_cb, NULL);
-	bound = evhttp_bind_socket_with_handle(
-	    http, host, front_conf.fc_metrics_port);
-	if (bound == NULL)
-		fatal(
-		    "--metrics-listen %s:%u", host, front_conf.fc_metrics_port);
-	if (sock_hostport(evhttp_bound_socket_get_fd(bound), addr, sizeof(addr),
+	/* A name (localhost) is resolved once, here. */
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+	snprintf(port_s, sizeof(port_s), "%u", front_conf.fc_metrics_port);
+	if ((rv = evutil_getaddrinfo(
+	         front_conf.fc_metrics_host, port_s, &hints, &ai)) != 0)
+		fatalx_config("--metrics-listen %s: %s",
+		    front_conf.fc_metrics_host, evutil_gai_strerror(rv));
+	mlistener = evconnlistener_new_bind(front_base, metrics_accept_cb, NULL,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+	    16, ai->ai_addr, (int)ai->ai_addrlen);
+	evutil_freeaddrinfo(ai);
+	if (mlistener == NULL)
+		fatal("--metrics-listen %s:%u", front_conf.fc_metrics_host,
+		    front_conf.fc_metrics_port);
+	evconnlistener_set_error_cb(mlistener, metrics_error_cb);
+	if (sock_hostport(evconnlistener_get_fd(mlistener), addr, sizeof(addr),
 	        &port) == 0)
 		log_info(strchr(addr, ':') != NULL ? "metrics on [%s]:%u"
 		                                   : "metrics on %s:%u",
@@ -353,7 +504,14 @@ front_metrics_init(void)
 void
 front_metrics_free(void)
 {
-	if (http != NULL)
-		evhttp_free(http);
-	http = NULL;
+	struct mconn *mc;
+
+	while ((mc = TAILQ_FIRST(&mconns)) != NULL)
+		mconn_free(mc);
+	if (mlistener != NULL)
+		evconnlistener_free(mlistener);
+	mlistener = NULL;
+	if (mresume != NULL)
+		event_free(mresume);
+	mresume = NULL;
 }

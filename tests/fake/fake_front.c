@@ -50,6 +50,12 @@ front_draining(void)
 }
 
 void
+front_accept_failed(struct evconnlistener *l, struct event **resume,
+    const char *what, uint64_t pause_ms)
+{
+}
+
+void
 front_conn_closed(struct conn *c)
 {
 	fake.fk_conns_closed++;

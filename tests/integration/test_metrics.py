@@ -156,11 +156,17 @@ def test_metrics_server_answers_only_get_and_head_on_its_path(fresh_server):
     port = metrics_port(srv)
     wait_for(lambda: one(scrape(port), "remotemedia_spare_sessions") == 1, 20,
              "the spare to start")
-    status, _, body = get(port, "/metrics", "HEAD")
+    status, headers, body = get(port, "/metrics", "HEAD")
+    # What GET would send, said and not sent: a keep-alive client that
+    # read the body as the next response would misread everything.
     assert status == 200 and body == ""
+    assert int(headers["Content-Length"]) == len(get(port)[2].encode())
     assert get(port, "/")[0] == 404
     assert get(port, "/metrics/x")[0] == 404
-    assert get(port, "/metrics", "POST")[0] == 405
+    assert get(port, "/metrics?name[]=x")[0] == 200
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "BREW"):
+        status, headers, _ = get(port, "/metrics", method)
+        assert status == 405 and headers["Allow"] == "GET, HEAD", (method, status)
     # Garbage on the metrics port does not disturb the gRPC side.
     import socket
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -199,6 +205,50 @@ def test_metrics_count_connections_and_those_refused(fresh_server):
         held.close()
     wait_for(lambda: one(scrape(port), "remotemedia_connections_active") == 0, 10,
              "the connection to be counted out")
+
+
+def test_metrics_connections_are_bounded_and_get_ten_seconds(fresh_server):
+    """Clients that connect and trickle bytes, never ending a request: the
+    metrics server holds 32 of them, each for 10 s from its accept however
+    it trickles, and closes the rest at once; the gRPC side is not
+    disturbed, and a scrape works once they are gone."""
+    import socket
+    import time
+    from h2raw import echo_ok
+    srv = fresh_server(["--metrics-listen", "127.0.0.1:0", "--session-pool", "0"])
+    port = metrics_port(srv)
+    socks = []
+    try:
+        t0 = time.monotonic()
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /metr")
+            socks.append(s)
+
+        def closed(s, wait):
+            s.settimeout(wait)
+            try:
+                return s.recv(4096) == b""
+            except socket.timeout:
+                return False
+            except OSError:
+                return True
+
+        wait_for(lambda: sum(closed(s, 0.01) for s in socks) >= 8, 10,
+                 "the connections over 32 to be closed")
+        echo_ok(srv.host, srv.port)
+        held = [s for s in socks if not closed(s, 0.01)]
+        assert len(held) == 32, len(held)
+        while time.monotonic() - t0 < 8:  # trickling does not extend it
+            for s in held:
+                s.sendall(b"i")
+            time.sleep(1)
+        assert all(closed(s, 15 - (time.monotonic() - t0)) for s in held)
+        assert time.monotonic() - t0 < 14
+    finally:
+        for s in socks:
+            s.close()
+    assert one(scrape(port), "remotemedia_sessions_total") == 0
 
 
 def test_a_bad_metrics_address_stops_the_daemon_with_its_name(fresh_server):

@@ -42,14 +42,20 @@ auth_digest(const char *tok, size_t len, unsigned char *out)
 	EVP_Digest(tok, len, out, &n, EVP_sha256(), NULL);
 }
 
-/* Whether s is all visible ASCII: no spaces, controls or other bytes. */
+/*
+ * Whether s is printable ASCII without a space at either end: what an
+ * authorization header carries as it is (no controls, no other bytes, and
+ * HTTP trims the ends), and what a log line and a grpc client show.
+ */
 static int
-auth_visible(const char *s)
+auth_printable(const char *s)
 {
-	for (; *s != '\0'; s++)
-		if (*s < 0x21 || *s > 0x7e)
+	size_t i, n = strlen(s);
+
+	for (i = 0; i < n; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
 			return 0;
-	return 1;
+	return n == 0 || (s[0] != ' ' && s[n - 1] != ' ');
 }
 
 /* Parse one NAME:TOKEN[:admin] line into t; -1 with a reason. */
@@ -71,18 +77,19 @@ auth_parse_line(char *line, struct auth_token *t, const char **why)
 		}
 	}
 	if (*name == '\0' || strlen(name) >= sizeof(t->at_name) ||
-	    !auth_visible(name)) {
-		*why = "the name must be 1 to 63 visible ASCII characters";
+	    !auth_printable(name)) {
+		*why = "the name must be 1 to 63 printable ASCII characters, "
+		       "without a space at either end";
 		return -1;
 	}
 	if (strlen(tok) < 16) {
 		*why = "the token must be at least 16 characters";
 		return -1;
 	}
-	if (!auth_visible(tok)) {
+	if (!auth_printable(tok)) {
 		/* A client could not send it in an authorization header. */
-		*why = "the token may hold only visible ASCII characters, "
-		       "no spaces";
+		*why = "the token may hold only printable ASCII characters, "
+		       "without a space at either end";
 		return -1;
 	}
 	strlcpy(t->at_name, name, sizeof(t->at_name));

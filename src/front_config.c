@@ -11,8 +11,8 @@
 #include <arpa/inet.h>
 
 #include <ctype.h>
-#include <fcntl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -296,22 +296,27 @@ opt_set_string(char **field, const char *val)
 	return 0;
 }
 
+#define OPT_LOCATION_WANT \
+	"an http://, https:// or file:// URL, or an absolute path"
+
 /*
  * Where pip finds packages: an http(s) URL, which builds reach through a
- * forward, or an absolute path, which they may read. Nothing else would
- * work, and a space or a control character would only confuse pip.
+ * forward, or a local directory (an absolute path or a file:// URL),
+ * which they may read. Nothing else would work; control characters would
+ * only confuse pip and the log.
  */
-#define OPT_LOCATION_WANT "an http:// or https:// URL, or an absolute path"
 static int
 opt_location(const char *v)
 {
 	const char *c;
 
 	for (c = v; *c != '\0'; c++)
-		if (*c < 0x21 || *c > 0x7e)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
 			return 0;
 	return (strncmp(v, "http://", 7) == 0 && v[7] != '\0') ||
-	    (strncmp(v, "https://", 8) == 0 && v[8] != '\0') || v[0] == '/';
+	    (strncmp(v, "https://", 8) == 0 && v[8] != '\0') ||
+	    strncmp(v, "file:///", 8) == 0 ||
+	    strncmp(v, "file://localhost/", 17) == 0 || v[0] == '/';
 }
 
 /* Whether host is an IPv4 or IPv6 address (the front listens on one). */
@@ -322,6 +327,16 @@ opt_ip_literal(const char *host)
 
 	return inet_pton(AF_INET, host, &a) == 1 ||
 	    inet_pton(AF_INET6, host, &a) == 1;
+}
+
+/* Whether host is an address, or a name made of what names are made of. */
+static int
+opt_host_name(const char *host)
+{
+	return opt_ip_literal(host) ||
+	    host[strspn(host,
+	        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	        ".-")] == '\0';
 }
 
 /* FIRST-LAST: a range of non-root uids. */
@@ -392,6 +407,22 @@ opt_scalar(struct front_config *fc, const struct opt *o, const char *val,
 	return 0;
 }
 
+/* One more value of a repeatable option. */
+static int
+opt_add_list(struct front_config *fc, const struct opt *o, const char *val,
+    char *err, size_t errlen)
+{
+	int *count = opt_field(fc, o->count);
+
+	if (*count >= FRONT_MAX_REPEAT) {
+		snprintf(err, errlen, "--%s: at most %d times", o->name,
+		    FRONT_MAX_REPEAT);
+		return -1;
+	}
+	((char **)opt_field(fc, o->off))[(*count)++] = xstrdup(val);
+	return 0;
+}
+
 /* Apply one option's value; write a message to err on failure. */
 static int
 opt_apply(struct front_config *fc, const struct opt *o, const char *val,
@@ -400,7 +431,6 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 	static const char *networks[] = {"off", "isolated", "host"};
 	char cidr[64], host[sizeof(fc->fc_host)];
 	uint16_t port;
-	int *count;
 	size_t i;
 
 	switch (o->type) {
@@ -423,27 +453,27 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 		if (parse_cidr(val, cidr, sizeof(cidr)) == 0)
 			return opt_bad(err, errlen, o,
 			    "an IPv4 or IPv6 CIDR such as 10.1.0.0/16", val);
-		/* FALLTHROUGH */
-	case OPT_LIST:
+		return opt_add_list(fc, o, val, err, errlen);
+	case OPT_LIST: /* the pip locations */
 		if (!opt_location(val))
 			return opt_bad(err, errlen, o, OPT_LOCATION_WANT, val);
-		count = opt_field(fc, o->count);
-		if (*count >= FRONT_MAX_REPEAT) {
-			snprintf(err, errlen, "--%s: at most %d times", o->name,
-			    FRONT_MAX_REPEAT);
-			return -1;
-		}
-		((char **)opt_field(fc, o->off))[(*count)++] = xstrdup(val);
-		return 0;
+		return opt_add_list(fc, o, val, err, errlen);
 	case OPT_ONOFF:
 		if (parse_onoff(val, opt_field(fc, o->off)) == -1)
 			return opt_bad(err, errlen, o, "on or off", val);
 		return 0;
 	case OPT_LISTEN:
+		/* The gRPC address is what token rules judge: an address.
+		 * Metrics may name a host (localhost), resolved at start. */
 		if (parse_hostport(val, host, sizeof(host), &port) == -1 ||
-		    !opt_ip_literal(host))
+		    !(o->off == offsetof(struct front_config, fc_host)
+		            ? opt_ip_literal(host)
+		            : opt_host_name(host)))
 			return opt_bad(err, errlen, o,
-			    "IPv4:PORT or [IPv6]:PORT, an address of this host",
+			    o->off == offsetof(struct front_config, fc_host)
+			        ? "IPv4:PORT or [IPv6]:PORT, an address of "
+			          "this host"
+			        : "HOST:PORT or [IPv6]:PORT",
 			    val);
 		memcpy(opt_field(fc, o->off), host, sizeof(host));
 		memcpy(opt_field(fc, o->count), &port, sizeof(port));

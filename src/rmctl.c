@@ -506,16 +506,16 @@ rmctl_kept(struct rmctl_opts *o, int ch)
 	return NULL;
 }
 
-/* A token the server can take: 1 to RMCTL_TOKEN_MAX visible ASCII. */
+/* A token the server can take: 1 to RMCTL_TOKEN_MAX printable ASCII. */
 static int
 rmctl_token_ok(const char *tok)
 {
 	size_t n;
 
 	for (n = 0; tok[n] != '\0'; n++)
-		if (tok[n] < 0x21 || tok[n] > 0x7e || n >= RMCTL_TOKEN_MAX)
+		if (tok[n] < 0x20 || tok[n] > 0x7e || n >= RMCTL_TOKEN_MAX)
 			return 0;
-	return n > 0;
+	return n > 0 && tok[0] != ' ' && tok[n - 1] != ' ';
 }
 
 /* Apply one flag's value; a bad value is a usage error naming the flag. */
@@ -589,9 +589,9 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 	case OPT_TOKEN:
 		if (!rmctl_token_ok(arg))
 			rmctl_usage_error(
-			    "--token: a token is 1 to %d visible "
-			    "ASCII characters, no spaces (it travels in "
-			    "an HTTP header)",
+			    "--token: a token is 1 to %d printable "
+			    "ASCII characters, without a space at either "
+			    "end (it travels in an HTTP header)",
 			    RMCTL_TOKEN_MAX);
 		o->o_token = arg;
 		break;

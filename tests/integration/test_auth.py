@@ -131,10 +131,10 @@ def test_a_fifo_as_token_file_is_refused_not_waited_on(tmp_path):
     # Read in pieces, the tail made its own (admin) entry.
     ("alice:" + "T" * 1019 + "bob:" + "U" * 20 + ":admin", "line too long"),
     ("alice:" + "T" * 1030, "line too long"),
-    ("al\xffice:" + TOKEN_A, "visible ASCII"),
-    ("al ice:" + TOKEN_A, "visible ASCII"),
-    ("alice:" + TOKEN_A + " ", "no spaces"),
-    ("alice:" + TOKEN_A + "\x01", "no spaces"),
+    ("al\xffice:" + TOKEN_A, "printable ASCII"),
+    (" alice:" + TOKEN_A, "without a space at either end"),
+    ("alice:" + TOKEN_A + " ", "without a space at either end"),
+    ("alice:" + TOKEN_A + "\x01", "printable ASCII"),
     (f"alice:{TOKEN_A}\nroot:{TOKEN_A}:admin", "the token of 'root' is also the token of 'alice'"),
 ])
 def test_token_file_entries_a_client_could_not_use_are_refused(tmp_path, line, why):
@@ -144,6 +144,16 @@ def test_token_file_entries_a_client_could_not_use_are_refused(tmp_path, line, w
     r = check_tokens(tmp_path, path)
     assert r.returncode == 2, r.stderr
     assert why in r.stderr and "configuration OK" not in r.stdout
+
+
+def test_inner_spaces_are_taken(tmp_path):
+    """An authorization header carries them as they are."""
+    path = tmp_path / "tokens"
+    path.write_text("bob smith:a token with inner spaces\n")
+    path.chmod(0o600)
+    r = check_tokens(tmp_path, path)
+    assert r.returncode == 0, r.stderr
+    assert "1 token(s) loaded" in r.stderr
 
 
 def test_a_line_of_1024_characters_is_taken(tmp_path):

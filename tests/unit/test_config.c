@@ -384,7 +384,11 @@ static void
 test_pip_locations(void **state)
 {
 	static const char *bad[] = {"", "relative", "ftp://h/simple", "http://",
-	    "https://", "http://h /simple", "file:///srv/w", "http://h\x01"};
+	    "https://", "http://h\n/simple", "file://srv/w", "http://h\x01",
+	    "/srv/w\x7f"};
+	static const char *good[] = {"http://127.0.0.1:1/simple", "https://h/s",
+	    "/srv/wheels", "/srv/my wheels", "file:///srv/w",
+	    "file://localhost/srv/w"};
 	static const char *flags[] = {
 	    "--pip-index-url", "--pip-extra-index-url", "--pip-find-links"};
 	size_t i, j;
@@ -392,7 +396,10 @@ test_pip_locations(void **state)
 	for (j = 0; j < 3; j++)
 		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 			expect_error(PARSE((char *)flags[j], (char *)bad[i]),
-			    flags[j], "an http:// or https:// URL");
+			    flags[j], "an http://, https:// or file:// URL");
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_int_equal(
+		    PARSE("--pip-find-links", (char *)good[i]), 0);
 	assert_int_equal(PARSE("--pip-index-url", "http://127.0.0.1:1/simple",
 	                     "--pip-extra-index-url", "https://h/s",
 	                     "--pip-find-links", "/srv/wheels"),
@@ -413,10 +420,27 @@ test_listen_needs_an_address(void **state)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		expect_error(PARSE("--listen", (char *)bad[i]), "--listen",
 		    "IPv4:PORT or [IPv6]:PORT");
-		expect_error(PARSE("--metrics-listen", (char *)bad[i]),
-		    "--metrics-listen", NULL);
 		assert_string_equal(fc.fc_host, "127.0.0.1");
 	}
+	/* Metrics may name a host, resolved at start; not any string. */
+	assert_int_equal(PARSE("--metrics-listen", "localhost:9464"), 0);
+	assert_string_equal(fc.fc_metrics_host, "localhost");
+	assert_int_equal(PARSE("--metrics-listen", "[::1]:9464"), 0);
+	expect_error(PARSE("--metrics-listen", "a b:80"), "--metrics-listen",
+	    "HOST:PORT");
+	expect_error(PARSE("--metrics-listen", "host\xff:80"),
+	    "--metrics-listen", NULL);
+}
+
+/* Repeatable options keep their own checks: CIDRs are not locations. */
+static void
+test_cidrs(void **state)
+{
+	assert_int_equal(PARSE("--session-egress-allow", "10.77.0.0/24",
+	                     "--session-egress-deny", "fd00::/8"),
+	    0);
+	expect_error(PARSE("--session-egress-allow", "/srv/w"),
+	    "--session-egress-allow", "CIDR");
 }
 
 static void
@@ -492,6 +516,7 @@ main(void)
 	    T(test_config_file_errors),
 	    T(test_pip_locations),
 	    T(test_listen_needs_an_address),
+	    T(test_cidrs),
 	    T(test_default_config_file),
 	    T(test_check_config_and_man),
 	};

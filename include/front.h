@@ -51,13 +51,12 @@ enum grpc_status {
 /* Bytes one connection may hold in unfinished messages, all streams. */
 #define FRONT_CONN_PARTIAL_MAX (16 * 1024 * 1024)
 /*
- * Response bytes queued on one connection's streams, all of them, above
- * which the streams the front answers itself (Echo, Health, Admin) get no
- * more flow-control credit, until they fall to LOW: a client that sends
+ * Response bytes of the RPCs the front answers itself (Echo, Health,
+ * Admin) queued on one connection, at which those streams get no more
+ * flow-control credit until they fall under it again: a client that sends
  * and never reads holds at most this and its connection window.
  */
 #define FRONT_CONN_OUT_HIGH (4 * 1024 * 1024)
-#define FRONT_CONN_OUT_LOW (1024 * 1024)
 /* Per-stream buffer bounds: above HIGH the producer pauses. */
 #define FRONT_BUF_HIGH (2 * 1024 * 1024)
 #define FRONT_BUF_LOW (512 * 1024)

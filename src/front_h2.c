@@ -71,13 +71,19 @@ static void conn_close_soon(struct conn *);
 static void conn_linger(struct conn *);
 static void conn_out_room(struct conn *);
 
-/* Keep c_out, the connection's sum of its streams' str_out. */
+/*
+ * Keep c_out: the connection's responses that the front makes itself, in
+ * its streams' str_out. A session's are bounded by its own flow control,
+ * and a slow reader of one must not hold back its siblings' Echo.
+ */
 static void
 stream_out_cb(struct evbuffer *out, const struct evbuffer_cb_info *info,
     void *arg)
 {
 	struct stream *s = arg;
 
+	if (s->str_rpc == RPC_SESSION)
+		return;
 	s->str_conn->c_out += info->n_added;
 	s->str_conn->c_out -= info->n_deleted;
 }
@@ -113,7 +119,8 @@ stream_free(struct stream *s)
 		    s->str_conn->c_h2, s->str_unconsumed);
 	TAILQ_REMOVE(&s->str_conn->c_streams, s, str_entry);
 	s->str_conn->c_partial -= s->str_partial;
-	s->str_conn->c_out -= evbuffer_get_length(s->str_out);
+	if (s->str_rpc != RPC_SESSION)
+		s->str_conn->c_out -= evbuffer_get_length(s->str_out);
 	if (s->str_deadline)
 		event_free(s->str_deadline);
 	if (s->str_rst != NULL)
@@ -364,8 +371,8 @@ h2_frame_send_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *arg)
 
 /*
  * Is the connection holding too many response bytes for its client to
- * get more credit on a stream the front answers itself? Then its streams
- * wait (conn_out_room).
+ * get more credit on a stream the front answers itself? If so, the
+ * caller's stream is to wait, and conn_out_room will wake it.
  */
 int
 front_conn_out_full(struct conn *c)
@@ -376,13 +383,17 @@ front_conn_out_full(struct conn *c)
 	return 1;
 }
 
-/* Responses left: once few remain, the streams that waited may go on. */
+/*
+ * Responses left, or a stream went: once the connection is under its
+ * bound, the streams that waited may go on. The same bound as the test
+ * above, so that no stream waits on a connection that would take it.
+ */
 static void
 conn_out_room(struct conn *c)
 {
 	struct stream *s;
 
-	if (!c->c_out_waiting || c->c_out > FRONT_CONN_OUT_LOW)
+	if (!c->c_out_waiting || c->c_out >= FRONT_CONN_OUT_HIGH)
 		return;
 	c->c_out_waiting = 0;
 	TAILQ_FOREACH (s, &c->c_streams, str_entry)

@@ -982,6 +982,58 @@ def test_echo_answers_a_client_does_not_read_are_bounded_per_connection(server):
     echo_ok(server.host, server.port)
 
 
+def test_an_unread_echo_holds_back_its_siblings_only_over_the_bound(server):
+    """Stream A's answers are never read (~3 MiB held), B's are read late;
+    C sends a 1.5 MiB message, more than its 1 MiB window. Once the client
+    has read B, the connection holds under 4 MiB of answers, so C gets its
+    credit back and finishes, though A still holds its share."""
+    c = H2Client(server.host, server.port, timeout=30)
+    msg = grpc_frame(pb.EchoMessage(payload=b"x" * 65000).SerializeToString())
+    a, b = c.request(ECHO, b"", end=False), c.request(ECHO, b"", end=False)
+    b_unacked = [0]
+
+    def pump(read_b: bool) -> None:
+        """Take what came; credit the connection, and B once it is read."""
+        while select.select([c.sock], [], [], 0.05)[0]:
+            data = c.sock.recv(1 << 20)
+            assert data, "the server closed the connection"
+            for ev in c.conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    c.conn.increment_flow_control_window(ev.flow_controlled_length)
+                    if ev.stream_id == b:
+                        b_unacked[0] += ev.flow_controlled_length
+        if read_b and b_unacked[0]:
+            c.conn.increment_flow_control_window(b_unacked[0], b)
+            b_unacked[0] = 0
+        c.sock.sendall(c.conn.data_to_send())
+
+    def send_whole(sid: int, body: bytes, read_b: bool, quiet_s: float) -> int:
+        """Send body as credit allows until quiet_s pass without any."""
+        left, quiet = body, time.monotonic()
+        while left and time.monotonic() - quiet < quiet_s:
+            n = c.send(sid, left)
+            left = left[n:]
+            if n:
+                quiet = time.monotonic()
+            pump(read_b)
+        return len(body) - len(left)
+
+    try:
+        for sid, limit in ((a, 3 << 20), (b, 2 << 20)):
+            sent = 0
+            while sent < limit and send_whole(sid, msg, False, 1.5) == len(msg):
+                sent += len(msg)
+        big = grpc_frame(pb.EchoMessage(payload=b"y" * (1536 * 1024)).SerializeToString())
+        before = send_whole(c.request(ECHO, b"", end=False), big, False, 2)
+        assert before < len(big)  # its window is spent, nothing read yet
+        cid = max(c.responses)
+        after = send_whole(cid, big[before:], True, 6)
+        assert before + after == len(big), (before, after)
+    finally:
+        c.close()
+    echo_ok(server.host, server.port)
+
+
 def test_unfinished_messages_are_bounded_per_connection(server):
     """Many streams each holding part of a large message: the connection's
     total is capped (16 MiB); the streams past it are refused and the

@@ -14,6 +14,7 @@
 
 /* Seconds between SIGXCPU at the soft CPU limit and SIGKILL at the hard. */
 #define RLIMIT_CPU_GRACE 2
+#define RLIMIT_CPU_MAX 1000000000ULL /* seconds */
 
 /*
  * Set one limit, soft and hard. An unprivileged process cannot raise its
@@ -59,8 +60,10 @@ sandbox_rlimits_apply(
 	    rlimit_set(RLIMIT_FSIZE, "FSIZE", fsize_bytes, fsize_bytes) == -1)
 		return -1;
 	/* SIGXCPU at the limit names the cause; SIGKILL follows if caught. */
-	if (cpu_seconds > RLIM_INFINITY - RLIMIT_CPU_GRACE)
-		cpu_seconds = RLIM_INFINITY - RLIMIT_CPU_GRACE; /* no wrap */
+	/* The kernel counts the limit in nanoseconds, in 64 bits: a larger
+	 * one would wrap there to a small one. Past 31 years, none. */
+	if (cpu_seconds > RLIMIT_CPU_MAX)
+		cpu_seconds = 0;
 	if (cpu_seconds != 0 &&
 	    rlimit_set(RLIMIT_CPU, "CPU", cpu_seconds,
 	        cpu_seconds + RLIMIT_CPU_GRACE) == -1)

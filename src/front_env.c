@@ -435,6 +435,10 @@ env_line(struct env *e, char *line)
 	e->env_said_at = front_env_clock();
 }
 
+/*
+ * Arm e's heartbeat (env_beat_cb), unless it is armed. Not front_timer_add:
+ * test_front_env links this file without front_session.c.
+ */
 static void
 env_beat_arm(struct env *e)
 {

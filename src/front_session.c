@@ -502,7 +502,6 @@ session_requirements(struct session *ses, Remotemedia__V1__Open *op)
 	return rv;
 }
 
-/* Check Open; start the worker now, or once its environment is built. */
 /*
  * The first string field of Open that is not UTF-8, or NULL. protobuf-c
  * does not check, and the worker, which reads them as Python str, would
@@ -527,6 +526,7 @@ open_not_utf8(const Remotemedia__V1__Open *op)
 	return NULL;
 }
 
+/* Check Open; start the worker now, or once its environment is built. */
 static int
 session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
     size_t len)

@@ -53,7 +53,8 @@ tls_error(void)
 static int
 tls_no_passphrase(char *buf, int size, int rwflag, void *arg)
 {
-	*(int *)arg = 1;
+	if (arg != NULL)
+		*(int *)arg = 1;
 	return 0;
 }
 
@@ -121,6 +122,8 @@ tls_ctx_new(void)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
+	/* encrypted is this function's: the context must not keep it. */
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
 	if (front_conf.fc_tls_client_ca != NULL) {
 		if (SSL_CTX_load_verify_locations(
 		        ctx, front_conf.fc_tls_client_ca, NULL) != 1) {

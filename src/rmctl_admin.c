@@ -383,6 +383,19 @@ run_pull(struct run *r, uint32_t n)
 	run_send(r, &cm);
 }
 
+/* Whether json is the empty list or object (empty), spaces aside. */
+static int
+run_json_empty(const char *json, const char *empty)
+{
+	json += strspn(json, " \t\r\n");
+	if (*json++ != empty[0])
+		return 0;
+	json += strspn(json, " \t\r\n");
+	if (*json++ != empty[1])
+		return 0;
+	return json[strspn(json, " \t\r\n")] == '\0';
+}
+
 /* Whether Ready's attribute map says name is read, not called. */
 static int
 run_is_data(const Remotemedia__V1__Ready *ready, const char *name)
@@ -438,8 +451,8 @@ run_open(struct run *r, char *source)
 		    (int)sm->msg_case);
 	r->r_get = run_is_data(sm->ready, o->o_call);
 	remotemedia__v1__server_message__free_unpacked(sm, NULL);
-	if (r->r_get &&
-	    (strcmp(o->o_args, "[]") != 0 || strcmp(o->o_kwargs, "{}") != 0))
+	if (r->r_get && (!run_json_empty(o->o_args, "[]") ||
+	                    !run_json_empty(o->o_kwargs, "{}")))
 		errx(RMCTL_EXIT_INVALID,
 		    "run: --call %s is not a method but a property or an "
 		    "attribute: it is read, with no --args or --kwargs",

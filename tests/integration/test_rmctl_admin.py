@@ -194,6 +194,8 @@ def test_run_reads_a_property_or_an_attribute(server, tmp_path):
     r = rmctl(*base, "--call", "n")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == 21
+    r = rmctl(*base, "--call", "double", "--args", " [ ] ", "--kwargs", "{ }")
+    assert r.returncode == 0, r.stderr
     r = rmctl(*base, "--call", "double", "--args", "[1]")
     assert r.returncode == INVALID_ARGUMENT, r.stderr
     assert "--call double is not a method but a property or an attribute" in r.stderr

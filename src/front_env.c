@@ -56,6 +56,7 @@ struct env {
 	int env_spare_refs; /* of which spares (front_pool.c): they give way */
 	int env_busy; /* being notified: not to be evicted */
 	int env_orphan; /* cancelled: out of the tree, being reaped */
+	int env_damaged; /* ready, but no longer whole on disk */
 	struct sessionlist env_waiters;
 	pid_t env_pid;
 	struct bufferevent *env_out; /* the builder's stdout and stderr */
@@ -96,6 +97,8 @@ env_cmp(struct env *a, struct env *b)
 RB_GENERATE_STATIC(envtree, env, env_entry, env_cmp)
 
 static void env_start_queued(void);
+static void env_drop(struct env *);
+static int env_read_marker(const char *, uint64_t *);
 static void env_beat_cb(evutil_socket_t, short, void *);
 
 /*
@@ -214,21 +217,54 @@ env_evict(void)
 			break;
 		if (e->env_refs > e->env_spare_refs || e->env_busy)
 			continue;
-		if (e->env_spare_refs > 0) {
-			/* Only spares hold it: they give way. */
-			front_pool_forget_env(e);
-			e->env_refs -= e->env_spare_refs;
-			e->env_spare_refs = 0;
-		}
 		log_info("environment %.12s: evicted (%llu bytes; cache %llu "
 		         "of %llu)",
 		    e->env_key, (unsigned long long)e->env_size,
 		    (unsigned long long)env_total,
 		    (unsigned long long)front_conf.fc_env_cache_size);
-		env_remove_tree(e->env_dir);
-		env_free(e);
+		env_drop(e);
 		front_metrics_env_evicted();
 	}
+}
+
+/* Remove a ready entry that only spares hold, if any: they give way. */
+static void
+env_drop(struct env *e)
+{
+	if (e->env_spare_refs > 0) {
+		front_pool_forget_env(e);
+		e->env_refs -= e->env_spare_refs;
+		e->env_spare_refs = 0;
+	}
+	env_remove_tree(e->env_dir);
+	env_free(e);
+}
+
+/*
+ * A ready entry whose completion marker is gone (someone removed or
+ * truncated it on disk) is not to be used: dropped now if nobody uses it,
+ * so that it is built again (-1: e is freed); else kept, refused to new
+ * sessions, and dropped once its sessions end (0). 1: e is fine.
+ */
+static int
+env_check_disk(struct env *e)
+{
+	uint64_t size;
+
+	if (e->env_state != ENV_READY || e->env_damaged)
+		return !e->env_damaged;
+	if (env_read_marker(e->env_dir, &size) == 0)
+		return 1;
+	log_warnx("environment %.12s: its completion marker is gone from %s: "
+	          "it is built again%s",
+	    e->env_key, e->env_dir,
+	    e->env_refs > e->env_spare_refs ? " once its sessions end" : "");
+	if (e->env_refs > e->env_spare_refs || e->env_busy) {
+		e->env_damaged = 1;
+		return 0;
+	}
+	env_drop(e);
+	return -1;
 }
 
 /* Read the size from a complete marker; -1 if the entry is not complete. */
@@ -830,7 +866,10 @@ env_lookup(const struct req_list *reqs)
 	env_prune_failed();
 	build = env_pack_build(reqs, &len);
 	env_key(build, len, key.env_key);
-	if ((e = RB_FIND(envtree, &envs, &key)) == NULL) {
+	if ((e = RB_FIND(envtree, &envs, &key)) != NULL &&
+	    env_check_disk(e) == -1)
+		e = NULL; /* dropped: built anew */
+	if (e == NULL) {
 		e = env_new(key.env_key, reqs);
 		e->env_state = ENV_QUEUED;
 		e->env_since = e->env_said_at = front_env_clock();
@@ -865,6 +904,11 @@ front_env_attach(
 
 	if (e->env_state == ENV_FAILED) {
 		*err = e->env_error;
+		return -1;
+	}
+	if (e->env_damaged) {
+		*err = "the environment was damaged on disk while sessions use "
+		       "it; it is built again once they end";
 		return -1;
 	}
 	e->env_refs++;
@@ -912,6 +956,8 @@ front_env_release(struct session *ses)
 		TAILQ_INSERT_TAIL(&env_orphans, e, env_queue);
 	} else if (e->env_state == ENV_QUEUED)
 		env_free(e);
+	else if (e->env_state == ENV_READY && e->env_damaged && !e->env_busy)
+		env_drop(e);
 	else if (e->env_state == ENV_READY)
 		env_evict();
 }

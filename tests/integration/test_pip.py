@@ -773,6 +773,44 @@ def test_cache_survives_restart_and_half_built_entries_are_removed(fresh_server,
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def test_an_entry_damaged_on_disk_is_built_again(own_server, idx):
+    """The entry of a ready environment is removed behind the server's
+    back: the next session builds it again rather than fail on a missing
+    directory; while a session still uses a damaged entry, a new one is
+    refused with a clear reason, and the entry is rebuilt once it ends."""
+    from remotemedia.core.exceptions import InstallError, RemoteMediaError
+    srv = own_server("--session-pool", "0")
+
+    def damage(site):
+        entry = entry_of(site)
+        subprocess.run(["chmod", "-R", "u+w", str(entry)], check=True)
+        shutil.rmtree(entry)
+
+    async def hello(p):
+        return await p.path0(), await p.call("rmtest_app", "hello")
+
+    site, _ = run(with_probe(srv, ["rmtest-app"], hello))
+    damage(site)
+    site2, greeting = run(with_probe(srv, ["rmtest-app"], hello))
+    assert greeting == "app 2.0" and site2 == site
+    assert builds(srv) == 2, srv.log_text()[-2000:]
+    assert "its completion marker is gone" in srv.log_text()
+
+    async def in_use():
+        client, held = await open_probe(srv, ["rmtest-app"])
+        try:
+            damage(await held.path0())
+            with pytest.raises(RemoteMediaError) as e:
+                await with_probe(srv, ["rmtest-app"], hello)
+            assert "damaged on disk while sessions use it" in str(e.value)
+        finally:
+            await client.disconnect()
+    run(in_use())
+    srv.wait_idle(20)
+    assert run(with_probe(srv, ["rmtest-app"], hello))[1] == "app 2.0"
+    assert builds(srv) == 3
+
+
 def test_private_env_cache_dir_is_made_traversable(fresh_server, idx):
     cache = tempfile.mkdtemp(prefix="rm-pip-envs-")  # 0700, root's
     try:

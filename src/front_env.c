@@ -97,7 +97,7 @@ env_cmp(struct env *a, struct env *b)
 RB_GENERATE_STATIC(envtree, env, env_entry, env_cmp)
 
 static void env_start_queued(void);
-static void env_drop(struct env *);
+static int env_drop(struct env *);
 static int env_read_marker(const char *, uint64_t *);
 static void env_beat_cb(evutil_socket_t, short, void *);
 
@@ -195,15 +195,17 @@ env_free(struct env *e)
 }
 
 /* Remove an entry's tree: read-only dirs need their write bits back. */
-static void
+static int
 env_remove_tree(const char *dir)
 {
 	char trash[4200];
 
 	snprintf(
 	    trash, sizeof(trash), "%s/.trash", front_conf.fc_env_cache_dir);
-	if (front_trash(dir, trash) == -1)
-		log_warnx("cannot remove %s", dir);
+	if (front_trash(dir, trash) == 0)
+		return 0;
+	log_warnx("cannot remove %s", dir);
+	return -1;
 }
 
 /* Evict unused ready entries, oldest first, until under the bound. */
@@ -215,20 +217,26 @@ env_evict(void)
 	TAILQ_FOREACH_SAFE (e, &env_lru, env_lru, tmp) {
 		if (env_total <= front_conf.fc_env_cache_size)
 			break;
-		if (e->env_refs > e->env_spare_refs || e->env_busy)
+		/* A damaged entry failed to go once: not again each time. */
+		if (e->env_refs > e->env_spare_refs || e->env_busy ||
+		    e->env_damaged)
 			continue;
 		log_info("environment %.12s: evicted (%llu bytes; cache %llu "
 		         "of %llu)",
 		    e->env_key, (unsigned long long)e->env_size,
 		    (unsigned long long)env_total,
 		    (unsigned long long)front_conf.fc_env_cache_size);
-		env_drop(e);
-		front_metrics_env_evicted();
+		if (env_drop(e) == 0)
+			front_metrics_env_evicted();
 	}
 }
 
-/* Remove a ready entry that only spares hold, if any: they give way. */
-static void
+/*
+ * Remove a ready entry that only spares hold, if any: they give way. An
+ * entry that cannot be removed stays (-1), marked damaged: its directory
+ * would be in the way of a new build, and it must not be used either.
+ */
+static int
 env_drop(struct env *e)
 {
 	if (e->env_spare_refs > 0) {
@@ -236,8 +244,12 @@ env_drop(struct env *e)
 		e->env_refs -= e->env_spare_refs;
 		e->env_spare_refs = 0;
 	}
-	env_remove_tree(e->env_dir);
+	if (env_remove_tree(e->env_dir) == -1) {
+		e->env_damaged = 1;
+		return -1;
+	}
 	env_free(e);
+	return 0;
 }
 
 /*
@@ -263,8 +275,7 @@ env_check_disk(struct env *e)
 		e->env_damaged = 1;
 		return 0;
 	}
-	env_drop(e);
-	return -1;
+	return env_drop(e) == 0 ? -1 : 0;
 }
 
 /* Read the size from a complete marker; -1 if the entry is not complete. */

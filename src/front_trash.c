@@ -18,12 +18,20 @@
 #include "log.h"
 #include "util.h"
 
-/* Start /bin/rm on path; with wait set, wait for it. */
+/*
+ * Start /bin/rm on path; with wait set, wait for it. Not as root, the
+ * directories of a sealed environment (read-only) keep their entries
+ * from their owner: chmod gives the owner write back first.
+ */
 static void
 trash_rm(const char *path, int wait)
 {
 	char *argv[] = {(char *)"rm", (char *)"-rf",
 	    (char *)"--one-file-system", (char *)"--", (char *)path, NULL};
+	char *argv_user[] = {(char *)"sh", (char *)"-c",
+	    (char *)"chmod -R u+w -- \"$1\" 2>/dev/null; "
+	            "exec rm -rf --one-file-system -- \"$1\"",
+	    (char *)"sh", (char *)path, NULL};
 	char *envp[] = {(char *)"PATH=/usr/bin:/bin", NULL};
 	posix_spawn_file_actions_t fa;
 	pid_t pid;
@@ -32,7 +40,10 @@ trash_rm(const char *path, int wait)
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-	rv = posix_spawn(&pid, "/bin/rm", &fa, NULL, argv, envp);
+	if (geteuid() == 0)
+		rv = posix_spawn(&pid, "/bin/rm", &fa, NULL, argv, envp);
+	else
+		rv = posix_spawn(&pid, "/bin/sh", &fa, NULL, argv_user, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	if (rv != 0) {
 		errno = rv;
@@ -62,6 +73,10 @@ front_trash(const char *path, const char *trashdir)
 	}
 	random_hex(name, sizeof(name));
 	snprintf(dest, sizeof(dest), "%s/%s", trashdir, name);
+	/* Not as root, a read-only directory cannot change parents (its ..
+	 * changes): its owner gives it write back. */
+	if (geteuid() != 0 && S_ISDIR(sb.st_mode) && !(sb.st_mode & S_IWUSR))
+		(void)chmod(path, (sb.st_mode & 07777) | S_IWUSR);
 	if (rename(path, dest) == -1) {
 		log_warn("rename %s", path);
 		trash_rm(path, 1); /* another file system: remove it in place */

@@ -4,6 +4,8 @@ and, from tests/lib/fixtures.py, fake fronts driving a real worker and a
 host listener."""
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ sys.path.insert(0, str(HERE.parents[1] / "python"))
 sys.path.insert(0, str(HERE.parent / "lib"))
 
 from fixtures import front, front_maker, listener  # noqa: E402,F401
-from serverlib import ROOT, Server  # noqa: E402
+from serverlib import ROOT, Server, Unprivileged  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +53,14 @@ def certs(tmp_path_factory):
     subprocess.run([str(ROOT / "scripts" / "gen-test-certs"), str(d)], check=True,
                    capture_output=True, timeout=60)
     return d
+
+
+@pytest.fixture
+def unprivileged():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become nobody")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv missing")
+    u = Unprivileged()
+    yield u
+    u.cleanup()

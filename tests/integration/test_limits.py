@@ -26,10 +26,9 @@ import pytest
 from clientlib import run
 from remotemedia.core.exceptions import RemoteExecutionError
 from remotemedia.remote import RemoteProxyClient
-from serverlib import BUILD, terminate
+from serverlib import BUILD, NOBODY
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
-NOBODY = 65534
 DEFAULT_UIDS = range(61000, 62000)
 
 
@@ -241,67 +240,6 @@ def test_idle_clock_does_not_run_while_the_session_installs(fresh_server):
 
 # ---------------------------------------------------------------------------
 # 3. the sandbox needs root; --sandbox off warns
-
-
-class Unprivileged:
-    """remotemediad run as nobody, from a copy nobody can read and run."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="rm-nobody-")
-        os.chmod(self.dir, 0o755)
-        self.bin = os.path.join(self.dir, "bin")
-        os.mkdir(self.bin)
-        os.chmod(self.bin, 0o755)
-        for name in ("remotemediad", "remotemedia-worker"):
-            shutil.copy2(BUILD / name, os.path.join(self.bin, name))
-            os.chmod(os.path.join(self.bin, name), 0o755)
-        self.state = os.path.join(self.dir, "state")
-        os.mkdir(self.state, 0o700)
-        os.chown(self.state, NOBODY, NOBODY)
-        self.log_path = os.path.join(self.dir, "log")
-        self.proc: subprocess.Popen | None = None
-
-    def argv(self, extra: list[str]) -> list[str]:
-        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                os.path.join(self.bin, "remotemediad"), "--listen", "127.0.0.1:0",
-                "--state-dir", self.state] + extra
-
-    def log_text(self) -> str:
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def start(self, extra: list[str]) -> int:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv(extra), stdout=log, stderr=log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            m = re.search(r"listening on \S+:(\d+)", self.log_text())
-            if m:
-                return int(m.group(1))
-            if self.proc.poll() is not None:
-                raise AssertionError(f"remotemediad exited: {self.log_text()}")
-            time.sleep(0.02)
-        raise AssertionError(f"remotemediad did not start: {self.log_text()}")
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        return terminate(self.proc)
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def unprivileged():
-    if os.geteuid() != 0:
-        pytest.skip("needs root to become nobody")
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv missing")
-    u = Unprivileged()
-    yield u
-    u.cleanup()
 
 
 def test_the_sandbox_refuses_to_start_without_root(unprivileged):

@@ -811,6 +811,32 @@ def test_an_entry_damaged_on_disk_is_built_again(own_server, idx):
     assert builds(srv) == 3
 
 
+def test_eviction_works_for_a_server_not_run_as_root(idx, unprivileged):
+    """Development mode (--sandbox off, not root): sealed entries are
+    read-only, so evicting one needs its owner's write bits back, or the
+    entry stayed on disk, marked complete, and its next build failed on
+    'File exists'. Three builds in a cache of 1 KiB: each evicts the one
+    before, and the third rebuilds the first."""
+    from remotemedia.core.node import RemoteExecutorConfig
+    port = unprivileged.start(["--sandbox", "off", "--pip-index-url", idx.url,
+                               "--env-cache-size", "1K", "--session-pool", "0"])
+
+    async def version(req):
+        cfg = RemoteExecutorConfig(host="127.0.0.1", port=port, timeout=60.0,
+                                   max_retries=0, pip_packages=[req])
+        async with RemoteProxyClient(cfg) as client:
+            p = await client.create_proxy(Probe())
+            return await p.attr("rmtest_base", "VERSION")
+
+    for req in ("rmtest-base==1.0", "rmtest-base==2.0", "rmtest-base==1.0"):
+        assert run(version(req)) == req.split("==")[1], unprivileged.log_text()[-3000:]
+    text = unprivileged.log_text()
+    assert text.count("evicted") >= 2, text[-3000:]
+    assert "cannot remove" not in text and "rm: " not in text, text[-3000:]
+    trash = Path(unprivileged.state) / "envs" / ".trash"
+    wait_for(lambda: not any(trash.iterdir()), 10, "the trash to be emptied")
+
+
 def test_private_env_cache_dir_is_made_traversable(fresh_server, idx):
     cache = tempfile.mkdtemp(prefix="rm-pip-envs-")  # 0700, root's
     try:

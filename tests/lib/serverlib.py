@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -230,3 +231,59 @@ class Server:
             os.unlink(self.log_path)
         except FileNotFoundError:
             pass
+
+
+NOBODY = 65534
+
+
+class Unprivileged:
+    """remotemediad run as nobody, from a copy nobody can read and run
+    (the unprivileged fixture)."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="rm-nobody-")
+        os.chmod(self.dir, 0o755)
+        self.bin = os.path.join(self.dir, "bin")
+        os.mkdir(self.bin)
+        os.chmod(self.bin, 0o755)
+        for name in ("remotemediad", "remotemedia-worker"):
+            shutil.copy2(BUILD / name, os.path.join(self.bin, name))
+            os.chmod(os.path.join(self.bin, name), 0o755)
+        self.state = os.path.join(self.dir, "state")
+        os.mkdir(self.state, 0o700)
+        os.chown(self.state, NOBODY, NOBODY)
+        self.log_path = os.path.join(self.dir, "log")
+        self.proc: subprocess.Popen | None = None
+
+    def argv(self, extra: list[str]) -> list[str]:
+        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                os.path.join(self.bin, "remotemediad"), "--listen", "127.0.0.1:0",
+                "--state-dir", self.state] + extra
+
+    def log_text(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def start(self, extra: list[str]) -> int:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv(extra), stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            m = re.search(r"listening on \S+:(\d+)", self.log_text())
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                raise AssertionError(f"remotemediad exited: {self.log_text()}")
+            time.sleep(0.02)
+        raise AssertionError(f"remotemediad did not start: {self.log_text()}")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        return terminate(self.proc)
+
+    def cleanup(self) -> None:
+        self.stop()
+        # Sealed environments are read-only, and nobody's.
+        subprocess.run(["chmod", "-R", "u+w", self.dir], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -290,6 +290,9 @@ enum front_config_result {
 };
 void front_config_defaults(struct front_config *);
 int front_config_parse(struct front_config *, int, char **, char *, size_t);
+int front_config_reload(
+    struct front_config *, int, char **, int *, char *, size_t);
+void front_config_free(struct front_config *);
 void front_config_usage(void);
 void front_config_section(const struct front_config *, const char *,
     void (*)(void *, const char *, const char *), void *);
@@ -474,6 +477,7 @@ int front_pool_adopt(struct session *);
 int front_pool_count(void);
 void front_pool_want(struct env *);
 void front_pool_forget_env(struct env *);
+void front_pool_retire_all(void);
 int front_pool_reap(pid_t, int);
 void front_pool_stop(int);
 char *front_worker_describe_exit(int);

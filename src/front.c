@@ -29,6 +29,8 @@ struct event_base *front_base;
 
 static struct evconnlistener *listener;
 static struct event *accept_resume; /* after a pause (front_accept_failed) */
+static int front_argc; /* for SIGHUP, which parses them again */
+static char **front_argv;
 static int draining;
 
 int
@@ -249,9 +251,19 @@ front_env_setup_dir(void)
 static void
 sighup_cb(evutil_socket_t sig, short ev, void *arg)
 {
+	char err[512];
+	int sessions;
+
 	log_info("SIGHUP: reloading");
 	front_auth_reload();
 	front_tls_reload();
+	if (front_config_reload(&front_conf, front_argc, front_argv, &sessions,
+	        err, sizeof(err)) == -1)
+		log_warnx("SIGHUP: limits not reloaded, the previous ones "
+		          "stay: %s",
+		    err);
+	else if (sessions > 0)
+		front_pool_retire_all();
 }
 
 /* Parse flags and the config file; --help, --man and errors exit here. */
@@ -421,6 +433,8 @@ main(int argc, char **argv)
 	int check, activated = -1;
 
 	check = front_parse_args(argc, argv) == CONFIG_CHECK;
+	front_argc = argc;
+	front_argv = argv;
 	log_init("front", front_conf.fc_log_level);
 	event_set_log_callback(front_libevent_log);
 	signal(SIGPIPE, SIG_IGN);

@@ -626,6 +626,96 @@ front_config_section(const struct front_config *fc, const char *section,
 	}
 }
 
+/* Free what a parsed configuration holds (strings and lists). */
+void
+front_config_free(struct front_config *fc)
+{
+	char **list;
+	size_t i;
+	int j;
+
+	for (i = 0; i < NOPTS; i++) {
+		if (opt_is_section(&opts[i]))
+			continue;
+		switch (opts[i].type) {
+		case OPT_STRING:
+		case OPT_PATH:
+		case OPT_URL:
+			free(*(char **)opt_field(fc, opts[i].off));
+			break;
+		case OPT_LIST:
+		case OPT_CIDRS:
+			list = opt_field(fc, opts[i].off);
+			for (j = 0; j < *(int *)opt_field(fc, opts[i].count); j++)
+				free(list[j]);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/*
+ * What SIGHUP may change: the options of the "limits" section, and the
+ * session limits. They apply to what comes next (connections, sessions,
+ * calls); the rest (addresses, the sandbox, uids, environments) is fixed
+ * at start.
+ */
+static int
+opt_reloadable(const struct opt *o, const char *section)
+{
+	return strcmp(section, "limits") == 0 ||
+	    (strcmp(section, "sessions and the sandbox") == 0 &&
+	        (o->type == OPT_SIZE || o->type == OPT_U32 ||
+	            o->type == OPT_MS));
+}
+
+/*
+ * SIGHUP: read the config file and argv again and take the reloadable
+ * options from them, logging each change. Returns how many changed, of
+ * which *sessions (session limits, which spares started before hold);
+ * -1 with a message in err, and nothing changed, if the file is wrong.
+ */
+int
+front_config_reload(struct front_config *fc, int argc, char **argv,
+    int *sessions, char *err, size_t errlen)
+{
+	struct front_config *nc = xmalloc(sizeof(*nc));
+	const char *section = "";
+	char was[300], now[300];
+	size_t i, size;
+	int n = 0, rv;
+
+	*sessions = 0;
+	front_config_defaults(nc);
+	nc->fc_config_default = fc->fc_config_default;
+	rv = front_config_parse(nc, argc, argv, err, errlen);
+	for (i = 0; rv == CONFIG_RUN && i < NOPTS; i++) {
+		if (opt_is_section(&opts[i])) {
+			section = opts[i].name;
+			continue;
+		}
+		if (!opt_reloadable(&opts[i], section))
+			continue;
+		opt_format(fc, &opts[i], was, sizeof(was));
+		opt_format(nc, &opts[i], now, sizeof(now));
+		if (strcmp(was, now) == 0)
+			continue;
+		size = opts[i].type == OPT_U32 ? sizeof(uint32_t)
+		                               : sizeof(uint64_t);
+		memcpy(opt_field(fc, opts[i].off), opt_field(nc, opts[i].off),
+		    size);
+		log_info("SIGHUP: --%s %s (was %s)", opts[i].name, now, was);
+		*sessions += strcmp(section, "limits") != 0;
+		n++;
+	}
+	if (rv != CONFIG_RUN && rv != CONFIG_ERROR)
+		snprintf(err, errlen, "unexpected result %d", rv);
+	front_config_free(nc);
+	free(nc);
+	return rv == CONFIG_RUN ? n : -1;
+}
+
 /* Fill in the defaults; --worker defaults to the binary beside ours. */
 void
 front_config_defaults(struct front_config *fc)

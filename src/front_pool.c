@@ -66,6 +66,8 @@ pool_free(struct session *sp)
 	free(sp);
 }
 
+static void pool_retire(struct env *, int);
+
 /* Kill a spare's worker; the SIGCHLD reap frees it. */
 static void
 pool_kill(struct session *sp)
@@ -273,12 +275,36 @@ pool_schedule(uint64_t ms)
 void
 front_pool_forget_env(struct env *e)
 {
+	pool_retire(e, 0);
+}
+
+/*
+ * SIGHUP changed the session limits, which a spare's worker and cgroup
+ * were made with: every spare ends, and the refill starts new ones.
+ */
+void
+front_pool_retire_all(void)
+{
+	log_info("session limits changed: %d spare(s) replaced",
+	    front_pool_count());
+	pool_retire(NULL, 1);
+}
+
+/*
+ * End the spares of environment e (the cache drops their references to
+ * it), or all spares (each lets go of its environment as it is reaped).
+ * The refill replaces them.
+ */
+static void
+pool_retire(struct env *e, int all)
+{
 	struct session *sp;
 
 	TAILQ_FOREACH (sp, &pool_spares, ses_entry) {
-		if (sp->ses_env != e)
+		if (!all && sp->ses_env != e)
 			continue;
-		sp->ses_env = NULL;
+		if (!all)
+			sp->ses_env = NULL;
 		sp->ses_retired = 1;
 		if (sp->ses_pid > 0)
 			pool_kill(sp);

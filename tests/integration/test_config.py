@@ -111,6 +111,57 @@ def test_check_config_runs_the_start_up_checks(tmp_path):
     assert r.returncode == 2 and "no-worker" in r.stderr
 
 
+def test_sighup_reloads_the_limits(tmp_path, fresh_server):
+    """Limits and session limits are read again on SIGHUP (a flag still
+    wins over the file); spares made under the old session limits are
+    replaced; a file that does not parse keeps the limits in force."""
+    import signal
+    import time
+    conf = tmp_path / "rm.conf"
+    conf.write_text("max-sessions = 1\nmax-inflight-calls = 7\n")
+    srv = fresh_server(["--config", str(conf), "--session-pool", "1",
+                        "--max-inflight-calls", "9"])
+
+    def hup(until: str) -> None:
+        n = srv.log_text().count(until)
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while srv.log_text().count(until) == n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.log_text().count(until) > n, srv.log_text()[-3000:]
+
+    async def sessions(n: int) -> str:
+        """Open n sessions at once; the refusal's message, or ""."""
+        async with RemoteProxyClient(srv.config(timeout=20.0, max_retries=0)) as client:
+            held = []  # a proxy no longer referred to closes its session
+            try:
+                for _ in range(n):
+                    held.append(await client.create_proxy(Ping()))
+                    assert await held[-1].ping() == "pong"
+            except RemoteMediaError as exc:
+                return str(exc)
+            finally:
+                for p in held:
+                    await client.close_proxy(p)
+            return ""
+
+    assert "--max-sessions" in asyncio.run(sessions(2))
+    conf.write_text("max-sessions = 2\nsession-memory = 512M\nmax-inflight-calls = 5\n")
+    hup("session limits changed")
+    log = srv.log_text()
+    assert "SIGHUP: --max-sessions 2 (was 1)" in log
+    assert "SIGHUP: --session-memory 512M (was 1G)" in log
+    assert "--max-inflight-calls" not in log.split("SIGHUP: reloading")[-1]  # the flag's
+    srv.wait_idle(20)
+    assert asyncio.run(sessions(2)) == ""
+    conf.write_text("max-sessions = 0\n")
+    hup("limits not reloaded")
+    srv.wait_idle(20)
+    assert "--max-sessions" in asyncio.run(sessions(3))
+    srv.wait_idle(20)
+    assert asyncio.run(sessions(2)) == ""
+
+
 def test_a_server_takes_its_options_from_the_file_and_flags_win(tmp_path, fresh_server):
     conf = tmp_path / "rm.conf"
     # serverlib passes --log-level debug on the command line: it must win.

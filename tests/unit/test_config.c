@@ -35,9 +35,7 @@ setup(void **state)
 static int
 teardown(void **state)
 {
-	free(fc.fc_state_dir);
-	free(fc.fc_worker);
-	free(fc.fc_config);
+	front_config_free(&fc);
 	memset(&fc, 0, sizeof(fc));
 	return 0;
 }
@@ -443,6 +441,49 @@ test_cidrs(void **state)
 	    "--session-egress-allow", "CIDR");
 }
 
+/* SIGHUP: the limits and session limits come again from file and flags. */
+static void
+test_reload(void **state)
+{
+	char path[64];
+	char *argv[] = {"remotemediad", "--config", path, "--max-inflight-calls",
+	    "9", "--state-dir", "/srv/rm", NULL};
+	int sessions;
+	FILE *f;
+
+	write_file(path, sizeof(path),
+	    "max-sessions = 1\nmax-inflight-calls = 7\nlisten = 127.0.0.1:7\n");
+	assert_int_equal(parse(7, argv), CONFIG_RUN);
+	assert_int_equal(fc.fc_max_sessions, 1);
+	assert_int_equal(fc.fc_max_inflight, 9);
+	assert_non_null(f = fopen(path, "w"));
+	fputs("max-sessions = 5\nsession-memory = 512M\nmax-inflight-calls = 3\n"
+	      "listen = 127.0.0.1:8\nstate-dir = /elsewhere\n",
+	    f);
+	fclose(f);
+	/* max-sessions and session-memory; the flag keeps max-inflight-calls,
+	 * and the address and state dir are not reloaded. */
+	assert_int_equal(
+	    front_config_reload(&fc, 7, argv, &sessions, err, sizeof(err)), 2);
+	assert_int_equal(sessions, 1);
+	assert_int_equal(fc.fc_max_sessions, 5);
+	assert_true(fc.fc_session_memory == 512ULL << 20);
+	assert_int_equal(fc.fc_max_inflight, 9);
+	assert_int_equal(fc.fc_port, 7);
+	assert_string_equal(fc.fc_state_dir, "/srv/rm");
+	assert_int_equal(
+	    front_config_reload(&fc, 7, argv, &sessions, err, sizeof(err)), 0);
+	/* A file that does not parse changes nothing. */
+	assert_non_null(f = fopen(path, "w"));
+	fputs("max-sessions = 0\n", f);
+	fclose(f);
+	assert_int_equal(
+	    front_config_reload(&fc, 7, argv, &sessions, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "--max-sessions"));
+	assert_int_equal(fc.fc_max_sessions, 5);
+	unlink(path);
+}
+
 static void
 test_default_config_file(void **state)
 {
@@ -518,6 +559,7 @@ main(void)
 	    T(test_listen_needs_an_address),
 	    T(test_cidrs),
 	    T(test_default_config_file),
+	    T(test_reload),
 	    T(test_check_config_and_man),
 	};
 

@@ -1061,7 +1061,7 @@ def test_unfinished_messages_are_bounded_per_connection(server):
                 assert "unfinished messages" in r.grpc_message
                 refused += 1
         assert refused >= 20
-        assert rss() - before < 40 * 1024
+        assert SANITIZED or rss() - before < 40 * 1024  # RSS means nothing under ASan
     finally:
         c.close()
     import grpc as _grpc

@@ -30,8 +30,8 @@ void log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 void fatal(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
-void fatal_config(const char *, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
+void
+fatal_config(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx_config(const char *, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 

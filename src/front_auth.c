@@ -147,8 +147,9 @@ auth_read(const char *path)
 	int fd, dup;
 
 	/* Without blocking: a FIFO must be refused, not waited on. */
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
-	                         O_NOCTTY)) == -1) {
+	if ((fd = open(path,
+	         O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)) ==
+	    -1) {
 		log_warn("--token-file %s", path);
 		free(t);
 		return -1;
@@ -160,7 +161,8 @@ auth_read(const char *path)
 	}
 	while (fgets(line, sizeof(line), f) != NULL && why == NULL) {
 		lineno++;
-		if (strchr(line, '\n') == NULL && strlen(line) > AUTH_MAX_LINE) {
+		if (strchr(line, '\n') == NULL &&
+		    strlen(line) > AUTH_MAX_LINE) {
 			why = "line too long (at most 1024 characters)";
 			break;
 		}

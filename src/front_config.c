@@ -432,6 +432,7 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 	char cidr[64], host[sizeof(fc->fc_host)];
 	uint16_t port;
 	size_t i;
+	int grpc;
 
 	switch (o->type) {
 	case OPT_STRING:
@@ -465,15 +466,13 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 	case OPT_LISTEN:
 		/* The gRPC address is what token rules judge: an address.
 		 * Metrics may name a host (localhost), resolved at start. */
+		grpc = o->off == offsetof(struct front_config, fc_host);
 		if (parse_hostport(val, host, sizeof(host), &port) == -1 ||
-		    !(o->off == offsetof(struct front_config, fc_host)
-		            ? opt_ip_literal(host)
-		            : opt_host_name(host)))
+		    !(grpc ? opt_ip_literal(host) : opt_host_name(host)))
 			return opt_bad(err, errlen, o,
-			    o->off == offsetof(struct front_config, fc_host)
-			        ? "IPv4:PORT or [IPv6]:PORT, an address of "
-			          "this host"
-			        : "HOST:PORT or [IPv6]:PORT",
+			    grpc ? "IPv4:PORT or [IPv6]:PORT, an address of "
+			           "this host"
+			         : "HOST:PORT or [IPv6]:PORT",
 			    val);
 		memcpy(opt_field(fc, o->off), host, sizeof(host));
 		memcpy(opt_field(fc, o->count), &port, sizeof(port));
@@ -493,7 +492,8 @@ opt_apply(struct front_config *fc, const struct opt *o, const char *val,
 	case OPT_UIDS:
 		if (opt_uids(fc, val) == -1)
 			return opt_bad(err, errlen, o,
-			    "FIRST-LAST, non-root uids, at most 1048576 of them",
+			    "FIRST-LAST, non-root uids, at most 1048576 of "
+			    "them",
 			    val);
 		return 0;
 	default:
@@ -646,7 +646,8 @@ front_config_free(struct front_config *fc)
 		case OPT_LIST:
 		case OPT_CIDRS:
 			list = opt_field(fc, opts[i].off);
-			for (j = 0; j < *(int *)opt_field(fc, opts[i].count); j++)
+			for (j = 0; j < *(int *)opt_field(fc, opts[i].count);
+			     j++)
 				free(list[j]);
 			break;
 		default:
@@ -955,7 +956,8 @@ front_config_file(struct front_config *fc, const char *path, int required,
 			goto fail;
 		}
 		if (memchr(line, '\0', (size_t)n) != NULL) {
-			snprintf(err, errlen, "%s:%d: a NUL byte", path, lineno);
+			snprintf(
+			    err, errlen, "%s:%d: a NUL byte", path, lineno);
 			goto fail;
 		}
 		key = trim(line);

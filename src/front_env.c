@@ -263,9 +263,10 @@ env_check_disk(struct env *e)
 {
 	uint64_t size;
 
-	if (e->env_state != ENV_READY || e->env_damaged)
-		return !e->env_damaged;
-	if (env_read_marker(e->env_dir, &size) == 0)
+	if (e->env_damaged)
+		return 0;
+	if (e->env_state != ENV_READY ||
+	    env_read_marker(e->env_dir, &size) == 0)
 		return 1;
 	log_warnx("environment %.12s: its completion marker is gone from %s: "
 	          "it is built again%s",
@@ -522,8 +523,9 @@ env_beat_cb(evutil_socket_t fd, short ev, void *arg)
 		    (unsigned long long)((now - e->env_since) / 1000));
 		TAILQ_FOREACH_SAFE (ses, &e->env_waiters, ses_env_entry, tmp)
 			front_session_progress(ses,
-			    e->env_stage ? e->env_stage
-			                 : REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING,
+			    e->env_stage
+			        ? e->env_stage
+			        : REMOTEMEDIA__V1__PROGRESS__STAGE__STAGE_RESOLVING,
 			    e->env_package, line);
 		e->env_said_at = now;
 	}

@@ -77,8 +77,8 @@ static void conn_out_room(struct conn *);
  * and a slow reader of one must not hold back its siblings' Echo.
  */
 static void
-stream_out_cb(struct evbuffer *out, const struct evbuffer_cb_info *info,
-    void *arg)
+stream_out_cb(
+    struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct stream *s = arg;
 

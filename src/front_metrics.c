@@ -375,13 +375,12 @@ mconn_request(struct mconn *mc, const char *line)
 
 	if (body == NULL)
 		fatal("evbuffer_new");
-	if (sscanf(line, "%15[A-Z] %255[^ ] %15[^ ]%n", method, target,
-	        version, &n) != 3 ||
+	if (sscanf(line, "%15[A-Z] %255[^ ] %15[^ ]%n", method, target, version,
+	        &n) != 3 ||
 	    line[n] != '\0' || strncmp(version, "HTTP/1.", 7) != 0) {
 		evbuffer_add_printf(body, "not an HTTP/1.x request line\n");
 		mconn_reply(mc, 400, "Bad Request", 0, "", body);
-	} else if (strcmp(method, "GET") != 0 &&
-	    strcmp(method, "HEAD") != 0) {
+	} else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 		evbuffer_add_printf(body, "only GET and HEAD\n");
 		mconn_reply(mc, 405, "Method Not Allowed", 0,
 		    "Allow: GET, HEAD\r\n", body);
@@ -424,8 +423,8 @@ mconn_read_cb(struct bufferevent *bev, void *arg)
 		return;
 	if ((body = evbuffer_new()) == NULL)
 		fatal("evbuffer_new");
-	evbuffer_add_printf(body, "request headers over %d bytes\n",
-	    METRICS_REQUEST_MAX);
+	evbuffer_add_printf(
+	    body, "request headers over %d bytes\n", METRICS_REQUEST_MAX);
 	mconn_reply(mc, 431, "Request Header Fields Too Large", 0, "", body);
 	evbuffer_free(body);
 }

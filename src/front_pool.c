@@ -66,7 +66,7 @@ pool_free(struct session *sp)
 	free(sp);
 }
 
-static void pool_retire(struct env *, int);
+static void pool_retire(struct env *);
 
 /* Kill a spare's worker; the SIGCHLD reap frees it. */
 static void
@@ -275,7 +275,7 @@ pool_schedule(uint64_t ms)
 void
 front_pool_forget_env(struct env *e)
 {
-	pool_retire(e, 0);
+	pool_retire(e);
 }
 
 /*
@@ -285,25 +285,25 @@ front_pool_forget_env(struct env *e)
 void
 front_pool_retire_all(void)
 {
-	log_info("session limits changed: %d spare(s) replaced",
-	    front_pool_count());
-	pool_retire(NULL, 1);
+	log_info(
+	    "session limits changed: %d spare(s) replaced", front_pool_count());
+	pool_retire(NULL);
 }
 
 /*
  * End the spares of environment e (the cache drops their references to
- * it), or all spares (each lets go of its environment as it is reaped).
- * The refill replaces them.
+ * it), or with e NULL all spares (each lets go of its environment as it
+ * is reaped). The refill replaces them.
  */
 static void
-pool_retire(struct env *e, int all)
+pool_retire(struct env *e)
 {
 	struct session *sp;
 
 	TAILQ_FOREACH (sp, &pool_spares, ses_entry) {
-		if (!all && sp->ses_env != e)
+		if (e != NULL && sp->ses_env != e)
 			continue;
-		if (!all)
+		if (e != NULL)
 			sp->ses_env = NULL;
 		sp->ses_retired = 1;
 		if (sp->ses_pid > 0)

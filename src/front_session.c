@@ -543,8 +543,8 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 		    "speaks 1)",
 		    op->protocol);
 	if ((what = open_not_utf8(op)) != NULL)
-		return client_error(ses, GRPC_INVALID_ARGUMENT,
-		    "Open.%s is not UTF-8", what);
+		return client_error(
+		    ses, GRPC_INVALID_ARGUMENT, "Open.%s is not UTF-8", what);
 	if ((op->object == NULL || op->object->data.len == 0) &&
 	    op->source[0] == '\0')
 		return client_error(

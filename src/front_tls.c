@@ -92,8 +92,8 @@ tls_ctx_new(void)
 	if (tls_check_file("--tls-cert", front_conf.fc_tls_cert) == -1 ||
 	    tls_check_file("--tls-key", front_conf.fc_tls_key) == -1 ||
 	    (front_conf.fc_tls_client_ca != NULL &&
-	        tls_check_file("--tls-client-ca", front_conf.fc_tls_client_ca) ==
-	            -1))
+	        tls_check_file(
+	            "--tls-client-ca", front_conf.fc_tls_client_ca) == -1))
 		return NULL;
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
 		return NULL;

@@ -405,9 +405,9 @@ run_is_data(const Remotemedia__V1__Ready *ready, const char *name)
 	for (i = 0; i < ready->n_attributes; i++)
 		if (strcmp(ready->attributes[i]->key, name) == 0)
 			return ready->attributes[i]->value ==
-			        REMOTEMEDIA__V1__ATTR_KIND__ATTR_PROPERTY ||
+			    REMOTEMEDIA__V1__ATTR_KIND__ATTR_PROPERTY ||
 			    ready->attributes[i]->value ==
-			        REMOTEMEDIA__V1__ATTR_KIND__ATTR_ATTRIBUTE;
+			    REMOTEMEDIA__V1__ATTR_KIND__ATTR_ATTRIBUTE;
 	return 0;
 }
 
@@ -451,8 +451,9 @@ run_open(struct run *r, char *source)
 		    (int)sm->msg_case);
 	r->r_get = run_is_data(sm->ready, o->o_call);
 	remotemedia__v1__server_message__free_unpacked(sm, NULL);
-	if (r->r_get && (!run_json_empty(o->o_args, "[]") ||
-	                    !run_json_empty(o->o_kwargs, "{}")))
+	if (r->r_get &&
+	    (!run_json_empty(o->o_args, "[]") ||
+	        !run_json_empty(o->o_kwargs, "{}")))
 		errx(RMCTL_EXIT_INVALID,
 		    "run: --call %s is not a method but a property or an "
 		    "attribute: it is read, with no --args or --kwargs",

@@ -369,12 +369,13 @@ test_config_file_errors(void **state)
 	unlink(path);
 
 	/* A FIFO would block the start: refused without waiting. */
-	snprintf(path, sizeof(path), "/tmp/rm-test-config-fifo-%d", (int)getpid());
+	snprintf(
+	    path, sizeof(path), "/tmp/rm-test-config-fifo-%d", (int)getpid());
 	assert_int_equal(mkfifo(path, 0600), 0);
 	expect_error(PARSE("--config", path), path, "not a regular file");
 	unlink(path);
-	expect_error(PARSE("--config", "/dev/zero"), "/dev/zero",
-	    "not a regular file");
+	expect_error(
+	    PARSE("--config", "/dev/zero"), "/dev/zero", "not a regular file");
 }
 
 /* Where pip looks: http(s) URLs or absolute paths, nothing else. */
@@ -396,8 +397,7 @@ test_pip_locations(void **state)
 			expect_error(PARSE((char *)flags[j], (char *)bad[i]),
 			    flags[j], "an http://, https:// or file:// URL");
 	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-		assert_int_equal(
-		    PARSE("--pip-find-links", (char *)good[i]), 0);
+		assert_int_equal(PARSE("--pip-find-links", (char *)good[i]), 0);
 	assert_int_equal(PARSE("--pip-index-url", "http://127.0.0.1:1/simple",
 	                     "--pip-extra-index-url", "https://h/s",
 	                     "--pip-find-links", "/srv/wheels"),
@@ -426,8 +426,8 @@ test_listen_needs_an_address(void **state)
 	assert_int_equal(PARSE("--metrics-listen", "[::1]:9464"), 0);
 	expect_error(PARSE("--metrics-listen", "a b:80"), "--metrics-listen",
 	    "HOST:PORT");
-	expect_error(PARSE("--metrics-listen", "host\xff:80"),
-	    "--metrics-listen", NULL);
+	expect_error(
+	    PARSE("--metrics-listen", "host\xff:80"), "--metrics-listen", NULL);
 }
 
 /* Repeatable options keep their own checks: CIDRs are not locations. */
@@ -446,8 +446,8 @@ static void
 test_reload(void **state)
 {
 	char path[64];
-	char *argv[] = {"remotemediad", "--config", path, "--max-inflight-calls",
-	    "9", "--state-dir", "/srv/rm", NULL};
+	char *argv[] = {"remotemediad", "--config", path,
+	    "--max-inflight-calls", "9", "--state-dir", "/srv/rm", NULL};
 	int sessions;
 	FILE *f;
 
@@ -457,8 +457,9 @@ test_reload(void **state)
 	assert_int_equal(fc.fc_max_sessions, 1);
 	assert_int_equal(fc.fc_max_inflight, 9);
 	assert_non_null(f = fopen(path, "w"));
-	fputs("max-sessions = 5\nsession-memory = 512M\nmax-inflight-calls = 3\n"
-	      "listen = 127.0.0.1:8\nstate-dir = /elsewhere\n",
+	fputs(
+	    "max-sessions = 5\nsession-memory = 512M\nmax-inflight-calls = 3\n"
+	    "listen = 127.0.0.1:8\nstate-dir = /elsewhere\n",
 	    f);
 	fclose(f);
 	/* max-sessions and session-memory; the flag keeps max-inflight-calls,

@@ -15,7 +15,14 @@ memoryview at all).
 
 import io
 import operator
-import pickle
+
+try:
+    # pickle's C half: the worker imports no more of pickle than this
+    # (pickle.py brings re and struct, hundreds of KiB an idle session
+    # would hold).
+    from _pickle import PickleBuffer, Unpickler, UnpicklingError
+except ImportError:  # another Python than CPython
+    from pickle import PickleBuffer, Unpickler, UnpicklingError
 
 #: Smallest bytes, bytearray or memoryview sent out of band.
 OOB_MIN = 64 * 1024
@@ -39,7 +46,7 @@ class Oob:
     def __reduce_ex__(self, protocol):
         m = self.obj
         if type(m) is not memoryview:
-            return type(m), (pickle.PickleBuffer(m),)
+            return type(m), (PickleBuffer(m),)
         if not m.contiguous or m.nbytes < OOB_MIN:
             flat = m.tobytes()
             if m.format == "B" and m.ndim == 1:
@@ -47,7 +54,7 @@ class Oob:
             return operator.methodcaller("cast", m.format, m.shape), (memoryview(flat),)
         if m.format != "B" or m.ndim != 1:
             return operator.methodcaller("cast", m.format, m.shape), (Oob(m.cast("B")),)
-        return memoryview, (pickle.PickleBuffer(m),)
+        return memoryview, (PickleBuffer(m),)
 
 
 def wrap_large(obj, depth=2):
@@ -119,9 +126,10 @@ class _Supply:
         return self.buffers[self.used - 1]
 
 
-def loads(data, sizes):
+def loads(data, sizes, unpickler=Unpickler):
     """Unpickle a value received with buffers of these sizes after its
-    pickle; the buffers become the unpickled arrays' memory.
+    pickle, with an unpickler of this class; the buffers become the
+    unpickled arrays' memory.
 
     MalformedValue if the sizes do not fit the value, if the pickle does not
     end where the buffers begin, or if it uses fewer or more buffers than
@@ -132,8 +140,8 @@ def loads(data, sizes):
     supply = _Supply(buffers)
     f = io.BytesIO(pickled)
     try:
-        value = pickle.Unpickler(f, buffers=supply).load()
-    except pickle.UnpicklingError as exc:  # cut short by sizes too large
+        value = unpickler(f, buffers=supply).load()
+    except UnpicklingError as exc:  # cut short by sizes too large
         raise MalformedValue("malformed value: %s" % exc) from None
     if f.tell() == len(pickled) and supply.used == len(buffers):
         return value

@@ -31,23 +31,30 @@ sessions never use it.
 It is not importable outside the worker (``_rmworker`` exists only there).
 """
 
+import _json
+import _pickle
+import _signal
+import builtins
 import collections
 import collections.abc
 import functools
-import json
-import linecache
-import logging
+import io
 import os
-import pickle
 import selectors
-import signal
 import sys
 import time
-import traceback
 import types
+import weakref
 
 import _remotemedia_oob as _oob
 import _rmworker
+
+# Every session's worker holds what this module imports, so it imports
+# only what every session needs (pickle's and json's C halves, not their
+# modules, which bring re). What some sessions need comes with its first
+# use: json, traceback and cloudpickle; logging and linecache are set up
+# once something imports them (_AfterImport). An idle worker holds about
+# half the private memory it held with all of them.
 
 FORMAT_PICKLE = 0
 FORMAT_JSON = 1
@@ -94,26 +101,258 @@ _REREAD = 0.001
 asyncio = None
 
 
-def _dumps(value, buffers):
-    """cloudpickle value (protocol 5); its out-of-band buffers, as
-    contiguous memoryviews, are appended to buffers (_remotemedia_oob)."""
-    if id(type(value)) in _PLAIN:
-        return pickle.dumps(value, protocol=5)
+# Pickles, with cloudpickle only where it is needed --------------------------------
+#
+# Importing cloudpickle costs a worker about 1 MiB of private memory (it
+# brings typing, logging, platform, uuid and dis) and 12 ms. What a
+# client's cloudpickle writes loads with pickle and the few functions of
+# cloudpickle's that its pickles name, which this section has as well
+# (_CP_LIGHT); a value whose classes and functions are all importable
+# pickles with pickle alone, as cloudpickle would write it. Anything else
+# imports cloudpickle.
+
+
+class _ByValue(Exception):
+    """A class or function that cloudpickle writes by value."""
+
+
+def _by_reference(obj):
+    """Whether cloudpickle writes this class or function by reference, as
+    pickle does: by its name in a module that is not __main__ nor one made
+    at run time, and that has it under that name."""
+    try:
+        module_name, found = obj.__module__, None
+        if module_name == "__main__":
+            return False
+        module = sys.modules[module_name]
+        if (getattr(module, "__file__", None) is None
+                and getattr(module, "__spec__", None) is None):
+            return False
+        found = module
+        for part in obj.__qualname__.split("."):
+            if part == "<locals>":
+                return False
+            found = getattr(found, part)
+        return found is obj
+    except Exception:
+        return False
+
+
+class _Pickler(_pickle.Pickler):
+    """pickle, stopped (_ByValue) by the first class or function that
+    cloudpickle would write by value. Everything else cloudpickle treats
+    its own way either fails in pickle too or comes out the same."""
+
+    def reducer_override(self, obj):
+        t = type(obj)
+        if ((t is types.FunctionType or issubclass(t, type))
+                and not _by_reference(obj)):
+            raise _ByValue
+        return NotImplemented
+
+
+def _cloudpickle():
     import cloudpickle
-    return cloudpickle.dumps(_oob.wrap_large(value), protocol=5,
-                             buffer_callback=_oob.collector(buffers))
+    return cloudpickle
+
+
+def _dumps(value, buffers=None):
+    """value pickled (protocol 5) as cloudpickle writes it. With a list of
+    buffers, its large buffers go out of band, appended to it as contiguous
+    memoryviews (_remotemedia_oob); without, all of it is in the pickle."""
+    if id(type(value)) in _PLAIN:
+        return _pickle.dumps(value, protocol=5)
+    keep = None
+    if buffers is not None:
+        value = _oob.wrap_large(value)
+        keep = _oob.collector(buffers)
+    if "cloudpickle" not in sys.modules:
+        had = len(buffers) if buffers is not None else 0
+        f = io.BytesIO()
+        try:
+            _Pickler(f, protocol=5, buffer_callback=keep).dump(value)
+            return f.getvalue()
+        except Exception:
+            # By value, or not picklable: cloudpickle says which.
+            if buffers is not None:
+                del buffers[had:]
+    return _cloudpickle().dumps(value, protocol=5, buffer_callback=keep)
+
+
+def _cp_builtin_type(name):
+    return type if name == "ClassType" else getattr(types, name)
+
+
+def _cp_cell(*value):
+    return types.CellType(*value)
+
+
+def _cp_subimport(name):
+    __import__(name)
+    return sys.modules[name]
+
+
+def _cp_dynamic_subimport(name, variables):
+    module = types.ModuleType(name)
+    module.__dict__.update(variables)
+    module.__dict__["__builtins__"] = builtins.__dict__
+    return module
+
+
+def _cp_function(code, namespace, name, defaults, closure):
+    namespace["__builtins__"] = builtins.__dict__
+    return types.FunctionType(code, namespace, name, defaults, closure)
+
+
+# Classes rebuilt here, by the id that the client's cloudpickle gave each:
+# a class that comes again is the class rebuilt the first time, as with
+# cloudpickle. Handed to cloudpickle once it is imported (_cp_imported).
+_cp_classes = weakref.WeakValueDictionary()
+
+
+def _cp_class(metaclass, name, bases, namespace, tracker_id, extra):
+    cls = types.new_class(name, bases, {"metaclass": metaclass},
+                          lambda ns: ns.update(namespace))
+    if tracker_id is None:
+        return cls
+    return _cp_classes.setdefault(tracker_id, cls)
+
+
+def _cp_class_setstate(cls, state):
+    attrs = state[0]
+    for name, value in attrs.items():
+        if name != "_abc_impl":
+            setattr(cls, name, value)
+    for subclass in attrs.get("_abc_impl") or ():
+        cls.register(subclass)
+    return cls
+
+
+def _cp_function_setstate(func, state):
+    attrs, slots = state
+    func.__dict__.update(attrs)
+    func.__globals__.update(slots["__globals__"])
+    func.__globals__["__builtins__"] = builtins.__dict__
+    for cell, sent in zip(func.__closure__ or (), slots["__closure__"] or ()):
+        try:
+            cell.cell_contents = sent.cell_contents
+        except ValueError:  # an empty cell stays empty
+            pass
+    for name, value in slots.items():
+        if name not in ("__globals__", "__closure__",
+                        "_cloudpickle_submodules"):
+            setattr(func, name, value)
+
+
+# What cloudpickle 2's pickles name, from its two modules: the rest (enums,
+# type variables, dict views, and the pickles of other versions) imports
+# cloudpickle.
+_CP_MODULES = ("cloudpickle.cloudpickle", "cloudpickle.cloudpickle_fast")
+_CP_LIGHT = {
+    "_builtin_type": _cp_builtin_type,
+    "_make_empty_cell": _cp_cell,
+    "_make_cell": _cp_cell,
+    "subimport": _cp_subimport,
+    "dynamic_subimport": _cp_dynamic_subimport,
+    "_make_function": _cp_function,
+    "_make_skeleton_class": _cp_class,
+    "_class_setstate": _cp_class_setstate,
+    "_function_setstate": _cp_function_setstate,
+}
+# Whether _CP_LIGHT stands for the session's cloudpickle (version 2).
+_cp_light = False
+
+
+def _cp_imported(module):
+    """cloudpickle.cloudpickle was imported: hand it the classes rebuilt
+    here, so that it sends them back by the client's ids."""
+    try:
+        for tracker_id, cls in list(_cp_classes.items()):
+            module._lookup_class_or_track(tracker_id, cls)
+    except Exception as exc:
+        _log(LOG_WARN, "cloudpickle took no classes: %r" % (exc,))
+    _cp_classes.clear()
+
+
+class _Unpickler(_pickle.Unpickler):
+    """pickle's unpickler, with _CP_LIGHT for cloudpickle's functions while
+    cloudpickle is not imported."""
+
+    def find_class(self, module, name):
+        if (_cp_light and module in _CP_MODULES
+                and "cloudpickle.cloudpickle" not in sys.modules):
+            light = _CP_LIGHT.get(name)
+            if light is not None:
+                return light
+        return super().find_class(module, name)
+
+
+def _rehearse_loading():
+    """Run what loading an object sent by value runs, once (_preload): the
+    first time costs about 0.25 ms more than the next."""
+    def inner():
+        return cls
+    _Unpickler(io.BytesIO(_pickle.dumps(types.SimpleNamespace))).load()
+    func = _cp_function(inner.__code__, {}, None, None, (_cp_cell(),))
+    _cp_function_setstate(func, ({}, {
+        "__globals__": {}, "__closure__": (_cp_cell(1),), "__name__": "f",
+        "__qualname__": "R.f", "__module__": "_remotemedia_rehearsal",
+        "__doc__": None, "__defaults__": None, "__kwdefaults__": None,
+        "__annotations__": {}, "_cloudpickle_submodules": []}))
+    cls = _cp_class(_cp_builtin_type("ClassType"), "R", (object,), {},
+                    "rehearsal", None)
+    _cp_class_setstate(cls, ({"f": func, "__doc__": None}, {}))
+    _cp_classes.pop("rehearsal", None)
+    _cp_subimport("sys")
 
 
 def _loads(data, sizes=()):
     """Unpickle data: a pickle followed by out-of-band buffers of these
     sizes, which become the unpickled arrays' memory."""
-    import cloudpickle
     if not sizes:
-        return cloudpickle.loads(data)
+        if b"cloudpickle" not in data:
+            return _pickle.loads(data)
+        return _Unpickler(io.BytesIO(data)).load()
     try:
-        return _oob.loads(data, sizes)
+        return _oob.loads(data, sizes, _Unpickler)
     except _oob.MalformedValue as exc:
         raise ValueError(str(exc)) from None  # a type clients know
+
+
+# The version of cloudpickle that _preload found, for the Open.
+_cp_version = None
+
+
+def _cloudpickle_version():
+    """The version of the cloudpickle that an import would load, read from
+    its __init__.py without importing it, or from the module if that
+    fails; ImportError if there is none. Finding it takes ~0.4 ms, which
+    a spare spends before its Open."""
+    cp = sys.modules.get("cloudpickle")
+    if cp is not None:
+        return cp.__version__
+    if _cp_version is not None:
+        return _cp_version
+    for finder in sys.meta_path:
+        try:
+            spec = finder.find_spec("cloudpickle", None)
+        except Exception:
+            continue
+        if spec is not None:
+            break
+    else:
+        raise ImportError("No module named 'cloudpickle'")
+    if (spec.origin or "").endswith("__init__.py"):
+        try:
+            with open(spec.origin, encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("__version__"):
+                        version = line.partition("=")[2].strip().strip("'\"")
+                        if version:
+                            return version
+        except (OSError, ValueError):
+            pass
+    return _cloudpickle().__version__
 
 
 def _log(level, message):
@@ -134,17 +373,78 @@ def _flush_stdio():
 
 
 def _setup_stdio():
-    """Line-buffer stdout/stderr and send the root logger to stderr."""
+    """Line-buffer stdout/stderr."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(line_buffering=True)
         except Exception:
             pass
+
+
+def _setup_logging(logging):
+    """Send the root logger to stderr, once the session imports logging."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
     root.addHandler(handler)
+
+
+# Source run by Opens of source, for linecache (tracebacks, inspect):
+# filename -> linecache entry.
+_sources = {}
+
+
+def _setup_linecache(linecache):
+    linecache.cache.update(_sources)
+
+
+class _AfterImport:
+    """A finder, first on sys.meta_path, that runs a function once a module
+    has been imported, by the session's code or by the runtime: logging,
+    linecache and cloudpickle are set up in the sessions that import them
+    without being imported into every worker."""
+
+    def __init__(self, hooks):
+        self.hooks = {}
+        for name, hook in hooks.items():
+            if name in sys.modules:
+                self._run(hook, sys.modules[name])
+            else:
+                self.hooks[name] = hook
+
+    @staticmethod
+    def _run(hook, module):
+        try:
+            hook(module)
+        except Exception as exc:
+            _log(LOG_WARN, "setting up %s failed: %r" % (module.__name__, exc))
+
+    def find_spec(self, name, path=None, target=None):
+        hook = self.hooks.get(name)
+        if hook is None:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        run = getattr(loader, "exec_module", None)
+        if run is None or isinstance(loader, type):
+            return spec  # a loader of many modules (builtin, frozen): left
+        del self.hooks[name]
+
+        def exec_module(module):
+            del loader.exec_module  # once: a reload runs no hook
+            run(module)
+            self._run(hook, module)
+        loader.exec_module = exec_module
+        return spec
 
 
 def _report(what, exc):
@@ -180,6 +480,7 @@ def _safe_str(exc):
 
 def _strip_runtime(te):
     """Drop this module's frames from a TracebackException and its chain."""
+    import traceback
     seen = set()
     while te is not None and id(te) not in seen:
         seen.add(id(te))
@@ -193,11 +494,18 @@ def _strip_runtime(te):
 def _format_traceback(exc):
     """The remote traceback text, without the runtime's own frames."""
     try:
+        import traceback
         te = traceback.TracebackException.from_exception(exc)
         _strip_runtime(te)
         return "".join(te.format())
     except BaseException:
         return "%s: %s\n" % (_type_name(type(exc)), _safe_str(exc))
+
+
+def _full_traceback(exc):
+    """The traceback text with the runtime's frames, for the worker's log."""
+    import traceback
+    return "".join(traceback.format_exception(exc))
 
 
 def _clean(text):
@@ -206,13 +514,14 @@ def _clean(text):
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _error_fields(exc, pickler):
-    """type, module, qualname, message, traceback and pickled of exc."""
+def _error_fields(exc, pickles):
+    """type, module, qualname, message, traceback and pickled (if the
+    session pickles) of exc."""
     t = type(exc)
     pickled = b""
-    if pickler is not None:
+    if pickles:
         try:
-            pickled = pickler.dumps(exc, protocol=5)
+            pickled = _dumps(exc)
         except BaseException:
             pickled = b""
     return (_clean(_type_name(t)),
@@ -461,8 +770,10 @@ def _from_source(source, class_name, init_args_json):
     module = types.ModuleType(SOURCE_MODULE)
     module.__file__ = SOURCE_FILE
     sys.modules[SOURCE_MODULE] = module
-    linecache.cache[SOURCE_FILE] = (len(source), None,
-                                    source.splitlines(True), SOURCE_FILE)
+    _sources[SOURCE_FILE] = (len(source), None, source.splitlines(True),
+                             SOURCE_FILE)
+    if "linecache" in sys.modules:
+        _setup_linecache(sys.modules["linecache"])
     exec(_rmworker.compile(source, SOURCE_FILE), module.__dict__)
     cls = module.__dict__.get(class_name)
     if cls is None:
@@ -484,9 +795,52 @@ def _finite_float(text):
     return value
 
 
+class _JsonContext:
+    """The options of json.loads that _json's scanner reads: strict JSON."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_int = int
+    parse_float = _finite_float
+    parse_constant = _no_constant
+
+
+_json_scan = _json.make_scanner(_JsonContext)
+_JSON_SPACE = " \t\n\r"
+
+
+def _json_unserializable(value):
+    raise TypeError("not JSON")  # _json_dumps asks json why
+
+
+def _json_dumps(value):
+    """json.dumps(value, allow_nan=False). _json (json's C half) does it
+    when it can; json, which imports re, only when it cannot, to say why
+    or to do what _json does not."""
+    try:
+        return "".join(_json.make_encoder(
+            {}, _json_unserializable, _json.encode_basestring_ascii, None,
+            ": ", ", ", False, False, False)(value, 0))
+    except Exception:
+        pass
+    import json
+    return json.dumps(value, allow_nan=False)
+
+
 def _json_loads(data, what):
     """Strict JSON (no NaN or Infinity: other languages read these
-    documents too); TypeError names what it was."""
+    documents too); TypeError names what it was. _json reads UTF-8 text;
+    json whatever that fails on (other encodings, or errors to explain)."""
+    try:
+        text = data if isinstance(data, str) else data.decode("utf-8")
+        start = len(text) - len(text.lstrip(_JSON_SPACE))
+        value, end = _json_scan(text, start)
+        if not text[end:].strip(_JSON_SPACE):
+            return value
+    except Exception:
+        pass
+    import json
     try:
         return json.loads(data, parse_constant=_no_constant,
                           parse_float=_finite_float)
@@ -581,7 +935,6 @@ class Runtime:
         self.max_value = self.info.get("max_value_bytes") or 0
         self.obj = None
         self.fmt = FORMAT_PICKLE
-        self.pickler = None     # the cloudpickle module, once opened
         self.opened = False
         self.calls = {}         # call id -> _Call, until answered
         self.tasks = {}         # task -> the _Call whose code it runs
@@ -595,7 +948,7 @@ class Runtime:
 
     def serve(self):
         """Serve the session until Close, EOF or a Fatal; then clean up."""
-        signal.signal(signal.SIGALRM, self._on_alarm)
+        _signal.signal(_signal.SIGALRM, self._on_alarm)
         plain = self.loop
         plain.add_reader(self.fd, self._on_readable)
         self._on_readable()  # frames may already be waiting
@@ -756,7 +1109,7 @@ class Runtime:
                 _log(LOG_WARN, "unknown event %r" % (kind,))
         except BaseException as exc:
             _log(LOG_WARN, "runtime error on %s: %s"
-                 % (kind, "".join(traceback.format_exception(exc))))
+                 % (kind, _full_traceback(exc)))
             if kind == "call" and ev[1] in self.calls:
                 self._fail(self.calls[ev[1]], exc)
             elif kind == "open" and not self.opened:
@@ -783,17 +1136,20 @@ class Runtime:
         if fmt not in (FORMAT_PICKLE, FORMAT_JSON):
             return self._fatal(INVALID_ARGUMENT,
                                "unknown serialization format %d" % fmt)
+        global _cp_light
         try:
-            import cloudpickle
+            server_cp = _cloudpickle_version()
+            if self.info.get("isolate_site"):
+                _cloudpickle()  # from the host's packages, before they go
         except ImportError as exc:
             return self._fatal(FAILED_PRECONDITION, "cloudpickle is not "
                                "installed on the server: %s" % exc)
+        _cp_light = server_cp.split(".")[0] == "2"
         self.fmt = fmt
-        self.pickler = cloudpickle if fmt == FORMAT_PICKLE else None
         if not obj and not source:
             return self._fatal(INVALID_ARGUMENT, "Open carries neither an "
                                "object nor source and class_name")
-        problem = _version_problem(py_ver, cp_ver, cloudpickle.__version__)
+        problem = _version_problem(py_ver, cp_ver, server_cp)
         if obj and problem:
             return self._fatal(FAILED_PRECONDITION, problem)
         if self.info.get("isolate_site"):
@@ -808,8 +1164,8 @@ class Runtime:
         self.obj = value
         self.opened = True
         self._send(_rmworker.send_ready, self.info["session_id"],
-                   attribute_map(value), SERVER_PYTHON,
-                   cloudpickle.__version__, _installed(self.info["sys_path"]))
+                   attribute_map(value), SERVER_PYTHON, server_cp,
+                   _installed(self.info["sys_path"]))
 
     # Calls -----------------------------------------------------------------------
 
@@ -873,7 +1229,7 @@ class Runtime:
         buffers = []
         if self.fmt == FORMAT_JSON:
             try:
-                data = json.dumps(value, allow_nan=False).encode()
+                data = _json_dumps(value).encode()
             except (TypeError, ValueError, RecursionError) as exc:
                 raise TypeError("%s is not JSON serializable: %s"
                                 % (what, exc)) from None
@@ -974,7 +1330,7 @@ class Runtime:
         timeout = st.timed_out and isinstance(exc, TimeoutError)
         if st.gen is not None:
             self._close_gen(st)
-        fields = _error_fields(exc, self.pickler)
+        fields = _error_fields(exc, self.fmt == FORMAT_PICKLE)
         self._send(_rmworker.send_error, st.id, *fields, timeout)
 
     def _fail_cancelled(self, st, exc):
@@ -1135,10 +1491,10 @@ class Runtime:
             return
         self.armed = soonest
         if soonest is None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
         else:
             delay = max(soonest - time.monotonic(), 0.0005)
-            signal.setitimer(signal.ITIMER_REAL, delay)
+            _signal.setitimer(_signal.ITIMER_REAL, delay)
 
     def _on_alarm(self, signum, frame):
         """SIGALRM: raise TimeoutError into a late call that is running;
@@ -1177,7 +1533,7 @@ class Runtime:
         """Close or EOF: stop the timer; the calls that were running, each
         marked answered (the client is gone)."""
         self.armed = None
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
         pending = list(self.calls.values())
         for st in pending:
             st.done = True
@@ -1258,7 +1614,8 @@ def _run_exit_hooks():
     except BaseException as exc:
         _log(LOG_WARN, "atexit hooks failed: %r" % (exc,))
     try:
-        logging.shutdown()
+        if "logging" in sys.modules:
+            sys.modules["logging"].shutdown()
     except BaseException:
         pass
     _flush_stdio()
@@ -1307,23 +1664,26 @@ class Rehearsal:
 
 
 def _preload():
-    """Import now what every Open needs, so that a spare worker (one started
-    before its session, front_pool.c) has it ready when the Open comes.
-
-    Then rehearse an Open and a call, on an object of a class that cloudpickle
-    sends by value as clients' classes come, made from source as an Open of
-    source makes it: the first real ones would otherwise pay a millisecond
-    or two for code paths run for the first time. Nothing is sent.
+    """Rehearse an Open and a call, on an object of a class made from source
+    as an Open of source makes it, so that a spare worker (one started
+    before its session, front_pool.c) has run their code paths once when
+    the Open comes: the first real ones would otherwise pay a millisecond
+    or two. Nothing is sent.
     """
+    global _cp_version
     try:
-        import cloudpickle  # noqa: F401
+        _cp_version = _cloudpickle_version()
+        _version_problem(SERVER_PYTHON, _cp_version, _cp_version)
+        _rehearse_loading()
     except ImportError:
-        return  # the Open says so (FAILED_PRECONDITION)
+        pass  # the Open says so (FAILED_PRECONDITION)
+    except Exception as exc:
+        _log(LOG_DEBUG, "rehearsal failed: %r" % (exc,))
     try:
         module = types.ModuleType("_remotemedia_rehearsal")
         exec(_rmworker.compile(_REHEARSAL_SOURCE, "<rehearsal>"),
              module.__dict__)
-        obj = _loads(_dumps(module.Rehearsal(), []))
+        obj = module.Rehearsal()
         attribute_map(obj)
         args, kwargs = _loads(_dumps(((1,), {}), []))
         _dumps(getattr(obj, "ping")(*args, **kwargs), [])
@@ -1436,7 +1796,7 @@ class _PlainLoop:
                     callback(*args)
                 except Exception as exc:
                     _log(LOG_WARN, "a callback of the loop failed: %s"
-                         % "".join(traceback.format_exception(exc)))
+                         % _full_traceback(exc))
 
     def close(self):
         """Free the loop; the callbacks it had still to run."""
@@ -1450,12 +1810,17 @@ class _PlainLoop:
 def main():
     """Serve the session; return the worker's exit status."""
     _setup_stdio()
+    sys.meta_path.insert(0, _AfterImport({
+        "logging": _setup_logging,
+        "linecache": _setup_linecache,
+        "cloudpickle.cloudpickle": _cp_imported,
+    }))
     _preload()
     os.register_at_fork(after_in_child=_forget_front)
     runtime = Runtime()
     try:
         runtime.serve()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
     _run_exit_hooks()
     return 0

@@ -69,6 +69,10 @@ class Probe:
             return False
         return True
 
+    def adder(self, n):
+        """A function of its own, which only cloudpickle sends."""
+        return lambda x: x + n
+
 
 async def open_probe(srv: Server, reqs, progress=None, **kw):
     """A connected client and a Probe proxy in a session with `reqs`."""
@@ -863,11 +867,14 @@ def test_system_site_packages_off_hides_host_packages(own_server):
     srv = own_server("--pip-system-site-packages", "off")
 
     async def go(p):
-        return await p.attr("rmtest_base", "VERSION"), await p.can_import(HOST_MODULE)
+        return (await p.attr("rmtest_base", "VERSION"), await p.can_import(HOST_MODULE),
+                await p.adder(2))
 
-    version, visible = run(with_probe(srv, ["rmtest-base"], go))
+    version, visible, add = run(with_probe(srv, ["rmtest-base"], go))
     assert version == "2.0"
     assert visible is False
+    # The worker's own cloudpickle is the host's, taken before they hid.
+    assert add(1) == 3
 
 
 # --------------------------------------------------------------------------

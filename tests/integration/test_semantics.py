@@ -3,7 +3,9 @@ concurrency, exceptions, deadlines, retries, values, pickling, json, output
 and the session lifecycle."""
 from __future__ import annotations
 
+import abc
 import asyncio
+import enum
 import gc
 import logging
 import os
@@ -202,6 +204,7 @@ class Talker:
         import logging as lg
         for i in range(n):
             print(f"line {i}")
+        lg.getLogger("talker").info("logged info")
         lg.getLogger("talker").warning("logged warning")
         return n
 
@@ -544,6 +547,109 @@ def test_classes_from_user_modules_travel_by_value(server, tmp_path):
         sys.modules.pop("rm_user_mod_xyz", None)
 
 
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+class Shape(abc.ABC):
+    """An abstract class with a registered virtual subclass."""
+
+
+Shape.register(complex)
+
+
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+class ByValue:
+    """Classes and functions of the client's, sent by value, that the worker
+    rebuilds without cloudpickle until something needs cloudpickle."""
+
+    def __init__(self, k):
+        self.k = k
+        self.scale = lambda y: y * k
+
+    def loaded(self, name):
+        return name in sys.modules
+
+    def make(self, x):
+        return Point(x)
+
+    def same_class(self, a, b):
+        return type(a) is type(b) is Point
+
+    def x_of(self, p):
+        return p.x
+
+    def scaled(self, y):
+        return self.scale(y)
+
+    def adder(self, n):
+        def add(y):
+            return y + n + self.k
+        return add
+
+    def is_shape(self, v):
+        return isinstance(v, Shape)
+
+    def plain_values(self):
+        return [1, "a", (2.5, None), {"k": {3, 4}}, bytearray(b"xy"), frozenset()]
+
+    def fail(self):
+        raise ValueError("by value")
+
+
+class Colors:
+    """Its pickle rebuilds an enum, which loading without cloudpickle
+    leaves to cloudpickle, halfway through the pickle."""
+
+    def color(self, name):
+        return Color[name]
+
+    def x_of(self, p):
+        return p.x
+
+
+def test_objects_sent_by_value_load_without_cloudpickle(server):
+    """The worker loads a class sent by value, and pickles results of
+    builtin types, without importing cloudpickle (nor logging, json, re:
+    an idle session's memory); a result that needs cloudpickle imports it,
+    and classes rebuilt before then keep the client's identity both ways."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            b = await client.create_proxy(ByValue(3))
+            for name in ("cloudpickle", "logging", "json", "re", "traceback",
+                         "linecache", "typing", "inspect"):
+                assert await b.loaded(name) is False, name
+            assert await b.scaled(2) == 6
+            assert await b.same_class(Point(1), Point(2)) is True
+            assert await b.x_of(Point(7)) == 7
+            assert await b.is_shape(1j) is True
+            assert await b.is_shape(1) is False
+            got = await b.plain_values()
+            assert got == [1, "a", (2.5, None), {"k": {3, 4}}, bytearray(b"xy"), frozenset()]
+            assert type(got[4]) is bytearray
+            with pytest.raises(ValueError, match="by value"):
+                await b.fail()
+            assert await b.loaded("cloudpickle") is False
+
+            # A client's class in a result: cloudpickle now, by the client's id.
+            p = await b.make(5)
+            assert type(p) is Point and p.x == 5
+            assert await b.loaded("cloudpickle") is True
+            assert await b.same_class(Point(1), p) is True
+            add = await b.adder(10)
+            assert add(1) == 14
+
+            c = await client.create_proxy(Colors())
+            assert await c.color("RED") is Color.RED
+            assert await c.x_of(Point(8)) == 8
+    run(main())
+
+
 def test_version_mismatch_is_failed_precondition(server, monkeypatch):
     import remotemedia.remote as rr
     import cloudpickle
@@ -598,6 +704,9 @@ def test_print_and_logging_arrive_as_output(server, caplog):
     for i in range(3):
         assert f"line {i}" in caplog.text
     assert "logged warning" in caplog.text
+    # The root logger, set up once the call imported logging: INFO and up,
+    # with level and name.
+    assert "INFO:talker:logged info" in caplog.text
     assert "[session " in caplog.text
 
 

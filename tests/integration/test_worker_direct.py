@@ -1016,6 +1016,74 @@ def test_json_format(front):
     assert e.type == "TypeError"
 
 
+def _strict_json(raw):
+    """What the worker answers to raw arguments: json.loads's value (no
+    NaN or Infinity), as JSON; or None where json.loads refuses them."""
+    def refuse(x):
+        raise ValueError(x)
+
+    def finite(text):
+        value = float(text)
+        if value - value != 0.0:
+            raise ValueError(text)
+        return value
+    try:
+        doc = json.loads(raw, parse_constant=refuse, parse_float=finite)
+        return json.loads(json.dumps(doc["args"][0]))
+    except (ValueError, RecursionError):
+        return None
+
+
+def test_json_reads_and_writes_as_json_does(front):
+    """The worker reads and writes JSON with json's C half, and asks json
+    itself what that cannot do (other encodings) and why a document is
+    refused: the answers are json's, byte for byte and message for
+    message."""
+    f = front(fmt="json")
+    f.open(Sample())
+    cases = [
+        b'{"args": [[1, 2.5, "x", null, true, {"k": [false]}]], "kwargs": {}}',
+        b' \t\r\n{"args": ["spaced"]} \n\t ',
+        b'\xef\xbb\xbf{"args": ["BOM"]}',
+        '{"args": ["utf-16 \u00e9"]}'.encode("utf-16"),
+        '{"args": ["utf-32"]}'.encode("utf-32-le"),
+        b'{"args": ["\\ud83d\\ude00 \xe2\x98\x83 \\u0000"]}',
+        b'{"args": [[123456789012345678901234567890, -0.0, 1e308, 1E-7]]}',
+        b'{"args": [1]} x',
+        b'{"args": [1]}{"args": [2]}',
+        b'{"args": [NaN]}',
+        b'{"args": [Infinity]}',
+        b'{"args": [1e400]}',
+        b'{"args": ["\x00"]}',
+        b'{"args": ["\xff"]}',
+        b'{"args": [1,]}',
+        b'{"args": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+        b"   ",
+    ]
+    for raw in cases:
+        want = _strict_json(raw)
+        got = f.answer(f.send_call("echo", raw_args=raw))
+        if want is None:
+            assert got.kind == "error", (raw[:40], got)
+            assert got.msg.type == "TypeError", (raw[:40], got.msg)
+            assert got.msg.message.startswith("invalid JSON in the arguments"), got.msg.message
+            try:
+                json.loads(raw)
+            except (ValueError, RecursionError) as exc:
+                assert str(exc) in got.msg.message, (str(exc), got.msg.message)
+        else:
+            assert got.kind == "result", (raw[:40], got)
+            assert f.decode(got.data, got.buffer_sizes) == want, raw[:40]
+
+    # Writing: json.dumps(allow_nan=False), errors and all.
+    for value in (["a\u00e9\u2603\U0001f600", {"1": [None, True, 2.5e-300]}],
+                  {"nested": [[[[]]]], "": ""}, "plain", 7, -1.5, None):
+        data = f.answer(f.send_call("echo", value))
+        assert data.kind == "result" and bytes(data.data) == json.dumps(value, allow_nan=False).encode()
+    e = f.error(f.send_call("get_set"))
+    assert e.message.endswith("Object of type set is not JSON serializable")
+
+
 def test_json_source_object(front):
     f = front(fmt="json")
     ready = f.open(source=SOURCE, class_name="Adder",

@@ -36,6 +36,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -242,6 +243,7 @@ sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
 	/* The uid change cleared PR_SET_PDEATHSIG: is W0 still there? */
 	if (!sandbox_w1_parent_alive(p->sp_go[0]))
 		_exit(1);
+	malloc_trim(0);
 	if ((w2 = fork()) == -1) {
 		log_warn("fork");
 		sandbox_w1_fail(p->sp_status[1]);

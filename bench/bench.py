@@ -312,9 +312,46 @@ def mem_available_mib() -> int:
     return 0
 
 
-async def idle_memory(srv, n: int) -> tuple[float, int]:
-    """MiB of private memory per idle session, and how many were open: n
-    sessions at once (fewer if this host lacks 16 MiB free for each), the
+def bare_python_kib() -> int:
+    """Private memory of a bare interpreter (/usr/bin/python3 -I, which
+    imports site and runs the host's .pth files, as a worker does): the
+    floor of a session that has its own interpreter."""
+    proc = subprocess.Popen(["/usr/bin/python3", "-I", "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        return private_kib(proc.pid)
+    finally:
+        proc.stdin.close()
+        proc.wait()
+
+
+def process_kinds(procs: list[int]) -> dict[str, int]:
+    """KiB of private memory of these processes by kind: the sessions'
+    interpreters (workers with no child), the sandbox's helper processes
+    (workers with children), and slirp4netns."""
+    parents = set()
+    for p in procs:
+        try:
+            parents.add(int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]))
+        except OSError:
+            pass
+    kinds: dict[str, int] = {"interpreters": 0, "helpers": 0, "slirp4netns": 0}
+    for p in procs:
+        try:
+            comm = Path(f"/proc/{p}/comm").read_text().strip()
+        except OSError:
+            continue
+        kind = ("slirp4netns" if comm == "slirp4netns" else
+                "helpers" if p in parents else "interpreters")
+        kinds[kind] += private_kib(p)
+    return kinds
+
+
+async def idle_memory(srv, n: int) -> tuple[float, int, dict[str, int]]:
+    """MiB of private memory per idle session, how many were open, and the
+    KiB of each kind of process (process_kinds) and of the front's growth:
+    n sessions at once (fewer if this host lacks 16 MiB free for each), the
     front's growth plus every process of every session. A connection
     carries at most 100 streams (--max-streams), so sessions are spread
     over one client per 100."""
@@ -327,13 +364,12 @@ async def idle_memory(srv, n: int) -> tuple[float, int]:
         for i in range(n):
             proxies.append(await clients[i // 100].create_proxy(Trivial()))
         await asyncio.sleep(0.5)
-        procs = descendants(srv.proc.pid)
-        total = sum(private_kib(p) for p in procs)
-        total += private_kib(srv.proc.pid) - front0
+        kinds = process_kinds(descendants(srv.proc.pid))
+        kinds["front"] = private_kib(srv.proc.pid) - front0
         assert sum(await asyncio.gather(*(p.ping(1) for p in proxies))) == n
     finally:
         await asyncio.gather(*(c.disconnect() for c in clients))
-    return total / n / 1024, n
+    return sum(kinds.values()) / n / 1024, n, kinds
 
 
 async def env_figures(srv, args, table: Table, none_ms: float) -> None:
@@ -449,9 +485,11 @@ async def run(args) -> None:
         big = await big_round_trip(config, 64 * 1024 * 1024, args.big)
         table.add("64 MiB round trip, Python client", ms(big), "ms", "", None,
                   note="64 MiB each way")
-        mib, held = await idle_memory(srv, args.idle)
-        table.add("idle sessions, private memory each", mib, "MiB", "", None, ("<=", 4),
-                  note=f"{held} open at once")
+        mib, held, kinds = await idle_memory(srv, args.idle)
+        split = ", ".join(f"{k} {v / held / 1024:.2f}" for k, v in kinds.items())
+        table.add("idle sessions, private memory each", mib, "MiB",
+                  "a bare interpreter (python3 -I)", bare_python_kib() / 1024, ("<=", 4),
+                  note=f"{held} open at once; MiB a session: {split}")
     finally:
         srv.stop()
         srv.cleanup()

@@ -116,12 +116,20 @@ class _ByValue(Exception):
     """A class or function that cloudpickle writes by value."""
 
 
+# Classes that have no name to import them by, which pickle writes as
+# cloudpickle does.
+_PICKLE_WRITES = (type(None), type(...), type(NotImplemented))
+
+
 def _by_reference(obj):
     """Whether cloudpickle writes this class or function by reference, as
     pickle does: by its name in a module that is not __main__ nor one made
-    at run time, and that has it under that name."""
+    at run time, and that has it under that name (or one of the classes
+    that pickle writes as cloudpickle does without a name)."""
+    if any(obj is known for known in _PICKLE_WRITES):
+        return True
     try:
-        module_name, found = obj.__module__, None
+        module_name = obj.__module__
         if module_name == "__main__":
             return False
         module = sys.modules[module_name]
@@ -145,6 +153,10 @@ class _Pickler(_pickle.Pickler):
 
     def reducer_override(self, obj):
         t = type(obj)
+        if t is types.MethodType:
+            # pickle writes getattr(self, name) and never looks at the
+            # function, which cloudpickle writes itself.
+            raise _ByValue
         if ((t is types.FunctionType or issubclass(t, type))
                 and not _by_reference(obj)):
             raise _ByValue
@@ -259,19 +271,22 @@ _CP_LIGHT = {
     "_class_setstate": _cp_class_setstate,
     "_function_setstate": _cp_function_setstate,
 }
-# Whether _CP_LIGHT stands for the session's cloudpickle (version 2).
+# Whether _CP_LIGHT stands for the session's cloudpickle (version 2), and
+# whether cloudpickle has since been imported and taken _cp_classes.
 _cp_light = False
+_cp_handed = False
 
 
 def _cp_imported(module):
     """cloudpickle.cloudpickle was imported: hand it the classes rebuilt
     here, so that it sends them back by the client's ids."""
+    global _cp_handed
     try:
-        for tracker_id, cls in list(_cp_classes.items()):
-            module._lookup_class_or_track(tracker_id, cls)
+        while _cp_classes:
+            module._lookup_class_or_track(*_cp_classes.popitem())
     except Exception as exc:
         _log(LOG_WARN, "cloudpickle took no classes: %r" % (exc,))
-    _cp_classes.clear()
+    _cp_handed = True
 
 
 class _Unpickler(_pickle.Unpickler):
@@ -279,8 +294,7 @@ class _Unpickler(_pickle.Unpickler):
     cloudpickle is not imported."""
 
     def find_class(self, module, name):
-        if (_cp_light and module in _CP_MODULES
-                and "cloudpickle.cloudpickle" not in sys.modules):
+        if _cp_light and not _cp_handed and module in _CP_MODULES:
             light = _CP_LIGHT.get(name)
             if light is not None:
                 return light
@@ -372,20 +386,27 @@ def _flush_stdio():
             pass
 
 
+# The session's stderr, as the worker set it up (user code may swap
+# sys.stderr for a while, as contextlib.redirect_stderr does).
+_stderr = None
+
+
 def _setup_stdio():
     """Line-buffer stdout/stderr."""
+    global _stderr
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(line_buffering=True)
         except Exception:
             pass
+    _stderr = sys.stderr
 
 
 def _setup_logging(logging):
     """Send the root logger to stderr, once the session imports logging."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_stderr or sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
     root.addHandler(handler)
 
@@ -407,6 +428,7 @@ class _AfterImport:
 
     def __init__(self, hooks):
         self.hooks = {}
+        self.finding = set()  # names being looked up: finders may re-enter
         for name, hook in hooks.items():
             if name in sys.modules:
                 self._run(hook, sys.modules[name])
@@ -421,28 +443,37 @@ class _AfterImport:
             _log(LOG_WARN, "setting up %s failed: %r" % (module.__name__, exc))
 
     def find_spec(self, name, path=None, target=None):
-        hook = self.hooks.get(name)
-        if hook is None:
+        if name not in self.hooks or name in self.finding:
             return None
-        for finder in sys.meta_path:
-            find = getattr(finder, "find_spec", None)
-            if finder is self or find is None:
-                continue
-            spec = find(name, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
+        self.finding.add(name)
+        try:
+            for finder in sys.meta_path:
+                find = getattr(finder, "find_spec", None)
+                if finder is self or find is None:
+                    continue
+                spec = find(name, path, target)
+                if spec is not None:
+                    break
+            else:
+                return None
+        finally:
+            self.finding.discard(name)
         loader = spec.loader
         run = getattr(loader, "exec_module", None)
         if run is None or isinstance(loader, type):
             return spec  # a loader of many modules (builtin, frozen): left
-        del self.hooks[name]
 
         def exec_module(module):
-            del loader.exec_module  # once: a reload runs no hook
-            run(module)
-            self._run(hook, module)
+            try:
+                run(module)
+            finally:
+                loader.__dict__.pop("exec_module", None)  # a reload: no hook
+            # The hook goes once the module has run: not when the module
+            # was only looked for (importlib.util.find_spec), nor when its
+            # first import failed.
+            hook = self.hooks.pop(name, None)
+            if hook is not None:
+                self._run(hook, module)
         loader.exec_module = exec_module
         return spec
 
@@ -504,8 +535,11 @@ def _format_traceback(exc):
 
 def _full_traceback(exc):
     """The traceback text with the runtime's frames, for the worker's log."""
-    import traceback
-    return "".join(traceback.format_exception(exc))
+    try:
+        import traceback
+        return "".join(traceback.format_exception(exc))
+    except BaseException:
+        return "%s: %s" % (_type_name(type(exc)), _safe_str(exc))
 
 
 def _clean(text):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import fractions
 import gc
 import logging
 import os
@@ -598,6 +599,22 @@ class ByValue:
     def plain_values(self):
         return [1, "a", (2.5, None), {"k": {3, 4}}, bytearray(b"xy"), frozenset()]
 
+    def importable(self, n):
+        """Values of importable classes and functions: pickle alone."""
+        import fractions
+        import functools
+        import operator
+        import numpy
+        return (numpy.arange(n), functools.partial(operator.add, n),
+                fractions.Fraction(1, n), ValueError("v"), type(None))
+
+    def bound(self):
+        """A function of the client's bound to a value of an importable
+        class: pickle would write getattr(value, "<lambda>")."""
+        import fractions
+        import types as t
+        return t.MethodType(lambda obj: obj * 2, fractions.Fraction(1, 2))
+
     def fail(self):
         raise ValueError("by value")
 
@@ -632,6 +649,10 @@ def test_objects_sent_by_value_load_without_cloudpickle(server):
             got = await b.plain_values()
             assert got == [1, "a", (2.5, None), {"k": {3, 4}}, bytearray(b"xy"), frozenset()]
             assert type(got[4]) is bytearray
+            arr, add, frac, err, none = await b.importable(4)
+            assert arr.tolist() == [0, 1, 2, 3] and add(1) == 5
+            assert frac == fractions.Fraction(1, 4) and type(err) is ValueError
+            assert none is type(None)
             with pytest.raises(ValueError, match="by value"):
                 await b.fail()
             assert await b.loaded("cloudpickle") is False
@@ -647,6 +668,44 @@ def test_objects_sent_by_value_load_without_cloudpickle(server):
             c = await client.create_proxy(Colors())
             assert await c.color("RED") is Color.RED
             assert await c.x_of(Point(8)) == 8
+
+            d = await client.create_proxy(ByValue(1))
+            assert (await d.bound())() == 1
+    run(main())
+
+
+class LateLogging:
+    def handlers(self):
+        """Import logging behind a finder that looks it up again from
+        inside its own lookup (as wrapt's import hooks do), after a mere
+        look-up of it: the runtime's set-up of the root logger still runs."""
+        import importlib.util
+        import sys as s
+
+        class Nested:
+            busy = False
+
+            def find_spec(self, name, path=None, target=None):
+                if name == "logging" and not self.busy:
+                    self.busy = True
+                    try:
+                        importlib.util.find_spec(name)
+                    finally:
+                        self.busy = False
+                return None
+
+        assert "logging" not in s.modules
+        importlib.util.find_spec("logging")
+        s.meta_path.insert(0, Nested())
+        import logging
+        return [type(h).__name__ for h in logging.getLogger().handlers]
+
+
+def test_logging_is_set_up_whoever_imports_it(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            p = await client.create_proxy(LateLogging())
+            assert await p.handlers() == ["StreamHandler"]
     run(main())
 
 

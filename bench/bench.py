@@ -272,18 +272,21 @@ def rmctl_bench(srv, *extra: str) -> dict:
     return json.loads(out.stdout)
 
 
+def parent_of(pid: int) -> int | None:
+    """pid's parent, from /proc; None if pid is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def descendants(pid: int) -> list[int]:
     """pid's descendant processes, from /proc."""
     kids: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
+        if d.isdigit() and (ppid := parent_of(int(d))) is not None:
+            kids.setdefault(ppid, []).append(int(d))
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -330,12 +333,7 @@ def process_kinds(procs: list[int]) -> dict[str, int]:
     """KiB of private memory of these processes by kind: the sessions'
     interpreters (workers with no child), the sandbox's helper processes
     (workers with children), and slirp4netns."""
-    parents = set()
-    for p in procs:
-        try:
-            parents.add(int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]))
-        except OSError:
-            pass
+    parents = {parent_of(p) for p in procs}
     kinds: dict[str, int] = {"interpreters": 0, "helpers": 0, "slirp4netns": 0}
     for p in procs:
         try:

@@ -337,6 +337,19 @@ def _loads(data, sizes=()):
 _cp_version = None
 
 
+def _find_spec(name, path=None, target=None, skip=None):
+    """The spec that importing name would use, from sys.meta_path's finders
+    (but skip), or None; importlib.util.find_spec without importing
+    importlib.util, nor importing the parents of name."""
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if finder is not skip and find is not None:
+            spec = find(name, path, target)
+            if spec is not None:
+                return spec
+    return None
+
+
 def _cloudpickle_version():
     """The version of the cloudpickle that an import would load, read from
     its __init__.py without importing it, or from the module if that
@@ -347,14 +360,11 @@ def _cloudpickle_version():
         return cp.__version__
     if _cp_version is not None:
         return _cp_version
-    for finder in sys.meta_path:
-        try:
-            spec = finder.find_spec("cloudpickle", None)
-        except Exception:
-            continue
-        if spec is not None:
-            break
-    else:
+    try:
+        spec = _find_spec("cloudpickle")
+    except Exception:
+        return _cloudpickle().__version__  # the import says what is wrong
+    if spec is None:
         raise ImportError("No module named 'cloudpickle'")
     if (spec.origin or "").endswith("__init__.py"):
         try:
@@ -447,17 +457,11 @@ class _AfterImport:
             return None
         self.finding.add(name)
         try:
-            for finder in sys.meta_path:
-                find = getattr(finder, "find_spec", None)
-                if finder is self or find is None:
-                    continue
-                spec = find(name, path, target)
-                if spec is not None:
-                    break
-            else:
-                return None
+            spec = _find_spec(name, path, target, skip=self)
         finally:
             self.finding.discard(name)
+        if spec is None:
+            return None
         loader = spec.loader
         run = getattr(loader, "exec_module", None)
         if run is None or isinstance(loader, type):
@@ -1707,6 +1711,7 @@ def _preload():
     global _cp_version
     try:
         _cp_version = _cloudpickle_version()
+        # The Open's checks: the first int() of a str took 0.1 ms.
         _version_problem(SERVER_PYTHON, _cp_version, _cp_version)
         _rehearse_loading()
     except ImportError:

@@ -316,9 +316,10 @@ def mem_available_mib() -> int:
 
 
 def bare_python_kib() -> int:
-    """Private memory of a bare interpreter (/usr/bin/python3 -I, which
-    imports site and runs the host's .pth files, as a worker does): the
-    floor of a session that has its own interpreter."""
+    """Private memory of a bare interpreter (/usr/bin/python3 -I): what a
+    program run by the host's Python holds before its own work. It runs
+    the host's .pth files whole, which a worker does not (_setup_site in
+    the worker's runtime)."""
     proc = subprocess.Popen(["/usr/bin/python3", "-I", "-c", "import sys; sys.stdin.read()"],
                             stdin=subprocess.PIPE)
     try:

@@ -1201,9 +1201,11 @@ worker_py_exc_text(void)
 }
 
 /*
- * Start CPython as /usr/bin/python3 would be, so that sys.executable,
- * sys.path and Debian's dist-packages are those of the system Python:
- * site on, no user site, no bytecode written, no argv parsing.
+ * Start CPython as /usr/bin/python3 would be, so that sys.executable and
+ * sys.path are those of the system Python: no user site, no bytecode
+ * written, no argv parsing. Without site, though: the runtime adds the
+ * site directories itself (_setup_site), and does not run the host's
+ * .pth import lines and sitecustomize.
  */
 static void
 worker_py_start(void)
@@ -1217,7 +1219,7 @@ worker_py_start(void)
 		fatalx("cannot register %s", WORKER_PY_MODULE);
 	PyConfig_InitPythonConfig(&cfg);
 	cfg.parse_argv = 0;
-	cfg.site_import = 1;
+	cfg.site_import = 0;
 	cfg.user_site_directory = 0;
 	cfg.write_bytecode = 0;
 	cfg.install_signal_handlers = 1;

@@ -412,6 +412,77 @@ def _setup_stdio():
     _stderr = sys.stderr
 
 
+# The host's site-packages and the directories their .pth files add:
+# what an environment built without them hides at its Open.
+_host_paths = set()
+
+
+def _setup_site(env_dirs, host_dirs=None):
+    """Give the session the sys.path and builtins that site would.
+
+    CPython starts without site (worker_py.c), because site would run the
+    host's .pth files whole, and their import lines are the host's
+    start-up hooks, not the session's: here matplotlib's and setuptools'
+    cost every session 0.3 MiB of private memory, importing importlib.util,
+    contextlib and _distutils_hack. So this does what site.main() does,
+    but of the host's site-packages (host_dirs, or site's list) it takes
+    only the directories that their .pth files add, and it runs no
+    sitecustomize. (Debian's host packages need none of it: a namespace
+    package such as mpl_toolkits imports without its .pth.) The session's
+    environment (env_dirs, already first on sys.path) is a site directory
+    of its own: its .pth files run whole, import lines too, as in a venv,
+    before the host's directories are on sys.path."""
+    import site
+    if host_dirs is None:
+        host_dirs = site.getsitepackages()
+    known = site.removeduppaths()
+    for d in env_dirs:
+        for name in _pth_names(d):
+            site.addpackage(d, name, known)
+    for d in host_dirs:
+        d, case = site.makepath(d)
+        if case in known or not os.path.isdir(d):
+            continue
+        sys.path.append(d)
+        known.add(case)
+        _host_paths.add(d)
+        for name in _pth_names(d):
+            _host_pth(site, d, name, known)
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
+def _pth_names(sitedir):
+    """The .pth files of a site directory, in the order site reads them."""
+    try:
+        return sorted(n for n in os.listdir(sitedir) if n.endswith(".pth"))
+    except OSError:
+        return []
+
+
+def _host_pth(site, sitedir, name, known):
+    """Add the directories that a host .pth file names, as site.addpackage
+    adds them, without running its import lines. A file that cannot be
+    read is left out, and the server's log says so."""
+    fullname = os.path.join(sitedir, name)
+    try:
+        with io.TextIOWrapper(io.open_code(fullname), encoding="locale") as f:
+            lines = f.readlines()
+    except (OSError, ValueError) as exc:
+        _log(LOG_WARN, "%s: %s: %s (ignored)" % (
+            fullname, type(exc).__name__, exc))
+        return
+    for line in lines:
+        if line.startswith(("#", "import ", "import\t")) or not line.strip():
+            continue
+        d, case = site.makepath(sitedir, line.rstrip())
+        if case not in known and os.path.exists(d):
+            sys.path.append(d)
+            known.add(case)
+            _host_paths.add(d)
+
+
 def _setup_logging(logging):
     """Send the root logger to stderr, once the session imports logging."""
     root = logging.getLogger()
@@ -954,7 +1025,8 @@ def _hide_host_packages(keep):
     """An environment built without the host's site-packages: take them off
     sys.path (the runtime's own imports are done), keeping the session's."""
     import site
-    hidden = set(site.getsitepackages()) | {site.getusersitepackages()}
+    hidden = (_host_paths | set(site.getsitepackages()) |
+              {site.getusersitepackages()})
     keep = set(keep or ())
     sys.path[:] = [p for p in sys.path if p in keep or not (
         p in hidden or p.endswith(("site-packages", "dist-packages")))]
@@ -1854,6 +1926,7 @@ def main():
         "linecache": _setup_linecache,
         "cloudpickle.cloudpickle": _cp_imported,
     }))
+    _setup_site(_rmworker.init_info()["sys_path"])
     _preload()
     os.register_at_fork(after_in_child=_forget_front)
     runtime = Runtime()

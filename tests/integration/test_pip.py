@@ -24,7 +24,7 @@ import pytest
 
 from clientlib import runner
 from h2raw import H2Client, Response, grpc_frame
-from pkgindex import PackageIndex, build_test_packages
+from pkgindex import PackageIndex, build_test_packages, build_wheel
 from remotemedia.core.exceptions import InstallError, RemoteExecutionError
 from remotemedia.remote import RemoteProxyClient, wire
 from remotemedia.remote.session import SESSION_METHOD
@@ -68,6 +68,14 @@ class Probe:
         except ImportError:
             return False
         return True
+
+    def getenv(self, name):
+        import os
+        return os.environ.get(name)
+
+    def sys_path(self):
+        import sys
+        return list(sys.path)
 
     def adder(self, n):
         """A function of its own, which only cloudpickle sends."""
@@ -875,6 +883,32 @@ def test_system_site_packages_off_hides_host_packages(own_server):
     assert visible is False
     # The worker's own cloudpickle is the host's, taken before they hid.
     assert add(1) == 3
+
+
+def test_pth_files_of_the_environment_run_as_in_a_venv(srv, idx, tmp_path, caplog):
+    """A package's .pth files work in the session as in a venv: the
+    directories they name join sys.path ahead of the host's packages and
+    their import lines run; one that raises is reported, and the session
+    goes on."""
+    idx.add_wheel(build_wheel(tmp_path, "rmtest-pth", "1.0", {
+        "rmtest_pth.pth": "# a comment\n\nrmtest_pth_dir\nimport rmtest_pth_hook\n",
+        "rmtest_pth_dir/rmtest_pth_inner.py": "INNER = 'inner'\n",
+        "rmtest_pth_hook.py": "import os\nos.environ['RMTEST_PTH_HOOK'] = 'ran'\n",
+        "zz_rmtest_pth.pth": "import rmtest_pth_raises\n",
+        "rmtest_pth_raises.py": "raise RuntimeError('pth boom')\n",
+    }))
+
+    async def go(p):
+        return (await p.attr("rmtest_pth_inner", "INNER"),
+                await p.getenv("RMTEST_PTH_HOOK"), await p.sys_path())
+
+    with caplog.at_level(logging.INFO):
+        inner, hook, path = run(with_probe(srv, ["rmtest-pth"], go))
+    assert inner == "inner" and hook == "ran"
+    extra = [i for i, p in enumerate(path) if p.endswith("/site-packages/rmtest_pth_dir")]
+    host = [i for i, p in enumerate(path) if p.endswith("dist-packages")]
+    assert len(extra) == 1 and host and extra[0] < host[0], path
+    assert "zz_rmtest_pth.pth" in caplog.text and "pth boom" in caplog.text
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -707,6 +708,73 @@ def test_logging_is_set_up_whoever_imports_it(server):
             p = await client.create_proxy(LateLogging())
             assert await p.handlers() == ["StreamHandler"]
     run(main())
+
+
+class Site:
+    """What site gave the session; and the runtime's set-up of site run on
+    directories of the session's own (in its cwd: a sandboxed session sees
+    no host path)."""
+
+    def state(self):
+        import builtins
+        import sys as s
+        return (sorted(s.modules), list(s.path), s.flags.no_site,
+                [n for n in ("exit", "quit", "help", "copyright", "credits", "license")
+                 if hasattr(builtins, n)])
+
+    def set_up(self):
+        import sys as s
+        rt = s.modules["_remotemedia_runtime"]
+        host, env = os.path.abspath("host-site"), os.path.abspath("env-site")
+        for d in ("host-site/extra", "host-site/extra2", "env-site/env-extra"):
+            os.makedirs(d, exist_ok=True)
+        files = {"host-site/a.pth": b"# a comment\n\nextra\nmissing\n"
+                                    b"import os; os.environ['RMTEST_HOST_PTH'] = '1'\n",
+                 "host-site/b.pth": b"extra2\n\xff\n",  # not text: left out
+                 "env-site/c.pth": b"env-extra\nimport os; os.environ['RMTEST_ENV_PTH'] = '1'\n"}
+        for name, data in files.items():
+            with open(name, "wb") as f:
+                f.write(data)
+        s.path.insert(0, env)
+        before = list(s.path)
+        rt._setup_site([env], [host, os.path.abspath("nowhere"), env])
+        return ([os.path.relpath(p) for p in s.path if p not in before],
+                os.environ.get("RMTEST_HOST_PTH"), os.environ.get("RMTEST_ENV_PTH"))
+
+
+def _host_modules(*flags):
+    out = subprocess.run(["/usr/bin/python3", *flags, "-c", "import sys; print(*sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_site_gives_the_host_packages_without_the_hosts_hooks(server):
+    """A session sees the host's site-packages as /usr/bin/python3 does, with
+    site's builtins, but the host's .pth import lines and sitecustomize do
+    not run in it (they cost every session memory); the directories that
+    .pth files name still join sys.path, after the session's own."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            p = await client.create_proxy(Site())
+            mods, path, no_site, names = await p.state()
+            added, host_ran, env_ran = await p.set_up()
+            return mods, path, no_site, names, added, host_ran, env_ran
+
+    mods, path, no_site, names, added, host_ran, env_ran = run(main())
+    import site
+    host = [d for d in site.getsitepackages() if os.path.isdir(d)]
+    assert [p for p in path if p in host] == host
+    assert no_site == 1
+    assert names == ["exit", "quit", "help", "copyright", "credits", "license"]
+    # What the host's hooks import here, and nothing that imports them.
+    hooks = _host_modules("-I") - _host_modules("-I", "-S")
+    for name in ("sitecustomize", "_distutils_hack", "certifi", "mpl_toolkits",
+                 "importlib.util"):
+        if name in hooks:
+            assert name not in mods, name
+    assert added == ["env-site/env-extra", "host-site", "host-site/extra"]
+    assert host_ran is None and env_ran == "1"
+    assert "host-site/b.pth: UnicodeDecodeError" in server.log_text()
 
 
 def test_version_mismatch_is_failed_precondition(server, monkeypatch):

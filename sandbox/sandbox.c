@@ -5,9 +5,10 @@
  *   W0  joins the session's cgroup, then clones W1 into new mount, PID,
  *       IPC, UTS and cgroup namespaces (and a network namespace unless the
  *       policy is host). W0 itself stays in the host's namespaces, so that
- *       it can start slirp4netns there for an isolated session. Then it
- *       only waits, and ends as W2 ended: same exit code, or killed by the
- *       same signal.
+ *       it can start slirp4netns there for an isolated session; a child
+ *       of W0 enters W1's network namespace to load the egress rules
+ *       (sandbox_egress.c). Then W0 only waits, and ends as W2 ended: same
+ *       exit code, or killed by the same signal.
  *   W1  builds the session's root and enters it (sandbox_ns.c), brings up
  *       lo, waits until W0 says the network is up, drops to the session's
  *       uid, forks W2, and is the session's init: it reaps, forwards
@@ -74,6 +75,7 @@ int sandbox_ns_identity(const struct sandbox_conf *);
 /* sandbox_net.c */
 pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
 int sandbox_net_inside(const struct sandbox_conf *);
+int sandbox_net_egress(const struct sandbox_conf *, pid_t);
 char *sandbox_egress_rules(const struct sandbox_conf *);
 /* sandbox_forward.c */
 pid_t sandbox_forward_start(const struct sandbox_conf *, pid_t);
@@ -475,7 +477,7 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 	close(p->sp_log[1]);
 	if (slirp != -1)
 		fwd = sandbox_forward_start(sc, w1);
-	if (slirp == -1 || fwd == -1) {
+	if (slirp == -1 || fwd == -1 || sandbox_net_egress(sc, w1) == -1) {
 		kill(w1, SIGKILL);
 		failed = 1;
 	} else if (write(p->sp_go[1], "g", 1) != 1)

@@ -3,9 +3,9 @@
  * --session-egress-deny). slirp4netns relays the session's connections
  * from the host's side, so without a policy a session reaches whatever the
  * host reaches: the host itself, its LAN, and the cloud metadata service
- * on 169.254.169.254. W1 installs, inside the session's network namespace
- * and before it drops root, an nftables output chain (through libnftables)
- * that, in order:
+ * on 169.254.169.254. Before W1 may go on to drop root and fork the
+ * worker, a child of W0 enters the session's network namespace and installs
+ * there an nftables output chain (through libnftables) that, in order:
  *
  *   accepts lo, and DNS to slirp4netns's resolver (10.0.2.3 port 53);
  *   accepts each --session-egress-allow CIDR;
@@ -219,7 +219,7 @@ sandbox_egress_rules(const struct sandbox_conf *sc)
 	return rules;
 }
 
-/* In W1, inside the session's network namespace, still root: load it. */
+/* Inside the session's network namespace, as root: load it. */
 int
 sandbox_egress_apply(const char *rules)
 {

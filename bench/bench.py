@@ -10,7 +10,8 @@ reference measured in the same run and its target, printed as one table
 - a cached environment's ready time beside a cold install;
 - rmctl bench (the C client): call round trip beside Echo, a generator of
   1 MiB items, small calls per second over many sessions, and the knee;
-- private memory per idle session (smaps_rollup of the front and workers).
+- private memory per idle session (smaps_rollup of the front and workers),
+  with the default isolated network and with --session-network off.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import json
 import os
 import shutil
 import subprocess
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -486,8 +486,22 @@ async def run(args) -> None:
                   note="64 MiB each way")
         mib, held, kinds = await idle_memory(srv, args.idle)
         split = ", ".join(f"{k} {v / held / 1024:.2f}" for k, v in kinds.items())
+        bare = bare_python_kib() / 1024
         table.add("idle sessions, private memory each", mib, "MiB",
-                  "a bare interpreter (python3 -I)", bare_python_kib() / 1024, ("<=", 4),
+                  "a bare interpreter (python3 -I)", bare, ("<=", 4),
+                  note=f"{held} open at once; MiB a session: {split}")
+        srv.stop()
+        srv.cleanup()
+        # The same without slirp4netns, which an isolated session runs;
+        # half as many sessions, to keep make bench within its 5 minutes
+        # (a session's share does not grow with their number).
+        srv = Server(["--session-network", "off", "--max-sessions", str(args.idle + 10),
+                      "--session-uids", f"61000-{61000 + args.idle + 99}"])
+        mib, held, kinds = await idle_memory(srv, max(1, args.idle // 2))
+        split = ", ".join(f"{k} {v / held / 1024:.2f}" for k, v in kinds.items()
+                          if k != "slirp4netns")
+        table.add("the same, --session-network off", mib, "MiB",
+                  "a bare interpreter (python3 -I)", bare, ("<=", 4),
                   note=f"{held} open at once; MiB a session: {split}")
     finally:
         srv.stop()

@@ -417,28 +417,24 @@ def _setup_stdio():
 _host_paths = set()
 
 
-def _setup_site(env_dirs, host_dirs=None):
-    """Give the session the sys.path and builtins that site would.
+def _setup_site(host_dirs=None):
+    """Give the session the sys.path and builtins that site would, without
+    the host's start-up hooks.
 
     CPython starts without site (worker_py.c), because site would run the
     host's .pth files whole, and their import lines are the host's
-    start-up hooks, not the session's: here matplotlib's and setuptools'
-    cost every session 0.3 MiB of private memory, importing importlib.util,
-    contextlib and _distutils_hack. So this does what site.main() does,
-    but of the host's site-packages (host_dirs, or site's list) it takes
-    only the directories that their .pth files add, and it runs no
-    sitecustomize. (Debian's host packages need none of it: a namespace
-    package such as mpl_toolkits imports without its .pth.) The session's
-    environment (env_dirs, already first on sys.path) is a site directory
-    of its own: its .pth files run whole, import lines too, as in a venv,
-    before the host's directories are on sys.path."""
+    start-up hooks, not the session's: here matplotlib's, setuptools' and
+    a CA injector's cost every session 0.25 MiB of private memory,
+    importing importlib.util, contextlib, _distutils_hack and certifi. So
+    this does what site.main() does, but of the host's site-packages
+    (host_dirs, or site's list) it takes only the directories that their
+    .pth files name, and it runs no sitecustomize. The session's own
+    environment has its .pth files run at the Open (_run_env_pth)."""
     import site
+    site.ENABLE_USER_SITE = False
     if host_dirs is None:
         host_dirs = site.getsitepackages()
     known = site.removeduppaths()
-    for d in env_dirs:
-        for name in _pth_names(d):
-            site.addpackage(d, name, known)
     for d in host_dirs:
         d, case = site.makepath(d)
         if case in known or not os.path.isdir(d):
@@ -453,6 +449,44 @@ def _setup_site(env_dirs, host_dirs=None):
     site.sethelper()
 
 
+def _run_env_pth(env_dirs):
+    """Run the .pth files of the session's environment (env_dirs) whole, as
+    a venv's Python runs its site-packages' ones: the directories they
+    name come before the host's site-packages, and their import lines run.
+
+    This happens at the Open, so that what they print reaches the session
+    (a spare that prints before its Open is taken for a failed one), and
+    after an environment built without the host's packages has them hidden.
+    A file that fails is reported on the session's stderr as site reports
+    it, and the others still run: here even a SystemExit does not end the
+    worker."""
+    import site
+    before = list(sys.path)
+    known = {site.makepath(p)[1] for p in before}
+    for d in env_dirs:
+        for name in _pth_names(d):
+            try:
+                site.addpackage(d, name, known)
+            except BaseException:
+                _pth_failed(os.path.join(d, name))
+    n = len(before)
+    if len(sys.path) > n and sys.path[:n] == before:
+        added = sys.path[n:]
+        del sys.path[n:]
+        at = next((i for i, p in enumerate(sys.path) if p in _host_paths), n)
+        sys.path[at:at] = added
+
+
+def _pth_failed(fullname):
+    """Say on the session's stderr, as site does, that a .pth file failed."""
+    import traceback
+    print("Error processing %s:" % fullname, file=sys.stderr)
+    for record in traceback.format_exception(*sys.exc_info()):
+        for line in record.splitlines():
+            print("  " + line, file=sys.stderr)
+    print("\nRemainder of file ignored", file=sys.stderr)
+
+
 def _pth_names(sitedir):
     """The .pth files of a site directory, in the order site reads them."""
     try:
@@ -464,13 +498,14 @@ def _pth_names(sitedir):
 def _host_pth(site, sitedir, name, known):
     """Add the directories that a host .pth file names, as site.addpackage
     adds them, without running its import lines. A file that cannot be
-    read is left out, and the server's log says so."""
+    read is left out, and the server's debug log says so."""
     fullname = os.path.join(sitedir, name)
     try:
         with io.TextIOWrapper(io.open_code(fullname), encoding="locale") as f:
             lines = f.readlines()
     except (OSError, ValueError) as exc:
-        _log(LOG_WARN, "%s: %s: %s (ignored)" % (
+        # Every worker would say it: the server's debug log does.
+        _log(LOG_DEBUG, "%s: %s: %s (ignored)" % (
             fullname, type(exc).__name__, exc))
         return
     for line in lines:
@@ -1027,8 +1062,9 @@ def _hide_host_packages(keep):
     import site
     hidden = (_host_paths | set(site.getsitepackages()) |
               {site.getusersitepackages()})
-    keep = set(keep or ())
-    sys.path[:] = [p for p in sys.path if p in keep or not (
+    # site made sys.path absolute: so are the session's entries compared.
+    keep = {site.makepath(p)[1] for p in keep or ()}
+    sys.path[:] = [p for p in sys.path if site.makepath(p)[1] in keep or not (
         p in hidden or p.endswith(("site-packages", "dist-packages")))]
     import importlib
     importlib.invalidate_caches()
@@ -1264,6 +1300,7 @@ class Runtime:
             return self._fatal(FAILED_PRECONDITION, problem)
         if self.info.get("isolate_site"):
             _hide_host_packages(self.info["sys_path"])
+        _run_env_pth(self.info["sys_path"])
         try:
             if obj:
                 value = _loads(obj, sizes)
@@ -1926,7 +1963,7 @@ def main():
         "linecache": _setup_linecache,
         "cloudpickle.cloudpickle": _cp_imported,
     }))
-    _setup_site(_rmworker.init_info()["sys_path"])
+    _setup_site()
     _preload()
     os.register_at_fork(after_in_child=_forget_front)
     runtime = Runtime()

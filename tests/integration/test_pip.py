@@ -911,6 +911,19 @@ def test_pth_files_of_the_environment_run_as_in_a_venv(srv, idx, tmp_path, caplo
     assert "zz_rmtest_pth.pth" in caplog.text and "pth boom" in caplog.text
 
 
+def test_host_packages_hidden_however_the_cache_dir_is_spelt(own_server, tmp_path):
+    """An environment built without the host's packages keeps its own
+    site-packages on sys.path when the cache directory is given with a
+    trailing slash (the worker's sys.path entry then holds a '//')."""
+    srv = own_server("--pip-system-site-packages", "off",
+                     "--env-cache-dir", str(tmp_path / "envs") + "/")
+
+    async def go(p):
+        return await p.attr("rmtest_base", "VERSION"), await p.can_import(HOST_MODULE)
+
+    assert run(with_probe(srv, ["rmtest-base"], go)) == ("2.0", False)
+
+
 # --------------------------------------------------------------------------
 # 14. pip's configuration is the server's alone
 

@@ -10,6 +10,7 @@ of a spare is left behind.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ import pytest
 
 from clientlib import runner
 from remotemedia.remote import RemoteProxyClient
-from pkgindex import PackageIndex, build_test_packages
+from pkgindex import PackageIndex, build_test_packages, build_wheel
 import serverlib
 from serverlib import BUILD, FAKE_WORKER, SERVER_ARGS
 
@@ -44,6 +45,10 @@ class Fingerprint:
     def app(self):
         import rmtest_app
         return rmtest_app.hello()
+
+    def getenv(self, name):
+        import os
+        return os.environ.get(name)
 
 
 run = runner(120.0)
@@ -208,6 +213,37 @@ def test_a_used_environment_gets_a_spare(fresh_server, idx):
     assert plain["session"] not in env_spares(srv)
     # Taken, the environment's spare is replaced.
     wait_for(lambda: len(env_spares(srv)) == 2, what="the environment's spare replaced")
+    srv.wait_idle()
+
+
+def test_an_environment_whose_pth_prints_keeps_its_spares(fresh_server, idx, tmp_path, caplog):
+    """The .pth files of an environment run at the Open, also in its spare:
+    what they print reaches the session that takes the spare, rather than
+    ending the spare as a failed one (a spare says nothing before its Open)."""
+    idx.add_wheel(build_wheel(tmp_path, "rmtest-pthtalk", "1.0", {
+        "rmtest_pthtalk.pth": "import rmtest_pthtalk_hook\n",
+        "rmtest_pthtalk_hook.py":
+            "import os, sys\n"
+            "print('pth hook says hello', file=sys.stderr)\n"
+            "os.environ['RMTEST_PTHTALK'] = 'ran'\n",
+    }))
+    srv = fresh_server(["--pip-index-url", idx.url, "--session-pool", "1"])
+
+    async def session():
+        cfg = srv.config(timeout=120.0, pip_packages=["rmtest-pthtalk"])
+        async with RemoteProxyClient(cfg) as client:
+            p = await client.create_proxy(Fingerprint())
+            return (await p.take())["session"], await p.getenv("RMTEST_PTHTALK")
+
+    with caplog.at_level(logging.INFO):
+        first, ran = run(session())
+        assert ran == "ran"
+        (spare,) = wait_for(lambda: env_spares(srv), what="a spare of the environment")
+        time.sleep(1.0)  # it would speak, if it spoke before its Open
+        assert "before its Open" not in srv.log_text()
+        second, ran = run(session())
+    assert second == spare and second in adopted(srv) and ran == "ran"
+    assert caplog.text.count("pth hook says hello") == 2
     srv.wait_idle()
 
 

@@ -731,13 +731,18 @@ class Site:
         files = {"host-site/a.pth": b"# a comment\n\nextra\nmissing\n"
                                     b"import os; os.environ['RMTEST_HOST_PTH'] = '1'\n",
                  "host-site/b.pth": b"extra2\n\xff\n",  # not text: left out
-                 "env-site/c.pth": b"env-extra\nimport os; os.environ['RMTEST_ENV_PTH'] = '1'\n"}
+                 "env-site/c.pth": b"env-extra\nimport os; os.environ['RMTEST_ENV_PTH'] = '1'\n",
+                 # Reported, and the worker and the other files go on.
+                 "env-site/d.pth": b"import sys; sys.exit(3)\n",
+                 "env-site/e.pth": b"import rmtest_no_such_module\n",
+                 "env-site/f.pth": b"\xff\n"}
         for name, data in files.items():
             with open(name, "wb") as f:
                 f.write(data)
         s.path.insert(0, env)
         before = list(s.path)
-        rt._setup_site([env], [host, os.path.abspath("nowhere"), env])
+        rt._setup_site([host, os.path.abspath("nowhere"), env])
+        rt._run_env_pth([env])
         return ([os.path.relpath(p) for p in s.path if p not in before],
                 os.environ.get("RMTEST_HOST_PTH"), os.environ.get("RMTEST_ENV_PTH"))
 
@@ -748,7 +753,7 @@ def _host_modules(*flags):
     return set(out.split())
 
 
-def test_site_gives_the_host_packages_without_the_hosts_hooks(server):
+def test_site_gives_the_host_packages_without_the_hosts_hooks(server, caplog):
     """A session sees the host's site-packages as /usr/bin/python3 does, with
     site's builtins, but the host's .pth import lines and sitecustomize do
     not run in it (they cost every session memory); the directories that
@@ -760,7 +765,8 @@ def test_site_gives_the_host_packages_without_the_hosts_hooks(server):
             added, host_ran, env_ran = await p.set_up()
             return mods, path, no_site, names, added, host_ran, env_ran
 
-    mods, path, no_site, names, added, host_ran, env_ran = run(main())
+    with caplog.at_level(logging.INFO):
+        mods, path, no_site, names, added, host_ran, env_ran = run(main())
     import site
     host = [d for d in site.getsitepackages() if os.path.isdir(d)]
     assert [p for p in path if p in host] == host
@@ -772,9 +778,13 @@ def test_site_gives_the_host_packages_without_the_hosts_hooks(server):
                  "importlib.util"):
         if name in hooks:
             assert name not in mods, name
+    # The environment's directories come before every host one.
     assert added == ["env-site/env-extra", "host-site", "host-site/extra"]
     assert host_ran is None and env_ran == "1"
     assert "host-site/b.pth: UnicodeDecodeError" in server.log_text()
+    for name, why in (("d", "SystemExit: 3"), ("e", "rmtest_no_such_module"),
+                      ("f", "UnicodeDecodeError")):
+        assert f"env-site/{name}.pth" in caplog.text and why in caplog.text, name
 
 
 def test_version_mismatch_is_failed_precondition(server, monkeypatch):

@@ -100,7 +100,7 @@ struct sandbox_status {
 struct sandbox_pipes {
 	int sp_status[2]; /* W1 -> W0: struct sandbox_status */
 	int sp_seccomp[2]; /* W2 -> W0: "seccomp <nr>" */
-	int sp_go[2]; /* W0 -> W1: the network is up */
+	int sp_go[2]; /* W0 -> W1: the network is up, its rules loaded */
 	int sp_log[2]; /* W1, W2 -> W0: their stderr, which W0 relays */
 };
 

@@ -9,9 +9,10 @@
  *       with cg_create) before anything else runs; then
  *       unshares mount, PID, IPC, UTS (and network unless the policy is
  *       host) namespaces and forks W1. W0 only waits: it starts the user
- *       mode network stack for `isolated`, relays W1's final status (the
- *       exact wait status of W2, over a pipe) as its own exit, and dies
- *       with the front (PR_SET_PDEATHSIG).
+ *       mode network stack for `isolated` and, from a short-lived child,
+ *       loads the egress rules into W1's network namespace, relays W1's
+ *       final status (the exact wait status of W2, over a pipe) as its own
+ *       exit, and dies with the front (PR_SET_PDEATHSIG).
  *   W1  PID 1 of the new PID namespace: builds the minimal root with
  *       pivot_root, drops to the session uid, and forks W2; then it is the
  *       tiny init: it reaps orphans and forwards SIGTERM/SIGINT to W2.

@@ -19,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -180,43 +181,82 @@ sandbox_net_lo_up(void)
 }
 
 /*
+ * A descriptor of process pid's network namespace: through a pidfd, which
+ * names that very process, and through /proc only on a kernel without
+ * pidfd_open (before 5.3), where a /proc of another PID namespace would
+ * name another one.
+ */
+static int
+net_ns_fd(pid_t pid)
+{
+	char path[64];
+	int fd;
+
+	if ((fd = (int)syscall(SYS_pidfd_open, pid, 0)) != -1)
+		return fd;
+	if (errno != ENOSYS) {
+		log_warn("pidfd_open");
+		return -1;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		log_warn("%s", path);
+	return fd;
+}
+
+/*
  * In W0, before W1 may go on: load the egress rules into the session's
  * network namespace (W1's, target) from a child that enters it and ends
  * with them. Not in W1: libnftables leaves the heap of the process that
  * ran it about 100 KiB larger, its free space scattered, and W2 is forked
  * from W1, so a worker's interpreter spread over that heap held 0.1 MiB
  * more private memory, for the session's life. Not in a child of W1
- * either, which would take the session's PID 2 from the worker.
+ * either, which would take the session's PID 2 from the worker. The
+ * child's last warning comes back over a pipe, so that W0 says why.
  */
 int
 sandbox_net_egress(const struct sandbox_conf *sc, pid_t target)
 {
-	char path[64];
-	pid_t pid;
-	int fd, st;
+	char why[256];
+	pid_t pid, w0 = getpid();
+	ssize_t n;
+	int fd, err[2], st;
 
 	if (sc->sc_egress_rules == NULL)
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)target);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		log_warn("%s", path);
+	if ((fd = net_ns_fd(target)) == -1)
+		return -1;
+	if (pipe2(err, O_CLOEXEC) == -1) {
+		log_warn("pipe");
+		close(fd);
 		return -1;
 	}
 	if ((pid = fork()) == -1) {
 		log_warn("fork");
 		close(fd);
+		close(err[0]);
+		close(err[1]);
 		return -1;
 	}
 	if (pid == 0) {
+		close(err[0]);
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1 ||
-		    setns(fd, CLONE_NEWNET) == -1) {
+		    getppid() != w0)
+			_exit(1);
+		if (setns(fd, CLONE_NEWNET) == -1)
 			log_warn(
 			    "egress policy: entering the session's network");
-			_exit(1);
-		}
-		_exit(sandbox_egress_apply(sc->sc_egress_rules) == 0 ? 0 : 1);
+		else if (sandbox_egress_apply(sc->sc_egress_rules) == 0)
+			_exit(0);
+		n = write(err[1], log_lastwarn(), strlen(log_lastwarn()));
+		_exit(n < 0 ? 2 : 1);
 	}
 	close(fd);
+	close(err[1]);
+	do
+		n = read(err[0], why, sizeof(why) - 1);
+	while (n == -1 && errno == EINTR);
+	close(err[0]);
 	while (waitpid(pid, &st, 0) == -1)
 		if (errno != EINTR) {
 			log_warn("waitpid");
@@ -224,8 +264,13 @@ sandbox_net_egress(const struct sandbox_conf *sc, pid_t target)
 		}
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
-	if (WIFSIGNALED(st))
+	why[n > 0 ? n : 0] = '\0';
+	if (n > 0)
+		log_warnx("%s", why);
+	else if (WIFSIGNALED(st))
 		log_warnx("egress policy: killed by signal %d", WTERMSIG(st));
+	else
+		log_warnx("egress policy: the rules were not loaded");
 	return -1;
 }
 

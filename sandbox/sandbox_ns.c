@@ -257,7 +257,10 @@ ns_system(void)
 	return 0;
 }
 
-/* Bind /etc/python3* (Debian's sitecustomize and site configuration). */
+/*
+ * Bind /etc/python3* (Debian's sitecustomize, which /usr/lib/python3.X
+ * links to: the worker does not run it, but a session may import it).
+ */
 static int
 ns_etc_python(void)
 {

@@ -75,7 +75,7 @@ int sandbox_ns_identity(const struct sandbox_conf *);
 /* sandbox_net.c */
 pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
 int sandbox_net_inside(const struct sandbox_conf *);
-int sandbox_net_egress(const struct sandbox_conf *, pid_t);
+int sandbox_net_egress(const struct sandbox_conf *, pid_t, char *, size_t);
 char *sandbox_egress_rules(const struct sandbox_conf *);
 /* sandbox_forward.c */
 pid_t sandbox_forward_start(const struct sandbox_conf *, pid_t);
@@ -465,6 +465,7 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 {
 	struct sandbox_status ss;
 	struct sandbox_log sl = {p->sp_log[0], sc->sc_session_id, {0}, 0, 0};
+	char why[sizeof(sandbox_reason)] = "";
 	pid_t slirp, fwd = 0;
 	int st, failed = 0;
 
@@ -477,7 +478,11 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 	close(p->sp_log[1]);
 	if (slirp != -1)
 		fwd = sandbox_forward_start(sc, w1);
-	if (slirp == -1 || fwd == -1 || sandbox_net_egress(sc, w1) == -1) {
+	if (slirp == -1 || fwd == -1 ||
+	    sandbox_net_egress(sc, w1, why, sizeof(why)) == -1) {
+		if (why[0] != '\0') /* the egress child logged it */
+			snprintf(
+			    sandbox_reason, sizeof(sandbox_reason), "%s", why);
 		kill(w1, SIGKILL);
 		failed = 1;
 	} else if (write(p->sp_go[1], "g", 1) != 1)

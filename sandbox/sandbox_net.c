@@ -31,6 +31,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -41,7 +42,7 @@
 /* What this file gives sandbox.c and sandbox_ns.c. */
 pid_t sandbox_net_start(const struct sandbox_conf *, pid_t, int);
 int sandbox_net_inside(const struct sandbox_conf *);
-int sandbox_net_egress(const struct sandbox_conf *, pid_t);
+int sandbox_net_egress(const struct sandbox_conf *, pid_t, char *, size_t);
 int sandbox_net_lo_up(void);
 const char *sandbox_net_resolv(const struct sandbox_conf *);
 
@@ -180,27 +181,36 @@ sandbox_net_lo_up(void)
 	return rv;
 }
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434 /* Linux 5.3, every architecture */
+#endif
+
 /*
- * A descriptor of process pid's network namespace: through a pidfd, which
- * names that very process, and through /proc only on a kernel without
- * pidfd_open (before 5.3), where a /proc of another PID namespace would
- * name another one.
+ * A descriptor of child's network namespace. /proc/CHILD names it when
+ * this /proc is of W0's own PID namespace (/proc/self is W0): the child
+ * is not reaped, so its pid is its own. In a /proc of another PID
+ * namespace, the same number would name another process: then a pidfd,
+ * which setns() takes since Linux 5.8.
  */
 static int
-net_ns_fd(pid_t pid)
+net_ns_fd(pid_t child)
 {
-	char path[64];
+	char path[64], self[32];
+	ssize_t n;
 	int fd;
 
-	if ((fd = (int)syscall(SYS_pidfd_open, pid, 0)) != -1)
-		return fd;
-	if (errno != ENOSYS) {
-		log_warn("pidfd_open");
-		return -1;
+	if ((n = readlink("/proc/self", self, sizeof(self) - 1)) > 0) {
+		self[n] = '\0';
+		if (strtol(self, NULL, 10) == (long)getpid()) {
+			snprintf(
+			    path, sizeof(path), "/proc/%d/ns/net", (int)child);
+			if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+				log_warn("%s", path);
+			return fd;
+		}
 	}
-	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		log_warn("%s", path);
+	if ((fd = (int)syscall(SYS_pidfd_open, child, 0)) == -1)
+		log_warn("pidfd_open");
 	return fd;
 }
 
@@ -212,16 +222,18 @@ net_ns_fd(pid_t pid)
  * from W1, so a worker's interpreter spread over that heap held 0.1 MiB
  * more private memory, for the session's life. Not in a child of W1
  * either, which would take the session's PID 2 from the worker. The
- * child's last warning comes back over a pipe, so that W0 says why.
+ * child logs why it failed, and sends that back over a pipe into why
+ * (why stays "" where W0 itself logged the failure).
  */
 int
-sandbox_net_egress(const struct sandbox_conf *sc, pid_t target)
+sandbox_net_egress(
+    const struct sandbox_conf *sc, pid_t target, char *why, size_t whylen)
 {
-	char why[256];
 	pid_t pid, w0 = getpid();
 	ssize_t n;
 	int fd, err[2], st;
 
+	why[0] = '\0';
 	if (sc->sc_egress_rules == NULL)
 		return 0;
 	if ((fd = net_ns_fd(target)) == -1)
@@ -254,9 +266,10 @@ sandbox_net_egress(const struct sandbox_conf *sc, pid_t target)
 	close(fd);
 	close(err[1]);
 	do
-		n = read(err[0], why, sizeof(why) - 1);
+		n = read(err[0], why, whylen - 1);
 	while (n == -1 && errno == EINTR);
 	close(err[0]);
+	why[n > 0 ? n : 0] = '\0';
 	while (waitpid(pid, &st, 0) == -1)
 		if (errno != EINTR) {
 			log_warn("waitpid");
@@ -264,13 +277,11 @@ sandbox_net_egress(const struct sandbox_conf *sc, pid_t target)
 		}
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
-	why[n > 0 ? n : 0] = '\0';
-	if (n > 0)
-		log_warnx("%s", why);
-	else if (WIFSIGNALED(st))
-		log_warnx("egress policy: killed by signal %d", WTERMSIG(st));
-	else
-		log_warnx("egress policy: the rules were not loaded");
+	if (why[0] == '\0')
+		snprintf(why, whylen,
+		    "egress policy: the rules were not loaded "
+		    "(status %d)",
+		    st);
 	return -1;
 }
 

@@ -453,13 +453,16 @@ def _run_env_pth(env_dirs):
     """Run the .pth files of the session's environment (env_dirs) whole, as
     a venv's Python runs its site-packages' ones: the directories they
     name come before the host's site-packages, and their import lines run.
+    Returns whether sys.path changed.
 
     This happens at the Open, so that what they print reaches the session
     (a spare that prints before its Open is taken for a failed one), and
     after an environment built without the host's packages has them hidden.
     A file that fails is reported on the session's stderr as site reports
     it, and the others still run: here even a SystemExit does not end the
-    worker."""
+    worker (a KeyboardInterrupt still goes through, as in site)."""
+    if not env_dirs:
+        return False
     import site
     before = list(sys.path)
     known = {site.makepath(p)[1] for p in before}
@@ -467,24 +470,34 @@ def _run_env_pth(env_dirs):
         for name in _pth_names(d):
             try:
                 site.addpackage(d, name, known)
+            except KeyboardInterrupt:
+                raise
             except BaseException:
                 _pth_failed(os.path.join(d, name))
-    n = len(before)
-    if len(sys.path) > n and sys.path[:n] == before:
-        added = sys.path[n:]
-        del sys.path[n:]
-        at = next((i for i, p in enumerate(sys.path) if p in _host_paths), n)
-        sys.path[at:at] = added
+    # What they added behind the host's directories goes before them
+    # (an import line may have moved other entries: those stay).
+    first = next((i for i, p in enumerate(sys.path) if p in _host_paths),
+                 None)
+    if first is not None:
+        old = set(before)
+        tail = sys.path[first:]
+        late = [p for p in tail if p not in old]
+        if late:
+            sys.path[first:] = late + [p for p in tail if p in old]
+    return sys.path != before
 
 
 def _pth_failed(fullname):
     """Say on the session's stderr, as site does, that a .pth file failed."""
-    import traceback
-    print("Error processing %s:" % fullname, file=sys.stderr)
-    for record in traceback.format_exception(*sys.exc_info()):
-        for line in record.splitlines():
-            print("  " + line, file=sys.stderr)
-    print("\nRemainder of file ignored", file=sys.stderr)
+    try:
+        import traceback
+        print("Error processing %s:" % fullname, file=sys.stderr)
+        for record in traceback.format_exception(*sys.exc_info()):
+            for line in record.splitlines():
+                print("  " + line, file=sys.stderr)
+        print("\nRemainder of file ignored", file=sys.stderr)
+    except Exception:
+        pass  # its stderr is gone: the Open goes on without the report
 
 
 def _pth_names(sitedir):
@@ -1282,25 +1295,26 @@ class Runtime:
         if fmt not in (FORMAT_PICKLE, FORMAT_JSON):
             return self._fatal(INVALID_ARGUMENT,
                                "unknown serialization format %d" % fmt)
-        global _cp_light
+        if not obj and not source:
+            return self._fatal(INVALID_ARGUMENT, "Open carries neither an "
+                               "object nor source and class_name")
+        global _cp_light, _cp_version
         try:
-            server_cp = _cloudpickle_version()
             if self.info.get("isolate_site"):
                 _cloudpickle()  # from the host's packages, before they go
+                _hide_host_packages(self.info["sys_path"])
+            if (_run_env_pth(self.info["sys_path"]) and
+                    "cloudpickle" not in sys.modules):
+                _cp_version = None  # a directory a .pth named may hold one
+            server_cp = _cloudpickle_version()
         except ImportError as exc:
             return self._fatal(FAILED_PRECONDITION, "cloudpickle is not "
                                "installed on the server: %s" % exc)
         _cp_light = server_cp.split(".")[0] == "2"
         self.fmt = fmt
-        if not obj and not source:
-            return self._fatal(INVALID_ARGUMENT, "Open carries neither an "
-                               "object nor source and class_name")
         problem = _version_problem(py_ver, cp_ver, server_cp)
         if obj and problem:
             return self._fatal(FAILED_PRECONDITION, problem)
-        if self.info.get("isolate_site"):
-            _hide_host_packages(self.info["sys_path"])
-        _run_env_pth(self.info["sys_path"])
         try:
             if obj:
                 value = _loads(obj, sizes)

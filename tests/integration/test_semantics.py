@@ -731,6 +731,8 @@ class Site:
         files = {"host-site/a.pth": b"# a comment\n\nextra\nmissing\n"
                                     b"import os; os.environ['RMTEST_HOST_PTH'] = '1'\n",
                  "host-site/b.pth": b"extra2\n\xff\n",  # not text: left out
+                 # An import line that moves sys.path around.
+                 "env-site/b.pth": b"import sys; sys.path.insert(0, 'rmtest-front')\n",
                  "env-site/c.pth": b"env-extra\nimport os; os.environ['RMTEST_ENV_PTH'] = '1'\n",
                  # Reported, and the worker and the other files go on.
                  "env-site/d.pth": b"import sys; sys.exit(3)\n",
@@ -779,7 +781,7 @@ def test_site_gives_the_host_packages_without_the_hosts_hooks(server, caplog):
         if name in hooks:
             assert name not in mods, name
     # The environment's directories come before every host one.
-    assert added == ["env-site/env-extra", "host-site", "host-site/extra"]
+    assert added == ["rmtest-front", "env-site/env-extra", "host-site", "host-site/extra"]
     assert host_ran is None and env_ran == "1"
     assert "host-site/b.pth: UnicodeDecodeError" in server.log_text()
     for name, why in (("d", "SystemExit: 3"), ("e", "rmtest_no_such_module"),

@@ -456,13 +456,23 @@ def rmctl_figures(srv, args, table: Table) -> None:
                   f"{rate:.0f} calls/s", None)
 
 
+async def idle_row(table: Table, srv, n: int, figure: str, bare: float) -> None:
+    """The idle_memory figure of n sessions on srv, beside a bare python3."""
+    mib, held, kinds = await idle_memory(srv, n)
+    split = ", ".join(f"{k} {v / held / 1024:.2f}" for k, v in kinds.items()
+                      if v or k != "slirp4netns")
+    table.add(figure, mib, "MiB", "a bare interpreter (python3 -I)", bare, ("<=", 4),
+              note=f"{held} open at once; MiB a session: {split}")
+
+
 async def run(args) -> None:
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"rm-bench-wheels-{os.getpid()}"
     wheels = build_test_packages(tmp)
     idx = PackageIndex([w for ws in wheels.values() for w in ws])
     # Room for the idle sessions: one uid each, beside the spares.
-    srv = Server(["--pip-index-url", idx.url, "--max-sessions", str(args.idle + 10),
-                  "--session-uids", f"61000-{61000 + args.idle + 99}"])
+    room = ["--max-sessions", str(args.idle + 10),
+            "--session-uids", f"61000-{61000 + args.idle + 99}"]
+    srv = Server(["--pip-index-url", idx.url, *room])
     table = Table()
     try:
         config = srv.config(timeout=60.0)
@@ -484,25 +494,16 @@ async def run(args) -> None:
         big = await big_round_trip(config, 64 * 1024 * 1024, args.big)
         table.add("64 MiB round trip, Python client", ms(big), "ms", "", None,
                   note="64 MiB each way")
-        mib, held, kinds = await idle_memory(srv, args.idle)
-        split = ", ".join(f"{k} {v / held / 1024:.2f}" for k, v in kinds.items())
         bare = bare_python_kib() / 1024
-        table.add("idle sessions, private memory each", mib, "MiB",
-                  "a bare interpreter (python3 -I)", bare, ("<=", 4),
-                  note=f"{held} open at once; MiB a session: {split}")
+        await idle_row(table, srv, args.idle, "idle sessions, private memory each", bare)
         srv.stop()
         srv.cleanup()
         # The same without slirp4netns, which an isolated session runs;
         # half as many sessions, to keep make bench within its 5 minutes
         # (a session's share does not grow with their number).
-        srv = Server(["--session-network", "off", "--max-sessions", str(args.idle + 10),
-                      "--session-uids", f"61000-{61000 + args.idle + 99}"])
-        mib, held, kinds = await idle_memory(srv, max(1, args.idle // 2))
-        split = ", ".join(f"{k} {v / held / 1024:.2f}" for k, v in kinds.items()
-                          if k != "slirp4netns")
-        table.add("the same, --session-network off", mib, "MiB",
-                  "a bare interpreter (python3 -I)", bare, ("<=", 4),
-                  note=f"{held} open at once; MiB a session: {split}")
+        srv = Server(["--session-network", "off", *room])
+        await idle_row(table, srv, max(1, args.idle // 2), "the same, --session-network off",
+                       bare)
     finally:
         srv.stop()
         srv.cleanup()

@@ -1073,12 +1073,12 @@ def _hide_host_packages(keep):
     """An environment built without the host's site-packages: take them off
     sys.path (the runtime's own imports are done), keeping the session's."""
     import site
-    hidden = (_host_paths | set(site.getsitepackages()) |
-              {site.getusersitepackages()})
-    # site made sys.path absolute: so are the session's entries compared.
+    # _setup_site put every host directory there is on sys.path (the user
+    # site is off), and made sys.path absolute: so are the session's
+    # entries compared.
     keep = {site.makepath(p)[1] for p in keep or ()}
     sys.path[:] = [p for p in sys.path if site.makepath(p)[1] in keep or not (
-        p in hidden or p.endswith(("site-packages", "dist-packages")))]
+        p in _host_paths or p.endswith(("site-packages", "dist-packages")))]
     import importlib
     importlib.invalidate_caches()
 

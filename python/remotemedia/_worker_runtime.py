@@ -34,17 +34,17 @@ It is not importable outside the worker (``_rmworker`` exists only there).
 import _json
 import _pickle
 import _signal
+import _weakref
 import builtins
 import collections
 import collections.abc
 import functools
 import io
 import os
-import selectors
+import select
 import sys
 import time
 import types
-import weakref
 
 import _remotemedia_oob as _oob
 import _rmworker
@@ -219,7 +219,14 @@ def _cp_function(code, namespace, name, defaults, closure):
 # Classes rebuilt here, by the id that the client's cloudpickle gave each:
 # a class that comes again is the class rebuilt the first time, as with
 # cloudpickle. Handed to cloudpickle once it is imported (_cp_imported).
-_cp_classes = weakref.WeakValueDictionary()
+# Weak references by id, as a weakref.WeakValueDictionary holds them: the
+# weakref module was 128 KiB of every idle session.
+_cp_classes = {}
+
+
+def _cp_forget(ref, tracker_id):
+    if _cp_classes.get(tracker_id) is ref:
+        del _cp_classes[tracker_id]
 
 
 def _cp_class(metaclass, name, bases, namespace, tracker_id, extra):
@@ -227,7 +234,13 @@ def _cp_class(metaclass, name, bases, namespace, tracker_id, extra):
                           lambda ns: ns.update(namespace))
     if tracker_id is None:
         return cls
-    return _cp_classes.setdefault(tracker_id, cls)
+    ref = _cp_classes.get(tracker_id)
+    known = ref() if ref is not None else None
+    if known is not None:
+        return known
+    _cp_classes[tracker_id] = _weakref.ref(
+        cls, lambda r, tracker_id=tracker_id: _cp_forget(r, tracker_id))
+    return cls
 
 
 def _cp_class_setstate(cls, state):
@@ -283,7 +296,10 @@ def _cp_imported(module):
     global _cp_handed
     try:
         while _cp_classes:
-            module._lookup_class_or_track(*_cp_classes.popitem())
+            tracker_id, ref = _cp_classes.popitem()
+            cls = ref()
+            if cls is not None:
+                module._lookup_class_or_track(tracker_id, cls)
     except Exception as exc:
         _log(LOG_WARN, "cloudpickle took no classes: %r" % (exc,))
     _cp_handed = True
@@ -1089,7 +1105,7 @@ class Runtime:
     def __init__(self):
         self.info = _rmworker.init_info()
         self.spin = (self.info.get("busy_poll_us") or 0) / 1e6
-        self.loop = _PlainLoop(_selector(self.spin))
+        self.loop = _PlainLoop(_plain_selector(self.spin))
         self.fd = _rmworker.fileno()
         self.max_value = self.info.get("max_value_bytes") or 0
         self.obj = None
@@ -1141,7 +1157,7 @@ class Runtime:
         if self.stopping is not None:
             return
         import asyncio
-        loop = asyncio.SelectorEventLoop(_selector(self.spin))
+        loop = asyncio.SelectorEventLoop(_asyncio_selector(self.spin))
         asyncio.set_event_loop(loop)
         self.loop.stop()
         self.loop = loop
@@ -1790,37 +1806,31 @@ def _forget_front():
         pass
 
 
+# What clients' classes hold, small: what compiling it leaves stays in an
+# idle spare's memory (a class twice this size cost 32 KiB a session more,
+# and opens no faster).
 _REHEARSAL_SOURCE = """
-import sys
-
-
 class Rehearsal:
-    \"\"\"What clients' classes hold, for the compiler to go through once.\"\"\"
+    limit = 1
 
-    limit = 10
-
-    def __init__(self, size=1024, items=16, *args, name="r", **kwargs):
-        self.size = size
-        self.items = items
-        self.name = name
+    def __init__(self, x=1, *a, k="", **kw):
+        self.x = x
 
     @property
-    def total(self):
-        return self.size * self.items
+    def p(self):
+        try:
+            return f"{self.x}", [i for i in range(self.x)]
+        except (ValueError, KeyError) as e:
+            raise RuntimeError(e) from None
 
     def ping(self, x):
         return x
 
-    def stream(self):
-        item = bytes(self.size)
-        for _ in range(self.items):
-            yield item
+    def g(self):
+        yield self
 
-    async def later(self, x):
-        try:
-            return {"x": x, "items": [i for i in range(self.items)]}
-        except (ValueError, KeyError) as exc:
-            raise RuntimeError(f"{self.name}: {exc}") from None
+    async def c(self):
+        return self
 """
 
 
@@ -1853,8 +1863,8 @@ def _preload():
         _log(LOG_DEBUG, "rehearsal failed: %r" % (exc,))
 
 
-class _BusySelector(selectors.EpollSelector):
-    """An epoll selector that, after I/O, polls for spin seconds before it
+class _Busy:
+    """A selector's select() that, after I/O, polls for spin seconds before it
     sleeps (--session-busy-poll): in a ping-pong of calls the next one is taken
     without waking a halted vCPU, which costs tens of microseconds on a
     virtual machine.
@@ -1900,8 +1910,56 @@ class _BusySelector(selectors.EpollSelector):
         return ready
 
 
-def _selector(spin):
-    return _BusySelector(spin) if spin else selectors.DefaultSelector()
+class _Epoll:
+    """What _PlainLoop needs of selectors.EpollSelector: descriptors to read,
+    each with its data. The selectors module, and what it imports, held
+    90 KiB of every idle session."""
+
+    def __init__(self):
+        self._epoll = select.epoll()
+        self._data = {}
+
+    def register(self, fd, data=None):
+        self._epoll.register(fd, select.EPOLLIN)
+        self._data[fd] = data
+
+    def select(self, timeout=None):
+        """(fd, data) pairs of the descriptors ready to read."""
+        if timeout is None:
+            timeout = -1
+        elif timeout > 0:
+            # Whole milliseconds up, as selectors waits: epoll_wait's unit.
+            timeout = -(-timeout * 1e3 // 1) / 1e3
+        else:
+            timeout = 0
+        data = self._data
+        return [(fd, data[fd]) for fd, _ in
+                self._epoll.poll(timeout, max(len(data), 1))]
+
+    def close(self):
+        self._epoll.close()
+
+
+class _BusyEpoll(_Busy, _Epoll):
+    pass
+
+
+_BusySelector = None  # _Busy over selectors.EpollSelector, for asyncio
+
+
+def _plain_selector(spin):
+    return _BusyEpoll(spin) if spin else _Epoll()
+
+
+def _asyncio_selector(spin):
+    global _BusySelector
+    import selectors
+    if not spin:
+        return selectors.DefaultSelector()
+    if _BusySelector is None:
+        _BusySelector = type("_BusySelector",
+                             (_Busy, selectors.EpollSelector), {})
+    return _BusySelector(spin)
 
 
 class _PlainLoop:
@@ -1916,10 +1974,10 @@ class _PlainLoop:
         self._ready = collections.deque()
         self._stopped = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        selector.register(self._wake_r, selectors.EVENT_READ)
+        selector.register(self._wake_r)
 
     def add_reader(self, fd, callback):
-        self._selector.register(fd, selectors.EVENT_READ, callback)
+        self._selector.register(fd, callback)
 
     def call_soon(self, callback, *args):
         self._ready.append((callback, args))
@@ -1945,11 +2003,11 @@ class _PlainLoop:
     def run(self):
         ready = self._ready
         while not self._stopped:
-            for key, _ in self._selector.select(0 if ready else None):
-                if key.fd == self._wake_r:
+            for fd, callback in self._selector.select(0 if ready else None):
+                if fd == self._wake_r:
                     self._drain()  # now: its descriptor dies with the loop
                 else:
-                    ready.append((key.data, ()))
+                    ready.append((callback, ()))
             for _ in range(len(ready)):
                 if self._stopped:
                     break

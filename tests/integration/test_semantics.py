@@ -620,6 +620,33 @@ class ByValue:
         raise ValueError("by value")
 
 
+class Passing:
+    """A class sent by value only in one call's argument."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+class Tracker:
+    """What the runtime tracks of the classes it rebuilt (by the ids that
+    the client's cloudpickle gave them), before cloudpickle is imported."""
+
+    def x_of(self, p):
+        return p.x
+
+    def same(self, a, b):
+        return type(a) is type(b)
+
+    def tracked(self):
+        import gc
+        import sys as s
+        gc.collect()  # a class is in a cycle with its own __mro__
+        rt = s.modules["_remotemedia_runtime"]
+        refs = list(rt._cp_classes.values())
+        return (sorted(r().__name__ for r in refs if r() is not None),
+                sum(r() is None for r in refs), "cloudpickle" in s.modules)
+
+
 class Colors:
     """Its pickle rebuilds an enum, which loading without cloudpickle
     leaves to cloudpickle, halfway through the pickle."""
@@ -633,14 +660,15 @@ class Colors:
 
 def test_objects_sent_by_value_load_without_cloudpickle(server):
     """The worker loads a class sent by value, and pickles results of
-    builtin types, without importing cloudpickle (nor logging, json, re:
-    an idle session's memory); a result that needs cloudpickle imports it,
+    builtin types, without importing cloudpickle (nor logging, json, re,
+    weakref, selectors: an idle session's memory); a result that needs cloudpickle imports it,
     and classes rebuilt before then keep the client's identity both ways."""
     async def main():
         async with RemoteProxyClient(server.config()) as client:
             b = await client.create_proxy(ByValue(3))
             for name in ("cloudpickle", "logging", "json", "re", "traceback",
-                         "linecache", "typing", "inspect"):
+                         "linecache", "typing", "inspect", "weakref",
+                         "selectors"):
                 assert await b.loaded(name) is False, name
             assert await b.scaled(2) == 6
             assert await b.same_class(Point(1), Point(2)) is True
@@ -672,6 +700,24 @@ def test_objects_sent_by_value_load_without_cloudpickle(server):
 
             d = await client.create_proxy(ByValue(1))
             assert (await d.bound())() == 1
+    run(main())
+
+
+def test_rebuilt_classes_are_tracked_weakly(server):
+    """A class rebuilt from a call's argument is the same class for the
+    rest of that call, and is not kept once nothing uses it: the runtime
+    holds it weakly, as cloudpickle's own tracker does, and drops the
+    entry with it."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            t = await client.create_proxy(Tracker())
+            assert await t.same(Passing(1), Passing(2)) is True
+            assert await t.x_of(Passing(7)) == 7
+            names, dead, cp = await t.tracked()
+            assert not cp
+            assert "Passing" not in names and dead == 0
+            b = await client.create_proxy(ByValue(2))
+            assert await b.same_class(Point(1), Point(2)) is True
     run(main())
 
 

@@ -129,7 +129,7 @@ UNIT_TESTS   = $(BUILD)/test_frame \
                $(BUILD)/test_session_state $(BUILD)/test_config \
                $(BUILD)/test_req $(BUILD)/test_cgroup \
                $(BUILD)/test_sandbox_policy $(BUILD)/test_envelope \
-               $(BUILD)/test_front_env
+               $(BUILD)/test_front_env $(BUILD)/test_mem
 CMOCKA_LIBS := $(call pkgconf,--libs cmocka)
 
 # The fake front (tests/fake/fake.h) for the unit tests and fuzz targets
@@ -152,6 +152,8 @@ $(BUILD)/test_config: $(call objs,tests/unit/test_config.c src/front_config.c sr
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
 $(BUILD)/test_req: $(call objs,tests/unit/test_req.c src/req.c src/log.c src/util.c)
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(DEP_LIBS)
+$(BUILD)/test_mem: $(call objs,tests/unit/test_mem.c src/log.c src/util.c)
+	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS)
 $(BUILD)/test_cgroup: $(call objs,tests/unit/test_cgroup.c $(CGROUP_SRC) src/log.c src/util.c)
 	$(CC) $(CFLAGS) -o $@ $^ $(CMOCKA_LIBS)
 $(BUILD)/test_sandbox_policy: $(call objs,tests/unit/test_sandbox_policy.c sandbox/sandbox_seccomp.c sandbox/sandbox_landlock.c sandbox/sandbox_rlimit.c sandbox/sandbox_egress.c src/log.c src/util.c)

@@ -11,6 +11,7 @@ void *xrealloc(void *, size_t);
 char *xstrdup(const char *);
 char *xstrndup(const char *, size_t);
 void malloc_keep(size_t);
+void mem_release(void);
 
 int parse_size(const char *, uint64_t *);
 int parse_duration_ms(const char *, uint64_t *);

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 #include "worker.h"
 #include "sandbox.h"
 
@@ -199,6 +200,7 @@ sandbox_w1_init(pid_t w2, int fd)
 	int sig, st;
 
 	sandbox_sigset(&set);
+	mem_release(); /* W1 only waits from here on */
 	for (;;) {
 		if ((sig = sigwaitinfo(&set, NULL)) == -1)
 			continue;
@@ -365,6 +367,7 @@ sandbox_w0_wait(pid_t w1, pid_t *slirp, pid_t *fwd, struct sandbox_log *sl)
 	pfd[0].events = POLLIN;
 	pfd[1].fd = sl->sl_fd;
 	pfd[1].events = POLLIN;
+	mem_release(); /* W0 only waits and relays from here on */
 	for (;;) {
 		if (poll(pfd, 2, -1) == -1)
 			continue;

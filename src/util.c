@@ -1,4 +1,5 @@
 /* Helpers shared by the front, the worker and rmctl. */
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -31,6 +32,39 @@ malloc_keep(size_t keep)
 {
 	mallopt(M_MMAP_THRESHOLD, (int)(keep / 2));
 	mallopt(M_TRIM_THRESHOLD, (int)keep);
+}
+
+/*
+ * Give back what start-up used and a process that now only waits would
+ * keep until it ends: the C heap's free pages, and the stack's pages below
+ * this call. Each is private memory of every idle session (a sandbox
+ * helper's stack held 20-30 KiB, a worker's more). The stack's pages read
+ * as zeros if it grows there again; its mapping is found in
+ * /proc/self/maps, and is left alone where that cannot be read.
+ */
+__attribute__((noinline)) void
+mem_release(void)
+{
+	char line[128];
+	uintptr_t here = (uintptr_t)&line, lo = 0, hi = 0, below;
+	long page = sysconf(_SC_PAGESIZE);
+	int start = 1, found = 0;
+	FILE *f;
+
+	malloc_trim(0);
+	if (page <= 0 || (f = fopen("/proc/self/maps", "re")) == NULL)
+		return;
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		found = start &&
+		    sscanf(line, "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2 &&
+		    lo <= here && here < hi;
+		start = strchr(line, '\n') != NULL; /* the next is a line's */
+	}
+	fclose(f);
+	/* A whole page of margin below this frame, for madvise's own. */
+	below = (here & ~((uintptr_t)page - 1)) - (uintptr_t)page;
+	if (found && lo < below)
+		madvise((void *)lo, below - lo, MADV_DONTNEED);
 }
 
 void *

@@ -1113,6 +1113,18 @@ worker_py_gone(PyObject *self, PyObject *unused)
 	return PyBool_FromLong(worker_dead());
 }
 
+/*
+ * _rmworker.trim(): give back what start-up used and an idle session would
+ * keep (mem_release): the C heap's free pages (the compiler's and the
+ * importer's garbage) and the stack below the runtime's main().
+ */
+static PyObject *
+worker_py_trim(PyObject *self, PyObject *unused)
+{
+	mem_release();
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef worker_py_methods[] = {
     {"fileno", worker_py_fileno, METH_NOARGS,
         "The descriptor of the front's socket, for loop.add_reader."},
@@ -1127,6 +1139,9 @@ static PyMethodDef worker_py_methods[] = {
         "What the front's Init said about the session."},
     {"log", worker_py_log, METH_VARARGS,
         "log(level, message): a line in the worker's own log."},
+    {"trim", worker_py_trim, METH_NOARGS,
+        "Give back the free pages that start-up left, in the C heap and "
+        "the stack."},
     {"send_ready", worker_py_send_ready, METH_VARARGS,
         "send_ready(session_id, attrs, py_ver, cp_ver[, installed])"},
     {"send_result", worker_py_send_result, METH_VARARGS,

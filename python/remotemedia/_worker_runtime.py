@@ -2039,6 +2039,7 @@ def main():
     _preload()
     os.register_at_fork(after_in_child=_forget_front)
     runtime = Runtime()
+    _rmworker.trim()  # before a spare waits: what start-up freed
     try:
         runtime.serve()
     finally:

@@ -2039,7 +2039,7 @@ def main():
     _preload()
     os.register_at_fork(after_in_child=_forget_front)
     runtime = Runtime()
-    _rmworker.trim()  # before a spare waits: what start-up freed
+    _rmworker.trim()  # before a spare waits: what start-up left
     try:
         runtime.serve()
     finally:

@@ -40,13 +40,16 @@ malloc_keep(size_t keep)
  * this call. Each is private memory of every idle session (a sandbox
  * helper's stack held 20-30 KiB, a worker's more). The stack's pages read
  * as zeros if it grows there again; its mapping is found in
- * /proc/self/maps, and is left alone where that cannot be read.
+ * /proc/self/maps, and is left alone where that cannot be read. The
+ * frame's address, not a local's: AddressSanitizer may keep locals on a
+ * fake stack of its own, which must not be touched.
  */
 __attribute__((noinline)) void
 mem_release(void)
 {
 	char line[128];
-	uintptr_t here = (uintptr_t)&line, lo = 0, hi = 0, below;
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0), lo = 0, hi = 0,
+	          below;
 	long page = sysconf(_SC_PAGESIZE);
 	int start = 1, found = 0;
 	FILE *f;
@@ -57,7 +60,7 @@ mem_release(void)
 	while (!found && fgets(line, sizeof(line), f) != NULL) {
 		found = start &&
 		    sscanf(line, "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2 &&
-		    lo <= here && here < hi;
+		    lo <= here && here < hi && strstr(line, "[stack]") != NULL;
 		start = strchr(line, '\n') != NULL; /* the next is a line's */
 	}
 	fclose(f);

@@ -1944,21 +1944,19 @@ class _BusyEpoll(_Busy, _Epoll):
     pass
 
 
-_BusySelector = None  # _Busy over selectors.EpollSelector, for asyncio
-
-
 def _plain_selector(spin):
     return _BusyEpoll(spin) if spin else _Epoll()
 
 
 def _asyncio_selector(spin):
-    global _BusySelector
+    """The selector of the session's asyncio loop, made once a session."""
     import selectors
     if not spin:
         return selectors.DefaultSelector()
-    if _BusySelector is None:
-        _BusySelector = type("_BusySelector",
-                             (_Busy, selectors.EpollSelector), {})
+
+    class _BusySelector(_Busy, selectors.EpollSelector):
+        pass
+
     return _BusySelector(spin)
 
 

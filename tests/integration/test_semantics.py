@@ -661,8 +661,9 @@ class Colors:
 def test_objects_sent_by_value_load_without_cloudpickle(server):
     """The worker loads a class sent by value, and pickles results of
     builtin types, without importing cloudpickle (nor logging, json, re,
-    weakref, selectors: an idle session's memory); a result that needs cloudpickle imports it,
-    and classes rebuilt before then keep the client's identity both ways."""
+    weakref, selectors: an idle session's memory); a result that needs
+    cloudpickle imports it, and classes rebuilt before then keep the
+    client's identity both ways."""
     async def main():
         async with RemoteProxyClient(server.config()) as client:
             b = await client.create_proxy(ByValue(3))

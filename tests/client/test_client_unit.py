@@ -370,6 +370,30 @@ def test_pickle_args_document() -> None:
     assert pickle.loads(doc) == ((1, [2]), {"b": 3})
 
 
+class _Str(str):
+    pass
+
+
+def test_plain_arguments_pickle_as_cloudpickle_would() -> None:
+    """Arguments of plain types skip cloudpickle, byte for byte the same;
+    anything else, and bytes large enough to go out of band, still take
+    cloudpickle's way."""
+    plain = [((), {}), ((1, -2**70, 0.5, True, None), {}),
+             (("é", b"xy" * 100), {"k": "v", "n": None})]
+    for args, kwargs in plain:
+        doc = wire.encode_args(pb.FORMAT_PICKLE, args, kwargs)
+        assert doc == cloudpickle.dumps((args, kwargs), protocol=5)
+        assert pickle.loads(doc) == (args, kwargs)
+    local = lambda x: x + 1  # noqa: E731 - only cloudpickle carries it
+    for args in [(local,), (_Str("s"),), ([1],)]:
+        doc = wire.encode_args(pb.FORMAT_PICKLE, args, {})
+        assert doc == cloudpickle.dumps((args, {}), protocol=5)
+    got = pickle.loads(wire.encode_args(pb.FORMAT_PICKLE, (local,), {}))
+    assert got[0][0](1) == 2
+    big = wire.encode_args(pb.FORMAT_PICKLE, (b"z" * 70_000,), {})
+    assert isinstance(big, wire.Encoded) and [b.nbytes for b in big.buffers] == [70_000]
+
+
 def test_args_are_chunked_under_one_mib() -> None:
     doc = os.urandom(3 * MiB + MiB // 2)
     messages = list(wire.call_messages(7, "process", pb.CALL_METHOD, doc, 30000))
@@ -1085,6 +1109,152 @@ def test_remote_exceptions() -> None:
                 await proxy.deadline()
             assert await proxy.add(1, 1) == 2
     run(main())
+
+
+class _GatedCall:
+    """grpc.aio's stream-stream call as the writer sees it: each write
+    records its message at its first step, then waits for the test to open
+    its gate (gRPC's completion)."""
+
+    def __init__(self, fail_writes: bool = False) -> None:
+        self.sent: List[str] = []
+        self.gates: List[asyncio.Future[None]] = []
+        self.cancelled = False
+        self.attempts = 0
+        self.fail_writes = fail_writes
+        self.replies: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def write(self, message: Any) -> None:
+        self.attempts += 1
+        if self.fail_writes:
+            raise asyncio.InvalidStateError("RPC already finished")
+        kind = message.WhichOneof("msg")
+        self.sent.append(f"{kind} {message.value.seq}" if kind == "value" else kind)
+        gate = asyncio.get_running_loop().create_future()
+        self.gates.append(gate)
+        await gate
+
+    async def done_writing(self) -> None:
+        self.sent.append("half-close")
+
+    async def read(self) -> Any:
+        return await self.replies.get()
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        self.replies.put_nowait(grpc.aio.EOF)
+        return True
+
+    def done(self) -> bool:
+        return self.cancelled
+
+    def open_gate(self) -> None:
+        for gate in self.gates:
+            if not gate.done():
+                gate.set_result(None)
+                return
+
+
+def _gated_session(call: _GatedCall) -> Any:
+    from remotemedia.remote.session import Session
+    config = RemoteExecutorConfig(host="127.0.0.1", port=1, timeout=5.0)
+    opening = wire.open_messages(b"object", pb.FORMAT_PICKLE, [])
+    session = Session(call, pb.FORMAT_PICKLE, config, opening)
+    session.set_ready(pb.Ready(session_id="s1"))
+    return session
+
+
+async def _turns(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_a_call_is_on_the_wire_before_its_caller_waits() -> None:
+    """The writer is no task: a write starts in what queues it, so a call
+    has gone to gRPC when start_call returns; what is queued behind a write
+    that waits goes in order, batches whole, once it completes."""
+    async def main() -> None:
+        call = _GatedCall()
+        session = _gated_session(call)
+        assert call.sent == ["open"]  # from the constructor, at once
+        doc = wire.encode_args(pb.FORMAT_PICKLE, (1,), {})
+        session.start_call("a", pb.CALL_METHOD, doc)
+        session._chunk_size = 8  # the next call's arguments: several chunks
+        session.start_call("b", pb.CALL_METHOD, b"0123456789abcdefghij")
+        session._chunk_size = wire.CHUNK_SIZE
+        session.start_call("c", pb.CALL_METHOD, doc)
+        assert call.sent == ["open"]  # behind the Open, whose write waits
+        for _ in range(6):
+            call.open_gate()
+            await _turns()
+        assert call.sent == ["open", "call", "call", "value 1", "value 2", "call"]
+        call.open_gate()
+        await _turns()
+        session.start_call("d", pb.CALL_METHOD, doc)
+        assert call.sent[-1] == "call"  # nothing waited: written at once
+        call.open_gate()
+        await session.abort()
+    run(main())
+
+
+def test_a_cancelled_caller_leaves_the_write_alone() -> None:
+    """Cancelling the task that awaits a call whose write still waits does
+    not touch gRPC's write (which would cancel the stream): the write
+    completes, and the call's Cancel follows it."""
+    async def main() -> None:
+        call = _GatedCall()
+        session = _gated_session(call)
+        call.open_gate()
+        await _turns()
+        doc = wire.encode_args(pb.FORMAT_PICKLE, (1,), {})
+        task = asyncio.ensure_future(session.call("slow", pb.CALL_METHOD, doc))
+        await _turns()
+        assert call.sent == ["open", "call"]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not call.gates[-1].done() and not call.cancelled
+        call.open_gate()
+        await _turns()
+        assert call.sent == ["open", "call", "cancel"]
+        assert not call.cancelled
+        call.open_gate()
+        await session.abort()
+        assert call.gates[-1].done()
+    run(main())
+
+
+def test_closing_cancels_a_write_that_waits_as_a_task_would() -> None:
+    async def main() -> None:
+        call = _GatedCall()
+        session = _gated_session(call)
+        await session.abort()  # the Open's write still waits
+        assert call.cancelled and call.gates[0].cancelled()
+        await _turns()
+        doc = wire.encode_args(pb.FORMAT_PICKLE, (1,), {})
+        with pytest.raises(rx.SessionClosedError):
+            session.start_call("late", pb.CALL_METHOD, doc)
+        assert call.sent == ["open"]
+    run(main())
+
+
+def test_a_failed_write_stops_the_writer_quietly(caplog: Any) -> None:
+    """A write that finds the stream over ends the writing: what is queued
+    later is dropped, the caller is not raised at, and nothing is logged
+    above DEBUG (the reader reports the stream's status)."""
+    async def main() -> None:
+        call = _GatedCall(fail_writes=True)
+        session = _gated_session(call)
+        doc = wire.encode_args(pb.FORMAT_PICKLE, (1,), {})
+        session.start_call("a", pb.CALL_METHOD, doc)
+        await _turns()
+        assert call.attempts == 1  # the Open's
+        await session.abort()
+    with caplog.at_level(logging.DEBUG, logger="remotemedia"):
+        run(main())
+    failed = [r for r in caplog.records if "write failed" in r.getMessage()]
+    assert failed and all(r.levelno == logging.DEBUG for r in failed)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_local_timeout_cancels_the_call() -> None:

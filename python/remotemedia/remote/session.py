@@ -1,12 +1,17 @@
 """One session: one ``RemoteExecution/Session`` stream, one remote worker.
 
-A :class:`Session` owns the gRPC stream-stream call and two tasks:
+A :class:`Session` owns the gRPC stream-stream call, a writer and a
+reader task:
 
 - the **writer** takes batches of ``ClientMessage``s from a FIFO queue and
-  writes them with ``call.write()``. A batch (a call and its argument
-  chunks) is written back to back, so writes never interleave, and no
-  user-side cancellation ever lands inside a gRPC write (which would cancel
-  the whole stream).
+  writes them with ``call.write()``, one at a time. A batch (a call and its
+  argument chunks) is written back to back, so writes never interleave. The
+  writer is not a task: the first step of each write runs at once, in
+  whatever queued it, and the completion of what gRPC waits for runs the
+  rest (see :meth:`Session._advance`). So a call's message is on the wire
+  before its caller waits, a loop turn earlier than a task could send it,
+  and no user-side cancellation ever lands inside a gRPC write (which would
+  cancel the whole stream): the caller never awaits the write.
 - the **reader** reads ``ServerMessage``s with ``call.read()`` and
   dispatches them by call id to per-call :class:`CallState`s: an event
   deque and a waiter future. It reassembles chunked values, logs
@@ -24,7 +29,7 @@ import asyncio
 import collections
 import logging
 import sys
-from typing import Any, Callable, Deque, Dict, Iterable, Optional, Set, Tuple
+from typing import Any, Callable, Coroutine, Deque, Dict, Iterable, Optional, Set, Tuple
 
 import grpc
 
@@ -170,13 +175,18 @@ class Session:
         self._open_events: asyncio.Queue[Any] = asyncio.Queue()
         self._session_error: Any = None
         self._failure: Optional[Callable[[], RemoteMediaError]] = None
-        self._outq: asyncio.Queue[Any] = asyncio.Queue()
-        self._outq.put_nowait(open_messages)
+        # The writer: batches (iterators of messages) and _HALF_CLOSE, the
+        # write under way and the future it waits for, and whether writing
+        # has stopped for good.
+        self._outbox: Deque[Any] = collections.deque()
+        self._writing: Optional[Coroutine[Any, Any, Any]] = None
+        self._waited: Optional[asyncio.Future[Any]] = None
+        self._write_stopped = False
         # Called with the session when its proxy is collected (the client
         # forgets it then).
         self.on_abandon: Optional[Callable[[Session], None]] = None
-        self._writer = self._loop.create_task(self._write_loop())
         self._reader = self._loop.create_task(self._read_loop())
+        self._send(open_messages)
         self._handlers: Dict[str, Callable[[Any], None]] = {
             "progress": self._on_opening_event,
             "ready": self._on_opening_event,
@@ -268,7 +278,8 @@ class Session:
         """
         self.check_loop()
         self._check_usable()
-        self._flush_cancels()
+        if self._gc_cancels:
+            self._flush_cancels()
         if doc is not None and 0 < self._max_value < len(doc):
             raise ValueError(
                 f"arguments of {name}() are {len(doc)} bytes, over the session's "
@@ -277,7 +288,7 @@ class Session:
         self._next_id += 1
         state = CallState(call_id, name)
         self._pending[call_id] = state
-        self._outq.put_nowait(wire.call_messages(
+        self._send(wire.call_messages(
             call_id, name, kind, doc, self.timeout_ms, self._chunk_size))
         return state
 
@@ -323,7 +334,7 @@ class Session:
         if self._pending.get(state.call_id) is not state or state.cancelled:
             return
         if self._phase == _READY and not self._closing:
-            self._outq.put_nowait((wire.pull_message(state.call_id, n, self.timeout_ms),))
+            self._send((wire.pull_message(state.call_id, n, self.timeout_ms),))
 
     def cancel(self, state: CallState) -> bool:
         """Stop a generator or abandon a pending call (``Cancel{call_id}``).
@@ -342,7 +353,7 @@ class Session:
             self._assembler.discard(state.call_id)
         if self._phase != _READY or self._closing:
             return False
-        self._outq.put_nowait((wire.cancel_message(state.call_id),))
+        self._send((wire.cancel_message(state.call_id),))
         return True
 
     def cancel_threadsafe(self, state: CallState) -> None:
@@ -514,26 +525,90 @@ class Session:
     # ------------------------------------------------------------------
     # Writer
 
-    async def _write_loop(self) -> None:
-        """Write queued batches in order; stop at the half-close sentinel."""
+    def _send(self, batch: Any) -> None:
+        """Queue a batch of messages (or _HALF_CLOSE) and start writing it
+        unless a write is under way. Dropped once writing has stopped."""
+        if self._write_stopped:
+            return
+        self._outbox.append(batch if batch is _HALF_CLOSE else iter(batch))
+        if self._writing is None:
+            self._write_next()
+
+    def _write_next(self) -> None:
+        """Start the queued writes, in order, until one has to wait."""
+        while self._writing is None and self._outbox and not self._write_stopped:
+            head = self._outbox[0]
+            try:
+                if head is _HALF_CLOSE:
+                    self._outbox.clear()
+                    self._write_stopped = True
+                    coro = self._call.done_writing()
+                else:
+                    message = next(head, None)
+                    if message is None:  # the batch is all written
+                        self._outbox.popleft()
+                        continue
+                    coro = self._call.write(message)
+            except Exception:
+                log.exception("[session %s] cannot write a message", self.short_id)
+                self._write_failed()
+                return
+            self._writing = coro
+            self._advance(coro)
+
+    def _advance(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run the write ``coro`` to its next wait, as a task's step does.
+
+        The asyncio future it waits for (gRPC's) resumes it once done, and a
+        bare yield at the loop's next turn. When it ends, the next write may
+        start. A write that fails ends the writing: the stream is over, and
+        the reader reports its status.
+        """
         try:
-            while True:
-                batch = await self._outq.get()
-                if batch is _HALF_CLOSE:
-                    await self._call.done_writing()
-                    return
-                for message in batch:
-                    await self._call.write(message)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-            # The stream is over; the reader reports its status.
+            waited = coro.send(None)
+        except StopIteration:
+            self._writing = self._waited = None
+            return
+        except (asyncio.CancelledError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            self._writing = self._waited = None
             log.debug("[session %s] write failed: %r", self.short_id, exc)
+            self._stop_writing()
+            return
         except Exception:
+            self._writing = self._waited = None
             log.exception("[session %s] cannot write a message", self.short_id)
-            self._call.cancel()
+            self._write_failed()
+            return
+        if waited is None:
+            self._loop.call_soon(self._resume, coro)
+        elif getattr(waited, "_asyncio_future_blocking", False):
+            waited._asyncio_future_blocking = False
+            self._waited = waited
+            waited.add_done_callback(lambda _: self._resume(coro))
+        else:  # what no task could wait for either
+            coro.close()
+            self._writing = None
+            log.error("[session %s] a write waited for %r", self.short_id, waited)
+            self._write_failed()
+
+    def _resume(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._writing is coro:
+            self._waited = None
+            self._advance(coro)
+            self._write_next()
+
+    def _stop_writing(self) -> None:
+        """Write nothing more. A write that waits is cancelled as a task's
+        would be: gRPC's future is, and the write ends at its next step."""
+        self._write_stopped = True
+        self._outbox.clear()
+        if self._waited is not None:
+            self._waited.cancel()
+
+    def _write_failed(self) -> None:
+        """A bug in writing: end the stream, whose status the reader reports."""
+        self._stop_writing()
+        self._call.cancel()
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -550,8 +625,8 @@ class Session:
             return
         self._closing = True
         if self._phase == _READY:
-            self._outq.put_nowait((wire.close_message(),))
-            self._outq.put_nowait(_HALF_CLOSE)
+            self._send((wire.close_message(),))
+            self._send(_HALF_CLOSE)
             await asyncio.wait({self._reader}, timeout=self.timeout)
         await self._wait_tasks()
         closed = f"session {self.short_id} is closed"
@@ -591,20 +666,19 @@ class Session:
         await self._wait_tasks()
 
     async def _wait_tasks(self) -> None:
-        """Cancel the stream if it still runs, and reap both tasks."""
+        """Cancel the stream if it still runs, stop the writer and reap the reader."""
         if not self._reader.done():
             self._call.cancel()
         await asyncio.wait({self._reader}, timeout=5.0)
-        if not self._writer.done():
-            self._writer.cancel()
-        for task in (self._reader, self._writer):
-            if not task.done():
-                task.cancel()
-            try:
-                await task
-            except BaseException:  # already reported by the task itself
-                if task.cancelled() and _current_task_cancelling():
-                    raise
+        self._stop_writing()
+        task = self._reader
+        if not task.done():
+            task.cancel()
+        try:
+            await task
+        except BaseException:  # already reported by the task itself
+            if task.cancelled() and _current_task_cancelling():
+                raise
         if self._failure is None:
             self._finish(grpc.StatusCode.CANCELLED, "session closed")
 

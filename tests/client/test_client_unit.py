@@ -374,24 +374,43 @@ class _Str(str):
     pass
 
 
-def test_plain_arguments_pickle_as_cloudpickle_would() -> None:
-    """Arguments of plain types skip cloudpickle, byte for byte the same;
-    anything else, and bytes large enough to go out of band, still take
-    cloudpickle's way."""
-    plain = [((), {}), ((1, -2**70, 0.5, True, None), {}),
-             (("é", b"xy" * 100), {"k": "v", "n": None})]
+def test_plain_arguments_pickle_as_cloudpickle_would(monkeypatch: Any) -> None:
+    """Arguments of exactly the plain types skip cloudpickle, byte for byte
+    the same; anything else, subclasses (of str as a keyword's name too),
+    and bytes large enough to go out of band, still take cloudpickle's way."""
+    fast: List[Any] = []
+    real_dumps = pickle.dumps
+
+    def spy(obj: Any, *a: Any, **kw: Any) -> bytes:
+        fast.append(obj)
+        return real_dumps(obj, *a, **kw)
+
+    monkeypatch.setattr(wire.pickle, "dumps", spy)
+    small = b"s" * (wire._oob.OOB_MIN - 1)
+    plain = [((), {}), ((1, -2**70, 0.5, float("nan"), True, None), {}),
+             (("é\udcff", b"xy" * 100, small), {"k": "v", "n": None})]
     for args, kwargs in plain:
+        del fast[:]
         doc = wire.encode_args(pb.FORMAT_PICKLE, args, kwargs)
+        assert fast == [(args, kwargs)]
         assert doc == cloudpickle.dumps((args, kwargs), protocol=5)
-        assert pickle.loads(doc) == (args, kwargs)
-    local = lambda x: x + 1  # noqa: E731 - only cloudpickle carries it
-    for args in [(local,), (_Str("s"),), ([1],)]:
-        doc = wire.encode_args(pb.FORMAT_PICKLE, args, {})
-        assert doc == cloudpickle.dumps((args, {}), protocol=5)
-    got = pickle.loads(wire.encode_args(pb.FORMAT_PICKLE, (local,), {}))
-    assert got[0][0](1) == 2
-    big = wire.encode_args(pb.FORMAT_PICKLE, (b"z" * 70_000,), {})
-    assert isinstance(big, wire.Encoded) and [b.nbytes for b in big.buffers] == [70_000]
+
+    class Local(str):  # only cloudpickle can send it (by value)
+        pass
+
+    not_plain = [((Local("s"),), {}), ((_Str("s"),), {}), (([1],), {}),
+                 ((lambda x: x + 1,), {}), ((), {Local("name"): 1}),
+                 ((b"z" * wire._oob.OOB_MIN,), {})]
+    for args, kwargs in not_plain:
+        del fast[:]
+        doc = wire.encode_args(pb.FORMAT_PICKLE, args, kwargs)
+        assert fast == []
+        if not isinstance(doc, wire.Encoded):
+            assert doc == cloudpickle.dumps((args, kwargs), protocol=5)
+    got = pickle.loads(wire.encode_args(pb.FORMAT_PICKLE, (), {Local("name"): 1}))
+    assert got == ((), {"name": 1}) and type(next(iter(got[1]))).__name__ == "Local"
+    big = wire.encode_args(pb.FORMAT_PICKLE, (b"z" * wire._oob.OOB_MIN,), {})
+    assert [b.nbytes for b in big.buffers] == [wire._oob.OOB_MIN]
 
 
 def test_args_are_chunked_under_one_mib() -> None:
@@ -1191,7 +1210,7 @@ def test_a_call_is_on_the_wire_before_its_caller_waits() -> None:
         call.open_gate()
         await _turns()
         session.start_call("d", pb.CALL_METHOD, doc)
-        assert call.sent[-1] == "call"  # nothing waited: written at once
+        assert len(call.sent) == 7  # nothing waited: written at once
         call.open_gate()
         await session.abort()
     run(main())
@@ -1235,6 +1254,27 @@ def test_closing_cancels_a_write_that_waits_as_a_task_would() -> None:
         with pytest.raises(rx.SessionClosedError):
             session.start_call("late", pb.CALL_METHOD, doc)
         assert call.sent == ["open"]
+    run(main())
+
+
+def test_a_write_stopped_after_its_wait_ended_gets_no_further() -> None:
+    """Stopping the writer between the end of what a write waits for and
+    the write's next step still cancels it there, as a task's would be."""
+    async def main() -> None:
+        call = _GatedCall()
+        steps: List[str] = []
+        real_write = call.write
+
+        async def write(message: Any) -> None:
+            await real_write(message)
+            steps.append("went on")
+
+        call.write = write  # type: ignore[method-assign]
+        session = _gated_session(call)
+        call.open_gate()  # done, its write not yet resumed
+        session._stop_writing()
+        await _turns()
+        assert steps == [] and session._writing is None
     run(main())
 
 

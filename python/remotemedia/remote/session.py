@@ -182,6 +182,7 @@ class Session:
         self._writing: Optional[Coroutine[Any, Any, Any]] = None
         self._waited: Optional[asyncio.Future[Any]] = None
         self._write_stopped = False
+        self._write_cancelled = False
         # Called with the session when its proxy is collected (the client
         # forgets it then).
         self.on_abandon: Optional[Callable[[Session], None]] = None
@@ -556,7 +557,8 @@ class Session:
             self._writing = coro
             self._advance(coro)
 
-    def _advance(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _advance(self, coro: Coroutine[Any, Any, Any],
+                 exc: Optional[BaseException] = None) -> None:
         """Run the write ``coro`` to its next wait, as a task's step does.
 
         The asyncio future it waits for (gRPC's) resumes it once done, and a
@@ -565,7 +567,7 @@ class Session:
         the reader reports its status.
         """
         try:
-            waited = coro.send(None)
+            waited = coro.send(None) if exc is None else coro.throw(exc)
         except StopIteration:
             self._writing = self._waited = None
             return
@@ -594,13 +596,14 @@ class Session:
     def _resume(self, coro: Coroutine[Any, Any, Any]) -> None:
         if self._writing is coro:
             self._waited = None
-            self._advance(coro)
+            self._advance(coro, asyncio.CancelledError() if self._write_cancelled else None)
             self._write_next()
 
     def _stop_writing(self) -> None:
-        """Write nothing more. A write that waits is cancelled as a task's
-        would be: gRPC's future is, and the write ends at its next step."""
-        self._write_stopped = True
+        """Write nothing more. A write under way is cancelled as a task's
+        would be: the future it waits for is, and its next step gets
+        CancelledError even if that future was done already."""
+        self._write_stopped = self._write_cancelled = True
         self._outbox.clear()
         if self._waited is not None:
             self._waited.cancel()

@@ -246,7 +246,7 @@ def encode_args(fmt: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         except (TypeError, ValueError) as exc:
             raise TypeError(f"argument cannot be sent as JSON: {exc}") from exc
         return text.encode("utf-8")
-    if _plain(args) and _plain(kwargs.values()):
+    if _plain(args) and _plain(kwargs) and _plain(kwargs.values()):
         # What cloudpickle would write, byte for byte: its hooks are not
         # asked about these types (Pickler.reducer_override).
         return pickle.dumps((tuple(args), dict(kwargs)), protocol=_PICKLE_PROTOCOL)
@@ -259,7 +259,8 @@ _PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
 
 def _plain(values: Iterable[Any]) -> bool:
     """True when every value is a None, bool, int, float or str, or bytes
-    too small to go out of band."""
+    too small to go out of band (exactly those types: a subclass, even of
+    str as a keyword's name, may need cloudpickle)."""
     for v in values:
         t = type(v)
         if t not in _PLAIN_TYPES and not (t is bytes and len(v) < _oob.OOB_MIN):

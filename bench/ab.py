@@ -99,15 +99,12 @@ def opens(args) -> dict[str, list[dict]]:
         serverlib.BUILD = Path(tree).resolve()
         srv = Server(["--sandbox", "off"])
         try:
-            r = bench.rmctl_bench(srv, "--count", "10", "--sessions", "24", "--items", "1",
-                                  "--item-size", "1K", "--parallel", "1",
-                                  "--duration", "100ms")
+            rmctl = bench.rmctl_open_ms(srv, 24)
             py = asyncio.run(bench.open_times(srv.config(timeout=60.0), 24))
         finally:
             srv.stop()
             srv.cleanup()
-        res[tree].append({"rmctl_ms": r["session"]["p50_us"] / 1e3,
-                          "python_ms": bench.ms(py)})
+        res[tree].append({"rmctl_ms": rmctl, "python_ms": bench.ms(py)})
     return res
 
 

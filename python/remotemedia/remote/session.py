@@ -569,15 +569,15 @@ class Session:
         try:
             waited = coro.send(None) if exc is None else coro.throw(exc)
         except StopIteration:
-            self._writing = self._waited = None
+            self._writing = None
             return
         except (asyncio.CancelledError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-            self._writing = self._waited = None
+            self._writing = None
             log.debug("[session %s] write failed: %r", self.short_id, exc)
             self._stop_writing()
             return
         except Exception:
-            self._writing = self._waited = None
+            self._writing = None
             log.exception("[session %s] cannot write a message", self.short_id)
             self._write_failed()
             return

@@ -12,11 +12,17 @@ the medians of their rounds.
                           directories (a worktree's build/), each serving
                           its own rounds; per round rmctl bench's open p50
                           and the Python client's (this tree's)
+  bench/ab.py serves A B  the call figures of two builds (build
+                          directories, as for opens), both serving at once:
+                          per round the Python client's call p50 (this
+                          tree's client), its grpc.aio Echo p50 and their
+                          ratio, rmctl bench's call and Echo p50, and its
+                          calls/s over 8 sessions
 
 For an older commit: `git worktree add /tmp/old COMMIT && make -C /tmp/old
 all`, then /tmp/old/python or /tmp/old/build. Sandbox off, as the open
 target's figure; --rounds (default 6), --n calls a round (default 2000),
---pin puts the server on CPU 0 and the client on CPU 1.
+--pin (calls only) puts the server on CPU 0 and the client on CPU 1.
 """
 from __future__ import annotations
 
@@ -108,16 +114,46 @@ def opens(args) -> dict[str, list[dict]]:
     return res
 
 
+def serves(args) -> dict[str, list[dict]]:
+    servers = {}
+    try:
+        for tree in args.trees:
+            serverlib.BUILD = Path(tree).resolve()
+            servers[tree] = Server(["--sandbox", "off"])
+        res: dict[str, list[dict]] = {t: [] for t in args.trees}
+        for tree in rounds_of(args.trees, args.rounds):
+            srv = servers[tree]
+            out = subprocess.run(
+                ["/usr/bin/python3", "-c", PING, str(ROOT / "python"), srv.host,
+                 str(srv.port), str(args.n), "-"],
+                capture_output=True, text=True, check=True, timeout=600)
+            call = json.loads(out.stdout)["p50_us"]
+            echo = bench.us(asyncio.run(bench.echo_rtts(srv.host, srv.port, args.n)))
+            r = bench.rmctl_bench(srv, "--count", str(args.n), "--sessions", "2",
+                                  "--items", "1", "--item-size", "1K",
+                                  "--parallel", "8", "--duration", "2s")
+            res[tree].append({"py_call_us": call, "py_echo_us": echo,
+                              "py_ratio": call / echo,
+                              "rmctl_call_us": r["call"]["p50_us"],
+                              "rmctl_echo_us": r["echo"]["p50_us"],
+                              "calls_per_s": r["throughput"]["calls_per_s"]})
+    finally:
+        for srv in servers.values():
+            srv.stop()
+            srv.cleanup()
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("calls", "opens"))
+    ap.add_argument("what", choices=("calls", "opens", "serves"))
     ap.add_argument("trees", nargs=2)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--pin", action="store_true")
     args = ap.parse_args()
-    res = (calls if args.what == "calls" else opens)(args)
+    res = {"calls": calls, "opens": opens, "serves": serves}[args.what](args)
     for tree, rows in res.items():
         cols = {k: [row[k] for row in rows] for k in rows[0]}
         print(tree)

@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""How much slower code runs here after its process slept: what a spare
+worker meets when its Open comes.
+
+It times what an Open of source does in the worker (compile the class of
+rmctl bench, run the module, construct the object, list its names), warm
+and then after sleeps of growing length, each in its own rounds; median
+of the rounds, in µs. --cpu pins the process; --spin also runs a nice 19
+busy loop on that CPU while it sleeps, so that the vCPU never halts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_source() -> str:
+    """The Python source of rmctl bench's object, from src/rmctl_bench.c."""
+    c = (ROOT / "src" / "rmctl_bench.c").read_text()
+    body = re.search(r"rmctl_bench_source\[\] =\n(.*?);\n", c, re.S).group(1)
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).encode().decode(
+        "unicode_escape")
+
+
+def open_like(source: str) -> float:
+    """One Open's work on source, in µs."""
+    t = time.perf_counter()
+    module = types.ModuleType("bench_source")
+    exec(compile(source, "<source>", "exec"), module.__dict__)
+    dir(module.Bench())
+    return (time.perf_counter() - t) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--cpu", type=int)
+    ap.add_argument("--spin", action="store_true")
+    args = ap.parse_args()
+    spinner = None
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+        if args.spin:
+            spinner = subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"])
+    elif args.spin:
+        ap.error("--spin needs --cpu")
+    try:
+        source = bench_source()
+        open_like(source)
+        for sleep in (0, 0.0005, 0.002, 0.005, 0.02, 0.05, 0.2):
+            times = []
+            for _ in range(args.rounds):
+                if sleep:
+                    time.sleep(sleep)
+                times.append(open_like(source))
+            print(f"after {sleep * 1e3:6.1f} ms asleep: {statistics.median(times):6.1f} µs")
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+
+
+if __name__ == "__main__":
+    main()

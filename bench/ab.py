@@ -12,12 +12,21 @@ the medians of their rounds.
                           directories (a worktree's build/), each serving
                           its own rounds; per round rmctl bench's open p50
                           and the Python client's (this tree's)
+  bench/ab.py bigs A B    64 MiB arguments and results: A and B are
+                          client trees, as for calls; per round the median
+                          of 3 uploads (a 64 MiB argument, a small result),
+                          3 downloads (the reverse) and 3 round trips, and
+                          the client's page faults per upload
   bench/ab.py serves A B  the call figures of two builds (build
                           directories, as for opens), both serving at once:
                           per round the Python client's call p50 (this
                           tree's client), its grpc.aio Echo p50 and their
                           ratio, rmctl bench's call and Echo p50, and its
-                          calls/s over 8 sessions
+                          calls/s over 8 sessions (for 2 s; make bench
+                          measures its small calls with the sandbox on)
+
+rmctl is this tree's build/rmctl in every mode. A and B may be the same
+tree: an A/A run shows the noise.
 
 For an older commit: `git worktree add /tmp/old COMMIT && make -C /tmp/old
 all`, then /tmp/old/python or /tmp/old/build. Sandbox off, as the open
@@ -75,33 +84,99 @@ asyncio.run(main())
 '''
 
 
+# A child of bigs, with the client tree under test first on its path.
+BIG = r'''
+import asyncio, json, os, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from remotemedia import RemoteExecutorConfig, RemoteProxyClient
+
+class Big:
+    def up(self, data):
+        return len(data)
+
+    def down(self, n):
+        return bytes(n)
+
+    def echo(self, data):
+        return data
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+async def main():
+    data = os.urandom(64 << 20)
+    cfg = RemoteExecutorConfig(host=sys.argv[2], port=int(sys.argv[3]), timeout=120.0)
+    async with RemoteProxyClient(cfg) as client:
+        big = await client.create_proxy(Big())
+        await big.up(data)  # the first call's allocations are not the figure
+        out = {}
+        for name, call in (("up_ms", lambda: big.up(data)),
+                           ("down_ms", lambda: big.down(len(data))),
+                           ("round_trip_ms", lambda: big.echo(data))):
+            times, flt = [], []
+            for _ in range(3):
+                f, t = faults(), time.perf_counter()
+                await call()
+                times.append((time.perf_counter() - t) * 1e3)
+                flt.append(faults() - f)
+            out[name] = sorted(times)[1]
+            if name == "up_ms":
+                out["up_faults"] = sorted(flt)[1]
+    print(json.dumps(out))
+
+asyncio.run(main())
+'''
+
+
 def rounds_of(trees: list[str], n: int):
-    """The trees in order, reversed every other round."""
+    """(index, tree) of A and B in order, reversed every other round: by
+    index, so that A and B may be the same tree (an A/A run shows the
+    noise)."""
+    both = list(enumerate(trees))
     for r in range(n):
-        yield from (trees if r % 2 == 0 else trees[::-1])
+        yield from (both if r % 2 == 0 else both[::-1])
 
 
-def calls(args) -> dict[str, list[dict]]:
+def run_child(argv: list[str]) -> str:
+    """A child's stdout; its stderr too if it fails."""
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"{argv[:3]}... failed ({out.returncode}):\n{out.stderr}")
+    return out.stdout
+
+
+def calls(args) -> list[list[dict]]:
     if args.pin:
         os.sched_setaffinity(0, {0})  # the server, started below, inherits it
     srv = Server(["--sandbox", "off"])
-    res: dict[str, list[dict]] = {t: [] for t in args.trees}
+    res: list[list[dict]] = [[], []]
     try:
-        for tree in rounds_of(args.trees, args.rounds):
-            out = subprocess.run(
-                ["/usr/bin/python3", "-c", PING, tree, srv.host, str(srv.port),
-                 str(args.n), "pin" if args.pin else "-"],
-                capture_output=True, text=True, check=True, timeout=600)
-            res[tree].append(json.loads(out.stdout))
+        for i, tree in rounds_of(args.trees, args.rounds):
+            out = run_child(["/usr/bin/python3", "-c", PING, tree, srv.host,
+                             str(srv.port), str(args.n), "pin" if args.pin else "-"])
+            res[i].append(json.loads(out))
     finally:
         srv.stop()
         srv.cleanup()
     return res
 
 
-def opens(args) -> dict[str, list[dict]]:
-    res: dict[str, list[dict]] = {t: [] for t in args.trees}
-    for tree in rounds_of(args.trees, args.rounds):
+def bigs(args) -> list[list[dict]]:
+    srv = Server(["--sandbox", "off"])
+    res: list[list[dict]] = [[], []]
+    try:
+        for i, tree in rounds_of(args.trees, args.rounds):
+            out = run_child(["/usr/bin/python3", "-c", BIG, tree, srv.host, str(srv.port)])
+            res[i].append(json.loads(out))
+    finally:
+        srv.stop()
+        srv.cleanup()
+    return res
+
+
+def opens(args) -> list[list[dict]]:
+    res: list[list[dict]] = [[], []]
+    for i, tree in rounds_of(args.trees, args.rounds):
         serverlib.BUILD = Path(tree).resolve()
         srv = Server(["--sandbox", "off"])
         try:
@@ -110,35 +185,33 @@ def opens(args) -> dict[str, list[dict]]:
         finally:
             srv.stop()
             srv.cleanup()
-        res[tree].append({"rmctl_ms": rmctl, "python_ms": bench.ms(py)})
+        res[i].append({"rmctl_ms": rmctl, "python_ms": bench.ms(py)})
     return res
 
 
-def serves(args) -> dict[str, list[dict]]:
-    servers = {}
+def serves(args) -> list[list[dict]]:
+    servers = []
     try:
         for tree in args.trees:
             serverlib.BUILD = Path(tree).resolve()
-            servers[tree] = Server(["--sandbox", "off"])
-        res: dict[str, list[dict]] = {t: [] for t in args.trees}
-        for tree in rounds_of(args.trees, args.rounds):
-            srv = servers[tree]
-            out = subprocess.run(
-                ["/usr/bin/python3", "-c", PING, str(ROOT / "python"), srv.host,
-                 str(srv.port), str(args.n), "-"],
-                capture_output=True, text=True, check=True, timeout=600)
-            call = json.loads(out.stdout)["p50_us"]
+            servers.append(Server(["--sandbox", "off"]))
+        res: list[list[dict]] = [[], []]
+        for i, _ in rounds_of(args.trees, args.rounds):
+            srv = servers[i]
+            out = run_child(["/usr/bin/python3", "-c", PING, str(ROOT / "python"),
+                             srv.host, str(srv.port), str(args.n), "-"])
+            call = json.loads(out)["p50_us"]
             echo = bench.us(asyncio.run(bench.echo_rtts(srv.host, srv.port, args.n)))
             r = bench.rmctl_bench(srv, "--count", str(args.n), "--sessions", "2",
                                   "--items", "1", "--item-size", "1K",
                                   "--parallel", "8", "--duration", "2s")
-            res[tree].append({"py_call_us": call, "py_echo_us": echo,
+            res[i].append({"py_call_us": call, "py_echo_us": echo,
                               "py_ratio": call / echo,
                               "rmctl_call_us": r["call"]["p50_us"],
                               "rmctl_echo_us": r["echo"]["p50_us"],
                               "calls_per_s": r["throughput"]["calls_per_s"]})
     finally:
-        for srv in servers.values():
+        for srv in servers:
             srv.stop()
             srv.cleanup()
     return res
@@ -147,18 +220,22 @@ def serves(args) -> dict[str, list[dict]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("calls", "opens", "serves"))
+    ap.add_argument("what", choices=("calls", "bigs", "opens", "serves"))
     ap.add_argument("trees", nargs=2)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--pin", action="store_true")
     args = ap.parse_args()
-    res = {"calls": calls, "opens": opens, "serves": serves}[args.what](args)
-    for tree, rows in res.items():
+    if args.pin and args.what != "calls":
+        ap.error("--pin is for calls only")
+    if args.rounds < 1 or args.n < 1:
+        ap.error("--rounds and --n must be at least 1")
+    res = {"calls": calls, "bigs": bigs, "opens": opens, "serves": serves}[args.what](args)
+    for label, tree, rows in zip("AB", args.trees, res):
         cols = {k: [row[k] for row in rows] for k in rows[0]}
-        print(tree)
+        print(f"{label}: {tree}")
         for k, v in cols.items():
-            print(f"  {k:10s} median {statistics.median(v):8.2f}   rounds "
+            print(f"  {k:13s} median {statistics.median(v):9.2f}   rounds "
                   + " ".join(f"{x:.2f}" for x in v))
 
 

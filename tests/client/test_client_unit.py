@@ -431,6 +431,49 @@ def test_args_are_chunked_under_one_mib() -> None:
     assert b"".join(c.data for c in chunks) == doc
 
 
+def test_arg_chunks_are_made_as_the_writer_takes_them(monkeypatch: Any) -> None:
+    """A large argument's chunk messages are made one by one as they are
+    written, not all at the call: a few MiB at a time, rather than a second
+    copy of the whole value made, and given back, at every call."""
+    made: List[int] = []
+    chunks_of = wire.iter_chunks
+
+    def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for chunk in chunks_of(*args, **kwargs):
+            made.append(chunk.seq)
+            yield chunk
+
+    monkeypatch.setattr(wire, "iter_chunks", counting)
+    doc = os.urandom(4 * MiB)
+    messages = iter(wire.call_messages(7, "process", pb.CALL_METHOD, doc, 30000))
+    assert made == [0]  # chunk 0 rides in the Call
+    assert next(messages).WhichOneof("msg") == "call"
+    assert next(messages).value.seq == 1
+    assert made == [0, 1]
+    rest = [m.value for m in messages]
+    assert made == [0, 1, 2, 3] and [c.seq for c in rest] == [2, 3]
+
+
+def test_a_writable_argument_is_sent_as_it_was_at_the_call() -> None:
+    """Chunks made after the call still carry the value of the call's
+    moment: a bytearray or an array changed meanwhile is not sent torn."""
+    import numpy as np
+    buf = bytearray(os.urandom(3 * MiB))
+    arr = np.arange(MiB, dtype=np.uint16)
+    before = (bytes(buf), arr.copy())
+    enc = wire.encode_args(pb.FORMAT_PICKLE, (buf, arr), {})
+    messages = iter(wire.call_messages(9, "process", pb.CALL_METHOD, enc, 30000))
+    first = next(messages)
+    buf[:] = bytes(len(buf))
+    arr[:] = 7
+    chunks = [first.call.args] + [m.value for m in messages]
+    data = bytearray(b"".join(c.data for c in chunks))
+    sent = wire.decode_value(pb.FORMAT_PICKLE,
+                             wire.Buffered(data, list(chunks[0].buffer_sizes)))
+    assert bytes(sent[0][0]) == before[0]
+    assert (sent[0][1] == before[1]).all()
+
+
 @pytest.mark.parametrize("sizes", [
     [100, 150],       # smaller than the buffers sent: would cut the last
     [100, 100, 100],  # one more than the pickle uses

@@ -85,11 +85,11 @@ def test_calls_are_answered_and_then_the_processes_sleep(fresh_server, args):
 
 # The seldom-calls tests poll for the longest bound allowed, and call
 # twice as far apart as the gap that would start a poll again (1.5 x the
-# bound). A process that polled after each call would use 60 x 10 ms =
-# 0.6 s of CPU (mutants that never stop polling: 0.59 and 0.67 s). One that
-# sleeps at once used 0.01-0.05 s in 21 runs with a 5 ms bound, and once,
-# in a full CI run, 0.24 s for no cause found: over the 0.15 s line that
-# the 5 ms bound allowed.
+# bound). A process that polled after each message would use about 60 x
+# 10 ms = 0.6 s of CPU (mutants that do: 0.59 and 0.67 s); these used
+# 0.02-0.07 s. With a 5 ms bound and 20 ms apart, the line was 0.15 s, and
+# a full CI run once measured 0.24 s of the front's CPU, for no cause
+# found (21 runs here: 0.01-0.05 s).
 SELDOM_BOUND_US = "10000"
 SELDOM_MAX_S = 0.3
 
@@ -135,6 +135,6 @@ def test_the_front_polls_only_while_traffic_comes_within_the_bound(
     srv = fresh_server(["--busy-poll", SELDOM_BOUND_US, "--session-busy-poll",
                         "0", "--session-pool", "0"])
     used = cpu_over_seldom_calls(srv, lambda pid: [pid])
-    # Polling after each answer (or also after each call) would take 0.6
-    # to 1.2 s; relaying the calls takes a few milliseconds in all.
+    # Polling after each answer would take about 0.6 s; relaying the calls
+    # takes a few milliseconds in all.
     assert used < SELDOM_MAX_S, used

@@ -565,6 +565,22 @@ def _setup_linecache(linecache):
     linecache.cache.update(_sources)
 
 
+def _setup_child_flags(module):
+    """Python children of the session start as python3 does, with site.
+    The worker runs without it (_setup_site says why), and subprocess
+    would pass that on to them as -S (_args_from_interpreter_flags, which
+    multiprocessing and loky use): a child could not import the host's
+    packages before it had the session's sys.path. loky's resource
+    tracker, which imports joblib first, died so, and sklearn's fits with
+    n_jobs failed."""
+    flags = module._args_from_interpreter_flags
+
+    def _args_from_interpreter_flags():
+        return [a for a in flags() if a != "-S"]
+
+    module._args_from_interpreter_flags = _args_from_interpreter_flags
+
+
 class _AfterImport:
     """A finder, first on sys.meta_path, that runs a function once a module
     has been imported, by the session's code or by the runtime: logging,
@@ -2032,6 +2048,7 @@ def main():
         "logging": _setup_logging,
         "linecache": _setup_linecache,
         "cloudpickle.cloudpickle": _cp_imported,
+        "subprocess": _setup_child_flags,
     }))
     _setup_site()
     _preload()

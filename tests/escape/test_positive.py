@@ -113,6 +113,15 @@ class Work:
         r = requests.get(url, timeout=10)
         return r.status_code, r.text
 
+    def child_python(self):
+        """A Python child started as multiprocessing and loky start theirs."""
+        import subprocess
+        p = subprocess.run(
+            [sys.executable, *subprocess._args_from_interpreter_flags(), "-c",
+             "import joblib, numpy, sys; print(sys.flags.no_site)"],
+            capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout, p.stderr[-300:]
+
     def thread_env(self):
         names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
         return {n: os.environ.get(n) for n in names}
@@ -174,6 +183,12 @@ def test_threads(work):
 
 def test_subprocess(work):
     assert work.call("subprocesses") == (0, "hello\n", 0, "12")
+
+
+def test_a_python_child_imports_the_host_packages(work):
+    """The worker runs without site; its Python children must not (loky's
+    resource tracker imports joblib before it has the session's path)."""
+    assert work.call("child_python") == (0, "0\n", "")
 
 
 def test_asyncio(work):

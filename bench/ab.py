@@ -145,33 +145,30 @@ def run_child(argv: list[str]) -> str:
     return out.stdout
 
 
-def calls(args) -> list[list[dict]]:
-    if args.pin:
-        os.sched_setaffinity(0, {0})  # the server, started below, inherits it
+def client_rounds(args, script: str, *extra: str) -> list[list[dict]]:
+    """Rounds of a child running script with each client tree first on its
+    path, against one server of this tree's build: the JSON it prints."""
     srv = Server(["--sandbox", "off"])
     res: list[list[dict]] = [[], []]
     try:
         for i, tree in rounds_of(args.trees, args.rounds):
-            out = run_child(["/usr/bin/python3", "-c", PING, tree, srv.host,
-                             str(srv.port), str(args.n), "pin" if args.pin else "-"])
+            out = run_child(["/usr/bin/python3", "-c", script, tree, srv.host,
+                             str(srv.port), *extra])
             res[i].append(json.loads(out))
     finally:
         srv.stop()
         srv.cleanup()
     return res
+
+
+def calls(args) -> list[list[dict]]:
+    if args.pin:
+        os.sched_setaffinity(0, {0})  # the server, started next, inherits it
+    return client_rounds(args, PING, str(args.n), "pin" if args.pin else "-")
 
 
 def bigs(args) -> list[list[dict]]:
-    srv = Server(["--sandbox", "off"])
-    res: list[list[dict]] = [[], []]
-    try:
-        for i, tree in rounds_of(args.trees, args.rounds):
-            out = run_child(["/usr/bin/python3", "-c", BIG, tree, srv.host, str(srv.port)])
-            res[i].append(json.loads(out))
-    finally:
-        srv.stop()
-        srv.cleanup()
-    return res
+    return client_rounds(args, BIG)
 
 
 def opens(args) -> list[list[dict]]:
@@ -206,10 +203,10 @@ def serves(args) -> list[list[dict]]:
                                   "--items", "1", "--item-size", "1K",
                                   "--parallel", "8", "--duration", "2s")
             res[i].append({"py_call_us": call, "py_echo_us": echo,
-                              "py_ratio": call / echo,
-                              "rmctl_call_us": r["call"]["p50_us"],
-                              "rmctl_echo_us": r["echo"]["p50_us"],
-                              "calls_per_s": r["throughput"]["calls_per_s"]})
+                           "py_ratio": call / echo,
+                           "rmctl_call_us": r["call"]["p50_us"],
+                           "rmctl_echo_us": r["echo"]["p50_us"],
+                           "calls_per_s": r["throughput"]["calls_per_s"]})
     finally:
         for srv in servers:
             srv.stop()

@@ -565,14 +565,14 @@ def _setup_linecache(linecache):
     linecache.cache.update(_sources)
 
 
+# Python children of the session start as python3 does, with site. The
+# worker runs without it (_setup_site says why), and subprocess would pass
+# that on to them as -S (_args_from_interpreter_flags, which multiprocessing
+# and loky use): a child could not import the host's packages before it had
+# the session's sys.path. loky's resource tracker, which imports joblib
+# first, died so, and sklearn's fits with n_jobs failed. A comment, not a
+# docstring: every idle worker would hold the text.
 def _setup_child_flags(module):
-    """Python children of the session start as python3 does, with site.
-    The worker runs without it (_setup_site says why), and subprocess
-    would pass that on to them as -S (_args_from_interpreter_flags, which
-    multiprocessing and loky use): a child could not import the host's
-    packages before it had the session's sys.path. loky's resource
-    tracker, which imports joblib first, died so, and sklearn's fits with
-    n_jobs failed."""
     flags = module._args_from_interpreter_flags
 
     def _args_from_interpreter_flags():

@@ -16,7 +16,8 @@ the medians of their rounds.
                           client trees, as for calls; per round the median
                           of 3 uploads (a 64 MiB argument, a small result),
                           3 downloads (the reverse) and 3 round trips, and
-                          the client's page faults per upload
+                          the client's page faults and CPU time (all its
+                          threads) in each
   bench/ab.py serves A B  the call figures of two builds (build
                           directories, as for opens), both serving at once:
                           per round the Python client's call p50 (this
@@ -100,8 +101,10 @@ class Big:
     def echo(self, data):
         return data
 
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def usage():
+    """The client process's page faults and CPU seconds (all its threads)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_minflt, ru.ru_utime + ru.ru_stime
 
 async def main():
     data = os.urandom(64 << 20)
@@ -113,15 +116,18 @@ async def main():
         for name, call in (("up_ms", lambda: big.up(data)),
                            ("down_ms", lambda: big.down(len(data))),
                            ("round_trip_ms", lambda: big.echo(data))):
-            times, flt = [], []
+            times, flt, cpu = [], [], []
             for _ in range(3):
-                f, t = faults(), time.perf_counter()
+                (f, c), t = usage(), time.perf_counter()
                 await call()
                 times.append((time.perf_counter() - t) * 1e3)
-                flt.append(faults() - f)
+                f2, c2 = usage()
+                flt.append(f2 - f)
+                cpu.append((c2 - c) * 1e3)
             out[name] = sorted(times)[1]
-            if name == "up_ms":
-                out["up_faults"] = sorted(flt)[1]
+            stem = name[:-len("_ms")]
+            out[stem + "_faults"] = sorted(flt)[1]
+            out[stem + "_cpu_ms"] = sorted(cpu)[1]
     print(json.dumps(out))
 
 asyncio.run(main())

@@ -73,7 +73,7 @@ def raw_session_rpc(ch: grpc.aio.Channel):
     """The Session method on ch with grpc.aio alone, without the client library."""
     return ch.stream_stream(
         "/remotemedia.v1.RemoteExecution/Session",
-        request_serializer=pb.ClientMessage.SerializeToString,
+        request_serializer=wire.serialize,
         response_deserializer=pb.ServerMessage.FromString)
 
 

@@ -51,6 +51,11 @@ from remotemedia.remote.errors import exception_from_error, exception_from_statu
 from remotemedia.remote.proxy import RemoteProxy
 
 MiB = 1 << 20
+
+
+def _on_the_wire(messages: Any) -> List[Any]:
+    """The ClientMessages as the server reads them: encoded ones decoded."""
+    return [pb.ClientMessage.FromString(wire.serialize(m)) for m in messages]
 TEST_TIMEOUT = 20.0  # every async test is bounded by this
 
 
@@ -415,7 +420,7 @@ def test_plain_arguments_pickle_as_cloudpickle_would(monkeypatch: Any) -> None:
 
 def test_args_are_chunked_under_one_mib() -> None:
     doc = os.urandom(3 * MiB + MiB // 2)
-    messages = list(wire.call_messages(7, "process", pb.CALL_METHOD, doc, 30000))
+    messages = _on_the_wire(wire.call_messages(7, "process", pb.CALL_METHOD, doc, 30000))
     assert len(messages) == 4
     assert messages[0].WhichOneof("msg") == "call"
     call = messages[0].call
@@ -436,22 +441,40 @@ def test_arg_chunks_are_made_as_the_writer_takes_them(monkeypatch: Any) -> None:
     written, not all at the call: a few MiB at a time, rather than a second
     copy of the whole value made, and given back, at every call."""
     made: List[int] = []
-    chunks_of = wire.iter_chunks
+    encode = wire._value_message
 
-    def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        for chunk in chunks_of(*args, **kwargs):
-            made.append(chunk.seq)
-            yield chunk
+    def counting(call_id: int, seq: int, more: bool, data: Any) -> bytes:
+        made.append(seq)
+        return encode(call_id, seq, more, data)
 
-    monkeypatch.setattr(wire, "iter_chunks", counting)
+    monkeypatch.setattr(wire, "_value_message", counting)
     doc = os.urandom(4 * MiB)
     messages = iter(wire.call_messages(7, "process", pb.CALL_METHOD, doc, 30000))
-    assert made == [0]  # chunk 0 rides in the Call
+    assert made == []  # chunk 0 rides in the Call
     assert next(messages).WhichOneof("msg") == "call"
-    assert next(messages).value.seq == 1
-    assert made == [0, 1]
-    rest = [m.value for m in messages]
-    assert made == [0, 1, 2, 3] and [c.seq for c in rest] == [2, 3]
+    assert _on_the_wire([next(messages)])[0].value.seq == 1
+    assert made == [1]
+    rest = [m.value for m in _on_the_wire(messages)]
+    assert made == [1, 2, 3] and [c.seq for c in rest] == [2, 3]
+
+
+@pytest.mark.parametrize("call_id", [0, 1, 127, 128, 300, 1 << 63])
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, MiB])
+def test_an_encoded_chunk_is_what_protobuf_writes(call_id: int, size: int) -> None:
+    """Continuation chunks are encoded by hand, with one copy of their data:
+    the bytes are protobuf's own, for every width of each varint."""
+    data = os.urandom(size)
+    for seq, more in [(1, True), (127, False), (128, True), (1 << 20, False)]:
+        want = pb.ClientMessage(value=pb.Value(call_id=call_id, seq=seq, more=more,
+                                               data=data)).SerializeToString()
+        assert wire._value_message(call_id, seq, more, memoryview(data)) == want
+
+
+def test_only_encoded_messages_pass_the_serializer_untouched() -> None:
+    message = wire.close_message()
+    assert wire.serialize(message) == message.SerializeToString()
+    raw = message.SerializeToString()
+    assert wire.serialize(raw) is raw
 
 
 def test_a_writable_argument_is_sent_as_it_was_at_the_call() -> None:
@@ -466,7 +489,7 @@ def test_a_writable_argument_is_sent_as_it_was_at_the_call() -> None:
     first = next(messages)
     buf[:] = bytes(len(buf))
     arr[:] = 7
-    chunks = [first.call.args] + [m.value for m in messages]
+    chunks = [first.call.args] + [m.value for m in _on_the_wire(messages)]
     data = bytearray(b"".join(c.data for c in chunks))
     sent = wire.decode_value(pb.FORMAT_PICKLE,
                              wire.Buffered(data, list(chunks[0].buffer_sizes)))
@@ -519,7 +542,7 @@ def test_python_version_tolerates_a_plain_tuple(monkeypatch: Any) -> None:
 
 def test_open_is_chunked() -> None:
     payload = os.urandom(2 * MiB + 5)
-    messages = list(wire.open_messages(payload, pb.FORMAT_JSON, ["numpy"]))
+    messages = _on_the_wire(wire.open_messages(payload, pb.FORMAT_JSON, ["numpy"]))
     op = messages[0].open
     assert op.protocol == pb.PROTOCOL_V1 and op.format == pb.FORMAT_JSON
     assert list(op.requirements) == ["numpy"]
@@ -535,6 +558,97 @@ def test_open_is_chunked() -> None:
 def test_get_call_has_no_args() -> None:
     (message,) = wire.call_messages(3, "value", pb.CALL_GET, None, 1000)
     assert message.call.kind == pb.CALL_GET and not message.call.HasField("args")
+
+
+def _as_parsed(buf: bytes) -> Any:
+    """parse_server_message(buf) in protobuf's terms: a ServerMessage, or
+    the exception it raised."""
+    try:
+        got = wire.parse_server_message(buf)
+    except Exception as exc:  # compared with protobuf's own
+        return type(exc)
+    if type(got) is wire.Continuation:
+        assert type(got.data) is memoryview  # a view, not a copy
+        return pb.ServerMessage(value=pb.Value(call_id=got.call_id, seq=got.seq,
+                                               more=got.more, data=bytes(got.data)))
+    return got
+
+
+def _protobuf_parsed(buf: bytes) -> Any:
+    try:
+        return pb.ServerMessage.FromString(buf)
+    except Exception as exc:
+        return type(exc)
+
+
+def test_a_large_chunk_is_read_as_protobuf_reads_it() -> None:
+    """parse_server_message reads plain continuation chunks by hand, and
+    must agree with protobuf on every input: fields in any order or
+    repeated, unknown fields, oversized varints, cut short, or garbage."""
+    import random
+    rng = random.Random(1234)
+    data = os.urandom(1 << 17)
+    varint = wire._varint  # test_an_encoded_chunk_is_what_protobuf_writes checks it
+
+    def field() -> bytes:
+        kind = rng.randrange(9)
+        if kind == 0:
+            return b"\x08" + varint(rng.choice([0, 1, 300, (1 << 64) - 1]))
+        if kind == 1:
+            return b"\x10" + varint(rng.choice([1, 127, (1 << 32) - 1, 1 << 32]))
+        if kind == 2:
+            return b"\x18" + varint(rng.choice([0, 1, 2]))
+        if kind == 3:
+            return b"\x28" + varint(5)  # total_size: not a plain chunk
+        if kind == 4:
+            return b"\x3a\x01\x05"  # buffer_sizes
+        if kind == 5:
+            return b"\x78\x01"  # an unknown field
+        if kind == 6:  # varints of 11 bytes, and of 10 over 64 bits
+            return b"\x08" + rng.choice([b"\xff" * 10 + b"\x01", b"\xff" * 9 + b"\x7f"])
+        n = rng.choice([0, 1, 70000, 1 << 17])
+        return b"\x22" + varint(n) + data[:n]
+
+    seen = {"fast": 0, "protobuf": 0, "error": 0}
+    for _ in range(600):
+        inner = b"".join(field() for _ in range(rng.randrange(1, 6)))
+        inner += b"\x22" + varint(1 << 16) + data[:1 << 16]  # large enough
+        if rng.random() < 0.1:  # data longer than the Value holds
+            inner += b"\x22" + varint(1 << 16) + data[:(1 << 16) - rng.randrange(1, 9)]
+        # Mostly a value; or a Result, an Item or an End of the same bytes.
+        tag = rng.choice([b"\x42"] * 7 + [b"\x1a", b"\x32", b"\x3a"])
+        buf = tag + varint(len(inner)) + inner
+        cut = rng.random()
+        if cut < 0.2:
+            buf = buf[:rng.randrange(len(buf))]
+        elif cut < 0.3:  # after the Value: another field of ServerMessage
+            buf += rng.choice([b"\x42\x00", b"\x3a\x00", b"\x00", b"\x42",
+                               b"\x10\x07", b"\x08\x05"])
+        elif cut < 0.35:
+            buf = bytes(b ^ 0xFF if rng.random() < 0.01 else b for b in buf)
+        got, want = _as_parsed(buf), _protobuf_parsed(buf)
+        if isinstance(want, type):
+            assert isinstance(got, type) and issubclass(got, Exception), buf[:16]
+            seen["error"] += 1
+            continue
+        assert got == want, buf[:32]
+        kind = type(wire.parse_server_message(buf))
+        seen["fast" if kind is wire.Continuation else "protobuf"] += 1
+    assert all(seen.values()), seen  # each path was taken
+
+
+def test_a_large_result_is_joined_from_views_of_its_chunks() -> None:
+    data = os.urandom(3 * MiB + 70000)
+    chunks = list(wire.iter_chunks(4, data))
+    asm = wire.ValueAssembler()
+    assert asm.start(4, chunks[0], "result") is None
+    parsed = [wire.parse_server_message(pb.ServerMessage(value=c).SerializeToString())
+              for c in chunks[1:]]
+    assert all(type(p) is wire.Continuation for p in parsed)
+    assert asm.feed(parsed[0]) is None and asm.feed(parsed[1]) is None
+    assert asm.feed(parsed[2]) == ("result", data)
+    small = pb.ServerMessage(value=pb.Value(call_id=1, seq=1, data=b"x")).SerializeToString()
+    assert type(wire.parse_server_message(small)) is pb.ServerMessage
 
 
 def test_reassembly() -> None:
@@ -1190,6 +1304,7 @@ class _GatedCall:
         self.attempts += 1
         if self.fail_writes:
             raise asyncio.InvalidStateError("RPC already finished")
+        (message,) = _on_the_wire([message])
         kind = message.WhichOneof("msg")
         self.sent.append(f"{kind} {message.value.seq}" if kind == "value" else kind)
         gate = asyncio.get_running_loop().create_future()

@@ -173,8 +173,8 @@ class RemoteProxyClient:
         self._loop = asyncio.get_running_loop()
         self._session_rpc = channel.stream_stream(
             SESSION_METHOD,
-            request_serializer=pb.ClientMessage.SerializeToString,
-            response_deserializer=pb.ServerMessage.FromString,
+            request_serializer=wire.serialize,
+            response_deserializer=wire.parse_server_message,
         )
         channel.get_state(try_to_connect=True)
 

@@ -418,7 +418,10 @@ class Session:
         self._finish(code, details)
 
     def _dispatch(self, message: Any) -> None:
-        """Route one ServerMessage to its handler."""
+        """Route one ServerMessage (or a wire.Continuation) to its handler."""
+        if type(message) is wire.Continuation:
+            self._on_value(message)
+            return
         kind = message.WhichOneof("msg") if message is not None else None
         handler = self._handlers.get(kind or "")
         if handler is None:

@@ -8,7 +8,9 @@ What lives here:
   results and items;
 - splitting a value into ``Value`` chunks of at most 1 MiB of data (chunk 0
   inside its carrier, the rest as stand-alone ``ClientMessage.value``
-  messages) and reassembling the server's chunks.
+  messages, encoded here with one copy of their data) and reassembling the
+  server's chunks (its ``ServerMessage.value`` chunks read here, as views
+  of the bytes gRPC hands over).
 
 See ``docs/protocol.md`` for the rules the ``.proto`` cannot express.
 """
@@ -42,6 +44,7 @@ pb: Any = _pb2
 __all__ = [
     "Buffered",
     "CHUNK_SIZE",
+    "Continuation",
     "Encoded",
     "FORMATS",
     "ProtocolError",
@@ -54,8 +57,10 @@ __all__ = [
     "encode_args",
     "iter_chunks",
     "open_messages",
+    "parse_server_message",
     "pb",
     "pull_message",
+    "serialize",
 ]
 
 #: Most data bytes in one ``Value`` chunk (protocol limit: 1 MiB).
@@ -205,24 +210,21 @@ def python_version() -> str:
 
 
 def open_messages(payload: bytes, fmt: int, requirements: Sequence[str],
-                  chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
-    """Yield the ``ClientMessage``s that open a session.
+                  chunk_size: int = CHUNK_SIZE) -> Iterable[Any]:
+    """The ``ClientMessage``s that open a session, for :func:`serialize`.
 
     The first is ``Open`` with chunk 0 of the object (call id 0); the rest of
-    the object follows as ``ClientMessage.value`` with seq 1, 2, ...
+    the object follows as encoded ``ClientMessage.value`` with seq 1, 2, ...
     """
-    chunks = iter_chunks(0, payload, chunk_size)
     msg = pb.ClientMessage()
     op = msg.open
     op.protocol = pb.PROTOCOL_V1
     op.format = fmt
-    op.object.CopyFrom(next(chunks))
     op.requirements.extend(requirements)
     op.python_version = python_version()
     op.cloudpickle_version = cloudpickle.__version__
-    yield msg
-    for chunk in chunks:
-        yield pb.ClientMessage(value=chunk)
+    return _messages_of(msg, 0, payload, chunk_size,
+                        lambda m, chunk: m.open.object.CopyFrom(chunk))
 
 
 # ---------------------------------------------------------------------------
@@ -287,17 +289,13 @@ def decode_value(fmt: int, data: Any) -> Any:
 # ---------------------------------------------------------------------------
 # Chunking and reassembly
 
-def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
-    """Split ``data`` (bytes, or an :class:`Encoded` value: its document,
-    then its buffers) into ``Value`` chunks of at most ``chunk_size`` bytes,
-    none of them across two buffers.
+def _pieces(data: Any, chunk_size: int) -> Tuple[int, List[int], List[Tuple[memoryview, int, int]]]:
+    """The chunk slices of ``data``: its total size, its buffers' sizes, and
+    (view, start, end) of each chunk, none of them across two buffers.
 
-    Chunk 0 has seq 0, ``total_size`` and the buffers' sizes; every chunk
-    but the last has ``more`` set. An empty value is one empty chunk.
-
-    The chunks are made as they are taken, each a copy of its slice. A
-    writable buffer (a bytearray, an array) is copied whole when the first
-    is taken, so that the value sent is the one of that moment.
+    A writable buffer (a bytearray, an array) is copied whole here, so that
+    the value sent is the one of this moment; a readonly one is sliced as
+    its chunks are made.
     """
     if chunk_size <= 0:
         raise ValueError("chunk_size must be > 0")
@@ -310,26 +308,91 @@ def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterat
     total = sum(len(v) for v in segments)
     pieces = [(v, o, min(o + chunk_size, len(v)))
               for v in segments for o in range(0, len(v), chunk_size)] or [(segments[0], 0, 0)]
-    for seq, (view, start, end) in enumerate(pieces):
-        chunk = pb.Value(call_id=call_id, seq=seq, more=seq + 1 < len(pieces),
-                         data=view[start:end].tobytes())
-        if seq == 0:
-            chunk.total_size = total
-            chunk.buffer_sizes.extend(sizes)
-        yield chunk
+    return total, sizes, pieces
+
+
+def _first_chunk(call_id: int, total: int, sizes: List[int],
+                 pieces: List[Tuple[memoryview, int, int]]) -> Any:
+    """Chunk 0 of a value, as its carrier holds it."""
+    view, start, end = pieces[0]
+    chunk = pb.Value(call_id=call_id, more=len(pieces) > 1,
+                     data=view[start:end].tobytes(), total_size=total)
+    chunk.buffer_sizes.extend(sizes)
+    return chunk
+
+
+def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
+    """Split ``data`` (bytes, or an :class:`Encoded` value: its document,
+    then its buffers) into ``Value`` chunks of at most ``chunk_size`` bytes,
+    none of them across two buffers.
+
+    Chunk 0 has seq 0, ``total_size`` and the buffers' sizes; every chunk
+    but the last has ``more`` set. An empty value is one empty chunk.
+    The chunks are made as they are taken, each a copy of its slice; a
+    writable buffer is copied whole when the first is taken.
+    """
+    total, sizes, pieces = _pieces(data, chunk_size)
+    yield _first_chunk(call_id, total, sizes, pieces)
+    for seq in range(1, len(pieces)):
+        view, start, end = pieces[seq]
+        yield pb.Value(call_id=call_id, seq=seq, more=seq + 1 < len(pieces),
+                       data=view[start:end].tobytes())
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _value_message(call_id: int, seq: int, more: bool, data: memoryview) -> bytes:
+    """The encoded ``ClientMessage`` of a continuation chunk (seq > 0), as
+    ``SerializeToString`` writes it, made with one copy of ``data``."""
+    head = b"\x08" + _varint(call_id) if call_id else b""
+    head += b"\x10" + _varint(seq)
+    if more:
+        head += b"\x18\x01"
+    if len(data):
+        head += b"\x22" + _varint(len(data))
+    return b"".join((b"\x32", _varint(len(head) + len(data)), head, data))
+
+
+def _messages_of(carrier: Any, call_id: int, data: Any, chunk_size: int,
+                 set_chunk: Any) -> Iterable[Any]:
+    """A message that carries chunk 0 of ``data`` (``set_chunk(carrier,
+    chunk)`` puts it in), then the rest as encoded ``ClientMessage.value``
+    messages (:func:`serialize`), made as the writer takes them: a few MiB
+    at a time, not a second copy of the whole value.
+
+    Made all at once, the messages of a 64 MiB argument were faulted in
+    anew at every such call (47,584 page faults a call against 31,232, and
+    1.00 s against 0.78 s for the upload on the development VM). Made as
+    protobuf messages, each chunk was copied four times on its way to gRPC.
+    """
+    total, sizes, pieces = _pieces(data, chunk_size)
+    set_chunk(carrier, _first_chunk(call_id, total, sizes, pieces))
+    last = len(pieces) - 1
+    return itertools.chain((carrier,), (
+        _value_message(call_id, seq, seq < last, view[start:end])
+        for seq, (view, start, end) in enumerate(pieces) if seq))
+
+
+def serialize(message: Any) -> bytes:
+    """A ``ClientMessage``'s bytes on the wire: an encoded one passes through."""
+    return message if type(message) is bytes else message.SerializeToString()
 
 
 def call_messages(call_id: int, name: str, kind: int, doc: Optional[bytes],
                   timeout_ms: int, chunk_size: int = CHUNK_SIZE) -> Iterable[Any]:
-    """The ``ClientMessage``s of one call: ``Call``, then its arg chunks.
+    """The ``ClientMessage``s of one call, for :func:`serialize`: ``Call``,
+    then its arg chunks.
 
     ``doc`` is None for ``CALL_GET``, which carries no arguments. A value
-    of one chunk is a tuple of the one message. The chunks of a larger one
-    are made as the writer takes them (see :func:`iter_chunks`): a few MiB
-    at a time, not a second copy of the whole value. Made all at once, the
-    messages of a 64 MiB argument were faulted in anew at every such call:
-    47,584 page faults a call against 31,232, and 1.00 s against 0.78 s
-    for the upload (`bench/ab.py bigs`, on the development VM).
+    of one chunk is a tuple of the one message; the chunks of a larger one
+    follow encoded, made as the writer takes them (``_messages_of``).
     """
     msg = pb.ClientMessage()
     call = msg.call
@@ -345,9 +408,8 @@ def call_messages(call_id: int, name: str, kind: int, doc: Optional[bytes],
         args.data = doc
         args.total_size = len(doc)
         return (msg,)
-    chunks = iter_chunks(call_id, doc, chunk_size)
-    call.args.CopyFrom(next(chunks))
-    return itertools.chain((msg,), (pb.ClientMessage(value=chunk) for chunk in chunks))
+    return _messages_of(msg, call_id, doc, chunk_size,
+                        lambda m, chunk: m.call.args.CopyFrom(chunk))
 
 
 def pull_message(call_id: int, n: int, timeout_ms: int) -> Any:
@@ -363,6 +425,91 @@ def cancel_message(call_id: int) -> Any:
 def close_message() -> Any:
     """``Close``: end the session."""
     return pb.ClientMessage(close=pb.Close())
+
+
+class Continuation:
+    """A ``ServerMessage.value`` chunk read by :func:`parse_server_message`
+    without protobuf: ``data`` is a view of the message's bytes."""
+
+    __slots__ = ("call_id", "seq", "more", "data")
+
+    def __init__(self, call_id: int, seq: int, more: bool, data: memoryview) -> None:
+        self.call_id = call_id
+        self.seq = seq
+        self.more = more
+        self.data = data
+
+
+def _read_varint(buf: bytes, i: int, end: int) -> Tuple[int, int]:
+    """The varint at buf[i:end] and the offset after it; ValueError if it
+    is cut short or longer than 64 bits."""
+    value = shift = 0
+    while i < end and shift < 64:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            if value >> 64:
+                break
+            return value, i
+        shift += 7
+    raise ValueError("bad varint")
+
+
+def _continuation(buf: bytes) -> Optional[Continuation]:
+    """buf as a Continuation if it is exactly one ``value`` field whose
+    Value has only call_id, seq, more and data; None otherwise."""
+    if buf[:1] != b"\x42":
+        return None
+    try:
+        size, i = _read_varint(buf, 1, len(buf))
+        if i + size != len(buf):
+            return None
+        call_id = seq = more = 0
+        data = memoryview(b"")
+        while i < len(buf):
+            key, i = _read_varint(buf, i, len(buf))
+            if key in (0x08, 0x10, 0x18):
+                v, i = _read_varint(buf, i, len(buf))
+                if key == 0x08:
+                    call_id = v
+                elif key == 0x10:
+                    if v >> 32:
+                        return None  # protobuf would cut it to 32 bits
+                    seq = v
+                else:
+                    more = v
+            elif key == 0x22:
+                n, i = _read_varint(buf, i, len(buf))
+                if i + n > len(buf):
+                    return None
+                data = memoryview(buf)[i:i + n]
+                i += n
+            else:
+                return None
+    except ValueError:
+        return None
+    return Continuation(call_id, seq, bool(more), data)
+
+
+def parse_server_message(buf: bytes) -> Any:
+    """A ``ServerMessage`` from its bytes; a large continuation chunk as a
+    :class:`Continuation`, whose data is not copied.
+
+    Parsed by protobuf, each chunk of a large result was copied three
+    times before its value was joined: by the parse, by reading its
+    ``data``, and by the join. Anything but a plain chunk goes to protobuf,
+    which raises on bytes that are not a ServerMessage.
+    """
+    if len(buf) >= _CONTINUATION_MIN:
+        chunk = _continuation(buf)
+        if chunk is not None:
+            return chunk
+    return pb.ServerMessage.FromString(buf)
+
+
+#: Messages shorter than this are left to protobuf: a copy costs them little.
+_CONTINUATION_MIN = 1 << 16
 
 
 class ValueAssembler:

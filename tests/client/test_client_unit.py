@@ -464,7 +464,7 @@ def test_an_encoded_chunk_is_what_protobuf_writes(call_id: int, size: int) -> No
     """Continuation chunks are encoded by hand, with one copy of their data:
     the bytes are protobuf's own, for every width of each varint."""
     data = os.urandom(size)
-    for seq, more in [(1, True), (127, False), (128, True), (1 << 20, False)]:
+    for seq, more in [(0, False), (1, True), (127, False), (128, True), (1 << 20, False)]:
         want = pb.ClientMessage(value=pb.Value(call_id=call_id, seq=seq, more=more,
                                                data=data)).SerializeToString()
         assert wire._value_message(call_id, seq, more, memoryview(data)) == want
@@ -584,22 +584,31 @@ def _protobuf_parsed(buf: bytes) -> Any:
 def test_a_large_chunk_is_read_as_protobuf_reads_it() -> None:
     """parse_server_message reads plain continuation chunks by hand, and
     must agree with protobuf on every input: fields in any order or
-    repeated, unknown fields, oversized varints, cut short, or garbage."""
+    repeated, unknown fields, keys and lengths padded to longer varints,
+    oversized varints, cut short, or garbage."""
     import random
     rng = random.Random(1234)
     data = os.urandom(1 << 17)
-    varint = wire._varint  # test_an_encoded_chunk_is_what_protobuf_writes checks it
 
-    def field() -> bytes:
-        kind = rng.randrange(9)
+    def varint(n: int) -> bytes:
+        """Mostly the shortest varint (test_an_encoded_chunk_is_what_protobuf_writes
+        checks wire._varint); now and then padded, up to 10 bytes."""
+        short = wire._varint(n)
+        if rng.random() >= 0.08 or len(short) == 10:
+            return short
+        width = rng.randrange(len(short) + 1, 11)
+        return bytes(b | 0x80 for b in short) + b"\x80" * (width - len(short) - 1) + b"\x00"
+
+    def field(plain: bool) -> bytes:
+        kind = rng.choice([0, 1, 2, 7]) if plain else rng.randrange(9)
         if kind == 0:
-            return b"\x08" + varint(rng.choice([0, 1, 300, (1 << 64) - 1]))
+            return varint(0x08) + varint(rng.choice([0, 1, 300, (1 << 64) - 1]))
         if kind == 1:
-            return b"\x10" + varint(rng.choice([1, 127, (1 << 32) - 1, 1 << 32]))
+            return varint(0x10) + varint(rng.choice([1, 127, (1 << 32) - 1, 1 << 32]))
         if kind == 2:
-            return b"\x18" + varint(rng.choice([0, 1, 2]))
+            return varint(0x18) + varint(rng.choice([0, 1, 2]))
         if kind == 3:
-            return b"\x28" + varint(5)  # total_size: not a plain chunk
+            return varint(0x28) + varint(5)  # total_size: not a plain chunk
         if kind == 4:
             return b"\x3a\x01\x05"  # buffer_sizes
         if kind == 5:
@@ -607,12 +616,13 @@ def test_a_large_chunk_is_read_as_protobuf_reads_it() -> None:
         if kind == 6:  # varints of 11 bytes, and of 10 over 64 bits
             return b"\x08" + rng.choice([b"\xff" * 10 + b"\x01", b"\xff" * 9 + b"\x7f"])
         n = rng.choice([0, 1, 70000, 1 << 17])
-        return b"\x22" + varint(n) + data[:n]
+        return varint(0x22) + varint(n) + data[:n]
 
     seen = {"fast": 0, "protobuf": 0, "error": 0}
-    for _ in range(600):
-        inner = b"".join(field() for _ in range(rng.randrange(1, 6)))
-        inner += b"\x22" + varint(1 << 16) + data[:1 << 16]  # large enough
+    for _ in range(1000):
+        plain = rng.random() < 0.5  # only the fields of a plain chunk
+        inner = b"".join(field(plain) for _ in range(rng.randrange(1, 6)))
+        inner += varint(0x22) + varint(1 << 16) + data[:1 << 16]  # large enough
         if rng.random() < 0.1:  # data longer than the Value holds
             inner += b"\x22" + varint(1 << 16) + data[:(1 << 16) - rng.randrange(1, 9)]
         # Mostly a value; or a Result, an Item or an End of the same bytes.
@@ -634,7 +644,8 @@ def test_a_large_chunk_is_read_as_protobuf_reads_it() -> None:
         assert got == want, buf[:32]
         kind = type(wire.parse_server_message(buf))
         seen["fast" if kind is wire.Continuation else "protobuf"] += 1
-    assert all(seen.values()), seen  # each path was taken
+    # Each path was taken, the hand parser's often.
+    assert seen["fast"] >= 100 and seen["protobuf"] and seen["error"], seen
 
 
 def test_a_large_result_is_joined_from_views_of_its_chunks() -> None:

@@ -349,10 +349,11 @@ def _varint(n: int) -> bytes:
 
 
 def _value_message(call_id: int, seq: int, more: bool, data: memoryview) -> bytes:
-    """The encoded ``ClientMessage`` of a continuation chunk (seq > 0), as
+    """The encoded ``ClientMessage`` of a continuation chunk, as
     ``SerializeToString`` writes it, made with one copy of ``data``."""
     head = b"\x08" + _varint(call_id) if call_id else b""
-    head += b"\x10" + _varint(seq)
+    if seq:
+        head += b"\x10" + _varint(seq)
     if more:
         head += b"\x18\x01"
     if len(data):
@@ -440,11 +441,13 @@ class Continuation:
         self.data = data
 
 
-def _read_varint(buf: bytes, i: int, end: int) -> Tuple[int, int]:
+def _read_varint(buf: bytes, i: int, end: int, most: int = 10) -> Tuple[int, int]:
     """The varint at buf[i:end] and the offset after it; ValueError if it
-    is cut short or longer than 64 bits."""
+    is cut short, over 64 bits, or longer than ``most`` bytes (protobuf
+    reads a key or a length in at most 5)."""
     value = shift = 0
-    while i < end and shift < 64:
+    end = min(end, i + most)
+    while i < end:
         b = buf[i]
         i += 1
         value |= (b & 0x7F) << shift
@@ -462,13 +465,13 @@ def _continuation(buf: bytes) -> Optional[Continuation]:
     if buf[:1] != b"\x42":
         return None
     try:
-        size, i = _read_varint(buf, 1, len(buf))
+        size, i = _read_varint(buf, 1, len(buf), 5)
         if i + size != len(buf):
             return None
         call_id = seq = more = 0
         data = memoryview(b"")
         while i < len(buf):
-            key, i = _read_varint(buf, i, len(buf))
+            key, i = _read_varint(buf, i, len(buf), 5)
             if key in (0x08, 0x10, 0x18):
                 v, i = _read_varint(buf, i, len(buf))
                 if key == 0x08:
@@ -480,7 +483,7 @@ def _continuation(buf: bytes) -> Optional[Continuation]:
                 else:
                     more = v
             elif key == 0x22:
-                n, i = _read_varint(buf, i, len(buf))
+                n, i = _read_varint(buf, i, len(buf), 5)
                 if i + n > len(buf):
                     return None
                 data = memoryview(buf)[i:i + n]

@@ -223,8 +223,7 @@ def open_messages(payload: bytes, fmt: int, requirements: Sequence[str],
     op.requirements.extend(requirements)
     op.python_version = python_version()
     op.cloudpickle_version = cloudpickle.__version__
-    return _messages_of(msg, 0, payload, chunk_size,
-                        lambda m, chunk: m.open.object.CopyFrom(chunk))
+    return _messages_of(msg, op.object, 0, payload, chunk_size)
 
 
 # ---------------------------------------------------------------------------
@@ -311,14 +310,15 @@ def _pieces(data: Any, chunk_size: int) -> Tuple[int, List[int], List[Tuple[memo
     return total, sizes, pieces
 
 
-def _first_chunk(call_id: int, total: int, sizes: List[int],
-                 pieces: List[Tuple[memoryview, int, int]]) -> Any:
-    """Chunk 0 of a value, as its carrier holds it."""
+def _fill_first(value: Any, call_id: int, total: int, sizes: List[int],
+                pieces: List[Tuple[memoryview, int, int]]) -> None:
+    """Write chunk 0 of a value into ``value``, an empty ``Value``."""
     view, start, end = pieces[0]
-    chunk = pb.Value(call_id=call_id, more=len(pieces) > 1,
-                     data=view[start:end].tobytes(), total_size=total)
-    chunk.buffer_sizes.extend(sizes)
-    return chunk
+    value.call_id = call_id
+    value.more = len(pieces) > 1
+    value.data = view[start:end].tobytes()
+    value.total_size = total
+    value.buffer_sizes.extend(sizes)
 
 
 def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
@@ -332,7 +332,9 @@ def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterat
     writable buffer is copied whole when the first is taken.
     """
     total, sizes, pieces = _pieces(data, chunk_size)
-    yield _first_chunk(call_id, total, sizes, pieces)
+    first = pb.Value()
+    _fill_first(first, call_id, total, sizes, pieces)
+    yield first
     for seq in range(1, len(pieces)):
         view, start, end = pieces[seq]
         yield pb.Value(call_id=call_id, seq=seq, more=seq + 1 < len(pieces),
@@ -361,12 +363,12 @@ def _value_message(call_id: int, seq: int, more: bool, data: memoryview) -> byte
     return b"".join((b"\x32", _varint(len(head) + len(data)), head, data))
 
 
-def _messages_of(carrier: Any, call_id: int, data: Any, chunk_size: int,
-                 set_chunk: Any) -> Iterable[Any]:
-    """A message that carries chunk 0 of ``data`` (``set_chunk(carrier,
-    chunk)`` puts it in), then the rest as encoded ``ClientMessage.value``
-    messages (:func:`serialize`), made as the writer takes them: a few MiB
-    at a time, not a second copy of the whole value.
+def _messages_of(carrier: Any, value: Any, call_id: int, data: Any,
+                 chunk_size: int) -> Iterable[Any]:
+    """``carrier``, with chunk 0 of ``data`` written into its ``value`` (an
+    empty ``Value`` within it), then the rest as encoded
+    ``ClientMessage.value`` messages (:func:`serialize`), made as the writer
+    takes them: a few MiB at a time, not a second copy of the whole value.
 
     Made all at once, the messages of a 64 MiB argument were faulted in
     anew at every such call (47,584 page faults a call against 31,232, and
@@ -374,7 +376,7 @@ def _messages_of(carrier: Any, call_id: int, data: Any, chunk_size: int,
     protobuf messages, each chunk was copied four times on its way to gRPC.
     """
     total, sizes, pieces = _pieces(data, chunk_size)
-    set_chunk(carrier, _first_chunk(call_id, total, sizes, pieces))
+    _fill_first(value, call_id, total, sizes, pieces)
     last = len(pieces) - 1
     return itertools.chain((carrier,), (
         _value_message(call_id, seq, seq < last, view[start:end])
@@ -409,8 +411,7 @@ def call_messages(call_id: int, name: str, kind: int, doc: Optional[bytes],
         args.data = doc
         args.total_size = len(doc)
         return (msg,)
-    return _messages_of(msg, call_id, doc, chunk_size,
-                        lambda m, chunk: m.call.args.CopyFrom(chunk))
+    return _messages_of(msg, call.args, call_id, doc, chunk_size)
 
 
 def pull_message(call_id: int, n: int, timeout_ms: int) -> Any:
@@ -426,6 +427,10 @@ def cancel_message(call_id: int) -> Any:
 def close_message() -> Any:
     """``Close``: end the session."""
     return pb.ClientMessage(close=pb.Close())
+
+
+#: Messages shorter than this are left to protobuf: a copy costs them little.
+_CONTINUATION_MIN = 1 << 16
 
 
 class Continuation:
@@ -509,10 +514,6 @@ def parse_server_message(buf: bytes) -> Any:
         if chunk is not None:
             return chunk
     return pb.ServerMessage.FromString(buf)
-
-
-#: Messages shorter than this are left to protobuf: a copy costs them little.
-_CONTINUATION_MIN = 1 << 16
 
 
 class ValueAssembler:

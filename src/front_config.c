@@ -89,7 +89,7 @@ static const struct opt opts[] = {
         "it sleeps, while polling pays: lower latency for a little CPU; 0: "
         "sleep at once"},
     {"session-busy-poll", OPT_U32, F(fc_session_busy_poll_us), 0, 0, 10000,
-        "100", "MICROSECONDS",
+        "400", "MICROSECONDS",
         "the same for each worker after its own traffic, while polling pays "
         "(its calls come within about this long of each other); 0: sleep "
         "at once"},

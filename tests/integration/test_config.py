@@ -48,6 +48,26 @@ def test_help_man_page_and_example_config_name_every_option():
                 f"{name} is not in {EXAMPLE.name}"
 
 
+def test_the_example_config_shows_the_defaults():
+    """Each commented line of the example config holds the value that
+    --help gives as the option's default, so that uncommenting it changes
+    nothing (a default changed in one place only is caught here)."""
+    text = daemon("--help").stderr
+    blocks = re.split(r"^  --", text, flags=re.M)[1:]
+    defaults = {}
+    for block in blocks:
+        m = re.search(r"\(default:? ([^()]*?)\)", " ".join(block.split()))
+        if m:
+            defaults[block.split()[0]] = m.group(1)
+    assert defaults.get("session-busy-poll") == "400", defaults
+    checked = 0
+    for name, value in re.findall(r"^#([a-z0-9-]+) = (.*)$", EXAMPLE.read_text(), re.M):
+        if name in defaults and re.fullmatch(r"[0-9][0-9A-Za-z.]*", defaults[name]):
+            assert value == defaults[name], f"{name}: example {value}, default {defaults[name]}"
+            checked += 1
+    assert checked > 10, checked
+
+
 def test_man_page_renders_without_warnings():
     groff = subprocess.run(["which", "groff"], capture_output=True, text=True)
     if groff.returncode != 0:

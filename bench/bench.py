@@ -4,7 +4,8 @@ reference measured in the same run and its target, printed as one table
 (figure, value, reference, ratio, target, met) and written as JSON
 (build/bench.json).
 
-- the Python client's method call beside its own Echo ping-pong;
+- the Python client's method call beside its own Echo ping-pong, also
+  with the client held to one CPU;
 - open to first result with no packages, sandbox off and on (off: beside
   the same open with grpc.aio alone, the floor of the Python client's);
 - a cached environment's ready time beside a cold install;
@@ -156,6 +157,40 @@ async def call_rtts(config, n: int) -> list[float]:
             await proxy.ping(i)
             out.append(time.perf_counter() - t)
         return out
+
+
+# A child of pinned_call_figures: Echo, the call, and Echo again.
+PINNED = r'''
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+import bench
+from remotemedia import RemoteExecutorConfig
+host, port, n = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+async def main():
+    echo = await bench.echo_rtts(host, port, n)
+    cfg = RemoteExecutorConfig(host=host, port=port, timeout=60.0)
+    calls = await bench.call_rtts(cfg, n)
+    echo += await bench.echo_rtts(host, port, n)
+    return {"call_us": bench.us(calls), "echo_us": bench.us(echo)}
+
+print(json.dumps(asyncio.run(main())))
+'''
+
+
+def pinned_call_figures(srv, n: int) -> dict:
+    """The Python client's call and its Echo, p50 in us, from a child
+    process held to one CPU. grpc.aio's poller thread hands each message
+    to the event loop's thread: on one CPU that hand-off is a switch
+    between threads, on two it wakes the other CPU. Unpinned, the Echo
+    takes either time from run to run (about 65 or 180 us on the 2-core
+    VM), and the call ratio with it."""
+    cpu = max(os.sched_getaffinity(0))
+    out = subprocess.run(
+        [sys.executable, "-c", PINNED, str(ROOT / "bench"), srv.host, str(srv.port), str(n)],
+        capture_output=True, text=True, timeout=600, check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    return json.loads(out.stdout)
 
 
 async def open_times(config, n: int, pace: float = 0.2) -> list[float]:
@@ -490,6 +525,10 @@ async def run(args) -> None:
         table.add("the same call, grpc.aio without the client library", us(raw), "us",
                   "Echo ping-pong, same client", us(echo + echo2),
                   note="pre-encoded Call messages: the worker's share of the gap")
+        pinned = pinned_call_figures(srv, args.n)
+        table.add("the same call, the client held to one CPU", pinned["call_us"], "us",
+                  "Echo ping-pong, same client, same CPU", pinned["echo_us"],
+                  note="gRPC's poller thread beside the event loop's")
         none = await ready_times(srv.config(timeout=60.0), args.sessions)
         await env_figures(srv, args, table, ms(none))
         if os.geteuid() == 0:

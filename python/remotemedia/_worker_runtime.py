@@ -1879,6 +1879,11 @@ def _preload():
         _log(LOG_DEBUG, "rehearsal failed: %r" % (exc,))
 
 
+# What waking from a sleep adds to the wait for I/O (_Busy): tens of
+# microseconds on a virtual machine.
+_WAKE = 50e-6
+
+
 class _Busy:
     """A selector's select() that, after I/O, polls for spin seconds before it
     sleeps (--session-busy-poll): in a ping-pong of calls the next one is taken
@@ -1886,11 +1891,13 @@ class _Busy:
     virtual machine.
 
     It polls only while polling pays. A poll that the next I/O missed ends
-    it; a sleep that ended in I/O within 1.5 x spin (the half for waking
-    up) starts it again. The default, 400 us, covers the Python client,
-    whose next call comes 200-300 us after an answer. A client that takes
-    longer between calls finds a worker that sleeps at once and leaves it
-    the CPU; a loop woken only by its timers does not poll either."""
+    it; a sleep that ended in I/O within spin and 50 us (for waking up)
+    starts it again, as a poll would have caught that I/O. The default,
+    400 us, covers the Python client, whose next call comes 200-300 us
+    after an answer: its worker then polls through each of those pauses.
+    A client that takes longer between calls finds a worker that sleeps
+    at once and leaves it the CPU; a loop woken only by its timers does
+    not poll either."""
 
     def __init__(self, spin):
         super().__init__()
@@ -1922,7 +1929,7 @@ class _Busy:
             return super().select(timeout)
         ready = super().select(timeout)
         self._busy = (bool(ready)
-                      and time.perf_counter() - start <= 1.5 * self._spin)
+                      and time.perf_counter() - start <= self._spin + _WAKE)
         return ready
 
 

@@ -1884,21 +1884,20 @@ def _preload():
 _WAKE = 50e-6
 
 
+# A selector's select() that, after I/O, polls for spin seconds before it
+# sleeps (--session-busy-poll): in a ping-pong of calls the next one is taken
+# without waking a halted vCPU, which costs tens of microseconds on a
+# virtual machine.
+#
+# It polls only while polling pays. A poll that the next I/O missed ends
+# it; a sleep that ended in I/O within spin and _WAKE starts it again, as a
+# poll would have caught that I/O. The default, 400 us, covers the Python
+# client, whose next call comes 200-300 us after an answer: its worker then
+# polls through each of those pauses. A client that takes longer between
+# calls finds a worker that sleeps at once and leaves it the CPU; a loop
+# woken only by its timers does not poll either. (Comments, not a
+# docstring: every idle worker would hold one.)
 class _Busy:
-    """A selector's select() that, after I/O, polls for spin seconds before it
-    sleeps (--session-busy-poll): in a ping-pong of calls the next one is taken
-    without waking a halted vCPU, which costs tens of microseconds on a
-    virtual machine.
-
-    It polls only while polling pays. A poll that the next I/O missed ends
-    it; a sleep that ended in I/O within spin and 50 us (for waking up)
-    starts it again, as a poll would have caught that I/O. The default,
-    400 us, covers the Python client, whose next call comes 200-300 us
-    after an answer: its worker then polls through each of those pauses.
-    A client that takes longer between calls finds a worker that sleeps
-    at once and leaves it the CPU; a loop woken only by its timers does
-    not poll either."""
-
     def __init__(self, spin):
         super().__init__()
         self._spin = spin

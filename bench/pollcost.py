@@ -15,27 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
-sys.path.insert(0, str(ROOT / "tests" / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from bench import descendants  # noqa: E402  (also puts python/, tests/lib on the path)
 from remotemedia.remote import RemoteProxyClient  # noqa: E402
 from serverlib import Server  # noqa: E402
 from targets import Counter  # noqa: E402
-
-
-def descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
-                         capture_output=True, text=True).stdout
-    found = []
-    for child in map(int, out.split()):
-        found += [child] + descendants(child)
-    return found
 
 
 def cpu_ns(pids: list[int]) -> int:

@@ -172,7 +172,7 @@ class Session:
         self._pending: Dict[int, CallState] = {}
         self._gc_cancels: Deque[CallState] = collections.deque()
         self._assembler = wire.ValueAssembler()
-        self._open_events: asyncio.Queue[Any] = asyncio.Queue()
+        self._open_events = CallState(0, "open")  # Progress, Ready, StreamEnd
         self._session_error: Any = None
         self._failure: Optional[Callable[[], RemoteMediaError]] = None
         # The writer: batches (iterators of messages) and _HALF_CLOSE, the
@@ -237,10 +237,7 @@ class Session:
 
     async def next_open_event(self, timeout: float) -> Any:
         """The next ``Progress``, ``Ready`` or :class:`StreamEnd`, or None on timeout."""
-        try:
-            return await asyncio.wait_for(self._open_events.get(), max(timeout, 0.0))
-        except asyncio.TimeoutError:
-            return None
+        return await self._open_events.next_event(max(timeout, 0.0))
 
     def set_ready(self, ready: Any) -> None:
         """Enter the ready phase with the server's ``Ready`` message.
@@ -261,7 +258,7 @@ class Session:
     def _on_opening_event(self, message: Any) -> None:
         """Progress and Ready go to :meth:`next_open_event` while opening."""
         if self._phase == _OPENING:
-            self._open_events.put_nowait(message)
+            self._open_events.push(message)
         else:
             log.debug("[session %s] ignoring a late %s", self.short_id,
                       type(message).__name__)
@@ -510,7 +507,7 @@ class Session:
     def _finish(self, code: grpc.StatusCode, details: str) -> None:
         """The stream ended: record why and fail every pending call."""
         if self._phase == _OPENING:
-            self._open_events.put_nowait(StreamEnd(code, details))
+            self._open_events.push(StreamEnd(code, details))
         self._phase = _ENDED
         if self._failure is None:
             if self._closing:

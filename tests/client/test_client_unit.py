@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
 import cloudpickle
 import grpc
@@ -760,6 +760,7 @@ ATTRS = {
     "count": pb.ATTR_GENERATOR, "fail_gen": pb.ATTR_ASYNC_GENERATOR,
     "boom": pb.ATTR_METHOD, "main_error": pb.ATTR_METHOD, "hang": pb.ATTR_ASYNC_METHOD,
     "deadline": pb.ATTR_METHOD, "say": pb.ATTR_METHOD, "die": pb.ATTR_METHOD,
+    "stall": pb.ATTR_GENERATOR,
     "value": pb.ATTR_ATTRIBUTE, "doubled": pb.ATTR_PROPERTY,
 }
 SESSION_ID = "0123456789abcdef0123456789abcdef"
@@ -924,6 +925,11 @@ class FakeSession:
     async def do_hang(self, call_id: int) -> None:
         self.hanging.add(call_id)
 
+    async def do_stall(self, call_id: int) -> None:
+        """A generator that never yields (until cancelled)."""
+        self.hanging.add(call_id)
+        await self.send(result=pb.Result(call_id=call_id, generator=True))
+
     async def do_deadline(self, call_id: int) -> None:
         await self.error(call_id, "builtins", "TimeoutError", "call exceeded 0.3s", timeout=True)
 
@@ -965,7 +971,10 @@ class FakeSession:
             await self.send(end=pb.End(call_id=cancel.call_id, cancelled=True))
         elif cancel.call_id in self.hanging:
             self.hanging.discard(cancel.call_id)
-            await self.error(cancel.call_id, "asyncio.exceptions", "CancelledError", "")
+            if self.calls[cancel.call_id].name == "stall":
+                await self.send(end=pb.End(call_id=cancel.call_id, cancelled=True))
+            else:
+                await self.error(cancel.call_id, "asyncio.exceptions", "CancelledError", "")
 
 
 class FakeServer:
@@ -1479,6 +1488,60 @@ def test_local_timeout_cancels_the_call() -> None:
             assert time.monotonic() - start < 2.0
             await wait_until(lambda: server.cancels == [1])
             assert await proxy.add(1, 1) == 2
+    run(main())
+
+
+def test_each_wait_times_out_at_its_own_deadline() -> None:
+    """The calls' waits share one timer (Session._watch): each still
+    times out a timeout (and its grace) after it began, not at another's
+    deadline, and answers that come meanwhile are delivered."""
+    async def main() -> None:
+        async with session(timeout=0.4) as (server, client, proxy):
+            async def timed(coro: Any) -> Tuple[float, float]:
+                start = time.monotonic()
+                with pytest.raises(RemoteTimeoutError):
+                    await coro
+                return start, time.monotonic()
+
+            first = asyncio.create_task(timed(proxy.hang()))
+            await wait_until(lambda: server.call_ids == [1])
+            await asyncio.sleep(0.2)
+            second = asyncio.create_task(timed(proxy.hang()))
+            await wait_until(lambda: server.call_ids == [1, 2])
+            for i in range(5):
+                assert await proxy.add(i, 1) == i + 1
+            # Bounded: a wait that nothing wakes would hang the test.
+            (start1, end1), (start2, end2) = await asyncio.wait_for(
+                asyncio.gather(first, second), 5.0)
+            assert end1 - start1 >= 0.4 and end2 - start2 >= 0.4
+            # Each at its own deadline: the first not held to the second's.
+            assert end2 - end1 >= 0.1
+            await wait_until(lambda: server.cancels == [1, 2])
+            assert await proxy.add(2, 2) == 4
+            # A timer is left only while a wait is under way.
+            session_ = proxy._rm_session
+            await client.close_proxy(proxy)
+            assert session_._watch_timer is None
+    run(main())
+
+
+def test_a_stalled_generator_times_out_while_calls_go_on() -> None:
+    async def main() -> None:
+        async with session(timeout=0.4) as (server, client, proxy):
+            async def drain_stalled() -> float:
+                start = time.monotonic()
+                with pytest.raises(RemoteTimeoutError):
+                    async for _ in proxy.stall():
+                        pass
+                return time.monotonic() - start
+
+            stalled = asyncio.create_task(drain_stalled())
+            await wait_until(lambda: server.call_ids == [1])
+            for i in range(5):
+                assert await proxy.add(i, i) == 2 * i
+            assert 0.4 <= await asyncio.wait_for(stalled, 5.0) < 3.0
+            await wait_until(lambda: server.cancels == [1])
+            assert [x async for x in proxy.count(3)] == [0, 1, 2]
     run(main())
 
 

@@ -103,7 +103,8 @@ class CallState:
     ``("item", bytes)``, ``("end", cancelled)``, ``("error", exception)``.
     """
 
-    __slots__ = ("call_id", "name", "events", "waiter", "generator", "cancelled")
+    __slots__ = ("call_id", "name", "events", "waiter", "generator", "cancelled",
+                 "deadline")
 
     def __init__(self, call_id: int, name: str) -> None:
         self.call_id = call_id
@@ -112,6 +113,7 @@ class CallState:
         self.waiter: Optional[asyncio.Future[None]] = None
         self.generator = False
         self.cancelled = False
+        self.deadline = 0.0  # of the wait under way, on the loop's clock
 
     def push(self, event: Event) -> None:
         """Queue an event and wake the waiter."""
@@ -120,16 +122,25 @@ class CallState:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def next_event(self, timeout: Optional[float]) -> Optional[Event]:
+    async def next_event(self, timeout: Optional[float],
+                         watch: Optional[Callable[[CallState], bool]] = None
+                         ) -> Optional[Event]:
         """The next event, or None if none came within ``timeout`` seconds.
 
-        Cancelling the waiting task loses no event.
+        ``watch``, if given, is asked to wake the wait at ``self.deadline``
+        (the session's one timer, :meth:`Session._watch`); without it, or
+        when it declines, the wait sets a timer of its own. Cancelling the
+        waiting task loses no event.
         """
         if not self.events:
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
             self.waiter = waiter
-            timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+            timer = None
+            if timeout is not None:
+                self.deadline = loop.time() + timeout
+                if watch is None or not watch(self):
+                    timer = loop.call_at(self.deadline, _wake, waiter)
             try:
                 await waiter
             finally:
@@ -173,6 +184,9 @@ class Session:
         self._gc_cancels: Deque[CallState] = collections.deque()
         self._assembler = wire.ValueAssembler()
         self._open_events = CallState(0, "open")  # Progress, Ready, StreamEnd
+        # The timer that bounds the calls' waits (_watch), and when it fires.
+        self._watch_timer: Optional[asyncio.TimerHandle] = None
+        self._watch_at = 0.0
         self._session_error: Any = None
         self._failure: Optional[Callable[[], RemoteMediaError]] = None
         # The writer: batches (iterators of messages) and _HALF_CLOSE, the
@@ -296,7 +310,7 @@ class Session:
         Raises the exception of an ``error`` event. On local expiry the call
         is cancelled on the server and :class:`RemoteTimeoutError` raised.
         """
-        event = await state.next_event(self.call_timeout)
+        event = await state.next_event(self.call_timeout, self._watch)
         if event is None:
             self.cancel(state)
             raise RemoteTimeoutError(
@@ -387,6 +401,37 @@ class Session:
             event = await state.next_event(max(0.0, deadline - loop.time()))
             if event is None or event[0] in ("end", "error"):
                 return
+
+    def _watch(self, state: CallState) -> bool:
+        """Bound the wait of a pending call at ``state.deadline`` with the
+        session's one timer: it is set for the earliest deadline, and when
+        it fires it wakes the waits that are due and is set again for the
+        next. A timer per wait cost about 10 us of each call's round trip.
+        False for a state that is not pending: its wait needs its own."""
+        if self._pending.get(state.call_id) is not state:
+            return False
+        if self._watch_timer is None or state.deadline < self._watch_at:
+            if self._watch_timer is not None:
+                self._watch_timer.cancel()
+            self._watch_at = state.deadline
+            self._watch_timer = self._loop.call_at(state.deadline, self._on_watch)
+        return True
+
+    def _on_watch(self) -> None:
+        self._watch_timer = None
+        now = self._loop.time()
+        soonest: Optional[float] = None
+        for state in self._pending.values():
+            waiter = state.waiter
+            if waiter is None or waiter.done():
+                continue
+            if state.deadline <= now:
+                waiter.set_result(None)  # next_event returns None: a timeout
+            elif soonest is None or state.deadline < soonest:
+                soonest = state.deadline
+        if soonest is not None:
+            self._watch_at = soonest
+            self._watch_timer = self._loop.call_at(soonest, self._on_watch)
 
     # ------------------------------------------------------------------
     # Reader: dispatch of ServerMessages
@@ -522,6 +567,9 @@ class Session:
         for state in self._pending.values():
             state.push(("error", self._failure()))
         self._pending.clear()
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
 
     # ------------------------------------------------------------------
     # Writer

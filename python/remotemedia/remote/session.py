@@ -184,9 +184,8 @@ class Session:
         self._gc_cancels: Deque[CallState] = collections.deque()
         self._assembler = wire.ValueAssembler()
         self._open_events = CallState(0, "open")  # Progress, Ready, StreamEnd
-        # The timer that bounds the calls' waits (_watch), and when it fires.
+        # The timer that bounds the calls' waits (_watch).
         self._watch_timer: Optional[asyncio.TimerHandle] = None
-        self._watch_at = 0.0
         self._session_error: Any = None
         self._failure: Optional[Callable[[], RemoteMediaError]] = None
         # The writer: batches (iterators of messages) and _HALF_CLOSE, the
@@ -410,10 +409,10 @@ class Session:
         False for a state that is not pending: its wait needs its own."""
         if self._pending.get(state.call_id) is not state:
             return False
-        if self._watch_timer is None or state.deadline < self._watch_at:
-            if self._watch_timer is not None:
-                self._watch_timer.cancel()
-            self._watch_at = state.deadline
+        timer = self._watch_timer
+        if timer is None or state.deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
             self._watch_timer = self._loop.call_at(state.deadline, self._on_watch)
         return True
 
@@ -430,7 +429,6 @@ class Session:
             elif soonest is None or state.deadline < soonest:
                 soonest = state.deadline
         if soonest is not None:
-            self._watch_at = soonest
             self._watch_timer = self._loop.call_at(soonest, self._on_watch)
 
     # ------------------------------------------------------------------

@@ -166,7 +166,11 @@ static const struct env_field client_f[] = {
 SCHEMA(client, R_NONE);
 /* clang-format on */
 
-/* Read one varint; -1 if it runs past end or over 10 bytes. */
+/*
+ * Read one varint; -1 if it runs past end, over 10 bytes, or over 64
+ * bits. Parsers differ on those bits: protobuf-c's bool is true if any
+ * is set, its integers drop them, upb refuses them.
+ */
 int
 envelope_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
@@ -176,8 +180,9 @@ envelope_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 	*v = 0;
 	for (shift = 0; shift < 70 && *p < end; shift += 7) {
 		b = *(*p)++;
-		if (shift < 64)
-			*v |= (uint64_t)(b & 0x7f) << shift;
+		if (shift == 63 && b > 1)
+			return -1;
+		*v |= (uint64_t)(b & 0x7f) << shift;
 		if ((b & 0x80) == 0)
 			return 0;
 	}

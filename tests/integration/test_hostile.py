@@ -461,6 +461,32 @@ def test_message_with_two_members_is_invalid_argument(fast):
     assert fast.session_workers() == spawned
 
 
+def test_a_varint_over_64_bits_is_invalid_argument(fast):
+    """Call.args.more as a 10-byte varint whose one bit is past bit 63:
+    protobuf-c (the worker) reads that bool as true, 64 bits as false.
+    Had the front read it as false, the call would wait for a chunk that
+    the front refuses. It refuses the message instead, and the session
+    had served a call before it."""
+    import cloudpickle
+    doc = cloudpickle.dumps((("x",), {}))
+    value = pb.Value(call_id=2, data=doc).SerializeToString()
+    value += b"\x18" + b"\x80" * 9 + b"\x02"  # field 3 (more), 2 << 63
+    call = pb.Call(call_id=2, name="size").SerializeToString() + b"\x22" + bytes(
+        [len(value)]) + value
+    c = H2Client(fast.host, fast.port, timeout=30)
+    try:
+        sid = open_session(c)
+        assert call_result(c, sid, 1, "size", ("abc",)) == 3
+        c.send(sid, grpc_frame(b"\x12" + bytes([len(call)]) + call))
+        r = c.wait(sid, timeout=10)
+        assert r.grpc_status == INVALID_ARGUMENT, r
+        assert "malformed ClientMessage" in r.grpc_message, r
+    finally:
+        c.close()
+    fast.wait_idle(timeout=20)
+    echo_ok(fast.host, fast.port)
+
+
 @pytest.mark.parametrize("field", ["python_version", "cloudpickle_version", "source",
                                    "class_name", "requirements"])
 def test_open_strings_that_are_not_utf8_are_invalid_argument(fast, field):

@@ -124,6 +124,16 @@ t_refused(void **state)
 	    {"Value.buffer_sizes as fixed32", {0x42, 0x05, 0x3d, 0, 0, 0, 0},
 	        7},
 	    {"a packed varint cut short", {0x42, 0x03, 0x3a, 0x01, 0x80}, 5},
+	    /* End.call_id with bits past 64; then Value.more, whose bool is
+	     * true to protobuf-c and 0 in 64 bits. */
+	    {"a varint over 64 bits",
+	        {0x3a, 0x0b, 0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+	            0x80, 0x80, 0x02},
+	        13},
+	    {"a bool over 64 bits",
+	        {0x42, 0x0b, 0x18, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+	            0x80, 0x80, 0x02},
+	        13},
 	};
 	struct envelope ev;
 	size_t i;
@@ -131,6 +141,29 @@ t_refused(void **state)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (envelope_server(bad[i].b, bad[i].n, &ev) != -1)
 			fail_msg("accepted %s", bad[i].what);
+}
+
+/* A varint holds 64 bits, in at most 10 bytes: the 10th carries one. */
+static void
+t_varint_limits(void **state)
+{
+	static const uint8_t max[] = {
+	    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+	static const uint8_t over[] = {
+	    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02};
+	static const uint8_t eleven[] = {
+	    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x81, 0x00};
+	const uint8_t *p;
+	uint64_t v;
+
+	p = max;
+	assert_int_equal(envelope_varint(&p, max + sizeof(max), &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_ptr_equal(p, max + sizeof(max));
+	p = over;
+	assert_int_equal(envelope_varint(&p, over + sizeof(over), &v), -1);
+	p = eleven;
+	assert_int_equal(envelope_varint(&p, eleven + sizeof(eleven), &v), -1);
 }
 
 /* Unknown fields are skipped, as protobuf does; a broken one is not. */
@@ -172,6 +205,7 @@ main(void)
 	    cmocka_unit_test(t_call),
 	    cmocka_unit_test(t_pull_and_open),
 	    cmocka_unit_test(t_refused),
+	    cmocka_unit_test(t_varint_limits),
 	    cmocka_unit_test(t_unknown_skipped),
 	    cmocka_unit_test(t_buffer_sizes),
 	};

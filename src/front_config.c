@@ -180,7 +180,9 @@ static const struct opt opts[] = {
     {"max-inflight-calls", OPT_U32, F(fc_max_inflight), 0, 1, 1000000, "1000",
         "N", "calls in flight in one session"},
     {"handshake-timeout", OPT_MS, F(fc_handshake_ms), 0, 1, UINT64_MAX, "10s",
-        "DURATION", "a connection's TLS and HTTP/2 preface"},
+        "DURATION",
+        "a connection's TLS and HTTP/2 preface; a Session's Open, each this "
+        "long bringing bytes of it until its object is whole"},
     {"idle-timeout", OPT_MS, F(fc_conn_idle_ms), 0, 1, UINT64_MAX, "10m",
         "DURATION",
         "a connection without a session, idle this long, is closed"},

@@ -188,11 +188,12 @@ front_session_refuse(const char *owner, char *msg, size_t len)
 }
 
 /*
- * A Session stream that never sends Open, or stops sending the chunks of
- * its object, must not hold its slot (and a worker): Open, and then each
- * --handshake-timeout while the object comes, must bring bytes. Bytes
- * the front holds back itself (its backlog to the worker, an install)
- * are not the client's stall.
+ * A Session stream that never sends Open, or stops sending it or the
+ * chunks of its object, must not hold its slot (and a worker): each
+ * --handshake-timeout until the object is whole must bring bytes. So a
+ * slow client's large Open still arrives. Bytes the front holds back
+ * itself (its backlog to the worker, an install) are not the client's
+ * stall.
  */
 static void
 session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
@@ -200,29 +201,35 @@ session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 	struct session *ses = arg;
 	struct stream *s = ses->ses_stream;
 	char msg[160];
+	int opening = ses->ses_state == SES_OPENING;
+	int chunks = (ses->ses_state == SES_INSTALLING ||
+	                 ses->ses_state == SES_STARTING) &&
+	    ses->ses_open_more;
 
-	if (ses->ses_state == SES_OPENING)
+	if (!opening && !chunks)
+		return;
+	if (s != NULL &&
+	    (s->str_rx != ses->ses_open_rx || s->str_unconsumed > 0)) {
+		ses->ses_open_rx = s->str_rx;
+		front_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
+		return;
+	}
+	if (opening && ses->ses_open_rx == 0)
 		snprintf(msg, sizeof(msg),
 		    "no Open within %llu ms "
 		    "(--handshake-timeout)",
 		    (unsigned long long)front_conf.fc_handshake_ms);
-	else if ((ses->ses_state == SES_INSTALLING ||
-	             ses->ses_state == SES_STARTING) &&
-	    ses->ses_open_more) {
-		if (s != NULL &&
-		    (s->str_rx != ses->ses_open_rx || s->str_unconsumed > 0)) {
-			ses->ses_open_rx = s->str_rx;
-			front_timer_add(
-			    ses->ses_open, front_conf.fc_handshake_ms);
-			return;
-		}
+	else if (opening)
+		snprintf(msg, sizeof(msg),
+		    "the Open stalled: no byte of it came within %llu ms "
+		    "(--handshake-timeout)",
+		    (unsigned long long)front_conf.fc_handshake_ms);
+	else
 		snprintf(msg, sizeof(msg),
 		    "chunk %u of the object did not "
 		    "come within %llu ms (--handshake-timeout)",
 		    ses->ses_open_seq,
 		    (unsigned long long)front_conf.fc_handshake_ms);
-	} else
-		return;
 	front_session_end(ses, GRPC_DEADLINE_EXCEEDED, msg);
 }
 
@@ -831,8 +838,9 @@ session_client_dispatch(struct session *ses, const struct envelope *m,
 			ses->ses_state = SES_CLOSING;
 			return session_forward(ses, msg, len);
 		}
-		return client_error(
-		    ses, GRPC_INVALID_ARGUMENT, "message before Ready");
+		return client_error(ses, GRPC_INVALID_ARGUMENT,
+		    m->ev_case == ENV_CLIENT_OPEN ? "Open sent twice"
+		                                  : "message before Ready");
 	case SES_READY:
 		if ((fwd = session_ready_msg(ses, m)) <= 0)
 			return fwd;

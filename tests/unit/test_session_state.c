@@ -772,6 +772,16 @@ test_open_twice(void **state)
 	check_client_error(GRPC_INVALID_ARGUMENT, "Open sent twice");
 }
 
+/* The same before Ready: the second Open is named as such. */
+static void
+test_open_twice_before_ready(void **state)
+{
+	assert_int_equal(c_open(), 0);
+	assert_int_equal(ses->ses_state, SES_STARTING);
+	assert_int_equal(c_open(), -1);
+	check_client_error(GRPC_INVALID_ARGUMENT, "Open sent twice");
+}
+
 /* Open.object in chunks: call id 0, seq 1, 2, ... before Ready. */
 static void
 test_open_chunks(void **state)
@@ -1760,6 +1770,7 @@ main(void)
 	    T(test_open_spawn_fails),
 	    T(test_open_forward_fails),
 	    T(test_open_twice),
+	    T(test_open_twice_before_ready),
 	    T(test_open_chunks),
 	    T(test_open_chunk_wrong_seq),
 	    T(test_ready),

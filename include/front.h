@@ -212,6 +212,7 @@ struct session {
 	struct deframer ses_win; /* frames from the worker */
 	char *ses_dir;
 	uint64_t ses_last_call;
+	uint64_t ses_ncalls; /* calls accepted so far */
 	int ses_open_more; /* Open.object chunks still expected */
 	uint64_t ses_open_rx; /* the stream's str_rx when last checked */
 	uint32_t ses_open_seq;

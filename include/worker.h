@@ -47,6 +47,14 @@ struct worker_conf {
 	size_t wc_n_sys_path;
 	int wc_isolate_site; /* hide the host's site-packages */
 	uint32_t wc_busy_poll_us; /* --session-busy-poll */
+	/* The rest of Ready.limits (Init); sandbox limits 0 without one. */
+	uint64_t wc_max_message;
+	uint32_t wc_max_inflight;
+	uint64_t wc_idle_ms;
+	uint64_t wc_lifetime_ms;
+	uint64_t wc_memory;
+	uint32_t wc_pids;
+	uint32_t wc_cpu_percent;
 };
 
 /* worker.c */

@@ -149,7 +149,7 @@ admin_list(struct stream *s)
 		infos[n].state = (char *)front_session_state_name(
 		    ses->ses_state);
 		infos[n].age_ms = now - ses->ses_started_at;
-		infos[n].calls = ses->ses_last_call;
+		infos[n].calls = ses->ses_ncalls;
 		infos[n].calls_in_flight = ses->ses_inflight;
 		infos[n].pid = ses->ses_pid > 0 ? ses->ses_pid : 0;
 		infos[n].uid = ses->ses_uid;

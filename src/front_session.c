@@ -730,6 +730,7 @@ session_call(struct session *ses, const struct envelope *c)
 	    c->ev_total > front_conf.fc_max_value)
 		return session_value_too_big(ses, c->ev_call_id);
 	ses->ses_last_call = c->ev_call_id;
+	ses->ses_ncalls++;
 	front_call_start(ses, c);
 	return 0;
 }

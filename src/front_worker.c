@@ -373,6 +373,13 @@ front_worker_send_init(struct session *ses)
 	init.max_value_bytes = front_conf.fc_max_value;
 	init.grace_ms = front_conf.fc_grace_ms;
 	init.busy_poll_us = front_conf.fc_session_busy_poll_us;
+	init.max_message_bytes = front_conf.fc_max_message <
+	        FRONT_SESSION_MAX_MESSAGE
+	    ? front_conf.fc_max_message
+	    : FRONT_SESSION_MAX_MESSAGE;
+	init.max_inflight_calls = front_conf.fc_max_inflight;
+	init.idle_timeout_ms = front_conf.fc_session_idle_ms;
+	init.max_lifetime_ms = front_conf.fc_session_lifetime_ms;
 	if (ses->ses_env != NULL) {
 		site = front_env_site_packages(ses->ses_env);
 		init.n_sys_path = 1;

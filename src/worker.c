@@ -137,6 +137,15 @@ worker_conf_init(
 	wc->wc_grace_ms = init->grace_ms;
 	wc->wc_prefetch = init->prefetch_items;
 	wc->wc_busy_poll_us = init->busy_poll_us;
+	wc->wc_max_message = init->max_message_bytes;
+	wc->wc_max_inflight = init->max_inflight_calls;
+	wc->wc_idle_ms = init->idle_timeout_ms;
+	wc->wc_lifetime_ms = init->max_lifetime_ms;
+	if (init->sandbox) {
+		wc->wc_memory = init->memory_bytes;
+		wc->wc_pids = init->pids;
+		wc->wc_cpu_percent = init->cpu_percent;
+	}
 	wc->wc_n_sys_path = init->n_sys_path;
 	wc->wc_isolate_site = init->isolate_site_packages;
 	wc->wc_sys_path = xcalloc(init->n_sys_path + 1, sizeof(char *));

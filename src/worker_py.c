@@ -1091,8 +1091,15 @@ worker_py_send_ready(PyObject *self, PyObject *args)
 	r.python_version = (char *)pyv;
 	r.cloudpickle_version = (char *)cpv;
 	r.protocol = REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1;
+	lim.max_message_bytes = wp_conf->wc_max_message;
 	lim.max_value_bytes = wp_conf->wc_max_value;
 	lim.max_chunk_bytes = FRAME_CHUNK_MAX;
+	lim.max_inflight_calls = wp_conf->wc_max_inflight;
+	lim.memory_bytes = wp_conf->wc_memory;
+	lim.pids = wp_conf->wc_pids;
+	lim.cpu_percent = wp_conf->wc_cpu_percent;
+	lim.idle_timeout_ms = wp_conf->wc_idle_ms;
+	lim.max_lifetime_ms = wp_conf->wc_lifetime_ms;
 	lim.prefetch_items = wp_conf->wc_prefetch;
 	r.limits = &lim;
 	if (worker_py_ready_attrs(&r, attrs) == 0 &&

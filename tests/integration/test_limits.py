@@ -98,6 +98,46 @@ async def open_before(client, flag: str, attempts: int = 4):
 
 
 # ---------------------------------------------------------------------------
+# 0. Ready.limits: what the session is told
+
+
+def ready_limits(srv):
+    """Open a session on a raw stream; its Ready's limits."""
+    from h2raw import H2Client, open_session, split_grpc
+    from remotemedia._proto import remotemedia_pb2 as pb
+    c = H2Client(srv.host, srv.port, timeout=60)
+    try:
+        sid = open_session(c, Probe(), timeout=60)
+        ready = pb.ServerMessage.FromString(split_grpc(c.responses[sid].data)[-1]).ready
+        return ready.limits
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("sandbox", ["off", "on"])
+def test_ready_states_the_limits_in_force(fresh_server, sandbox):
+    """Every field of Ready.limits is the flag's value, and 0 only where
+    nothing limits: the sandbox's own limits without a sandbox."""
+    if sandbox == "on" and os.geteuid() != 0:
+        pytest.skip("the sandbox needs root")
+    flags = ["--sandbox", sandbox, "--max-inflight-calls", "7", "--session-idle-timeout", "5m",
+             "--session-max-lifetime", "1h", "--max-value-size", "3M",
+             "--session-memory", "300M", "--session-pids", "99", "--session-cpu", "150"]
+    lim = ready_limits(fresh_server(flags + ["--max-message-size", "64K"]))
+    on = sandbox == "on"
+    assert (lim.max_message_bytes, lim.max_value_bytes, lim.max_chunk_bytes) == \
+        (64 << 10, 3 << 20, 1 << 20)
+    assert (lim.max_inflight_calls, lim.idle_timeout_ms, lim.max_lifetime_ms) == \
+        (7, 300_000, 3_600_000)
+    assert (lim.memory_bytes, lim.pids, lim.cpu_percent) == \
+        ((300 << 20, 99, 150) if on else (0, 0, 0))
+    assert lim.prefetch_items == 0
+    # A --max-message-size over what a Session message may be: that bound.
+    lim = ready_limits(fresh_server(flags + ["--max-message-size", "16M"]))
+    assert lim.max_message_bytes == (1 << 20) + (32 << 10)
+
+
+# ---------------------------------------------------------------------------
 # 1. --session-max-lifetime
 
 

@@ -138,6 +138,28 @@ def test_admin_rpcs_through_grpcio(token_server):
     ch.close()
 
 
+def test_list_sessions_counts_calls_not_the_last_call_id(server):
+    """Call ids need only increase: 1, 5, 9 are three calls."""
+    from h2raw import H2Client, call_result, open_session, split_grpc
+    from remotemedia._proto import remotemedia_pb2 as pb
+    c = H2Client(server.host, server.port, timeout=60)
+    ch = grpc.insecure_channel(f"{server.host}:{server.port}")
+    try:
+        sid = open_session(c, timeout=60)
+        ready = pb.ServerMessage.FromString(split_grpc(c.responses[sid].data)[-1]).ready
+        for call_id in (1, 5, 9):
+            assert call_result(c, sid, call_id, "ping", ()) == "pong"
+        listing = ch.unary_unary("/remotemedia.v1.Admin/ListSessions",
+                                 request_serializer=pb.ListSessionsRequest.SerializeToString,
+                                 response_deserializer=pb.ListSessionsReply.FromString)
+        mine = [s for s in listing(pb.ListSessionsRequest(), timeout=10).sessions
+                if s.session_id == ready.session_id]
+        assert [(s.state, s.calls, s.calls_in_flight) for s in mine] == [("ready", 3, 0)]
+    finally:
+        ch.close()
+        c.close()
+
+
 SOURCE = '''
 class Counter:
     def __init__(self, start=0):

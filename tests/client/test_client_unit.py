@@ -288,11 +288,42 @@ class _BadNew(Exception):
         raise RuntimeError("no")
 
 
+class _Registered(Exception):
+    """Error classes that register a unique code: a subclass that reuses
+    its parent's is refused, with ValueError (not TypeError)."""
+    code = 404
+    codes: set = {404}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if cls.code in _Registered.codes:
+            raise ValueError(f"code {cls.code} is already used")
+
+
+class _ExitsOnSubclass(Exception):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise SystemExit("from __init_subclass__")
+
+
 def test_uncombinable_types_fall_back() -> None:
-    for qualname in ("_Uncombinable", "_BadNew"):
+    for qualname in ("_Uncombinable", "_BadNew", "_Registered", "_ExitsOnSubclass"):
         exc = exception_from_error(make_error(__name__, qualname, "x"), pb.FORMAT_PICKLE)
         assert type(exc) is RemoteExecutionError
-        assert str(exc) == "x"
+        assert str(exc) == "x" and exc.remote_type == f"{__name__}.{qualname}"
+        assert any("Remote traceback" in note for note in exc.__notes__)
+
+
+class _ExitsWhenLoaded:
+    def __reduce__(self) -> Any:
+        return (exec, ("raise SystemExit(3)",))
+
+
+def test_a_pickled_exception_that_exits_when_loaded_is_left_out() -> None:
+    """What the server pickled runs when loaded: a SystemExit there must
+    not end the client. The exception is built without its state."""
+    err = make_error("builtins", "ValueError", "v", pickled=pickle.dumps(_ExitsWhenLoaded()))
+    exc = exception_from_error(err, pb.FORMAT_PICKLE)
+    assert isinstance(exc, ValueError) and isinstance(exc, RemoteExecutionError)
+    assert str(exc) == "v"
 
 
 class _WithState(Exception):
@@ -369,6 +400,9 @@ def test_json_args_that_json_cannot_carry() -> None:
         wire.encode_args(pb.FORMAT_JSON, ({1, 2},), {})
     with pytest.raises(TypeError, match="bytes"):
         wire.encode_args(pb.FORMAT_JSON, (), {"data": b"x"})
+    # A lone surrogate (os.fsdecode of a name that is not UTF-8) is not UTF-8.
+    with pytest.raises(TypeError, match="surrogates not allowed"):
+        wire.encode_args(pb.FORMAT_JSON, ("a\udcff",), {})
 
 
 def test_pickle_args_document() -> None:
@@ -760,7 +794,7 @@ ATTRS = {
     "count": pb.ATTR_GENERATOR, "fail_gen": pb.ATTR_ASYNC_GENERATOR,
     "boom": pb.ATTR_METHOD, "main_error": pb.ATTR_METHOD, "hang": pb.ATTR_ASYNC_METHOD,
     "deadline": pb.ATTR_METHOD, "say": pb.ATTR_METHOD, "die": pb.ATTR_METHOD,
-    "stall": pb.ATTR_GENERATOR,
+    "stall": pb.ATTR_GENERATOR, "unrebuildable": pb.ATTR_METHOD,
     "value": pb.ATTR_ATTRIBUTE, "doubled": pb.ATTR_PROPERTY,
 }
 SESSION_ID = "0123456789abcdef0123456789abcdef"
@@ -921,6 +955,9 @@ class FakeSession:
 
     async def do_main_error(self, call_id: int) -> None:
         await self.error(call_id, __name__, "MyError", "mine")
+
+    async def do_unrebuildable(self, call_id: int) -> None:
+        await self.error(call_id, __name__, "_Registered", "missing")
 
     async def do_hang(self, call_id: int) -> None:
         self.hanging.add(call_id)
@@ -1288,6 +1325,20 @@ def test_iterating_a_plain_result_is_a_type_error() -> None:
             with pytest.raises(TypeError, match="not a generator"):
                 async for _ in proxy.add(1, 2):
                     pass
+    run(main())
+
+
+def test_an_error_whose_class_cannot_be_rebuilt_fails_only_its_call() -> None:
+    """Its class refuses the combined subclass with ValueError: the call
+    raises the plain RemoteExecutionError, at once, and the session goes
+    on (it used to end the session, and leave that call waiting)."""
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            with pytest.raises(RemoteExecutionError, match="missing") as info:
+                await asyncio.wait_for(proxy.unrebuildable(), 5.0)
+            assert type(info.value) is RemoteExecutionError
+            assert info.value.remote_type == f"{__name__}._Registered"
+            assert await proxy.add(1, 1) == 2
     run(main())
 
 

@@ -140,7 +140,10 @@ def _combined_class(base: type) -> Optional[type]:
         }
         try:
             cls: Optional[type] = type(base.__name__, (base, RemoteExecutionError), namespace)
-        except TypeError:
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # a refusal, or the class's own hooks failing
+            log.debug("cannot combine %s with RemoteExecutionError", base, exc_info=True)
             cls = None
         _COMBINED[base] = cls
         return cls
@@ -159,7 +162,9 @@ def _instantiate(base: type, message: str, remote_type: Optional[str],
         exc.remote_type = remote_type
         exc.remote_traceback = remote_traceback
         exc.code = None
-    except Exception:  # a hostile or unusual __new__/__setattr__
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a hostile or unusual __new__/__setattr__
         log.debug("cannot build %s for a remote exception", base, exc_info=True)
         return None
     return exc if isinstance(exc, RemoteExecutionError) else None
@@ -182,7 +187,9 @@ def _restore_pickled(exc: BaseException, base: type, pickled: bytes) -> None:
     """
     try:
         original = _NoImportUnpickler(io.BytesIO(pickled)).load()
-    except Exception:
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # what it runs may raise anything, SystemExit too
         log.debug("cannot unpickle the remote exception", exc_info=True)
         return
     if not isinstance(original, BaseException):
@@ -197,7 +204,9 @@ def _restore_pickled(exc: BaseException, base: type, pickled: bytes) -> None:
         for key, value in vars(original).items():
             if key not in _RESERVED:
                 setattr(exc, key, value)
-    except Exception:
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
         log.debug("cannot restore the remote exception's state", exc_info=True)
 
 
@@ -229,22 +238,42 @@ def exception_from_error(err: Any, fmt: int) -> RemoteExecutionError:
     ``str(exc)`` is the remote message, ``exc.remote_type`` the type name,
     ``exc.remote_traceback`` the remote traceback (also added as a note),
     ``exc.code`` None.
+
+    It never raises (but KeyboardInterrupt): whatever the code of the
+    original's class or of its pickle does, the fallback is the plain
+    :class:`RemoteExecutionError`.
     """
     message = str(err.message)
     remote_type = _type_name(err)
     remote_tb = str(err.traceback) or None
     exc: Optional[RemoteExecutionError] = None
-    if err.timeout:
-        exc = RemoteTimeoutError(message, remote_type=remote_type, remote_traceback=remote_tb)
-    else:
-        base = resolve_exception_class(err.module, err.qualname)
-        if base is not None:
-            exc = _instantiate(base, message, remote_type, remote_tb)
-            if exc is not None and fmt == pb.FORMAT_PICKLE and err.pickled:
-                _restore_pickled(exc, base, bytes(err.pickled))
+    if not err.timeout:
+        try:
+            exc = _as_original(err, fmt, message, remote_type, remote_tb)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            log.debug("cannot rebuild the remote %s", remote_type, exc_info=True)
+            exc = None
     if exc is None:
-        exc = RemoteExecutionError(message, remote_type=remote_type, remote_traceback=remote_tb)
-    _add_traceback_note(exc, remote_tb)
+        cls = RemoteTimeoutError if err.timeout else RemoteExecutionError
+        exc = cls(message, remote_type=remote_type, remote_traceback=remote_tb)
+        _add_traceback_note(exc, remote_tb)
+    return exc
+
+
+def _as_original(err: Any, fmt: int, message: str, remote_type: str,
+                 remote_tb: Optional[str]) -> Optional[RemoteExecutionError]:
+    """An instance of the original's class combined with
+    RemoteExecutionError, its note added; None if there is none."""
+    base = resolve_exception_class(err.module, err.qualname)
+    if base is None:
+        return None
+    exc = _instantiate(base, message, remote_type, remote_tb)
+    if exc is not None:
+        if fmt == pb.FORMAT_PICKLE and err.pickled:
+            _restore_pickled(exc, base, bytes(err.pickled))
+        _add_traceback_note(exc, remote_tb)
     return exc
 
 

@@ -526,10 +526,13 @@ class Session:
             log.warning("[session %s] session error: %s: %s", self.short_id,
                         error.type, error.message)
             return
+        # Built before the call leaves _pending: were it to raise, the
+        # stream's end would still fail the call.
+        exc = exception_from_error(error, self.fmt)
         state = self._pending.pop(error.call_id, None)
         self._assembler.discard(error.call_id)
         if state is not None:
-            state.push(("error", exception_from_error(error, self.fmt)))
+            state.push(("error", exc))
 
     def _on_end(self, end: Any) -> None:
         state = self._pending.pop(end.call_id, None)

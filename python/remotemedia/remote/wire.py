@@ -242,12 +242,11 @@ def encode_args(fmt: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     """
     if fmt == pb.FORMAT_JSON:
         try:
-            text = json.dumps({"args": list(args), "kwargs": kwargs},
+            return json.dumps({"args": list(args), "kwargs": kwargs},
                               ensure_ascii=False, separators=(",", ":"),
-                              allow_nan=False)
-        except (TypeError, ValueError) as exc:
+                              allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # a lone surrogate: UnicodeEncodeError
             raise TypeError(f"argument cannot be sent as JSON: {exc}") from exc
-        return text.encode("utf-8")
     if _plain(args) and _plain(kwargs) and _plain(kwargs.values()):
         # What cloudpickle would write, byte for byte: its hooks are not
         # asked about these types (Pickler.reducer_override).

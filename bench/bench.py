@@ -159,7 +159,8 @@ async def call_rtts(config, n: int) -> list[float]:
         return out
 
 
-# A child of pinned_call_figures: Echo, the call, and Echo again.
+# A child of pinned_call_figures: Echo, the call, the call with grpc.aio
+# alone, and Echo again.
 PINNED = r'''
 import asyncio, json, os, sys
 os.sched_setaffinity(0, {int(sys.argv[5])})  # before gRPC starts its threads
@@ -172,19 +173,22 @@ async def main():
     echo = await bench.echo_rtts(host, port, n)
     cfg = RemoteExecutorConfig(host=host, port=port, timeout=60.0)
     calls = await bench.call_rtts(cfg, n)
+    raw = await bench.raw_session_rtts(host, port, n)
     echo += await bench.echo_rtts(host, port, n)
-    return {"call_us": bench.us(calls), "echo_us": bench.us(echo)}
+    return {"call_us": bench.us(calls), "raw_us": bench.us(raw),
+            "echo_us": bench.us(echo)}
 
 print(json.dumps(asyncio.run(main())))
 '''
 
 
 def pinned_call_figures(srv, n: int) -> dict | None:
-    """The Python client's call and its Echo, p50 in us, from a child
-    process held to one CPU, with grpc.aio's poller thread beside its
-    event loop's; None on a machine of one CPU. Unpinned, the Echo's p50
-    swung between 70.8 and 222.7 us from run to run on the 2-core VM,
-    and the call's ratio with it; held to one CPU it took about 64 us."""
+    """The Python client's call, the same call with grpc.aio alone and
+    their Echo, p50 in us, from a child process held to one CPU, with
+    grpc.aio's poller thread beside its event loop's; None on a machine
+    of one CPU. Unpinned, the Echo's p50 swung between 70.8 and 222.7 us
+    from run to run on the 2-core VM, and the call's ratio with it; held
+    to one CPU it took about 64 us."""
     cpus = os.sched_getaffinity(0)
     if len(cpus) < 2:
         return None
@@ -534,6 +538,9 @@ async def run(args) -> None:
             table.add("the same call, the client held to one CPU", pinned["call_us"], "us",
                       "Echo ping-pong, same client, same CPU", pinned["echo_us"],
                       note="gRPC's poller thread beside the event loop's")
+            table.add("the same, grpc.aio without the client library, held to one CPU",
+                      pinned["raw_us"], "us", "Echo ping-pong, same client, same CPU",
+                      pinned["echo_us"], note="pre-encoded Call messages")
         none = await ready_times(srv.config(timeout=60.0), args.sessions)
         await env_figures(srv, args, table, ms(none))
         if os.geteuid() == 0:

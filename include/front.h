@@ -452,6 +452,7 @@ size_t front_sandbox_uids_free(void);
 char *front_sandbox_limit_hit(struct session *, int);
 int front_sandbox_describe(char[][160], int);
 char *front_sandbox_build_cgroup(const char *);
+unsigned int front_sandbox_controllers(void);
 void front_sandbox_cgroup_destroy(char *);
 
 /* front_worker.c */

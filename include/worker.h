@@ -47,7 +47,8 @@ struct worker_conf {
 	size_t wc_n_sys_path;
 	int wc_isolate_site; /* hide the host's site-packages */
 	uint32_t wc_busy_poll_us; /* --session-busy-poll */
-	/* The rest of Ready.limits (Init); sandbox limits 0 without one. */
+	/* The rest of Ready.limits (Init); the sandbox's are 0 where its
+	 * cgroup does not enforce them. */
 	uint64_t wc_max_message;
 	uint32_t wc_max_inflight;
 	uint64_t wc_idle_ms;

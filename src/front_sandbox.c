@@ -140,6 +140,18 @@ front_sandbox_session_start(struct session *ses, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * The CG_C_* limits that a session's cgroup enforces, none unsandboxed:
+ * Init.cgroup_limits, whose bits worker.proto gives.
+ */
+unsigned int
+front_sandbox_controllers(void)
+{
+	_Static_assert(CG_C_MEMORY == 1 && CG_C_PIDS == 2 && CG_C_CPU == 4,
+	    "the bits of Init.cgroup_limits");
+	return front_conf.fc_sandbox ? front_cg.cr_controllers : 0;
+}
+
 /* A cgroup for an environment build: the builder joins it first. */
 char *
 front_sandbox_build_cgroup(const char *key)

@@ -351,6 +351,7 @@ fw_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
 	cpu_s = life_s > UINT64_MAX / share ? UINT64_MAX : life_s * share / 100;
 	init->cpu_seconds = cpu_s;
 	init->seccomp_log = front_conf.fc_seccomp_log;
+	init->cgroup_limits = front_sandbox_controllers();
 }
 
 /* The first frame: who the worker is and where it lives. */

@@ -141,11 +141,13 @@ worker_conf_init(
 	wc->wc_max_inflight = init->max_inflight_calls;
 	wc->wc_idle_ms = init->idle_timeout_ms;
 	wc->wc_lifetime_ms = init->max_lifetime_ms;
-	if (init->sandbox) {
+	/* Ready reports what the session's cgroup enforces (Init's bits). */
+	if (init->sandbox && (init->cgroup_limits & 0x1))
 		wc->wc_memory = init->memory_bytes;
+	if (init->sandbox && (init->cgroup_limits & 0x2))
 		wc->wc_pids = init->pids;
+	if (init->sandbox && (init->cgroup_limits & 0x4))
 		wc->wc_cpu_percent = init->cpu_percent;
-	}
 	wc->wc_n_sys_path = init->n_sys_path;
 	wc->wc_isolate_site = init->isolate_site_packages;
 	wc->wc_sys_path = xcalloc(init->n_sys_path + 1, sizeof(char *));

@@ -1071,6 +1071,23 @@ worker_py_ready_free(Remotemedia__V1__Ready *r)
 }
 
 /*
+ * The largest chunk a client may send: 1 MiB, or less where the front
+ * takes smaller messages (--max-message-size), leaving room for the
+ * envelope (32 KiB, or half a message that small).
+ */
+static uint64_t
+worker_py_client_chunk(uint64_t max_message)
+{
+	uint64_t room;
+
+	if (max_message == 0)
+		return FRAME_CHUNK_MAX;
+	room = max_message / 2 < 32 * 1024 ? max_message / 2 : 32 * 1024;
+	return max_message - room < FRAME_CHUNK_MAX ? max_message - room
+	                                            : FRAME_CHUNK_MAX;
+}
+
+/*
  * _rmworker.send_ready(session_id, attrs, python_version,
  * cloudpickle_version[, installed]): the session is open.
  */
@@ -1093,7 +1110,7 @@ worker_py_send_ready(PyObject *self, PyObject *args)
 	r.protocol = REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1;
 	lim.max_message_bytes = wp_conf->wc_max_message;
 	lim.max_value_bytes = wp_conf->wc_max_value;
-	lim.max_chunk_bytes = FRAME_CHUNK_MAX;
+	lim.max_chunk_bytes = worker_py_client_chunk(wp_conf->wc_max_message);
 	lim.max_inflight_calls = wp_conf->wc_max_inflight;
 	lim.memory_bytes = wp_conf->wc_memory;
 	lim.pids = wp_conf->wc_pids;

@@ -38,6 +38,9 @@ class Probe:
     def ping(self):
         return "pong"
 
+    def echo(self, x):
+        return x
+
     def identity(self):
         status = {}
         with open("/proc/self/status") as f:
@@ -123,15 +126,24 @@ def test_ready_states_the_limits_in_force(fresh_server, sandbox):
     flags = ["--sandbox", sandbox, "--max-inflight-calls", "7", "--session-idle-timeout", "5m",
              "--session-max-lifetime", "1h", "--max-value-size", "3M",
              "--session-memory", "300M", "--session-pids", "99", "--session-cpu", "150"]
-    lim = ready_limits(fresh_server(flags + ["--max-message-size", "64K"]))
+    srv = fresh_server(flags + ["--max-message-size", "64K"])
+    lim = ready_limits(srv)
     on = sandbox == "on"
+    # Chunks leave room for their envelope in a message of 64K.
     assert (lim.max_message_bytes, lim.max_value_bytes, lim.max_chunk_bytes) == \
-        (64 << 10, 3 << 20, 1 << 20)
+        (64 << 10, 3 << 20, 32 << 10)
     assert (lim.max_inflight_calls, lim.idle_timeout_ms, lim.max_lifetime_ms) == \
         (7, 300_000, 3_600_000)
     assert (lim.memory_bytes, lim.pids, lim.cpu_percent) == \
         ((300 << 20, 99, 150) if on else (0, 0, 0))
     assert lim.prefetch_items == 0
+
+    async def big_argument():
+        async with RemoteProxyClient(srv.config(timeout=60.0)) as client:
+            p = await client.create_proxy(Probe())
+            data = os.urandom(200_000)
+            return await p.echo(data) == data
+    assert run(big_argument())  # sent in chunks that fit
     # A --max-message-size over what a Session message may be: that bound.
     lim = ready_limits(fresh_server(flags + ["--max-message-size", "16M"]))
     assert lim.max_message_bytes == (1 << 20) + (32 << 10)

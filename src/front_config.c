@@ -675,9 +675,12 @@ opt_reloadable(const struct opt *o, const char *section)
 
 /*
  * SIGHUP: read the config file and argv again and take the reloadable
- * options from them, logging each change. Returns how many changed, of
- * which *sessions (session limits, which spares started before hold);
- * -1 with a message in err, and nothing changed, if the file is wrong.
+ * options from them, logging each change. Returns how many changed, and
+ * in *sessions how many of them a spare, started before, holds in its
+ * Init: the session limits, and the limits that its Ready reports
+ * (--max-value-size, which the worker enforces too, --max-message-size,
+ * --max-inflight-calls); -1 with a message in err, and nothing changed,
+ * if the file is wrong.
  */
 int
 front_config_reload(struct front_config *fc, int argc, char **argv,
@@ -709,7 +712,10 @@ front_config_reload(struct front_config *fc, int argc, char **argv,
 		memcpy(opt_field(fc, opts[i].off), opt_field(nc, opts[i].off),
 		    size);
 		log_info("SIGHUP: --%s %s (was %s)", opts[i].name, now, was);
-		*sessions += strcmp(section, "limits") != 0;
+		*sessions += strcmp(section, "limits") != 0 ||
+		    opts[i].off == F(fc_max_value) ||
+		    opts[i].off == F(fc_max_message) ||
+		    opts[i].off == F(fc_max_inflight);
 		n++;
 	}
 	if (rv != CONFIG_RUN && rv != CONFIG_ERROR)

@@ -195,6 +195,57 @@ def test_sighup_reloads_the_limits(tmp_path, fresh_server):
     assert asyncio.run(sessions(2)) == ""
 
 
+def test_sighup_replaces_spares_that_hold_an_old_value_limit(tmp_path, fresh_server):
+    """A spare gets --max-value-size (which its worker enforces, and its
+    Ready reports) when it starts: a new value on SIGHUP replaces it, as
+    a new session limit does."""
+    import signal
+    import time
+
+    import grpc
+    from h2raw import H2Client, open_session, split_grpc
+    from remotemedia._proto import remotemedia_pb2 as pb
+    conf = tmp_path / "rm.conf"
+    conf.write_text("max-value-size = 2M\n")
+    srv = fresh_server(["--config", str(conf), "--session-pool", "1", "--sandbox", "off"])
+    ch = grpc.insecure_channel(f"{srv.host}:{srv.port}")
+    info = ch.unary_unary("/remotemedia.v1.Admin/Info",
+                          request_serializer=pb.InfoRequest.SerializeToString,
+                          response_deserializer=pb.InfoReply.FromString)
+
+    def spare_ready() -> None:
+        deadline = time.monotonic() + 10
+        while info(pb.InfoRequest(), timeout=10).spares < 1:
+            assert time.monotonic() < deadline, "no spare"
+            time.sleep(0.05)
+        time.sleep(0.5)  # its start-up done
+
+    def max_value() -> int:
+        c = H2Client(srv.host, srv.port, timeout=30)
+        try:
+            sid = open_session(c, Ping())
+            return pb.ServerMessage.FromString(
+                split_grpc(c.responses[sid].data)[-1]).ready.limits.max_value_bytes
+        finally:
+            c.close()
+
+    try:
+        spare_ready()
+        assert max_value() == 2 << 20
+        spare_ready()  # the next one, made under 2M
+        conf.write_text("max-value-size = 3M\n")
+        n = srv.log_text().count("session limits changed")
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while srv.log_text().count("session limits changed") == n:
+            assert time.monotonic() < deadline, srv.log_text()[-3000:]
+            time.sleep(0.05)
+        spare_ready()
+        assert max_value() == 3 << 20
+    finally:
+        ch.close()
+
+
 def test_a_server_takes_its_options_from_the_file_and_flags_win(tmp_path, fresh_server):
     conf = tmp_path / "rm.conf"
     # serverlib passes --log-level debug on the command line: it must win.

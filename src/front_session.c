@@ -102,17 +102,18 @@ session_life_cb(evutil_socket_t fd, short ev, void *arg)
 static void session_touch(struct session *);
 
 /*
- * The idle clock. While the environment installs or the worker starts, the
- * client can only wait for Ready: that is not idleness (the lifetime still
- * bounds it).
+ * The idle clock. While the Open arrives (--handshake-timeout bounds its
+ * gaps), the environment installs or the worker starts, the client can
+ * only send its object or wait for Ready: that is not idleness (the
+ * lifetime still bounds it).
  */
 static void
 session_idle_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *ses = arg;
 
-	/* Installing, starting or running a call is not being idle. */
-	if (ses->ses_state == SES_INSTALLING ||
+	/* Opening, installing, starting or running a call is not idleness. */
+	if (ses->ses_state == SES_OPENING || ses->ses_state == SES_INSTALLING ||
 	    ses->ses_state == SES_STARTING || ses->ses_inflight > 0) {
 		session_touch(ses);
 		return;

@@ -312,6 +312,23 @@ def test_uncombinable_types_fall_back() -> None:
         assert any("Remote traceback" in note for note in exc.__notes__)
 
 
+class _FailsOnce(Exception):
+    failures = [RecursionError("deep")]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if _FailsOnce.failures:
+            raise _FailsOnce.failures.pop()
+
+
+def test_a_class_that_failed_for_want_of_memory_or_stack_is_tried_again() -> None:
+    """RecursionError and MemoryError are no answer of the class's: the
+    fallback is not remembered for it."""
+    first = exception_from_error(make_error(__name__, "_FailsOnce", "x"), pb.FORMAT_PICKLE)
+    assert type(first) is RemoteExecutionError
+    again = exception_from_error(make_error(__name__, "_FailsOnce", "x"), pb.FORMAT_PICKLE)
+    assert isinstance(again, _FailsOnce) and isinstance(again, RemoteExecutionError)
+
+
 class _ExitsWhenLoaded:
     def __reduce__(self) -> Any:
         return (exec, ("raise SystemExit(3)",))

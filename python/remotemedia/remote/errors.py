@@ -140,8 +140,8 @@ def _combined_class(base: type) -> Optional[type]:
         }
         try:
             cls: Optional[type] = type(base.__name__, (base, RemoteExecutionError), namespace)
-        except KeyboardInterrupt:
-            raise
+        except (KeyboardInterrupt, MemoryError, RecursionError):
+            raise  # not the class's answer: not to be cached
         except BaseException:  # a refusal, or the class's own hooks failing
             log.debug("cannot combine %s with RemoteExecutionError", base, exc_info=True)
             cls = None

@@ -252,25 +252,49 @@ env_drop(struct env *e)
 	return 0;
 }
 
+/* Whether dir/rel is there, a directory (dir) or a regular file. */
+static int
+env_has(const char *dir, const char *rel, int want_dir)
+{
+	char path[4200];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	if (stat(path, &sb) == -1)
+		return 0;
+	return want_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode);
+}
+
 /*
- * A ready entry whose completion marker is gone (someone removed or
- * truncated it on disk) is not to be used: dropped now if nobody uses it,
- * so that it is built again (-1: e is freed); else kept, refused to new
- * sessions, and dropped once its sessions end (0). 1: e is fine.
+ * A ready entry whose completion marker, venv or site-packages is gone
+ * (someone removed or truncated them on disk) is not to be used: dropped
+ * now if nobody uses it, so that it is built again (-1: e is freed); else
+ * kept, refused to new sessions, and dropped once its sessions end (0).
+ * 1: e is fine. What site-packages holds is not checked, file by file.
  */
 static int
 env_check_disk(struct env *e)
 {
+	char site[64];
+	const char *what = NULL;
 	uint64_t size;
 
 	if (e->env_damaged)
 		return 0;
-	if (e->env_state != ENV_READY ||
-	    env_read_marker(e->env_dir, &size) == 0)
+	if (e->env_state != ENV_READY)
 		return 1;
-	log_warnx("environment %.12s: its completion marker is gone from %s: "
-	          "it is built again%s",
-	    e->env_key, e->env_dir,
+	snprintf(site, sizeof(site), "venv/lib/python%s/site-packages",
+	    RM_PYTHON_VERSION);
+	if (env_read_marker(e->env_dir, &size) == -1)
+		what = "its completion marker is gone or unreadable";
+	else if (!env_has(e->env_dir, "venv/pyvenv.cfg", 0))
+		what = "its venv is gone";
+	else if (!env_has(e->env_dir, site, 1))
+		what = "its site-packages is gone";
+	if (what == NULL)
+		return 1;
+	log_warnx("environment %.12s: %s (%s): it is built again%s", e->env_key,
+	    what, e->env_dir,
 	    e->env_refs > e->env_spare_refs ? " once its sessions end" : "");
 	if (e->env_refs > e->env_spare_refs || e->env_busy) {
 		e->env_damaged = 1;

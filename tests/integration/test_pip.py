@@ -806,7 +806,19 @@ def test_an_entry_damaged_on_disk_is_built_again(own_server, idx):
     site2, greeting = run(with_probe(srv, ["rmtest-app"], hello))
     assert greeting == "app 2.0" and site2 == site
     assert builds(srv) == 2, srv.log_text()[-2000:]
-    assert "its completion marker is gone" in srv.log_text()
+    assert "its completion marker is gone or unreadable" in srv.log_text()
+
+    # The marker kept, the venv or its site-packages removed: built again too.
+    for part, said, n in (("site-packages", "its site-packages is gone", 3),
+                          ("venv", "its venv is gone", 4)):
+        entry = entry_of(site)
+        subprocess.run(["chmod", "-R", "u+w", str(entry)], check=True)
+        shutil.rmtree(site if part == "site-packages" else entry / "venv")
+        assert (entry / "complete").exists()
+        site2, greeting = run(with_probe(srv, ["rmtest-app"], hello))
+        assert greeting == "app 2.0" and site2 == site
+        assert builds(srv) == n, srv.log_text()[-2000:]
+        assert said in srv.log_text()
 
     async def in_use():
         client, held = await open_probe(srv, ["rmtest-app"])
@@ -820,7 +832,7 @@ def test_an_entry_damaged_on_disk_is_built_again(own_server, idx):
     run(in_use())
     srv.wait_idle(20)
     assert run(with_probe(srv, ["rmtest-app"], hello))[1] == "app 2.0"
-    assert builds(srv) == 3
+    assert builds(srv) == 5
 
 
 def test_eviction_works_for_a_server_not_run_as_root(idx, unprivileged):

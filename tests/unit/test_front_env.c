@@ -10,8 +10,8 @@
  * remove them, as front_trash does). The builders are real processes,
  * started by front_exec.c as remotemedia-worker would be: this program,
  * which then reads its BuildJob on stdin and leaves DIR as worker_venv.c
- * does (DIR/venv/lib/pythonX.Y/site-packages, then DIR/complete saying
- * "size=N", exit 0), or fails as pip would, as the names it is given say. A build runs on the event loop until its output
+ * does (DIR/venv/lib/pythonX.Y/site-packages, DIR/venv/pyvenv.cfg, then
+ * DIR/complete saying "size=N", exit 0), or fails as pip would, as the names it is given say. A build runs on the event loop until its output
  * ends, is reaped with waitpid and handed to front_env_reap, as front.c's
  * SIGCHLD handler does. No test waits longer than its builds take.
  */
@@ -118,6 +118,9 @@ fake_builder(const char *dir)
 	snprintf(path, sizeof(path), "%s/venv/lib/python%s/site-packages", dir,
 	    b->python_version);
 	if (mkdir_p(path, 0755) == -1)
+		return 1;
+	snprintf(path, sizeof(path), "%s/venv/pyvenv.cfg", dir);
+	if ((f = fopen(path, "w")) == NULL || fclose(f) != 0)
 		return 1;
 	snprintf(path, sizeof(path), "%s/complete", dir);
 	if ((f = fopen(path, "w")) == NULL)

@@ -29,6 +29,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "envelope.h"
 #include "frame.h"
 #include "log.h"
 #include "rmctl.h"
@@ -742,6 +743,13 @@ rmctl_parse(
 		    o->o_call == NULL)
 			rmctl_usage_error(
 			    "run: --source, --class and --call are required");
+		/* Names travel as protobuf strings, which must be UTF-8. */
+		if (!envelope_utf8(
+		        (const uint8_t *)o->o_class, strlen(o->o_class)))
+			rmctl_usage_error("--class: not UTF-8");
+		if (!envelope_utf8(
+		        (const uint8_t *)o->o_call, strlen(o->o_call)))
+			rmctl_usage_error("--call: not UTF-8");
 		rmctl_check_json("--args", o->o_args, '[');
 		rmctl_check_json("--kwargs", o->o_kwargs, '{');
 		rmctl_check_json("--init", o->o_init, '[');

@@ -227,6 +227,10 @@ def test_run_reads_a_property_or_an_attribute(server, tmp_path):
     (["--args", "{}"], 2, "--args"),
     (["--kwargs", "[1]"], 2, "--kwargs"),
     (["--call"], 2, "--call"),
+    # Not UTF-8 (b"\xff", as the shell would pass it): told here, not by
+    # the server as a message it cannot parse.
+    (["--call", "m\udcff"], 2, "--call: not UTF-8"),
+    (["--class", "C\udcff"], 2, "--class: not UTF-8"),
 ])
 def test_run_bad_usage(server, tmp_path, extra, code, words):
     src = tmp_path / "c.py"

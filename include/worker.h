@@ -19,6 +19,8 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "remotemedia.pb-c.h"
+
 /* The session's socketpair end, as the front arranges it. */
 #define WORKER_FD 3
 
@@ -47,15 +49,7 @@ struct worker_conf {
 	size_t wc_n_sys_path;
 	int wc_isolate_site; /* hide the host's site-packages */
 	uint32_t wc_busy_poll_us; /* --session-busy-poll */
-	/* The rest of Ready.limits (Init); the sandbox's are 0 where its
-	 * cgroup does not enforce them. */
-	uint64_t wc_max_message;
-	uint32_t wc_max_inflight;
-	uint64_t wc_idle_ms;
-	uint64_t wc_lifetime_ms;
-	uint64_t wc_memory;
-	uint32_t wc_pids;
-	uint32_t wc_cpu_percent;
+	Remotemedia__V1__Limits wc_limits; /* Ready's, made from Init */
 };
 
 /* worker.c */

@@ -252,14 +252,12 @@ env_drop(struct env *e)
 	return 0;
 }
 
-/* Whether dir/rel is there, a directory (dir) or a regular file. */
+/* Whether path is there, a directory (want_dir) or a regular file. */
 static int
-env_has(const char *dir, const char *rel, int want_dir)
+env_has(const char *path, int want_dir)
 {
-	char path[4200];
 	struct stat sb;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, rel);
 	if (stat(path, &sb) == -1)
 		return 0;
 	return want_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode);
@@ -275,7 +273,7 @@ env_has(const char *dir, const char *rel, int want_dir)
 static int
 env_check_disk(struct env *e)
 {
-	char site[64];
+	char cfg[4200], *site;
 	const char *what = NULL;
 	uint64_t size;
 
@@ -283,14 +281,15 @@ env_check_disk(struct env *e)
 		return 0;
 	if (e->env_state != ENV_READY)
 		return 1;
-	snprintf(site, sizeof(site), "venv/lib/python%s/site-packages",
-	    RM_PYTHON_VERSION);
+	snprintf(cfg, sizeof(cfg), "%s/venv/pyvenv.cfg", e->env_dir);
+	site = front_env_site_packages(e);
 	if (env_read_marker(e->env_dir, &size) == -1)
 		what = "its completion marker is gone or unreadable";
-	else if (!env_has(e->env_dir, "venv/pyvenv.cfg", 0))
+	else if (!env_has(cfg, 0))
 		what = "its venv is gone";
-	else if (!env_has(e->env_dir, site, 1))
+	else if (!env_has(site, 1))
 		what = "its site-packages is gone";
+	free(site);
 	if (what == NULL)
 		return 1;
 	log_warnx("environment %.12s: %s (%s): it is built again%s", e->env_key,

@@ -119,6 +119,47 @@ worker_read_init(void)
 	return ctl;
 }
 
+/*
+ * The largest chunk a client may send: 1 MiB, or less where the front
+ * takes smaller messages (--max-message-size), leaving room for the
+ * envelope (32 KiB, or half a message that small).
+ */
+static uint64_t
+worker_client_chunk(uint64_t max_message)
+{
+	uint64_t room;
+
+	if (max_message == 0)
+		return FRAME_CHUNK_MAX;
+	room = max_message / 2 < 32 * 1024 ? max_message / 2 : 32 * 1024;
+	return max_message - room < FRAME_CHUNK_MAX ? max_message - room
+	                                            : FRAME_CHUNK_MAX;
+}
+
+/*
+ * Ready.limits: the bounds in force, from Init. The sandbox's are those
+ * the session's cgroup enforces (Init.cgroup_limits), 0 for the others.
+ */
+static void
+worker_limits_init(
+    Remotemedia__V1__Limits *lim, const Remotemedia__Worker__V1__Init *init)
+{
+	remotemedia__v1__limits__init(lim);
+	lim->max_message_bytes = init->max_message_bytes;
+	lim->max_value_bytes = init->max_value_bytes;
+	lim->max_chunk_bytes = worker_client_chunk(init->max_message_bytes);
+	lim->max_inflight_calls = init->max_inflight_calls;
+	if (init->sandbox && (init->cgroup_limits & 0x1))
+		lim->memory_bytes = init->memory_bytes;
+	if (init->sandbox && (init->cgroup_limits & 0x2))
+		lim->pids = init->pids;
+	if (init->sandbox && (init->cgroup_limits & 0x4))
+		lim->cpu_percent = init->cpu_percent;
+	lim->idle_timeout_ms = init->idle_timeout_ms;
+	lim->max_lifetime_ms = init->max_lifetime_ms;
+	lim->prefetch_items = init->prefetch_items;
+}
+
 /* Copy what the worker needs from Init into its configuration. */
 static void
 worker_conf_init(
@@ -137,17 +178,7 @@ worker_conf_init(
 	wc->wc_grace_ms = init->grace_ms;
 	wc->wc_prefetch = init->prefetch_items;
 	wc->wc_busy_poll_us = init->busy_poll_us;
-	wc->wc_max_message = init->max_message_bytes;
-	wc->wc_max_inflight = init->max_inflight_calls;
-	wc->wc_idle_ms = init->idle_timeout_ms;
-	wc->wc_lifetime_ms = init->max_lifetime_ms;
-	/* Ready reports what the session's cgroup enforces (Init's bits). */
-	if (init->sandbox && (init->cgroup_limits & 0x1))
-		wc->wc_memory = init->memory_bytes;
-	if (init->sandbox && (init->cgroup_limits & 0x2))
-		wc->wc_pids = init->pids;
-	if (init->sandbox && (init->cgroup_limits & 0x4))
-		wc->wc_cpu_percent = init->cpu_percent;
+	worker_limits_init(&wc->wc_limits, init);
 	wc->wc_n_sys_path = init->n_sys_path;
 	wc->wc_isolate_site = init->isolate_site_packages;
 	wc->wc_sys_path = xcalloc(init->n_sys_path + 1, sizeof(char *));

@@ -1071,23 +1071,6 @@ worker_py_ready_free(Remotemedia__V1__Ready *r)
 }
 
 /*
- * The largest chunk a client may send: 1 MiB, or less where the front
- * takes smaller messages (--max-message-size), leaving room for the
- * envelope (32 KiB, or half a message that small).
- */
-static uint64_t
-worker_py_client_chunk(uint64_t max_message)
-{
-	uint64_t room;
-
-	if (max_message == 0)
-		return FRAME_CHUNK_MAX;
-	room = max_message / 2 < 32 * 1024 ? max_message / 2 : 32 * 1024;
-	return max_message - room < FRAME_CHUNK_MAX ? max_message - room
-	                                            : FRAME_CHUNK_MAX;
-}
-
-/*
  * _rmworker.send_ready(session_id, attrs, python_version,
  * cloudpickle_version[, installed]): the session is open.
  */
@@ -1097,7 +1080,6 @@ worker_py_send_ready(PyObject *self, PyObject *args)
 	Remotemedia__V1__ServerMessage sm =
 	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
 	Remotemedia__V1__Ready r = REMOTEMEDIA__V1__READY__INIT;
-	Remotemedia__V1__Limits lim = REMOTEMEDIA__V1__LIMITS__INIT;
 	PyObject *attrs, *installed = NULL, *rv = NULL;
 	const char *sid, *pyv, *cpv;
 
@@ -1108,17 +1090,7 @@ worker_py_send_ready(PyObject *self, PyObject *args)
 	r.python_version = (char *)pyv;
 	r.cloudpickle_version = (char *)cpv;
 	r.protocol = REMOTEMEDIA__V1__PROTOCOL_VERSION__PROTOCOL_V1;
-	lim.max_message_bytes = wp_conf->wc_max_message;
-	lim.max_value_bytes = wp_conf->wc_max_value;
-	lim.max_chunk_bytes = worker_py_client_chunk(wp_conf->wc_max_message);
-	lim.max_inflight_calls = wp_conf->wc_max_inflight;
-	lim.memory_bytes = wp_conf->wc_memory;
-	lim.pids = wp_conf->wc_pids;
-	lim.cpu_percent = wp_conf->wc_cpu_percent;
-	lim.idle_timeout_ms = wp_conf->wc_idle_ms;
-	lim.max_lifetime_ms = wp_conf->wc_lifetime_ms;
-	lim.prefetch_items = wp_conf->wc_prefetch;
-	r.limits = &lim;
+	r.limits = (Remotemedia__V1__Limits *)&wp_conf->wc_limits;
 	if (worker_py_ready_attrs(&r, attrs) == 0 &&
 	    worker_py_ready_installed(&r, installed) == 0) {
 		sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY;

@@ -114,6 +114,8 @@ def test_config_fields_and_defaults() -> None:
     ({"auth_token": "t" * 1025}, ValueError),
     ({"auth_token": b"token"}, TypeError),
     ({"pip_packages": ["numpy\ud800"]}, ValueError),
+    ({"ssl_enabled": "false"}, TypeError),  # a true string: TLS on by mistake
+    ({"ssl_enabled": 1}, TypeError),
 ])
 def test_config_validation(kwargs: Dict[str, Any], error: type) -> None:
     with pytest.raises(error):
@@ -381,8 +383,16 @@ def test_combined_exception_pickles() -> None:
 
 @pytest.mark.parametrize("code, details, cls", [
     (grpc.StatusCode.ABORTED, "worker killed by signal 9 (Killed)", WorkerDiedError),
-    (grpc.StatusCode.FAILED_PRECONDITION, "install failed: no matching distribution for x",
+    (grpc.StatusCode.FAILED_PRECONDITION,
+     "Failed to install x: no matching distribution; pip's output ends with:\n...",
      InstallError),
+    (grpc.StatusCode.FAILED_PRECONDITION,
+     "Failed to install the requirements: cannot start the environment builder",
+     InstallError),
+    # An object that fails to load may say anything about installing.
+    (grpc.StatusCode.FAILED_PRECONDITION,
+     "cannot load the object: RuntimeError: registry error: run `plugin install` first",
+     RemoteExecutionError),
     (grpc.StatusCode.FAILED_PRECONDITION, "client Python 3.10 differs from server's 3.11",
      RemoteExecutionError),
     (grpc.StatusCode.UNAUTHENTICATED, "bad token", AuthenticationError),
@@ -905,7 +915,7 @@ class FakeSession:
         if op.requirements and not self.server.install_ok:
             await self.context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"install failed: {op.requirements[-1]}: no matching distribution found")
+                f"Failed to install {op.requirements[-1]}: no matching distribution found")
         await self.send(ready=pb.Ready(session_id=SESSION_ID, python_version="3.11",
                                        attributes=ATTRS, protocol=pb.PROTOCOL_V1,
                                        limits=pb.Limits(prefetch_items=self.server.prefetch)))

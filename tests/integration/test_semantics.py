@@ -549,6 +549,120 @@ def test_classes_from_user_modules_travel_by_value(server, tmp_path):
         sys.modules.pop("rm_user_mod_xyz", None)
 
 
+def test_every_user_module_travels_by_value(server, tmp_path):
+    """Not only the object's class's module: a module that its methods call,
+    a package's module importing its sibling, and an argument's class from
+    a module imported after the session opened."""
+    (tmp_path / "rm_helpers_q.py").write_text(
+        "def triple(x):\n    return 3 * x\n")
+    pkg = tmp_path / "rm_pkg_q"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "util.py").write_text("def halve(x):\n    return x / 2\n")
+    (pkg / "core.py").write_text(
+        "from rm_pkg_q.util import halve\n\n"
+        "class Processor:\n    def run(self, xs):\n        return [halve(x) for x in xs]\n")
+    (tmp_path / "rm_box_q.py").write_text(
+        "class Box:\n    def __init__(self, v):\n        self.v = v\n")
+    sys.path.insert(0, str(tmp_path))
+    names = ("rm_helpers_q", "rm_pkg_q", "rm_pkg_q.util", "rm_pkg_q.core", "rm_box_q")
+    try:
+        import rm_helpers_q
+        from rm_pkg_q.core import Processor
+
+        class UsesHelper:
+            def trip(self, x):
+                return rm_helpers_q.triple(x)
+
+            def unbox(self, box):
+                return box.v
+
+        async def main():
+            async with RemoteProxyClient(server.config()) as client:
+                p = await client.create_proxy(UsesHelper())
+                assert await p.trip(2) == 6
+                q = await client.create_proxy(Processor())
+                assert await q.run([1, 4]) == [0.5, 2.0]
+                import rm_box_q  # after the sessions opened
+                assert await p.unbox(rm_box_q.Box(9)) == 9
+        run(main())
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in names:
+            sys.modules.pop(name, None)
+
+
+class Registry:
+    @staticmethod
+    def record(**kwargs):
+        return sorted(kwargs)
+
+    def __getattr__(self, name):
+        if name == "dynamic":
+            return lambda **kw: sorted(kw)
+        raise AttributeError(name)
+
+
+def test_a_keyword_argument_named_self_is_passed_on(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            r = await client.create_proxy(Registry())
+            assert await r.record(self=1, other=2) == ["other", "self"]
+            assert await r.dynamic(self=1) == ["self"]
+    run(main())
+
+
+class Counter:
+    def __init__(self):
+        self.total = 0
+
+    def add(self, x):
+        self.total += 1
+        return x
+
+
+def test_an_unawaited_call_as_an_argument_says_await_it(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            c = await client.create_proxy(Counter())
+            pending = c.add(1)
+            with pytest.raises(TypeError, match=r"remote call add\(\) cannot be pickled: await it"):
+                c.add(pending)
+            await pending
+            with pytest.raises(TypeError, match="remote attribute total cannot be pickled"):
+                c.add(c.total)
+            with pytest.raises(TypeError, match="remote method add cannot be pickled"):
+                c.add(c.add)
+    run(main())
+
+
+class ApiError(Exception):
+    """Its __init__ takes other arguments than it passes on, and it has a
+    code of its own."""
+
+    def __init__(self, status, body):
+        super().__init__(f"{status} {body['detail']}")
+        self.code = status
+        self.body = body
+
+
+class RaisesApiError:
+    def fail(self):
+        raise ApiError(404, {"detail": "not found"})
+
+
+def test_an_exception_keeps_its_attributes_and_its_own_code(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            p = await client.create_proxy(RaisesApiError())
+            with pytest.raises(ApiError) as e:
+                await p.fail()
+            assert isinstance(e.value, RemoteExecutionError)
+            assert e.value.code == 404 and e.value.body == {"detail": "not found"}
+            assert str(e.value) == "404 not found"
+    run(main())
+
+
 class Point:
     def __init__(self, x):
         self.x = x

@@ -10,13 +10,14 @@ Hierarchy::
         ├── WorkerDiedError           ABORTED: the session's worker died
         ├── ConnectionLostError       the server could not be reached, or the
         │                             connection dropped (also a ConnectionError)
-        └── SessionClosedError        the session was closed, or ended by the server
+        └── SessionClosedError        the session was closed (by the client, or OK from the server)
 
 An exception raised by user code on the server arrives as a
 ``RemoteExecutionError`` whose ``.code`` is None. When its original type is a
 builtin or is already imported on the client, the exception is also an
 instance of that type (see :mod:`remotemedia.remote.errors`), so
-``except ValueError`` works.
+``except ValueError`` works, and it keeps the original's attributes,
+``code`` among them when the original has one (``HTTPError.code``).
 
 This module imports neither gRPC nor protobuf; ``.code`` holds a
 ``grpc.StatusCode`` when the error comes from a gRPC status.
@@ -53,7 +54,8 @@ class RemoteExecutionError(RemoteMediaError):
             is not an exception raised on the server.
         remote_traceback: the remote traceback text, or None.
         code: the ``grpc.StatusCode`` that ended the session, or None for an
-            exception raised by user code.
+            exception raised by user code (the original's own ``code``
+            when it has one).
 
     ``str(exc)`` is the remote message (``str()`` of the remote exception, or
     the server's status message).
@@ -130,4 +132,6 @@ class ConnectionLostError(RemoteExecutionError, ConnectionError):
 
 class SessionClosedError(RemoteExecutionError):
     """The session is closed: by ``close_proxy``, by leaving the client, or
-    because the server ended it."""
+    by the server ending its stream with OK (a session the server ends for
+    another reason raises the class of that status: WorkerDiedError when an
+    admin ends it, ConnectionLostError when the server shuts down, ...)."""

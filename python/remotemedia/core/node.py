@@ -154,6 +154,10 @@ class RemoteExecutorConfig:
         self.pip_packages = list(packages)
 
     def _check_tls(self) -> None:
+        if not isinstance(self.ssl_enabled, bool):
+            # A string such as "false" would be true, and turn TLS on.
+            raise TypeError(
+                f"ssl_enabled must be True or False, not {type(self.ssl_enabled).__name__}")
         if (self.client_cert_file is None) != (self.client_key_file is None):
             raise ValueError("client_cert_file and client_key_file must be given together")
         tls_files = (self.ca_file, self.client_cert_file, self.client_key_file)

@@ -38,9 +38,10 @@ log = logging.getLogger("remotemedia.remote")
 _COMBINED: Dict[type, Optional[type]] = {}
 _COMBINED_LOCK = threading.Lock()
 
-# Attributes that the pickled exception must not overwrite.
-_RESERVED = frozenset({"remote_type", "remote_traceback", "code", "_rm_message",
-                       "__notes__"})
+# Attributes that the pickled exception must not overwrite. ``code`` is not
+# one: an exception of the user's with a code of its own (HTTPError's)
+# keeps it, where RemoteExecutionError's would be None.
+_RESERVED = frozenset({"remote_type", "remote_traceback", "_rm_message", "__notes__"})
 
 # Never combined: raising these from a coroutine or an async iterator would
 # change control flow (StopIteration becomes RuntimeError, StopAsyncIteration
@@ -170,14 +171,36 @@ def _instantiate(base: type, message: str, remote_type: Optional[str],
     return exc if isinstance(exc, RemoteExecutionError) else None
 
 
-class _NoImportUnpickler(pickle.Unpickler):
-    """An Unpickler that resolves globals only from modules already imported."""
+class _NoImportUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """An Unpickler that resolves globals only from modules already imported,
+    and makes exceptions without running their ``__init__``.
+
+    An exception pickles as its class called with its ``args``; a class
+    whose ``__init__`` takes other arguments (``__init__(self, status,
+    body)`` passing a message to ``super().__init__``) could not be loaded
+    so, and its attributes were lost. Its ``__new__`` takes any arguments
+    and sets ``args``; the attributes follow as state. (The Python
+    Unpickler, whose opcodes can be overridden: exceptions are small.)
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
     def find_class(self, module: str, name: str) -> Any:
         obj = _lookup_qualname(module, name)
         if obj is None:
             raise pickle.UnpicklingError(f"{module}.{name} is not loaded on the client")
         return obj
+
+    def _load_reduce(self) -> None:
+        stack = self.stack
+        args = stack.pop()
+        func = stack[-1]
+        if isinstance(func, type) and issubclass(func, BaseException):
+            stack[-1] = func.__new__(func, *args)
+        else:
+            stack[-1] = func(*args)
+
+    dispatch[pickle.REDUCE[0]] = _load_reduce
 
 
 def _restore_pickled(exc: BaseException, base: type, pickled: bytes) -> None:
@@ -237,7 +260,7 @@ def exception_from_error(err: Any, fmt: int) -> RemoteExecutionError:
 
     ``str(exc)`` is the remote message, ``exc.remote_type`` the type name,
     ``exc.remote_traceback`` the remote traceback (also added as a note),
-    ``exc.code`` None.
+    ``exc.code`` None, unless the original had a ``code`` of its own.
 
     It never raises (but KeyboardInterrupt): whatever the code of the
     original's class or of its pickle does, the fallback is the plain
@@ -278,9 +301,10 @@ def _as_original(err: Any, fmt: int, message: str, remote_type: str,
 
 
 def _looks_like_install_failure(details: str) -> bool:
-    lower = details.lower()
-    return "install" in lower and any(
-        word in lower for word in ("fail", "error", "could not", "cannot", "no matching"))
+    """The server's message for an environment it could not build begins
+    so (front_env.c); nothing else does, whatever else a message says of
+    installing (an object that fails to load may say anything)."""
+    return details.startswith("Failed to install ")
 
 
 _STATUS_CLASSES = {

@@ -263,6 +263,10 @@ class PendingCall(Coroutine[Any, Any, Any]):
     def __repr__(self) -> str:
         return f"<PendingCall {self._rm_name}()>"
 
+    def __reduce__(self) -> Any:
+        raise TypeError(f"the remote call {self._rm_name}() cannot be pickled: await it "
+                        "and pass its result")
+
 
 def _method_call(lease: _Lease, name: str, args: Tuple[Any, ...],
                  kwargs: Dict[str, Any]) -> PendingCall:
@@ -284,11 +288,15 @@ class _RemoteAttribute(PendingCall):
         super().__init__(lease, name, pb.CALL_GET, None)
         self._rm_used = True  # reading without awaiting is not a mistake
 
-    def __call__(self, *args: Any, **kwargs: Any) -> PendingCall:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> PendingCall:
         return _method_call(self._rm_lease, self._rm_name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<remote attribute {self._rm_name}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"the remote attribute {self._rm_name} cannot be pickled: await it "
+                        "and pass its value")
 
 
 class _RemoteMethod:
@@ -300,12 +308,16 @@ class _RemoteMethod:
         self._rm_lease = lease
         self._rm_name = name
 
-    def __call__(self, *args: Any, **kwargs: Any) -> PendingCall:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> PendingCall:
         """Encode the arguments now (errors raise here) and return the pending call."""
         return _method_call(self._rm_lease, self._rm_name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<remote method {self._rm_name}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"the remote method {self._rm_name} cannot be pickled; it is bound "
+                        "to its session")
 
 
 class RemoteProxy:

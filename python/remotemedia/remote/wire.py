@@ -25,7 +25,7 @@ import pickle
 import sys
 import sysconfig
 import types
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import cloudpickle
 
@@ -137,6 +137,7 @@ def _site_dirs() -> Tuple[str, ...]:
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
         if path:
+            dirs.add(os.path.normpath(path))
             dirs.add(os.path.realpath(path))
     return tuple(sorted(dirs))
 
@@ -146,23 +147,32 @@ def is_user_module(module: types.ModuleType) -> bool:
 
     Not user code: ``__main__`` (cloudpickle already sends it by value),
     builtins and the standard library, anything under a ``site-packages`` or
-    ``dist-packages`` directory, modules without a source file, and
-    ``remotemedia`` itself.
+    ``dist-packages`` directory, modules that are not Python source (an
+    extension module's classes cannot travel by value), and ``remotemedia``
+    itself.
     """
-    name = module.__name__
+    name = getattr(module, "__name__", None)  # sys.modules may hold anything
+    if not isinstance(name, str):
+        return False
     top = name.partition(".")[0]
     if name == "__main__" or top == "remotemedia":
         return False
     if top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return False
     path = getattr(module, "__file__", None)
-    if not path:
+    if not isinstance(path, str) or not path.endswith(".py"):
         return False
-    real = os.path.realpath(path)
-    parts = real.split(os.sep)
+    # The path as imported, then as resolved: Debian's sitecustomize is a
+    # link from the standard library to /etc.
+    return not _installed_path(path) and not _installed_path(os.path.realpath(path))
+
+
+def _installed_path(path: str) -> bool:
+    """True for a path in the standard library or an installed package."""
+    parts = path.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
-        return False
-    return not any(real.startswith(d + os.sep) for d in _site_dirs())
+        return True
+    return any(path.startswith(d + os.sep) for d in _site_dirs())
 
 
 def _modules_of(obj: Any) -> List[str]:
@@ -180,19 +190,41 @@ def _modules_of(obj: Any) -> List[str]:
     return [n for n in dict.fromkeys(names) if isinstance(n, str)]
 
 
-def register_user_modules(obj: Any) -> List[str]:
-    """Register the user's modules of ``obj`` with cloudpickle to go by value.
+# Modules already looked at by register_user_modules, and how many
+# sys.modules held then.
+_looked_at: Set[str] = set()
+_modules_seen = 0
 
-    The registration stays in force, so that arguments of the same classes
-    also travel by value. Returns the names newly registered.
+
+def register_user_modules(obj: Any = None) -> List[str]:
+    """Register the user's own modules with cloudpickle to go by value.
+
+    All of them, not only those of ``obj``'s class: a method may call a
+    function of another of the user's modules, a package's module import
+    its sibling, an argument be of a class from a third. The registration
+    stays in force. ``sys.modules`` is looked through again only when it
+    has grown, so that the check costs nothing on a call's path; the
+    modules of ``obj`` are always looked at. Returns the names newly
+    registered.
     """
+    global _modules_seen
+    names = _modules_of(obj) if obj is not None else []
+    if len(sys.modules) != _modules_seen:
+        _modules_seen = len(sys.modules)
+        names.extend(n for n in list(sys.modules) if n not in _looked_at)
+    if not names:
+        return []
     registered = cloudpickle.list_registry_pickle_by_value()
     added = []
-    for name in _modules_of(obj):
+    for name in names:
         module = sys.modules.get(name)
-        if module is None or name in registered or not is_user_module(module):
+        if module is None:
+            continue
+        _looked_at.add(name)
+        if name in registered or not is_user_module(module):
             continue
         cloudpickle.register_pickle_by_value(module)
+        registered.add(name)
         added.append(name)
     return added
 
@@ -251,6 +283,7 @@ def encode_args(fmt: int, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         # What cloudpickle would write, byte for byte: its hooks are not
         # asked about these types (Pickler.reducer_override).
         return pickle.dumps((tuple(args), dict(kwargs)), protocol=_PICKLE_PROTOCOL)
+    register_user_modules()  # an argument's class may come from a module imported since
     return _dumps((tuple(args), dict(kwargs)))
 
 

@@ -869,8 +869,9 @@ env_start_queued(void)
 		if (env_spawn(e) == -1) {
 			e->env_state = ENV_FAILED;
 			e->env_failed_at = front_env_clock();
-			e->env_error = xstrdup("cannot start the environment "
-			                       "builder");
+			e->env_error = xstrdup("Failed to install the "
+			                       "requirements: cannot start the "
+			                       "environment builder");
 			env_notify(e);
 		}
 	}
@@ -943,8 +944,9 @@ front_env_attach(
 		return -1;
 	}
 	if (e->env_damaged) {
-		*err = "the environment was damaged on disk while sessions use "
-		       "it; it is built again once they end";
+		*err = "Failed to install the requirements: the environment "
+		       "was damaged on disk while sessions use it; it is built "
+		       "again once they end";
 		return -1;
 	}
 	e->env_refs++;

@@ -824,7 +824,7 @@ def test_an_entry_damaged_on_disk_is_built_again(own_server, idx):
         client, held = await open_probe(srv, ["rmtest-app"])
         try:
             damage(await held.path0())
-            with pytest.raises(RemoteMediaError) as e:
+            with pytest.raises(InstallError) as e:
                 await with_probe(srv, ["rmtest-app"], hello)
             assert "damaged on disk while sessions use it" in str(e.value)
         finally:

@@ -10,6 +10,7 @@
  * so that the output thread never splits another frame. Writes block: when
  * the front stops reading, the worker stops, and that is the flow control.
  */
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -293,6 +294,10 @@ main(int argc, char *argv[])
 	const char *build_dir;
 	int level;
 
+	/* The sandbox's root is made of directories other uids must enter,
+	 * created with the modes written here; a service's UMask=0077 would
+	 * make them 0700. What a session creates is its own business. */
+	umask(022);
 	level = worker_parse_args(argc, argv, &build_dir);
 	if (build_dir != NULL)
 		return worker_venv_main(

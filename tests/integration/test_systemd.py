@@ -285,7 +285,15 @@ def test_the_installed_daemon_serves_with_the_shipped_config(installed, tmp_path
     port = free_port()
     notify = Notify(tmp_path)
     env = dict(os.environ, NOTIFY_SOCKET=notify.path, REMOTEMEDIA_TOKEN="ops-token-0123456789abcdef")
-    proc = _activated([str(daemon), "--config", str(conf)], state, port, env=env)
+    # The unit's UMask, as systemd would set it: the sandbox's directories
+    # must still be entered by the sessions' uids.
+    unit = (installed / "etc/systemd/system/remotemediad.service").read_text()
+    umask = re.search(r"^UMask=(\d+)$", unit, re.M)
+    old_umask = os.umask(int(umask.group(1), 8) if umask else 0o022)
+    try:
+        proc = _activated([str(daemon), "--config", str(conf)], state, port, env=env)
+    finally:
+        os.umask(old_umask)
     at = ["--port", str(port)]
 
     def ctl(*args):

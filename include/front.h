@@ -280,6 +280,7 @@ extern struct event_base *front_base;
 void front_conn_closed(struct conn *);
 int front_draining(void);
 void front_session_freed(void);
+void front_stream_freed(void);
 
 /* front_config.c */
 enum front_config_result {
@@ -370,7 +371,8 @@ int front_conn_hold(struct conn *, size_t, size_t);
 int front_conn_out_full(struct conn *);
 void front_h2_resume(struct stream *);
 void front_h2_consume(struct stream *, size_t);
-void front_h2_goaway_all(void);
+void front_h2_goaway_all(int, int);
+int front_h2_streams(void);
 void front_h2_free_all(void);
 
 /* front_grpc.c */

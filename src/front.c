@@ -23,6 +23,7 @@
 #include "util.h"
 
 #define FRONT_SHUTDOWN_MS 10000
+#define FRONT_GOAWAY_MS 1000 /* from the notice to the final GOAWAY */
 
 struct front_config front_conf;
 struct event_base *front_base;
@@ -44,14 +45,47 @@ front_conn_closed(struct conn *c)
 {
 }
 
-/* A session was freed: during shutdown, the last one ends the loop. */
+static struct event *goaway_timer;
+static int goaway_final; /* the drain's final GOAWAY is out */
+
+/* The drain's final GOAWAY, once. now: written at once (see front_h2.c). */
+static void
+drain_final_goaway(int now)
+{
+	if (goaway_final)
+		return;
+	goaway_final = 1;
+	front_h2_goaway_all(1, now);
+}
+
+/*
+ * During the drain, the last session or stream gone ends the loop: the
+ * final GOAWAY goes, and the loop runs a little longer so that it and the
+ * last trailers are written.
+ */
+static void
+drain_check(void)
+{
+	struct timeval tv = {0, 100 * 1000};
+
+	if (!draining || draining == 2 || front_session_count() > 0 ||
+	    front_h2_streams() > 0)
+		return;
+	draining = 2;
+	drain_final_goaway(0);
+	event_base_loopexit(front_base, &tv);
+}
+
 void
 front_session_freed(void)
 {
-	struct timeval tv = {0, 100 * 1000}; /* let the trailers go out */
+	drain_check();
+}
 
-	if (draining && front_session_count() == 0)
-		event_base_loopexit(front_base, &tv);
+void
+front_stream_freed(void)
+{
+	drain_check();
 }
 
 static void
@@ -193,21 +227,32 @@ drain_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct timeval hard = {5, 0};
 
-	log_info(
-	    "drain grace over: stopping %d session(s)", front_session_count());
+	log_info("drain grace over: stopping %d session(s), %d stream(s)",
+	    front_session_count(), front_h2_streams());
+	drain_final_goaway(1);
 	front_session_kill_all();
 	event_base_loopexit(front_base, &hard);
 }
 
+/* A round trip after the notice: the final GOAWAY. */
+static void
+goaway_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	drain_final_goaway(1);
+}
+
 /*
- * SIGTERM or SIGINT: drain. GOAWAY goes to every client, new sessions are
- * refused, running calls may finish within the grace; then every session
- * is stopped and its directory removed.
+ * SIGTERM or SIGINT: drain. No new connection is taken; GOAWAY goes to
+ * every client, first as a notice, FRONT_GOAWAY_MS later as the final one
+ * (front_h2_goaway_all). Meanwhile new sessions are refused and Health
+ * says NOT_SERVING. Running calls and other streams may finish within the
+ * grace; then every session is stopped and its directory removed.
  */
 static void
 sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 {
 	struct timeval tv = {FRONT_SHUTDOWN_MS / 1000, 0};
+	struct timeval notice = {0, FRONT_GOAWAY_MS * 1000};
 
 	if (draining)
 		return;
@@ -222,14 +267,19 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 		event_free(accept_resume);
 		accept_resume = NULL;
 	}
-	front_h2_goaway_all();
 	front_pool_stop(0);
 	front_session_drain_all();
 	front_env_kill_all();
-	if (front_session_count() == 0) {
+	if (front_session_count() == 0 && front_h2_streams() == 0) {
+		/* Nothing to wait for: the final GOAWAY, and out. */
+		draining = 2;
+		drain_final_goaway(1);
 		event_base_loopexit(front_base, NULL);
 		return;
 	}
+	front_h2_goaway_all(0, 1);
+	goaway_timer = evtimer_new(front_base, goaway_cb, NULL);
+	evtimer_add(goaway_timer, &notice);
 	/* Running calls may finish within the grace; then stop the rest. */
 	drain_timer = evtimer_new(front_base, drain_timeout_cb, NULL);
 	evtimer_add(drain_timer, &tv);
@@ -494,6 +544,8 @@ main(int argc, char **argv)
 	event_free(ev_hup);
 	if (drain_timer != NULL)
 		event_free(drain_timer);
+	if (goaway_timer != NULL)
+		event_free(goaway_timer);
 	event_base_free(front_base);
 	return 0;
 }

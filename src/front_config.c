@@ -185,7 +185,8 @@ static const struct opt opts[] = {
         "long bringing bytes of it until its object is whole"},
     {"idle-timeout", OPT_MS, F(fc_conn_idle_ms), 0, 1, UINT64_MAX, "10m",
         "DURATION",
-        "a connection without a session, idle this long, is closed"},
+        "a connection without a session that sends no HEADERS or DATA "
+        "(PINGs do not count) for this long is closed"},
     {"max-ping-rate", OPT_U32, F(fc_ping_rate), 0, 1, 100000, "10", "N",
         "PINGs per second allowed, sustained"},
 };
@@ -894,9 +895,10 @@ front_config_man(FILE *f)
 	    "given: lines \\fBkey = value\\fR, one option each, with the "
 	    "keys of the options above; blank lines and lines starting with "
 	    "# are ignored; a repeatable option is given on several lines.\n"
-	    ".SH SIGNALS\n.TP\n.B SIGHUP\nRe-read the token file and the "
-	    "TLS files.\n.TP\n.B SIGTERM\nDrain: refuse new sessions, let "
-	    "running calls finish within a grace, then stop.\n"
+	    ".SH SIGNALS\n.TP\n.B SIGHUP\nRe-read the config file and the "
+	    "command line for the limits, the token file and the TLS files; "
+	    "sessions stay.\n.TP\n.B SIGTERM\nDrain: refuse new sessions, "
+	    "let running calls finish within a grace, then stop.\n"
 	    ".SH SEE ALSO\n.BR rmctl (1),\n.BR systemd.service (5)\n",
 	    f);
 }

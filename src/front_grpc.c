@@ -97,7 +97,10 @@ front_grpc_percent_encode(const char *msg)
 
 	for (i = 0; i < len; i++) {
 		ch = (unsigned char)msg[i];
-		if (ch >= 0x20 && ch <= 0x7e && ch != '%') {
+		/* A field value must not begin or end with a space (RFC 9113
+		 * 8.2.1): such an edge is encoded too. */
+		if (ch >= 0x20 && ch <= 0x7e && ch != '%' &&
+		    !(ch == ' ' && (i == 0 || i == len - 1))) {
 			out[o++] = (char)ch;
 		} else {
 			out[o++] = '%';

@@ -62,6 +62,7 @@ TAILQ_HEAD(connlist, conn);
 
 static struct connlist conns = TAILQ_HEAD_INITIALIZER(conns);
 static unsigned conns_open; /* in conns and not refused */
+static int streams_open; /* on every connection */
 static unsigned conns_refusing; /* refused, saying so */
 
 static void conn_free(struct conn *);
@@ -102,6 +103,7 @@ stream_new(struct conn *c, int32_t id)
 		fatal("evbuffer_new");
 	deframer_init(&s->str_in, DEFRAME_GRPC, front_conf.fc_max_message);
 	TAILQ_INSERT_TAIL(&c->c_streams, s, str_entry);
+	streams_open++;
 	return s;
 }
 
@@ -134,9 +136,11 @@ stream_free(struct stream *s)
 	free(s->str_auth);
 	free(s->str_owner);
 	free(s);
+	streams_open--;
 	/* Its responses may have been what its siblings wait for. */
 	if (!c->c_dead)
 		conn_out_room(c);
+	front_stream_freed();
 }
 
 /* nghttp2 wants to write: queue into the bufferevent, pausing when full. */
@@ -247,22 +251,38 @@ conn_ping_allowed(struct conn *c)
 	return 1;
 }
 
-/* Connection-level frames: the handshake, PINGs; then the idle clock. */
+/*
+ * Connection-level frames: the handshake, PINGs; then the idle clock, which
+ * only requests restart (HEADERS, DATA), as gRPC's MAX_CONNECTION_IDLE: a
+ * client's keepalive PINGs do not keep a connection without calls.
+ */
 static int
 conn_frame(struct conn *c, const nghttp2_frame *frame)
 {
+	int restart = frame->hd.type == NGHTTP2_HEADERS ||
+	    frame->hd.type == NGHTTP2_DATA;
+
 	if (frame->hd.type == NGHTTP2_SETTINGS &&
-	    !(frame->hd.flags & NGHTTP2_FLAG_ACK))
-		c->c_handshaken = 1;
+	    !(frame->hd.flags & NGHTTP2_FLAG_ACK) && !c->c_handshaken)
+		c->c_handshaken = restart = 1;
 	if (frame->hd.type == NGHTTP2_PING &&
 	    !(frame->hd.flags & NGHTTP2_FLAG_ACK) && !conn_ping_allowed(c)) {
 		log_info("%s: PING flood; closing (--max-ping-rate %u)",
 		    c->c_peer, front_conf.fc_ping_rate);
+		/* "too_many_pings" tells a gRPC client to send keepalive
+		 * PINGs half as often (gRFC A8); the second GOAWAY, which
+		 * says no more, closes the connection once out. */
+		nghttp2_submit_goaway(c->c_h2, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(c->c_h2),
+		    NGHTTP2_ENHANCE_YOUR_CALM,
+		    (const uint8_t *)"too_many_pings",
+		    sizeof("too_many_pings") - 1);
 		nghttp2_session_terminate_session(
 		    c->c_h2, NGHTTP2_ENHANCE_YOUR_CALM);
 		return -1;
 	}
-	conn_arm_timer(c);
+	if (restart)
+		conn_arm_timer(c);
 	return 0;
 }
 
@@ -471,7 +491,11 @@ stream_start(struct stream *s)
 		snprintf(status, sizeof(status), "%d", s->str_http_status);
 		hdrs[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status,
 		    7, strlen(status), NGHTTP2_NV_FLAG_NONE};
-		nghttp2_submit_response(h2, s->str_id, hdrs, 1, NULL);
+		/* A 405 says which method would do (RFC 9110 15.5.6). */
+		hdrs[1] = (nghttp2_nv){(uint8_t *)"allow", (uint8_t *)"POST", 5,
+		    4, NGHTTP2_NV_FLAG_NONE};
+		nghttp2_submit_response(h2, s->str_id, hdrs,
+		    s->str_http_status == 405 ? 2 : 1, NULL);
 		return;
 	}
 	hdrs[0] = (nghttp2_nv){
@@ -903,18 +927,37 @@ front_h2_accept(int fd, const char *peer, int local)
 }
 
 /* Tell every client that no new streams will be accepted. */
+/*
+ * The drain's GOAWAYs (RFC 9113 6.8): first a notice that refuses no stream
+ * yet (last stream id 2^31-1), so that streams already on their way are
+ * still taken (a Session gets UNAVAILABLE, Health NOT_SERVING); then the
+ * final one, naming the last stream taken, which streams up to it may
+ * outlive. now: send at once (from the top of a loop callback).
+ */
 void
-front_h2_goaway_all(void)
+front_h2_goaway_all(int final, int now)
 {
 	struct conn *c, *tmp;
 
 	TAILQ_FOREACH_SAFE (c, &conns, c_entry, tmp) {
-		nghttp2_submit_shutdown_notice(c->c_h2);
-		nghttp2_submit_goaway(c->c_h2, NGHTTP2_FLAG_NONE,
-		    nghttp2_session_get_last_proc_stream_id(c->c_h2),
-		    NGHTTP2_NO_ERROR, NULL, 0);
-		conn_schedule(c);
+		if (!final)
+			nghttp2_submit_shutdown_notice(c->c_h2);
+		else
+			nghttp2_submit_goaway(c->c_h2, NGHTTP2_FLAG_NONE,
+			    nghttp2_session_get_last_proc_stream_id(c->c_h2),
+			    NGHTTP2_NO_ERROR, NULL, 0);
+		if (now)
+			front_h2_flush(c);
+		else
+			conn_schedule(c);
 	}
+}
+
+/* Streams open on every connection. */
+int
+front_h2_streams(void)
+{
+	return streams_open;
 }
 
 void

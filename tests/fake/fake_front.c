@@ -67,6 +67,11 @@ front_session_freed(void)
 	fake.fk_sessions_freed++;
 }
 
+void
+front_stream_freed(void)
+{
+}
+
 static int
 fake_collect_timer(
     const struct event_base *base, const struct event *ev, void *arg)

@@ -485,6 +485,27 @@ def test_idle_timeout_closes_a_connection_whose_streams_wait_without_a_session(f
     assert "idle with streams but no session; closing" in srv.log_text()
 
 
+def test_idle_timeout_is_not_reset_by_keepalive_pings(fresh_server):
+    """As gRPC's MAX_CONNECTION_IDLE: time without calls. A client that
+    only PINGs (a keepalive) is closed as an idle one is."""
+    srv = fresh_server(["--idle-timeout", "1s"])
+    c = H2Client(srv.host, srv.port)
+    try:
+        t0 = time.monotonic()
+        term: list = []
+        for i in range(20):  # 6 s at most
+            c.conn.ping(struct.pack(">Q", i))
+            c.sock.sendall(c.conn.data_to_send())
+            events, closed = pump(c, 0.3)
+            term = [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
+            if term or closed:
+                break
+        assert term and term[0].error_code == NO_ERROR, "PINGs kept the connection open"
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        c.close()
+
+
 # --- --max-ping-rate ----------------------------------------------------------------------
 
 def test_max_ping_rate_spares_keepalives_and_ends_a_flood(fresh_server):
@@ -512,6 +533,8 @@ def test_max_ping_rate_spares_keepalives_and_ends_a_flood(fresh_server):
         events, closed = pump(flood, 5, until=lambda ev: isinstance(ev, h2.events.ConnectionTerminated))
         term = [ev for ev in events if isinstance(ev, h2.events.ConnectionTerminated)]
         assert term and term[0].error_code == ENHANCE_YOUR_CALM, events
+        # gRFC A8: the data that makes a gRPC client halve its keepalive rate.
+        assert term[0].additional_data == b"too_many_pings", events
         assert sum(isinstance(ev, h2.events.PingAckReceived) for ev in events) <= 20
         assert closed or closed_within(flood.sock, 3.0) is not None
         echo_ok(srv.host, srv.port, c=polite)  # the polite one is still served

@@ -78,6 +78,19 @@ def test_only_tls_12_and_13(fresh_server, certs, version):
         assert b"Verify return code: 0 (ok)" in p.stdout, (v, p.stdout[-400:])
 
 
+def test_tls_12_offers_only_the_suites_http2_allows(fresh_server, certs):
+    """RFC 9113 9.2.2: no CBC, no static RSA key exchange under HTTP/2."""
+    srv = fresh_server(tls_args(certs))
+    for cipher in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES128-SHA256",
+                   "AES128-GCM-SHA256", "ECDHE-RSA-AES256-SHA384",
+                   "ECDHE-ECDSA-AES256-SHA384"):
+        p = s_client(srv.port, "-tls1_2", "-cipher", cipher, "-alpn", "h2")
+        assert b"Cipher is (NONE)" in p.stdout or p.returncode != 0, (cipher, p.stdout[-400:])
+    p = s_client(srv.port, "-tls1_2", "-alpn", "h2", "-CAfile", str(certs / "ca.crt"))
+    assert b"Verify return code: 0 (ok)" in p.stdout, p.stdout[-400:]
+    assert b"GCM" in p.stdout or b"CHACHA20" in p.stdout, p.stdout[-800:]
+
+
 def test_cleartext_on_a_tls_port_is_closed_cleanly(fresh_server, certs):
     srv = fresh_server(tls_args(certs))
     with grpc.insecure_channel(f"{srv.host}:{srv.port}") as ch:

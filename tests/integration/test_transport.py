@@ -6,6 +6,7 @@ import asyncio
 import ctypes  # noqa: F401  (used inside remote objects)
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,8 @@ import grpc
 import pytest
 
 from clientlib import run
-from h2raw import ECHO, SESSION, H2Client, grpc_frame
+from h2raw import (ECHO, F_DATA, F_GOAWAY, F_HEADERS, F_SETTINGS, HEALTH, PREFACE, SESSION,
+                   H2Client, Response, frame, grpc_frame, open_msg, raw_frames, raw_read)
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.core.exceptions import RemoteExecutionError
 from remotemedia.remote import RemoteProxyClient
@@ -181,6 +183,51 @@ def test_message_over_the_size_cap(server):
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class LoadsBadly:
+    """An object whose loading on the server raises with a message that ends
+    with a space."""
+
+    def __init__(self) -> None:
+        self.state = 1
+
+    def __setstate__(self, state):
+        raise ValueError("bad input ")
+
+
+def test_a_status_message_never_ends_with_a_space(server):
+    """RFC 9113 8.2.1: a field value must not begin or end with a space.
+    python-h2 (this client) took such a grpc-message for a protocol error
+    of the whole connection; grpc-js dropped the message."""
+    c = H2Client(server.host, server.port)
+    try:
+        sid = c.request(SESSION, grpc_frame(open_msg(LoadsBadly())), end=False)
+        r = c.wait(sid, 30)
+        raw = r.trailers["grpc-message"]
+        assert raw == raw.strip() and raw.endswith("%20"), raw
+        assert r.grpc_status == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        assert r.grpc_message.endswith("ValueError: bad input "), r.grpc_message
+    finally:
+        c.close()
+    server.wait_idle()
+
+
+def test_a_method_other_than_post_is_405_with_allow(server):
+    c = H2Client(server.host, server.port)
+    try:
+        for method in ("GET", "PUT"):
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(":method", method), (":scheme", "http"),
+                                      (":authority", "x"), (":path", ECHO),
+                                      ("content-type", "application/grpc"),
+                                      ("te", "trailers")], end_stream=True)
+            c.responses[sid] = Response()
+            c.sock.sendall(c.conn.data_to_send())
+            r = c.wait(sid, 10)
+            assert r.status == 405 and r.headers.get("allow") == "POST", (method, r.headers)
+    finally:
+        c.close()
+
+
 def test_first_message_must_be_open(server):
     with grpc.insecure_channel(f"{server.host}:{server.port}") as ch:
         call = ch.stream_stream(SESSION)
@@ -336,6 +383,64 @@ def test_sigterm_closes_sessions_and_removes_directories(fresh_server):
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or \
             open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_sigterm_drain_finishes_open_streams_and_answers_new_ones(fresh_server):
+    """RFC 9113 6.8. GOAWAY comes first as a notice (last stream id 2^31-1),
+    the final one a round trip later. An Echo stream open at SIGTERM is
+    still answered, trailers and all; a Health check that comes meanwhile
+    says NOT_SERVING, and a new Session is refused with UNAVAILABLE. (A
+    raw connection: python-h2 sends nothing once it has seen a GOAWAY.)"""
+    from hpack import Decoder, Encoder
+
+    srv = fresh_server()
+    enc, dec = Encoder(), Decoder()
+
+    def request(sid: int, path: str) -> bytes:
+        block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                            (":path", path), ("content-type", "application/grpc"),
+                            ("te", "trailers")])
+        return frame(F_HEADERS, 0x4, sid, block)  # END_HEADERS
+
+    def answers(frames) -> dict:
+        out: dict = {}
+        for ftype, flags, sid, payload in frames:
+            if ftype == F_HEADERS:
+                out.setdefault(sid, {"data": b""}).update(dict(dec.decode(payload)))
+            elif ftype == F_DATA:
+                out.setdefault(sid, {"data": b""})["data"] += payload
+        return out
+
+    sock = socket.create_connection((srv.host, srv.port), timeout=10)
+    try:
+        sock.sendall(PREFACE + frame(F_SETTINGS, 0, 0) + request(1, ECHO))
+        got, _ = raw_read(sock, 0.3)
+        frames = raw_frames(got)
+        srv.proc.send_signal(signal.SIGTERM)
+        got, _ = raw_read(sock, 3.0)
+        frames += raw_frames(got)
+        goaways = [int.from_bytes(p[:4], "big") & 0x7FFFFFFF
+                   for t, _, _, p in frames if t == F_GOAWAY]
+        assert goaways[:1] == [2**31 - 1], frames
+        health = pb.EchoMessage(payload=b"after").SerializeToString()
+        sock.sendall(request(3, HEALTH) + frame(F_DATA, 0x1, 3, grpc_frame(b"")) +
+                     request(5, SESSION) +
+                     frame(F_DATA, 0x1, 1, grpc_frame(health)))
+        got, _ = raw_read(sock, 3.0, stop_on_goaway=False)
+        frames += raw_frames(got)
+        by_stream = answers(frames)
+        assert by_stream[1].get("grpc-status") == "0", by_stream
+        assert grpc_frame(health) == by_stream[1]["data"], by_stream
+        assert by_stream[3].get("grpc-status") == "0", by_stream
+        assert by_stream[3]["data"] == grpc_frame(b"\x08\x02"), by_stream  # NOT_SERVING
+        assert by_stream[5].get("grpc-status") == str(grpc.StatusCode.UNAVAILABLE.value[0])
+        assert "shutting down" in by_stream[5].get("grpc-message", ""), by_stream
+        goaways = [int.from_bytes(p[:4], "big") & 0x7FFFFFFF
+                   for t, _, _, p in frames if t == F_GOAWAY]
+        assert len(goaways) == 2 and goaways[1] == 5, goaways  # the final one
+    finally:
+        sock.close()
+    assert srv.proc.wait(timeout=15) == 0
 
 
 def test_leftover_session_directories_are_removed_at_start(fresh_server, tmp_path):

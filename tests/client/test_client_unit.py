@@ -918,7 +918,8 @@ class FakeSession:
                 f"Failed to install {op.requirements[-1]}: no matching distribution found")
         await self.send(ready=pb.Ready(session_id=SESSION_ID, python_version="3.11",
                                        attributes=ATTRS, protocol=pb.PROTOCOL_V1,
-                                       limits=pb.Limits(prefetch_items=self.server.prefetch)))
+                                       limits=pb.Limits(prefetch_items=self.server.prefetch,
+                                                       max_inflight_calls=self.server.max_inflight)))
         return True
 
     async def on_call(self, call: pb.Call) -> None:
@@ -989,6 +990,9 @@ class FakeSession:
     async def do_hang(self, call_id: int) -> None:
         self.hanging.add(call_id)
 
+    async def do_deaf(self, call_id: int) -> None:
+        """Never answered, not even its Cancel."""
+
     async def do_stall(self, call_id: int) -> None:
         """A generator that never yields (until cancelled)."""
         self.hanging.add(call_id)
@@ -1046,8 +1050,9 @@ class FakeServer:
 
     def __init__(self, token: Optional[str] = None, prefetch: int = 0,
                  install_ok: bool = False, progress_delay: float = 0.05,
-                 hang_open: bool = False) -> None:
+                 hang_open: bool = False, max_inflight: int = 0) -> None:
         self.token = token
+        self.max_inflight = max_inflight
         self.prefetch = prefetch
         self.install_ok = install_ok
         self.progress_delay = progress_delay
@@ -1691,6 +1696,43 @@ def test_output_is_logged(caplog: Any) -> None:
     assert (logging.WARNING, "[session 01234567] oops") in records
     assert any(level == logging.WARNING and "10 bytes" in msg and "dropped" in msg
                for level, msg in records)
+
+
+def test_calls_over_the_inflight_limit_wait_for_a_slot() -> None:
+    """Ready.limits.max_inflight_calls 2: a third call is not sent while two
+    are unanswered, a cancelled call keeps its slot until the server
+    answers its Cancel, a wait is bounded by the timeout, and a waiter
+    that goes (cancelled, timed out) leaves no slot taken."""
+    async def main() -> None:
+        async with fake_server(max_inflight=2) as server:
+            async with RemoteProxyClient(server.config(timeout=0.5)) as client:
+                calc = await client.create_proxy(Calculator())
+                h1 = asyncio.ensure_future(calc.hang())
+                h2 = asyncio.ensure_future(calc.hang())
+                third = asyncio.ensure_future(calc.add(1, 2))
+                fourth = asyncio.ensure_future(calc.add(3, 4))
+                await asyncio.sleep(0.2)
+                assert len(server.call_ids) == 2, server.call_ids
+                third.cancel()  # while it waits: nothing was sent
+                await asyncio.sleep(0.05)
+                assert len(server.call_ids) == 2
+                h1.cancel()  # its slot frees once the server answers the Cancel
+                with pytest.raises(asyncio.CancelledError):
+                    await h1
+                assert await asyncio.wait_for(fourth, 2) == 7
+                assert len(server.call_ids) == 3
+                h2.cancel()
+                await asyncio.gather(h2, return_exceptions=True)
+                await asyncio.sleep(0.1)
+                assert await calc.add(1, 1) == 2  # no slot was left taken
+                # Calls the server never answers, even on Cancel, keep their
+                # slots: the next call's wait ends with the timeout.
+                deaf = await client.create_proxy(Calculator())
+                gone = await asyncio.gather(deaf.deaf(), deaf.deaf(), return_exceptions=True)
+                assert all(isinstance(e, RemoteTimeoutError) for e in gone), gone
+                with pytest.raises(RemoteTimeoutError, match="calls in flight"):
+                    await deaf.add(5, 6)
+    run(main())
 
 
 def test_install_failure_and_progress() -> None:

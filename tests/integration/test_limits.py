@@ -154,6 +154,42 @@ def test_ready_states_the_limits_in_force(fresh_server, sandbox):
 
 
 @ROOT_ONLY
+class Waits:
+    async def wait(self, i, s):
+        await asyncio.sleep(s)
+        return i
+
+    def gen(self, n):
+        yield from range(n)
+
+
+def test_calls_beyond_max_inflight_wait_for_a_slot_not_end_the_session(fresh_server):
+    """The client keeps within Ready.limits.max_inflight_calls: a gather of
+    more calls than that waits, in order, instead of ending the session
+    with RESOURCE_EXHAUSTED. Cancelled calls hold their slot until the
+    server answers them, as the server counts them."""
+    srv = fresh_server(["--sandbox", "off", "--max-inflight-calls", "8"])
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=30)) as client:
+            p = await client.create_proxy(Waits())
+            got = await asyncio.gather(*(p.wait(i, 0.02) for i in range(100)))
+            assert got == list(range(100))
+            # Cancel calls that hold every slot, then call again at once.
+            held = [asyncio.ensure_future(p.wait(i, 0.3)) for i in range(8)]
+            await asyncio.sleep(0.1)
+            for t in held:
+                t.cancel()
+            more = await asyncio.gather(*(p.wait(i, 0) for i in range(20)),
+                                        *(p.gen(3) for _ in range(4)))
+            assert more[:20] == list(range(20))
+            for g in more[20:]:
+                assert [x async for x in g] == [0, 1, 2]
+            assert await p.wait(7, 0) == 7
+    run(main())
+    assert "calls in flight" not in srv.log_text()
+
+
 def test_max_lifetime_ends_the_session_and_the_server_keeps_serving(fresh_server):
     srv = fresh_server(["--session-max-lifetime", "2s"])
 

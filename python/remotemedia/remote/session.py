@@ -181,6 +181,15 @@ class Session:
         self._chunk_size = wire.CHUNK_SIZE
         self._max_value = 0
         self._pending: Dict[int, CallState] = {}
+        # The server's count of calls in flight (--max-inflight-calls):
+        # every call sent until its last answer, cancelled ones too (a
+        # cancelled call is answered as well). Calls over the limit wait
+        # for a slot, in order, rather than end the session.
+        self._max_inflight = 0
+        self._unanswered: Set[int] = set()
+        self._result_chunks: Set[int] = set()  # results still arriving in chunks
+        self._slot_waiters: Deque[asyncio.Future[None]] = collections.deque()
+        self._slots_promised = 0  # waiters woken that have not sent yet
         self._gc_cancels: Deque[CallState] = collections.deque()
         self._assembler = wire.ValueAssembler()
         self._open_events = CallState(0, "open")  # Progress, Ready, StreamEnd
@@ -266,6 +275,7 @@ class Session:
         self._max_value = int(limits.max_value_bytes)
         if limits.prefetch_items > 0:
             self.prefetch = int(limits.prefetch_items)
+        self._max_inflight = int(limits.max_inflight_calls)
         self._phase = _READY
 
     def _on_opening_event(self, message: Any) -> None:
@@ -299,6 +309,7 @@ class Session:
         self._next_id += 1
         state = CallState(call_id, name)
         self._pending[call_id] = state
+        self._unanswered.add(call_id)
         self._send(wire.call_messages(
             call_id, name, kind, doc, self.timeout_ms, self._chunk_size))
         return state
@@ -327,7 +338,14 @@ class Session:
         waiting task is cancelled, the call is abandoned on the server
         (``Cancel``).
         """
-        state = self.start_call(name, kind, doc)
+        if self._max_inflight and (self._slot_waiters or self._slots_full()):
+            await self._wait_slot(name)
+        try:
+            state = self.start_call(name, kind, doc)
+        except BaseException:
+            if self._slot_waiters:
+                self._wake_slots()  # the slot it waited for is still free
+            raise
         try:
             event = await self.next_event(state, f"call {name}()")
         except asyncio.CancelledError:
@@ -336,6 +354,44 @@ class Session:
         if event[0] == "generator":
             return True, state
         return False, wire.decode_value(self.fmt, event[1])
+
+    async def _wait_slot(self, name: str) -> None:
+        """Wait, behind the calls that already wait, until the server has
+        room for one more call (within the call timeout)."""
+        waiter = self._loop.create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, self.call_timeout)
+        except BaseException as exc:
+            if waiter in self._slot_waiters:
+                self._slot_waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self._slots_promised -= 1  # woken, but it goes: the next one may
+                self._wake_slots()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise RemoteTimeoutError(
+                    f"call {name}() waited {self.timeout:g}s for one of the session's "
+                    f"{self._max_inflight} calls in flight (--max-inflight-calls) to end",
+                    code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            raise
+        self._slots_promised -= 1  # start_call takes it now
+
+    def _slots_full(self) -> bool:
+        return len(self._unanswered) + self._slots_promised >= self._max_inflight
+
+    def _wake_slots(self) -> None:
+        """Wake waiting calls, first come first, while the server has room."""
+        while self._slot_waiters and not self._slots_full():
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._slots_promised += 1
+
+    def _answered(self, call_id: int) -> None:
+        """A call's last answer came: its slot is free."""
+        self._unanswered.discard(call_id)
+        if self._slot_waiters:
+            self._wake_slots()
 
     def pull(self, state: CallState, n: int) -> None:
         """Queue ``Pull{call_id, n}``: credit for n more items.
@@ -470,6 +526,11 @@ class Session:
         handler(getattr(message, kind))
 
     def _on_result(self, result: Any) -> None:
+        if not result.generator:
+            if result.value.more:
+                self._result_chunks.add(result.call_id)
+            else:
+                self._answered(result.call_id)
         state = self._pending.get(result.call_id)
         if state is None:
             return
@@ -493,6 +554,9 @@ class Session:
             self._deliver(call_id, done[0], done[1])
 
     def _on_value(self, value: Any) -> None:
+        if not value.more and value.call_id in self._result_chunks:
+            self._result_chunks.discard(value.call_id)
+            self._answered(value.call_id)
         try:
             done = self._assembler.feed(value)
         except KeyError:
@@ -526,6 +590,8 @@ class Session:
             log.warning("[session %s] session error: %s: %s", self.short_id,
                         error.type, error.message)
             return
+        self._result_chunks.discard(error.call_id)
+        self._answered(error.call_id)
         # Built before the call leaves _pending: were it to raise, the
         # stream's end would still fail the call.
         exc = exception_from_error(error, self.fmt)
@@ -535,6 +601,7 @@ class Session:
             state.push(("error", exc))
 
     def _on_end(self, end: Any) -> None:
+        self._answered(end.call_id)
         state = self._pending.pop(end.call_id, None)
         self._assembler.discard(end.call_id)
         if state is not None:
@@ -568,6 +635,12 @@ class Session:
         for state in self._pending.values():
             state.push(("error", self._failure()))
         self._pending.clear()
+        self._unanswered.clear()
+        while self._slot_waiters:  # each finds the session failed
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._slots_promised += 1
         if self._watch_timer is not None:
             self._watch_timer.cancel()
             self._watch_timer = None

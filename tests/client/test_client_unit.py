@@ -1568,6 +1568,7 @@ def test_local_timeout_cancels_the_call() -> None:
             with pytest.raises(RemoteTimeoutError) as info:
                 await proxy.hang()
             assert isinstance(info.value, TimeoutError)
+            assert "worker killed 2 s past its deadline" in str(info.value)
             assert time.monotonic() - start < 2.0
             await wait_until(lambda: server.cancels == [1])
             assert await proxy.add(1, 1) == 2

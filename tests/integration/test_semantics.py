@@ -592,6 +592,94 @@ def test_every_user_module_travels_by_value(server, tmp_path):
             sys.modules.pop(name, None)
 
 
+class MakesServerOnly:
+    """Returns objects of a class that exists only in the session, and one
+    whose loading fails."""
+
+    def _make(self):
+        import sys
+        import types
+        mod = types.ModuleType("rm_server_only_q")
+        exec("class Thing:\n    pass\n", mod.__dict__)
+        sys.modules["rm_server_only_q"] = mod
+        return mod.Thing()
+
+    def make(self):
+        return self._make()
+
+    def gen(self):
+        yield 1
+        yield self._make()
+
+    def bad_reduce(self):
+        return FailsToLoad()
+
+
+def _fail_to_load():
+    raise ValueError("cannot load me")
+
+
+class FailsToLoad:
+    def __reduce__(self):
+        return (_fail_to_load, ())
+
+
+def test_a_result_the_client_cannot_decode_says_so(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            p = await client.create_proxy(MakesServerOnly())
+            with pytest.raises(RemoteExecutionError,
+                               match=r"the result of make\(\) cannot be decoded on the "
+                                     r"client: ModuleNotFoundError") as e:
+                await p.make()
+            assert isinstance(e.value.__cause__, ModuleNotFoundError)
+            assert "on the server only" in str(e.value)
+            g = await p.gen()
+            assert await g.__anext__() == 1
+            with pytest.raises(RemoteExecutionError, match=r"an item of gen\(\) cannot be"):
+                await g.__anext__()
+            with pytest.raises(RemoteExecutionError, match="ValueError: cannot load me"):
+                await p.bad_reduce()
+            g = await p.gen()  # the session goes on
+            assert await g.__anext__() == 1
+            await g.aclose()
+    run(main())
+
+
+class Sleepy:
+    def sleep(self, s):
+        time.sleep(s)
+        return s
+
+    def hi(self):
+        return "hi"
+
+
+def test_a_session_opened_while_the_client_disconnects_is_closed(server):
+    """disconnect() closes the sessions it found, and those opened while it
+    waited for them: none outlives it."""
+    async def main():
+        client = RemoteProxyClient(server.config(timeout=30))
+        await client.connect()
+        busy = await client.create_proxy(Sleepy())
+        running = asyncio.ensure_future(busy.sleep(1.0))  # the close waits for it
+        await asyncio.sleep(0.2)
+        leaving = asyncio.ensure_future(client.disconnect())
+        await asyncio.sleep(0)
+        try:
+            late = await client.create_proxy(Sleepy())
+        except rx.SessionClosedError:
+            late = None  # the channel went first: refused at Ready
+        await leaving
+        assert await running == 1.0
+        assert not client._sessions
+        if late is not None:
+            with pytest.raises(rx.SessionClosedError):
+                await late.hi()
+    run(main())
+    server.wait_idle()
+
+
 class Registry:
     @staticmethod
     def record(**kwargs):

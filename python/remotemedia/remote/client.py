@@ -25,6 +25,7 @@ from remotemedia.core.exceptions import (
     ConnectionLostError,
     RemoteExecutionError,
     RemoteTimeoutError,
+    SessionClosedError,
 )
 from remotemedia.core.node import RemoteExecutorConfig
 from remotemedia.remote import wire
@@ -230,9 +231,11 @@ class RemoteProxyClient:
         :class:`SessionClosedError`.
         """
         self._check_loop()
-        sessions = list(self._sessions)
-        self._sessions.clear()
-        if sessions:
+        # Sessions opened while these close are closed too (create_proxy
+        # checks the channel once Ready, for the ones still opening).
+        while self._sessions:
+            sessions = list(self._sessions)
+            self._sessions.clear()
             await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
         channel, self._channel, self._session_rpc = self._channel, None, None
         self._loop = None
@@ -280,6 +283,7 @@ class RemoteProxyClient:
             raise ValueError(
                 f"serialization_format must be 'pickle' or 'json', not {serialization_format!r}")
         await self.connect()  # on this loop, once; refuses another's
+        channel = self._channel
         payload = wire.dump_object(obj)
         bar: Optional[TerminalProgress] = None
         if progress is None and _stderr_is_terminal():
@@ -289,6 +293,10 @@ class RemoteProxyClient:
         finally:
             if bar is not None:
                 bar.finish()
+        if self._channel is not channel:  # disconnect() ran meanwhile
+            await session.close()
+            raise SessionClosedError(
+                f"session {session.short_id} was closed: the client disconnected while it opened")
         self._sessions.add(session)
         session.on_abandon = self._sessions.discard
         ready = session.ready

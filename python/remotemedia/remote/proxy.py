@@ -132,7 +132,7 @@ class RemoteGenerator(AsyncIterator[Any]):
             self._rm_done = True
             raise StopAsyncIteration
         self._rm_consumed += 1
-        return wire.decode_value(self._rm_session.fmt, event[1])
+        return self._rm_session.decode(event[1], f"an item of {self._rm_name}()")
 
     async def _rm_begin(self) -> None:
         """Send the call (``async for`` directly over a pending call)."""

@@ -323,8 +323,12 @@ class Session:
         event = await state.next_event(self.call_timeout, self._watch)
         if event is None:
             self.cancel(state)
+            # The server's answer did not come: a call that ignores its
+            # deadline has its worker killed 2 s past it, and the session
+            # ends (the next call says so).
             raise RemoteTimeoutError(
-                f"{what} timed out after {self.timeout:g}s",
+                f"{what} timed out after {self.timeout:g}s (a call that does not stop "
+                "has its session's worker killed 2 s past its deadline)",
                 code=grpc.StatusCode.DEADLINE_EXCEEDED)
         if event[0] == "error":
             raise event[1]
@@ -353,7 +357,25 @@ class Session:
             raise
         if event[0] == "generator":
             return True, state
-        return False, wire.decode_value(self.fmt, event[1])
+        return False, self.decode(event[1], f"the result of {name}()")
+
+    def decode(self, data: Any, what: str) -> Any:
+        """A result or item, decoded. One that cannot be decoded here (its
+        class is not on the client, its ``__reduce__`` fails) raises
+        RemoteExecutionError naming ``what``, the error chained: it is not
+        the remote code's exception, and must not pass for one."""
+        try:
+            return wire.decode_value(self.fmt, data)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # what unpickling runs may raise anything
+            hint = ""
+            if isinstance(exc, ImportError):
+                hint = (" (the module is on the server only: install it on the client, "
+                        "or return plain data)")
+            raise RemoteExecutionError(
+                f"{what} cannot be decoded on the client: {type(exc).__name__}: {exc}{hint}"
+            ) from exc
 
     async def _wait_slot(self, name: str) -> None:
         """Wait, behind the calls that already wait, until the server has

@@ -16,6 +16,7 @@ enum log_level {
 void log_init(const char *, int);
 void log_plain(void);
 void log_set_session(const char *);
+void log_set_file(FILE *);
 void log_timestamp(char *, size_t);
 size_t log_quoted(char *, size_t, size_t, const char *, size_t);
 void log_write_line(char *, size_t, size_t);

@@ -71,6 +71,5 @@ int worker_py_run(const struct worker_conf *);
 void worker_output_start(uint32_t, uint32_t);
 void worker_output_drain(void);
 void worker_output_stop(unsigned int);
-FILE *worker_output_stderr(void);
 
 #endif

@@ -21,6 +21,7 @@
 static const char *log_prefix = "remotemedia";
 static int log_level = LOG_LEVEL_INFO;
 static int log_kv = 1;
+static FILE *log_fp; /* NULL: stderr */
 static char log_session[33];
 /* The last warning or error, printed or not: a failure's reason. */
 static char log_last[256];
@@ -83,9 +84,23 @@ log_quoted(char *buf, size_t off, size_t cap, const char *s, size_t len)
 }
 
 /*
- * Write one whole line with one write(2): processes share the log. To
- * stderr's descriptor, which the worker moves off fd 2 (worker_output.c).
+ * Log to f from now on, not stderr: the worker's fd 2 becomes the capture
+ * of what the session writes (worker_output.c), which the C stderr of
+ * extensions must still reach.
  */
+void
+log_set_file(FILE *f)
+{
+	log_fp = f;
+}
+
+static FILE *
+log_out(void)
+{
+	return log_fp != NULL ? log_fp : stderr;
+}
+
+/* Write one whole line with one write(2): processes share the log. */
 void
 log_write_line(char *buf, size_t len, size_t cap)
 {
@@ -96,7 +111,7 @@ log_write_line(char *buf, size_t len, size_t cap)
 		len = cap - 2;
 	buf[len++] = '\n';
 	while (off < len) {
-		n = write(fileno(stderr), buf + off, len - off);
+		n = write(fileno(log_out()), buf + off, len - off);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -191,12 +206,12 @@ vlog(int level, int errnum, const char *fmt, va_list ap)
 		return;
 	if (!log_kv) {
 		if (errnum != 0)
-			fprintf(stderr, "%s: %s: %s: %s\n", log_prefix,
+			fprintf(log_out(), "%s: %s: %s: %s\n", log_prefix,
 			    log_level_name(level), msg, strerror(errnum));
 		else
-			fprintf(stderr, "%s: %s: %s\n", log_prefix,
+			fprintf(log_out(), "%s: %s: %s\n", log_prefix,
 			    log_level_name(level), msg);
-		fflush(stderr);
+		fflush(log_out());
 		return;
 	}
 	log_timestamp(ts, sizeof(ts));

@@ -12,7 +12,7 @@
  * Both readers hold wo_lock, which keeps the bytes in order.
  *
  * The worker's own log keeps going to the front's stderr, on a copy of the
- * original fd 2.
+ * original fd 2; the C stderr is fd 2, the capture.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,7 +52,6 @@ static struct {
 	uint64_t wo_dropped; /* not yet reported */
 	int wo_dropped_stream;
 	atomic_int wo_stop;
-	FILE *wo_stderr; /* the C stderr on fd 2, for Python */
 } wo = {
     .wo_fd = {-1, -1},
     .wo_wake = {-1, -1},
@@ -64,7 +63,12 @@ static const int worker_output_streams[2] = {
     REMOTEMEDIA__V1__OUTPUT__STREAM__STDERR,
 };
 
-/* Keep the worker's log on the front's stderr, as fd 2 is about to go. */
+/*
+ * Keep the worker's log on the front's stderr, as fd 2 is about to become
+ * the capture pipe; the C stderr stays on fd 2, so that what extensions
+ * write there (fprintf(stderr), assert, Py_FatalError) is the session's
+ * output, rate-capped like the rest.
+ */
 static void
 worker_output_keep_log(void)
 {
@@ -76,18 +80,7 @@ worker_output_keep_log(void)
 	if ((f = fdopen(fd, "w")) == NULL)
 		fatal("fdopen");
 	setvbuf(f, NULL, _IOLBF, 0);
-	wo.wo_stderr = stderr;
-	stderr = f;
-}
-
-/*
- * The C stderr on fd 2, now the capture pipe. CPython takes sys.stderr's
- * descriptor from fileno(stderr), so it must see this one while it starts.
- */
-FILE *
-worker_output_stderr(void)
-{
-	return wo.wo_stderr;
+	log_set_file(f);
 }
 
 /* Make target the write end of a new pipe; returns the read end. */

@@ -1223,7 +1223,6 @@ worker_py_start(void)
 {
 	PyConfig cfg;
 	PyStatus st;
-	FILE *logf;
 
 	if (PyImport_AppendInittab(WORKER_PY_MODULE, worker_py_module_init) ==
 	    -1)
@@ -1238,14 +1237,8 @@ worker_py_start(void)
 	if (!PyStatus_Exception(st))
 		st = PyConfig_SetString(
 		    &cfg, &cfg.executable, WORKER_PY_EXECUTABLE);
-	if (!PyStatus_Exception(st)) {
-		/* sys.stderr is made from fileno(stderr): the capture pipe. */
-		logf = stderr;
-		if (worker_output_stderr() != NULL)
-			stderr = worker_output_stderr();
-		st = Py_InitializeFromConfig(&cfg);
-		stderr = logf;
-	}
+	if (!PyStatus_Exception(st))
+		st = Py_InitializeFromConfig(&cfg); /* sys.stderr: fd 2 */
 	PyConfig_Clear(&cfg);
 	if (PyStatus_Exception(st))
 		worker_py_failed("cannot initialise CPython",

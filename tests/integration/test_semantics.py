@@ -210,6 +210,16 @@ class Talker:
         lg.getLogger("talker").warning("logged warning")
         return n
 
+    def c_stderr(self):
+        """What C code writes to the C stderr: fputs, perror."""
+        import ctypes
+        libc = ctypes.CDLL(None)
+        err = ctypes.c_void_p.in_dll(libc, "stderr")
+        libc.fputs(b"C stderr via fputs\n", err)
+        libc.fflush(err)
+        libc.perror(b"C perror")
+        return "done"
+
     def flood(self, mib):
         import sys as s
         chunk = "x" * 1023 + "\n"
@@ -1078,6 +1088,24 @@ def test_json_format(server):
 
 
 # --- output -----------------------------------------------------------------------
+
+def test_c_stderr_arrives_as_output_not_in_the_server_log(server, caplog):
+    """C extensions' stderr (fputs(stderr), perror, assert, Py_FatalError)
+    is the session's output, as fd 2 is: it went to the server's log."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            t = await client.create_proxy(Talker())
+            assert await t.c_stderr() == "done"
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and "C perror" not in caplog.text:
+                await asyncio.sleep(0.05)
+    with caplog.at_level(logging.INFO, logger="remotemedia"):
+        run(main())
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("C stderr via fputs" in m for m in warned), caplog.text
+    assert any("C perror: Success" in m for m in warned), caplog.text
+    assert "C stderr via fputs" not in server.log_text()
+
 
 def test_print_and_logging_arrive_as_output(server, caplog):
     async def main():

@@ -665,16 +665,20 @@ def _safe_str(exc):
 
 
 def _strip_runtime(te):
-    """Drop this module's frames from a TracebackException and its chain."""
+    """Drop this module's frames from a TracebackException and its chain
+    (a loop, not recursion: a chain may be thousands long)."""
     import traceback
     seen = set()
-    while te is not None and id(te) not in seen:
-        seen.add(id(te))
-        te.stack = traceback.StackSummary.from_list(
-            [f for f in te.stack if f.filename != _RUNTIME_FILE])
-        if te.__cause__ is not None:
-            _strip_runtime(te.__cause__)
-        te = te.__context__
+    todo = [te]
+    while todo:
+        te = todo.pop()
+        while te is not None and id(te) not in seen:
+            seen.add(id(te))
+            te.stack = traceback.StackSummary.from_list(
+                [f for f in te.stack if f.filename != _RUNTIME_FILE])
+            if te.__cause__ is not None:
+                todo.append(te.__cause__)
+            te = te.__context__
 
 
 def _format_traceback(exc):

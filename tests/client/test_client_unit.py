@@ -1955,7 +1955,7 @@ def test_open_timeout() -> None:
         async with fake_server(hang_open=True) as server:
             start = time.monotonic()
             async with RemoteProxyClient(server.config(timeout=0.3)) as client:
-                with pytest.raises(RemoteTimeoutError):
+                with pytest.raises(RemoteTimeoutError, match="loading the object there"):
                     await client.create_proxy(Calculator())
             assert time.monotonic() - start < 2.0
     run(main())

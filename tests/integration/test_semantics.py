@@ -701,6 +701,30 @@ class Registry:
         raise AttributeError(name)
 
 
+class LongChain:
+    def fail(self, n):
+        err = None
+        for i in range(n):
+            try:
+                raise ValueError(i) from err
+            except ValueError as e:
+                err = e
+        raise err
+
+
+def test_a_long_exception_chain_keeps_its_traceback(server):
+    """Deeper than the recursion limit: the traceback was cut to one line."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            p = await client.create_proxy(LongChain())
+            with pytest.raises(ValueError) as e:
+                await p.fail(1500)
+            tb = e.value.remote_traceback
+            assert "direct cause of the following exception" in tb, tb[-500:]
+            assert tb.count("\n") > 1000
+    run(main())
+
+
 def test_a_keyword_argument_named_self_is_passed_on(server):
     async def main():
         async with RemoteProxyClient(server.config()) as client:

@@ -363,10 +363,13 @@ class RemoteProxyClient:
             event = await session.next_open_event(deadline - loop.time())
             if event is None:
                 held = len(self._sessions)
-                hint = "" if not held else (
-                    f" (this client holds {held} sessions on its one connection; if the "
-                    "server allows no more per connection, --max-streams, 100 by "
-                    "default, close some or open another RemoteProxyClient)")
+                hint = (" (the server was not reached, or loading the object there, "
+                        "its __setstate__ or its class's code, took longer)")
+                if held:
+                    hint = (f" (this client holds {held} sessions on its one connection; "
+                            "if the server allows no more per connection, --max-streams, "
+                            "100 by default, close some or open another RemoteProxyClient; "
+                            "or loading the object there took longer)")
                 raise RemoteTimeoutError(
                     f"no answer from {cfg.target} within {cfg.timeout:g}s while opening "
                     f"a session{hint}", code=grpc.StatusCode.DEADLINE_EXCEEDED)

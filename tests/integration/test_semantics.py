@@ -725,6 +725,28 @@ def test_a_long_exception_chain_keeps_its_traceback(server):
     run(main())
 
 
+class Doubler:
+    def __call__(self, x, *, times=2):
+        return x * times
+
+
+def _triple(x):
+    return 3 * x
+
+
+def test_calling_the_proxy_calls_the_object(server):
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            d = await client.create_proxy(Doubler())
+            assert await d(21) == 42 and await d(2, times=5) == 10
+            f = await client.create_proxy(_triple)
+            assert await f(3) == 9
+            r = await client.create_proxy(Registry())
+            with pytest.raises(AttributeError):
+                await r(1)
+    run(main())
+
+
 def test_a_keyword_argument_named_self_is_passed_on(server):
     async def main():
         async with RemoteProxyClient(server.config()) as client:

@@ -323,7 +323,8 @@ class _RemoteMethod:
 class RemoteProxy:
     """A stand-in for an object that lives in a remote session.
 
-    Every public attribute is forwarded (see the module docstring); dunder
+    Every public attribute is forwarded (see the module docstring), and so is
+    a call of the proxy itself (``await proxy(x)``); other dunder
     names are answered locally and never reach the wire. Attributes cannot be
     set or deleted through the proxy: call a method of the object instead.
     Created by :meth:`RemoteProxyClient.create_proxy`; ended by
@@ -337,6 +338,11 @@ class RemoteProxy:
         object.__setattr__(self, "_rm_lease", _Lease(session))
         object.__setattr__(self, "_rm_attrs", dict(attributes))
         object.__setattr__(self, "_rm_type", type_name)
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> PendingCall:
+        """``await proxy(x)`` calls the remote object itself (its
+        ``__call__``); one that is not callable answers AttributeError."""
+        return _method_call(self._rm_lease, "__call__", args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_rm_") or (name.startswith("__") and name.endswith("__")):

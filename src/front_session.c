@@ -991,6 +991,10 @@ session_worker_check(struct session *ses, const struct envelope *m)
 	default:
 		break;
 	}
+	/* A session-level Error: the exception behind the Fatal to come
+	 * (an object that cannot be loaded), with its type and traceback. */
+	if (m->ev_case == ENV_SERVER_ERROR && m->ev_call_id == 0)
+		return 0;
 	if (!ready)
 		return from_worker_violation(ses, "answer before Ready", 0);
 	switch (m->ev_case) {

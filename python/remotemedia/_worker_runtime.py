@@ -1357,6 +1357,8 @@ class Runtime:
             else:
                 value = _from_source(source, class_name, init_args)
         except BaseException as exc:
+            # Its type and traceback first (call id 0), then the status.
+            self._send(_rmworker.send_error, 0, *_error_fields(exc, False), False)
             return self._fatal(FAILED_PRECONDITION, _load_problem(exc))
         self.obj = value
         self.opened = True

@@ -747,6 +747,30 @@ def test_calling_the_proxy_calls_the_object(server):
     run(main())
 
 
+class BadState:
+    def __init__(self):
+        self.state = 1
+
+    def __setstate__(self, state):
+        raise ValueError("bad state: plugin install missing, error")
+
+
+def test_an_object_that_cannot_be_loaded_says_why_with_its_traceback(server):
+    """The load's exception comes with its type and traceback; and a message
+    that speaks of installing is no InstallError for that."""
+    async def main():
+        async with RemoteProxyClient(server.config(max_retries=0)) as client:
+            with pytest.raises(RemoteExecutionError) as e:
+                await client.create_proxy(BadState())
+            assert type(e.value) is RemoteExecutionError
+            assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert "cannot load the object: ValueError: bad state" in str(e.value)
+            assert e.value.remote_type == "ValueError"
+            assert "__setstate__" in e.value.remote_traceback
+    run(main())
+    server.wait_idle()
+
+
 def test_a_keyword_argument_named_self_is_passed_on(server):
     async def main():
         async with RemoteProxyClient(server.config()) as client:

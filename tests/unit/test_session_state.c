@@ -849,6 +849,18 @@ test_answer_before_ready(void **state)
 	assert_int_equal(rec.to_client_n, 0);
 }
 
+/* A session-level Error (the exception of an object that cannot be
+ * loaded) passes before Ready; an Error of a call does not. */
+static void
+test_session_error_before_ready(void **state)
+{
+	assert_int_equal(c_open(), 0);
+	assert_int_equal(w_error(0), 0);
+	check_forwarded_to_client(1);
+	assert_int_equal(w_error(1), -1);
+	check_violation("answer before Ready");
+}
+
 static void
 test_call_before_ready(void **state)
 {
@@ -1777,6 +1789,7 @@ main(void)
 	    T(test_ready_twice),
 	    T(test_progress_after_ready),
 	    T(test_answer_before_ready),
+	    T(test_session_error_before_ready),
 	    T(test_call_before_ready),
 	    T(test_call_ids_increase),
 	    T(test_call_id_decreasing),

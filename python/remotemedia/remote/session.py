@@ -609,8 +609,9 @@ class Session:
     def _on_error(self, error: Any) -> None:
         if error.call_id == 0:
             self._session_error = error
-            log.warning("[session %s] session error: %s: %s", self.short_id,
-                        error.type, error.message)
+            # The exception behind the status to come, which carries it.
+            log.debug("[session %s] session error: %s: %s", self.short_id,
+                      error.type, error.message)
             return
         self._result_chunks.discard(error.call_id)
         self._answered(error.call_id)

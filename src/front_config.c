@@ -716,7 +716,8 @@ front_config_reload(struct front_config *fc, int argc, char **argv,
 		*sessions += strcmp(section, "limits") != 0 ||
 		    opts[i].off == F(fc_max_value) ||
 		    opts[i].off == F(fc_max_message) ||
-		    opts[i].off == F(fc_max_inflight);
+		    opts[i].off == F(fc_max_inflight) ||
+		    opts[i].off == F(fc_max_streams);
 		n++;
 	}
 	if (rv != CONFIG_RUN && rv != CONFIG_ERROR)

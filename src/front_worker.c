@@ -381,6 +381,7 @@ front_worker_send_init(struct session *ses)
 	init.max_inflight_calls = front_conf.fc_max_inflight;
 	init.idle_timeout_ms = front_conf.fc_session_idle_ms;
 	init.max_lifetime_ms = front_conf.fc_session_lifetime_ms;
+	init.max_streams = front_conf.fc_max_streams;
 	if (ses->ses_env != NULL) {
 		site = front_env_site_packages(ses->ses_env);
 		init.n_sys_path = 1;

@@ -159,6 +159,7 @@ worker_limits_init(
 	lim->idle_timeout_ms = init->idle_timeout_ms;
 	lim->max_lifetime_ms = init->max_lifetime_ms;
 	lim->prefetch_items = init->prefetch_items;
+	lim->max_streams = init->max_streams;
 }
 
 /* Copy what the worker needs from Init into its configuration. */

@@ -206,7 +206,7 @@ def test_sighup_replaces_spares_that_hold_an_old_value_limit(tmp_path, fresh_ser
     from h2raw import H2Client, open_session, split_grpc
     from remotemedia._proto import remotemedia_pb2 as pb
     conf = tmp_path / "rm.conf"
-    conf.write_text("max-value-size = 2M\n")
+    conf.write_text("max-value-size = 2M\nmax-streams = 50\n")
     srv = fresh_server(["--config", str(conf), "--session-pool", "1", "--sandbox", "off"])
     ch = grpc.insecure_channel(f"{srv.host}:{srv.port}")
     info = ch.unary_unary("/remotemedia.v1.Admin/Info",
@@ -220,20 +220,20 @@ def test_sighup_replaces_spares_that_hold_an_old_value_limit(tmp_path, fresh_ser
             time.sleep(0.05)
         time.sleep(0.5)  # its start-up done
 
-    def max_value() -> int:
+    def max_value() -> tuple[int, int]:
         c = H2Client(srv.host, srv.port, timeout=30)
         try:
             sid = open_session(c, Ping())
-            return pb.ServerMessage.FromString(
-                split_grpc(c.responses[sid].data)[-1]).ready.limits.max_value_bytes
+            lim = pb.ServerMessage.FromString(split_grpc(c.responses[sid].data)[-1]).ready.limits
+            return lim.max_value_bytes, lim.max_streams
         finally:
             c.close()
 
     try:
         spare_ready()
-        assert max_value() == 2 << 20
+        assert max_value() == (2 << 20, 50)
         spare_ready()  # the next one, made under 2M
-        conf.write_text("max-value-size = 3M\n")
+        conf.write_text("max-value-size = 2M\nmax-streams = 60\n")
         n = srv.log_text().count("session limits changed")
         srv.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
@@ -241,7 +241,17 @@ def test_sighup_replaces_spares_that_hold_an_old_value_limit(tmp_path, fresh_ser
             assert time.monotonic() < deadline, srv.log_text()[-3000:]
             time.sleep(0.05)
         spare_ready()
-        assert max_value() == 3 << 20
+        assert max_value() == (2 << 20, 60)
+        spare_ready()
+        conf.write_text("max-value-size = 3M\nmax-streams = 60\n")
+        n = srv.log_text().count("session limits changed")
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while srv.log_text().count("session limits changed") == n:
+            assert time.monotonic() < deadline, srv.log_text()[-3000:]
+            time.sleep(0.05)
+        spare_ready()
+        assert max_value() == (3 << 20, 60)
     finally:
         ch.close()
 

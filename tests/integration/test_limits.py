@@ -124,6 +124,7 @@ def test_ready_states_the_limits_in_force(fresh_server, sandbox):
     if sandbox == "on" and os.geteuid() != 0:
         pytest.skip("the sandbox needs root")
     flags = ["--sandbox", sandbox, "--max-inflight-calls", "7", "--session-idle-timeout", "5m",
+             "--max-streams", "40",
              "--session-max-lifetime", "1h", "--max-value-size", "3M",
              "--session-memory", "300M", "--session-pids", "99", "--session-cpu", "150"]
     srv = fresh_server(flags + ["--max-message-size", "64K"])
@@ -137,6 +138,7 @@ def test_ready_states_the_limits_in_force(fresh_server, sandbox):
     assert (lim.memory_bytes, lim.pids, lim.cpu_percent) == \
         ((300 << 20, 99, 150) if on else (0, 0, 0))
     assert lim.prefetch_items == 0
+    assert lim.max_streams == 40
 
     async def big_argument():
         async with RemoteProxyClient(srv.config(timeout=60.0)) as client:
@@ -153,7 +155,6 @@ def test_ready_states_the_limits_in_force(fresh_server, sandbox):
 # 1. --session-max-lifetime
 
 
-@ROOT_ONLY
 class Waits:
     async def wait(self, i, s):
         await asyncio.sleep(s)
@@ -190,6 +191,7 @@ def test_calls_beyond_max_inflight_wait_for_a_slot_not_end_the_session(fresh_ser
     assert "calls in flight" not in srv.log_text()
 
 
+@ROOT_ONLY
 def test_max_lifetime_ends_the_session_and_the_server_keeps_serving(fresh_server):
     srv = fresh_server(["--session-max-lifetime", "2s"])
 

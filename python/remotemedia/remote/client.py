@@ -118,12 +118,33 @@ def _type_name(obj: Any) -> str:
     return qualname if module in ("builtins", "__main__", "") else f"{module}.{qualname}"
 
 
+class _Connection:
+    """One channel of the client's, so one HTTP/2 connection of its own
+    (``grpc.use_local_subchannel_pool``), and the sessions opening on it."""
+
+    __slots__ = ("channel", "rpc", "opening")
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.rpc = channel.stream_stream(
+            SESSION_METHOD,
+            request_serializer=wire.serialize,
+            response_deserializer=wire.parse_server_message,
+        )
+        self.opening = 0
+
+
 class RemoteProxyClient:
     """Client for creating transparent proxies of Python objects on a server.
 
     Use it as ``async with RemoteProxyClient(config) as client:`` (connects
     on enter; on exit closes all of its sessions and the channel), or call
     :meth:`connect` and :meth:`disconnect` yourself.
+
+    A session is one stream, and the server takes at most
+    ``Ready.limits.max_streams`` (``--max-streams``) at once on one
+    connection: sessions beyond that go on another connection of the
+    client's, opened then.
     """
 
     def __init__(self, config: RemoteExecutorConfig) -> None:
@@ -131,9 +152,9 @@ class RemoteProxyClient:
             raise TypeError(
                 f"config must be a RemoteExecutorConfig, not {type(config).__name__}")
         self._config = config
-        self._channel: Optional[grpc.aio.Channel] = None
+        self._conns: List[_Connection] = []  # the first made by connect()
+        self._max_streams = 0  # sessions per connection, once a Ready said
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._session_rpc: Any = None
         self._sessions: Set[Session] = set()
         self._metadata: Optional[Tuple[Tuple[str, str], ...]] = None
         if config.auth_token:
@@ -167,17 +188,31 @@ class RemoteProxyClient:
         ``ValueError``.
         """
         self._check_loop()
-        if self._channel is not None:
+        if self._conns:
             return
-        channel = self._make_channel()
-        self._channel = channel
+        self._conns.append(self._new_connection())
         self._loop = asyncio.get_running_loop()
-        self._session_rpc = channel.stream_stream(
-            SESSION_METHOD,
-            request_serializer=wire.serialize,
-            response_deserializer=wire.parse_server_message,
-        )
-        channel.get_state(try_to_connect=True)
+
+    def _new_connection(self) -> _Connection:
+        conn = _Connection(self._make_channel())
+        conn.channel.get_state(try_to_connect=True)
+        return conn
+
+    def _connection(self) -> _Connection:
+        """The first connection with room for one more session, or a new one."""
+        limit = self._max_streams
+        for conn in self._conns:
+            if not limit:
+                return conn
+            held = conn.opening + sum(1 for s in self._sessions
+                                      if s.connection is conn and not s.closed)
+            if held < limit:
+                return conn
+        conn = self._new_connection()
+        self._conns.append(conn)
+        log.debug("connection %d to %s: the others hold %d sessions each (--max-streams)",
+                  len(self._conns), self._config.target, limit)
+        return conn
 
     def _make_channel(self) -> grpc.aio.Channel:
         """An h2c channel, or a TLS one verified against ``ca_file`` or the system bundle."""
@@ -221,7 +256,7 @@ class RemoteProxyClient:
                 "this client is connected on another event loop: use it there "
                 "(from another thread, use asyncio.run_coroutine_threadsafe)")
         self._sessions.clear()
-        self._channel, self._session_rpc, self._loop = None, None, None
+        self._conns, self._loop = [], None
 
     async def disconnect(self) -> None:
         """Close every session of this client, then the channel (idempotent).
@@ -237,10 +272,10 @@ class RemoteProxyClient:
             sessions = list(self._sessions)
             self._sessions.clear()
             await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-        channel, self._channel, self._session_rpc = self._channel, None, None
+        conns, self._conns = self._conns, []
         self._loop = None
-        if channel is not None:
-            await channel.close()
+        for conn in conns:
+            await conn.channel.close()
 
     # ------------------------------------------------------------------
     # Sessions
@@ -283,7 +318,6 @@ class RemoteProxyClient:
             raise ValueError(
                 f"serialization_format must be 'pickle' or 'json', not {serialization_format!r}")
         await self.connect()  # on this loop, once; refuses another's
-        channel = self._channel
         payload = wire.dump_object(obj)
         bar: Optional[TerminalProgress] = None
         if progress is None and _stderr_is_terminal():
@@ -293,7 +327,7 @@ class RemoteProxyClient:
         finally:
             if bar is not None:
                 bar.finish()
-        if self._channel is not channel:  # disconnect() ran meanwhile
+        if session.connection not in self._conns:  # disconnect() ran meanwhile
             await session.close()
             raise SessionClosedError(
                 f"session {session.short_id} was closed: the client disconnected while it opened")
@@ -328,14 +362,21 @@ class RemoteProxyClient:
         attempt = 0
         while True:
             attempt += 1
-            session = Session(self._session_rpc(metadata=self._metadata), fmt, cfg,
+            conn = self._connection()
+            session = Session(conn.rpc(metadata=self._metadata), fmt, cfg,
                               wire.open_messages(payload, fmt, cfg.pip_packages or []))
+            session.connection = conn
+            conn.opening += 1
             try:
                 end, deadline = await self._await_ready(session, deadline, progress)
             except BaseException:
                 await session.abort()
                 raise
+            finally:
+                conn.opening -= 1
             if end is None:
+                if session.ready.limits.max_streams:
+                    self._max_streams = int(session.ready.limits.max_streams)
                 return session
             await session.abort()
             if end.code != grpc.StatusCode.UNAVAILABLE:
@@ -365,11 +406,10 @@ class RemoteProxyClient:
                 held = len(self._sessions)
                 hint = (" (the server was not reached, or loading the object there, "
                         "its __setstate__ or its class's code, took longer)")
-                if held:
-                    hint = (f" (this client holds {held} sessions on its one connection; "
-                            "if the server allows no more per connection, --max-streams, "
-                            "100 by default, close some or open another RemoteProxyClient; "
-                            "or loading the object there took longer)")
+                if held and not self._max_streams:
+                    hint = (f" (this client holds {held} sessions, and knew no bound of the "
+                            "server's per connection, --max-streams, 100 by default, when "
+                            "it opened this one; or loading the object there took longer)")
                 raise RemoteTimeoutError(
                     f"no answer from {cfg.target} within {cfg.timeout:g}s while opening "
                     f"a session{hint}", code=grpc.StatusCode.DEADLINE_EXCEEDED)

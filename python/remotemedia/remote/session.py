@@ -208,6 +208,8 @@ class Session:
         # Called with the session when its proxy is collected (the client
         # forgets it then).
         self.on_abandon: Optional[Callable[[Session], None]] = None
+        # The client's connection the stream is on (client.py).
+        self.connection: Any = None
         self._reader = self._loop.create_task(self._read_loop())
         self._send(open_messages)
         self._handlers: Dict[str, Callable[[Any], None]] = {

@@ -309,6 +309,7 @@ struct evconnlistener;
 void front_accept_failed(
     struct evconnlistener *, struct event **, const char *, uint64_t);
 void front_metrics_init(void);
+void front_metrics_check(void);
 void front_metrics_free(void);
 void front_metrics_session(void);
 void front_metrics_refused(void);

@@ -497,8 +497,14 @@ main(int argc, char **argv)
 	}
 	if (check) {
 		/* What start-up checks before it touches anything. */
+		if (front_conf.fc_sandbox && geteuid() != 0)
+			fatalx_config("the sandbox needs root (namespaces, "
+			              "cgroups and a uid per session): run as "
+			              "root, or pass --sandbox off for "
+			              "development");
 		front_auth_init();
 		front_tls_init();
+		front_metrics_check();
 		printf("remotemediad: configuration OK%s%s\n",
 		    front_conf.fc_config != NULL ? ": " : "",
 		    front_conf.fc_config != NULL ? front_conf.fc_config : "");

@@ -463,19 +463,14 @@ metrics_error_cb(struct evconnlistener *l, void *arg)
 	front_accept_failed(l, &mresume, "metrics", METRICS_PAUSE_MS);
 }
 
-/* Serve /metrics on --metrics-listen, if set. */
-void
-front_metrics_init(void)
+/* --metrics-listen's address: a name (localhost) is resolved once, at start. */
+static struct evutil_addrinfo *
+metrics_resolve(void)
 {
 	struct evutil_addrinfo hints, *ai;
-	char addr[64], port_s[8];
-	uint16_t port;
+	char port_s[8];
 	int rv;
 
-	started = time(NULL);
-	if (front_conf.fc_metrics_host[0] == '\0')
-		return;
-	/* A name (localhost) is resolved once, here. */
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -485,6 +480,29 @@ front_metrics_init(void)
 	         front_conf.fc_metrics_host, port_s, &hints, &ai)) != 0)
 		fatalx_config("--metrics-listen %s: %s",
 		    front_conf.fc_metrics_host, evutil_gai_strerror(rv));
+	return ai;
+}
+
+/* --check-config: what front_metrics_init would refuse. */
+void
+front_metrics_check(void)
+{
+	if (front_conf.fc_metrics_host[0] != '\0')
+		evutil_freeaddrinfo(metrics_resolve());
+}
+
+/* Serve /metrics on --metrics-listen, if set. */
+void
+front_metrics_init(void)
+{
+	struct evutil_addrinfo *ai;
+	char addr[64];
+	uint16_t port;
+
+	started = time(NULL);
+	if (front_conf.fc_metrics_host[0] == '\0')
+		return;
+	ai = metrics_resolve();
 	mlistener = evconnlistener_new_bind(front_base, metrics_accept_cb, NULL,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
 	    16, ai->ai_addr, (int)ai->ai_addrlen);

@@ -142,6 +142,11 @@ def test_check_config_runs_the_start_up_checks(tmp_path):
     # A worker binary that is not there.
     r = daemon("--check-config", "--worker", str(tmp_path / "no-worker"))
     assert r.returncode == 2 and "no-worker" in r.stderr
+    # A --metrics-listen name that does not resolve.
+    r = daemon("--check-config", "--config", "/dev/null",
+               "--metrics-listen", "no-such-host.invalid:9100")
+    assert r.returncode == 2 and "configuration OK" not in r.stdout
+    assert "--metrics-listen no-such-host.invalid" in r.stderr, r.stderr
 
 
 def test_sighup_reloads_the_limits(tmp_path, fresh_server):

@@ -342,6 +342,11 @@ def test_the_sandbox_refuses_to_start_without_root(unprivileged):
     assert "root" in out, out
     assert "--sandbox off" in out, out
     assert "listening on" not in out, out
+    # --check-config says so too, rather than "configuration OK".
+    r = subprocess.run(unprivileged.argv(["--check-config", "--config", "/dev/null"]),
+                       capture_output=True, text=True, timeout=15)
+    assert r.returncode == 2 and "the sandbox needs root" in r.stderr, r.stdout + r.stderr
+    assert "configuration OK" not in r.stdout
 
 
 def test_sandbox_off_starts_unprivileged_and_warns_loudly(unprivileged):

@@ -371,15 +371,17 @@ h2z_write(int fd, const uint8_t *p, size_t n)
 	}
 }
 
-/* What front.c does on SIGTERM: GOAWAY, and sessions drain. */
+/* What front.c does on SIGTERM: the GOAWAY notice, sessions drain, and
+ * (a timer later, here at once) the final GOAWAY. */
 static void
 h2z_sigterm(void)
 {
 	if (fake.fk_draining)
 		return;
 	fake.fk_draining = 1;
-	front_h2_goaway_all();
+	front_h2_goaway_all(0, 0);
 	front_session_drain_all();
+	front_h2_goaway_all(1, 0);
 }
 
 static void

@@ -13,6 +13,7 @@ the client's stream logic only; the integration tests use the real
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -343,6 +344,22 @@ def test_a_pickled_exception_that_exits_when_loaded_is_left_out() -> None:
     exc = exception_from_error(err, pb.FORMAT_PICKLE)
     assert isinstance(exc, ValueError) and isinstance(exc, RemoteExecutionError)
     assert str(exc) == "v"
+
+
+class _ImportsWhenLoaded:
+    def __reduce__(self) -> Any:
+        return (__import__, ("xml.dom.minidom",))
+
+
+def test_a_pickled_exception_never_makes_the_client_import() -> None:
+    """Only classes (and pickle's own rebuilding helpers) are called while
+    the exception's state loads: builtins.__import__ is not."""
+    sys.modules.pop("xml.dom.minidom", None)
+    err = make_error("builtins", "ValueError", "v",
+                     pickled=pickle.dumps(_ImportsWhenLoaded(), protocol=5))
+    exc = exception_from_error(err, pb.FORMAT_PICKLE)
+    assert isinstance(exc, ValueError) and str(exc) == "v"
+    assert "xml.dom.minidom" not in sys.modules
 
 
 class _WithState(Exception):
@@ -770,6 +787,42 @@ def test_user_modules_are_registered_by_value(tmp_path: Any) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop(name, None)
+
+
+def test_odd_sys_modules_entries_do_not_stop_the_registration(tmp_path: Any) -> None:
+    """sys.modules may hold a non-module (a lazy loader), or a module under
+    another key than its name (loaded from a file): cloudpickle refuses
+    both, and they go by reference; the user modules beside them are
+    still registered, then and later."""
+    import importlib.util
+    (tmp_path / "rm_plugin_src_q.py").write_text("X = 1\n")
+    (tmp_path / "rm_helper_q.py").write_text("def f(x):\n    return x\n")
+    sys.path.insert(0, str(tmp_path))
+
+    class Lazy:
+        __name__ = "rm_lazy_q"
+        __file__ = str(tmp_path / "rm_lazy_q.py")
+
+    spec = importlib.util.spec_from_file_location("plugin", tmp_path / "rm_plugin_src_q.py")
+    assert spec is not None and spec.loader is not None
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    keys = ("rm_lazy_q", "app.plugins.plugin", "rm_helper_q")
+    try:
+        sys.modules["rm_lazy_q"] = Lazy()  # type: ignore[assignment]
+        sys.modules["app.plugins.plugin"] = plugin
+        wire.dump_object(object())
+        import rm_helper_q  # imported after the odd entries were seen
+        wire.encode_args(pb.FORMAT_PICKLE, (rm_helper_q.f,), {})
+        assert "rm_helper_q" in cloudpickle.list_registry_pickle_by_value()
+        for name in ("rm_lazy_q", "app.plugins.plugin", "plugin"):
+            assert name not in cloudpickle.list_registry_pickle_by_value()
+    finally:
+        sys.path.remove(str(tmp_path))
+        for key in keys:
+            module = sys.modules.pop(key, None)
+            if key == "rm_helper_q" and module is not None:
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def test_progress_and_output_formatting() -> None:
@@ -1733,6 +1786,33 @@ def test_calls_over_the_inflight_limit_wait_for_a_slot() -> None:
                 assert all(isinstance(e, RemoteTimeoutError) for e in gone), gone
                 with pytest.raises(RemoteTimeoutError, match="calls in flight"):
                     await deaf.add(5, 6)
+    run(main())
+
+
+def test_a_cancel_that_comes_with_the_slot_is_not_lost() -> None:
+    """The slot frees (the waiter is woken) and the waiting task is
+    cancelled in the same loop turn: the task still ends cancelled, and the
+    slot goes to the next waiter. asyncio.wait_for up to Python 3.11
+    returned the result and dropped the cancellation."""
+    from remotemedia.remote.session import Session
+
+    async def main() -> None:
+        s = Session.__new__(Session)
+        s._loop = asyncio.get_running_loop()
+        s._slot_waiters = collections.deque()
+        s._slots_promised = 0
+        s._unanswered = {1}
+        s._max_inflight = 1
+        s.call_timeout = s.timeout = 5.0
+        first = asyncio.ensure_future(s._wait_slot("m"))
+        second = asyncio.ensure_future(s._wait_slot("n"))
+        await asyncio.sleep(0.01)
+        s._answered(1)  # wakes the first ...
+        first.cancel()  # ... which is cancelled in the same turn
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.wait_for(second, 1)  # its slot went to the second
+        assert s._slots_promised == 0
     run(main())
 
 

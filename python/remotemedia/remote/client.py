@@ -199,7 +199,13 @@ class RemoteProxyClient:
         return conn
 
     def _connection(self) -> _Connection:
-        """The first connection with room for one more session, or a new one."""
+        """The first connection with room for one more session, or a new one.
+
+        None left means that disconnect() ran since create_proxy connected:
+        a retry must not connect the client again behind its back.
+        """
+        if not self._conns:
+            raise SessionClosedError("the client was disconnected while the session opened")
         limit = self._max_streams
         for conn in self._conns:
             if not limit:

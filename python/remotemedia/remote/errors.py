@@ -17,6 +17,7 @@ A session that ends with a gRPC status becomes one of the
 from __future__ import annotations
 
 import builtins
+import copyreg
 import io
 import logging
 import pickle
@@ -162,13 +163,27 @@ def _instantiate(base: type, message: str, remote_type: Optional[str],
         exc._rm_message = message
         exc.remote_type = remote_type
         exc.remote_traceback = remote_traceback
-        exc.code = None
+        if _static_lookup(base, "code") is None:
+            exc.code = None  # not a status; a class's own code stays visible
     except KeyboardInterrupt:
         raise
     except BaseException:  # a hostile or unusual __new__/__setattr__
         log.debug("cannot build %s for a remote exception", base, exc_info=True)
         return None
     return exc if isinstance(exc, RemoteExecutionError) else None
+
+
+# What a pickle of an object's state may call besides a class.
+_REBUILDERS = (copyreg._reconstructor, copyreg.__newobj__,  # type: ignore[attr-defined]
+               copyreg.__newobj_ex__, getattr)  # type: ignore[attr-defined]
+
+
+def _loaded_module(name: str) -> Any:
+    """cloudpickle's subimport, without the import."""
+    try:
+        return sys.modules[name]
+    except KeyError:
+        raise pickle.UnpicklingError(f"module {name} is not loaded on the client") from None
 
 
 class _NoImportUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
@@ -189,7 +204,15 @@ class _NoImportUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         obj = _lookup_qualname(module, name)
         if obj is None:
             raise pickle.UnpicklingError(f"{module}.{name} is not loaded on the client")
-        return obj
+        # Classes, and the helpers pickle and cloudpickle rebuild objects
+        # with; no other function (builtins.__import__,
+        # importlib.import_module) is called, and cloudpickle's subimport
+        # only finds a module already loaded.
+        if isinstance(obj, type) or any(obj is f for f in _REBUILDERS):
+            return obj
+        if module.startswith("cloudpickle.") and callable(obj):
+            return _loaded_module if name == "subimport" else obj
+        raise pickle.UnpicklingError(f"{module}.{name} is not a class")
 
     def _load_reduce(self) -> None:
         stack = self.stack

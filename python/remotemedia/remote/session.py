@@ -150,6 +150,12 @@ class CallState:
         return self.events.popleft() if self.events else None
 
 
+def _slot_timeout(waiter: asyncio.Future[bool]) -> None:
+    """Timer callback: a wait for a call slot timed out."""
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     """Timer callback: wake a waiter without an event (a timeout)."""
     if not waiter.done():
@@ -188,7 +194,7 @@ class Session:
         self._max_inflight = 0
         self._unanswered: Set[int] = set()
         self._result_chunks: Set[int] = set()  # results still arriving in chunks
-        self._slot_waiters: Deque[asyncio.Future[None]] = collections.deque()
+        self._slot_waiters: Deque[asyncio.Future[bool]] = collections.deque()
         self._slots_promised = 0  # waiters woken that have not sent yet
         self._gc_cancels: Deque[CallState] = collections.deque()
         self._assembler = wire.ValueAssembler()
@@ -344,6 +350,7 @@ class Session:
         waiting task is cancelled, the call is abandoned on the server
         (``Cancel``).
         """
+        self.check_loop()  # before the slot's bookkeeping, which is the loop's
         if self._max_inflight and (self._slot_waiters or self._slots_full()):
             await self._wait_slot(name)
         try:
@@ -381,23 +388,32 @@ class Session:
 
     async def _wait_slot(self, name: str) -> None:
         """Wait, behind the calls that already wait, until the server has
-        room for one more call (within the call timeout)."""
-        waiter = self._loop.create_future()
+        room for one more call (within the call timeout). The waiter's
+        result says which came: a slot (True) or the timeout (False). A
+        bare future and a timer, not asyncio.wait_for, which up to Python
+        3.11 may drop a cancellation that comes with the wake."""
+        waiter: asyncio.Future[bool] = self._loop.create_future()
         self._slot_waiters.append(waiter)
+        timer = self._loop.call_at(self._loop.time() + self.call_timeout,
+                                   _slot_timeout, waiter)
         try:
-            await asyncio.wait_for(waiter, self.call_timeout)
-        except BaseException as exc:
-            if waiter in self._slot_waiters:
-                self._slot_waiters.remove(waiter)
-            elif waiter.done() and not waiter.cancelled():
+            got = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
                 self._slots_promised -= 1  # woken, but it goes: the next one may
                 self._wake_slots()
-            if isinstance(exc, asyncio.TimeoutError):
-                raise RemoteTimeoutError(
-                    f"call {name}() waited {self.timeout:g}s for one of the session's "
-                    f"{self._max_inflight} calls in flight (--max-inflight-calls) to end",
-                    code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            elif waiter in self._slot_waiters:
+                self._slot_waiters.remove(waiter)
             raise
+        finally:
+            timer.cancel()
+        if not got:
+            if waiter in self._slot_waiters:
+                self._slot_waiters.remove(waiter)
+            raise RemoteTimeoutError(
+                f"call {name}() waited {self.timeout:g}s for one of the session's "
+                f"{self._max_inflight} calls in flight (--max-inflight-calls) to end",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED)
         self._slots_promised -= 1  # start_call takes it now
 
     def _slots_full(self) -> bool:
@@ -408,7 +424,7 @@ class Session:
         while self._slot_waiters and not self._slots_full():
             waiter = self._slot_waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
                 self._slots_promised += 1
 
     def _answered(self, call_id: int) -> None:
@@ -664,7 +680,7 @@ class Session:
         while self._slot_waiters:  # each finds the session failed
             waiter = self._slot_waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
                 self._slots_promised += 1
         if self._watch_timer is not None:
             self._watch_timer.cancel()

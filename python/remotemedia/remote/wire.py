@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import os
 import pickle
 import sys
@@ -40,6 +41,8 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 
 #: The generated protobuf module. Typed Any: its classes are built at run time.
 pb: Any = _pb2
+
+log = logging.getLogger("remotemedia.remote")
 
 __all__ = [
     "Buffered",
@@ -151,7 +154,9 @@ def is_user_module(module: types.ModuleType) -> bool:
     extension module's classes cannot travel by value), and ``remotemedia``
     itself.
     """
-    name = getattr(module, "__name__", None)  # sys.modules may hold anything
+    if not isinstance(module, types.ModuleType):  # sys.modules may hold anything
+        return False
+    name = module.__dict__.get("__name__")
     if not isinstance(name, str):
         return False
     top = name.partition(".")[0]
@@ -159,8 +164,8 @@ def is_user_module(module: types.ModuleType) -> bool:
         return False
     if top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return False
-    path = getattr(module, "__file__", None)
-    if not isinstance(path, str) or not path.endswith(".py"):
+    path = module.__dict__.get("__file__")
+    if not isinstance(path, str) or not path.endswith((".py", ".pyc")):
         return False
     # The path as imported, then as resolved: Debian's sitecustomize is a
     # link from the standard library to /etc.
@@ -209,8 +214,8 @@ def register_user_modules(obj: Any = None) -> List[str]:
     """
     global _modules_seen
     names = _modules_of(obj) if obj is not None else []
-    if len(sys.modules) != _modules_seen:
-        _modules_seen = len(sys.modules)
+    seen = len(sys.modules)
+    if seen != _modules_seen:
         names.extend(n for n in list(sys.modules) if n not in _looked_at)
     if not names:
         return []
@@ -221,11 +226,19 @@ def register_user_modules(obj: Any = None) -> List[str]:
         if module is None:
             continue
         _looked_at.add(name)
-        if name in registered or not is_user_module(module):
+        try:
+            # cloudpickle takes only a module under its own name (not one
+            # loaded from a file and stored under another key).
+            if (name in registered or not is_user_module(module)
+                    or module.__name__ != name):
+                continue
+            cloudpickle.register_pickle_by_value(module)
+        except Exception as exc:  # an odd entry: it goes by reference
+            log.debug("module %s is not sent by value: %r", name, exc)
             continue
-        cloudpickle.register_pickle_by_value(module)
         registered.add(name)
         added.append(name)
+    _modules_seen = seen
     return added
 
 

@@ -220,6 +220,7 @@ struct session {
 	int ses_killed;
 	int ses_paused; /* not reading the worker: the client is slow */
 	uint32_t ses_inflight; /* calls not yet answered */
+	uint32_t ses_max_inflight; /* the bound its Init, so its Ready, said */
 	int ses_draining; /* the server drains: Close once idle */
 	uint64_t ses_value_bytes; /* bytes of the client value being received */
 	struct calltree ses_calls;
@@ -374,6 +375,8 @@ void front_h2_resume(struct stream *);
 void front_h2_consume(struct stream *, size_t);
 void front_h2_goaway_all(int, int);
 int front_h2_streams(void);
+void front_h2_end_streams(const char *);
+void front_h2_settings_all(void);
 void front_h2_free_all(void);
 
 /* front_grpc.c */

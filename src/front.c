@@ -234,11 +234,13 @@ drain_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 	event_base_loopexit(front_base, &hard);
 }
 
-/* A round trip after the notice: the final GOAWAY. */
+/* A round trip after the notice: the final GOAWAY, and the streams that
+ * only their clients would end are ended. */
 static void
 goaway_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	drain_final_goaway(1);
+	front_h2_end_streams("the server is shutting down");
 }
 
 /*
@@ -253,6 +255,7 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 {
 	struct timeval tv = {FRONT_SHUTDOWN_MS / 1000, 0};
 	struct timeval notice = {0, FRONT_GOAWAY_MS * 1000};
+	struct timeval flush = {0, 100 * 1000};
 
 	if (draining)
 		return;
@@ -271,10 +274,12 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 	front_session_drain_all();
 	front_env_kill_all();
 	if (front_session_count() == 0 && front_h2_streams() == 0) {
-		/* Nothing to wait for: the final GOAWAY, and out. */
+		/* Nothing to wait for: the final GOAWAY, and out, once it is
+		 * written (TLS writes it from the loop). */
 		draining = 2;
 		drain_final_goaway(1);
-		event_base_loopexit(front_base, NULL);
+		event_base_loopexit(
+		    front_base, front_h2_conns() > 0 ? &flush : NULL);
 		return;
 	}
 	front_h2_goaway_all(0, 1);
@@ -303,6 +308,8 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 {
 	char err[512];
 	int sessions;
+	uint32_t streams = front_conf.fc_max_streams;
+	uint64_t headers = front_conf.fc_max_header_list;
 
 	log_info("SIGHUP: reloading");
 	front_auth_reload();
@@ -312,8 +319,13 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 		log_warnx("SIGHUP: limits not reloaded, the previous ones "
 		          "stay: %s",
 		    err);
-	else if (sessions > 0)
-		front_pool_retire_all();
+	else {
+		if (sessions > 0)
+			front_pool_retire_all();
+		if (front_conf.fc_max_streams != streams ||
+		    front_conf.fc_max_header_list != headers)
+			front_h2_settings_all();
+	}
 }
 
 /* Parse flags and the config file; --help, --man and errors exit here. */

@@ -953,11 +953,62 @@ front_h2_goaway_all(int final, int now)
 	}
 }
 
+/*
+ * SIGHUP changed --max-streams or --max-header-list-size: tell every
+ * connection, so that the streams a connection takes are what the Ready
+ * of a session on it says (max_streams), whenever it was opened.
+ */
+void
+front_h2_settings_all(void)
+{
+	struct conn *c;
+	nghttp2_settings_entry iv[2] = {
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+	        front_conf.fc_max_streams},
+	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+	        front_conf.fc_max_header_list},
+	};
+
+	TAILQ_FOREACH (c, &conns, c_entry) {
+		if (c->c_refused || c->c_dead)
+			continue;
+		nghttp2_submit_settings(c->c_h2, NGHTTP2_FLAG_NONE, iv, 2);
+		conn_schedule(c);
+	}
+}
+
 /* Streams open on every connection. */
 int
 front_h2_streams(void)
 {
 	return streams_open;
+}
+
+/*
+ * The drain's final GOAWAY is out: end the streams that no session ends
+ * (an Echo or Health stream that waits for its client) with UNAVAILABLE,
+ * or reset one whose request never got past its headers, so that the
+ * server does not wait out its grace for them.
+ */
+void
+front_h2_end_streams(const char *msg)
+{
+	struct conn *c;
+	struct stream *s;
+
+	TAILQ_FOREACH (c, &conns, c_entry) {
+		TAILQ_FOREACH (s, &c->c_streams, str_entry) {
+			if (s->str_rpc == RPC_SESSION || s->str_finished)
+				continue;
+			if (s->str_rpc == RPC_NONE)
+				nghttp2_submit_rst_stream(c->c_h2,
+				    NGHTTP2_FLAG_NONE, s->str_id,
+				    NGHTTP2_CANCEL);
+			else
+				front_grpc_finish(s, GRPC_UNAVAILABLE, msg);
+		}
+		conn_schedule(c);
+	}
 }
 
 void

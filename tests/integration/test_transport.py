@@ -443,6 +443,38 @@ def test_sigterm_drain_finishes_open_streams_and_answers_new_ones(fresh_server):
     assert srv.proc.wait(timeout=15) == 0
 
 
+def test_sigterm_does_not_wait_for_a_stream_only_its_client_would_end(fresh_server):
+    """A Health stream whose request never comes holds no session: at the
+    final GOAWAY it is ended with UNAVAILABLE, and the server exits then,
+    not after the drain's grace (10 s) and the hard stop (5 s)."""
+    from hpack import Decoder, Encoder
+
+    srv = fresh_server(["--sandbox", "off", "--session-pool", "0"])
+    block = Encoder().encode([(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                              (":path", HEALTH), ("content-type", "application/grpc"),
+                              ("te", "trailers")])
+    sock = socket.create_connection((srv.host, srv.port), timeout=10)
+    try:
+        sock.sendall(PREFACE + frame(F_SETTINGS, 0, 0) + frame(F_HEADERS, 0x4, 1, block))
+        raw_read(sock, 0.3)
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        got = b""
+        while time.monotonic() - t0 < 8:
+            more, closed = raw_read(sock, 0.5, stop_on_goaway=False)
+            got += more
+            if closed:
+                break
+        assert srv.proc.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 8, "the drain waited for the stream"
+        dec = Decoder()
+        headers = [dict(dec.decode(p)) for t, _, sid, p in raw_frames(got)
+                   if t == F_HEADERS and sid == 1]
+        assert any(h.get("grpc-status") == "14" for h in headers), headers
+    finally:
+        sock.close()
+
+
 def test_leftover_session_directories_are_removed_at_start(fresh_server, tmp_path):
     state = tmp_path / "state"
     (state / "sessions" / "deadbeef").mkdir(parents=True)

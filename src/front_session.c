@@ -705,6 +705,8 @@ session_client_value(struct session *ses, const struct envelope *v)
 static int
 session_call(struct session *ses, const struct envelope *c)
 {
+	uint32_t max;
+
 	if (c->ev_call_id <= ses->ses_last_call)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "call id %" PRIu64 " is not greater than the previous "
@@ -721,10 +723,13 @@ session_call(struct session *ses, const struct envelope *c)
 	if (c->ev_has_value && c->ev_seq != 0)
 		return client_error(
 		    ses, GRPC_INVALID_ARGUMENT, "Call.args must be chunk 0");
-	if (ses->ses_inflight >= front_conf.fc_max_inflight)
+	/* The bound the session's Ready stated: a SIGHUP since does not
+	 * change it under a client that keeps within it. */
+	max = ses->ses_max_inflight ? ses->ses_max_inflight
+	                            : front_conf.fc_max_inflight;
+	if (ses->ses_inflight >= max)
 		return client_error(ses, GRPC_RESOURCE_EXHAUSTED,
-		    "more than %u calls in flight (--max-inflight-calls)",
-		    front_conf.fc_max_inflight);
+		    "more than %u calls in flight (--max-inflight-calls)", max);
 	/* The declared total (chunk 0's total_size) counts as well: the
 	 * worker refuses on it too, and the front must be the one to say. */
 	if (c->ev_data_len > front_conf.fc_max_value ||

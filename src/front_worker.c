@@ -378,7 +378,8 @@ front_worker_send_init(struct session *ses)
 	        FRONT_SESSION_MAX_MESSAGE
 	    ? front_conf.fc_max_message
 	    : FRONT_SESSION_MAX_MESSAGE;
-	init.max_inflight_calls = front_conf.fc_max_inflight;
+	init.max_inflight_calls = ses->ses_max_inflight =
+	    front_conf.fc_max_inflight;
 	init.idle_timeout_ms = front_conf.fc_session_idle_ms;
 	init.max_lifetime_ms = front_conf.fc_session_lifetime_ms;
 	init.max_streams = front_conf.fc_max_streams;

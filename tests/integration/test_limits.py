@@ -191,6 +191,32 @@ def test_calls_beyond_max_inflight_wait_for_a_slot_not_end_the_session(fresh_ser
     assert "calls in flight" not in srv.log_text()
 
 
+def test_a_session_keeps_the_inflight_bound_its_ready_stated(fresh_server, tmp_path):
+    """A SIGHUP that lowers --max-inflight-calls applies to new sessions:
+    one open already keeps the bound its Ready gave its client, which the
+    client keeps within."""
+    conf = tmp_path / "rm.conf"
+    conf.write_text("max-inflight-calls = 8\n")
+    srv = fresh_server(["--sandbox", "off", "--config", str(conf)])
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=30)) as client:
+            p = await client.create_proxy(Waits())
+            conf.write_text("max-inflight-calls = 2\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while "--max-inflight-calls 2 (was 8)" not in srv.log_text():
+                assert time.monotonic() < deadline, srv.log_text()[-2000:]
+                await asyncio.sleep(0.05)
+            got = await asyncio.gather(*(p.wait(i, 0.05) for i in range(24)))
+            assert got == list(range(24))
+            q = await client.create_proxy(Waits())  # a new one: the new bound
+            assert q._rm_session.ready.limits.max_inflight_calls == 2
+            assert await asyncio.gather(*(q.wait(i, 0.01) for i in range(6))) == list(range(6))
+    run(main())
+    assert "calls in flight" not in srv.log_text()
+
+
 @ROOT_ONLY
 def test_max_lifetime_ends_the_session_and_the_server_keeps_serving(fresh_server):
     srv = fresh_server(["--session-max-lifetime", "2s"])

@@ -256,6 +256,28 @@ def test_a_client_past_max_streams_opens_another_connection(fresh_server):
     run(main())
 
 
+def test_sighup_tells_open_connections_the_new_max_streams(fresh_server, tmp_path):
+    """A connection opened before a SIGHUP that changes --max-streams gets
+    SETTINGS with the new bound, which the Ready of a session on it states."""
+    import signal
+    conf = tmp_path / "rm.conf"
+    conf.write_text("max-streams = 3\n")
+    srv = fresh_server(FAST + ["--config", str(conf)])
+    c = H2Client(srv.host, srv.port)
+    try:
+        pump(c, 0.5, until=lambda ev: isinstance(ev, h2.events.SettingsAcknowledged))
+        assert c.conn.remote_settings.max_concurrent_streams == 3
+        conf.write_text("max-streams = 6\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while c.conn.remote_settings.max_concurrent_streams != 6:
+            assert time.monotonic() < deadline, srv.log_text()[-2000:]
+            pump(c, 0.2)
+        echo_ok(srv.host, srv.port, c=c)
+    finally:
+        c.close()
+
+
 def test_max_streams_ignored_after_its_ack_ends_that_connection_only(fresh_server):
     """A client that acknowledged SETTINGS(3) and still opens a fourth stream
     breaks the protocol: nghttp2 answers GOAWAY(PROTOCOL_ERROR). Another

@@ -444,6 +444,15 @@ run_open(struct run *r, char *source)
 	    "/remotemedia.v1.RemoteExecution/Session", NULL);
 	run_send(r, &cm);
 	sm = run_next(r, "the session to open");
+	if (sm->msg_case == REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR &&
+	    sm->error->call_id == 0) {
+		/* The exception behind the status that ends the stream next
+		 * (the object cannot be loaded): its traceback, then that. */
+		if (sm->error->traceback != NULL)
+			fprintf(stderr, "%s", sm->error->traceback);
+		remotemedia__v1__server_message__free_unpacked(sm, NULL);
+		sm = run_next(r, "the session to open");
+	}
 	if (sm->msg_case == REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ERROR)
 		run_raised(sm);
 	if (sm->msg_case != REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_READY)

@@ -269,6 +269,15 @@ def test_run_errors_exit_with_their_status(server, tmp_path):
     src.write_text(SOURCE)
     r = rmctl("run", *at(server), "--source", str(src), "--class", "Nope", "--call", "m")
     assert r.returncode != 0 and "Nope" in r.stderr
+    # Source that fails to load: its traceback, then the status (9) with
+    # what to do about it.
+    bad = tmp_path / "bad.py"
+    bad.write_text("import rm_missing_module_q\n\nclass C:\n    pass\n")
+    r = rmctl("run", *at(server), "--source", str(bad), "--class", "C", "--call", "m")
+    assert r.returncode == 9, r.stderr
+    assert "line 1, in <module>" in r.stderr, r.stderr
+    assert "FAILED_PRECONDITION: cannot load the object: ModuleNotFoundError" in r.stderr
+    assert "add its package to pip_packages" in r.stderr
     r = rmctl("run", *at(server), "--source", str(src), "--class", "Counter",
               "--pip", "not a requirement!!", "--call", "add", "--args", "[1]")
     assert r.returncode == INVALID_ARGUMENT, r.stderr

@@ -234,28 +234,24 @@ def test_sighup_replaces_spares_that_hold_an_old_value_limit(tmp_path, fresh_ser
         finally:
             c.close()
 
+    def reload(text: str) -> None:
+        """Write the file and SIGHUP; return once the spares were retired."""
+        spare_ready()  # the next one, made under the old values
+        conf.write_text(text)
+        n = srv.log_text().count("session limits changed")
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while srv.log_text().count("session limits changed") == n:
+            assert time.monotonic() < deadline, srv.log_text()[-3000:]
+            time.sleep(0.05)
+        spare_ready()
+
     try:
         spare_ready()
         assert max_value() == (2 << 20, 50)
-        spare_ready()  # the next one, made under 2M
-        conf.write_text("max-value-size = 2M\nmax-streams = 60\n")
-        n = srv.log_text().count("session limits changed")
-        srv.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while srv.log_text().count("session limits changed") == n:
-            assert time.monotonic() < deadline, srv.log_text()[-3000:]
-            time.sleep(0.05)
-        spare_ready()
+        reload("max-value-size = 2M\nmax-streams = 60\n")
         assert max_value() == (2 << 20, 60)
-        spare_ready()
-        conf.write_text("max-value-size = 3M\nmax-streams = 60\n")
-        n = srv.log_text().count("session limits changed")
-        srv.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while srv.log_text().count("session limits changed") == n:
-            assert time.monotonic() < deadline, srv.log_text()[-3000:]
-            time.sleep(0.05)
-        spare_ready()
+        reload("max-value-size = 3M\nmax-streams = 60\n")
         assert max_value() == (3 << 20, 60)
     finally:
         ch.close()

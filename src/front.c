@@ -247,8 +247,9 @@ goaway_cb(evutil_socket_t fd, short ev, void *arg)
  * SIGTERM or SIGINT: drain. No new connection is taken; GOAWAY goes to
  * every client, first as a notice, FRONT_GOAWAY_MS later as the final one
  * (front_h2_goaway_all). Meanwhile new sessions are refused and Health
- * says NOT_SERVING. Running calls and other streams may finish within the
- * grace; then every session is stopped and its directory removed.
+ * says NOT_SERVING. Other streams still open at the final GOAWAY are ended
+ * (UNAVAILABLE); running calls may finish within the grace; then every
+ * session is stopped and its directory removed.
  */
 static void
 sigterm_cb(evutil_socket_t sig, short ev, void *arg)
@@ -309,7 +310,6 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	char err[512];
 	int sessions;
 	uint32_t streams = front_conf.fc_max_streams;
-	uint64_t headers = front_conf.fc_max_header_list;
 
 	log_info("SIGHUP: reloading");
 	front_auth_reload();
@@ -322,8 +322,11 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	else {
 		if (sessions > 0)
 			front_pool_retire_all();
-		if (front_conf.fc_max_streams != streams ||
-		    front_conf.fc_max_header_list != headers)
+		/* A higher bound reaches open connections too, so that what
+		 * new Readies say holds there; a lower one only new ones: a
+		 * client that holds more on a connection, and keeps to what
+		 * its last Ready said, would wait for a stream otherwise. */
+		if (front_conf.fc_max_streams > streams)
 			front_h2_settings_all();
 	}
 }

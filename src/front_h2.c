@@ -954,25 +954,23 @@ front_h2_goaway_all(int final, int now)
 }
 
 /*
- * SIGHUP changed --max-streams or --max-header-list-size: tell every
- * connection, so that the streams a connection takes are what the Ready
- * of a session on it says (max_streams), whenever it was opened.
+ * SIGHUP raised --max-streams: tell every connection, so that the streams
+ * a connection takes are at least what the Ready of a session on it says
+ * (max_streams), whenever it was opened.
  */
 void
 front_h2_settings_all(void)
 {
 	struct conn *c;
-	nghttp2_settings_entry iv[2] = {
+	nghttp2_settings_entry iv[1] = {
 	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
 	        front_conf.fc_max_streams},
-	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
-	        front_conf.fc_max_header_list},
 	};
 
 	TAILQ_FOREACH (c, &conns, c_entry) {
 		if (c->c_refused || c->c_dead)
 			continue;
-		nghttp2_submit_settings(c->c_h2, NGHTTP2_FLAG_NONE, iv, 2);
+		nghttp2_submit_settings(c->c_h2, NGHTTP2_FLAG_NONE, iv, 1);
 		conn_schedule(c);
 	}
 }

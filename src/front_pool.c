@@ -367,6 +367,7 @@ front_pool_adopt(struct session *ses)
 	ses->ses_wbev = sp->ses_wbev;
 	ses->ses_wflush = sp->ses_wflush;
 	ses->ses_max_inflight = sp->ses_max_inflight;
+	ses->ses_max_value = sp->ses_max_value;
 	ses->ses_adopted = 1;
 	front_worker_nice(ses, 0);
 	bufferevent_disable(ses->ses_wbev, EV_READ);

@@ -648,6 +648,17 @@ front_session_progress(
 	free(buf);
 }
 
+/*
+ * The largest value of a call: what the session's Ready stated, which a
+ * SIGHUP since does not change under its client; before Init, the flag's.
+ */
+static uint64_t
+session_max_value(const struct session *ses)
+{
+	return ses->ses_max_value ? ses->ses_max_value
+	                          : front_conf.fc_max_value;
+}
+
 /* A chunked value outgrew --max-value-size. */
 static int
 session_value_too_big(struct session *ses, uint64_t id)
@@ -655,7 +666,9 @@ session_value_too_big(struct session *ses, uint64_t id)
 	char size[32];
 
 	snprintf(size, sizeof(size), "%llu MiB",
-	    (unsigned long long)(front_conf.fc_max_value >> 20));
+	    (unsigned long long)((id == 0 ? front_conf.fc_max_value
+	                                  : session_max_value(ses)) >>
+	        20));
 	if (id == 0)
 		return client_error(ses, GRPC_RESOURCE_EXHAUSTED,
 		    "the object is "
@@ -696,7 +709,7 @@ session_client_value(struct session *ses, const struct envelope *v)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "unexpected chunk %u for call %" PRIu64, v->ev_seq,
 		    v->ev_call_id);
-	if ((uint64_t)bytes > front_conf.fc_max_value)
+	if ((uint64_t)bytes > session_max_value(ses))
 		return session_value_too_big(ses, v->ev_call_id);
 	return 1;
 }
@@ -732,8 +745,8 @@ session_call(struct session *ses, const struct envelope *c)
 		    "more than %u calls in flight (--max-inflight-calls)", max);
 	/* The declared total (chunk 0's total_size) counts as well: the
 	 * worker refuses on it too, and the front must be the one to say. */
-	if (c->ev_data_len > front_conf.fc_max_value ||
-	    c->ev_total > front_conf.fc_max_value)
+	if (c->ev_data_len > session_max_value(ses) ||
+	    c->ev_total > session_max_value(ses))
 		return session_value_too_big(ses, c->ev_call_id);
 	ses->ses_last_call = c->ev_call_id;
 	ses->ses_ncalls++;

@@ -371,7 +371,7 @@ front_worker_send_init(struct session *ses)
 	init.session_dir = ses->ses_dir;
 	init.parent_pid = (int32_t)getpid();
 	init.log_level = log_getlevel();
-	init.max_value_bytes = front_conf.fc_max_value;
+	init.max_value_bytes = ses->ses_max_value = front_conf.fc_max_value;
 	init.grace_ms = front_conf.fc_grace_ms;
 	init.busy_poll_us = front_conf.fc_session_busy_poll_us;
 	init.max_message_bytes = front_conf.fc_max_message <

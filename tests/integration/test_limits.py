@@ -160,6 +160,9 @@ class Waits:
         await asyncio.sleep(s)
         return i
 
+    def size(self, data):
+        return len(data)
+
     def gen(self, n):
         yield from range(n)
 
@@ -191,18 +194,18 @@ def test_calls_beyond_max_inflight_wait_for_a_slot_not_end_the_session(fresh_ser
     assert "calls in flight" not in srv.log_text()
 
 
-def test_a_session_keeps_the_inflight_bound_its_ready_stated(fresh_server, tmp_path):
-    """A SIGHUP that lowers --max-inflight-calls applies to new sessions:
-    one open already keeps the bound its Ready gave its client, which the
-    client keeps within."""
+def test_a_session_keeps_the_bounds_its_ready_stated(fresh_server, tmp_path):
+    """A SIGHUP that lowers --max-inflight-calls or --max-value-size applies
+    to new sessions: one open already keeps the bounds its Ready gave its
+    client, which the client keeps within."""
     conf = tmp_path / "rm.conf"
-    conf.write_text("max-inflight-calls = 8\n")
+    conf.write_text("max-inflight-calls = 8\nmax-value-size = 8M\n")
     srv = fresh_server(["--sandbox", "off", "--config", str(conf)])
 
     async def main():
         async with RemoteProxyClient(srv.config(timeout=30)) as client:
             p = await client.create_proxy(Waits())
-            conf.write_text("max-inflight-calls = 2\n")
+            conf.write_text("max-inflight-calls = 2\nmax-value-size = 1M\n")
             srv.proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10
             while "--max-inflight-calls 2 (was 8)" not in srv.log_text():
@@ -210,11 +213,18 @@ def test_a_session_keeps_the_inflight_bound_its_ready_stated(fresh_server, tmp_p
                 await asyncio.sleep(0.05)
             got = await asyncio.gather(*(p.wait(i, 0.05) for i in range(24)))
             assert got == list(range(24))
-            q = await client.create_proxy(Waits())  # a new one: the new bound
-            assert q._rm_session.ready.limits.max_inflight_calls == 2
+            big = b"x" * (2 << 20)
+            assert await p.size(big) == len(big)
+            q = await client.create_proxy(Waits())  # a new one: the new bounds
+            lim = q._rm_session.ready.limits
+            assert (lim.max_inflight_calls, lim.max_value_bytes) == (2, 1 << 20)
             assert await asyncio.gather(*(q.wait(i, 0.01) for i in range(6))) == list(range(6))
+            with pytest.raises(ValueError, match="limit"):
+                await q.size(big)
+            assert await p.size(b"x") == 1
     run(main())
     assert "calls in flight" not in srv.log_text()
+    assert "larger than" not in srv.log_text()
 
 
 @ROOT_ONLY

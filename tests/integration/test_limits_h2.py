@@ -274,6 +274,22 @@ def test_sighup_tells_open_connections_the_new_max_streams(fresh_server, tmp_pat
             assert time.monotonic() < deadline, srv.log_text()[-2000:]
             pump(c, 0.2)
         echo_ok(srv.host, srv.port, c=c)
+        # A lower bound holds for new connections only: a client that keeps
+        # to its last Ready's would wait for a stream on this one.
+        conf.write_text("max-streams = 2\n")
+        n = srv.log_text().count("SIGHUP: --max-streams")
+        srv.proc.send_signal(signal.SIGHUP)
+        while srv.log_text().count("SIGHUP: --max-streams") == n:
+            assert time.monotonic() < deadline + 10, srv.log_text()[-2000:]
+            time.sleep(0.05)
+        pump(c, 0.3)
+        assert c.conn.remote_settings.max_concurrent_streams == 6
+        fresh = H2Client(srv.host, srv.port)
+        try:
+            pump(fresh, 0.5, until=lambda ev: isinstance(ev, h2.events.SettingsAcknowledged))
+            assert fresh.conn.remote_settings.max_concurrent_streams == 2
+        finally:
+            fresh.close()
     finally:
         c.close()
 

@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from clientlib import run
-from h2raw import (ECHO, F_DATA, F_GOAWAY, F_HEADERS, F_SETTINGS, HEALTH, PREFACE, SESSION,
-                   H2Client, Response, frame, grpc_frame, open_msg, raw_frames, raw_read)
+from h2raw import (ECHO, F_DATA, F_GOAWAY, F_HEADERS, F_PING, F_SETTINGS, HEALTH, PREFACE,
+                   SESSION, H2Client, Response, frame, grpc_frame, open_msg, raw_frames, raw_read)
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.core.exceptions import RemoteExecutionError
 from remotemedia.remote import RemoteProxyClient
@@ -455,8 +455,13 @@ def test_sigterm_does_not_wait_for_a_stream_only_its_client_would_end(fresh_serv
                               ("te", "trailers")])
     sock = socket.create_connection((srv.host, srv.port), timeout=10)
     try:
-        sock.sendall(PREFACE + frame(F_SETTINGS, 0, 0) + frame(F_HEADERS, 0x4, 1, block))
-        raw_read(sock, 0.3)
+        # A PING behind the HEADERS: its ACK says the stream was taken.
+        sock.sendall(PREFACE + frame(F_SETTINGS, 0, 0) + frame(F_HEADERS, 0x4, 1, block) +
+                     frame(F_PING, 0, 0, b"\0" * 8))
+        acked, t0 = b"", time.monotonic()
+        while not any(t == F_PING and flags & 1 for t, flags, _, _ in raw_frames(acked)):
+            assert time.monotonic() - t0 < 10, raw_frames(acked)
+            acked += raw_read(sock, 0.1)[0]
         t0 = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         got = b""

@@ -7,8 +7,11 @@ class can be found without importing anything (the module is ``builtins`` or
 already in ``sys.modules``), the exception is an instance of a dynamic
 subclass of both that class and ``RemoteExecutionError``, so ``except
 ValueError`` (or ``except MyError`` for a class of the client's
-``__main__``) works. The client never imports a module because the server
-named it, and never runs the original class's ``__init__``.
+``__main__``) works. The client looks the class up without importing a
+module because the server named it, and never runs the original class's
+``__init__``. The pickled original's state is loaded as a result is: the
+server is trusted with what the client unpickles (results are pickles);
+only the names it looks up must be loaded already.
 
 A session that ends with a gRPC status becomes one of the
 ``RemoteExecutionError`` subclasses, chosen by :func:`exception_from_status`.
@@ -17,7 +20,6 @@ A session that ends with a gRPC status becomes one of the
 from __future__ import annotations
 
 import builtins
-import copyreg
 import io
 import logging
 import pickle
@@ -173,19 +175,6 @@ def _instantiate(base: type, message: str, remote_type: Optional[str],
     return exc if isinstance(exc, RemoteExecutionError) else None
 
 
-# What a pickle of an object's state may call besides a class.
-_REBUILDERS = (copyreg._reconstructor, copyreg.__newobj__,  # type: ignore[attr-defined]
-               copyreg.__newobj_ex__, getattr)  # type: ignore[attr-defined]
-
-
-def _loaded_module(name: str) -> Any:
-    """cloudpickle's subimport, without the import."""
-    try:
-        return sys.modules[name]
-    except KeyError:
-        raise pickle.UnpicklingError(f"module {name} is not loaded on the client") from None
-
-
 class _NoImportUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """An Unpickler that resolves globals only from modules already imported,
     and makes exceptions without running their ``__init__``.
@@ -204,15 +193,7 @@ class _NoImportUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         obj = _lookup_qualname(module, name)
         if obj is None:
             raise pickle.UnpicklingError(f"{module}.{name} is not loaded on the client")
-        # Classes, and the helpers pickle and cloudpickle rebuild objects
-        # with; no other function (builtins.__import__,
-        # importlib.import_module) is called, and cloudpickle's subimport
-        # only finds a module already loaded.
-        if isinstance(obj, type) or any(obj is f for f in _REBUILDERS):
-            return obj
-        if module.startswith("cloudpickle.") and callable(obj):
-            return _loaded_module if name == "subimport" else obj
-        raise pickle.UnpicklingError(f"{module}.{name} is not a class")
+        return obj
 
     def _load_reduce(self) -> None:
         stack = self.stack

@@ -214,8 +214,8 @@ def register_user_modules(obj: Any = None) -> List[str]:
     """
     global _modules_seen
     names = _modules_of(obj) if obj is not None else []
-    seen = len(sys.modules)
-    if seen != _modules_seen:
+    if len(sys.modules) != _modules_seen:
+        _modules_seen = len(sys.modules)  # each entry below is looked at, odd or not
         names.extend(n for n in list(sys.modules) if n not in _looked_at)
     if not names:
         return []
@@ -238,7 +238,6 @@ def register_user_modules(obj: Any = None) -> List[str]:
             continue
         registered.add(name)
         added.append(name)
-    _modules_seen = seen
     return added
 
 

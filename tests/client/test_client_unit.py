@@ -1743,13 +1743,14 @@ def test_calls_over_the_inflight_limit_wait_for_a_slot() -> None:
     that goes (cancelled, timed out) leaves no slot taken."""
     async def main() -> None:
         async with fake_server(max_inflight=2) as server:
-            async with RemoteProxyClient(server.config(timeout=0.5)) as client:
+            async with RemoteProxyClient(server.config(timeout=2.0)) as client:
                 calc = await client.create_proxy(Calculator())
                 h1 = asyncio.ensure_future(calc.hang())
                 h2 = asyncio.ensure_future(calc.hang())
                 third = asyncio.ensure_future(calc.add(1, 2))
                 fourth = asyncio.ensure_future(calc.add(3, 4))
-                await asyncio.sleep(0.2)
+                await wait_until(lambda: len(server.call_ids) == 2)
+                await asyncio.sleep(0.1)
                 assert len(server.call_ids) == 2, server.call_ids
                 third.cancel()  # while it waits: nothing was sent
                 await asyncio.sleep(0.05)

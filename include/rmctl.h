@@ -117,6 +117,8 @@ struct rmctl_opts {
 	const char *o_token; /* --token, or $REMOTEMEDIA_TOKEN */
 	int o_tls; /* --tls */
 	const char *o_ca; /* --ca FILE: verify the server against it */
+	const char *o_cert; /* --cert FILE: present this client certificate */
+	const char *o_key; /* --key FILE: its private key */
 	const char *o_arg; /* kill: the session id */
 	const char *o_source; /* run: --source FILE */
 	const char *o_class; /* run: --class NAME */

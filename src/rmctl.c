@@ -80,6 +80,8 @@ enum {
 	OPT_TOKEN,
 	OPT_TLS,
 	OPT_CA,
+	OPT_CERT,
+	OPT_KEY,
 	OPT_SOURCE,
 	OPT_CLASS,
 	OPT_CALL,
@@ -108,6 +110,8 @@ static const struct option rmctl_common_opts[] = {
     {"token", required_argument, NULL, OPT_TOKEN},
     {"tls", no_argument, NULL, OPT_TLS},
     {"ca", required_argument, NULL, OPT_CA},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"key", required_argument, NULL, OPT_KEY},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -211,6 +215,11 @@ static const char rmctl_usage_text[] =
     "                      the system CA bundle, or --ca\n"
     "  --ca FILE           CA certificates to verify the server with\n"
     "                      (implies --tls)\n"
+    "  --cert FILE --key FILE\n"
+    "                      a client certificate (PEM, with its chain) and\n"
+    "                      its key, for a server with --tls-client-ca\n"
+    "                      (implies --tls; a key with a passphrase is\n"
+    "                      refused, not asked for)\n"
     "  --timeout DURATION  500ms, 30s, 5m; health: the call's deadline\n"
     "                      (default 5s); run: each wait (default 10m);\n"
     "                      others: each wait (default 10s)\n"
@@ -603,6 +612,14 @@ rmctl_parse_opt(struct rmctl_opts *o, int ch, char *arg)
 		o->o_ca = arg;
 		o->o_tls = 1;
 		break;
+	case OPT_CERT:
+		o->o_cert = arg;
+		o->o_tls = 1;
+		break;
+	case OPT_KEY:
+		o->o_key = arg;
+		o->o_tls = 1;
+		break;
 	case OPT_PIP:
 		if (o->o_npip >= sizeof(o->o_pip) / sizeof(o->o_pip[0]))
 			rmctl_usage_error("--pip: at most %zu",
@@ -757,6 +774,8 @@ rmctl_parse(
 	if (o->o_message != NULL && o->o_size_set)
 		rmctl_usage_error("--message and --size cannot be used "
 		                  "together");
+	if ((o->o_cert == NULL) != (o->o_key == NULL))
+		rmctl_usage_error("--cert and --key go together");
 }
 
 /*

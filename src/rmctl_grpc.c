@@ -669,6 +669,13 @@ rmctl_tls_error(void)
 	return buf;
 }
 
+/* A key with a passphrase is refused: rmctl asks nothing on a terminal. */
+static int
+rmctl_no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	return 0;
+}
+
 /*
  * --tls: a TLS 1.2+ handshake with ALPN h2, verifying the server's
  * certificate and name against --ca or the system's CA bundle.
@@ -696,6 +703,18 @@ rmctl_tls_start(
 	} else if (SSL_CTX_set_default_verify_paths(cn->cn_ctx) != 1)
 		errx(RMCTL_EXIT_FAIL, "TLS: no system CA bundle: %s",
 		    rmctl_tls_error());
+	if (o->o_cert != NULL) {
+		SSL_CTX_set_default_passwd_cb(cn->cn_ctx, rmctl_no_passphrase);
+		if (SSL_CTX_use_certificate_chain_file(cn->cn_ctx, o->o_cert) !=
+		        1 ||
+		    SSL_CTX_use_PrivateKey_file(
+		        cn->cn_ctx, o->o_key, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(cn->cn_ctx) != 1)
+			errx(RMCTL_EXIT_FAIL,
+			    "--cert %s, --key %s: not a PEM certificate and "
+			    "its key without a passphrase: %s",
+			    o->o_cert, o->o_key, rmctl_tls_error());
+	}
 	if (SSL_CTX_set_alpn_protos(cn->cn_ctx, alpn, sizeof(alpn) - 1) != 0 ||
 	    (cn->cn_ssl = SSL_new(cn->cn_ctx)) == NULL ||
 	    SSL_set_fd(cn->cn_ssl, cn->cn_fd) != 1)

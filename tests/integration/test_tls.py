@@ -146,6 +146,27 @@ def test_client_certificates_required(fresh_server, certs):
                     client_key_file=str(certs / "client.key"))) == 5
 
 
+def test_rmctl_presents_a_client_certificate(fresh_server, certs):
+    """rmctl against a --tls-client-ca server: with --cert and --key it is
+    served; without, the handshake fails (14); one without the other is a
+    usage error (2)."""
+    from serverlib import BUILD
+    srv = fresh_server(tls_args(certs, client_ca=True))
+
+    def rmctl(*args):
+        return subprocess.run([str(BUILD / "rmctl"), "--port", str(srv.port), "--host",
+                               "localhost", "--ca", str(certs / "ca.crt"), *args],
+                              capture_output=True, text=True, timeout=30)
+    r = rmctl("--cert", str(certs / "client.crt"), "--key", str(certs / "client.key"), "health")
+    assert r.returncode == 0 and r.stdout.strip() == "SERVING", r.stderr
+    r = rmctl("health")
+    assert r.returncode == 14, r.stderr
+    r = rmctl("--cert", str(certs / "client.crt"), "health")
+    assert r.returncode == 2 and "--cert and --key go together" in r.stderr
+    r = rmctl("--cert", str(certs / "client.crt"), "--key", str(certs / "server.key"), "health")
+    assert r.returncode == 1 and "--cert" in r.stderr, r.stderr
+
+
 def test_certificate_reloaded_on_sighup(fresh_server, certs, tmp_path):
     live = tmp_path / "live"
     live.mkdir()

@@ -297,6 +297,7 @@ int front_config_parse(struct front_config *, int, char **, char *, size_t);
 int
 front_config_reload(struct front_config *, int, char **, int *, char *, size_t);
 void front_config_free(struct front_config *);
+void front_config_keep(const struct front_config *);
 void front_config_usage(void);
 void front_config_section(const struct front_config *, const char *,
     void (*)(void *, const char *, const char *), void *);

@@ -352,6 +352,7 @@ front_parse_args(int argc, char **argv)
 		fprintf(stderr, "remotemediad --help lists the options\n");
 		exit(2);
 	}
+	front_config_keep(&front_conf);
 	return rv;
 }
 

@@ -683,6 +683,34 @@ opt_reloadable(const struct opt *o, const char *section)
  * --max-inflight-calls); -1 with a message in err, and nothing changed,
  * if the file is wrong.
  */
+/* The options as parsed at start, before the server set any itself: what a
+ * SIGHUP compares the options it cannot apply with. */
+static struct front_config conf_at_start;
+static int conf_kept;
+
+void
+front_config_keep(const struct front_config *fc)
+{
+	conf_at_start = *fc;
+	conf_kept = 1;
+}
+
+/* An option a SIGHUP cannot apply changed: say so, rather than nothing. */
+static void
+opt_not_reloaded(const struct front_config *nc, const struct opt *o)
+{
+	char was[300], now[300];
+
+	if (!conf_kept || opt_is_config(o))
+		return;
+	opt_format(&conf_at_start, o, was, sizeof(was));
+	opt_format(nc, o, now, sizeof(now));
+	if (strcmp(was, now) != 0)
+		log_warnx("SIGHUP: --%s %s (was %s) takes effect only when "
+		          "the server restarts",
+		    o->name, now, was);
+}
+
 int
 front_config_reload(struct front_config *fc, int argc, char **argv,
     int *sessions, char *err, size_t errlen)
@@ -702,8 +730,10 @@ front_config_reload(struct front_config *fc, int argc, char **argv,
 			section = opts[i].name;
 			continue;
 		}
-		if (!opt_reloadable(&opts[i], section))
+		if (!opt_reloadable(&opts[i], section)) {
+			opt_not_reloaded(nc, &opts[i]);
 			continue;
+		}
 		opt_format(fc, &opts[i], was, sizeof(was));
 		opt_format(nc, &opts[i], now, sizeof(now));
 		if (strcmp(was, now) == 0)

@@ -257,6 +257,35 @@ def test_sighup_replaces_spares_that_hold_an_old_value_limit(tmp_path, fresh_ser
         ch.close()
 
 
+def test_sighup_says_which_changed_options_wait_for_a_restart(tmp_path, fresh_server):
+    """An option a SIGHUP cannot apply (--sandbox, --listen) is named in the
+    log when the file changes it, and only then: a SIGHUP with nothing
+    changed says nothing of the kind, though the server set some values
+    itself at start (the environment cache's directory)."""
+    import signal
+    import time
+    conf = tmp_path / "rm.conf"
+    conf.write_text("sandbox = off\nmax-sessions = 50\n")
+    srv = fresh_server(["--config", str(conf)])
+
+    def hup(expect: str) -> str:
+        n = srv.log_text().count("SIGHUP: reloading")
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while expect not in srv.log_text() or \
+                srv.log_text().count("SIGHUP: reloading") == n:
+            assert time.monotonic() < deadline, srv.log_text()[-2000:]
+            time.sleep(0.05)
+        return srv.log_text()
+
+    log = hup("SIGHUP: reloading")
+    assert "takes effect only when the server restarts" not in log, log[-2000:]
+    conf.write_text("sandbox = on\nmax-sessions = 60\n")
+    log = hup("--max-sessions 60 (was 50)")
+    assert "SIGHUP: --sandbox on (was off) takes effect only when the server restarts" in log
+    assert log.count("takes effect only when the server restarts") == 1, log[-2000:]
+
+
 def test_a_server_takes_its_options_from_the_file_and_flags_win(tmp_path, fresh_server):
     conf = tmp_path / "rm.conf"
     # serverlib passes --log-level debug on the command line: it must win.

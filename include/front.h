@@ -298,6 +298,7 @@ int
 front_config_reload(struct front_config *, int, char **, int *, char *, size_t);
 void front_config_free(struct front_config *);
 void front_config_keep(const struct front_config *);
+void front_config_listen_passed(void);
 void front_config_usage(void);
 void front_config_section(const struct front_config *, const char *,
     void (*)(void *, const char *, const char *), void *);

@@ -92,6 +92,7 @@ struct rmctl_conn {
 	int cn_eof;
 	int cn_werr; /* errno of a failed write; writing stops */
 	char cn_h2err[256]; /* nghttp2's last error text */
+	char cn_tlserr[256]; /* OpenSSL's, when a TLS read failed */
 	int cn_goaway;
 	uint32_t cn_goaway_error;
 	const char *cn_token; /* sent as authorization: Bearer */

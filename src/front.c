@@ -160,6 +160,7 @@ front_activated(void)
 
 	if (fd == -1)
 		return -1;
+	front_config_listen_passed();
 	if (sock_hostport(fd, front_conf.fc_host, sizeof(front_conf.fc_host),
 	        &front_conf.fc_port) == -1)
 		fatalx("socket activation: fd 3 is not an IPv4 or IPv6 socket");

@@ -686,7 +686,7 @@ opt_reloadable(const struct opt *o, const char *section)
 /* The options as parsed at start, before the server set any itself: what a
  * SIGHUP compares the options it cannot apply with. */
 static struct front_config conf_at_start;
-static int conf_kept;
+static int conf_kept, listen_passed;
 
 void
 front_config_keep(const struct front_config *fc)
@@ -695,20 +695,67 @@ front_config_keep(const struct front_config *fc)
 	conf_kept = 1;
 }
 
+/* Socket activation: the passed socket, not --listen, is served. */
+void
+front_config_listen_passed(void)
+{
+	listen_passed = 1;
+}
+
+static int
+opt_str_equal(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Whether o has the same value in a and b, whatever its length. */
+static int
+opt_equal(const struct front_config *a, const struct front_config *b,
+    const struct opt *o)
+{
+	char va[300], vb[300];
+	int n, i;
+
+	switch (o->type) {
+	case OPT_STRING:
+	case OPT_PATH:
+	case OPT_URL:
+		return opt_str_equal(*(char *const *)((const char *)a + o->off),
+		    *(char *const *)((const char *)b + o->off));
+	case OPT_LIST:
+	case OPT_CIDRS:
+		n = *(const int *)((const char *)a + o->count);
+		if (n != *(const int *)((const char *)b + o->count))
+			return 0;
+		for (i = 0; i < n; i++)
+			if (!opt_str_equal(
+			        ((char *const *)((const char *)a + o->off))[i],
+			        ((char *const *)((const char *)b + o->off))[i]))
+				return 0;
+		return 1;
+	default: /* numbers, an address, a range: short */
+		opt_format(a, o, va, sizeof(va));
+		opt_format(b, o, vb, sizeof(vb));
+		return strcmp(va, vb) == 0;
+	}
+}
+
 /* An option a SIGHUP cannot apply changed: say so, rather than nothing. */
 static void
 opt_not_reloaded(const struct front_config *nc, const struct opt *o)
 {
 	char was[300], now[300];
 
-	if (!conf_kept || opt_is_config(o))
+	if (!conf_kept || opt_is_config(o) ||
+	    (listen_passed && o->type == OPT_LISTEN))
+		return;
+	if (opt_equal(&conf_at_start, nc, o))
 		return;
 	opt_format(&conf_at_start, o, was, sizeof(was));
 	opt_format(nc, o, now, sizeof(now));
-	if (strcmp(was, now) != 0)
-		log_warnx("SIGHUP: --%s %s (was %s) takes effect only when "
-		          "the server restarts",
-		    o->name, now, was);
+	log_warnx("SIGHUP: --%s %s (was %s) takes effect only when the server "
+	          "restarts",
+	    o->name, now, was);
 }
 
 int

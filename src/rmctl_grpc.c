@@ -627,6 +627,8 @@ rmctl_send(struct rmctl_conn *cn, const uint8_t *p, size_t len)
 	return -1;
 }
 
+static const char *rmctl_tls_error(void);
+
 /* recv(2), or SSL_read with --tls; 0 at the end of the stream. */
 static ssize_t
 rmctl_recv(struct rmctl_conn *cn, uint8_t *p, size_t len)
@@ -652,6 +654,11 @@ rmctl_recv(struct rmctl_conn *cn, uint8_t *p, size_t len)
 		errno = EAGAIN;
 		return -1;
 	}
+	/* TLS 1.3 judges a client certificate after the handshake: its
+	 * refusal (an alert) comes to the first read, and says why. */
+	if (e == SSL_ERROR_SSL)
+		snprintf(cn->cn_tlserr, sizeof(cn->cn_tlserr), "%s",
+		    rmctl_tls_error());
 	errno = ECONNRESET;
 	return -1;
 }
@@ -878,6 +885,10 @@ rmctl_conn_io(struct rmctl_conn *cn, uint64_t deadline, const char *what)
 		n = rmctl_recv(cn, buf, sizeof(buf));
 		if (n == -1 && (errno == EINTR || errno == EAGAIN))
 			return;
+		if (n == -1 && cn->cn_tlserr[0] != '\0')
+			errx(RMCTL_EXIT_UNAVAILABLE,
+			    "TLS to %s failed during %s: %s", cn->cn_authority,
+			    what, cn->cn_tlserr);
 		if (n == -1)
 			err(RMCTL_EXIT_UNAVAILABLE,
 			    "connection to %s lost during %s", cn->cn_authority,

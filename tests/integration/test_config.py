@@ -265,7 +265,10 @@ def test_sighup_says_which_changed_options_wait_for_a_restart(tmp_path, fresh_se
     import signal
     import time
     conf = tmp_path / "rm.conf"
-    conf.write_text("sandbox = off\nmax-sessions = 50\n")
+    # A list longer than a log line: a change at its end counts too.
+    egress = "".join(f"session-egress-allow = 2001:db8:{i}:ffff:ffff:ffff::/96\n"
+                     for i in range(16))
+    conf.write_text("sandbox = off\nmax-sessions = 50\n" + egress)
     srv = fresh_server(["--config", str(conf)])
 
     def hup(expect: str) -> str:
@@ -280,10 +283,13 @@ def test_sighup_says_which_changed_options_wait_for_a_restart(tmp_path, fresh_se
 
     log = hup("SIGHUP: reloading")
     assert "takes effect only when the server restarts" not in log, log[-2000:]
-    conf.write_text("sandbox = on\nmax-sessions = 60\n")
+    conf.write_text("sandbox = on\nmax-sessions = 60\n" + egress)
     log = hup("--max-sessions 60 (was 50)")
     assert "SIGHUP: --sandbox on (was off) takes effect only when the server restarts" in log
     assert log.count("takes effect only when the server restarts") == 1, log[-2000:]
+    conf.write_text("sandbox = on\nmax-sessions = 60\n" +
+                    egress.replace("2001:db8:15:ffff:ffff:ffff::/96", "10.9.9.0/24"))
+    hup("SIGHUP: --session-egress-allow")  # named, though its start is as before
 
 
 def test_a_server_takes_its_options_from_the_file_and_flags_win(tmp_path, fresh_server):

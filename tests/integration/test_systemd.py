@@ -169,13 +169,23 @@ def ping_activated(state: str, port: int) -> str:
 def test_socket_activation_serves_on_the_passed_socket():
     state = tempfile.mkdtemp(prefix="rm-act-")
     port = free_port()
-    # --listen names another port: the passed socket wins.
-    proc = _activated([str(BUILD / "remotemediad"), "--listen", "127.0.0.1:1"], state, port)
+    conf = state + ".conf"
+    Path(conf).write_text("listen = 127.0.0.1:1\n")
+    # listen names another port: the passed socket wins.
+    proc = _activated([str(BUILD / "remotemediad"), "--config", conf], state, port)
     try:
         assert ping_activated(state, port) == "pong"
         log = Path(state + ".log").read_text(errors="replace")
         assert f"listening on 127.0.0.1:{port} (socket activation)" in log, log[-3000:]
+        # Nor would a restart apply a changed listen: SIGHUP does not say it would.
+        Path(conf).write_text("listen = 127.0.0.1:2\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: reloading" in Path(state + ".log").read_text(), 10,
+                 "the SIGHUP")
+        time.sleep(0.2)
+        assert "takes effect only" not in Path(state + ".log").read_text()
     finally:
+        os.unlink(conf)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=20)
         shutil.rmtree(state, ignore_errors=True)

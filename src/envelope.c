@@ -84,7 +84,7 @@ static const struct env_field limits_f[] = {
 	F(1, K_VARINT), F(2, K_VARINT), F(3, K_VARINT),
 	F(4, K_VARINT), F(5, K_VARINT), F(6, K_VARINT),
 	F(7, K_VARINT), F(8, K_VARINT), F(9, K_VARINT),
-	F(10, K_VARINT),
+	F(10, K_VARINT), F(11, K_VARINT),
 };
 SCHEMA(limits, R_NONE);
 

@@ -124,6 +124,10 @@ t_refused(void **state)
 	    {"Value.buffer_sizes as fixed32", {0x42, 0x05, 0x3d, 0, 0, 0, 0},
 	        7},
 	    {"a packed varint cut short", {0x42, 0x03, 0x3a, 0x01, 0x80}, 5},
+	    /* Ready{limits{max_streams (11) as fixed32}}: protobuf-c knows
+	     * the field and refuses the wire type. */
+	    {"Limits.max_streams as fixed32",
+	        {0x12, 0x07, 0x2a, 0x05, 0x5d, 0, 0, 0, 0}, 9},
 	    /* End.call_id with bits past 64; then Value.more, whose bool is
 	     * true to protobuf-c and 0 in 64 bits. */
 	    {"a varint over 64 bits",

@@ -19,6 +19,17 @@
 #define FRAME_MSG 1 /* ClientMessage (to worker) or ServerMessage (from it) */
 #define FRAME_CTL 2 /* remotemedia.worker.v1.WorkerControl */
 
+/*
+ * A session's worker starts with its end of the socketpair on WORKER_FD,
+ * then the pipes of its stdout and stderr: stdout's write end on
+ * WORKER_OUT_FD, its read end next, then stderr's two ends. The front
+ * keeps the read ends too: what a worker that died had not sent, the front
+ * reads itself.
+ */
+#define WORKER_FD 3
+#define WORKER_OUT_FD 4
+#define WORKER_EXEC_FDS 8
+
 /* Largest value chunk; a chunked Value's data is at most this. */
 #define FRAME_CHUNK_MAX (1024 * 1024)
 /* Largest worker frame: a chunk plus its envelope. */

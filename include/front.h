@@ -206,6 +206,7 @@ struct session {
 	uint64_t ses_exit_wait_ms; /* the worker's time to exit, once armed */
 	int ses_exit_killed; /* it did not exit in time: the front killed it */
 	struct bufferevent *ses_wbev;
+	int ses_out[2]; /* read ends of its stdout and stderr, or -1 */
 	struct event *ses_wflush; /* writes ses_wbev once per loop turn */
 	struct event *ses_wread; /* reads ses_wbev's socket (fw_read_cb) */
 	int ses_adopted; /* its worker was a spare's */
@@ -466,7 +467,7 @@ void front_sandbox_cgroup_destroy(char *);
 
 /* front_worker.c */
 int front_worker_spawn(struct session *, char *, size_t);
-pid_t front_worker_exec(const char *, const char *const[3], const int[4]);
+pid_t front_worker_exec(const char *, const char *const[3], const int *, int);
 int front_worker_send(struct session *, uint8_t, const uint8_t *, size_t);
 int front_worker_send_init(struct session *);
 int front_worker_send_expired(struct session *, uint64_t);

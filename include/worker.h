@@ -19,10 +19,8 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "frame.h"
 #include "remotemedia.pb-c.h"
-
-/* The session's socketpair end, as the front arranges it. */
-#define WORKER_FD 3
 
 /* Output rate cap when the front's Init leaves it at 0. */
 #define WORKER_OUTPUT_RATE (64 * 1024)

@@ -676,7 +676,7 @@ env_spawn(struct env *e)
 	fds[1] = fds[2] = p[1];
 	fds[3] = -1;
 	e->env_started_at = front_env_clock();
-	e->env_pid = front_worker_exec(e->env_dir, NULL, fds);
+	e->env_pid = front_worker_exec(e->env_dir, NULL, fds, 4);
 	close(fds[0]);
 	close(p[1]);
 	if (e->env_pid == -1) {

@@ -139,6 +139,7 @@ pool_new(struct env *e)
 	sp->ses_state = SES_SPARE;
 	sp->ses_pid = -1;
 	sp->ses_uid = -1;
+	sp->ses_out[0] = sp->ses_out[1] = -1;
 	RB_INIT(&sp->ses_calls);
 	deframer_init(&sp->ses_win, DEFRAME_WORKER, FRAME_WORKER_MAX);
 	if (e != NULL)
@@ -366,6 +367,7 @@ front_pool_adopt(struct session *ses)
 	ses->ses_cgroup = sp->ses_cgroup;
 	ses->ses_wbev = sp->ses_wbev;
 	ses->ses_wflush = sp->ses_wflush;
+	memcpy(ses->ses_out, sp->ses_out, sizeof(ses->ses_out));
 	ses->ses_max_inflight = sp->ses_max_inflight;
 	ses->ses_max_value = sp->ses_max_value;
 	ses->ses_adopted = 1;

@@ -245,6 +245,7 @@ front_session_new(struct stream *s)
 	ses->ses_stream = s;
 	ses->ses_pid = -1;
 	ses->ses_uid = -1;
+	ses->ses_out[0] = ses->ses_out[1] = -1;
 	ses->ses_started_at = now_ms();
 	if (s->str_owner != NULL)
 		ses->ses_owner = xstrdup(s->str_owner);

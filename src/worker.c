@@ -226,10 +226,14 @@ worker_parse_args(int argc, char *argv[], const char **build_dir)
 static void
 worker_setup_fd(void)
 {
-	int fl;
+	int fl, fd;
 
 	if (fcntl(WORKER_FD, F_SETFD, FD_CLOEXEC) == -1)
 		fatal("fcntl F_SETFD");
+	/* The output pipes' ends, until worker_output_start takes them:
+	 * nothing the sandbox execs (slirp4netns) gets them. */
+	for (fd = WORKER_OUT_FD; fd < WORKER_EXEC_FDS; fd++)
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
 	if ((fl = fcntl(WORKER_FD, F_GETFL)) == -1 ||
 	    fcntl(WORKER_FD, F_SETFL, fl | O_NONBLOCK) == -1)
 		fatal("fcntl O_NONBLOCK");

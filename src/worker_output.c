@@ -83,13 +83,25 @@ worker_output_keep_log(void)
 	log_set_file(f);
 }
 
-/* Make target the write end of a new pipe; returns the read end. */
+/*
+ * Make target the write end of a pipe; returns the read end. The pipe is
+ * the front's, on fds `from` (write end) and from + 1 (read end), as
+ * frame.h says: the front reads what is left in it once the worker is
+ * dead. Run by hand, without them, the worker makes its own.
+ */
 static int
-worker_output_pipe(int target)
+worker_output_pipe(int target, int from)
 {
 	int p[2];
 
-	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1)
+	if (fcntl(from, F_GETFD) != -1 && fcntl(from + 1, F_GETFD) != -1) {
+		p[1] = from;
+		if ((p[0] = fcntl(from + 1, F_DUPFD_CLOEXEC, 10)) == -1)
+			fatal("fcntl");
+		close(from + 1);
+		if (fcntl(p[0], F_SETFL, O_NONBLOCK) == -1)
+			fatal("fcntl O_NONBLOCK");
+	} else if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1)
 		fatal("pipe2");
 	/* The write end blocks, as a terminal or a file would. */
 	if (fcntl(p[1], F_SETFL, 0) == -1 || dup2(p[1], target) == -1)
@@ -267,8 +279,8 @@ worker_output_start(uint32_t rate, uint32_t burst)
 	fflush(stdout);
 	fflush(stderr);
 	worker_output_keep_log();
-	wo.wo_fd[0] = worker_output_pipe(STDOUT_FILENO);
-	wo.wo_fd[1] = worker_output_pipe(STDERR_FILENO);
+	wo.wo_fd[0] = worker_output_pipe(STDOUT_FILENO, WORKER_OUT_FD);
+	wo.wo_fd[1] = worker_output_pipe(STDERR_FILENO, WORKER_OUT_FD + 2);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (pipe2(wo.wo_wake, O_CLOEXEC) == -1)
 		fatal("pipe2");

@@ -418,7 +418,9 @@ _stderr = None
 
 
 def _setup_stdio():
-    """Line-buffer stdout/stderr."""
+    """Line-buffer stdout/stderr; on a fatal signal (a C extension's
+    SIGSEGV, an abort), write the Python traceback to stderr, which the
+    front sends on even after the worker's death."""
     global _stderr
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -426,6 +428,8 @@ def _setup_stdio():
         except Exception:
             pass
     _stderr = sys.stderr
+    import faulthandler
+    faulthandler.enable()
 
 
 # The host's site-packages and the directories their .pth files add:

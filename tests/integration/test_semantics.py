@@ -227,6 +227,36 @@ class Talker:
             s.stdout.write(chunk)
         return mib
 
+    def last_words(self, tag, how):
+        """Write to both streams, then die at once: what the output thread
+        had not read yet died with the worker."""
+        import ctypes
+        import os as o
+        import sys as s
+        print(f"stdout {tag}", flush=True)
+        s.stderr.write(f"stderr {tag}\n")
+        s.stderr.flush()
+        if how == "exit":
+            o._exit(3)
+        if how == "abort":
+            o.abort()
+        ctypes.string_at(0)  # SIGSEGV
+
+    def open_fds(self):
+        """The worker's descriptors, and those a child of it starts with."""
+        import os as o
+        import subprocess as sp
+        import sys as s
+        child = sp.run([s.executable, "-c", "import os; print(os.listdir('/proc/self/fd'))"],
+                       capture_output=True, text=True, check=True).stdout
+        links = {}
+        for fd in o.listdir("/proc/self/fd"):
+            try:
+                links[int(fd)] = o.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                pass  # the directory's own
+        return links, child
+
 
 # --- generators -----------------------------------------------------------------
 
@@ -1186,6 +1216,47 @@ def test_c_stderr_arrives_as_output_not_in_the_server_log(server, caplog):
     assert any("C stderr via fputs" in m for m in warned), caplog.text
     assert any("C perror: Success" in m for m in warned), caplog.text
     assert "C stderr via fputs" not in server.log_text()
+
+
+@pytest.mark.parametrize("how", ["exit", "abort", "segv"])
+def test_what_a_dying_worker_wrote_last_arrives(server, caplog, how):
+    """The front keeps the read ends of the worker's stdout and stderr, and
+    sends on what a dead worker left in them: about half of these last
+    words were lost before. On a fatal signal, the fault handler's Python
+    traceback comes too."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            for i in range(5):
+                t = await client.create_proxy(Talker())
+                with pytest.raises(rx.WorkerDiedError):
+                    await t.last_words(f"{how}-{i}", how)
+    with caplog.at_level(logging.INFO, logger="remotemedia"):
+        run(main())
+    text = caplog.text
+    for i in range(5):
+        assert f"stdout {how}-{i}" in text, text
+        assert f"stderr {how}-{i}" in text, text
+        assert text.count(f"stderr {how}-{i}") == 1, text  # and only once
+    if how == "segv":
+        assert "Fatal Python error: Segmentation fault" in text, text
+        assert "in last_words" in text, text
+    server.wait_idle()
+
+
+def test_the_worker_holds_no_pipe_end_of_the_front(server):
+    """The output pipes come from the front on fds 4-7: the worker holds
+    each pipe twice (its write end on 1 or 2, its read end), not more, and
+    user code's children get neither read end."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            t = await client.create_proxy(Talker())
+            return await t.open_fds()
+    links, child = run(main())
+    for fd in (1, 2):
+        assert links[fd].startswith("pipe:"), links
+        assert list(links.values()).count(links[fd]) == 2, links
+    # The child's own listing holds 0, 1, 2 and the directory it reads.
+    assert len(eval(child)) == 4, child
 
 
 def test_print_and_logging_arrive_as_output(server, caplog):

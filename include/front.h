@@ -221,6 +221,7 @@ struct session {
 	int ses_killed;
 	int ses_paused; /* not reading the worker: the client is slow */
 	uint32_t ses_inflight; /* calls not yet answered */
+	uint32_t ses_waiting; /* overdue calls behind another (front_call.c) */
 	uint32_t ses_max_inflight; /* the bound its Init, so its Ready, said */
 	uint64_t ses_max_value; /* likewise, --max-value-size */
 	int ses_draining; /* the server drains: Close once idle */

@@ -30,6 +30,8 @@ struct call {
 	uint64_t cl_timeout_ms;
 	int cl_expired; /* its deadline passed: the worker was told */
 	int cl_deadline_hit; /* fired while the front was not reading */
+	int cl_overdue; /* its grace passed too */
+	int cl_waiting; /* overdue, but maybe behind another call */
 	char *cl_name;
 	uint64_t cl_in_bytes; /* bytes of the arguments so far */
 	uint64_t cl_started_us; /* arrival, for the latency histogram */
@@ -53,16 +55,23 @@ front_call_find(struct session *ses, uint64_t id)
 	return RB_FIND(calltree, &ses->ses_calls, &key);
 }
 
+static void call_settled(struct session *);
+
 /* Forget a call, finished or not. */
 void
 front_call_free(struct call *cl)
 {
-	RB_REMOVE(calltree, &cl->cl_session->ses_calls, cl);
-	cl->cl_session->ses_inflight--;
+	struct session *ses = cl->cl_session;
+
+	RB_REMOVE(calltree, &ses->ses_calls, cl);
+	ses->ses_inflight--;
+	if (cl->cl_waiting)
+		ses->ses_waiting--;
 	if (cl->cl_deadline != NULL)
 		event_free(cl->cl_deadline);
 	free(cl->cl_name);
 	free(cl);
+	call_settled(ses);
 }
 
 void
@@ -84,11 +93,69 @@ front_call_done(struct call *cl)
 
 static void call_grace(struct call *);
 
+/* Whether the worker may be running cl now: a call not yet answered, or
+ * a generator with items asked for. */
+static int
+call_busy(const struct call *cl)
+{
+	return !cl->cl_answered || (cl->cl_generator && cl->cl_credit > 0);
+}
+
+/*
+ * Whether the worker may be running another call than cl, one still
+ * within its deadline and grace or without a deadline: then cl may not
+ * have started, waiting behind it (the worker runs one synchronous call
+ * at a time), and the worker answers it once that one is done.
+ */
+static int
+call_maybe_behind(const struct call *cl)
+{
+	struct call *o;
+
+	RB_FOREACH (o, calltree, &cl->cl_session->ses_calls)
+		if (o != cl && call_busy(o) && !o->cl_overdue)
+			return 1;
+	return 0;
+}
+
+/* The first busy call that is overdue, with its arguments all in. */
+static struct call *
+call_first_overdue(struct call *cl)
+{
+	struct call *o;
+
+	RB_FOREACH (o, calltree, &cl->cl_session->ses_calls)
+		if (call_busy(o) && o->cl_overdue && !o->cl_in_more)
+			return o;
+	return cl;
+}
+
+/*
+ * A busy call stopped being busy: the overdue calls that waited behind one
+ * get their grace again, from now, for the worker to answer them.
+ */
+static void
+call_settled(struct session *ses)
+{
+	struct call *cl;
+
+	if (ses->ses_waiting == 0)
+		return;
+	RB_FOREACH (cl, calltree, &ses->ses_calls)
+		if (cl->cl_waiting) {
+			cl->cl_waiting = 0;
+			ses->ses_waiting--;
+			call_grace(cl);
+		}
+}
+
 /*
  * The call's deadline: the worker is told, so that a call that has not
  * started yet (it waited behind another, or for its arguments) never
  * does; one that runs has the grace to stop. Past the grace, the worker
- * is killed.
+ * is killed, unless the call may still wait behind another (a call
+ * without a deadline may run as long as it needs, and one queued behind
+ * it fails alone once the worker gets to it).
  */
 static void
 call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
@@ -108,6 +175,17 @@ call_deadline_cb(evutil_socket_t fd, short ev, void *arg)
 		 * judge the worker once the front reads it again. */
 		cl->cl_deadline_hit = 1;
 		return;
+	}
+	cl->cl_overdue = 1;
+	if (!cl->cl_in_more) {
+		if (call_maybe_behind(cl)) {
+			cl->cl_waiting = 1;
+			cl->cl_session->ses_waiting++;
+			return;
+		}
+		/* Every busy call is overdue: name the first, which the
+		 * others most likely waited behind. */
+		cl = call_first_overdue(cl);
 	}
 	/* With arguments still to come, the worker never had the whole
 	 * call: the client was slow, not the worker. */
@@ -136,6 +214,11 @@ call_arm(struct call *cl, uint64_t timeout_ms)
 		evtimer_del(cl->cl_deadline);
 	cl->cl_deadline_hit = 0;
 	cl->cl_expired = 0;
+	cl->cl_overdue = 0;
+	if (cl->cl_waiting) {
+		cl->cl_waiting = 0;
+		cl->cl_session->ses_waiting--;
+	}
 	if (timeout_ms == 0)
 		return;
 	if (cl->cl_deadline == NULL)
@@ -221,6 +304,7 @@ front_call_result(struct call *cl, const struct envelope *r, int *done)
 		return "result chunk out of order";
 	cl->cl_answered = 1;
 	call_arm(cl, 0);
+	call_settled(cl->cl_session);
 	if (r->ev_generator)
 		cl->cl_generator = 1;
 	else if (r->ev_more) {
@@ -254,8 +338,10 @@ front_call_item(struct call *cl, const struct envelope *it)
 		return "item chunk out of order";
 	if (cl->cl_credit == 0)
 		return "item without credit";
-	if (--cl->cl_credit == 0)
+	if (--cl->cl_credit == 0) {
 		call_arm(cl, 0);
+		call_settled(cl->cl_session);
+	}
 	if (it->ev_more) {
 		cl->cl_out_more = 1;
 		cl->cl_out_seq = 1;

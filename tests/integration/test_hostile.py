@@ -617,6 +617,60 @@ def test_a_call_whose_deadline_passes_before_it_starts_never_runs(fast):
     fast.wait_idle(timeout=20)
 
 
+def timed_call(call_id: int, name: str, args: tuple, timeout_ms: int) -> bytes:
+    import cloudpickle
+    return grpc_frame(pb.ClientMessage(call=pb.Call(
+        call_id=call_id, name=name, kind=pb.CALL_METHOD, timeout_ms=timeout_ms,
+        args=pb.Value(call_id=call_id, data=cloudpickle.dumps((args, {}))))).SerializeToString())
+
+
+def answers(msgs) -> dict:
+    """Server messages by kind and call id: {"result1": m, ...}."""
+    return {m.WhichOneof("msg") + str(getattr(m, m.WhichOneof("msg")).call_id): m
+            for m in msgs}
+
+
+def test_a_deadline_that_passes_behind_a_call_without_one_does_not_kill(fast):
+    """A call without a deadline may run as long as it needs; a call or a
+    Pull queued behind it past its own deadline and the grace (2 s) fails
+    alone once the worker gets to it. The front used to kill the worker
+    at the queued call's grace: the session, the running call's result
+    and the object's state were lost."""
+    c = H2Client(fast.host, fast.port, timeout=30)
+    try:
+        sid = open_session(c)
+        before = len(split_grpc(c.responses[sid].data))
+        c.send(sid, call_msgs(1, "items", ()))  # a generator, then
+        c.send(sid, call_msgs(2, "sleep", (3.0,)) + timed_call(3, "ping", (), 200) +
+               grpc_frame(pb.ClientMessage(pull=pb.Pull(
+                   call_id=1, n=1, timeout_ms=200)).SerializeToString()))
+        msgs = wait_msgs(c, sid, before + 4, timeout=20)[before:]
+        got = answers(msgs)
+        assert {"result1", "result2", "error3"} <= set(got), msgs
+        assert got["error3"].error.timeout, msgs
+        assert not c.responses[sid].ended, c.responses[sid]
+        assert call_result(c, sid, 4, "ping", ()) == "pong"
+    finally:
+        c.close()
+    fast.wait_idle(timeout=20)
+
+
+def test_calls_that_all_overstay_their_deadlines_still_kill_the_worker(fast):
+    """When every call the worker may be running is past its deadline and
+    the grace, the worker is killed, naming the first of them."""
+    c = H2Client(fast.host, fast.port, timeout=30)
+    try:
+        sid = open_session(c)
+        c.send(sid, timed_call(1, "stubborn", (), 300) + timed_call(2, "ping", (), 300))
+        r = c.wait(sid, timeout=15)
+        assert r.grpc_status == DEADLINE_EXCEEDED, r
+        assert r.grpc_message == ("call 1 ('stubborn') did not stop within 2000 ms of its "
+                                  "deadline of 300 ms; the worker was killed"), r
+    finally:
+        c.close()
+    fast.wait_idle(timeout=20)
+
+
 def test_an_open_whose_object_stops_coming_does_not_hold_its_slot(fresh_server):
     """Open with the object's first chunk, then nothing: after Open, each
     --handshake-timeout must bring bytes of the object, as it must bring

@@ -55,3 +55,15 @@ class Sleeper:
     def spin(self):
         while True:
             pass
+
+    def stubborn(self):
+        """A call that ignores its deadline: the front must kill it."""
+        while True:
+            try:
+                while True:
+                    pass
+            except TimeoutError:
+                pass
+
+    def items(self):
+        yield from range(10)

@@ -357,6 +357,113 @@ req_extras(struct req_parser *rp, struct req *rq)
 	return 0;
 }
 
+/* The version cursor of req_pep440: v[*i] onwards, n in all. */
+static int
+req_vdigits(const char *v, size_t n, size_t *i)
+{
+	size_t start = *i;
+
+	while (*i < n && v[*i] >= '0' && v[*i] <= '9')
+		(*i)++;
+	return *i > start;
+}
+
+/* One of words (lowercase, longest first) at v[*i], case-insensitively. */
+static int
+req_vword(const char *v, size_t n, size_t *i, const char *const *words)
+{
+	size_t k, len;
+
+	for (; *words != NULL; words++) {
+		len = strlen(*words);
+		if (n - *i < len)
+			continue;
+		for (k = 0; k < len && req_tolower(v[*i + k]) == (*words)[k]; k++)
+			;
+		if (k == len) {
+			*i += len;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* An optional separator (., - or _) at v[*i]. */
+static void
+req_vsep(const char *v, size_t n, size_t *i)
+{
+	if (*i < n && (v[*i] == '.' || v[*i] == '-' || v[*i] == '_'))
+		(*i)++;
+}
+
+/*
+ * Whether v is a PEP 440 version, in any of the spellings that PEP
+ * normalizes (1.0RC1, v2, 1.0-1, 1.0.post.dev0, 1.0+local.7): epoch,
+ * release, pre-, post- and dev-release, local label. Anything else, pip
+ * may read as something other than a version ("1.0.tar.gz": a file).
+ */
+static int
+req_pep440(const char *v, size_t n)
+{
+	static const char *const pre[] = {"preview", "alpha", "beta", "pre",
+	    "rc", "a", "b", "c", NULL};
+	static const char *const post[] = {"post", "rev", "r", NULL};
+	static const char *const dev[] = {"dev", NULL};
+	size_t i = 0, j;
+
+	if (i < n && (v[i] == 'v' || v[i] == 'V'))
+		i++;
+	j = i;
+	if (req_vdigits(v, n, &j) && j < n && v[j] == '!')
+		i = j + 1; /* the epoch */
+	if (!req_vdigits(v, n, &i))
+		return 0;
+	while (i + 1 < n && v[i] == '.' && v[i + 1] >= '0' && v[i + 1] <= '9') {
+		i++;
+		req_vdigits(v, n, &i);
+	}
+	j = i;
+	req_vsep(v, n, &j);
+	if (req_vword(v, n, &j, pre)) {
+		i = j;
+		req_vsep(v, n, &j);
+		if (req_vdigits(v, n, &j))
+			i = j;
+	}
+	j = i;
+	if (j < n && v[j] == '-' && (j++, req_vdigits(v, n, &j)))
+		i = j; /* 1.0-1 */
+	else {
+		j = i;
+		req_vsep(v, n, &j);
+		if (req_vword(v, n, &j, post)) {
+			i = j;
+			req_vsep(v, n, &j);
+			if (req_vdigits(v, n, &j))
+				i = j;
+		}
+	}
+	j = i;
+	req_vsep(v, n, &j);
+	if (req_vword(v, n, &j, dev)) {
+		i = j;
+		req_vsep(v, n, &j);
+		if (req_vdigits(v, n, &j))
+			i = j;
+	}
+	if (i < n && v[i] == '+') {
+		/* The local label: alphanumeric parts, separated by . - _ */
+		do {
+			j = ++i;
+			while (i < n && req_isalnum(v[i]))
+				i++;
+			if (i == j)
+				return 0;
+		} while (i < n && (v[i] == '.' || v[i] == '-' || v[i] == '_'));
+	}
+	return i == n;
+}
+
 /* Check one version against its operator: characters, wildcards, ~=. */
 static int
 req_version(struct req_parser *rp, const char *op, const char *v, size_t n)
@@ -380,6 +487,13 @@ req_version(struct req_parser *rp, const char *op, const char *v, size_t n)
 	if (strcmp(op, "~=") == 0 && memchr(v, '.', n) == NULL)
 		return req_fail(rp, "~= needs a version with at least two "
 		    "parts, such as ~=1.4, not \"%.*s\"", (int)n, v);
+	/* === compares strings as they are: any version will do. */
+	if (strcmp(op, "===") != 0 &&
+	    (!req_pep440(v, star != NULL ? n - 2 : n) ||
+	        (star != NULL && memchr(v, '+', n) != NULL)))
+		return req_fail(rp, "invalid version \"%.*s\": not a PEP 440 "
+		    "version (such as 1.4, 2.0rc1, 1.0.post2 or 1.0+local)",
+		    (int)n, v);
 	return 0;
 }
 

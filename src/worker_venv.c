@@ -161,6 +161,14 @@ venv_run(const struct venv_conf *vc, char *const argv[])
 		fatal("fork");
 	if (pid == 0) {
 		venv_drop(vc);
+		/* pip takes a requirement that names a file in its working
+		 * directory, "name==1.0.tar.gz", for that file: let it look
+		 * in the new entry, where nobody else puts files. */
+		if (chdir(vc->vc_dir) == -1) {
+			fprintf(stderr, "chdir %s: %s\n", vc->vc_dir,
+			    strerror(errno));
+			_exit(127);
+		}
 		execve(argv[0], argv, env);
 		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -629,6 +637,20 @@ venv_build(const struct venv_conf *vc)
 	return 0;
 }
 
+/*
+ * The front died (PR_SET_PDEATHSIG): take the build's whole process group
+ * along. pip and the venv die with the builder by their own death signal,
+ * but what pip starts (itself again, under the venv's python) does not,
+ * and went on writing into an entry that the next server builds afresh.
+ */
+static void
+venv_orphaned(int sig)
+{
+	(void)sig;
+	kill(0, SIGKILL);
+	_exit(1);
+}
+
 /* The builder's main: venv, pip, seal. Exit 0 only with a complete entry. */
 int
 worker_venv_main(const char *dir, int level)
@@ -637,7 +659,8 @@ worker_venv_main(const char *dir, int level)
 	int rv;
 
 	log_init("builder", level);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	signal(SIGTERM, venv_orphaned);
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	venv_read_job(&vc, dir);
 	/* Into the build's cgroup before anything else runs. */
 	if (vc.vc_cgroup != NULL && cg_join(vc.vc_cgroup, 0) == -1)

@@ -658,6 +658,78 @@ def test_new_session_during_cancelled_build_gets_a_fresh_build(own_server, idx):
 # --------------------------------------------------------------------------
 # 10. a builder killed mid-way
 
+@pytest.mark.parametrize("op", ["==", "==="])
+def test_a_requirement_spelled_like_a_file_never_reads_the_servers_directory(
+        own_server, idx, request, monkeypatch, op):
+    """pip takes "name==1.0.tar.gz" for the file of that name in its
+    working directory, if there is one. With the sandbox off, that was the
+    daemon's own: an archive there had its setup.py run, although paths
+    are refused and --pip-allow-source is off. Such a version is now
+    refused (PEP 440), and === (any string) finds no such file: the
+    builder works in the new entry, where nobody else puts files."""
+    import io
+    import tarfile
+    # Where the builder's uid may read and write, as a daemon's working
+    # directory may be: pytest's own tmp_path is root's alone.
+    daemon_cwd = Path(tempfile.mkdtemp(prefix="rm-daemon-cwd-"))
+    request.addfinalizer(lambda: shutil.rmtree(daemon_cwd, ignore_errors=True))
+    os.chmod(daemon_cwd, 0o777)
+    marker = daemon_cwd / "setup-py-ran"
+    setup = (f"open({str(marker)!r}, 'w').write('ran')\n"
+             "from setuptools import setup\nsetup(name='rmtest-cwd', version='1.0')\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in (("rmtest-cwd-1.0/setup.py", setup.encode()),
+                           ("rmtest-cwd-1.0/PKG-INFO",
+                            b"Metadata-Version: 2.1\nName: rmtest-cwd\nVersion: 1.0\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    archive = daemon_cwd / f"rmtest-cwd{op}1.0.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    os.chmod(archive, 0o644)
+    monkeypatch.chdir(daemon_cwd)
+    srv = own_server("--sandbox", "off")
+    with pytest.raises(RemoteExecutionError) as ei:
+        run(with_probe(srv, [f"rmtest-cwd{op}1.0.tar.gz"], lambda p: p.path0()))
+    if op == "==":
+        assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert 'invalid version "1.0.tar.gz": not a PEP 440 version' in str(ei.value)
+    else:
+        assert isinstance(ei.value, InstallError)
+        assert "does not exist" in str(ei.value), str(ei.value)
+    assert not marker.exists()
+
+
+def test_a_server_killed_mid_build_leaves_no_pip_behind(own_server, idx):
+    """SIGKILL of the front: the builder and pip die with it by their death
+    signal, but pip's own child (pip again, under the venv's python) did
+    not, and went on writing into an entry that the next server would
+    build afresh. The builder now takes its whole process group along."""
+    srv = own_server("--sandbox", "off")
+    cache = envs_dir(srv)
+    set_slow(idx, "rmtest-slow", 10.0)
+
+    async def go():
+        client = RemoteProxyClient(srv.config(pip_packages=["rmtest-slow"], max_retries=0))
+        await client.connect()
+        try:
+            task = asyncio.ensure_future(client.create_proxy(Probe()))
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not idx.file_requests("rmtest-slow"):
+                await asyncio.sleep(0.05)
+            assert idx.file_requests("rmtest-slow")
+            assert len(procs_matching(str(cache) + "/")) >= 3  # builder, pip, pip's child
+            srv.proc.kill()
+            with pytest.raises(RemoteExecutionError):
+                await task
+        finally:
+            await client.disconnect()
+
+    run(go())
+    wait_for(lambda: not procs_matching(str(cache) + "/"), 5, "the build's processes gone")
+
+
 def test_killed_builder_fails_clearly_and_is_not_remembered(own_server, idx):
     srv = own_server()
     cache = envs_dir(srv)

@@ -20,6 +20,7 @@ int parse_hostport(const char *, char *, size_t, uint16_t *);
 
 int rm_rf(const char *);
 int mkdir_p(const char *, unsigned int);
+void lock_dir(const char *, const char *);
 void random_hex(char *, size_t);
 uint64_t now_ms(void);
 uint64_t now_us(void);

@@ -529,6 +529,7 @@ main(int argc, char **argv)
 	}
 	if (mkdir_p(front_conf.fc_state_dir, 0700) == -1)
 		fatal("--state-dir %s", front_conf.fc_state_dir);
+	lock_dir(front_conf.fc_state_dir, "--state-dir");
 	front_worker_clean_state_dir();
 	front_env_setup_dir();
 	front_sandbox_init();

@@ -375,6 +375,7 @@ front_env_init(void)
 
 	if (mkdir_p(front_conf.fc_env_cache_dir, 0755) == -1)
 		fatal("--env-cache-dir %s", front_conf.fc_env_cache_dir);
+	lock_dir(front_conf.fc_env_cache_dir, "--env-cache-dir");
 	env_make_traversable();
 	snprintf(path, sizeof(path), "%s/.trash", front_conf.fc_env_cache_dir);
 	front_trash_empty(path);

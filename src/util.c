@@ -1,4 +1,5 @@
 /* Helpers shared by the front, the worker and rmctl. */
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -259,6 +261,32 @@ mkdir_p(const char *path, unsigned int mode)
 	if (mkdir(buf, mode) == -1 && errno != EEXIST)
 		return -1;
 	return 0;
+}
+
+/*
+ * Hold dir/.lock for the process's life, or exit: two servers on one
+ * directory would remove each other's sessions or half-built
+ * environments at start, as leftovers. flag names the option for the
+ * message. A file system without locks only gets a warning.
+ */
+void
+lock_dir(const char *dir, const char *flag)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/.lock", dir);
+	if ((fd = open(
+	         path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
+		fatal("%s %s: cannot open %s", flag, dir, path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return; /* fd stays open: the lock goes with the process */
+	if (errno == EWOULDBLOCK)
+		fatalx("%s %s is in use by another remotemediad: give each "
+		       "server its own",
+		    flag, dir);
+	log_warn("%s %s: cannot lock %s", flag, dir, path);
+	close(fd);
 }
 
 /* Fill buf with len-1 random hex digits and a NUL. */

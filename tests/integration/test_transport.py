@@ -17,7 +17,8 @@ import pytest
 
 from clientlib import run
 from h2raw import (ECHO, F_DATA, F_GOAWAY, F_HEADERS, F_PING, F_SETTINGS, HEALTH, PREFACE,
-                   SESSION, H2Client, Response, frame, grpc_frame, open_msg, raw_frames, raw_read)
+                   SESSION, H2Client, Response, echo_ok, frame, grpc_frame, open_msg, raw_frames,
+                   raw_read)
 from remotemedia._proto import remotemedia_pb2 as pb
 from remotemedia.core.exceptions import RemoteExecutionError
 from remotemedia.remote import RemoteProxyClient
@@ -487,6 +488,26 @@ def test_leftover_session_directories_are_removed_at_start(fresh_server, tmp_pat
     srv = fresh_server(["--state-dir", str(state)])
     assert srv.session_dirs() != ["deadbeef"]
     assert not (state / "sessions" / "deadbeef").exists()
+
+
+@pytest.mark.parametrize("shared", ["--state-dir", "--env-cache-dir"])
+def test_a_second_server_on_the_same_directory_is_refused(fresh_server, tmp_path, shared):
+    """At start a server removes what it takes for leftovers (session
+    directories, half-built environments): a second server on the same
+    state or cache directory removed the first's live ones. It now stops,
+    naming the option, and the first goes on serving."""
+    own = {"--state-dir": str(tmp_path / "own-state"), "--env-cache-dir": str(tmp_path / "own-envs")}
+    dirs = {"--state-dir": str(tmp_path / "state"), "--env-cache-dir": str(tmp_path / "envs")}
+    first = fresh_server(["--sandbox", "off", "--state-dir", dirs["--state-dir"],
+                          "--env-cache-dir", dirs["--env-cache-dir"]])
+    args = ["--state-dir", own["--state-dir"], "--env-cache-dir", own["--env-cache-dir"]]
+    args[args.index(shared) + 1] = dirs[shared]
+    p = subprocess.run([str(BUILD / "remotemediad"), "--sandbox", "off", "--listen",
+                        "127.0.0.1:0"] + args, capture_output=True, text=True, timeout=20)
+    assert p.returncode != 0
+    assert f"{shared} {dirs[shared]} is in use by another remotemediad" in p.stderr, p.stderr
+    assert first.proc.poll() is None
+    echo_ok(first.host, first.port)
 
 
 @pytest.mark.parametrize("args,flag", [

@@ -51,6 +51,7 @@ struct worker_conf {
 };
 
 /* worker.c */
+extern int worker_fd;
 int worker_send(uint8_t, const ProtobufCMessage *);
 int worker_send_chunk(uint64_t, uint32_t, int, const uint8_t *, size_t);
 int worker_send_fatal(uint32_t, const char *);

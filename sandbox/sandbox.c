@@ -260,7 +260,7 @@ sandbox_w1(struct sandbox_conf *sc, struct sandbox_pipes *p)
 		sc->sc_status_fd = p->sp_seccomp[1];
 		return 0;
 	}
-	close(WORKER_FD);
+	close(worker_fd);
 	close(p->sp_seccomp[1]);
 	close(p->sp_go[0]);
 	sandbox_w1_init(w2, p->sp_status[1]);

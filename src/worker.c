@@ -34,6 +34,9 @@
 #include "worker.pb-c.h"
 #include "../sandbox/sandbox.h"
 
+/* The socket to the front: WORKER_FD at exec, moved by worker_setup_fd. */
+int worker_fd = WORKER_FD;
+
 static pthread_mutex_t worker_wlock;
 static uint8_t *worker_wbuf; /* one frame being written, under the lock */
 static size_t worker_wcap;
@@ -57,7 +60,7 @@ worker_read_full(uint8_t *p, size_t n)
 	ssize_t r;
 
 	while (n > 0) {
-		r = read(WORKER_FD, p, n);
+		r = read(worker_fd, p, n);
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -104,12 +107,12 @@ worker_read_init(void)
 
 	deframer_init(&df, DEFRAME_WORKER, FRAME_WORKER_MAX);
 	if (worker_read_full(hdr, sizeof(hdr)) == -1)
-		fatalx("no Init from the front on fd %d", WORKER_FD);
+		fatalx("no Init from the front on fd %d", worker_fd);
 	rv = deframer_feed(&df, hdr, sizeof(hdr), worker_init_frame, &ctl);
 	if (rv == DEFRAME_OK && (want = deframer_wanted(&df)) > 0) {
 		body = xmalloc(want);
 		if (worker_read_full(body, want) == -1)
-			fatalx("the front closed fd %d during Init", WORKER_FD);
+			fatalx("the front closed fd %d during Init", worker_fd);
 		rv = deframer_feed(&df, body, want, worker_init_frame, &ctl);
 		free(body);
 	}
@@ -222,20 +225,33 @@ worker_parse_args(int argc, char *argv[], const char **build_dir)
 	return level;
 }
 
-/* Make fd 3 close-on-exec and non-blocking, for the loop that reads it. */
+/*
+ * Move the socket off fd 3, close-on-exec and non-blocking, for the loop
+ * that reads it. User code (or a library) that takes fd 3 for its own
+ * use, dup2 onto it as for a child, sent the session's answers elsewhere:
+ * with the sandbox, whose outer processes hold the socket too, the front
+ * saw no end, and the call hung.
+ */
 static void
 worker_setup_fd(void)
 {
 	int fl, fd;
 
-	if (fcntl(WORKER_FD, F_SETFD, FD_CLOEXEC) == -1)
-		fatal("fcntl F_SETFD");
+	if ((fd = fcntl(WORKER_FD, F_DUPFD_CLOEXEC, 10)) == -1)
+		fatal("fcntl F_DUPFD_CLOEXEC");
+	worker_fd = fd;
+	/* /dev/null holds fd 3, so that the worker's own descriptors never
+	 * land there: user code used to it may close it. */
+	if ((fd = open("/dev/null", O_RDWR | O_CLOEXEC)) == -1 ||
+	    dup3(fd, WORKER_FD, O_CLOEXEC) == -1)
+		fatal("/dev/null on fd %d", WORKER_FD);
+	close(fd);
 	/* The output pipes' ends, until worker_output_start takes them:
 	 * nothing the sandbox execs (slirp4netns) gets them. */
 	for (fd = WORKER_OUT_FD; fd < WORKER_EXEC_FDS; fd++)
 		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-	if ((fl = fcntl(WORKER_FD, F_GETFL)) == -1 ||
-	    fcntl(WORKER_FD, F_SETFL, fl | O_NONBLOCK) == -1)
+	if ((fl = fcntl(worker_fd, F_GETFL)) == -1 ||
+	    fcntl(worker_fd, F_SETFL, fl | O_NONBLOCK) == -1)
 		fatal("fcntl O_NONBLOCK");
 }
 
@@ -360,7 +376,7 @@ worker_wait_writable(void)
 {
 	struct pollfd pfd;
 
-	pfd.fd = WORKER_FD;
+	pfd.fd = worker_fd;
 	pfd.events = POLLOUT;
 	pfd.revents = 0;
 	while (poll(&pfd, 1, -1) == -1) {
@@ -379,7 +395,7 @@ worker_write_all(const uint8_t *p, size_t n)
 	ssize_t w;
 
 	while (n > 0 && !worker_dead()) {
-		w = write(WORKER_FD, p, n);
+		w = write(worker_fd, p, n);
 		if (w > 0) {
 			p += w;
 			n -= (size_t)w;
@@ -403,7 +419,7 @@ worker_writev_all(struct iovec *iov, int n)
 	ssize_t w;
 
 	while (n > 0 && !worker_dead()) {
-		w = writev(WORKER_FD, iov, n);
+		w = writev(worker_fd, iov, n);
 		if (w == -1 && errno == EINTR)
 			continue;
 		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

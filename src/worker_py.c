@@ -606,7 +606,7 @@ worker_py_pump(PyObject *self, PyObject *unused)
 	if ((events = PyList_New(0)) == NULL)
 		return NULL;
 	for (i = 0; i < WORKER_PY_ROUNDS && !wp_eof; i++) {
-		n = read(WORKER_FD, buf, sizeof(buf));
+		n = read(worker_fd, buf, sizeof(buf));
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -638,7 +638,7 @@ worker_py_pump(PyObject *self, PyObject *unused)
 static PyObject *
 worker_py_fileno(PyObject *self, PyObject *unused)
 {
-	return PyLong_FromLong(WORKER_FD);
+	return PyLong_FromLong(worker_fd);
 }
 
 /*

@@ -983,12 +983,45 @@ def test_worker_that_goes_silent_after_ready(fresh_server, tmp_path):
 
 
 class FdCloser:
-    """User code that takes away the worker's line to the front (fd 3)."""
+    """User code that takes fd 3 for its own use, or takes away the
+    worker's line to the front."""
 
-    def close3(self):
+    def take3(self, how):
         import os
-        os.close(3)
+        if how == "close":
+            os.close(3)
+        else:
+            os.dup2(os.open("/dev/null", os.O_RDWR), 3)
+        return how
+
+    def close_socket(self):
+        """Close whatever socket the process holds: the worker's own."""
+        import os
+        import stat
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.close(fd)
+            except OSError:
+                pass
         return "closed"
+
+
+@pytest.mark.parametrize("how", ["close", "dup2"])
+def test_user_code_may_take_fd_3(fresh_server, how):
+    """The worker's socket came on fd 3 and moves off it at start: a dup2
+    onto fd 3 (as a library preparing a child might do) sent the session's
+    answers to /dev/null, and with the sandbox, whose outer processes keep
+    the socket open too, the call hung without an error."""
+    srv = fresh_server()
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=120.0, max_retries=0)) as client:
+            p = await client.create_proxy(FdCloser())
+            assert await p.take3(how) == how
+            assert await p.take3("dup2") == "dup2"  # the session goes on
+    run(main(), timeout=60)
+    srv.wait_idle(timeout=15)
 
 
 def test_user_code_that_closes_the_workers_socket_ends_its_session(fresh_server):
@@ -1003,7 +1036,7 @@ def test_user_code_that_closes_the_workers_socket_ends_its_session(fresh_server)
             p = await client.create_proxy(FdCloser())
             t0 = time.monotonic()
             with pytest.raises(RemoteMediaError) as e:
-                await p.close3()
+                await p.close_socket()
             assert time.monotonic() - t0 < 15, e.value
             assert e.value.code is not None and e.value.code.name == "ABORTED", e.value
     run(main(), timeout=60)

@@ -218,16 +218,6 @@ class Session:
         self.connection: Any = None
         self._reader = self._loop.create_task(self._read_loop())
         self._send(open_messages)
-        self._handlers: Dict[str, Callable[[Any], None]] = {
-            "progress": self._on_opening_event,
-            "ready": self._on_opening_event,
-            "result": self._on_result,
-            "value": self._on_value,
-            "item": self._on_item,
-            "error": self._on_error,
-            "end": self._on_end,
-            "output": self._on_output,
-        }
 
     # ------------------------------------------------------------------
     # State
@@ -559,11 +549,11 @@ class Session:
             self._on_value(message)
             return
         kind = message.WhichOneof("msg") if message is not None else None
-        handler = self._handlers.get(kind or "")
+        handler = _HANDLERS.get(kind or "")
         if handler is None:
             log.debug("[session %s] ignoring server message %r", self.short_id, kind)
             return
-        handler(getattr(message, kind))
+        handler(self, getattr(message, kind))
 
     def _on_result(self, result: Any) -> None:
         if not result.generator:
@@ -847,6 +837,25 @@ class Session:
                 raise
         if self._failure is None:
             self._finish(grpc.StatusCode.CANCELLED, "session closed")
+        # The call holds its connection: a proxy kept after the client's
+        # disconnect would keep the closed channel's connection open.
+        self._call = _ENDED_CALL
+
+
+class _EndedCall:
+    """What a session holds of its gRPC call once the stream is over and
+    its tasks are done: the little they may still ask of it."""
+
+    @staticmethod
+    def cancel() -> bool:
+        return False
+
+    @staticmethod
+    def done() -> bool:
+        return True
+
+
+_ENDED_CALL = _EndedCall()
 
 
 # Closes of abandoned sessions, held until done (the loop keeps only weak
@@ -854,6 +863,21 @@ class Session:
 # stays here, with its session: a few objects, for a loop closed with
 # tasks still pending, which asyncio itself warns of.
 _BACKGROUND: Set[asyncio.Task[None]] = set()
+
+
+# Session's handler of each ServerMessage kind. A dict of the session's
+# bound methods made each Session a reference cycle: it lived on, with its
+# gRPC call and so its connection, until the cycle collector ran.
+_HANDLERS: Dict[str, Callable[[Session, Any], None]] = {
+    "progress": Session._on_opening_event,
+    "ready": Session._on_opening_event,
+    "result": Session._on_result,
+    "value": Session._on_value,
+    "item": Session._on_item,
+    "error": Session._on_error,
+    "end": Session._on_end,
+    "output": Session._on_output,
+}
 
 
 def _current_task_cancelling() -> bool:

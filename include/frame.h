@@ -78,6 +78,7 @@ size_t deframer_wanted(const struct deframer *);
 const char *deframe_strerror(int);
 
 void frame_grpc_header(uint8_t *, uint32_t);
+uint64_t frame_client_chunk(uint64_t);
 void frame_worker_header(uint8_t *, uint8_t, uint32_t);
 
 #endif

@@ -226,6 +226,7 @@ struct session {
 	uint64_t ses_max_value; /* likewise, --max-value-size */
 	int ses_draining; /* the server drains: Close once idle */
 	uint64_t ses_value_bytes; /* bytes of the client value being received */
+	uint64_t ses_value_total; /* its chunk 0's total_size; 0: none */
 	struct calltree ses_calls;
 	int ses_end_code; /* status to report, once decided */
 	char *ses_end_msg;
@@ -325,6 +326,7 @@ struct envelope;
 struct call *front_call_find(struct session *, uint64_t);
 void front_call_start(struct session *, const struct envelope *);
 int64_t front_call_client_chunk(struct call *, const struct envelope *);
+uint64_t front_call_args_total(const struct call *);
 void front_call_pull(struct call *, uint32_t, uint64_t);
 const char *front_call_result(struct call *, const struct envelope *, int *);
 const char *front_call_value(struct call *, const struct envelope *, int *);

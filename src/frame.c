@@ -195,3 +195,20 @@ frame_worker_header(uint8_t *hdr, uint8_t type, uint32_t len)
 	put_be32(hdr, len + 1);
 	hdr[4] = type;
 }
+
+/*
+ * The largest chunk of data a client may send (Ready.limits.max_chunk_bytes):
+ * 1 MiB, or less where the front takes smaller messages (--max-message-size),
+ * leaving room for the envelope (32 KiB, or half a message that small).
+ */
+uint64_t
+frame_client_chunk(uint64_t max_message)
+{
+	uint64_t room;
+
+	if (max_message == 0)
+		return FRAME_CHUNK_MAX;
+	room = max_message / 2 < 32 * 1024 ? max_message / 2 : 32 * 1024;
+	return max_message - room < FRAME_CHUNK_MAX ? max_message - room
+	                                            : FRAME_CHUNK_MAX;
+}

@@ -34,6 +34,7 @@ struct call {
 	int cl_waiting; /* overdue, but maybe behind another call */
 	char *cl_name;
 	uint64_t cl_in_bytes; /* bytes of the arguments so far */
+	uint64_t cl_in_total; /* what chunk 0 declared; 0: nothing */
 	uint64_t cl_started_us; /* arrival, for the latency histogram */
 	struct event *cl_deadline;
 };
@@ -261,6 +262,7 @@ front_call_start(struct session *ses, const struct envelope *c)
 	cl->cl_started_us = now_us();
 	front_metrics_call_start();
 	cl->cl_in_bytes = c->ev_data_len;
+	cl->cl_in_total = c->ev_total;
 	call_arm(cl, c->ev_timeout_ms);
 }
 
@@ -277,6 +279,13 @@ front_call_client_chunk(struct call *cl, const struct envelope *v)
 	cl->cl_in_more = v->ev_more;
 	cl->cl_in_bytes += v->ev_data_len;
 	return (int64_t)cl->cl_in_bytes;
+}
+
+/* What chunk 0 of the call's arguments declared as their total_size. */
+uint64_t
+front_call_args_total(const struct call *cl)
+{
+	return cl->cl_in_total;
 }
 
 /* The client's Pull: n more items, and a new deadline if it gives one. */

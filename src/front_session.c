@@ -264,6 +264,9 @@ front_session_new(struct stream *s)
 
 static void session_drain(struct session *);
 static int session_value_too_big(struct session *, uint64_t);
+static int session_chunk_fits(struct session *, uint64_t, uint32_t, size_t);
+static int
+session_total_matches(struct session *, uint64_t, uint64_t, uint64_t);
 
 /* Free a session whose worker is reaped: directory, socket, calls. */
 static void
@@ -568,10 +571,17 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 		front_timer_add(ses->ses_open, front_conf.fc_handshake_ms);
 	}
 	ses->ses_value_bytes = op->object != NULL ? op->object->data.len : 0;
+	ses->ses_value_total = op->object != NULL ? op->object->total_size : 0;
 	if (op->object != NULL &&
 	    (ses->ses_value_bytes > front_conf.fc_max_value ||
 	        op->object->total_size > front_conf.fc_max_value))
 		return session_value_too_big(ses, 0);
+	if (op->object != NULL &&
+	    (session_chunk_fits(ses, 0, 0, op->object->data.len) == -1 ||
+	        (!op->object->more &&
+	            session_total_matches(ses, 0, op->object->data.len,
+	                op->object->total_size) == -1)))
+		return -1;
 	if (op->n_requirements > 0 &&
 	    (bad = open_requirement_with_nul(msg, len, &off)) != 0)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
@@ -681,6 +691,46 @@ session_value_too_big(struct session *ses, uint64_t id)
 	    id, size);
 }
 
+/* A chunk of a client's value holds at most Ready.limits.max_chunk_bytes. */
+static int
+session_chunk_fits(struct session *ses, uint64_t id, uint32_t seq, size_t len)
+{
+	uint64_t max = frame_client_chunk(front_conf.fc_max_message);
+	char what[64];
+
+	if (len <= max)
+		return 0;
+	if (id == 0)
+		snprintf(what, sizeof(what), "the object");
+	else
+		snprintf(
+		    what, sizeof(what), "the arguments of call %" PRIu64, id);
+	return client_error(ses, GRPC_INVALID_ARGUMENT,
+	    "chunk %u of %s holds %zu bytes of data, over the %" PRIu64
+	    " a chunk may hold (Ready.limits.max_chunk_bytes)",
+	    seq, what, len, max);
+}
+
+/* A value's last chunk came: it adds up to what chunk 0 declared. */
+static int
+session_total_matches(
+    struct session *ses, uint64_t id, uint64_t bytes, uint64_t total)
+{
+	char what[64];
+
+	if (total == 0 || bytes == total)
+		return 0;
+	if (id == 0)
+		snprintf(what, sizeof(what), "the object");
+	else
+		snprintf(
+		    what, sizeof(what), "the arguments of call %" PRIu64, id);
+	return client_error(ses, GRPC_INVALID_ARGUMENT,
+	    "%s came to %" PRIu64 " bytes, not the %" PRIu64
+	    " that chunk 0's total_size declared",
+	    what, bytes, total);
+}
+
 /*
  * A continuation chunk from the client, for Open.object or Call.args.
  * Returns 1 to forward, 0 to drop (the call already ended: the worker
@@ -696,11 +746,17 @@ session_client_value(struct session *ses, const struct envelope *v)
 		if (!ses->ses_open_more || v->ev_seq != ses->ses_open_seq)
 			return client_error(ses, GRPC_INVALID_ARGUMENT,
 			    "unexpected chunk %u of the object", v->ev_seq);
+		if (session_chunk_fits(ses, 0, v->ev_seq, v->ev_data_len) == -1)
+			return -1;
 		ses->ses_open_seq++;
 		ses->ses_open_more = v->ev_more;
 		ses->ses_value_bytes += v->ev_data_len;
 		if (ses->ses_value_bytes > front_conf.fc_max_value)
 			return session_value_too_big(ses, 0);
+		if (!v->ev_more &&
+		    session_total_matches(ses, 0, ses->ses_value_bytes,
+		        ses->ses_value_total) == -1)
+			return -1;
 		return 1;
 	}
 	cl = front_call_find(ses, v->ev_call_id);
@@ -710,8 +766,15 @@ session_client_value(struct session *ses, const struct envelope *v)
 		return client_error(ses, GRPC_INVALID_ARGUMENT,
 		    "unexpected chunk %u for call %" PRIu64, v->ev_seq,
 		    v->ev_call_id);
+	if (session_chunk_fits(ses, v->ev_call_id, v->ev_seq, v->ev_data_len) ==
+	    -1)
+		return -1;
 	if ((uint64_t)bytes > session_max_value(ses))
 		return session_value_too_big(ses, v->ev_call_id);
+	if (!v->ev_more &&
+	    session_total_matches(ses, v->ev_call_id, (uint64_t)bytes,
+	        front_call_args_total(cl)) == -1)
+		return -1;
 	return 1;
 }
 
@@ -749,6 +812,11 @@ session_call(struct session *ses, const struct envelope *c)
 	if (c->ev_data_len > session_max_value(ses) ||
 	    c->ev_total > session_max_value(ses))
 		return session_value_too_big(ses, c->ev_call_id);
+	if (session_chunk_fits(ses, c->ev_call_id, 0, c->ev_data_len) == -1 ||
+	    (c->ev_has_value && !c->ev_more &&
+	        session_total_matches(
+	            ses, c->ev_call_id, c->ev_data_len, c->ev_total) == -1))
+		return -1;
 	ses->ses_last_call = c->ev_call_id;
 	ses->ses_ncalls++;
 	front_call_start(ses, c);

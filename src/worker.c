@@ -124,23 +124,6 @@ worker_read_init(void)
 }
 
 /*
- * The largest chunk a client may send: 1 MiB, or less where the front
- * takes smaller messages (--max-message-size), leaving room for the
- * envelope (32 KiB, or half a message that small).
- */
-static uint64_t
-worker_client_chunk(uint64_t max_message)
-{
-	uint64_t room;
-
-	if (max_message == 0)
-		return FRAME_CHUNK_MAX;
-	room = max_message / 2 < 32 * 1024 ? max_message / 2 : 32 * 1024;
-	return max_message - room < FRAME_CHUNK_MAX ? max_message - room
-	                                            : FRAME_CHUNK_MAX;
-}
-
-/*
  * Ready.limits: the bounds in force, from Init. The sandbox's are those
  * the session's cgroup enforces (Init.cgroup_limits), 0 for the others.
  */
@@ -151,7 +134,7 @@ worker_limits_init(
 	remotemedia__v1__limits__init(lim);
 	lim->max_message_bytes = init->max_message_bytes;
 	lim->max_value_bytes = init->max_value_bytes;
-	lim->max_chunk_bytes = worker_client_chunk(init->max_message_bytes);
+	lim->max_chunk_bytes = frame_client_chunk(init->max_message_bytes);
 	lim->max_inflight_calls = init->max_inflight_calls;
 	if (init->sandbox && (init->cgroup_limits & 0x1))
 		lim->memory_bytes = init->memory_bytes;

@@ -655,6 +655,59 @@ def test_a_deadline_that_passes_behind_a_call_without_one_does_not_kill(fast):
     fast.wait_idle(timeout=20)
 
 
+@pytest.mark.parametrize("case", ["big_chunk", "big_continuation", "short_total",
+                                  "long_total", "object_total"])
+def test_a_value_whose_chunks_break_the_documented_bounds_is_refused(fast, case):
+    """A chunk holds at most Ready.limits.max_chunk_bytes, and a value's
+    chunks add up to chunk 0's total_size: both were documented and
+    neither was checked (a review from grpc-js)."""
+    import cloudpickle
+    doc = cloudpickle.dumps((("x",), {}))
+    c = H2Client(fast.host, fast.port, timeout=30)
+    try:
+        if case == "object_total":
+            obj = pb.ClientMessage.FromString(open_msg(Sleeper()))
+            obj.open.object.total_size = len(obj.open.object.data) + 7
+            sid = c.request(SESSION, grpc_frame(obj.SerializeToString()), end=False)
+            want = "the object came to %d bytes, not the %d that chunk 0's total_size declared" % (
+                len(obj.open.object.data), len(obj.open.object.data) + 7)
+        else:
+            sid = open_session(c)
+            big = b"\0" * ((1 << 20) + 10 * 1024)
+            args = {
+                "big_chunk": pb.Value(call_id=1, data=big, more=True),
+                "big_continuation": pb.Value(call_id=1, data=doc, more=True),
+                "short_total": pb.Value(call_id=1, data=doc, total_size=len(doc) + 1),
+                "long_total": pb.Value(call_id=1, data=doc, total_size=len(doc) - 1),
+            }[case]
+            body = grpc_frame(pb.ClientMessage(call=pb.Call(
+                call_id=1, name="size", kind=pb.CALL_METHOD, args=args)).SerializeToString())
+            if case == "big_continuation":
+                body += grpc_frame(pb.ClientMessage(value=pb.Value(
+                    call_id=1, seq=1, data=big)).SerializeToString())
+            deadline = time.monotonic() + 15
+            while body and not c.responses[sid].ended and time.monotonic() < deadline:
+                body = body[c.send(sid, body):]  # as flow control lets it
+                pump(c, 0.05)
+            want = {
+                "big_chunk": "chunk 0 of the arguments of call 1 holds 1058816 bytes of data, "
+                             "over the 1048576 a chunk may hold (Ready.limits.max_chunk_bytes)",
+                "big_continuation": "chunk 1 of the arguments of call 1 holds 1058816 bytes of "
+                                    "data, over the 1048576 a chunk may hold "
+                                    "(Ready.limits.max_chunk_bytes)",
+                "short_total": "the arguments of call 1 came to %d bytes, not the %d that "
+                               "chunk 0's total_size declared" % (len(doc), len(doc) + 1),
+                "long_total": "the arguments of call 1 came to %d bytes, not the %d that "
+                              "chunk 0's total_size declared" % (len(doc), len(doc) - 1),
+            }[case]
+        r = c.wait(sid, timeout=15)
+        assert r.grpc_status == INVALID_ARGUMENT, r
+        assert r.grpc_message == want, r
+    finally:
+        c.close()
+    fast.wait_idle(timeout=20)
+
+
 def test_calls_that_all_overstay_their_deadlines_still_kill_the_worker(fast):
     """When every call the worker may be running is past its deadline and
     the grace, the worker is killed, naming the first of them."""

@@ -1052,6 +1052,11 @@ def _split_json_args(doc, what):
     if not isinstance(doc, dict):
         raise TypeError('%s must be a JSON object {"args": [...], '
                         '"kwargs": {...}}' % what)
+    other = sorted(k for k in doc if k not in ("args", "kwargs"))
+    if other:
+        # A misspelt key ("arg") would otherwise call with no arguments.
+        raise TypeError('%s: unknown key %r: only "args" and "kwargs" are '
+                        'allowed' % (what, other[0]))
     args = doc.get("args", [])
     kwargs = doc.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):

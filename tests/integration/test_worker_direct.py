@@ -171,11 +171,13 @@ class Sample:
         return self.gen(n)
 
     def forked(self):
+        import _rmworker
+        fd = _rmworker.fileno()  # the socket, moved off fd 3 at start
+        ino = os.fstat(fd).st_ino
         pid = os.fork()
         if pid == 0:
             try:
-                os.fstat(3)
-                os._exit(1)
+                os._exit(1 if os.fstat(fd).st_ino == ino else 0)
             except OSError:
                 os._exit(0)
         return os.waitpid(pid, 0)[1]
@@ -1014,6 +1016,11 @@ def test_json_format(front):
     assert f.items(g, 2) == [0, 1]
     e = f.error(f.send_call("add", raw_args=b"not json"))
     assert e.type == "TypeError"
+    # A misspelt key called with no arguments: it is refused.
+    e = f.error(f.send_call("add", raw_args=b'{"arg": [1, 2]}'))
+    assert e.type == "TypeError"
+    assert e.message == ("the arguments of 'add': unknown key 'arg': only \"args\" and "
+                         "\"kwargs\" are allowed"), e.message
 
 
 def _strict_json(raw):

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -327,6 +328,17 @@ env_read_marker(const char *dir, uint64_t *size)
 	return 0;
 }
 
+/*
+ * Record the entry's use on disk, as its directory's modification time:
+ * a restarted server orders its least recently used entries by it.
+ */
+static void
+env_touch(const struct env *e)
+{
+	if (utimensat(AT_FDCWD, e->env_dir, NULL, 0) == -1 && errno != ENOENT)
+		log_debug("utimensat %s: %s", e->env_dir, strerror(errno));
+}
+
 static void
 env_mark_ready(struct env *e)
 {
@@ -364,13 +376,34 @@ env_make_traversable(void)
 }
 
 /* At start: load complete entries, remove anything half-built. */
+/* An entry found at start, and when it was last used. */
+struct env_found {
+	char ef_key[65];
+	uint64_t ef_size;
+	struct timespec ef_used;
+};
+
+static int
+env_found_cmp(const void *a, const void *b)
+{
+	const struct timespec *x = &((const struct env_found *)a)->ef_used;
+	const struct timespec *y = &((const struct env_found *)b)->ef_used;
+
+	if (x->tv_sec != y->tv_sec)
+		return x->tv_sec < y->tv_sec ? -1 : 1;
+	return x->tv_nsec < y->tv_nsec ? -1 : x->tv_nsec > y->tv_nsec;
+}
+
 void
 front_env_init(void)
 {
 	struct dirent *de;
 	struct env *e;
+	struct env_found *found = NULL;
+	struct stat sb;
 	char path[4200];
 	uint64_t size;
+	size_t n = 0, cap = 0, i;
 	DIR *d;
 
 	if (mkdir_p(front_conf.fc_env_cache_dir, 0755) == -1)
@@ -393,11 +426,25 @@ front_env_init(void)
 			env_remove_tree(path);
 			continue;
 		}
-		e = env_new(de->d_name, NULL);
-		e->env_size = size;
-		env_mark_ready(e);
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			found = xrealloc(found, cap * sizeof(*found));
+		}
+		memcpy(found[n].ef_key, de->d_name, sizeof(found[n].ef_key));
+		found[n].ef_size = size;
+		found[n].ef_used = stat(path, &sb) == 0 ? sb.st_mtim
+		                                        : (struct timespec){0};
+		n++;
 	}
 	closedir(d);
+	/* Least recently used first, as env_touch recorded it. */
+	qsort(found, n, sizeof(*found), env_found_cmp);
+	for (i = 0; i < n; i++) {
+		e = env_new(found[i].ef_key, NULL);
+		e->env_size = found[i].ef_size;
+		env_mark_ready(e);
+	}
+	free(found);
 	log_info("environment cache %s: %d entries, %llu bytes",
 	    front_conf.fc_env_cache_dir, env_count,
 	    (unsigned long long)env_total);
@@ -481,6 +528,38 @@ env_keep_tail(struct env *e, const char *line)
 }
 
 /* One line from the builder: progress for every waiting session. */
+/*
+ * Replace each URL's scheme, user and host in line with "<index>", in
+ * place: "Downloading http://user@10.1.2.3:8080/p/x.whl" becomes
+ * "Downloading <index>/p/x.whl".
+ */
+static void
+env_redact_urls(char *line)
+{
+	static const char tag[] = "<index>";
+	char *p, *start, *end;
+
+	for (p = line; (p = strstr(p, "://")) != NULL;) {
+		for (start = p; start > line &&
+		     (isalnum((unsigned char)start[-1]) || start[-1] == '+' ||
+		         start[-1] == '-' || start[-1] == '.');
+		     start--)
+			;
+		for (end = p + 3; *end != '\0' && *end != '/' &&
+		     !isspace((unsigned char)*end) && *end != ')' &&
+		     *end != '\'';
+		     end++)
+			;
+		if (start == p || (size_t)(end - start) < sizeof(tag) - 1) {
+			p += 3;
+			continue;
+		}
+		memcpy(start, tag, sizeof(tag) - 1);
+		memmove(start + sizeof(tag) - 1, end, strlen(end) + 1);
+		p = start + sizeof(tag) - 1;
+	}
+}
+
 static void
 env_line(struct env *e, char *line)
 {
@@ -499,9 +578,17 @@ env_line(struct env *e, char *line)
 		log_info("environment %.12s: builder: %s", e->env_key, line);
 		return;
 	}
+	log_debug("environment %.12s: %s", e->env_key, line);
+	/*
+	 * Where pip looks is the server's configuration (an internal index's
+	 * host, its user name): the operator's log has it, clients do not.
+	 */
+	if (strncmp(line, "Looking in indexes:", 19) == 0 ||
+	    strncmp(line, "Looking in links:", 17) == 0)
+		return;
+	env_redact_urls(line);
 	env_parse_line(e, line);
 	env_keep_tail(e, line);
-	log_debug("environment %.12s: %s", e->env_key, line);
 	TAILQ_FOREACH_SAFE (ses, &e->env_waiters, ses_env_entry, tmp)
 		front_session_progress(ses, e->env_stage, e->env_package, line);
 	e->env_said_at = front_env_clock();
@@ -957,6 +1044,7 @@ front_env_attach(
 		e->env_used_at = front_env_clock();
 		TAILQ_REMOVE(&env_lru, e, env_lru);
 		TAILQ_INSERT_TAIL(&env_lru, e, env_lru);
+		env_touch(e);
 		return 1;
 	}
 	TAILQ_INSERT_TAIL(&e->env_waiters, ses, ses_env_entry);

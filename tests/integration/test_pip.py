@@ -510,7 +510,7 @@ def test_hostile_requirements_are_refused_before_any_build(srv, idx, reqs, why):
 # --------------------------------------------------------------------------
 # 8. progress
 
-def test_progress_callback_sees_pip_stages(own_server, caplog):
+def test_progress_callback_sees_pip_stages(own_server, idx, caplog):
     srv = own_server()
     events = []
 
@@ -533,6 +533,8 @@ def test_progress_callback_sees_pip_stages(own_server, caplog):
     assert all(ev.log_line for ev in events)
     lines = "\n".join(ev.log_line for ev in events)
     assert "Collecting rmtest-app" in lines and "Successfully installed" in lines
+    # where pip looks is the server's business (an internal index's host)
+    assert "Looking in" not in lines and idx.url.split("/simple")[0] not in lines, lines
     resolving = {ev.package for ev in events
                  if ev.stage == pb.Progress.STAGE_RESOLVING and ev.package}
     assert resolving == {"rmtest-app", "rmtest-base"}, resolving
@@ -855,6 +857,39 @@ def test_cache_survives_restart_and_half_built_entries_are_removed(fresh_server,
         shutil.rmtree(state, ignore_errors=True)
         subprocess.run(["chmod", "-R", "u+w", cache], capture_output=True)
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_a_restarted_server_evicts_the_least_recently_used_entry(fresh_server, idx):
+    """A restarted server used to list its entries in the directory's
+    order, as if all had just been used: it could evict the one used
+    last. Each use now stamps the entry's directory, and the restart
+    orders entries by it."""
+    state = tempfile.mkdtemp(prefix="rm-pip-state-")
+    try:
+        args = ["--pip-index-url", idx.url, "--state-dir", state]
+        s1 = fresh_server(args)
+        reqs = ["rmtest-base==1.0", "rmtest-base==2.0", "rmtest-fancydep"]
+        key = {}
+        for r in reqs:
+            key[r] = entry_of(run(with_probe(s1, [r], lambda p: p.path0()))).name
+        ready = dict(re.findall(r"environment ([0-9a-f]{12}): ready, (\d+) bytes",
+                                s1.log_text()))
+        sizes = {r: int(ready[key[r][:12]]) for r in reqs}
+        # Used again in an order unlike the directory's: the first oldest.
+        listed = [n for n in os.listdir(Path(state) / "envs") if not n.startswith(".")]
+        order = sorted(reqs, key=lambda r: listed.index(key[r]))
+        order = order[1:] + order[:1]
+        for r in order:
+            time.sleep(0.05)
+            run(with_probe(s1, [r], lambda p: p.path0()))
+        assert s1.stop() == 0
+        # Room for the two used last: the restart evicts the first.
+        room = sizes[order[1]] + sizes[order[2]]
+        s2 = fresh_server(args + ["--env-cache-size", str(room)])
+        evicted = re.findall(r"environment ([0-9a-f]{12}): evicted", s2.log_text())
+        assert evicted == [key[order[0]][:12]], (evicted, {r: key[r][:12] for r in order})
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_an_entry_damaged_on_disk_is_built_again(own_server, idx):

@@ -72,6 +72,7 @@ struct env {
 	char env_package[128]; /* the package pip is working on */
 	int env_stage;
 	char *env_error;
+	char *env_builder_error; /* its own first error, not pip's */
 	uint64_t env_failed_at;
 	uint64_t env_size;
 	uint64_t env_used_at;
@@ -191,6 +192,7 @@ env_free(struct env *e)
 	req_list_free(&e->env_reqs);
 	free(e->env_build);
 	free(e->env_error);
+	free(e->env_builder_error);
 	free(e);
 	env_count--;
 }
@@ -560,6 +562,29 @@ env_redact_urls(char *line)
 	}
 }
 
+/*
+ * What a builder's error line says, for the client: its msg= and error=
+ * values, unquoted ("mkdir /x: Read-only file system").
+ */
+static char *
+env_builder_words(const char *line)
+{
+	const char *m = strstr(line, " msg=");
+	char *out, *o;
+
+	out = o = xstrdup(m != NULL ? m + 5 : line);
+	for (m = out; *m != '\0'; m++) {
+		if (strncmp(m, "\" error=", 8) == 0) {
+			memcpy(o, ": ", 2);
+			o += 2;
+			m += 7;
+		} else if (*m != '"' && *m != '\\')
+			*o++ = *m;
+	}
+	*o = '\0';
+	return out;
+}
+
 static void
 env_line(struct env *e, char *line)
 {
@@ -576,6 +601,9 @@ env_line(struct env *e, char *line)
 	 */
 	if (strncmp(line, "ts=", 3) == 0 && strstr(line, " proc=") != NULL) {
 		log_info("environment %.12s: builder: %s", e->env_key, line);
+		if (e->env_builder_error == NULL &&
+		    strstr(line, " level=error ") != NULL)
+			e->env_builder_error = env_builder_words(line);
 		return;
 	}
 	log_debug("environment %.12s: %s", e->env_key, line);
@@ -764,6 +792,8 @@ env_spawn(struct env *e)
 	fds[1] = fds[2] = p[1];
 	fds[3] = -1;
 	e->env_started_at = front_env_clock();
+	free(e->env_builder_error);
+	e->env_builder_error = NULL;
 	e->env_pid = front_worker_exec(e->env_dir, NULL, fds, 4);
 	close(fds[0]);
 	close(p[1]);
@@ -877,6 +907,15 @@ env_build_done(struct env *e, int st)
 		return;
 	}
 	timed_out = e->env_error != NULL;
+	if (e->env_error == NULL && e->env_builder_error != NULL) {
+		/* The server failed, not pip: say how, and do not hold it
+		 * against the requirements. */
+		char buf[512];
+
+		snprintf(buf, sizeof(buf), "the environment builder failed: %s",
+		    e->env_builder_error);
+		e->env_error = xstrdup(buf);
+	}
 	if (WIFSIGNALED(st) && e->env_error == NULL) {
 		char buf[96];
 
@@ -895,9 +934,9 @@ env_build_done(struct env *e, int st)
 	e->env_state = ENV_FAILED;
 	e->env_failed_at = front_env_clock();
 	env_notify(e);
-	if (WIFSIGNALED(st) && !timed_out)
-		e->env_failed_at =
-		    0; /* a killed build says nothing of the reqs */
+	if ((WIFSIGNALED(st) && !timed_out) ||
+	    (!timed_out && e->env_builder_error != NULL))
+		e->env_failed_at = 0; /* this says nothing of the reqs */
 }
 
 /* The entry whose builder has this pid, in the tree or cancelled. */

@@ -276,8 +276,8 @@ lock_dir(const char *dir, const char *flag)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/.lock", dir);
-	if ((fd = open(
-	         path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
+	if ((fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+	         0600)) == -1)
 		fatal("%s %s: cannot open %s", flag, dir, path);
 	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
 		return; /* fd stays open: the lock goes with the process */

@@ -732,6 +732,32 @@ def test_a_server_killed_mid_build_leaves_no_pip_behind(own_server, idx):
     wait_for(lambda: not procs_matching(str(cache) + "/"), 5, "the build's processes gone")
 
 
+def test_a_build_the_server_could_not_run_says_why_and_is_not_remembered(fresh_server, idx):
+    """A cache made read-only under the server: the builder fails before
+    pip runs. The client used to get "pip failed" with no output, and the
+    failure was held against the requirements for 30 s. It now says what
+    the builder met, and the next session builds again."""
+    cache = tempfile.mkdtemp(prefix="rm-pip-ro-")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", cache],
+                      capture_output=True).returncode != 0:
+        os.rmdir(cache)
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        srv = fresh_server(["--pip-index-url", idx.url, "--env-cache-dir", cache])
+        subprocess.run(["mount", "-o", "remount,ro", cache], check=True)
+        with pytest.raises(InstallError) as ei:
+            run(with_probe(srv, ["rmtest-base"], lambda p: p.path0()))
+        msg = str(ei.value)
+        assert "the environment builder failed: " in msg, msg
+        assert "Read-only file system" in msg, msg
+        subprocess.run(["mount", "-o", "remount,rw", cache], check=True)
+        assert run(with_probe(srv, ["rmtest-base"], lambda p: p.attr("rmtest_base", "VERSION"))) \
+            == "2.0"
+    finally:
+        subprocess.run(["umount", "-l", cache], capture_output=True)
+        os.rmdir(cache)
+
+
 def test_killed_builder_fails_clearly_and_is_not_remembered(own_server, idx):
     srv = own_server()
     cache = envs_dir(srv)

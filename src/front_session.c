@@ -691,6 +691,17 @@ session_value_too_big(struct session *ses, uint64_t id)
 	    id, size);
 }
 
+/* Name the client's value of call id (0: the object) in what. */
+static const char *
+session_value_name(char *what, size_t len, uint64_t id)
+{
+	if (id == 0)
+		snprintf(what, len, "the object");
+	else
+		snprintf(what, len, "the arguments of call %" PRIu64, id);
+	return what;
+}
+
 /* A chunk of a client's value holds at most Ready.limits.max_chunk_bytes. */
 static int
 session_chunk_fits(struct session *ses, uint64_t id, uint32_t seq, size_t len)
@@ -700,11 +711,7 @@ session_chunk_fits(struct session *ses, uint64_t id, uint32_t seq, size_t len)
 
 	if (len <= max)
 		return 0;
-	if (id == 0)
-		snprintf(what, sizeof(what), "the object");
-	else
-		snprintf(
-		    what, sizeof(what), "the arguments of call %" PRIu64, id);
+	session_value_name(what, sizeof(what), id);
 	return client_error(ses, GRPC_INVALID_ARGUMENT,
 	    "chunk %u of %s holds %zu bytes of data, over the %" PRIu64
 	    " a chunk may hold (Ready.limits.max_chunk_bytes)",
@@ -720,11 +727,7 @@ session_total_matches(
 
 	if (total == 0 || bytes == total)
 		return 0;
-	if (id == 0)
-		snprintf(what, sizeof(what), "the object");
-	else
-		snprintf(
-		    what, sizeof(what), "the arguments of call %" PRIu64, id);
+	session_value_name(what, sizeof(what), id);
 	return client_error(ses, GRPC_INVALID_ARGUMENT,
 	    "%s came to %" PRIu64 " bytes, not the %" PRIu64
 	    " that chunk 0's total_size declared",

@@ -397,6 +397,24 @@ req_vsep(const char *v, size_t n, size_t *i)
 }
 
 /*
+ * An optional segment at v[*i]: a separator, one of words, a separator
+ * and a number, each but the word optional ("rc1", ".post-2", "dev").
+ */
+static void
+req_vsegment(const char *v, size_t n, size_t *i, const char *const *words)
+{
+	size_t j = *i;
+
+	req_vsep(v, n, &j);
+	if (!req_vword(v, n, &j, words))
+		return;
+	*i = j;
+	req_vsep(v, n, &j);
+	if (req_vdigits(v, n, &j))
+		*i = j;
+}
+
+/*
  * Whether v is a PEP 440 version, in any of the spellings that PEP
  * normalizes (1.0RC1, v2, 1.0-1, 1.0.post.dev0, 1.0+local.7): epoch,
  * release, pre-, post- and dev-release, local label. Anything else, pip
@@ -422,35 +440,13 @@ req_pep440(const char *v, size_t n)
 		i++;
 		req_vdigits(v, n, &i);
 	}
-	j = i;
-	req_vsep(v, n, &j);
-	if (req_vword(v, n, &j, pre)) {
-		i = j;
-		req_vsep(v, n, &j);
-		if (req_vdigits(v, n, &j))
-			i = j;
-	}
+	req_vsegment(v, n, &i, pre);
 	j = i;
 	if (j < n && v[j] == '-' && (j++, req_vdigits(v, n, &j)))
 		i = j; /* 1.0-1 */
-	else {
-		j = i;
-		req_vsep(v, n, &j);
-		if (req_vword(v, n, &j, post)) {
-			i = j;
-			req_vsep(v, n, &j);
-			if (req_vdigits(v, n, &j))
-				i = j;
-		}
-	}
-	j = i;
-	req_vsep(v, n, &j);
-	if (req_vword(v, n, &j, dev)) {
-		i = j;
-		req_vsep(v, n, &j);
-		if (req_vdigits(v, n, &j))
-			i = j;
-	}
+	else
+		req_vsegment(v, n, &i, post);
+	req_vsegment(v, n, &i, dev);
 	if (i < n && v[i] == '+') {
 		/* The local label: alphanumeric parts, separated by . - _ */
 		do {

@@ -224,6 +224,7 @@ struct session {
 	uint32_t ses_waiting; /* overdue calls behind another (front_call.c) */
 	uint32_t ses_max_inflight; /* the bound its Init, so its Ready, said */
 	uint64_t ses_max_value; /* likewise, --max-value-size */
+	uint64_t ses_max_chunk; /* likewise, Ready.limits.max_chunk_bytes */
 	int ses_draining; /* the server drains: Close once idle */
 	uint64_t ses_value_bytes; /* bytes of the client value being received */
 	uint64_t ses_value_total; /* its chunk 0's total_size; 0: none */

@@ -31,6 +31,7 @@ struct call {
 	int cl_expired; /* its deadline passed: the worker was told */
 	int cl_deadline_hit; /* fired while the front was not reading */
 	int cl_overdue; /* its grace passed too */
+	uint64_t cl_seq; /* when it last gave the worker work: Call, Pull */
 	int cl_waiting; /* overdue, but maybe behind another call */
 	char *cl_name;
 	uint64_t cl_in_bytes; /* bytes of the arguments so far */
@@ -102,11 +103,15 @@ call_busy(const struct call *cl)
 	return !cl->cl_answered || (cl->cl_generator && cl->cl_credit > 0);
 }
 
+/* The order in which calls and Pulls reached the front. */
+static uint64_t call_seq_next;
+
 /*
- * Whether the worker may be running another call than cl, one still
- * within its deadline and grace or without a deadline: then cl may not
- * have started, waiting behind it (the worker runs one synchronous call
- * at a time), and the worker answers it once that one is done.
+ * Whether the worker may be running another call than cl, one that came
+ * before it (whole) and is still within its deadline and grace, or has
+ * none: then cl may not have started, waiting behind it (the worker runs
+ * one synchronous call at a time), and the worker answers it once that
+ * one is done. A call that came after cl cannot hold it up.
  */
 static int
 call_maybe_behind(const struct call *cl)
@@ -114,7 +119,8 @@ call_maybe_behind(const struct call *cl)
 	struct call *o;
 
 	RB_FOREACH (o, calltree, &cl->cl_session->ses_calls)
-		if (o != cl && call_busy(o) && !o->cl_overdue)
+		if (o != cl && o->cl_seq < cl->cl_seq && !o->cl_in_more &&
+		    call_busy(o) && !o->cl_overdue)
 			return 1;
 	return 0;
 }
@@ -263,6 +269,7 @@ front_call_start(struct session *ses, const struct envelope *c)
 	front_metrics_call_start();
 	cl->cl_in_bytes = c->ev_data_len;
 	cl->cl_in_total = c->ev_total;
+	cl->cl_seq = ++call_seq_next;
 	call_arm(cl, c->ev_timeout_ms);
 }
 
@@ -294,6 +301,7 @@ front_call_pull(struct call *cl, uint32_t n, uint64_t timeout_ms)
 {
 	if (cl->cl_credit + n > cl->cl_credit)
 		cl->cl_credit += n;
+	cl->cl_seq = ++call_seq_next;
 	if (timeout_ms > 0)
 		call_arm(cl, timeout_ms);
 }

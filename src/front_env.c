@@ -402,7 +402,7 @@ front_env_init(void)
 	struct dirent *de;
 	struct env *e;
 	struct env_found *found = NULL;
-	struct stat sb;
+	struct stat sb, state;
 	char path[4200];
 	uint64_t size;
 	size_t n = 0, cap = 0, i;
@@ -410,6 +410,14 @@ front_env_init(void)
 
 	if (mkdir_p(front_conf.fc_env_cache_dir, 0755) == -1)
 		fatal("--env-cache-dir %s", front_conf.fc_env_cache_dir);
+	/* Its entries are all it may hold: it would take the state's
+	 * sessions/ for a half-built one, and remove it. */
+	if (stat(front_conf.fc_env_cache_dir, &sb) == 0 &&
+	    stat(front_conf.fc_state_dir, &state) == 0 &&
+	    sb.st_dev == state.st_dev && sb.st_ino == state.st_ino)
+		fatalx("--env-cache-dir %s is the state directory: give the "
+		       "cache one of its own (by default STATE/envs)",
+		    front_conf.fc_env_cache_dir);
 	lock_dir(front_conf.fc_env_cache_dir, "--env-cache-dir");
 	env_make_traversable();
 	snprintf(path, sizeof(path), "%s/.trash", front_conf.fc_env_cache_dir);
@@ -529,16 +537,28 @@ env_keep_tail(struct env *e, const char *line)
 	snprintf(e->env_tail + have, sizeof(e->env_tail) - have, "%s\n", line);
 }
 
-/* One line from the builder: progress for every waiting session. */
+/* Put "<index>" in place of line's [start, end), at least as long. */
+static char *
+env_redact(char *start, char *end)
+{
+	static const char tag[] = "<index>";
+
+	if ((size_t)(end - start) < sizeof(tag) - 1)
+		return end;
+	memcpy(start, tag, sizeof(tag) - 1);
+	memmove(start + sizeof(tag) - 1, end, strlen(end) + 1);
+	return start + sizeof(tag) - 1;
+}
+
 /*
- * Replace each URL's scheme, user and host in line with "<index>", in
- * place: "Downloading http://user@10.1.2.3:8080/p/x.whl" becomes
- * "Downloading <index>/p/x.whl".
+ * Hide where pip looks, in place: each URL's scheme, user and host
+ * ("Downloading http://user@10.1.2.3:8080/p/x.whl" becomes "Downloading
+ * <index>/p/x.whl"), and urllib3's "ConnectionPool(host='10.1.2.3',
+ * port=8080)".
  */
 static void
 env_redact_urls(char *line)
 {
-	static const char tag[] = "<index>";
 	char *p, *start, *end;
 
 	for (p = line; (p = strstr(p, "://")) != NULL;) {
@@ -552,14 +572,11 @@ env_redact_urls(char *line)
 		     *end != '\'';
 		     end++)
 			;
-		if (start == p || (size_t)(end - start) < sizeof(tag) - 1) {
-			p += 3;
-			continue;
-		}
-		memcpy(start, tag, sizeof(tag) - 1);
-		memmove(start + sizeof(tag) - 1, end, strlen(end) + 1);
-		p = start + sizeof(tag) - 1;
+		p = start == p ? p + 3 : env_redact(start, end);
 	}
+	for (p = line; (p = strstr(p, "(host=")) != NULL;)
+		p = (end = strchr(p, ')')) == NULL ? p + 6
+		                                   : env_redact(p + 1, end);
 }
 
 /*
@@ -585,6 +602,7 @@ env_builder_words(const char *line)
 	return out;
 }
 
+/* One line from the builder: progress for every waiting session. */
 static void
 env_line(struct env *e, char *line)
 {

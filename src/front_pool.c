@@ -370,6 +370,7 @@ front_pool_adopt(struct session *ses)
 	memcpy(ses->ses_out, sp->ses_out, sizeof(ses->ses_out));
 	ses->ses_max_inflight = sp->ses_max_inflight;
 	ses->ses_max_value = sp->ses_max_value;
+	ses->ses_max_chunk = sp->ses_max_chunk;
 	ses->ses_adopted = 1;
 	front_worker_nice(ses, 0);
 	bufferevent_disable(ses->ses_wbev, EV_READ);

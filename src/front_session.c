@@ -702,11 +702,16 @@ session_value_name(char *what, size_t len, uint64_t id)
 	return what;
 }
 
-/* A chunk of a client's value holds at most Ready.limits.max_chunk_bytes. */
+/*
+ * A chunk of a call's arguments holds at most the max_chunk_bytes its
+ * session's Ready stated (a SIGHUP since does not change it); the
+ * object's, sent before Ready, at most 1 MiB, in a message that fits.
+ */
 static int
 session_chunk_fits(struct session *ses, uint64_t id, uint32_t seq, size_t len)
 {
-	uint64_t max = frame_client_chunk(front_conf.fc_max_message);
+	uint64_t max = id == 0 || ses->ses_max_chunk == 0 ? FRAME_CHUNK_MAX
+	                                                  : ses->ses_max_chunk;
 	char what[64];
 
 	if (len <= max)
@@ -714,8 +719,9 @@ session_chunk_fits(struct session *ses, uint64_t id, uint32_t seq, size_t len)
 	session_value_name(what, sizeof(what), id);
 	return client_error(ses, GRPC_INVALID_ARGUMENT,
 	    "chunk %u of %s holds %zu bytes of data, over the %" PRIu64
-	    " a chunk may hold (Ready.limits.max_chunk_bytes)",
-	    seq, what, len, max);
+	    " a chunk may hold%s",
+	    seq, what, len, max,
+	    id == 0 ? "" : " (Ready.limits.max_chunk_bytes)");
 }
 
 /* A value's last chunk came: it adds up to what chunk 0 declared. */

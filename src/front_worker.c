@@ -410,6 +410,7 @@ front_worker_send_init(struct session *ses)
 	        FRONT_SESSION_MAX_MESSAGE
 	    ? front_conf.fc_max_message
 	    : FRONT_SESSION_MAX_MESSAGE;
+	ses->ses_max_chunk = frame_client_chunk(init.max_message_bytes);
 	init.max_inflight_calls = ses->ses_max_inflight =
 	    front_conf.fc_max_inflight;
 	init.idle_timeout_ms = front_conf.fc_session_idle_ms;

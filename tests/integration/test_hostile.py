@@ -708,13 +708,15 @@ def test_a_value_whose_chunks_break_the_documented_bounds_is_refused(fast, case)
     fast.wait_idle(timeout=20)
 
 
-def test_calls_that_all_overstay_their_deadlines_still_kill_the_worker(fast):
-    """When every call the worker may be running is past its deadline and
-    the grace, the worker is killed, naming the first of them."""
+@pytest.mark.parametrize("second", [300, 0], ids=["overdue-too", "no-deadline"])
+def test_calls_that_all_overstay_their_deadlines_still_kill_the_worker(fast, second):
+    """When every call that came before it is past its deadline and the
+    grace, the worker is killed, naming the first of them. A call that
+    came after cannot hold the first up, with a deadline or without."""
     c = H2Client(fast.host, fast.port, timeout=30)
     try:
         sid = open_session(c)
-        c.send(sid, timed_call(1, "stubborn", (), 300) + timed_call(2, "ping", (), 300))
+        c.send(sid, timed_call(1, "stubborn", (), 300) + timed_call(2, "ping", (), second))
         r = c.wait(sid, timeout=15)
         assert r.grpc_status == DEADLINE_EXCEEDED, r
         assert r.grpc_message == ("call 1 ('stubborn') did not stop within 2000 ms of its "

@@ -195,17 +195,19 @@ def test_calls_beyond_max_inflight_wait_for_a_slot_not_end_the_session(fresh_ser
 
 
 def test_a_session_keeps_the_bounds_its_ready_stated(fresh_server, tmp_path):
-    """A SIGHUP that lowers --max-inflight-calls or --max-value-size applies
-    to new sessions: one open already keeps the bounds its Ready gave its
-    client, which the client keeps within."""
+    """A SIGHUP that lowers --max-inflight-calls, --max-value-size or
+    --max-message-size (so max_chunk_bytes) applies to new sessions: one
+    open already keeps the bounds its Ready gave its client, which the
+    client keeps within."""
     conf = tmp_path / "rm.conf"
-    conf.write_text("max-inflight-calls = 8\nmax-value-size = 8M\n")
+    conf.write_text("max-inflight-calls = 8\nmax-value-size = 8M\nmax-message-size = 4M\n")
     srv = fresh_server(["--sandbox", "off", "--config", str(conf)])
 
     async def main():
         async with RemoteProxyClient(srv.config(timeout=30)) as client:
             p = await client.create_proxy(Waits())
-            conf.write_text("max-inflight-calls = 2\nmax-value-size = 1M\n")
+            conf.write_text("max-inflight-calls = 2\nmax-value-size = 1M\n"
+                            "max-message-size = 512K\n")
             srv.proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10
             while "--max-inflight-calls 2 (was 8)" not in srv.log_text():
@@ -218,6 +220,8 @@ def test_a_session_keeps_the_bounds_its_ready_stated(fresh_server, tmp_path):
             q = await client.create_proxy(Waits())  # a new one: the new bounds
             lim = q._rm_session.ready.limits
             assert (lim.max_inflight_calls, lim.max_value_bytes) == (2, 1 << 20)
+            assert lim.max_chunk_bytes == (512 - 32) << 10
+            assert await q.size(b"y" * (900 << 10)) == 900 << 10  # in two chunks
             assert await asyncio.gather(*(q.wait(i, 0.01) for i in range(6))) == list(range(6))
             with pytest.raises(ValueError, match="limit"):
                 await q.size(big)
@@ -225,6 +229,29 @@ def test_a_session_keeps_the_bounds_its_ready_stated(fresh_server, tmp_path):
     run(main())
     assert "calls in flight" not in srv.log_text()
     assert "larger than" not in srv.log_text()
+    assert "a chunk may hold" not in srv.log_text()
+
+
+class Blob:
+    def __init__(self):
+        self.blob = b"x" * (3 << 20)
+
+    def size(self):
+        return len(self.blob)
+
+
+def test_a_large_object_opens_under_a_message_size_just_over_its_chunks(fresh_server):
+    """The object goes before Ready, in chunks of 1 MiB: under a
+    --max-message-size of 1040K each message fits, though a call's chunks
+    get less (max_chunk_bytes leaves 32 KiB for the envelope). The front's
+    check of chunk sizes refused the object there."""
+    srv = fresh_server(["--sandbox", "off", "--max-message-size", "1040K"])
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=30)) as client:
+            p = await client.create_proxy(Blob())
+            assert await p.size() == 3 << 20
+    run(main())
 
 
 @ROOT_ONLY

@@ -660,6 +660,48 @@ def test_new_session_during_cancelled_build_gets_a_fresh_build(own_server, idx):
 # --------------------------------------------------------------------------
 # 10. a builder killed mid-way
 
+def test_pips_words_name_no_index_host(fresh_server):
+    """An index that pip cannot reach: urllib3 names it as
+    "HTTPSConnectionPool(host='...', port=...)", which has no URL in it to
+    hide. Neither its host and port nor its user reach the client."""
+    import socket
+    import threading
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(50)
+    port = lsn.getsockname()[1]
+
+    def serve():  # plain text on a TLS index's port: an SSL error in pip
+        while True:
+            try:
+                c, _ = lsn.accept()
+            except OSError:
+                return
+            try:
+                c.recv(4096)
+                c.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello")
+                c.close()
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    srv = fresh_server(["--sandbox", "off", "--pip-index-url",
+                        f"https://secret-user@127.0.0.1:{port}/simple"])
+    lines = []
+
+    async def progress(ev):
+        lines.append(ev.log_line)
+
+    try:
+        with pytest.raises(InstallError) as ei:
+            run(with_probe(srv, ["rmtest-app"], lambda p: p.path0(), progress=progress))
+    finally:
+        lsn.close()
+    seen = "\n".join(lines) + "\n" + str(ei.value)
+    assert "ConnectionPool(<index>)" in seen, seen
+    assert str(port) not in seen and "secret-user" not in seen, seen
+
+
 @pytest.mark.parametrize("op", ["==", "==="])
 def test_a_requirement_spelled_like_a_file_never_reads_the_servers_directory(
         own_server, idx, request, monkeypatch, op):

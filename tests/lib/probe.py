@@ -339,13 +339,14 @@ class Attacker:
         err, data = self.reopen_fd(fd)
         return wrote, err, data
 
-    # -- the worker protocol, spoken directly on fd 3 -------------------------
+    # -- the worker protocol, spoken directly on the worker's socket ----------
 
     def raw_frame(self, length, type_, payload=b"", wait=10.0):
         """Write one worker frame header (and payload) on the session's
         socket, bypassing the runtime; then wait to be ended."""
+        import _rmworker  # the runtime's module: where the socket is
         hdr = length.to_bytes(4, "big") + bytes([type_])
-        os.write(3, hdr + payload)
+        os.write(_rmworker.fileno(), hdr + payload)
         time.sleep(wait)
         return "still running"
 

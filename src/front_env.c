@@ -448,7 +448,8 @@ front_env_init(void)
 	}
 	closedir(d);
 	/* Least recently used first, as env_touch recorded it. */
-	qsort(found, n, sizeof(*found), env_found_cmp);
+	if (n > 0) /* found is NULL when none was found */
+		qsort(found, n, sizeof(*found), env_found_cmp);
 	for (i = 0; i < n; i++) {
 		e = env_new(found[i].ef_key, NULL);
 		e->env_size = found[i].ef_size;

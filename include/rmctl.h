@@ -162,6 +162,7 @@ void
 rmctl_conn_wait(struct rmctl_conn *cn, int (*ready)(const struct rmctl_call *),
     uint64_t deadline, const char *what);
 void rmctl_call_check(struct rmctl_conn *cn, struct rmctl_call *cl);
+const char *rmctl_printable(char *);
 void rmctl_grpc_timeout(char *buf, size_t len, uint64_t ms);
 
 #endif

@@ -340,14 +340,16 @@ rmctl_echo_verify(struct rmctl_conn *cn, struct rmctl_msg *m,
 	reply = remotemedia__v1__echo_message__unpack(
 	    NULL, m->m_len, m->m_data);
 	if (reply == NULL)
-		errx(1, "echo: malformed EchoMessage %" PRIu64 " from %s", i,
+		errx(RMCTL_EXIT_INTERNAL,
+		    "echo: malformed EchoMessage %" PRIu64 " from %s", i,
 		    cn->cn_authority);
 	if (reply->payload.len != len)
-		errx(1, "echo: reply %" PRIu64 " has %zu bytes, sent %zu", i,
+		errx(RMCTL_EXIT_INTERNAL,
+		    "echo: reply %" PRIu64 " has %zu bytes, sent %zu", i,
 		    reply->payload.len, len);
 	if (len > 0 && memcmp(reply->payload.data, sent, len) != 0)
-		errx(
-		    1, "echo: reply %" PRIu64 " differs from what was sent", i);
+		errx(RMCTL_EXIT_INTERNAL,
+		    "echo: reply %" PRIu64 " differs from what was sent", i);
 	remotemedia__v1__echo_message__free_unpacked(reply, NULL);
 }
 
@@ -366,7 +368,7 @@ rmctl_echo_one(struct rmctl_conn *cn, struct rmctl_call *cl,
 	t1 = rmctl_now_ns();
 	if ((m = rmctl_call_pop(cl)) == NULL) {
 		rmctl_call_check(cn, cl);
-		errx(1,
+		errx(RMCTL_EXIT_INTERNAL,
 		    "echo: server ended the stream after %" PRIu64
 		    " of %" PRIu64 " replies",
 		    i, count);

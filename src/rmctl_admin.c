@@ -292,12 +292,14 @@ static ServerMessage *
 run_next(struct run *r, const char *what)
 {
 	struct rmctl_conn *cn = &r->r_conn;
+	uint64_t until = now_ms() + cn->cn_timeout_ms;
 	ServerMessage *sm;
 	struct rmctl_msg *m;
 
 	for (;;) {
-		rmctl_conn_wait(cn, rmctl_call_readable,
-		    now_ms() + cn->cn_timeout_ms, what);
+		/* Progress (a build) restarts the clock; Output does not: a
+		 * server could otherwise keep rmctl waiting for ever. */
+		rmctl_conn_wait(cn, rmctl_call_readable, until, what);
 		if ((m = rmctl_call_pop(&r->r_call)) == NULL) {
 			rmctl_call_check(cn, &r->r_call);
 			errx(RMCTL_EXIT_INTERNAL,
@@ -315,6 +317,8 @@ run_next(struct run *r, const char *what)
 		} else if (sm->msg_case !=
 		    REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_PROGRESS)
 			return sm;
+		else
+			until = now_ms() + cn->cn_timeout_ms;
 		remotemedia__v1__server_message__free_unpacked(sm, NULL);
 	}
 }
@@ -322,10 +326,15 @@ run_next(struct run *r, const char *what)
 /* A remote exception: its type and message, and exit 1 like Python. */
 static void __attribute__((noreturn)) run_raised(ServerMessage *sm)
 {
-	if (sm->error->traceback != NULL && sm->error->traceback[0] != '\0')
-		fprintf(stderr, "%s", sm->error->traceback);
-	errx(RMCTL_EXIT_FAIL, "remote %s: %s", sm->error->type,
-	    sm->error->message);
+	char *tb = sm->error->traceback, *line;
+
+	/* The server's text: line by line, with no escape sequences. */
+	if (tb != NULL)
+		while ((line = strsep(&tb, "\n")) != NULL)
+			if (*line != '\0' || tb != NULL)
+				fprintf(stderr, "%s\n", rmctl_printable(line));
+	errx(RMCTL_EXIT_FAIL, "remote %s: %s", rmctl_printable(sm->error->type),
+	    rmctl_printable(sm->error->message));
 }
 
 /* Print a value (one JSON document) as one line, reassembling chunks. */

@@ -80,6 +80,9 @@ struct bench_stats {
 	uint64_t st_p99;
 };
 
+/* What an item may hold beyond its bytes: the pickle around them. */
+#define BENCH_ITEM_SLACK 4096
+
 /* Wait for the next server message of a session and unpack it. */
 static ServerMessage *
 bench_next(struct bench_session *bs, const char *what)
@@ -109,9 +112,15 @@ bench_next(struct bench_session *bs, const char *what)
 static ServerMessage *
 bench_expect(struct bench_session *bs, int kind, const char *what)
 {
+	uint64_t until = now_ms() + bs->bs_conn.cn_timeout_ms;
 	ServerMessage *sm;
 
 	for (;;) {
+		/* What is skipped does not restart the clock. */
+		if (now_ms() > until)
+			errx(RMCTL_EXIT_DEADLINE, "bench: no %s within %llu ms",
+			    what,
+			    (unsigned long long)bs->bs_conn.cn_timeout_ms);
 		sm = bench_next(bs, what);
 		if ((int)sm->msg_case == kind)
 			return sm;
@@ -334,12 +343,23 @@ bench_sessions(const struct rmctl_opts *o, struct bench_stats *st)
 	free(t);
 }
 
+/* A stream as bench_stream_next reads it. */
+struct bench_stream {
+	uint64_t bst_bytes, bst_items; /* so far */
+	uint64_t bst_max_items, bst_max_bytes; /* asked for */
+	int bst_more; /* an item's chunks are still coming */
+	uint64_t bst_item_at; /* when its first came */
+};
+
 /*
  * The next stream message, read by its envelope (envelope.c), as the front
- * reads it: the items are counted, not unpacked. Whether it is End.
+ * reads it: the items are counted, not unpacked. Whether it is End. More
+ * items or bytes than were asked for, a chunk outside an item, or an
+ * item whose chunks take longer than --timeout, is a server that broke
+ * the protocol, and could otherwise stream for ever.
  */
 static int
-bench_stream_next(struct bench_session *bs, uint64_t *bytes, uint64_t *items)
+bench_stream_next(struct bench_session *bs, struct bench_stream *st)
 {
 	struct rmctl_conn *cn = &bs->bs_conn;
 	struct rmctl_msg *m;
@@ -358,16 +378,38 @@ bench_stream_next(struct bench_session *bs, uint64_t *bytes, uint64_t *items)
 		errx(1, "bench: malformed ServerMessage in a stream");
 	switch (ev.ev_case) {
 	case ENV_SERVER_ITEM:
-		(*items)++;
-		/* FALLTHROUGH */
+		if (st->bst_more || ++st->bst_items > st->bst_max_items)
+			errx(RMCTL_EXIT_INTERNAL,
+			    "bench: the server sent item %" PRIu64
+			    " of a stream of %" PRIu64 "%s",
+			    st->bst_items, st->bst_max_items,
+			    st->bst_more ? " inside the one before" : "");
+		st->bst_item_at = now_ms();
+		break;
 	case ENV_SERVER_VALUE:
-		*bytes += ev.ev_data_len;
-		return 0;
+		if (!st->bst_more)
+			errx(RMCTL_EXIT_INTERNAL,
+			    "bench: a value chunk outside an item of the "
+			    "stream");
+		if (now_ms() - st->bst_item_at > cn->cn_timeout_ms)
+			errx(RMCTL_EXIT_DEADLINE,
+			    "bench: item %" PRIu64 " did not come whole within "
+			    "%" PRIu64 " ms",
+			    st->bst_items, cn->cn_timeout_ms);
+		break;
 	case ENV_SERVER_END:
 		return 1;
 	default:
 		errx(1, "bench: unexpected message %u in a stream", ev.ev_case);
 	}
+	st->bst_more = ev.ev_more;
+	st->bst_bytes += ev.ev_data_len;
+	if (st->bst_bytes > st->bst_max_bytes)
+		errx(RMCTL_EXIT_INTERNAL,
+		    "bench: the stream's items came to more than the %" PRIu64
+		    " bytes asked for",
+		    st->bst_max_bytes);
+	return 0;
 }
 
 /* Stream the generator once; its bytes, and the seconds it took. */
@@ -378,10 +420,13 @@ bench_stream(const struct rmctl_opts *o, uint64_t *bytes)
 	    REMOTEMEDIA__V1__CLIENT_MESSAGE__INIT;
 	Remotemedia__V1__Pull pull = REMOTEMEDIA__V1__PULL__INIT;
 	struct bench_session bs;
-	uint64_t t0, items = 0, id;
+	struct bench_stream st = {
+	    .bst_max_items = o->o_items,
+	    .bst_max_bytes = o->o_items * (o->o_size + BENCH_ITEM_SLACK),
+	};
+	uint64_t t0, id;
 	int end = 0;
 
-	*bytes = 0;
 	rmctl_conn_open(&bs.bs_conn, o, now_ms() + o->o_timeout_ms);
 	bench_open(&bs, o);
 	bench_sleep_ms(o->o_pace_ms);
@@ -396,11 +441,12 @@ bench_stream(const struct rmctl_opts *o, uint64_t *bytes)
 	cm.pull = &pull;
 	bench_send(&bs, &cm);
 	while (!end)
-		end = bench_stream_next(&bs, bytes, &items);
+		end = bench_stream_next(&bs, &st);
 	t0 = rmctl_now_ns() - t0;
-	if (items != o->o_items)
-		errx(1, "bench: %" PRIu64 " items streamed of %" PRIu64, items,
-		    o->o_items);
+	*bytes = st.bst_bytes;
+	if (st.bst_items != o->o_items)
+		errx(1, "bench: %" PRIu64 " items streamed of %" PRIu64,
+		    st.bst_items, o->o_items);
 	bench_close(&bs);
 	rmctl_conn_close(&bs.bs_conn);
 	return (double)t0 / 1e9;

@@ -126,7 +126,9 @@ rmctl_hdr_value(const uint8_t *v, size_t len, int decode)
 		    isxdigit(v[i + 1]) && isxdigit(v[i + 2])) {
 			hex[0] = (char)v[i + 1];
 			hex[1] = (char)v[i + 2];
-			s[j++] = (char)strtoul(hex, NULL, 16);
+			s[j] = (char)strtoul(hex, NULL, 16);
+			if (s[j++] == '\0')
+				s[j - 1] = '?'; /* %00 would end the text */
 			i += 2;
 		} else
 			s[j++] = (char)v[i];
@@ -135,15 +137,41 @@ rmctl_hdr_value(const uint8_t *v, size_t len, int decode)
 	return s;
 }
 
-/* Replace control characters so that server text prints on one line. */
-static const char *
+/*
+ * Replace control characters, in place, so that server text prints on one
+ * line and cannot drive the terminal (escape sequences).
+ */
+const char *
 rmctl_printable(char *s)
 {
-	char *p;
+	unsigned char *p = (unsigned char *)s;
+	size_t n, i;
+	uint32_t c;
 
-	for (p = s; *p != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
+	while (*p != '\0') {
+		if (*p < 0x80) {
+			if (*p < 0x20 || *p == 0x7f)
+				*p = '?';
+			p++;
+			continue;
+		}
+		/* UTF-8: a whole sequence stays, unless it is a C1 control
+		 * (U+0080-U+009F, such as CSI); a broken one is '?'. */
+		n = *p >= 0xf0 && *p <= 0xf4   ? 4
+		    : *p >= 0xe0 && *p <= 0xef ? 3
+		    : *p >= 0xc2 && *p <= 0xdf ? 2
+		                               : 0;
+		c = n == 2 ? *p & 0x1f : n == 3 ? *p & 0x0f : *p & 0x07;
+		for (i = 1; i < n && (p[i] & 0xc0) == 0x80; i++)
+			c = c << 6 | (p[i] & 0x3f);
+		if (n == 0 || i < n) {
+			*p++ = '?';
+			continue;
+		}
+		if (c <= 0x9f)
+			memset(p, '?', n);
+		p += n;
+	}
 	return s;
 }
 
@@ -377,6 +405,37 @@ rmctl_on_close(nghttp2_session *session, int32_t id, uint32_t error, void *arg)
 	return 0;
 }
 
+/*
+ * A GOAWAY with an error that rmctl itself sends: nghttp2 found the server
+ * broke the protocol (its reason is the GOAWAY's debug data), which its
+ * error callback does not always say.
+ */
+static int
+rmctl_on_send(nghttp2_session *session, const nghttp2_frame *frame, void *arg)
+{
+	struct rmctl_conn *cn = arg;
+	size_t len;
+
+	if (frame->hd.type != NGHTTP2_GOAWAY ||
+	    frame->goaway.error_code == NGHTTP2_NO_ERROR ||
+	    cn->cn_h2err[0] != '\0')
+		return 0;
+	len = snprintf(cn->cn_h2err, sizeof(cn->cn_h2err),
+	    "rmctl ended the connection (GOAWAY %s)%s",
+	    nghttp2_http2_strerror(frame->goaway.error_code),
+	    frame->goaway.opaque_data_len > 0 ? ": " : "");
+	if (len < sizeof(cn->cn_h2err) - 1) {
+		size_t n = frame->goaway.opaque_data_len;
+
+		if (n > sizeof(cn->cn_h2err) - 1 - len)
+			n = sizeof(cn->cn_h2err) - 1 - len;
+		memcpy(cn->cn_h2err + len, frame->goaway.opaque_data, n);
+		cn->cn_h2err[len + n] = '\0';
+	}
+	rmctl_printable(cn->cn_h2err);
+	return 0;
+}
+
 /* Keep nghttp2's explanation of a protocol error for the final message. */
 static int
 rmctl_on_error(
@@ -388,6 +447,7 @@ rmctl_on_error(
 		len = sizeof(cn->cn_h2err) - 1;
 	memcpy(cn->cn_h2err, msg, len);
 	cn->cn_h2err[len] = '\0';
+	rmctl_printable(cn->cn_h2err); /* it may quote the server's bytes */
 	return 0;
 }
 
@@ -598,6 +658,8 @@ rmctl_session_new(struct rmctl_conn *cn)
 	nghttp2_session_callbacks_set_on_stream_close_callback(
 	    cbs, rmctl_on_close);
 	nghttp2_session_callbacks_set_error_callback2(cbs, rmctl_on_error);
+	nghttp2_session_callbacks_set_on_frame_send_callback(
+	    cbs, rmctl_on_send);
 	if (nghttp2_session_client_new(&cn->cn_session, cbs, cn) != 0)
 		errx(1, "out of memory");
 	nghttp2_session_callbacks_del(cbs);
@@ -941,6 +1003,13 @@ rmctl_conn_wait(struct rmctl_conn *cn, int (*ready)(const struct rmctl_call *),
 		if (ready(cl))
 			return;
 		rmctl_conn_flush(cn);
+		/* Sending may end the call too: nghttp2 closes a stream as it
+		 * writes the RST_STREAM of a response it found invalid. */
+		if (cl->cl_err[0] != '\0')
+			errx(RMCTL_EXIT_INTERNAL, "%s: %s", cl->cl_name,
+			    cl->cl_err);
+		if (ready(cl))
+			return;
 		if (cn->cn_eof ||
 		    (!nghttp2_session_want_read(cn->cn_session) &&
 		        !nghttp2_session_want_write(cn->cn_session)))

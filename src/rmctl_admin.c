@@ -337,11 +337,24 @@ static void __attribute__((noreturn)) run_raised(ServerMessage *sm)
 	    rmctl_printable(sm->error->message));
 }
 
+/* The one call run makes: every answer must be for it. */
+#define RUN_CALL_ID 1
+
+static void
+run_check_id(uint64_t id, const char *what)
+{
+	if (id != RUN_CALL_ID)
+		errx(RMCTL_EXIT_INTERNAL,
+		    "run: %s for call %" PRIu64 ", not the call made (%d)",
+		    what, id, RUN_CALL_ID);
+}
+
 /* Print a value (one JSON document) as one line, reassembling chunks. */
 static void
 run_value(struct run *r, const Remotemedia__V1__Value *v)
 {
 	ServerMessage *sm = NULL;
+	uint32_t seq = 0;
 	int more;
 
 	r->r_len = 0;
@@ -364,6 +377,11 @@ run_value(struct run *r, const Remotemedia__V1__Value *v)
 		if (sm->msg_case != REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_VALUE)
 			errx(RMCTL_EXIT_INTERNAL, "run: a value was cut off");
 		v = sm->value;
+		run_check_id(v->call_id, "a value's chunk");
+		if (v->seq != ++seq)
+			errx(RMCTL_EXIT_INTERNAL,
+			    "run: chunk %u of a value came where %u was due",
+			    v->seq, seq);
 	}
 	fwrite(r->r_value, 1, r->r_len, stdout);
 	fputc('\n', stdout);
@@ -526,6 +544,7 @@ run_items(struct run *r)
 		sm = run_next(r, "the next item");
 		switch (sm->msg_case) {
 		case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ITEM:
+			run_check_id(sm->item->call_id, "an item");
 			credit--;
 			if (sm->item->value == NULL)
 				errx(RMCTL_EXIT_INTERNAL,
@@ -533,6 +552,7 @@ run_items(struct run *r)
 			run_value(r, sm->item->value);
 			break;
 		case REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_END:
+			run_check_id(sm->end->call_id, "an End");
 			remotemedia__v1__server_message__free_unpacked(
 			    sm, NULL);
 			return;
@@ -571,6 +591,7 @@ rmctl_run(const struct rmctl_opts *o)
 	if (sm->msg_case != REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_RESULT)
 		errx(RMCTL_EXIT_INTERNAL,
 		    "run: expected Result, got message %d", (int)sm->msg_case);
+	run_check_id(sm->result->call_id, "a Result");
 	if (sm->result->generator)
 		run_items(&r);
 	else if (sm->result->value != NULL)

@@ -220,3 +220,40 @@ def test_output_does_not_keep_run_waiting_for_ever(tmp_path):
                         "--call", "f", timeout_s="2s")
     assert r.returncode == 4, r
     assert took < 10, took
+
+
+def answer_wrongly(how):
+    def scenario(p):
+        p.start()
+        p.message()  # Open
+        p.headers()
+        ready = pb.Ready(session_id="fake")
+        ready.attributes["f"] = pb.ATTR_METHOD
+        p.send(pb.ServerMessage(ready=ready).SerializeToString())
+        p.message()  # Call
+        if how == "call_id":
+            p.send(pb.ServerMessage(result=pb.Result(
+                call_id=777, value=pb.Value(call_id=777, data=b'"not yours"'))).SerializeToString())
+        else:  # chunk 2 where 1 is due
+            p.send(pb.ServerMessage(result=pb.Result(
+                call_id=1, value=pb.Value(call_id=1, data=b"[1,", more=True))).SerializeToString())
+            p.send(pb.ServerMessage(value=pb.Value(call_id=1, seq=2, data=b"2]"))
+                   .SerializeToString())
+        p.linger(5)
+    return scenario
+
+
+@pytest.mark.parametrize("how,says", [
+    ("call_id", b"run: a Result for call 777, not the call made (1)"),
+    ("seq", b"run: chunk 2 of a value came where 1 was due"),
+])
+def test_run_refuses_answers_that_are_not_for_its_call(tmp_path, how, says):
+    """A Result for another call id, or a value's chunks out of order, were
+    printed as the answer, exit 0."""
+    src = tmp_path / "c.py"
+    src.write_text("class C:\n    def f(self):\n        return 1\n")
+    r, _ = run_rmctl(answer_wrongly(how), "run", "--source", str(src), "--class", "C",
+                     "--call", "f")
+    assert r.returncode == 13, r
+    assert says in r.stderr, r.stderr
+    assert r.stdout == b"", r.stdout

@@ -377,11 +377,18 @@ run_value(struct run *r, const Remotemedia__V1__Value *v)
 		if (sm->msg_case != REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_VALUE)
 			errx(RMCTL_EXIT_INTERNAL, "run: a value was cut off");
 		v = sm->value;
-		run_check_id(v->call_id, "a value's chunk");
-		if (v->seq != ++seq)
+		if (v->call_id != RUN_CALL_ID || v->seq != ++seq) {
+			uint64_t id = v->call_id;
+			uint32_t got = v->seq;
+
+			/* Freed first: exit leaves nothing for LeakSanitizer. */
+			remotemedia__v1__server_message__free_unpacked(
+			    sm, NULL);
+			run_check_id(id, "a value's chunk");
 			errx(RMCTL_EXIT_INTERNAL,
 			    "run: chunk %u of a value came where %u was due",
-			    v->seq, seq);
+			    got, seq);
+		}
 	}
 	fwrite(r->r_value, 1, r->r_len, stdout);
 	fputc('\n', stdout);

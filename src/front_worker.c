@@ -243,32 +243,29 @@ front_worker_attach(struct session *ses)
 
 /*
  * exec the worker with fd on WORKER_FD, /dev/null on 0, the pipes of its
- * stdout and stderr after it (frame.h), and nothing else open. The front
- * keeps the pipes' read ends, nonblocking (front_worker_drain_output).
+ * stdout and stderr after it (frame.h: write end, then read end), and
+ * nothing else open. The front keeps the pipes' read ends, nonblocking,
+ * for what a dead worker leaves in them (fw_drain_output).
  */
 static int
 fw_exec(struct session *ses, int fd)
 {
-	int fds[WORKER_EXEC_FDS] = {-1, -1, -1, fd}, i;
+	int fds[WORKER_EXEC_FDS] = {-1, -1, -1, fd}, p[2], i;
 	char home[4200], tmp[4200], id[128];
 	const char *const env[3] = {home, tmp, id};
 
-	for (i = 0; i < 2; i++)
-		if (pipe2(&fds[WORKER_OUT_FD + 2 * i], O_CLOEXEC) == -1) {
+	for (i = 0; i < 2; i++) {
+		if (pipe2(p, O_CLOEXEC) == -1) {
 			log_warn("%s: pipe2", __func__);
 			ses->ses_pid = -1;
 			goto done;
 		}
+		fds[WORKER_OUT_FD + 2 * i] = p[1];
+		fds[WORKER_OUT_FD + 2 * i + 1] = p[0];
+	}
 	snprintf(home, sizeof(home), "HOME=%s", ses->ses_dir);
 	snprintf(tmp, sizeof(tmp), "TMPDIR=%s/tmp", ses->ses_dir);
 	snprintf(id, sizeof(id), "REMOTEMEDIA_SESSION=%s", ses->ses_id);
-	/* pipe2 gives the read end first: the worker wants the write end. */
-	for (i = WORKER_OUT_FD; i < WORKER_EXEC_FDS; i += 2) {
-		int r = fds[i];
-
-		fds[i] = fds[i + 1];
-		fds[i + 1] = r;
-	}
 	ses->ses_pid = front_worker_exec(NULL, env, fds, WORKER_EXEC_FDS);
 	if (ses->ses_pid != -1)
 		for (i = 0; i < 2; i++) {

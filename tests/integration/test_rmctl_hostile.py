@@ -105,6 +105,20 @@ class Peer:
         self.conn.send_data(self.sid, grpc_msg(body))
         self.flush()
 
+    def reply(self, **kw):
+        """A ServerMessage of kw, as one gRPC message."""
+        self.send(pb.ServerMessage(**kw).SerializeToString())
+
+    def take_call(self):
+        """Open rmctl run's session (Ready: one method, f) and read its Call."""
+        self.start()
+        self.message()  # Open
+        self.headers()
+        ready = pb.Ready(session_id="fake")
+        ready.attributes["f"] = pb.ATTR_METHOD
+        self.reply(ready=ready)
+        self.message()  # Call
+
     def trailers(self, status=b"0", message=None):
         t = [(b"grpc-status", status)] + ([(b"grpc-message", message)] if message else [])
         self.conn.send_headers(self.sid, t, end_stream=True)
@@ -198,47 +212,38 @@ def test_a_reply_that_is_not_an_echo_is_13():
 
 
 def output_forever(p):
-    p.start()
-    p.message()  # Open
-    p.headers()
-    ready = pb.Ready(session_id="fake")
-    ready.attributes["f"] = pb.ATTR_METHOD
-    p.send(pb.ServerMessage(ready=ready).SerializeToString())
-    p.message()  # Call
+    p.take_call()
     end = time.monotonic() + 20
     while time.monotonic() < end:
-        p.send(pb.ServerMessage(output=pb.Output(data=b".")).SerializeToString())
+        p.reply(output=pb.Output(data=b"."))
         time.sleep(0.1)
+
+
+def run_args(tmp_path) -> list[str]:
+    """rmctl run's arguments: a class C whose method f rmctl calls."""
+    src = tmp_path / "c.py"
+    src.write_text("class C:\n    def f(self):\n        return 1\n")
+    return ["run", "--source", str(src), "--class", "C", "--call", "f"]
 
 
 def test_output_does_not_keep_run_waiting_for_ever(tmp_path):
     """Each Output restarted run's wait: a server that printed for ever
     held rmctl for ever. Only Progress (a build) restarts it now."""
-    src = tmp_path / "c.py"
-    src.write_text("class C:\n    def f(self):\n        return 1\n")
-    r, took = run_rmctl(output_forever, "run", "--source", str(src), "--class", "C",
-                        "--call", "f", timeout_s="2s")
+    r, took = run_rmctl(output_forever, *run_args(tmp_path), timeout_s="2s")
     assert r.returncode == 4, r
     assert took < 10, took
 
 
 def answer_wrongly(how):
     def scenario(p):
-        p.start()
-        p.message()  # Open
-        p.headers()
-        ready = pb.Ready(session_id="fake")
-        ready.attributes["f"] = pb.ATTR_METHOD
-        p.send(pb.ServerMessage(ready=ready).SerializeToString())
-        p.message()  # Call
+        p.take_call()
         if how == "call_id":
-            p.send(pb.ServerMessage(result=pb.Result(
-                call_id=777, value=pb.Value(call_id=777, data=b'"not yours"'))).SerializeToString())
+            p.reply(result=pb.Result(
+                call_id=777, value=pb.Value(call_id=777, data=b'"not yours"')))
         else:  # chunk 2 where 1 is due
-            p.send(pb.ServerMessage(result=pb.Result(
-                call_id=1, value=pb.Value(call_id=1, data=b"[1,", more=True))).SerializeToString())
-            p.send(pb.ServerMessage(value=pb.Value(call_id=1, seq=2, data=b"2]"))
-                   .SerializeToString())
+            p.reply(result=pb.Result(
+                call_id=1, value=pb.Value(call_id=1, data=b"[1,", more=True)))
+            p.reply(value=pb.Value(call_id=1, seq=2, data=b"2]"))
         p.linger(5)
     return scenario
 
@@ -250,10 +255,7 @@ def answer_wrongly(how):
 def test_run_refuses_answers_that_are_not_for_its_call(tmp_path, how, says):
     """A Result for another call id, or a value's chunks out of order, were
     printed as the answer, exit 0."""
-    src = tmp_path / "c.py"
-    src.write_text("class C:\n    def f(self):\n        return 1\n")
-    r, _ = run_rmctl(answer_wrongly(how), "run", "--source", str(src), "--class", "C",
-                     "--call", "f")
+    r, _ = run_rmctl(answer_wrongly(how), *run_args(tmp_path))
     assert r.returncode == 13, r
     assert says in r.stderr, r.stderr
     assert r.stdout == b"", r.stdout

@@ -152,6 +152,7 @@ struct stream {
 	enum rpc_kind str_rpc;
 	char *str_path;
 	char *str_auth; /* the authorization header */
+	int str_bad_auth; /* one that HTTP/2 forbids (an edge space) */
 	char *str_owner; /* the token's name, once authenticated */
 	int str_admin; /* and it is an admin token */
 	int str_bad_ct; /* content-type is not application/grpc */

@@ -209,7 +209,12 @@ front_grpc_headers_done(struct stream *s)
 
 		if (idx == -1) {
 			front_grpc_finish(s, GRPC_UNAUTHENTICATED,
-			    s->str_auth == NULL
+			    s->str_bad_auth
+			        ? "malformed authorization header: HTTP/2 "
+			          "forbids whitespace at either end of a "
+			          "value, and control characters; send "
+			          "'authorization: Bearer TOKEN'"
+			        : s->str_auth == NULL
 			        ? "missing token: send "
 			          "'authorization: Bearer TOKEN'"
 			        : "invalid token");

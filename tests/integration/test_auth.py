@@ -204,3 +204,40 @@ def test_non_loopback_needs_a_token_file(tmp_path):
 def test_allow_unauthenticated_says_so(fresh_server):
     srv = fresh_server(["--listen", "0.0.0.0:0", "--allow-unauthenticated", "on"])
     assert "WITHOUT AUTHENTICATION" in srv.log_text()
+
+
+@pytest.mark.parametrize("value", [f"Bearer {TOKEN_A} ", f"Bearer {TOKEN_A}\t", f" Bearer {TOKEN_A}"])
+def test_a_token_with_an_edge_space_is_told_so_not_reset(fresh_server, token_file, value):
+    """RFC 9113 forbids whitespace at either end of a field value (a token
+    pasted with its newline or a space), and nghttp2 reset such a stream:
+    the client saw PROTOCOL_ERROR and no reason. The authorization header
+    is answered instead, with UNAUTHENTICATED that says what is wrong;
+    another forbidden field still resets its stream, and the connection
+    goes on."""
+    import h2.config
+    import h2raw
+
+    srv = fresh_server(["--token-file", str(token_file), "--log-level", "debug"])
+    c = h2raw.H2Client(srv.host, srv.port)
+    try:
+        # python-h2 would strip or refuse what the test sends on purpose.
+        c.conn.config = h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8", validate_outbound_headers=False,
+            normalize_outbound_headers=False)
+        sid = c.request(h2raw.ECHO, h2raw.grpc_frame(b"\x0a\x01x"),
+                        extra=[("authorization", value)])
+        r = c.wait(sid)
+        assert r.reset is None
+        assert r.grpc_status == 16  # UNAUTHENTICATED
+        assert "malformed authorization header" in r.grpc_message
+        assert TOKEN_A not in srv.log_text()
+        sid = c.request(h2raw.ECHO, h2raw.grpc_frame(b"\x0a\x01x"),
+                        extra=[("authorization", f"Bearer {TOKEN_A}"), ("x-note", "end ")])
+        assert c.wait(sid).reset == h2raw.PROTOCOL_ERROR
+        assert 'a header field that HTTP/2 forbids (name \\"x-note\\")' in srv.log_text()
+        sid = c.request(h2raw.ECHO, h2raw.grpc_frame(b"\x0a\x01x"),
+                        extra=[("authorization", f"Bearer {TOKEN_A}")])
+        r = c.wait(sid)
+        assert r.grpc_status == 0 and r.data.endswith(b"\x0a\x01x")
+    finally:
+        c.close()

@@ -49,7 +49,10 @@ static struct event *pool_timer;
 static int pool_failures; /* spares that died unused since one was taken */
 static int pool_stopped;
 
+static uint64_t pool_due; /* when pool_timer fires (now_ms's clock) */
+
 static void pool_schedule(uint64_t);
+static void pool_failed(void);
 
 /* Free a spare whose worker is gone (or never started). */
 static void
@@ -247,24 +250,45 @@ pool_refill_cb(evutil_socket_t fd, short ev, void *arg)
 			continue;
 		}
 		if (pool_start(sp) == -1) {
-			pool_failures++;
-			front_metrics_spare_failed();
-			pool_schedule(pool_retry_ms());
+			pool_failed();
 			return;
 		}
 	}
 }
 
+/* Run the refill in ms, whatever was due before. */
 static void
-pool_schedule(uint64_t ms)
+pool_timer_set(uint64_t ms)
 {
 	if (pool_stopped || front_conf.fc_session_pool == 0)
 		return;
 	if (pool_timer == NULL)
 		pool_timer = evtimer_new(front_base, pool_refill_cb, NULL);
-	if (evtimer_pending(pool_timer, NULL))
-		return;
+	pool_due = now_ms() + ms;
 	front_timer_add(pool_timer, ms);
+}
+
+/*
+ * Run the refill within ms: sooner than a refill already due, later
+ * never. While spares keep dying, the backoff holds: until one is taken
+ * (front_pool_adopt) or a SIGHUP, which may have mended the cause.
+ */
+static void
+pool_schedule(uint64_t ms)
+{
+	if (pool_timer != NULL && evtimer_pending(pool_timer, NULL) &&
+	    (pool_failures > 0 || pool_due <= now_ms() + ms))
+		return;
+	pool_timer_set(ms);
+}
+
+/* A spare died unused, or could not start: try again later and later. */
+static void
+pool_failed(void)
+{
+	pool_failures++;
+	front_metrics_spare_failed();
+	pool_timer_set(pool_retry_ms());
 }
 
 /*
@@ -288,6 +312,7 @@ front_pool_retire_all(void)
 {
 	log_info(
 	    "session limits changed: %d spare(s) replaced", front_pool_count());
+	pool_failures = 0;
 	pool_retire(NULL);
 }
 
@@ -434,12 +459,12 @@ front_pool_reap(pid_t pid, int wstatus)
 	kill(-pid, SIGKILL); /* whatever it started, in its group */
 	TAILQ_REMOVE(&pool_spares, sp, ses_entry);
 	if (!pool_stopped && !sp->ses_retired) {
-		how = front_worker_describe_exit(wstatus);
+		/* Its cgroup is still there to ask (pool_free removes it). */
+		if ((how = front_sandbox_limit_hit(sp, wstatus)) == NULL)
+			how = front_worker_describe_exit(wstatus);
 		log_warnx("spare worker %d ended unused: %s", (int)pid, how);
 		free(how);
-		pool_failures++;
-		front_metrics_spare_failed();
-		pool_schedule(pool_retry_ms());
+		pool_failed();
 	}
 	pool_free(sp);
 	return 1;

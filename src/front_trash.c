@@ -55,9 +55,21 @@ trash_rm(const char *path, int wait)
 			;
 }
 
+/* Remove path where it is, and wait: 0 once it is gone. */
+static int
+trash_in_place(const char *path)
+{
+	struct stat sb;
+
+	trash_rm(path, 1);
+	return lstat(path, &sb) == -1 ? 0 : -1;
+}
+
 /*
  * Move path into trashdir under a fresh name and remove it in the
  * background (the SIGCHLD handler reaps rm). Returns 0 once path is gone.
+ * Where the move cannot be made (no inode left for the trash directory,
+ * another file system), path is removed in place.
  */
 int
 front_trash(const char *path, const char *trashdir)
@@ -69,7 +81,7 @@ front_trash(const char *path, const char *trashdir)
 		return errno == ENOENT ? 0 : -1;
 	if (mkdir(trashdir, 0700) == -1 && errno != EEXIST) {
 		log_warn("mkdir %s", trashdir);
-		return -1;
+		return trash_in_place(path);
 	}
 	random_hex(name, sizeof(name));
 	snprintf(dest, sizeof(dest), "%s/%s", trashdir, name);
@@ -79,8 +91,7 @@ front_trash(const char *path, const char *trashdir)
 		(void)chmod(path, (sb.st_mode & 07777) | S_IWUSR);
 	if (rename(path, dest) == -1) {
 		log_warn("rename %s", path);
-		trash_rm(path, 1); /* another file system: remove it in place */
-		return lstat(path, &sb) == -1 ? 0 : -1;
+		return trash_in_place(path);
 	}
 	trash_rm(dest, 0);
 	return 0;

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 import time
 
 import pytest
@@ -316,3 +317,68 @@ def test_spares_start_behind_sessions_and_sessions_get_it_back(fresh_server):
             assert pid in group and len(group) >= 1
             assert all(nice_of(p) == 0 for p in group), group
     run(main())
+
+
+def test_a_taken_spare_ends_the_backoff(fresh_server, tmp_path):
+    """Spares that keep dying are restarted later and later; once a session
+    takes a spare that lived, the pool refills at once, not when the backoff
+    would have ended (the refill it asked for was dropped behind that
+    timer: 30 s at most)."""
+    die = tmp_path / "die"
+    wrapper = tmp_path / "worker"
+    wrapper.write_text(f"""#!/bin/sh
+if [ -e {die} ]; then exit 3; fi
+exec {BUILD / "remotemedia-worker"} "$@"
+""")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    srv = fresh_server(["--session-pool", "2", "--worker", str(wrapper)])
+    wait_for(lambda: len(live_spares(srv)) == 2, what="two spares")
+    die.touch()
+    (_, pid), _ = live_spares(srv)
+    os.kill(pid, signal.SIGKILL)
+    # 100, 200, ... 3200 ms apart: the next try is 6.4 s off.
+    wait_for(lambda: srv.log_text().count("ended unused") >= 7, what="seven deaths")
+    die.unlink()
+    t = time.monotonic()
+    (fp,) = run(fingerprints(srv, 1))
+    assert fp["session"] in adopted(srv)
+    wait_for(lambda: len(live_spares(srv)) == 2, timeout=3, what="the pool refilled")
+    assert time.monotonic() - t < 3
+    srv.wait_idle()
+
+
+def test_a_session_dir_goes_even_with_no_inode_for_the_trash(fresh_server, tmp_path):
+    """With no inode left where the state directory is, the trash directory
+    cannot be made: a session's directory is removed where it is. It used
+    to stay until the next start, holding the inodes that had run out."""
+    state = tmp_path / "state"
+    state.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,nr_inodes=200,mode=0700",
+                       "tmpfs", str(state)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    srv = None
+    try:
+        srv = fresh_server(["--session-pool", "1", "--state-dir", str(state)])
+        (sid, _), = wait_for(lambda: live_spares(srv), what="a spare")
+        assert not (state / "trash").exists()  # emptied and removed at start
+        n = 0
+        with pytest.raises(OSError):
+            while n < 1000:
+                (state / f"fill{n}").touch()
+                n += 1
+        (fp,) = run(fingerprints(srv, 1))
+        assert fp["session"] == sid
+        wait_for(lambda: sid not in os.listdir(state / "sessions"), what="its directory removed")
+        assert "mkdir" in srv.log_text() and "cannot remove" not in srv.log_text()
+    finally:
+        if srv is not None:
+            srv.stop()
+        subprocess.run(["umount", "-l", str(state)])
+
+
+@pytest.mark.skipif(SANDBOX_OFF, reason="about the sandbox's memory limit")
+def test_a_spare_killed_by_its_memory_limit_says_so(fresh_server):
+    """As a session's death does: not only 'killed by signal 9'."""
+    srv = fresh_server(["--session-pool", "1", "--session-memory", "3M"])
+    wait_for(lambda: "ended unused: memory limit 3 MiB reached (--session-memory)"
+             in srv.log_text(), what="the limit named")

@@ -464,6 +464,7 @@ void front_sandbox_init(void);
 int front_sandbox_session_start(struct session *, char *, size_t);
 void front_sandbox_session_end(struct session *);
 size_t front_sandbox_uids_free(void);
+void front_sandbox_flush(void);
 char *front_sandbox_limit_hit(struct session *, int);
 int front_sandbox_describe(char[][160], int);
 char *front_sandbox_build_cgroup(const char *);

@@ -95,6 +95,10 @@ int cg_create(const struct cg_root *, const char *, const struct cg_limits *,
 int cg_oom_killed(const char *);
 int cg_pids_exhausted(const char *);
 int cg_destroy(const char *);
+/* One round of cg_destroy, without waiting: 0 all gone, 1 some still
+ * busy (the processes it killed are going), -1 failure; first on the
+ * first round of a cgroup, later ones from a timer. */
+int cg_destroy_try(const char *, int);
 int cg_cleanup_stale(const struct cg_root *);
 /* The tag this daemon's cgroup names start with; before cg_cleanup_stale. */
 void cg_set_owner(const char *);

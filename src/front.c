@@ -557,6 +557,7 @@ main(int argc, char **argv)
 	front_env_kill_all();
 	front_pool_stop(1);
 	front_worker_reap();
+	front_sandbox_flush();
 	front_h2_free_all();
 	front_worker_clean_state_dir();
 	log_info("stopped");

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <time.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +27,7 @@
 
 #define CG_NAME_MAX 128
 #define CG_FRONT_COMM "remotemediad" /* the front's comm, in /proc */
-#define CG_KILL_ROUNDS 12 /* about 0.4 s of waiting, at most */
+#define CG_DESTROY_WAIT_MS 400 /* cg_destroy's wait for what it killed */
 #define CG_DEPTH_MAX 8 /* nested cgroups destroy looks into */
 #define CG_ANCESTRY_MAX 32 /* parents cg_in_use walks up */
 
@@ -48,7 +50,8 @@ const struct cg_ctl cg_ctls[CG_NCTLS] = {
  */
 static char cg_owner[64];
 
-static int cg_destroy_dir(const char *, int);
+static int cg_destroy_dir(const char *);
+static int cg_destroy_round(const char *, int, int);
 
 /* Read a small file whole into buf, NUL-terminated. */
 int
@@ -300,7 +303,7 @@ cg_undo_dir(const char *dir)
 {
 	int saved = errno;
 
-	cg_destroy_dir(dir, 0);
+	cg_destroy_dir(dir);
 	errno = saved;
 }
 
@@ -450,15 +453,18 @@ cg_kill_procs(const char *dir, int killfile)
 	return n;
 }
 
-/* Destroy the cgroups nested in dir, depth first. */
+/*
+ * A round on the cgroups nested in dir, depth first: 0 once all are gone,
+ * 1 while some still hold processes, -1 if one cannot be removed.
+ */
 static int
-cg_destroy_children(const char *dir, int depth)
+cg_destroy_children(const char *dir, int depth, int first)
 {
 	char sub[PATH_MAX];
 	struct dirent *de;
 	struct stat st;
 	DIR *d;
-	int rc = 0;
+	int rc = 0, r;
 
 	if ((d = opendir(dir)) == NULL)
 		return errno == ENOENT ? 0 : -1;
@@ -468,38 +474,76 @@ cg_destroy_children(const char *dir, int depth)
 		    cg_path(sub, sizeof(sub), dir, de->d_name) == -1 ||
 		    lstat(sub, &st) == -1 || !S_ISDIR(st.st_mode))
 			continue;
-		if (cg_destroy_dir(sub, depth + 1) == -1)
-			rc = -1;
+		r = cg_destroy_round(sub, depth + 1, first);
+		if (r == -1 || (r == 1 && rc == 0))
+			rc = r;
 	}
 	closedir(d);
 	return rc;
 }
 
 /*
- * Kill what is left in dir and remove it: cgroup.kill first where there
- * is one, then SIGKILL to each listed pid, for a bounded few rounds.
+ * One round on dir: the cgroups nested in it first, then kill what it
+ * holds (cgroup.kill on the first round where there is one, else SIGKILL
+ * to each listed pid) and remove it once empty. Returns 0 once dir is
+ * gone (or was), 1 while processes are still in it, -1 on any other
+ * failure. The processes it kills take a while to go: a caller that must
+ * see dir gone comes back later, or waits (cg_destroy_dir).
+ */
+static int
+cg_destroy_round(const char *dir, int depth, int first)
+{
+	int n, rc;
+
+	if (depth > CG_DEPTH_MAX ||
+	    (rc = cg_destroy_children(dir, depth, first)) == -1)
+		return -1;
+	n = cg_kill_procs(dir, first && cg_has(dir, "cgroup.kill"));
+	if (n == -1 && access(dir, F_OK) == -1 && errno == ENOENT)
+		return 0;
+	if (n > 0 || rc == 1)
+		return 1;
+	if (cg_rmdir_hook(dir) == 0 || errno == ENOENT)
+		return 0;
+	if (errno == EBUSY)
+		return 1;
+	log_warn("cgroup: rmdir %s", dir);
+	return -1;
+}
+
+static uint64_t
+cg_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Destroy dir, waiting up to CG_DESTROY_WAIT_MS for what it kills: by the
+ * clock, since the signals of a mass ending (SIGCHLD) cut sleeps short.
  * A directory that is already gone is success.
  */
 static int
-cg_destroy_dir(const char *dir, int depth)
+cg_destroy_dir(const char *dir)
 {
-	int round, n, killfile = cg_has(dir, "cgroup.kill");
+	uint64_t until = cg_now_ms() + CG_DESTROY_WAIT_MS, now, ms;
+	struct timespec ts;
+	int round, rc;
 
-	if (depth > CG_DEPTH_MAX || cg_destroy_children(dir, depth) == -1)
-		return -1;
-	for (round = 0; round < CG_KILL_ROUNDS; round++) {
-		n = cg_kill_procs(dir, killfile && round == 0);
-		if (n == -1 && access(dir, F_OK) == -1 && errno == ENOENT)
-			return 0;
-		if (n <= 0) {
-			if (cg_rmdir_hook(dir) == 0 || errno == ENOENT)
-				return 0;
-			if (errno != EBUSY) {
-				log_warn("cgroup: rmdir %s", dir);
-				return -1;
-			}
-		}
-		usleep(1000U * (round < 6 ? 1U << round : 50U));
+	for (round = 0;; round++) {
+		if ((rc = cg_destroy_round(dir, 0, round == 0)) != 1)
+			return rc;
+		if ((now = cg_now_ms()) >= until)
+			break;
+		ms = round < 6 ? 1U << round : 50;
+		if (ms > until - now)
+			ms = until - now;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)ms * 1000000;
+		while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+			;
 	}
 	log_warnx("cgroup: %s is still busy; left for the next start", dir);
 	errno = EBUSY;
@@ -608,25 +652,45 @@ cg_mine(const char *dir, int leftover)
 }
 
 /*
- * Kill whatever is left in the cgroup's directories and remove them.
- * Idempotent: directories already gone count as destroyed.
+ * Kill whatever is left in the cgroup's directories and remove them, with
+ * wait set waiting for what it killed (up to CG_DESTROY_WAIT_MS a
+ * directory); without, one round only (cg_destroy_round), first telling
+ * whether it is the first. Returns 0 once all are gone (idempotent:
+ * directories already gone count as destroyed), 1 while some still hold
+ * processes (without wait), -1 on failure.
  */
-int
-cg_destroy(const char *paths)
+static int
+cg_destroy_paths(const char *paths, int wait, int first)
 {
 	char dir[PATH_MAX];
 	const char *p = paths;
-	int rc = 0;
+	int rc = 0, r;
 
 	while (cg_paths_next(&p, dir, sizeof(dir))) {
 		if (!cg_mine(dir, 0)) {
 			log_warnx("cgroup: not destroying %s", dir);
 			errno = EINVAL;
 			rc = -1;
-		} else if (cg_destroy_dir(dir, 0) == -1)
-			rc = -1;
+			continue;
+		}
+		r = wait ? cg_destroy_dir(dir)
+		         : cg_destroy_round(dir, 0, first);
+		if (r == -1 || (r == 1 && rc == 0))
+			rc = r;
 	}
 	return rc;
+}
+
+int
+cg_destroy(const char *paths)
+{
+	return cg_destroy_paths(paths, 1, 1);
+}
+
+int
+cg_destroy_try(const char *paths, int first)
+{
+	return cg_destroy_paths(paths, 0, first);
 }
 
 /* Destroy each stale session cgroup of this daemon's under parent. */
@@ -648,7 +712,7 @@ cg_cleanup_parent(const char *parent)
 		    !cg_mine(dir, 1))
 			continue;
 		log_info("cgroup: removing stale %s", dir);
-		if (cg_destroy_dir(dir, 0) == -1)
+		if (cg_destroy_dir(dir) == -1)
 			rc = -1;
 	}
 	closedir(d);

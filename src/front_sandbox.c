@@ -26,6 +26,25 @@ static uint8_t *uid_used; /* one byte per uid of --session-uids */
 static size_t uids_n, uids_in_use;
 
 /*
+ * Session cgroups whose processes were still dying when the session
+ * ended: a timer comes back to them, so that a mass ending neither stalls
+ * the loop nor leaves directories behind. Each keeps its session's uid
+ * out of use until its processes are gone.
+ */
+struct cg_gone {
+	TAILQ_ENTRY(cg_gone) cgg_entry;
+	char *cgg_paths;
+	long cgg_uid; /* -1: none */
+	uint64_t cgg_since; /* now_ms() at the session's end */
+	int cgg_warned;
+};
+static TAILQ_HEAD(, cg_gone) cg_going = TAILQ_HEAD_INITIALIZER(cg_going);
+static struct event *cg_going_timer;
+static uint64_t cg_going_ms; /* the timer's delay, doubled up to 1 s */
+
+#define CG_GOING_WARN_MS 5000
+
+/*
  * Several daemons may share a host's cgroup tree: this one's cgroups are
  * named "<tag>-<name>" (cg_create adds the tag), the tag a digest of its
  * state dir, so that its start-up cleanup only ever removes what an
@@ -181,18 +200,101 @@ front_sandbox_cgroup_destroy(char *paths)
 	free(paths);
 }
 
-/* After the worker is reaped: nothing of the session's stays behind. */
+static void cg_going_cb(evutil_socket_t, short, void *);
+
+static void
+cg_going_free(struct cg_gone *g)
+{
+	TAILQ_REMOVE(&cg_going, g, cgg_entry);
+	if (g->cgg_uid != -1)
+		uid_free(g->cgg_uid);
+	free(g->cgg_paths);
+	free(g);
+}
+
+/* Come back to the cgroups still going, later each time. */
+static void
+cg_going_arm(void)
+{
+	if (cg_going_timer == NULL)
+		cg_going_timer = evtimer_new(front_base, cg_going_cb, NULL);
+	cg_going_ms = cg_going_ms == 0 ? 5 : cg_going_ms * 2;
+	if (cg_going_ms > 1000)
+		cg_going_ms = 1000;
+	front_timer_add(cg_going_timer, cg_going_ms);
+}
+
+static void
+cg_going_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct cg_gone *g, *tmp;
+	uint64_t now = now_ms();
+
+	TAILQ_FOREACH_SAFE (g, &cg_going, cgg_entry, tmp) {
+		if (cg_destroy_try(g->cgg_paths, 0) != 1) {
+			cg_going_free(g);
+			continue;
+		}
+		if (!g->cgg_warned && now - g->cgg_since >= CG_GOING_WARN_MS) {
+			g->cgg_warned = 1;
+			log_warnx(
+			    "cgroup %s: processes still there %llu ms after "
+			    "the session ended; trying again (uid %ld "
+			    "stays out of use)",
+			    g->cgg_paths,
+			    (unsigned long long)(now - g->cgg_since),
+			    g->cgg_uid);
+		}
+	}
+	if (TAILQ_EMPTY(&cg_going))
+		cg_going_ms = 0;
+	else
+		cg_going_arm();
+}
+
+/*
+ * After the worker is reaped: nothing of the session's stays behind. What
+ * is left in its cgroup is killed, and the directories removed at once,
+ * or, while those processes die, from a timer (their uid with them).
+ */
 void
 front_sandbox_session_end(struct session *ses)
 {
+	struct cg_gone *g;
+
 	if (ses->ses_cgroup != NULL) {
-		cg_destroy(ses->ses_cgroup);
-		free(ses->ses_cgroup);
+		if (cg_destroy_try(ses->ses_cgroup, 1) == 1) {
+			g = xcalloc(1, sizeof(*g));
+			g->cgg_paths = ses->ses_cgroup;
+			g->cgg_uid = ses->ses_uid;
+			g->cgg_since = now_ms();
+			TAILQ_INSERT_TAIL(&cg_going, g, cgg_entry);
+			if (cg_going_ms == 0)
+				cg_going_arm();
+			ses->ses_uid = -1;
+		} else
+			free(ses->ses_cgroup);
 		ses->ses_cgroup = NULL;
 	}
 	if (ses->ses_uid != -1) {
 		uid_free(ses->ses_uid);
 		ses->ses_uid = -1;
+	}
+}
+
+/* As the front exits: wait for the cgroups still going (a bounded while). */
+void
+front_sandbox_flush(void)
+{
+	struct cg_gone *g;
+
+	while ((g = TAILQ_FIRST(&cg_going)) != NULL) {
+		(void)cg_destroy(g->cgg_paths);
+		cg_going_free(g);
+	}
+	if (cg_going_timer != NULL) {
+		event_free(cg_going_timer);
+		cg_going_timer = NULL;
 	}
 }
 

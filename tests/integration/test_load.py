@@ -14,6 +14,7 @@ import time
 import pytest
 
 from clientlib import runner
+from serverlib import wait_for
 from remotemedia.remote import RemoteProxyClient
 from targets import Counter
 
@@ -145,3 +146,59 @@ def test_sigkill_of_the_front_kills_workers_and_next_start_cleans_up(fresh_serve
     left = os.listdir(os.path.join(srv.state_dir, "sessions"))
     assert [d for d in left if d not in again.spare_ids()] == []  # its spares aside
     assert cgroups_of(leftovers) == []
+
+
+HOLDER = r"""
+import asyncio, sys
+sys.path[:0] = sys.argv[3:]
+from remotemedia.core.node import RemoteExecutorConfig
+from remotemedia.remote import RemoteProxyClient
+from targets import Counter
+
+async def main():
+    c = RemoteProxyClient(RemoteExecutorConfig(host="127.0.0.1", port=int(sys.argv[1]),
+                                               timeout=120))
+    await c.connect()
+    ps = await asyncio.gather(*(c.create_proxy(Counter()) for _ in range(int(sys.argv[2]))))
+    await asyncio.gather(*(p.inc() for p in ps))
+    print("ready", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="about the sandbox's cgroups")
+def test_sessions_ending_at_once_leave_no_cgroup_and_do_not_stall_the_front(fresh_server):
+    """A client holding 40 sessions is killed: all end at once. Their
+    cgroups went one by one, each waiting for its processes with sleeps
+    that the burst of SIGCHLDs cut short: one or two of 40 were left until
+    the next start, and the front's loop stalled for hundreds of ms. The
+    cgroups still busy now go from a timer."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from h2raw import echo_ok
+
+    srv = fresh_server(["--session-network", "off", "--session-pool", "0"])
+    lib = Path(__file__).resolve().parents[1] / "lib"
+    py = Path(__file__).resolve().parents[2] / "python"
+    ids: set[str] = set()
+    for _ in range(2):
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(srv.port), "40",
+                                   str(py), str(lib)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "ready"
+        finally:
+            holder.kill()
+            holder.wait()
+        t = time.monotonic()
+        echo_ok(srv.host, srv.port)  # the loop answers while the 40 end
+        stall = time.monotonic() - t
+        srv.wait_idle(timeout=30)
+        ids |= set(re.findall(r"session ([0-9a-f]{32}) freed", srv.log_text()))
+        assert len(ids) % 40 == 0
+        wait_for(lambda: cgroups_of(ids) == [], timeout=10, what="their cgroups removed")
+        print(f"40 sessions ended at once: an Echo took {stall * 1000:.0f} ms meanwhile")
+    assert "still busy" not in srv.log_text()

@@ -857,7 +857,7 @@ ATTRS = {
     "echo": pb.ATTR_METHOD, "add": pb.ATTR_METHOD, "big": pb.ATTR_METHOD,
     "count": pb.ATTR_GENERATOR, "fail_gen": pb.ATTR_ASYNC_GENERATOR,
     "boom": pb.ATTR_METHOD, "main_error": pb.ATTR_METHOD, "hang": pb.ATTR_ASYNC_METHOD,
-    "deadline": pb.ATTR_METHOD, "say": pb.ATTR_METHOD, "die": pb.ATTR_METHOD,
+    "deadline": pb.ATTR_METHOD, "say": pb.ATTR_METHOD, "say_in_pieces": pb.ATTR_METHOD, "die": pb.ATTR_METHOD,
     "stall": pb.ATTR_GENERATOR, "unrebuildable": pb.ATTR_METHOD,
     "value": pb.ATTR_ATTRIBUTE, "doubled": pb.ATTR_PROPERTY,
 }
@@ -1042,6 +1042,16 @@ class FakeSession:
         await self.send(output=pb.Output(stream=pb.Output.STDOUT, data=b"hello\nworld\n"))
         await self.send(output=pb.Output(stream=pb.Output.STDERR, data=b"oops\n",
                                          dropped_bytes=10))
+        await self.send_value("result", call_id, self.encode(None))
+
+    async def do_say_in_pieces(self, call_id: int) -> None:
+        """Output as the worker sends it: what each read of a pipe gave."""
+        out, err = pb.Output.STDOUT, pb.Output.STDERR
+        for stream, data in [(err, b"Fatal Python error: "), (out, b"caf\xc3"),
+                             (err, b"Segmentation fault\n\nCurrent"), (out, b"\xa9\n10%\r"),
+                             (err, b" thread (most recent call first):\r"),
+                             (err, b'\n  File "x.py", line 1'), (out, b"20%\r")]:
+            await self.send(output=pb.Output(stream=stream, data=data))
         await self.send_value("result", call_id, self.encode(None))
 
     async def do_die(self, call_id: int) -> None:
@@ -1734,6 +1744,33 @@ def test_output_is_logged(caplog: Any) -> None:
     assert (logging.WARNING, "[session 01234567] oops") in records
     assert any(level == logging.WARNING and "10 bytes" in msg and "dropped" in msg
                for level, msg in records)
+
+
+def test_output_lines_split_between_chunks_are_logged_whole(caplog: Any) -> None:
+    """A chunk of output may end in mid-line (a crash's traceback, written
+    piece by piece): the rest of the line comes with the next chunk of its
+    stream. Each line was logged in fragments; an unfinished one is logged
+    when the session ends."""
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            await proxy.say_in_pieces()
+            assert ("[session 01234567]  thread (most recent call first):"
+                    not in [r.getMessage() for r in caplog.records])
+            await client.close_proxy(proxy)
+    with caplog.at_level(logging.INFO, logger="remotemedia.remote"):
+        run(main())
+    records = [(r.levelno, r.getMessage()) for r in caplog.records
+               if r.name == "remotemedia.remote" and r.getMessage().startswith("[session")]
+    w, i = logging.WARNING, logging.INFO
+    assert records == [
+        (w, "[session 01234567] Fatal Python error: Segmentation fault"),
+        (w, "[session 01234567] "),
+        (i, "[session 01234567] caf\u00e9"),
+        (i, "[session 01234567] 10%"),
+        (w, "[session 01234567] Current thread (most recent call first):"),
+        (i, "[session 01234567] 20%"),
+        (w, '[session 01234567]   File "x.py", line 1'),
+    ], records
 
 
 def test_calls_over_the_inflight_limit_wait_for_a_slot() -> None:

@@ -29,7 +29,7 @@ import asyncio
 import collections
 import logging
 import sys
-from typing import Any, Callable, Coroutine, Deque, Dict, Iterable, Optional, Set, Tuple
+from typing import Any, Callable, Coroutine, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 import grpc
 
@@ -198,6 +198,7 @@ class Session:
         self._slots_promised = 0  # waiters woken that have not sent yet
         self._gc_cancels: Deque[CallState] = collections.deque()
         self._assembler = wire.ValueAssembler()
+        self._output = wire.OutputLines()
         self._open_events = CallState(0, "open")  # Progress, Ready, StreamEnd
         # The timer that bounds the calls' waits (_watch).
         self._watch_timer: Optional[asyncio.TimerHandle] = None
@@ -639,20 +640,26 @@ class Session:
             state.push(("end", bool(end.cancelled)))
 
     def _on_output(self, output: Any) -> None:
-        """Log what user code printed: stdout at INFO, stderr at WARNING."""
-        prefix = f"[session {self.short_id}]"
+        """Log what user code printed, line by line: stdout at INFO, stderr
+        at WARNING."""
         if output.dropped_bytes:
-            log_remote(logging.WARNING, "%s %d bytes of output dropped by the server's rate limit",
-                       prefix, output.dropped_bytes)
-        level = logging.WARNING if output.stream == pb.Output.STDERR else logging.INFO
-        for line in wire.output_lines(output.data):
-            log_remote(level, "%s %s", prefix, line)
+            self._log_output(output.stream, self._output.flush(output.stream))
+            log_remote(logging.WARNING, "[session %s] %d bytes of output dropped by the "
+                       "server's rate limit", self.short_id, output.dropped_bytes)
+        self._log_output(output.stream, self._output.feed(output.stream, output.data))
+
+    def _log_output(self, stream: int, lines: List[str]) -> None:
+        level = logging.WARNING if stream == pb.Output.STDERR else logging.INFO
+        for line in lines:
+            log_remote(level, "[session %s] %s", self.short_id, line)
 
     def _finish(self, code: grpc.StatusCode, details: str) -> None:
         """The stream ended: record why and fail every pending call."""
         if self._phase == _OPENING:
             self._open_events.push(StreamEnd(code, details))
         self._phase = _ENDED
+        for stream in self._output.streams():  # what it printed last, unended
+            self._log_output(stream, self._output.flush(stream))
         if self._failure is None:
             if self._closing:
                 closed = f"session {self.short_id} is closed"

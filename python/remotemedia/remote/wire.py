@@ -666,3 +666,46 @@ def format_progress(progress: Any) -> str:
 def output_lines(data: bytes) -> List[str]:
     """Split an ``Output`` chunk into lines (invalid UTF-8 is replaced)."""
     return data.decode("utf-8", errors="replace").splitlines()
+
+
+#: Most bytes of one line an :class:`OutputLines` holds back for its end.
+MAX_PARTIAL_LINE = 64 * 1024
+
+
+class OutputLines:
+    """Whole lines of a session's output streams. The worker sends what each
+    read of the user code's pipe gives, so a line (a traceback's, a
+    crash's, written piece by piece) may end in the next ``Output`` chunk of
+    its stream: the part after a chunk's last line end waits for the rest.
+    A line ends at ``\n`` or ``\r`` (a progress bar's), and is let go
+    unfinished past :data:`MAX_PARTIAL_LINE` bytes, or by :meth:`flush`."""
+
+    __slots__ = ("_tails", "_cr")
+
+    def __init__(self) -> None:
+        self._tails: Dict[int, bytes] = {}
+        self._cr: Dict[int, bool] = {}  # the stream's last line ended in \r
+
+    def feed(self, stream: int, data: bytes) -> List[str]:
+        """The lines that ``data``, a chunk of ``stream``, completes."""
+        if self._cr.pop(stream, False) and data[:1] == b"\n":
+            data = data[1:]  # the \n of a \r\n split between two chunks
+        data = self._tails.pop(stream, b"") + data
+        end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        if len(data) - end > MAX_PARTIAL_LINE:
+            end = len(data)
+        if end < len(data):
+            self._tails[stream] = data[end:]
+        elif end:
+            self._cr[stream] = data[end - 1:end] == b"\r"
+        return output_lines(data[:end])
+
+    def flush(self, stream: int) -> List[str]:
+        """The unfinished line of ``stream``, as it is (at its end, or
+        before a gap: bytes the server dropped)."""
+        self._cr.pop(stream, None)
+        return output_lines(self._tails.pop(stream, b""))
+
+    def streams(self) -> List[int]:
+        """The streams with an unfinished line."""
+        return list(self._tails)

@@ -305,15 +305,30 @@ front_pool_forget_env(struct env *e)
 
 /*
  * SIGHUP changed the session limits, which a spare's worker and cgroup
- * were made with: every spare ends, and the refill starts new ones.
+ * were made with: every spare ends, and new ones start, of the same
+ * environments.
  */
 void
 front_pool_retire_all(void)
 {
+	struct session *sp;
+	struct env **envs;
+	size_t n = 0, i;
+
 	log_info(
 	    "session limits changed: %d spare(s) replaced", front_pool_count());
 	pool_failures = 0;
+	TAILQ_FOREACH (sp, &pool_spares, ses_entry)
+		n++;
+	envs = xcalloc(n + 1, sizeof(*envs));
+	n = 0;
+	TAILQ_FOREACH (sp, &pool_spares, ses_entry)
+		if (sp->ses_env != NULL && !sp->ses_killed && !sp->ses_retired)
+			envs[n++] = sp->ses_env;
 	pool_retire(NULL);
+	for (i = 0; i < n && pool_may_start(); i++)
+		(void)pool_new(envs[i]);
+	free(envs);
 }
 
 /*

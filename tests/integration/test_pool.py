@@ -382,3 +382,24 @@ def test_a_spare_killed_by_its_memory_limit_says_so(fresh_server):
     srv = fresh_server(["--session-pool", "1", "--session-memory", "3M"])
     wait_for(lambda: "ended unused: memory limit 3 MiB reached (--session-memory)"
              in srv.log_text(), what="the limit named")
+
+
+def test_a_sighup_that_changes_session_limits_replaces_environment_spares(fresh_server, idx,
+                                                                         tmp_path):
+    """Spares are made under the session limits: a SIGHUP that changes them
+    ends every spare, and the spare of an environment is made anew as well
+    (only those without packages were), so that the next session with
+    those packages still takes one."""
+    conf = tmp_path / "rm.conf"
+    conf.write_text("session-memory = 1G\n")
+    srv = fresh_server(["--config", str(conf), "--pip-index-url", idx.url,
+                        "--session-pool", "1"])
+    run(app_session(srv, ["rmtest-app"]))
+    (old,) = wait_for(lambda: env_spares(srv), what="a spare of the environment")
+    conf.write_text("session-memory = 768M\n")
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "session limits changed" in srv.log_text(), what="the reload")
+    new = wait_for(lambda: [s for s in env_spares(srv) if s != old], what="a new one")
+    fp = run(app_session(srv, ["rmtest-app"]))
+    assert fp["session"] in adopted(srv) and fp["session"] in new
+    srv.wait_idle()

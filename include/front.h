@@ -124,6 +124,7 @@ struct front_config {
 	uint64_t fc_max_header_list;
 	uint32_t fc_max_inflight;
 	uint64_t fc_handshake_ms;
+	uint64_t fc_open_timeout_ms; /* the worker's Ready, object whole */
 	uint64_t fc_conn_idle_ms;
 	uint32_t fc_ping_rate; /* PINGs per second allowed, sustained */
 	uint32_t fc_busy_poll_us; /* the front polls before sleeping */

@@ -183,6 +183,10 @@ static const struct opt opts[] = {
         "DURATION",
         "a connection's TLS and HTTP/2 preface; a Session's Open, each this "
         "long bringing bytes of it until its object is whole"},
+    {"open-timeout", OPT_MS, F(fc_open_timeout_ms), 0, 0, UINT64_MAX, "60s",
+        "DURATION",
+        "a Session's worker must answer its Open (its object loaded) this "
+        "long after the object is whole; 0: no bound"},
     {"idle-timeout", OPT_MS, F(fc_conn_idle_ms), 0, 1, UINT64_MAX, "10m",
         "DURATION",
         "a connection without a session that sends no HEADERS or DATA "

@@ -188,6 +188,25 @@ front_session_refuse(const char *owner, char *msg, size_t len)
 	return 0;
 }
 
+/* The object is whole and a worker has it (or has it coming, from the
+ * front's backlog), which has not answered Ready yet. */
+static int
+session_awaits_ready(const struct session *ses)
+{
+	return ses->ses_state == SES_STARTING && !ses->ses_open_more &&
+	    !ses->ses_ready_seen;
+}
+
+/* From then on, the worker answers within --open-timeout: a spare that
+ * hung, or an object whose loading does not end, ends the session rather
+ * than hold a client that set no deadline. */
+static void
+session_arm_ready(struct session *ses)
+{
+	if (session_awaits_ready(ses) && front_conf.fc_open_timeout_ms > 0)
+		front_timer_add(ses->ses_open, front_conf.fc_open_timeout_ms);
+}
+
 /*
  * A Session stream that never sends Open, or stops sending it or the
  * chunks of its object, must not hold its slot (and a worker): each
@@ -201,12 +220,21 @@ session_open_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *ses = arg;
 	struct stream *s = ses->ses_stream;
-	char msg[160];
+	char msg[200];
 	int opening = ses->ses_state == SES_OPENING;
 	int chunks = (ses->ses_state == SES_INSTALLING ||
 	                 ses->ses_state == SES_STARTING) &&
 	    ses->ses_open_more;
 
+	if (session_awaits_ready(ses)) {
+		snprintf(msg, sizeof(msg),
+		    "the worker did not answer the Open within %llu ms "
+		    "(--open-timeout): loading the object took longer, or the "
+		    "worker hung",
+		    (unsigned long long)front_conf.fc_open_timeout_ms);
+		front_session_end(ses, GRPC_DEADLINE_EXCEEDED, msg);
+		return;
+	}
 	if (!opening && !chunks)
 		return;
 	if (s != NULL &&
@@ -602,6 +630,7 @@ session_open(struct session *ses, Remotemedia__V1__Open *op, const uint8_t *msg,
 				front_pool_want(ses->ses_env);
 		}
 		ses->ses_state = SES_STARTING;
+		session_arm_ready(ses);
 	}
 	if (op->n_requirements == 0)
 		return session_forward(ses, msg, len);
@@ -623,8 +652,10 @@ front_session_env_ready(struct session *ses)
 	ses->ses_state = SES_STARTING;
 	if ((code = front_worker_spawn(ses, err, sizeof(err))) != 0)
 		client_error(ses, code, "%s", err);
-	else
+	else {
 		front_pool_want(ses->ses_env);
+		session_arm_ready(ses);
+	}
 }
 
 void
@@ -766,6 +797,7 @@ session_client_value(struct session *ses, const struct envelope *v)
 		    session_total_matches(ses, 0, ses->ses_value_bytes,
 		        ses->ses_value_total) == -1)
 			return -1;
+		session_arm_ready(ses);
 		return 1;
 	}
 	cl = front_call_find(ses, v->ev_call_id);

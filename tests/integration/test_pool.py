@@ -403,3 +403,21 @@ def test_a_sighup_that_changes_session_limits_replaces_environment_spares(fresh_
     fp = run(app_session(srv, ["rmtest-app"]))
     assert fp["session"] in adopted(srv) and fp["session"] in new
     srv.wait_idle()
+
+
+def test_a_spare_that_hung_ends_its_session_at_the_open_timeout(fresh_server):
+    """A spare whose Python hangs (stopped here) is given to a session like
+    any other: the front cannot tell. Its Ready never comes, and the
+    session waited as long as its client would: forever, for one that set
+    no deadline. --open-timeout bounds it; the next session is served."""
+    from remotemedia.core.exceptions import RemoteTimeoutError
+
+    srv = fresh_server(["--session-pool", "1", "--open-timeout", "2s"])
+    (sid, _), = wait_for(lambda: live_spares(srv), what="a spare")
+    os.kill(srv.worker_pid_of(sid), signal.SIGSTOP)
+    with pytest.raises(RemoteTimeoutError) as e:  # the client's own: 60 s
+        run(fingerprints(srv, 1))
+    assert "did not answer the Open within 2000 ms (--open-timeout)" in str(e.value)
+    (fp,) = run(fingerprints(srv, 1))
+    assert fp["session"] != sid
+    srv.wait_idle()

@@ -496,6 +496,7 @@ int front_pool_adopt(struct session *);
 int front_pool_count(void);
 void front_pool_want(struct env *);
 void front_pool_forget_env(struct env *);
+void front_pool_reloaded(void);
 void front_pool_retire_all(void);
 int front_pool_reap(pid_t, int);
 void front_pool_stop(int);

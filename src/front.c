@@ -323,6 +323,8 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	else {
 		if (sessions > 0)
 			front_pool_retire_all();
+		else
+			front_pool_reloaded();
 		/* A higher bound reaches open connections too, so that what
 		 * new Readies say holds there; a lower one only new ones: a
 		 * client that holds more on a connection, and keeps to what

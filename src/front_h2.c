@@ -240,8 +240,9 @@ h2_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 }
 
 /*
- * A field that RFC 9113 forbids (8.2.1: whitespace at either end of a
- * value, a control, upper case in a name). nghttp2 would reset the stream
+ * A field that RFC 9113 forbids and nghttp2 asks about (8.2.1: whitespace
+ * at either end of a value, a control character; an upper-case name or a
+ * bad pseudo-header it resets by itself). nghttp2 would reset the stream
  * (PROTOCOL_ERROR), which a client reports without a reason. An
  * authorization header so spelt (a token pasted with its newline or a
  * space) is answered instead: UNAUTHENTICATED, saying what is wrong
@@ -259,9 +260,10 @@ h2_invalid_header_cb(nghttp2_session *h2, const nghttp2_frame *frame,
 	(void)value;
 	(void)flags;
 	c->c_hdr_bytes += namelen + valuelen + 32;
+	if (c->c_hdr_bytes > front_conf.fc_max_header_list)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	if (frame->hd.type == NGHTTP2_HEADERS &&
-	    frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
-	    c->c_hdr_bytes <= front_conf.fc_max_header_list)
+	    frame->headers.cat == NGHTTP2_HCAT_REQUEST)
 		s = nghttp2_session_get_stream_user_data(
 		    h2, frame->hd.stream_id);
 	if (s != NULL && namelen == 13 &&

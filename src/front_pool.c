@@ -271,7 +271,7 @@ pool_timer_set(uint64_t ms)
 /*
  * Run the refill within ms: sooner than a refill already due, later
  * never. While spares keep dying, the backoff holds: until one is taken
- * (front_pool_adopt) or a SIGHUP, which may have mended the cause.
+ * (front_pool_adopt) or a SIGHUP, after which the cause may be mended.
  */
 static void
 pool_schedule(uint64_t ms)
@@ -352,6 +352,20 @@ pool_retire(struct env *e)
 		else
 			sp->ses_killed = 1; /* the refill drops it */
 	}
+	pool_schedule(POOL_REFILL_MS);
+}
+
+/*
+ * A SIGHUP that left the session limits as they were: the operator may
+ * have mended what made spares die (a missing program, a full disk), so
+ * the backoff ends and the pool tries again now.
+ */
+void
+front_pool_reloaded(void)
+{
+	if (pool_failures == 0)
+		return;
+	pool_failures = 0;
 	pool_schedule(POOL_REFILL_MS);
 }
 

@@ -229,9 +229,11 @@ cg_going_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct cg_gone *g, *tmp;
 	uint64_t now = now_ms();
+	int freed = 0;
 
 	TAILQ_FOREACH_SAFE (g, &cg_going, cgg_entry, tmp) {
 		if (cg_destroy_try(g->cgg_paths, 0) != 1) {
+			freed |= g->cgg_uid != -1;
 			cg_going_free(g);
 			continue;
 		}
@@ -250,6 +252,8 @@ cg_going_cb(evutil_socket_t fd, short ev, void *arg)
 		cg_going_ms = 0;
 	else
 		cg_going_arm();
+	if (freed) /* the pool may have waited for a uid */
+		front_pool_poke();
 }
 
 /*

@@ -857,7 +857,8 @@ ATTRS = {
     "echo": pb.ATTR_METHOD, "add": pb.ATTR_METHOD, "big": pb.ATTR_METHOD,
     "count": pb.ATTR_GENERATOR, "fail_gen": pb.ATTR_ASYNC_GENERATOR,
     "boom": pb.ATTR_METHOD, "main_error": pb.ATTR_METHOD, "hang": pb.ATTR_ASYNC_METHOD,
-    "deadline": pb.ATTR_METHOD, "say": pb.ATTR_METHOD, "say_in_pieces": pb.ATTR_METHOD, "die": pb.ATTR_METHOD,
+    "deadline": pb.ATTR_METHOD, "say": pb.ATTR_METHOD, "say_in_pieces": pb.ATTR_METHOD,
+    "say_over_a_gap": pb.ATTR_METHOD, "die": pb.ATTR_METHOD,
     "stall": pb.ATTR_GENERATOR, "unrebuildable": pb.ATTR_METHOD,
     "value": pb.ATTR_ATTRIBUTE, "doubled": pb.ATTR_PROPERTY,
 }
@@ -1052,6 +1053,15 @@ class FakeSession:
                              (err, b" thread (most recent call first):\r"),
                              (err, b'\n  File "x.py", line 1'), (out, b"20%\r")]:
             await self.send(output=pb.Output(stream=stream, data=data))
+        await self.send_value("result", call_id, self.encode(None))
+
+    async def do_say_over_a_gap(self, call_id: int) -> None:
+        """The rate limit dropped the rest of a stdout line: the count
+        comes with the next Output, here on stderr."""
+        out, err = pb.Output.STDOUT, pb.Output.STDERR
+        await self.send(output=pb.Output(stream=out, data=b"step 1 of 3: loading"))
+        await self.send(output=pb.Output(stream=err, data=b"warn\n", dropped_bytes=99))
+        await self.send(output=pb.Output(stream=out, data=b"step 3 of 3: done\n"))
         await self.send_value("result", call_id, self.encode(None))
 
     async def do_die(self, call_id: int) -> None:
@@ -1771,6 +1781,34 @@ def test_output_lines_split_between_chunks_are_logged_whole(caplog: Any) -> None
         (i, "[session 01234567] 20%"),
         (w, '[session 01234567]   File "x.py", line 1'),
     ], records
+
+
+def test_an_unfinished_line_is_not_joined_across_a_gap(caplog: Any) -> None:
+    """Bytes the server's rate limit dropped are counted on the next Output,
+    whatever its stream: the unfinished lines of every stream are let go
+    before the gap, not joined with what comes after it."""
+    async def main() -> None:
+        async with session() as (server, client, proxy):
+            await proxy.say_over_a_gap()
+    with caplog.at_level(logging.INFO, logger="remotemedia.remote"):
+        run(main())
+    lines = [r.getMessage() for r in caplog.records if r.name == "remotemedia.remote"]
+    assert lines[:4] == ["[session 01234567] step 1 of 3: loading",
+                         "[session 01234567] 99 bytes of output dropped by the server's "
+                         "rate limit",
+                         "[session 01234567] warn", "[session 01234567] step 3 of 3: done"]
+
+
+def test_output_lines_are_bounded_and_keep_characters_whole() -> None:
+    """A line without an end is let go past 64 KiB, not held without bound,
+    and a UTF-8 character cut there waits whole for the next chunk."""
+    lines, most = wire.OutputLines(), wire.MAX_PARTIAL_LINE
+    assert lines.feed(1, b"y" * most) == []  # at the bound: held
+    assert lines.feed(1, b"y") == ["y" * (most + 1)]  # past it: let go
+    assert lines.streams() == []
+    euro = "\u20ac".encode()  # 3 bytes
+    assert lines.feed(2, b"x" * (most - 1) + euro[:2]) == ["x" * (most - 1)]
+    assert lines.feed(2, euro[2:] + b"!\n") == ["\u20ac!"]
 
 
 def test_calls_over_the_inflight_limit_wait_for_a_slot() -> None:

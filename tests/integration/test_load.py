@@ -174,7 +174,8 @@ def test_sessions_ending_at_once_leave_no_cgroup_and_do_not_stall_the_front(fres
     cgroups went one by one, each waiting for its processes with sleeps
     that the burst of SIGCHLDs cut short: one or two of 40 were left until
     the next start, and the front's loop stalled for hundreds of ms. The
-    cgroups still busy now go from a timer."""
+    cgroups still busy now go from a timer, and the front answers an Echo
+    meanwhile."""
     import subprocess
     import sys
     from pathlib import Path
@@ -200,5 +201,5 @@ def test_sessions_ending_at_once_leave_no_cgroup_and_do_not_stall_the_front(fres
         ids |= set(re.findall(r"session ([0-9a-f]{32}) freed", srv.log_text()))
         assert len(ids) % 40 == 0
         wait_for(lambda: cgroups_of(ids) == [], timeout=10, what="their cgroups removed")
+        # Shown, not judged: make test times nothing.
         print(f"40 sessions ended at once: an Echo took {stall * 1000:.0f} ms meanwhile")
-    assert "still busy" not in srv.log_text()

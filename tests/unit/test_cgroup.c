@@ -490,6 +490,36 @@ test_v2_destroy(void **state)
 	assert_true(exists("%s", cr.cr_v2));
 }
 
+/*
+ * One round without waiting (cg_destroy_try, a session's end and then a
+ * timer): 1 while the cgroup lists processes, cgroup.kill on the first
+ * round only and SIGKILL per pid on later ones, 0 once it is removed;
+ * idempotent; -1 for a directory that is not a session cgroup.
+ */
+static void
+test_v2_destroy_try(void **state)
+{
+	struct cg_root cr;
+	struct cg_limits lim = {0, 0, 0};
+	char paths[CG_PATHS_LEN];
+
+	fake_cgkill = 1;
+	layout_v2("cpu memory pids\n");
+	cg_discover(&cr, scratch, selff);
+	assert_int_equal(cg_create(&cr, "s", &lim, paths, sizeof(paths)), 0);
+	put("4194000\n", "%s/cgroup.procs", paths);
+
+	assert_int_equal(cg_destroy_try(paths, 1), 1);
+	assert_string_equal(get("%s/cgroup.kill", paths), "1");
+	assert_false(was_killed(FAKE_PID1));
+	assert_int_equal(cg_destroy_try(paths, 0), 1);
+	assert_true(was_killed(FAKE_PID1));
+	assert_int_equal(cg_destroy_try(paths, 0), 0);
+	assert_false(exists("%s", paths));
+	assert_int_equal(cg_destroy_try(paths, 0), 0);
+	assert_int_equal(cg_destroy_try(cr.cr_v2, 1), -1);
+}
+
 /* A name is one path component of a safe alphabet. */
 static void
 test_names(void **state)
@@ -939,6 +969,7 @@ main(void)
 	    SCRATCH(test_v2_not_delegated),
 	    SCRATCH(test_v2_events),
 	    SCRATCH(test_v2_destroy),
+	    SCRATCH(test_v2_destroy_try),
 	    SCRATCH(test_names),
 	    SCRATCH(test_v2_exists),
 	    SCRATCH(test_v2_stale),

@@ -643,7 +643,10 @@ class Session:
         """Log what user code printed, line by line: stdout at INFO, stderr
         at WARNING."""
         if output.dropped_bytes:
-            self._log_output(output.stream, self._output.flush(output.stream))
+            # The count comes with the next Output, of either stream:
+            # an unfinished line of either may have lost its rest.
+            for stream in self._output.streams():
+                self._log_output(stream, self._output.flush(stream))
             log_remote(logging.WARNING, "[session %s] %d bytes of output dropped by the "
                        "server's rate limit", self.short_id, output.dropped_bytes)
         self._log_output(output.stream, self._output.feed(output.stream, output.data))

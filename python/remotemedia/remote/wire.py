@@ -672,6 +672,19 @@ def output_lines(data: bytes) -> List[str]:
 MAX_PARTIAL_LINE = 64 * 1024
 
 
+def _utf8_whole(data: bytes) -> int:
+    """How much of ``data`` ends on a whole UTF-8 character: its length, or
+    where a character that the next chunk completes begins."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # a lead byte: whole if its sequence is all here
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)
+
+
 class OutputLines:
     """Whole lines of a session's output streams. The worker sends what each
     read of the user code's pipe gives, so a line (a traceback's, a
@@ -693,7 +706,7 @@ class OutputLines:
         data = self._tails.pop(stream, b"") + data
         end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
         if len(data) - end > MAX_PARTIAL_LINE:
-            end = len(data)
+            end = _utf8_whole(data)
         if end < len(data):
             self._tails[stream] = data[end:]
         elif end:

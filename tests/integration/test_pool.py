@@ -73,6 +73,21 @@ def live_spares(srv) -> list[tuple[str, int]]:
             and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
 
 
+def session_processes(sid: str) -> list[int]:
+    """The worker processes of a session or spare (remotemedia-worker, by
+    the REMOTEMEDIA_SESSION its front gave it)."""
+    want, out = f"REMOTEMEDIA_SESSION={sid}".encode(), []
+    for entry in os.listdir("/proc"):
+        try:
+            if (entry.isdigit() and open(f"/proc/{entry}/comm").read().startswith(
+                    "remotemedia-wor") and want in open(f"/proc/{entry}/environ",
+                                                         "rb").read().split(b"\0")):
+                out.append(int(entry))
+        except OSError:
+            continue
+    return out
+
+
 def adopted(srv) -> set[str]:
     return set(re.findall(rf"front_pool_adopt: session ({ID})", srv.log_text()))
 
@@ -416,7 +431,15 @@ def test_a_spare_that_hung_ends_its_session_at_the_open_timeout(fresh_server):
 
     srv = fresh_server(["--session-pool", "1", "--open-timeout", "2s"])
     (sid, _), = wait_for(lambda: live_spares(srv), what="a spare")
-    os.kill(srv.worker_pid_of(sid), signal.SIGSTOP)
+    # Every process of the spare, even one it forks as it is stopped: a
+    # spare just started may not have made its Python process yet.
+    stopped: set[int] = set()
+    for _ in range(10):
+        for pid in set(session_processes(sid)) - stopped:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.add(pid)
+        time.sleep(0.05)
+    assert stopped
     with pytest.raises(RemoteTimeoutError) as e:  # the client's own: 60 s
         run(fingerprints(srv, 1))
     assert "did not answer the Open within 2000 ms (--open-timeout)" in str(e.value)

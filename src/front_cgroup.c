@@ -8,8 +8,6 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include <time.h>
-
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,9 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 #include "front_cgroup.h"
 #include "sandbox_cgroup.h"
 
@@ -514,15 +514,6 @@ cg_destroy_round(const char *dir, int depth, int first)
 	return -1;
 }
 
-static uint64_t
-cg_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /*
  * Destroy dir, waiting up to CG_DESTROY_WAIT_MS for what it kills: by the
  * clock, since the signals of a mass ending (SIGCHLD) cut sleeps short.
@@ -531,14 +522,14 @@ cg_now_ms(void)
 static int
 cg_destroy_dir(const char *dir)
 {
-	uint64_t until = cg_now_ms() + CG_DESTROY_WAIT_MS, now, ms;
+	uint64_t until = now_ms() + CG_DESTROY_WAIT_MS, now, ms;
 	struct timespec ts;
 	int round, rc;
 
 	for (round = 0;; round++) {
 		if ((rc = cg_destroy_round(dir, 0, round == 0)) != 1)
 			return rc;
-		if ((now = cg_now_ms()) >= until)
+		if ((now = now_ms()) >= until)
 			break;
 		ms = round < 6 ? 1U << round : 50;
 		if (ms > until - now)

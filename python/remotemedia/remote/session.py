@@ -645,11 +645,15 @@ class Session:
         if output.dropped_bytes:
             # The count comes with the next Output, of either stream:
             # an unfinished line of either may have lost its rest.
-            for stream in self._output.streams():
-                self._log_output(stream, self._output.flush(stream))
+            self._flush_output()
             log_remote(logging.WARNING, "[session %s] %d bytes of output dropped by the "
                        "server's rate limit", self.short_id, output.dropped_bytes)
         self._log_output(output.stream, self._output.feed(output.stream, output.data))
+
+    def _flush_output(self) -> None:
+        """Log every stream's unfinished line as it is."""
+        for stream in self._output.streams():
+            self._log_output(stream, self._output.flush(stream))
 
     def _log_output(self, stream: int, lines: List[str]) -> None:
         level = logging.WARNING if stream == pb.Output.STDERR else logging.INFO
@@ -661,8 +665,7 @@ class Session:
         if self._phase == _OPENING:
             self._open_events.push(StreamEnd(code, details))
         self._phase = _ENDED
-        for stream in self._output.streams():  # what it printed last, unended
-            self._log_output(stream, self._output.flush(stream))
+        self._flush_output()  # what it printed last, unended
         if self._failure is None:
             if self._closing:
                 closed = f"session {self.short_id} is closed"

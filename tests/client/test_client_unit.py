@@ -619,8 +619,27 @@ def test_open_is_chunked() -> None:
 
 
 def test_get_call_has_no_args() -> None:
-    (message,) = wire.call_messages(3, "value", pb.CALL_GET, None, 1000)
+    (message,) = _on_the_wire(wire.call_messages(3, "value", pb.CALL_GET, None, 1000))
     assert message.call.kind == pb.CALL_GET and not message.call.HasField("args")
+
+
+@pytest.mark.parametrize("call_id", [0, 1, 127, 128, 1 << 63])
+@pytest.mark.parametrize("doc_size", [None, 0, 1, 127, 128, 16384])
+def test_an_encoded_call_is_what_protobuf_writes(call_id: int, doc_size: Optional[int]) -> None:
+    """A call whose arguments fit one chunk is encoded by hand: the bytes
+    are protobuf's own, for every width of each varint, every kind, and
+    names of any UTF-8."""
+    doc = None if doc_size is None else os.urandom(doc_size)
+    for name, kind, timeout_ms in [("ping", pb.CALL_METHOD, 60000), ("", pb.CALL_GET, 0),
+                                   ("é名", pb.CALL_METHOD, 1), ("x" * 200, pb.CALL_GET, 1 << 40)]:
+        want = pb.ClientMessage(call=pb.Call(call_id=call_id, name=name, kind=kind,
+                                             timeout_ms=timeout_ms))
+        if doc is not None:
+            want.call.args.call_id = call_id
+            want.call.args.data = doc
+            want.call.args.total_size = len(doc)
+        (got,) = wire.call_messages(call_id, name, kind, doc, timeout_ms)
+        assert wire.serialize(got) == want.SerializeToString()
 
 
 def _as_parsed(buf: bytes) -> Any:
@@ -1453,10 +1472,11 @@ def test_remote_exceptions() -> None:
 class _GatedCall:
     """grpc.aio's stream-stream call as the writer sees it: each write
     records its message at its first step, then waits for the test to open
-    its gate (gRPC's completion)."""
+    its gate (gRPC's completion). Reads take the test's replies."""
 
     def __init__(self, fail_writes: bool = False) -> None:
         self.sent: List[str] = []
+        self.order: List[str] = []  # the writes as sent has them, and the reads
         self.gates: List[asyncio.Future[None]] = []
         self.cancelled = False
         self.attempts = 0
@@ -1470,6 +1490,7 @@ class _GatedCall:
         (message,) = _on_the_wire([message])
         kind = message.WhichOneof("msg")
         self.sent.append(f"{kind} {message.value.seq}" if kind == "value" else kind)
+        self.order.append(self.sent[-1])
         gate = asyncio.get_running_loop().create_future()
         self.gates.append(gate)
         await gate
@@ -1478,6 +1499,7 @@ class _GatedCall:
         self.sent.append("half-close")
 
     async def read(self) -> Any:
+        self.order.append("read")
         return await self.replies.get()
 
     def cancel(self) -> bool:
@@ -1532,6 +1554,54 @@ def test_a_call_is_on_the_wire_before_its_caller_waits() -> None:
         await _turns()
         session.start_call("d", pb.CALL_METHOD, doc)
         assert len(call.sent) == 7  # nothing waited: written at once
+        call.open_gate()
+        await session.abort()
+    run(main())
+
+
+def test_a_caller_runs_before_the_next_read_is_armed() -> None:
+    """Arming a read costs gRPC tens of microseconds: the reader lets the
+    caller whose result it delivered run first, so that the read overlaps
+    the caller's next round trip instead of delaying its return. A message
+    that completes nothing (an item no one waits for) is read past at once."""
+    async def main() -> None:
+        call = _GatedCall()
+        session = _gated_session(call)
+        call.open_gate()
+        await _turns()
+        assert call.order == ["open", "read"]
+        doc = wire.encode_args(pb.FORMAT_PICKLE, (1,), {})
+
+        async def caller() -> None:
+            await session.call("f", pb.CALL_METHOD, doc)
+            call.order.append("returned")
+
+        task = asyncio.ensure_future(caller())
+        await _turns()
+        call.open_gate()
+        reply = pb.ServerMessage(result=pb.Result(
+            call_id=1, value=pb.Value(data=pickle.dumps(2), total_size=len(pickle.dumps(2)))))
+        output = pb.ServerMessage(output=pb.Output(stream=pb.Output.STDOUT, data=b"x"))
+        call.replies.put_nowait(output)
+        call.replies.put_nowait(reply)
+        await task
+        await _turns()
+        assert call.order == ["open", "read", "call", "read", "returned", "read"]
+        await session.abort()
+    run(main())
+
+
+def test_a_name_that_cannot_be_encoded_takes_no_call_id() -> None:
+    """A method name with a lone surrogate raises before the call holds an
+    id or a slot; the next call goes out as usual."""
+    async def main() -> None:
+        call = _GatedCall()
+        session = _gated_session(call)
+        doc = wire.encode_args(pb.FORMAT_PICKLE, (1,), {})
+        with pytest.raises(UnicodeEncodeError):
+            session.start_call("bad\udc80", pb.CALL_METHOD, doc)
+        assert not session._pending and not session._unanswered
+        assert session.start_call("good", pb.CALL_METHOD, doc).call_id == 1
         call.open_gate()
         await session.abort()
     run(main())

@@ -115,12 +115,14 @@ class CallState:
         self.cancelled = False
         self.deadline = 0.0  # of the wait under way, on the loop's clock
 
-    def push(self, event: Event) -> None:
-        """Queue an event and wake the waiter."""
+    def push(self, event: Event) -> bool:
+        """Queue an event and wake the waiter; whether one was woken."""
         self.events.append(event)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+            return True
+        return False
 
     async def next_event(self, timeout: Optional[float],
                          watch: Optional[Callable[[CallState], bool]] = None
@@ -200,6 +202,9 @@ class Session:
         self._assembler = wire.ValueAssembler()
         self._output = wire.OutputLines()
         self._open_events = CallState(0, "open")  # Progress, Ready, StreamEnd
+        # The reader woke a waiter (_hand): it lets it run before reading
+        # on (_read_loop).
+        self._handed_over = False
         # The timer that bounds the calls' waits (_watch).
         self._watch_timer: Optional[asyncio.TimerHandle] = None
         self._session_error: Any = None
@@ -280,7 +285,7 @@ class Session:
     def _on_opening_event(self, message: Any) -> None:
         """Progress and Ready go to :meth:`next_open_event` while opening."""
         if self._phase == _OPENING:
-            self._open_events.push(message)
+            self._hand(self._open_events, message)
         else:
             log.debug("[session %s] ignoring a late %s", self.short_id,
                       type(message).__name__)
@@ -305,12 +310,15 @@ class Session:
                 f"arguments of {name}() are {len(doc)} bytes, over the session's "
                 f"limit of {self._max_value} bytes")
         call_id = self._next_id
+        # Made first: a name that cannot be encoded (a lone surrogate)
+        # raises before the call holds an id or a slot.
+        messages = wire.call_messages(call_id, name, kind, doc, self.timeout_ms,
+                                      self._chunk_size)
         self._next_id += 1
         state = CallState(call_id, name)
         self._pending[call_id] = state
         self._unanswered.add(call_id)
-        self._send(wire.call_messages(
-            call_id, name, kind, doc, self.timeout_ms, self._chunk_size))
+        self._send(messages)
         return state
 
     async def next_event(self, state: CallState, what: str) -> Event:
@@ -530,6 +538,15 @@ class Session:
                 if message is grpc.aio.EOF:
                     break
                 self._dispatch(message)
+                if self._handed_over:
+                    # Let the waiter that the message woke run before the
+                    # next read is armed, which then overlaps the caller's
+                    # next round trip. Armed first, it kept the caller
+                    # waiting: on the development VM a caller resumed 57-68
+                    # us after its result was dispatched, and 10-15 us
+                    # with the read armed after it.
+                    self._handed_over = False
+                    await asyncio.sleep(0)
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details() or ""
         except asyncio.CancelledError:
@@ -567,7 +584,7 @@ class Session:
             return
         if result.generator:
             state.generator = True
-            state.push(("generator",))
+            self._hand(state, ("generator",))
             return
         self._start_value(result.call_id, result.value, "result")
 
@@ -605,15 +622,23 @@ class Session:
             return
         if tag == "result":
             del self._pending[call_id]
-            state.push(("result", data))
+            self._hand(state, ("result", data))
         elif not state.cancelled:
+            # Not handed over: the next item is likely on its way already,
+            # and its read comes first.
             state.push(("item", data))
+
+    def _hand(self, state: CallState, event: Event) -> None:
+        """Give a call (or the opening) an event that ends its wait: the
+        next message depends on what its waiter does."""
+        if state.push(event):
+            self._handed_over = True
 
     def _fail_call(self, call_id: int, exc: Exception) -> None:
         state = self._pending.pop(call_id, None)
         self._assembler.discard(call_id)
         if state is not None:
-            state.push(("error", RemoteExecutionError(f"protocol error: {exc}")))
+            self._hand(state, ("error", RemoteExecutionError(f"protocol error: {exc}")))
 
     def _on_error(self, error: Any) -> None:
         if error.call_id == 0:
@@ -630,14 +655,14 @@ class Session:
         state = self._pending.pop(error.call_id, None)
         self._assembler.discard(error.call_id)
         if state is not None:
-            state.push(("error", exc))
+            self._hand(state, ("error", exc))
 
     def _on_end(self, end: Any) -> None:
         self._answered(end.call_id)
         state = self._pending.pop(end.call_id, None)
         self._assembler.discard(end.call_id)
         if state is not None:
-            state.push(("end", bool(end.cancelled)))
+            self._hand(state, ("end", bool(end.cancelled)))
 
     def _on_output(self, output: Any) -> None:
         """Log what user code printed, line by line: stdout at INFO, stderr

@@ -437,25 +437,46 @@ def call_messages(call_id: int, name: str, kind: int, doc: Optional[bytes],
     """The ``ClientMessage``s of one call, for :func:`serialize`: ``Call``,
     then its arg chunks.
 
-    ``doc`` is None for ``CALL_GET``, which carries no arguments. A value
-    of one chunk is a tuple of the one message; the chunks of a larger one
-    follow encoded, made as the writer takes them (``_messages_of``).
+    ``doc`` is None for ``CALL_GET``, which carries no arguments. A call
+    whose arguments fit one chunk, the common case, is one message encoded
+    by hand (:func:`_call_message`); the chunks of a larger one follow
+    encoded, made as the writer takes them (``_messages_of``).
     """
+    if doc is None or (type(doc) is bytes and len(doc) <= chunk_size):
+        return (_call_message(call_id, name, kind, doc, timeout_ms),)
     msg = pb.ClientMessage()
     call = msg.call
     call.call_id = call_id
     call.name = name
     call.kind = kind
     call.timeout_ms = timeout_ms
-    if doc is None:
-        return (msg,)
-    if type(doc) is bytes and len(doc) <= chunk_size:
-        args = call.args  # the common case: one chunk, no copy
-        args.call_id = call_id
-        args.data = doc
-        args.total_size = len(doc)
-        return (msg,)
     return _messages_of(msg, call.args, call_id, doc, chunk_size)
+
+
+def _call_message(call_id: int, name: str, kind: int, doc: Optional[bytes],
+                  timeout_ms: int) -> bytes:
+    """The encoded ``ClientMessage`` of a call with its arguments in one
+    chunk (none for ``doc`` None), as ``SerializeToString`` writes it.
+
+    Built by protobuf and serialized, a small call's message cost the
+    client 5.2 us on the development VM (the best of 5 runs of 300,000);
+    by hand, 2.8 us.
+    """
+    args = b""
+    if doc is not None:
+        value = b"\x08" + _varint(call_id) if call_id else b""
+        if doc:
+            value = b"".join((value, b"\x22", _varint(len(doc)), doc,
+                              b"\x28", _varint(len(doc))))
+        args = b"\x22" + _varint(len(value)) + value
+    utf8 = name.encode("utf-8")
+    body = b"".join((
+        b"\x08" + _varint(call_id) if call_id else b"",
+        b"\x12" + _varint(len(utf8)) + utf8 if utf8 else b"",
+        b"\x18" + _varint(kind) if kind else b"",
+        args,
+        b"\x28" + _varint(timeout_ms) if timeout_ms else b""))
+    return b"\x12" + _varint(len(body)) + body
 
 
 def pull_message(call_id: int, n: int, timeout_ms: int) -> Any:

@@ -964,6 +964,8 @@ class FakeSession:
         self.server.objects.append(pickle.loads(data))
         if self.server.hang_open:
             await asyncio.sleep(60)
+        if self.server.unavailable is not None:
+            await self.context.abort(grpc.StatusCode.UNAVAILABLE, self.server.unavailable)
         if op.requirements:
             for i, package in enumerate(op.requirements):
                 await self.send(progress=pb.Progress(
@@ -1126,8 +1128,10 @@ class FakeServer:
 
     def __init__(self, token: Optional[str] = None, prefetch: int = 0,
                  install_ok: bool = False, progress_delay: float = 0.05,
-                 hang_open: bool = False, max_inflight: int = 0) -> None:
+                 hang_open: bool = False, max_inflight: int = 0,
+                 unavailable: Optional[str] = None) -> None:
         self.token = token
+        self.unavailable = unavailable  # the open ends UNAVAILABLE with it
         self.max_inflight = max_inflight
         self.prefetch = prefetch
         self.install_ok = install_ok
@@ -1992,6 +1996,21 @@ def test_unreachable_server_is_retried_then_fails() -> None:
     run(main())
 
 
+def test_a_server_that_cannot_start_the_session_is_not_said_unreachable() -> None:
+    """The server's own UNAVAILABLE is retried as a connection failure is,
+    and then reported in the server's words, not as a failure to connect."""
+    async def main() -> None:
+        async with fake_server(unavailable="cannot start a worker for the session") as server:
+            cfg = server.config(max_retries=1)
+            async with RemoteProxyClient(cfg) as client:
+                with pytest.raises(ConnectionLostError) as info:
+                    await client.create_proxy(Calculator())
+        assert str(info.value) == (f"cannot open a session on 127.0.0.1:{server.port} "
+                                   "(2 attempts): cannot start a worker for the session")
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    run(main())
+
+
 def test_retries_connection_failures_then_fails_clearly():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -2021,7 +2040,7 @@ def test_a_tls_handshake_cut_short_names_what_to_check(details):
     cfg = RemoteExecutorConfig(host="127.0.0.1", port=1, ssl_enabled=True,
                                ca_file="/etc/rm/ca.crt")
     message = connect_failure(cfg, 1, details)
-    assert message.startswith(f"cannot connect to 127.0.0.1:1 (1 attempt): {details} (")
+    assert message.startswith(f"cannot open a session on 127.0.0.1:1 (1 attempt): {details} (")
     assert "certificate is signed by the CA in ca_file (/etc/rm/ca.crt)" in message
     cfg = RemoteExecutorConfig(host="127.0.0.1", port=1, ssl_enabled=True)
     assert "a CA of the system bundle" in connect_failure(cfg, 2, details)
@@ -2030,7 +2049,7 @@ def test_a_tls_handshake_cut_short_names_what_to_check(details):
     assert connect_failure(plain, 1, details).endswith(details)
     told = details + ": CERTIFICATE_VERIFY_FAILED"
     assert connect_failure(cfg, 3, told) == (
-        f"cannot connect to 127.0.0.1:1 (3 attempts): {told}")
+        f"cannot open a session on 127.0.0.1:1 (3 attempts): {told}")
 
 
 def test_retry_reaches_a_server_that_starts_late() -> None:

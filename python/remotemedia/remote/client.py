@@ -56,14 +56,17 @@ def backoff_delay(attempt: int) -> float:
 
 
 def connect_failure(cfg: RemoteExecutorConfig, attempts: int, details: str) -> str:
-    """The message of a session that could not connect: grpcio's details,
-    and over TLS a hint when they tell of a handshake cut short.
+    """The message of a session that could not be opened, UNAVAILABLE at
+    each attempt: the last status's details, and over TLS a hint when they
+    tell of a handshake cut short. Those are grpcio's when the server was
+    not reached, the server's own when it could not start the session (it
+    is shutting down, or cannot start a worker): the message claims neither.
 
     When the server's certificate is not trusted, grpcio reports either the
     verification failure or, depending on timing, only that the handshake
     ended ("Handshake read failed", "tcp handshaker shutdown").
     """
-    message = (f"cannot connect to {cfg.target} ({attempts} attempt"
+    message = (f"cannot open a session on {cfg.target} ({attempts} attempt"
                f"{'s' if attempts > 1 else ''}): {details}")
     low = details.lower()
     if cfg.ssl_enabled and "handshake" in low and "certificate" not in low:
@@ -313,7 +316,9 @@ class RemoteProxyClient:
             RuntimeError: the client is connected on another event loop.
             InstallError: installing ``pip_packages`` failed.
             AuthenticationError: the server refused the token.
-            ConnectionLostError: the server could not be reached.
+            ConnectionLostError: the server could not be reached, or could
+                not start the session (it was shutting down, or could not
+                start a worker): UNAVAILABLE at every attempt.
             RemoteTimeoutError: no ``Ready`` within ``timeout``.
             RemoteExecutionError: any other refusal (version mismatch, the
                 object cannot be loaded), with ``.code`` and the server's

@@ -599,7 +599,7 @@ def test_large_values_use_buffers_on_the_wire():
 def test_python_version_tolerates_a_plain_tuple(monkeypatch: Any) -> None:
     monkeypatch.setattr(sys, "version_info", (3, 99, 0, "final", 0))
     assert wire.python_version() == "3.99"
-    (message,) = wire.open_messages(b"x", pb.FORMAT_PICKLE, [])
+    (message,) = _on_the_wire(wire.open_messages(b"x", pb.FORMAT_PICKLE, []))
     assert message.open.python_version == "3.99"
 
 
@@ -616,6 +616,38 @@ def test_open_is_chunked() -> None:
     assert [v.seq for v in rest] == [1, 2] and all(v.call_id == 0 for v in rest)
     assert op.object.data + b"".join(v.data for v in rest) == payload
     assert all(m.ByteSize() <= MiB + 256 for m in messages)
+
+
+def _open_by_protobuf(payload: Any, fmt: int, requirements: List[str],
+                      chunk_size: int) -> List[bytes]:
+    """The messages of an open as protobuf writes them (the client's
+    encoding up to 0445797)."""
+    msg = pb.ClientMessage()
+    op = msg.open
+    op.protocol = pb.PROTOCOL_V1
+    op.format = fmt
+    op.requirements.extend(requirements)
+    op.python_version = wire.python_version()
+    op.cloudpickle_version = cloudpickle.__version__
+    return [wire.serialize(m) for m in wire._messages_of(msg, op.object, 0, payload, chunk_size)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16384, 70_000, 3 * 16384 + 5])
+def test_an_encoded_open_is_what_protobuf_writes(size: int) -> None:
+    """An open is encoded by hand: the bytes are protobuf's own, for each
+    width of each varint, one chunk or several, the requirements of any
+    UTF-8 (an empty one included), either format, and an object with
+    out-of-band buffers."""
+    payloads = [os.urandom(size),
+                wire.dump_object([bytes(size + wire._oob.OOB_MIN), bytearray(b"z" * 70_000)])]
+    assert isinstance(payloads[1], wire.Encoded)
+    for payload in payloads:
+        for fmt, requirements in [(pb.FORMAT_PICKLE, []), (pb.FORMAT_JSON, ["numpy"]),
+                                  (pb.FORMAT_PICKLE, ["", "pkg-é>=1.0", "x" * 300])]:
+            for chunk_size in (wire.CHUNK_SIZE, 16384):
+                got = [wire.serialize(m) for m in wire.open_messages(
+                    payload, fmt, requirements, chunk_size)]
+                assert got == _open_by_protobuf(payload, fmt, requirements, chunk_size)
 
 
 def test_get_call_has_no_args() -> None:

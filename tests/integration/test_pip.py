@@ -629,7 +629,7 @@ def test_new_session_during_cancelled_build_gets_a_fresh_build(own_server, idx):
     set_slow(idx, "rmtest-slow", 5.0)
     payload = wire.dump_object(Probe())
     open_msg = next(wire.open_messages(payload, pb.FORMAT_PICKLE, ["rmtest-slow"]))
-    body = grpc_frame(open_msg.SerializeToString())
+    body = grpc_frame(wire.serialize(open_msg))
     h2c = H2Client(srv.host, srv.port)
     try:
         sid1 = h2c.request(SESSION_METHOD, body, end=False)

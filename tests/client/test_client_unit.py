@@ -620,16 +620,28 @@ def test_open_is_chunked() -> None:
 
 def _open_by_protobuf(payload: Any, fmt: int, requirements: List[str],
                       chunk_size: int) -> List[bytes]:
-    """The messages of an open as protobuf writes them (the client's
-    encoding up to 0445797)."""
-    msg = pb.ClientMessage()
-    op = msg.open
-    op.protocol = pb.PROTOCOL_V1
-    op.format = fmt
-    op.requirements.extend(requirements)
-    op.python_version = wire.python_version()
-    op.cloudpickle_version = cloudpickle.__version__
-    return [wire.serialize(m) for m in wire._messages_of(msg, op.object, 0, payload, chunk_size)]
+    """The messages of an open as protobuf writes them: its chunks as
+    iter_chunks makes them (protobuf Values), each message serialized by
+    protobuf."""
+    first, *rest = wire.iter_chunks(0, payload, chunk_size)
+    op = pb.Open(protocol=pb.PROTOCOL_V1, format=fmt, requirements=requirements,
+                 python_version=wire.python_version(),
+                 cloudpickle_version=cloudpickle.__version__)
+    op.object.CopyFrom(first)
+    return [pb.ClientMessage(open=op).SerializeToString()] + [
+        pb.ClientMessage(value=chunk).SerializeToString() for chunk in rest]
+
+
+def test_what_protobuf_would_refuse_is_refused() -> None:
+    """What the config's checks passed but was changed since (a number out
+    of uint64's range, a requirement that is not text) raises, as
+    protobuf's encoding did, rather than going out garbled."""
+    with pytest.raises(ValueError, match="out of range"):
+        wire.call_messages(1, "f", pb.CALL_METHOD, b"x", 1 << 64)
+    with pytest.raises(ValueError, match="out of range"):
+        wire.call_messages(-1, "f", pb.CALL_METHOD, b"x", 1000)
+    with pytest.raises(TypeError, match="only strings, found bytes"):
+        list(wire.open_messages(b"x", pb.FORMAT_PICKLE, ["numpy", b"scipy"]))  # type: ignore
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16384, 70_000, 3 * 16384 + 5])
@@ -1596,10 +1608,11 @@ def test_a_call_is_on_the_wire_before_its_caller_waits() -> None:
 
 
 def test_a_caller_runs_before_the_next_read_is_armed() -> None:
-    """Arming a read costs gRPC tens of microseconds: the reader lets the
-    caller whose result it delivered run first, so that the read overlaps
-    the caller's next round trip instead of delaying its return. A message
-    that completes nothing (an item no one waits for) is read past at once."""
+    """The reader lets the waiter whose wait a message ended (a result, an
+    error, a generator's start or end) run before it arms its next read,
+    which then overlaps the caller's next round trip instead of delaying
+    its return. An item is read past at once: the next one is likely on
+    its way."""
     async def main() -> None:
         call = _GatedCall()
         session = _gated_session(call)
@@ -1607,22 +1620,43 @@ def test_a_caller_runs_before_the_next_read_is_armed() -> None:
         await _turns()
         assert call.order == ["open", "read"]
         doc = wire.encode_args(pb.FORMAT_PICKLE, (1,), {})
+        value = pb.Value(data=pickle.dumps(2), total_size=len(pickle.dumps(2)))
 
-        async def caller() -> None:
-            await session.call("f", pb.CALL_METHOD, doc)
-            call.order.append("returned")
+        async def caller(name: str) -> Any:
+            try:
+                is_generator, state = await session.call(name, pb.CALL_METHOD, doc)
+            except ValueError:
+                call.order.append("raised")
+                return None
+            call.order.append("generator" if is_generator else "returned")
+            return state
 
-        task = asyncio.ensure_future(caller())
+        async def reply(task: Any, **message: Any) -> Any:
+            await _turns()
+            call.open_gate()
+            call.replies.put_nowait(pb.ServerMessage(**message))
+            return await task
+
+        await reply(asyncio.ensure_future(caller("f")), result=pb.Result(call_id=1, value=value))
+        await reply(asyncio.ensure_future(caller("g")), error=pb.Error(
+            call_id=2, type="ValueError", module="builtins", qualname="ValueError",
+            message="bad"))
+        state = await reply(asyncio.ensure_future(caller("gen")),
+                            result=pb.Result(call_id=3, generator=True))
+
+        async def consumer() -> None:
+            event = await session.next_event(state, "gen()")
+            call.order.append(event[0])
+
+        await reply(asyncio.ensure_future(consumer()), item=pb.Item(call_id=3, value=value))
+        await reply(asyncio.ensure_future(consumer()), end=pb.End(call_id=3))
         await _turns()
-        call.open_gate()
-        reply = pb.ServerMessage(result=pb.Result(
-            call_id=1, value=pb.Value(data=pickle.dumps(2), total_size=len(pickle.dumps(2)))))
-        output = pb.ServerMessage(output=pb.Output(stream=pb.Output.STDOUT, data=b"x"))
-        call.replies.put_nowait(output)
-        call.replies.put_nowait(reply)
-        await task
-        await _turns()
-        assert call.order == ["open", "read", "call", "read", "returned", "read"]
+        assert call.order == ["open", "read",
+                              "call", "returned", "read",
+                              "call", "raised", "read",
+                              "call", "generator", "read",
+                              "read", "item",
+                              "end", "read"]
         await session.abort()
     run(main())
 

@@ -274,6 +274,9 @@ def open_messages(payload: bytes, fmt: int, requirements: Sequence[str],
     fields += [b"\x1a", _varint(len(head) + end - start + len(tail)), head, view[start:end],
                tail]
     for requirement in requirements:  # repeated: an empty one is written too
+        if type(requirement) is not str:  # the config's list changed since its checks
+            raise TypeError(f"pip_packages must contain only strings, found "
+                            f"{type(requirement).__name__} {requirement!r}")
         utf8 = requirement.encode("utf-8")
         fields += [b"\x22", _varint(len(utf8)), utf8]
     for number, text in ((5, python_version()), (6, cloudpickle.__version__)):
@@ -403,6 +406,10 @@ def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterat
 
 
 def _varint(n: int) -> bytes:
+    """n as a protobuf varint; ValueError, as protobuf raises, outside
+    uint64 (a timeout set on the config after its checks, say)."""
+    if not 0 <= n < 1 << 64:
+        raise ValueError(f"value out of range for a protobuf uint64: {n}")
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)

@@ -7,8 +7,9 @@
  *       policy is host). W0 itself stays in the host's namespaces, so that
  *       it can start slirp4netns there for an isolated session; a child
  *       of W0 enters W1's network namespace to load the egress rules
- *       (sandbox_egress.c). Then W0 only waits, and ends as W2 ended: same
- *       exit code, or killed by the same signal.
+ *       (sandbox_egress.c). Then W0 waits (and starts slirp4netns again
+ *       if it ends), and ends as W2 ended: same exit code, or killed by
+ *       the same signal.
  *   W1  builds the session's root and enters it (sandbox_ns.c), brings up
  *       lo, waits until W0 says the network is up, drops to the session's
  *       uid, forks W2, and is the session's init: it reaps, forwards
@@ -87,6 +88,9 @@ pid_t sandbox_forward_start(const struct sandbox_conf *, pid_t);
 /* The session dir and /tmp tmpfs size when the front gives none. */
 #define SANDBOX_DISK_DEFAULT (512ULL << 20)
 #define SANDBOX_ABORTED 10 /* gRPC ABORTED */
+/* slirp4netns restarts in a row, each within a minute of the first. */
+#define SANDBOX_NET_RESTARTS 3
+#define SANDBOX_NET_WINDOW_MS 60000
 
 /* What W1 tells W0 on the status pipe. */
 struct sandbox_status {
@@ -343,14 +347,52 @@ sandbox_log_read(struct sandbox_log *sl)
 }
 
 /*
+ * slirp4netns ended while the session lives (killed, out of memory in the
+ * session's cgroup): tap0 went with it. Start another one on the same
+ * namespace, whose egress rules stay loaded, so that the session's network
+ * comes back, and no spare is given out without one. A slirp4netns that
+ * keeps ending (SANDBOX_NET_RESTARTS times within a minute) is left ended.
+ * Returns the new pid, or 0.
+ */
+static pid_t
+sandbox_w0_net_again(
+    const struct sandbox_conf *sc, pid_t w1, int st, int logw, uint64_t *last)
+{
+	uint64_t now = now_ms();
+	pid_t pid;
+	int i;
+
+	if (last[0] != 0 && now - last[0] < SANDBOX_NET_WINDOW_MS) {
+		log_warnx("slirp4netns ended (status %d) %d times within a "
+		          "minute: the session has no network",
+		    st, SANDBOX_NET_RESTARTS + 1);
+		return 0;
+	}
+	for (i = 0; i < SANDBOX_NET_RESTARTS - 1; i++)
+		last[i] = last[i + 1];
+	last[i] = now;
+	if ((pid = sandbox_net_start(sc, w1, logw)) <= 0) {
+		log_warnx("slirp4netns ended (status %d) and did not start "
+		          "again: the session has no network",
+		    st);
+		return 0;
+	}
+	log_warnx("slirp4netns ended (status %d): started again", st);
+	return pid;
+}
+
+/*
  * W0 waits for W1, forwarding SIGTERM, SIGINT and SIGHUP to it, reaping
- * slirp4netns or a build's forwarder if it ends first (so that no pid is
- * killed after its reuse), and relaying the session's log. Returns
- * W1's wait status.
+ * slirp4netns (and starting it again) or a build's forwarder if it ends
+ * first (so that no pid is killed after its reuse), and relaying the
+ * session's log. logw is the log's write end for a new slirp4netns.
+ * Returns W1's wait status.
  */
 static int
-sandbox_w0_wait(pid_t w1, pid_t *slirp, pid_t *fwd, struct sandbox_log *sl)
+sandbox_w0_wait(const struct sandbox_conf *sc, pid_t w1, pid_t *slirp,
+    pid_t *fwd, struct sandbox_log *sl, int logw)
 {
+	uint64_t restarts[SANDBOX_NET_RESTARTS] = {0};
 	struct signalfd_siginfo si;
 	struct pollfd pfd[2];
 	sigset_t set;
@@ -385,12 +427,9 @@ sandbox_w0_wait(pid_t w1, pid_t *slirp, pid_t *fwd, struct sandbox_log *sl)
 				close(pfd[0].fd);
 				return st;
 			}
-			if (pid == *slirp) {
-				log_warnx("slirp4netns ended (status %d): the "
-				          "session has no network",
-				    st);
-				*slirp = 0;
-			}
+			if (pid == *slirp)
+				*slirp = sandbox_w0_net_again(
+				    sc, w1, st, logw, restarts);
 			if (pid == *fwd) {
 				log_warnx("the build's network forwarder "
 				          "ended (status %d)",
@@ -478,7 +517,10 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 	close(p->sp_go[0]);
 	/* slirp4netns writes to the session's log, which W0 relays. */
 	slirp = sandbox_net_start(sc, w1, p->sp_log[1]);
-	close(p->sp_log[1]);
+	if (slirp <= 0) { /* W0 keeps the log's end for another one */
+		close(p->sp_log[1]);
+		p->sp_log[1] = -1;
+	}
 	if (slirp != -1)
 		fwd = sandbox_forward_start(sc, w1);
 	if (slirp == -1 || fwd == -1 ||
@@ -490,7 +532,9 @@ sandbox_w0(struct sandbox_conf *sc, struct sandbox_pipes *p, pid_t w1)
 		failed = 1;
 	} else if (write(p->sp_go[1], "g", 1) != 1)
 		log_debug("%s: W1 is gone before the go", __func__);
-	st = sandbox_w0_wait(w1, &slirp, &fwd, &sl);
+	st = sandbox_w0_wait(sc, w1, &slirp, &fwd, &sl, p->sp_log[1]);
+	if (p->sp_log[1] != -1)
+		close(p->sp_log[1]);
 	/* What the session's last processes logged as they went. */
 	if (fcntl(sl.sl_fd, F_SETFL, O_NONBLOCK) == 0)
 		while (sandbox_log_read(&sl) > 0)

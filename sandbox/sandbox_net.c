@@ -118,17 +118,23 @@ net_wait_ready(int fd)
 
 /*
  * In W0: start the user-mode network stack for an isolated session whose
- * network namespace is W1's, and wait until tap0 is configured. Returns
+ * network namespace is W1's, and wait until tap0 is configured; again if
+ * the last one ended (sandbox.c). Returns
  * slirp4netns's pid, 0 when the policy needs none, or -1.
  */
 pid_t
 sandbox_net_start(const struct sandbox_conf *sc, pid_t target, int logfd)
 {
+	static int exit_w = -1; /* the last one's --exit-fd, W0's end */
 	int ready[2], exitp[2];
 	pid_t pid;
 
 	if (sc->sc_network != SANDBOX_NET_ISOLATED)
 		return 0;
+	if (exit_w != -1) { /* that slirp4netns has ended */
+		close(exit_w);
+		exit_w = -1;
+	}
 	if (pipe2(ready, O_CLOEXEC) == -1) {
 		log_warn("pipe");
 		return -1;
@@ -154,6 +160,8 @@ sandbox_net_start(const struct sandbox_conf *sc, pid_t target, int logfd)
 	close(ready[0]);
 	if (pid == -1)
 		close(exitp[1]);
+	else
+		exit_w = exitp[1];
 	return pid;
 }
 

@@ -12,6 +12,7 @@ the session fetch from it with requests, through slirp4netns.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import time
 import pytest
 
 from clientlib import Session
+from serverlib import _session_var, wait_for
 from testnet import veth_netns
 
 
@@ -270,3 +272,75 @@ def http_server(test_netns, tmp_path):
 def test_requests_through_isolated_network(work, http_server):
     assert work.call("http_get", http_server + "/hello.txt", timeout=60) == \
         (200, "hello from the test netns\n")
+
+
+# --- slirp4netns ending under a session --------------------------------------------
+
+def slirp_of(w0: int) -> int | None:
+    """The slirp4netns that a worker's W0 started, if one runs."""
+    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(w0)],
+                         capture_output=True, text=True).stdout
+    pids = [int(f[0]) for f in map(str.split, out.splitlines())
+            if len(f) == 2 and f[1] == "slirp4netns"]
+    return pids[0] if pids else None
+
+
+def kill_slirp(w0: int) -> None:
+    """Kill W0's slirp4netns, and wait until W0 has started the next one."""
+    old = wait_for(lambda: slirp_of(w0), what="a slirp4netns to kill")
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: slirp_of(w0) not in (None, old), what="slirp4netns started again")
+
+
+def test_the_network_comes_back_when_slirp4netns_ends(loop, default_server, http_server):
+    """A slirp4netns that ends (an operator's kill, the OOM killer in the
+    session's cgroup) takes tap0 with it: W0 starts another, and the
+    session reaches the network again without knowing."""
+    s = Session(loop, default_server, Work(), timeout=60)
+    try:
+        url = http_server + "/hello.txt"
+        assert s.call("http_get", url)[0] == 200
+        w0 = next(p for p in default_server.worker_pids()
+                  if _session_var(p) == f"REMOTEMEDIA_SESSION={s.session_id}".encode())
+        kill_slirp(w0)
+        assert s.call("http_get", url) == (200, "hello from the test netns\n")
+        assert "slirp4netns ended (status 9): started again" in default_server.log_text()
+    finally:
+        s.close()
+
+
+def test_a_spare_whose_slirp4netns_ended_is_given_out_with_a_network(loop, default_server,
+                                                                    http_server):
+    """The same for a spare, which no client watches: the session that
+    takes it has a network."""
+    spares = wait_for(lambda: default_server.worker_pids(spares=True)
+                      and [p for p in default_server.worker_pids(spares=True)
+                           if p not in default_server.worker_pids()],
+                      what="a spare")
+    for w0 in spares:
+        kill_slirp(w0)
+    s = Session(loop, default_server, Work(), timeout=60)
+    try:
+        assert s.call("http_get", http_server + "/hello.txt")[0] == 200
+    finally:
+        s.close()
+
+
+def test_a_slirp4netns_that_keeps_ending_is_left_ended(loop, servers, http_server):
+    """One that ends four times within a minute is not started a fifth
+    time; the session goes on without a network, and says why."""
+    srv = servers.start(["--session-egress-allow", "10.215.0.0/16", "--session-pool", "0"])
+    s = Session(loop, srv, Work(), timeout=60)
+    try:
+        w0 = srv.worker_pids()[0]
+        for _ in range(3):
+            kill_slirp(w0)
+        os.kill(slirp_of(w0), signal.SIGKILL)
+        wait_for(lambda: "the session has no network" in srv.log_text(),
+                 what="the warning")
+        assert slirp_of(w0) is None
+        assert "ConnectionError" in str(s.error("http_get", http_server + "/hello.txt"))
+        assert s.call("threads")[:3] == [0, 1, 4]
+        assert "4 times within a minute: the session has no network" in srv.log_text()
+    finally:
+        s.close()

@@ -375,6 +375,7 @@ void front_client_local(int);
 struct conn *front_h2_accept(int, const char *, int);
 unsigned front_h2_conns(void);
 int front_h2_refused(const struct stream *);
+void front_h2_session_started(struct stream *);
 void front_h2_flush(struct conn *);
 size_t front_write_now(struct bufferevent *);
 void front_write_done(struct bufferevent *);

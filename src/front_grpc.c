@@ -252,6 +252,7 @@ front_grpc_headers_done(struct stream *s)
 		if (s->str_in.df_max > FRONT_SESSION_MAX_MESSAGE)
 			s->str_in.df_max = FRONT_SESSION_MAX_MESSAGE;
 		s->str_session = front_session_new(s);
+		front_h2_session_started(s);
 		return;
 	}
 	/* Health needs no token: it may not make the front hold megabytes. */

@@ -57,6 +57,7 @@ struct conn {
 	int c_local; /* from a loopback address: the client is on this host */
 	int c_refused; /* over --max-connections: RPCs refused, then closed */
 	int c_told; /* refused, and GOAWAY queued: lingers (conn_linger) */
+	int c_said_streams; /* a Session's headers went out at its start */
 };
 TAILQ_HEAD(connlist, conn);
 
@@ -526,14 +527,22 @@ h2_send_data_cb(nghttp2_session *h2, nghttp2_frame *frame,
 	return 0;
 }
 
-/* Submit the response headers: 200 with a body, or a bare HTTP error. */
+/*
+ * Submit the response headers: 200 with a body, or a bare HTTP error. A
+ * session's say how many streams this connection takes at once
+ * (remotemedia-max-streams): a client that opens a burst of sessions on a
+ * new connection learns there, one round trip after its first stream
+ * (front_h2_session_started), how many more that connection takes; the
+ * others would wait, unsent, in its own library for a stream to end.
+ */
 static void
 stream_start(struct stream *s)
 {
 	nghttp2_session *h2 = s->str_conn->c_h2;
 	nghttp2_data_provider prd;
-	nghttp2_nv hdrs[3];
-	char status[8];
+	nghttp2_nv hdrs[4];
+	char status[8], streams[16];
+	size_t n = 3;
 
 	s->str_started = 1;
 	if (s->str_http_status) {
@@ -553,9 +562,17 @@ stream_start(struct stream *s)
 	    (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE};
 	hdrs[2] = (nghttp2_nv){(uint8_t *)"grpc-accept-encoding",
 	    (uint8_t *)"identity", 20, 8, NGHTTP2_NV_FLAG_NONE};
+	if (s->str_rpc == RPC_SESSION) {
+		snprintf(streams, sizeof(streams), "%u",
+		    nghttp2_session_get_local_settings(
+		        h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
+		hdrs[n++] = (nghttp2_nv){(uint8_t *)"remotemedia-max-streams",
+		    (uint8_t *)streams, 23, strlen(streams),
+		    NGHTTP2_NV_FLAG_NONE};
+	}
 	prd.source.ptr = s;
 	prd.read_callback = h2_data_read_cb;
-	nghttp2_submit_response(h2, s->str_id, hdrs, 3, &prd);
+	nghttp2_submit_response(h2, s->str_id, hdrs, n, &prd);
 }
 
 /*
@@ -916,6 +933,22 @@ conn_linger(struct conn *c)
 	c->c_dead = 1;
 	if (!c->c_refused || !evtimer_pending(c->c_timer, NULL))
 		front_timer_add(c->c_timer, H2_LINGER_MS);
+}
+
+/*
+ * A Session stream was accepted: the first of its connection gets its
+ * response headers now, which say the connection's bound of streams
+ * (stream_start). The client learns it there, a round trip after its
+ * first stream and before any Ready; the others' headers go with their
+ * first message, and a write of its own is spared.
+ */
+void
+front_h2_session_started(struct stream *s)
+{
+	if (s->str_conn->c_said_streams)
+		return;
+	s->str_conn->c_said_streams = 1;
+	front_h2_resume(s);
 }
 
 /* Whether the stream's connection is over --max-connections. */

@@ -975,6 +975,9 @@ class FakeSession:
             traceback=f"Traceback (most recent call last):\n{qualname}: {message}\n", **kw))
 
     async def run(self) -> None:
+        if self.server.say_max_streams is not None:
+            await self.context.send_initial_metadata(
+                (("remotemedia-max-streams", self.server.say_max_streams),))
         first = await self.context.read()
         self.server.received.append(first)
         if first is grpc.aio.EOF or first.WhichOneof("msg") != "open":
@@ -1019,10 +1022,12 @@ class FakeSession:
             await self.context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"Failed to install {op.requirements[-1]}: no matching distribution found")
+        await asyncio.sleep(self.server.ready_delay)
         await self.send(ready=pb.Ready(session_id=SESSION_ID, python_version="3.11",
                                        attributes=ATTRS, protocol=pb.PROTOCOL_V1,
                                        limits=pb.Limits(prefetch_items=self.server.prefetch,
-                                                       max_inflight_calls=self.server.max_inflight)))
+                                                       max_inflight_calls=self.server.max_inflight,
+                                                       max_streams=self.server.max_streams)))
         return True
 
     async def on_call(self, call: pb.Call) -> None:
@@ -1173,8 +1178,15 @@ class FakeServer:
     def __init__(self, token: Optional[str] = None, prefetch: int = 0,
                  install_ok: bool = False, progress_delay: float = 0.05,
                  hang_open: bool = False, max_inflight: int = 0,
-                 unavailable: Optional[str] = None) -> None:
+                 unavailable: Optional[str] = None, max_streams: int = 0,
+                 say_max_streams: Optional[str] = None, ready_delay: float = 0.0) -> None:
         self.token = token
+        # HTTP/2's bound of streams per connection, what the response
+        # headers say of it at the stream's start (None: no early headers),
+        # and how long each open takes to be Ready.
+        self.max_streams = max_streams
+        self.say_max_streams = say_max_streams
+        self.ready_delay = ready_delay
         self.unavailable = unavailable  # the open ends UNAVAILABLE with it
         self.max_inflight = max_inflight
         self.prefetch = prefetch
@@ -1199,7 +1211,8 @@ class FakeServer:
             self.stream_ends += 1
 
     async def start(self, port: int = 0) -> None:
-        self.server = grpc.aio.server()
+        options = [("grpc.max_concurrent_streams", self.max_streams)] if self.max_streams else []
+        self.server = grpc.aio.server(options=options)
         handler = grpc.method_handlers_generic_handler("remotemedia.v1.RemoteExecution", {
             "Session": grpc.stream_stream_rpc_method_handler(
                 self._session,
@@ -2271,3 +2284,58 @@ def test_connection_loss_fails_pending_and_later_calls() -> None:
             with pytest.raises(ConnectionLostError):
                 await proxy.add(1, 2)
     run(main())
+
+
+def test_a_burst_of_opens_spreads_over_connections_before_any_ready() -> None:
+    """Five create_proxy at once on a new client, against a server that
+    takes two streams per connection and is slow to be Ready: the first
+    stream's headers say the bound, so the others go on new connections
+    instead of waiting, unsent, in gRPC's queue until their timeout."""
+    async def main() -> None:
+        async with fake_server(max_streams=2, say_max_streams="2", ready_delay=0.5) as server:
+            async with RemoteProxyClient(server.config(timeout=5.0)) as client:
+                proxies = await asyncio.gather(
+                    *(client.create_proxy(Calculator()) for _ in range(5)))
+                assert [await p.add(i, 1) for i, p in enumerate(proxies)] == [1, 2, 3, 4, 5]
+                assert len(client._conns) == 3
+                assert [c.max_streams for c in client._conns] == [2, 2, 2]
+    run(main(), timeout=20)
+
+
+@pytest.mark.parametrize("said", [None, "", "x", "-1", "0", " 3"])
+def test_headers_that_do_not_say_the_bound_leave_it_to_ready(said: Optional[str]) -> None:
+    """A server that sends no such header (one before it did) or a garbled
+    one: the opens are not held back, and the first Ready's bound serves
+    the sessions opened after it."""
+    async def main() -> None:
+        async with fake_server(say_max_streams=said) as server:
+            async with RemoteProxyClient(server.config(timeout=5.0)) as client:
+                proxies = await asyncio.gather(
+                    *(client.create_proxy(Calculator()) for _ in range(4)))
+                assert [await p.add(i, 1) for i, p in enumerate(proxies)] == [1, 2, 3, 4]
+                assert len(client._conns) == 1 and client._conns[0].max_streams == 0
+    run(main(), timeout=20)
+
+
+def test_a_first_stream_that_fails_before_its_headers_hands_the_probe_on() -> None:
+    """The first session's stream ends before any header (here: the server
+    refused it): the next session to open reads the bound from its own."""
+    async def main() -> None:
+        async with fake_server(max_streams=2, say_max_streams="2") as server:
+            async with RemoteProxyClient(server.config(timeout=5.0, max_retries=0)) as client:
+                await client.connect()
+                conn = client._conns[0]
+                refused = conn.rpc
+                conn.rpc = conn.channel.stream_stream(
+                    "/nope/Nope", request_serializer=wire.serialize,
+                    response_deserializer=wire.parse_server_message)
+                with pytest.raises(RemoteMediaError):
+                    await client.create_proxy(Calculator())
+                await asyncio.sleep(0)
+                assert conn.probe is None and conn.max_streams == 0
+                conn.rpc = refused
+                proxies = await asyncio.gather(
+                    *(client.create_proxy(Calculator()) for _ in range(3)))
+                assert len(client._conns) == 2 and conn.max_streams == 2
+                assert [await p.add(i, 1) for i, p in enumerate(proxies)] == [1, 2, 3]
+    run(main(), timeout=20)

@@ -256,6 +256,35 @@ def test_a_client_past_max_streams_opens_another_connection(fresh_server):
     run(main())
 
 
+def test_a_session_streams_headers_say_max_streams_before_any_message(fresh_server):
+    """The response headers of a Session stream come at its start, before
+    the client sent anything, and say the connection's bound."""
+    srv = fresh_server(FAST + ["--max-streams", "7"])
+
+    async def main():
+        async with grpc.aio.insecure_channel(f"{srv.host}:{srv.port}") as ch:
+            call = ch.stream_stream("/remotemedia.v1.RemoteExecution/Session")()
+            headers = await asyncio.wait_for(call.initial_metadata(), 10)
+            assert ("remotemedia-max-streams", "7") in list(headers)
+            call.cancel()
+    run(main())
+
+
+def test_a_burst_of_sessions_on_a_new_client_spreads_over_connections(fresh_server):
+    """Thirty create_proxy at once on a new client, with --max-streams 10:
+    the first stream's headers say the bound before any Ready, so the
+    client opens the rest on connections of its own, and none waits in
+    gRPC's queue for a stream that would end only with its session."""
+    srv = fresh_server(FAST + ["--max-streams", "10"])
+
+    async def main():
+        async with RemoteProxyClient(srv.config(timeout=30.0)) as client:
+            proxies = await asyncio.gather(*(client.create_proxy(Sleeper()) for _ in range(30)))
+            assert [await p.size(b"x" * i) for i, p in enumerate(proxies)] == list(range(30))
+            assert len(client._conns) == 3
+    run(main())
+
+
 def test_sighup_tells_open_connections_the_new_max_streams(fresh_server, tmp_path):
     """A connection opened before a SIGHUP that changes --max-streams gets
     SETTINGS with the new bound, which the Ready of a session on it states."""

@@ -125,7 +125,7 @@ class _Connection:
     """One channel of the client's, so one HTTP/2 connection of its own
     (``grpc.use_local_subchannel_pool``), and the sessions opening on it."""
 
-    __slots__ = ("channel", "rpc", "opening")
+    __slots__ = ("channel", "rpc", "opening", "max_streams", "probe")
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
@@ -135,6 +135,11 @@ class _Connection:
             response_deserializer=wire.parse_server_message,
         )
         self.opening = 0
+        # The server's bound of sessions on this connection (0: unknown),
+        # and the task that reads it from the response headers of the
+        # first session opening here.
+        self.max_streams = 0
+        self.probe: Optional[asyncio.Task[None]] = None
 
 
 class RemoteProxyClient:
@@ -145,9 +150,10 @@ class RemoteProxyClient:
     :meth:`connect` and :meth:`disconnect` yourself.
 
     A session is one stream, and the server takes at most
-    ``Ready.limits.max_streams`` (``--max-streams``) at once on one
-    connection: sessions beyond that go on another connection of the
-    client's, opened then.
+    ``--max-streams`` at once on one connection (the first stream's
+    response headers say it, and every ``Ready.limits.max_streams``):
+    sessions beyond that go on another connection of the client's, opened
+    then.
     """
 
     def __init__(self, config: RemoteExecutorConfig) -> None:
@@ -209,8 +215,8 @@ class RemoteProxyClient:
         """
         if not self._conns:
             raise SessionClosedError("the client was disconnected while the session opened")
-        limit = self._max_streams
         for conn in self._conns:
+            limit = conn.max_streams or self._max_streams
             if not limit:
                 return conn
             held = conn.opening + sum(1 for s in self._sessions
@@ -219,8 +225,8 @@ class RemoteProxyClient:
                 return conn
         conn = self._new_connection()
         self._conns.append(conn)
-        log.debug("connection %d to %s: the others hold %d sessions each (--max-streams)",
-                  len(self._conns), self._config.target, limit)
+        log.debug("connection %d to %s: the others hold their --max-streams sessions",
+                  len(self._conns), self._config.target)
         return conn
 
     def _make_channel(self) -> grpc.aio.Channel:
@@ -373,11 +379,13 @@ class RemoteProxyClient:
         attempt = 0
         while True:
             attempt += 1
-            conn = self._connection()
+            conn = await self._connection_with_room(deadline)
             session = Session(conn.rpc(metadata=self._metadata), fmt, cfg,
                               wire.open_messages(payload, fmt, cfg.pip_packages or []))
             session.connection = conn
             conn.opening += 1
+            if conn.probe is None:
+                conn.probe = loop.create_task(self._learn_max_streams(conn, session))
             try:
                 end, deadline = await self._await_ready(session, deadline, progress)
             except BaseException:
@@ -401,6 +409,42 @@ class RemoteProxyClient:
                       end.details, attempt, delay)
             await asyncio.sleep(delay)
 
+    async def _connection_with_room(self, deadline: float) -> _Connection:
+        """_connection(), once it can tell: a new connection with a session
+        opening takes no other before that session's response headers
+        said the server's bound of sessions per connection
+        (``remotemedia-max-streams``), one round trip on. Streams beyond
+        the bound would otherwise wait, unsent, in gRPC's own queue until
+        a session of that connection ended."""
+        loop = asyncio.get_running_loop()
+        while True:
+            conn = self._connection()
+            if conn.max_streams or conn.probe is None or conn.probe.done():
+                return conn
+            left = deadline - loop.time()
+            if left <= 0:
+                raise _open_timeout(self._config, " (waiting for the server's bound of "
+                                                  "sessions per connection)")
+            await asyncio.wait({conn.probe}, timeout=left)
+
+    @staticmethod
+    async def _learn_max_streams(conn: _Connection, session: Session) -> None:
+        """Read the bound from the headers of conn's first session. Headers
+        without it (a server before it sent them) leave the bound to Ready;
+        a stream that failed before its headers leaves the next session to
+        open there to read its own."""
+        try:
+            headers = await session.headers()
+        except (asyncio.CancelledError, Exception):  # the stream's end is the reader's to tell
+            headers = None
+        if headers is None:
+            if conn.probe is asyncio.current_task():
+                conn.probe = None
+            return
+        for key, value in headers:
+            if key == "remotemedia-max-streams" and value.isascii() and value.isdigit():
+                conn.max_streams = int(value)
+
     async def _await_ready(self, session: Session, deadline: float,
                            progress: Optional[ProgressCallback]) -> Tuple[Optional[StreamEnd], float]:
         """Wait for ``Ready``, handing on ``Progress``.
@@ -414,16 +458,9 @@ class RemoteProxyClient:
         while True:
             event = await session.next_open_event(deadline - loop.time())
             if event is None:
-                held = len(self._sessions)
-                hint = (" (the server was not reached, or loading the object there, "
-                        "its __setstate__ or its class's code, took longer)")
-                if held and not self._max_streams:
-                    hint = (f" (this client holds {held} sessions, and knew no bound of the "
-                            "server's per connection, --max-streams, 100 by default, when "
-                            "it opened this one; or loading the object there took longer)")
-                raise RemoteTimeoutError(
-                    f"no answer from {cfg.target} within {cfg.timeout:g}s while opening "
-                    f"a session{hint}", code=grpc.StatusCode.DEADLINE_EXCEEDED)
+                raise _open_timeout(cfg, " (the server was not reached, or loading the "
+                                         "object there, its __setstate__ or its class's "
+                                         "code, took longer)")
             if isinstance(event, StreamEnd):
                 return event, deadline
             if isinstance(event, pb.Progress):
@@ -433,6 +470,12 @@ class RemoteProxyClient:
             _check_protocol(event)
             session.set_ready(event)
             return None, deadline
+
+
+def _open_timeout(cfg: RemoteExecutorConfig, hint: str) -> RemoteTimeoutError:
+    return RemoteTimeoutError(
+        f"no answer from {cfg.target} within {cfg.timeout:g}s while opening a session{hint}",
+        code=grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class TerminalProgress:

@@ -261,6 +261,14 @@ class Session:
     # ------------------------------------------------------------------
     # Opening
 
+    async def headers(self) -> Any:
+        """The stream's response headers (gRPC's initial metadata), or None
+        if it ended without any (gRPC then gives empty ones)."""
+        headers = await self._call.initial_metadata()
+        if not headers and self._call.done():
+            return None
+        return headers
+
     async def next_open_event(self, timeout: float) -> Any:
         """The next ``Progress``, ``Ready`` or :class:`StreamEnd`, or None on timeout."""
         return await self._open_events.next_event(max(timeout, 0.0))

@@ -212,6 +212,7 @@ struct session {
 	struct event *ses_wflush; /* writes ses_wbev once per loop turn */
 	struct event *ses_wread; /* reads ses_wbev's socket (fw_read_cb) */
 	int ses_adopted; /* its worker was a spare's */
+	int ses_taken; /* the worker said it has the Open (Taken) */
 	struct deframer ses_win; /* frames from the worker */
 	char *ses_dir;
 	uint64_t ses_last_call;
@@ -493,6 +494,7 @@ void front_worker_attach(struct session *);
 /* front_pool.c */
 void front_pool_init(void);
 void front_pool_poke(void);
+void front_pool_adopted_failed(void);
 int front_pool_adopt(struct session *);
 int front_pool_count(void);
 void front_pool_want(struct env *);

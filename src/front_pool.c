@@ -442,6 +442,17 @@ front_pool_adopt(struct session *ses)
 }
 
 /*
+ * A spare failed after a session took it, before it took the Open
+ * (front_session.c): it counts as a spare that died unused.
+ */
+void
+front_pool_adopted_failed(void)
+{
+	if (!pool_stopped)
+		pool_failed();
+}
+
+/*
  * A session with packages started its own worker: queue a spare of its
  * environment for the next one, unless there is one. The least recently
  * asked-for environment spare gives way past --session-pool of them.

@@ -1137,7 +1137,31 @@ session_worker_check(struct session *ses, const struct envelope *m)
 	}
 }
 
-/* A control frame: only Fatal may come from a worker. */
+/*
+ * Whether the session's worker fails before it took the Open, as a spare's:
+ * it died between its last check and the adoption, or its sandbox failed
+ * after. No code of the session ran and another worker would do, so the
+ * session ends UNAVAILABLE, which clients retry (the Python client does),
+ * not with the worker's own status; the pool counts a failed spare. A
+ * worker started for the session alone fails as it fails.
+ */
+static int
+session_spare_failed(struct session *ses, const char *how)
+{
+	char msg[512];
+
+	if (!ses->ses_adopted || ses->ses_taken || ses->ses_ready_seen)
+		return 0;
+	snprintf(msg, sizeof(msg),
+	    "the spare worker given to the session failed before it took the "
+	    "Open (no code of the session ran; try again): %s",
+	    how);
+	front_pool_adopted_failed();
+	front_session_end(ses, GRPC_UNAVAILABLE, msg);
+	return 1;
+}
+
+/* A control frame: a worker may send Fatal, and Taken once. */
 static int
 session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 {
@@ -1145,6 +1169,15 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 	int code;
 
 	c = remotemedia__worker__v1__worker_control__unpack(NULL, len, msg);
+	if (c != NULL &&
+	    c->msg_case == REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_TAKEN) {
+		remotemedia__worker__v1__worker_control__free_unpacked(c, NULL);
+		if (ses->ses_taken || ses->ses_ready_seen)
+			return from_worker_violation(
+			    ses, "unexpected Taken", 0);
+		ses->ses_taken = 1;
+		return 0;
+	}
 	if (c == NULL ||
 	    c->msg_case != REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FATAL) {
 		if (c != NULL)
@@ -1155,7 +1188,8 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 	code = (int)c->fatal->code;
 	if (code <= 0 || code > GRPC_UNAUTHENTICATED)
 		code = GRPC_INTERNAL;
-	front_session_end(ses, code, c->fatal->message);
+	if (!session_spare_failed(ses, c->fatal->message))
+		front_session_end(ses, code, c->fatal->message);
 	remotemedia__worker__v1__worker_control__free_unpacked(c, NULL);
 	return -1;
 }
@@ -1233,7 +1267,8 @@ front_session_worker_exited(struct session *ses, int wstatus)
 	}
 	if ((how = front_sandbox_limit_hit(ses, wstatus)) != NULL) {
 		front_metrics_worker_exit("limit");
-		front_session_end(ses, GRPC_RESOURCE_EXHAUSTED, how);
+		if (!session_spare_failed(ses, how))
+			front_session_end(ses, GRPC_RESOURCE_EXHAUSTED, how);
 		free(how);
 		return;
 	}
@@ -1255,7 +1290,8 @@ front_session_worker_exited(struct session *ses, int wstatus)
 	}
 	front_metrics_worker_exit(WIFSIGNALED(wstatus) ? "signal" : "error");
 	how = front_worker_describe_exit(wstatus);
-	front_session_end(ses, GRPC_ABORTED, how);
+	if (!session_spare_failed(ses, how))
+		front_session_end(ses, GRPC_ABORTED, how);
 	free(how);
 }
 

@@ -424,6 +424,10 @@ worker_py_queue(PyObject *events, PyObject *ev)
 static int
 worker_py_open(const Remotemedia__V1__Open *o, PyObject *events)
 {
+	Remotemedia__Worker__V1__WorkerControl ctl =
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
+	Remotemedia__Worker__V1__Taken taken =
+	    REMOTEMEDIA__WORKER__V1__TAKEN__INIT;
 	PyObject *ev;
 
 	if (wp_opened) {
@@ -431,6 +435,12 @@ worker_py_open(const Remotemedia__V1__Open *o, PyObject *events)
 		return -1;
 	}
 	wp_opened = 1;
+	/* Before any code of the session runs: until the front reads this, a
+	 * spare that fails is not the session's failure (front_session.c). */
+	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_TAKEN;
+	ctl.taken = &taken;
+	if (worker_send(FRAME_CTL, &ctl.base) == -1)
+		return -1;
 	/* y# makes None of a NULL pointer: the event always carries bytes. */
 	ev = Py_BuildValue("[siOssssy#O]", "open", (int)o->format, Py_None,
 	    o->python_version, o->cloudpickle_version, o->source, o->class_name,

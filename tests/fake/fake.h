@@ -68,6 +68,7 @@ struct fake {
 	unsigned long fk_env_released;
 	unsigned long fk_env_progress; /* front_session_progress */
 	unsigned long fk_build_cgroups; /* one per build started */
+	unsigned long fk_spares_failed; /* front_pool_adopted_failed calls */
 };
 extern struct fake fake;
 

@@ -120,6 +120,12 @@ front_pool_poke(void)
 {
 }
 
+void
+front_pool_adopted_failed(void)
+{
+	fake.fk_spares_failed++;
+}
+
 int
 front_pool_count(void)
 {

@@ -9,6 +9,7 @@ of a spare is left behind.
 """
 from __future__ import annotations
 
+import asyncio
 import glob
 import logging
 import os
@@ -445,4 +446,41 @@ def test_a_spare_that_hung_ends_its_session_at_the_open_timeout(fresh_server):
     assert "did not answer the Open within 2000 ms (--open-timeout)" in str(e.value)
     (fp,) = run(fingerprints(srv, 1))
     assert fp["session"] != sid
+    srv.wait_idle()
+
+
+def test_a_spare_that_died_as_it_was_taken_is_opened_again(fresh_server):
+    """A spare whose Python died just before a session took it: its death
+    reaches the front through W1 and W0, a few ms later, once the session
+    has it (here W0 and W1 are stopped meanwhile, to hold that window
+    open). No code of the session ran, as the worker had not said it took
+    the Open: the session ends UNAVAILABLE, not WorkerDiedError, and the
+    Python client's retry gets another worker."""
+    srv = fresh_server(["--session-pool", "1"])
+    if SANDBOX_OFF:
+        pytest.skip("a worker of one process (--sandbox off): nothing holds the death back")
+    (sid, _), = wait_for(lambda: live_spares(srv), what="a spare")
+    # W0, W1 and the Python process (W2), once the spare waits for its Open.
+    wait_for(lambda: len(session_processes(sid)) == 3, what="the spare's three processes")
+    python = srv.worker_pid_of(sid)
+    held = [p for p in session_processes(sid) if p != python]
+    for pid in held:
+        os.kill(pid, signal.SIGSTOP)
+    os.kill(python, signal.SIGKILL)
+
+    async def main():
+        opening = asyncio.ensure_future(fingerprints(srv, 1))
+        deadline = time.monotonic() + 30
+        while sid not in adopted(srv):
+            assert time.monotonic() < deadline and not opening.done(), srv.log_text()[-3000:]
+            await asyncio.sleep(0.02)
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+        return await opening
+
+    (fp,) = run(main())
+    assert fp["session"] != sid
+    log = srv.log_text()
+    assert "the spare worker given to the session failed before it took the Open" in log
+    assert "WorkerDied" not in log
     srv.wait_idle()

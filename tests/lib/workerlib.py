@@ -135,6 +135,7 @@ class FakeFront:
         self.outputs = []       # (stream, data, dropped_bytes)
         self.answered = []      # call ids, in the order of their Result or Error
         self.fatal = None
+        self.taken = False  # the worker said it has the Open
         self.ready = None
         self.eof = False
         self.log_path = self.session_dir.parent / (
@@ -245,6 +246,10 @@ class FakeFront:
         ftype, payload = self.read_frame(timeout)
         if ftype == FRAME_CTL:
             ctl = worker_pb2().WorkerControl.FromString(payload)
+            if ctl.WhichOneof("msg") == "taken":  # once, as the Open arrives
+                assert not self.taken, "Taken twice"
+                self.taken = True
+                return
             assert ctl.WhichOneof("msg") == "fatal", ctl
             self.fatal = ctl.fatal
             return

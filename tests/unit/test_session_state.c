@@ -1293,6 +1293,95 @@ test_worker_control_not_fatal(void **state)
 	check_violation("bad control frame");
 }
 
+static int
+w_taken(void)
+{
+	Remotemedia__Worker__V1__WorkerControl c =
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
+	Remotemedia__Worker__V1__Taken t = REMOTEMEDIA__WORKER__V1__TAKEN__INIT;
+
+	c.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_TAKEN;
+	c.taken = &t;
+	return w_control(&c);
+}
+
+/*
+ * A spare's worker that fails before it took the Open: no code of the
+ * session ran, so UNAVAILABLE (clients retry it) with the worker's words,
+ * and the pool counts a failed spare.
+ */
+static void
+test_spare_fatal_before_taken(void **state)
+{
+	assert_int_equal(c_open(), 0);
+	ses->ses_adopted = 1;
+	assert_int_equal(
+	    w_fatal(GRPC_INTERNAL, "slirp4netns did not start"), -1);
+	check_finished(GRPC_UNAVAILABLE, "failed before it took the Open");
+	check_finished(GRPC_UNAVAILABLE, "slirp4netns did not start");
+	assert_int_equal(fake.fk_spares_failed, 1);
+	front_session_worker_exited(ses, W_EXITCODE(1, 0));
+	assert_false(alive());
+	assert_int_equal(rec.finish_code, GRPC_UNAVAILABLE);
+}
+
+static void
+test_spare_death_before_taken(void **state)
+{
+	assert_int_equal(c_open(), 0);
+	ses->ses_adopted = 1;
+	front_session_worker_exited(ses, W_EXITCODE(0, SIGKILL));
+	assert_false(alive());
+	check_finished(GRPC_UNAVAILABLE, "failed before it took the Open");
+	assert_int_equal(fake.fk_spares_failed, 1);
+}
+
+/* Once it took the Open, the session's code may have run: its own status. */
+static void
+test_spare_fatal_after_taken(void **state)
+{
+	assert_int_equal(c_open(), 0);
+	ses->ses_adopted = 1;
+	assert_int_equal(w_taken(), 0);
+	check_running();
+	assert_int_equal(rec.to_client_n, 0); /* Taken is the front's alone */
+	assert_int_equal(w_fatal(GRPC_FAILED_PRECONDITION, "cannot load"), -1);
+	check_finished(GRPC_FAILED_PRECONDITION, "cannot load");
+	teardown(state);
+	setup(state);
+	assert_int_equal(c_open(), 0);
+	ses->ses_adopted = 1;
+	assert_int_equal(w_taken(), 0);
+	front_session_worker_exited(ses, W_EXITCODE(0, SIGSEGV));
+	assert_false(alive());
+	assert_int_equal(rec.finish_code, GRPC_ABORTED);
+	assert_int_equal(fake.fk_spares_failed, 0);
+}
+
+/* A worker of the session's own fails as it fails, Taken or not. */
+static void
+test_own_worker_fatal_before_taken(void **state)
+{
+	assert_int_equal(c_open(), 0);
+	assert_int_equal(w_fatal(GRPC_INTERNAL, "no sandbox"), -1);
+	check_finished(GRPC_INTERNAL, "no sandbox");
+	assert_int_equal(fake.fk_spares_failed, 0);
+}
+
+static void
+test_taken_twice_or_after_ready(void **state)
+{
+	assert_int_equal(c_open(), 0);
+	assert_int_equal(w_taken(), 0);
+	assert_int_equal(w_taken(), -1);
+	check_violation("unexpected Taken");
+	teardown(state);
+	setup(state);
+	make_ready();
+	assert_int_equal(w_taken(), -1);
+	check_violation("unexpected Taken");
+}
+
 static void
 test_worker_control_malformed(void **state)
 {
@@ -1825,6 +1914,11 @@ main(void)
 	    T(test_worker_fatal_bad_code),
 	    T(test_worker_control_not_fatal),
 	    T(test_worker_control_malformed),
+	    T(test_spare_fatal_before_taken),
+	    T(test_spare_death_before_taken),
+	    T(test_spare_fatal_after_taken),
+	    T(test_own_worker_fatal_before_taken),
+	    T(test_taken_twice_or_after_ready),
 	    T(test_half_close_ready),
 	    T(test_close_then_exit_ok),
 	    T(test_half_close_then_exit_ok),

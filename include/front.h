@@ -495,6 +495,7 @@ void front_worker_attach(struct session *);
 void front_pool_init(void);
 void front_pool_poke(void);
 void front_pool_adopted_failed(void);
+void front_pool_adopted_ok(void);
 int front_pool_adopt(struct session *);
 int front_pool_count(void);
 void front_pool_want(struct env *);

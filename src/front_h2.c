@@ -57,7 +57,7 @@ struct conn {
 	int c_local; /* from a loopback address: the client is on this host */
 	int c_refused; /* over --max-connections: RPCs refused, then closed */
 	int c_told; /* refused, and GOAWAY queued: lingers (conn_linger) */
-	int c_said_streams; /* a Session's headers went out at its start */
+	uint32_t c_max_streams; /* the MAX_CONCURRENT_STREAMS sent it */
 };
 TAILQ_HEAD(connlist, conn);
 
@@ -563,9 +563,10 @@ stream_start(struct stream *s)
 	hdrs[2] = (nghttp2_nv){(uint8_t *)"grpc-accept-encoding",
 	    (uint8_t *)"identity", 20, 8, NGHTTP2_NV_FLAG_NONE};
 	if (s->str_rpc == RPC_SESSION) {
-		snprintf(streams, sizeof(streams), "%u",
-		    nghttp2_session_get_local_settings(
-		        h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
+		/* What SETTINGS said, which the client may not have
+		 * acknowledged yet (nghttp2 knows acknowledged ones only). */
+		snprintf(
+		    streams, sizeof(streams), "%u", s->str_conn->c_max_streams);
 		hdrs[n++] = (nghttp2_nv){(uint8_t *)"remotemedia-max-streams",
 		    (uint8_t *)streams, 23, strlen(streams),
 		    NGHTTP2_NV_FLAG_NONE};
@@ -885,6 +886,7 @@ conn_setup_h2(struct conn *c)
 	nghttp2_session_callbacks_del(cbs);
 	/* SETTINGS first, or grpcio waits for them until its deadline. */
 	nghttp2_submit_settings(c->c_h2, NGHTTP2_FLAG_NONE, iv, 3);
+	c->c_max_streams = front_conf.fc_max_streams;
 	nghttp2_session_set_local_window_size(
 	    c->c_h2, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
 }
@@ -936,18 +938,13 @@ conn_linger(struct conn *c)
 }
 
 /*
- * A Session stream was accepted: the first of its connection gets its
- * response headers now, which say the connection's bound of streams
- * (stream_start). The client learns it there, a round trip after its
- * first stream and before any Ready; the others' headers go with their
- * first message, and a write of its own is spared.
+ * A Session stream was accepted: its response headers go now, and say the
+ * connection's bound of streams (stream_start). A client learns it there,
+ * a round trip after its first stream and before any Ready.
  */
 void
 front_h2_session_started(struct stream *s)
 {
-	if (s->str_conn->c_said_streams)
-		return;
-	s->str_conn->c_said_streams = 1;
 	front_h2_resume(s);
 }
 
@@ -1055,6 +1052,7 @@ front_h2_settings_all(void)
 		if (c->c_refused || c->c_dead)
 			continue;
 		nghttp2_submit_settings(c->c_h2, NGHTTP2_FLAG_NONE, iv, 1);
+		c->c_max_streams = front_conf.fc_max_streams;
 		conn_schedule(c);
 	}
 }

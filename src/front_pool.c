@@ -270,8 +270,9 @@ pool_timer_set(uint64_t ms)
 
 /*
  * Run the refill within ms: sooner than a refill already due, later
- * never. While spares keep dying, the backoff holds: until one is taken
- * (front_pool_adopt) or a SIGHUP, after which the cause may be mended.
+ * never. While spares keep dying, the backoff holds: until one taken by a
+ * session gets its Open (front_pool_adopted_ok) or a SIGHUP, after which
+ * the cause may be mended.
  */
 static void
 pool_schedule(uint64_t ms)
@@ -432,7 +433,6 @@ front_pool_adopt(struct session *ses)
 	front_env_release(sp);
 	deframer_free(&sp->ses_win);
 	free(sp);
-	pool_failures = 0;
 	if (ses->ses_env != NULL && pool_may_start())
 		(void)pool_new(ses->ses_env);
 	pool_schedule(POOL_REFILL_MS);
@@ -450,6 +450,20 @@ front_pool_adopted_failed(void)
 {
 	if (!pool_stopped)
 		pool_failed();
+}
+
+/*
+ * A spare that a session took has the session's Open (Taken): spares live
+ * again, and the backoff ends. Not at the adoption itself: a spare may
+ * fail after it, and spares that all fail so must still back off.
+ */
+void
+front_pool_adopted_ok(void)
+{
+	if (pool_failures == 0)
+		return;
+	pool_failures = 0;
+	pool_schedule(POOL_REFILL_MS);
 }
 
 /*

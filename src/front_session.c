@@ -1176,6 +1176,8 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 			return from_worker_violation(
 			    ses, "unexpected Taken", 0);
 		ses->ses_taken = 1;
+		if (ses->ses_adopted)
+			front_pool_adopted_ok();
 		return 0;
 	}
 	if (c == NULL ||

@@ -69,6 +69,7 @@ struct fake {
 	unsigned long fk_env_progress; /* front_session_progress */
 	unsigned long fk_build_cgroups; /* one per build started */
 	unsigned long fk_spares_failed; /* front_pool_adopted_failed calls */
+	unsigned long fk_spares_ok; /* front_pool_adopted_ok calls */
 };
 extern struct fake fake;
 

@@ -126,6 +126,12 @@ front_pool_adopted_failed(void)
 	fake.fk_spares_failed++;
 }
 
+void
+front_pool_adopted_ok(void)
+{
+	fake.fk_spares_ok++;
+}
+
 int
 front_pool_count(void)
 {

@@ -32,7 +32,7 @@ from h2.settings import SettingCodes
 
 from clientlib import run
 from h2raw import (
-    ECHO, ENHANCE_YOUR_CALM, HEALTH, NO_ERROR, OK, PREFACE, PROTOCOL_ERROR,
+    ECHO, ENHANCE_YOUR_CALM, HEALTH, NO_ERROR, OK, PREFACE, PROTOCOL_ERROR, SESSION,
     REFUSED_STREAM, RESOURCE_EXHAUSTED, H2Client, call_msgs, call_result,
     closed_within, echo_ok, grpc_frame, is_end, open_session, pump,
     split_grpc, wait_msgs,
@@ -268,6 +268,20 @@ def test_a_session_streams_headers_say_max_streams_before_any_message(fresh_serv
             assert ("remotemedia-max-streams", "7") in list(headers)
             call.cancel()
     run(main())
+
+
+def test_the_bound_in_the_headers_is_the_one_sent_before_its_ack(fresh_server):
+    """A stream sent before the client acknowledged the server's SETTINGS:
+    its headers say the bound those SETTINGS carry (nghttp2 itself knows
+    acknowledged settings only, and would say its default, 2^32-1)."""
+    srv = fresh_server(FAST + ["--max-streams", "3"])
+    c = H2Client(srv.host, srv.port)
+    try:
+        sid = c.request(SESSION, b"", end=False)
+        pump(c, 10, until=lambda ev: isinstance(ev, h2.events.ResponseReceived))
+        assert c.responses[sid].headers.get("remotemedia-max-streams") == "3", c.responses[sid]
+    finally:
+        c.close()
 
 
 def test_a_burst_of_sessions_on_a_new_client_spreads_over_connections(fresh_server):

@@ -1345,6 +1345,7 @@ test_spare_fatal_after_taken(void **state)
 	assert_int_equal(w_taken(), 0);
 	check_running();
 	assert_int_equal(rec.to_client_n, 0); /* Taken is the front's alone */
+	assert_int_equal(fake.fk_spares_ok, 1); /* the pool's backoff ends */
 	assert_int_equal(w_fatal(GRPC_FAILED_PRECONDITION, "cannot load"), -1);
 	check_finished(GRPC_FAILED_PRECONDITION, "cannot load");
 	teardown(state);
@@ -1373,6 +1374,7 @@ test_taken_twice_or_after_ready(void **state)
 {
 	assert_int_equal(c_open(), 0);
 	assert_int_equal(w_taken(), 0);
+	assert_int_equal(fake.fk_spares_ok, 0); /* not a spare's */
 	assert_int_equal(w_taken(), -1);
 	check_violation("unexpected Taken");
 	teardown(state);

@@ -44,6 +44,11 @@ ProgressCallback = Callable[[Any], Any]
 #: Largest gRPC message either side may send (chunks are at most 1 MiB).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
+#: How long (s) the other opens of a burst on a new connection wait for the
+#: first one's response headers, which say the server's bound of sessions
+#: per connection; a round trip with a server that sends them at once.
+PROBE_GRACE = 0.5
+
 #: Where Debian keeps the system CA bundle.
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -125,7 +130,7 @@ class _Connection:
     """One channel of the client's, so one HTTP/2 connection of its own
     (``grpc.use_local_subchannel_pool``), and the sessions opening on it."""
 
-    __slots__ = ("channel", "rpc", "opening", "max_streams", "probe")
+    __slots__ = ("channel", "rpc", "opening", "max_streams", "probe", "hold_until")
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
@@ -136,10 +141,12 @@ class _Connection:
         )
         self.opening = 0
         # The server's bound of sessions on this connection (0: unknown),
-        # and the task that reads it from the response headers of the
-        # first session opening here.
+        # the task that reads it from the response headers of the first
+        # session opening here, and until when (the loop's time) other
+        # opens wait for it.
         self.max_streams = 0
         self.probe: Optional[asyncio.Task[None]] = None
+        self.hold_until = 0.0
 
 
 class RemoteProxyClient:
@@ -386,6 +393,7 @@ class RemoteProxyClient:
             conn.opening += 1
             if conn.probe is None:
                 conn.probe = loop.create_task(self._learn_max_streams(conn, session))
+                conn.hold_until = loop.time() + PROBE_GRACE
             try:
                 end, deadline = await self._await_ready(session, deadline, progress)
             except BaseException:
@@ -413,19 +421,22 @@ class RemoteProxyClient:
         """_connection(), once it can tell: a new connection with a session
         opening takes no other before that session's response headers
         said the server's bound of sessions per connection
-        (``remotemedia-max-streams``), one round trip on. Streams beyond
-        the bound would otherwise wait, unsent, in gRPC's own queue until
-        a session of that connection ended."""
+        (``remotemedia-max-streams``), one round trip on, or PROBE_GRACE
+        passed (a server that sends its headers with its first message
+        only, as one before them did). Streams beyond the bound would
+        otherwise wait, unsent, in gRPC's own queue until a session of
+        that connection ended."""
         loop = asyncio.get_running_loop()
         while True:
             conn = self._connection()
-            if conn.max_streams or conn.probe is None or conn.probe.done():
+            now = loop.time()
+            if (conn.max_streams or conn.probe is None or conn.probe.done()
+                    or now >= conn.hold_until):
                 return conn
-            left = deadline - loop.time()
-            if left <= 0:
+            if now >= deadline:
                 raise _open_timeout(self._config, " (waiting for the server's bound of "
                                                   "sessions per connection)")
-            await asyncio.wait({conn.probe}, timeout=left)
+            await asyncio.wait({conn.probe}, timeout=min(deadline, conn.hold_until) - now)
 
     @staticmethod
     async def _learn_max_streams(conn: _Connection, session: Session) -> None:

@@ -939,10 +939,14 @@ def test_sessions_dropped_past_the_uid_range_recycle_uids_and_cgroups(server):
 # --- hostile workers ------------------------------------------------------------------
 
 def fake_server(fresh_server, tmp_path, mode: str) -> Server:
+    """A server whose workers are the fake in this mode. No spares: each
+    session starts its own, so that what it does is that session's
+    failure (a spare that fails before it took the Open ends its session
+    UNAVAILABLE instead, which test_pool.py covers)."""
     os.chmod(FAKE_WORKER, 0o755)
     link = tmp_path / f"fake_worker_{mode}"
     link.symlink_to(FAKE_WORKER)
-    return fresh_server(["--worker", str(link), "--sandbox", "off"])
+    return fresh_server(["--worker", str(link), "--sandbox", "off", "--session-pool", "0"])
 
 
 def fake_open() -> bytes:

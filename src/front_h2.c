@@ -943,8 +943,8 @@ conn_linger(struct conn *c)
  * response headers now, which say the connection's bound of streams
  * (stream_start). A client learns it there, a round trip after its first
  * stream and before any Ready. The others' headers go with their first
- * message: at once, they cost a client that opens one session after
- * another a wake-up each (rmctl's open: about 0.1 ms here).
+ * message: at once, they would cost a client that opens one session after
+ * another a wake-up and a read each.
  */
 void
 front_h2_session_started(struct stream *s)

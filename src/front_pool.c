@@ -46,7 +46,7 @@
 
 static struct sessionlist pool_spares = TAILQ_HEAD_INITIALIZER(pool_spares);
 static struct event *pool_timer;
-static int pool_failures; /* spares that died unused since one was taken */
+static int pool_failures; /* spares that failed since a taken one lived */
 static int pool_stopped;
 
 static uint64_t pool_due; /* when pool_timer fires (now_ms's clock) */

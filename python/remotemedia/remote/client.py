@@ -69,12 +69,14 @@ def connect_failure(cfg: RemoteExecutorConfig, attempts: int, details: str) -> s
 
     When the server's certificate is not trusted, grpcio reports either the
     verification failure or, depending on timing, only that the handshake
-    ended ("Handshake read failed", "tcp handshaker shutdown").
+    ended ("Handshake read failed", "tcp handshaker shutdown", "Failed to
+    connect to remote host: FD Shutdown").
     """
     message = (f"cannot open a session on {cfg.target} ({attempts} attempt"
                f"{'s' if attempts > 1 else ''}): {details}")
     low = details.lower()
-    if cfg.ssl_enabled and "handshake" in low and "certificate" not in low:
+    cut_short = "handshake" in low or "fd shutdown" in low
+    if cfg.ssl_enabled and cut_short and "certificate" not in low:
         trust = (f"the CA in ca_file ({cfg.ca_file})" if cfg.ca_file is not None
                  else "a CA of the system bundle")
         message += (f" (the TLS handshake did not complete: check that the server "

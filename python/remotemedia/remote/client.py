@@ -75,13 +75,17 @@ def connect_failure(cfg: RemoteExecutorConfig, attempts: int, details: str) -> s
     message = (f"cannot open a session on {cfg.target} ({attempts} attempt"
                f"{'s' if attempts > 1 else ''}): {details}")
     low = details.lower()
-    cut_short = "handshake" in low or "fd shutdown" in low
-    if cfg.ssl_enabled and cut_short and "certificate" not in low:
-        trust = (f"the CA in ca_file ({cfg.ca_file})" if cfg.ca_file is not None
-                 else "a CA of the system bundle")
+    if not cfg.ssl_enabled or "certificate" in low:
+        return message
+    trust = (f"the CA in ca_file ({cfg.ca_file})" if cfg.ca_file is not None
+             else "a CA of the system bundle")
+    check = f"and that its certificate is signed by {trust} and names {cfg.host}"
+    if "handshake" in low:
         message += (f" (the TLS handshake did not complete: check that the server "
-                    f"speaks TLS, and that its certificate is signed by {trust} "
-                    f"and names {cfg.host})")
+                    f"speaks TLS, {check})")
+    elif "fd shutdown" in low:  # also grpcio's word for a connect that timed out
+        message += (f" (the connection or its TLS handshake was cut short: check that "
+                    f"the server is reachable and speaks TLS, {check})")
     return message
 
 
@@ -395,6 +399,10 @@ class RemoteProxyClient:
             conn.opening += 1
             if conn.probe is None:
                 conn.probe = loop.create_task(self._learn_max_streams(conn, session))
+                # A probe that failed before its headers hands the hold on:
+                # each open that fails so delays the others PROBE_GRACE at
+                # most, where a stream past the bound would wait its whole
+                # timeout in gRPC's queue.
                 conn.hold_until = loop.time() + PROBE_GRACE
             try:
                 end, deadline = await self._await_ready(session, deadline, progress)
@@ -424,16 +432,17 @@ class RemoteProxyClient:
         opening takes no other before that session's response headers
         said the server's bound of sessions per connection
         (``remotemedia-max-streams``), one round trip on, or PROBE_GRACE
-        passed (a server that sends its headers with its first message
-        only, as one before them did). Streams beyond the bound would
-        otherwise wait, unsent, in gRPC's own queue until a session of
-        that connection ended."""
+        passed since that session started (a server that sends its headers
+        with its first message only, as one before them did), or a Ready
+        said the bound. Streams beyond the bound would otherwise
+        wait, unsent, in gRPC's own queue until a session of that
+        connection ended."""
         loop = asyncio.get_running_loop()
         while True:
             conn = self._connection()
             now = loop.time()
-            if (conn.max_streams or conn.probe is None or conn.probe.done()
-                    or now >= conn.hold_until):
+            if (conn.max_streams or self._max_streams or conn.probe is None
+                    or conn.probe.done() or now >= conn.hold_until):
                 return conn
             if now >= deadline:
                 raise _open_timeout(self._config, " (waiting for the server's bound of "

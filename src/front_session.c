@@ -1138,27 +1138,28 @@ session_worker_check(struct session *ses, const struct envelope *m)
 }
 
 /*
- * Whether the session's worker fails before it took the Open, as a spare's:
- * it died between its last check and the adoption, or its sandbox failed
- * after. No code of the session ran and another worker would do, so the
- * session ends UNAVAILABLE, which clients retry (the Python client does),
- * not with the worker's own status; the pool counts a failed spare. A
- * worker started for the session alone fails as it fails.
+ * The session's worker failed (how): end the session with code. A spare's
+ * that fails before it took the Open died between its last check and the
+ * adoption, or its sandbox failed after: no code of the session ran and
+ * another worker would do, so the session ends UNAVAILABLE instead, which
+ * clients retry (the Python client does), and the pool counts a failed
+ * spare.
  */
-static int
-session_spare_failed(struct session *ses, const char *how)
+static void
+session_worker_failed(struct session *ses, int code, const char *how)
 {
 	char msg[512];
 
-	if (!ses->ses_adopted || ses->ses_taken || ses->ses_ready_seen)
-		return 0;
+	if (!ses->ses_adopted || ses->ses_taken || ses->ses_ready_seen) {
+		front_session_end(ses, code, how);
+		return;
+	}
 	snprintf(msg, sizeof(msg),
 	    "the spare worker given to the session failed before it took the "
 	    "Open (no code of the session ran; try again): %s",
 	    how);
 	front_pool_adopted_failed();
 	front_session_end(ses, GRPC_UNAVAILABLE, msg);
-	return 1;
 }
 
 /* A control frame: a worker may send Fatal, and Taken once. */
@@ -1190,8 +1191,7 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 	code = (int)c->fatal->code;
 	if (code <= 0 || code > GRPC_UNAUTHENTICATED)
 		code = GRPC_INTERNAL;
-	if (!session_spare_failed(ses, c->fatal->message))
-		front_session_end(ses, code, c->fatal->message);
+	session_worker_failed(ses, code, c->fatal->message);
 	remotemedia__worker__v1__worker_control__free_unpacked(c, NULL);
 	return -1;
 }
@@ -1269,8 +1269,7 @@ front_session_worker_exited(struct session *ses, int wstatus)
 	}
 	if ((how = front_sandbox_limit_hit(ses, wstatus)) != NULL) {
 		front_metrics_worker_exit("limit");
-		if (!session_spare_failed(ses, how))
-			front_session_end(ses, GRPC_RESOURCE_EXHAUSTED, how);
+		session_worker_failed(ses, GRPC_RESOURCE_EXHAUSTED, how);
 		free(how);
 		return;
 	}
@@ -1292,8 +1291,7 @@ front_session_worker_exited(struct session *ses, int wstatus)
 	}
 	front_metrics_worker_exit(WIFSIGNALED(wstatus) ? "signal" : "error");
 	how = front_worker_describe_exit(wstatus);
-	if (!session_spare_failed(ses, how))
-		front_session_end(ses, GRPC_ABORTED, how);
+	session_worker_failed(ses, GRPC_ABORTED, how);
 	free(how);
 }
 

@@ -662,6 +662,18 @@ def test_an_encoded_open_is_what_protobuf_writes(size: int) -> None:
                 assert got == _open_by_protobuf(payload, fmt, requirements, chunk_size)
 
 
+def test_a_varint_is_what_protobuf_writes() -> None:
+    """The varints of the encoders by hand, at each width's edges; a
+    negative number is refused, as by the loop of the widest."""
+    from google.protobuf.internal import encoder
+    for n in [0, 1, 127, 128, 255, 300, 16383, 16384, (1 << 21) - 1, 1 << 21, 1 << 63,
+              (1 << 64) - 1]:
+        assert wire._varint(n) == encoder._VarintBytes(n), n
+    for n in (-1, -128, -16384):
+        with pytest.raises(ValueError):
+            wire._varint(n)
+
+
 def test_get_call_has_no_args() -> None:
     (message,) = _on_the_wire(wire.call_messages(3, "value", pb.CALL_GET, None, 1000))
     assert message.call.kind == pb.CALL_GET and not message.call.HasField("args")

@@ -125,17 +125,21 @@ class CallState:
         return False
 
     async def next_event(self, timeout: Optional[float],
-                         watch: Optional[Callable[[CallState], bool]] = None
+                         watch: Optional[Callable[[CallState], bool]] = None,
+                         loop: Optional[asyncio.AbstractEventLoop] = None
                          ) -> Optional[Event]:
         """The next event, or None if none came within ``timeout`` seconds.
 
         ``watch``, if given, is asked to wake the wait at ``self.deadline``
         (the session's one timer, :meth:`Session._watch`); without it, or
-        when it declines, the wait sets a timer of its own. Cancelling the
-        waiting task loses no event.
+        when it declines, the wait sets a timer of its own. ``loop`` is the
+        running loop, where the caller knows it: Python 3.11's
+        ``asyncio.get_running_loop()`` makes a system call (``getpid``).
+        Cancelling the waiting task loses no event.
         """
         if not self.events:
-            loop = asyncio.get_running_loop()
+            if loop is None:
+                loop = asyncio.get_running_loop()
             waiter = loop.create_future()
             self.waiter = waiter
             timer = None
@@ -310,6 +314,10 @@ class Session:
             ValueError: the arguments exceed the session's value limit.
         """
         self.check_loop()
+        return self._start_call(name, kind, doc)
+
+    def _start_call(self, name: str, kind: int, doc: Optional[bytes]) -> CallState:
+        """:meth:`start_call`, on the loop that the caller checked."""
         self._check_usable()
         if self._gc_cancels:
             self._flush_cancels()
@@ -335,7 +343,7 @@ class Session:
         Raises the exception of an ``error`` event. On local expiry the call
         is cancelled on the server and :class:`RemoteTimeoutError` raised.
         """
-        event = await state.next_event(self.call_timeout, self._watch)
+        event = await state.next_event(self.call_timeout, self._watch, self._loop)
         if event is None:
             self.cancel(state)
             # The server's answer did not come: a call that ignores its
@@ -361,7 +369,7 @@ class Session:
         if self._max_inflight and (self._slot_waiters or self._slots_full()):
             await self._wait_slot(name)
         try:
-            state = self.start_call(name, kind, doc)
+            state = self._start_call(name, kind, doc)
         except BaseException:
             if self._slot_waiters:
                 self._wake_slots()  # the slot it waited for is still free

@@ -402,8 +402,16 @@ def iter_chunks(call_id: int, data: Any, chunk_size: int = CHUNK_SIZE) -> Iterat
                        data=view[start:end].tobytes())
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def _varint(n: int) -> bytes:
-    """n, 0 <= n < 2**64, as a protobuf varint."""
+    """n, 0 <= n < 2**64, as a protobuf varint. Most numbers of a small
+    call (its id, lengths, kind) take one or two bytes: made at once."""
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]
+    if 0 < n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
@@ -501,13 +509,16 @@ def _call_message(call_id: int, name: str, kind: int, doc: Optional[bytes],
     for n in (call_id, timeout_ms):  # the numbers from outside: refused as protobuf did
         if not 0 <= n < 1 << 64:  # (a timeout set on the config after its checks, say)
             raise ValueError(f"value out of range for a protobuf uint64: {n}")
+    # Call.call_id and its Value's: the same field number, the same bytes.
+    cid = b"\x08" + _varint(call_id) if call_id else b""
     args = b""
     if doc is not None:
-        head, tail = _value_fields(call_id, 0, False, len(doc), len(doc))
-        args = b"".join((b"\x22", _varint(len(head) + len(doc) + len(tail)), head, doc, tail))
+        size = len(doc)  # the Value's data, and its total
+        head, tail = (cid + b"\x22" + _varint(size), b"\x28" + _varint(size)) if size else (cid, b"")
+        args = b"".join((b"\x22", _varint(len(head) + size + len(tail)), head, doc, tail))
     utf8 = name.encode("utf-8")
     body = b"".join((
-        b"\x08" + _varint(call_id) if call_id else b"",
+        cid,
         b"\x12" + _varint(len(utf8)) + utf8 if utf8 else b"",
         b"\x18" + _varint(kind) if kind else b"",
         args,

@@ -498,6 +498,19 @@ def rmctl_figures(srv, args, table: Table) -> None:
               "", None, (">=", 1000), note="512 items, out-of-band buffers")
     table.add("small calls over 8 sessions, rmctl bench",
               r["throughput"]["calls_per_s"], "calls/s", "", None, (">=", 50000))
+    # What the sessions' CPU limit costs them: the same calls (alone, the
+    # sessions opened first) with and without it.
+    uncapped = Server(["--session-cpu", "0"])
+    try:
+        rates = [rmctl_bench(s, "--count", "10", "--sessions", "1", "--items", "1",
+                             "--parallel", "8", "--duration", "3s")["throughput"]["calls_per_s"]
+                 for s in (srv, uncapped)]
+    finally:
+        uncapped.stop()
+        uncapped.cleanup()
+    table.add("the same calls, --session-cpu 0", rates[1], "calls/s",
+              "the default (100)", rates[0], None,
+              note="no CPU limit: sessions out of the cpu controller")
     for n in args.knee:
         k = rmctl_bench(srv, "--count", "10", "--sessions", "1", "--items", "1",
                         "--item-size", "1K", "--parallel", str(n), "--duration", "2s")

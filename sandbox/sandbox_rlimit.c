@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "sandbox_policy.h"
@@ -82,10 +83,14 @@ sandbox_thread_env(uint32_t cpu_percent)
 	    "NUMEXPR_MAX_THREADS",
 	};
 	uint64_t n;
-	char buf[16];
+	char buf[24];
 	size_t i;
 
 	n = ((uint64_t)cpu_percent + 99) / 100;
+	if (cpu_percent == 0) { /* no CPU limit: the CPUs there are */
+		long online = sysconf(_SC_NPROCESSORS_ONLN);
+		n = online > 0 ? (uint64_t)online : 1;
+	}
 	if (n < 1)
 		n = 1;
 	snprintf(buf, sizeof(buf), "%" PRIu64, n);

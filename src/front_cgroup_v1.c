@@ -156,7 +156,8 @@ cg_create_v1(const struct cg_root *cr, const char *name,
 
 	for (i = 0; i < CG_NCTLS; i++) {
 		parent = (const char *)cr + cg_ctls[i].cc_v1_off;
-		if (parent[0] == '\0')
+		if (parent[0] == '\0' ||
+		    (cg_ctls[i].cc_bit == CG_C_CPU && lim->cpu_percent == 0))
 			continue;
 		if (cg_mkdir_new(parent, name, dir, sizeof(dir)) == -1)
 			return -1;

@@ -138,8 +138,10 @@ static const struct opt opts[] = {
         "1G", "SIZE", "memory of one session"},
     {"session-pids", OPT_U32, F(fc_session_pids), 0, 4, 1000000, "128", "N",
         "processes and threads of one session"},
-    {"session-cpu", OPT_U32, F(fc_session_cpu), 0, 1, 6400, "100", "PERCENT",
-        "CPU share of one session (200: two cores)"},
+    {"session-cpu", OPT_U32, F(fc_session_cpu), 0, 0, 6400, "100", "PERCENT",
+        "CPU share of one session (200: two cores); 0: no CPU limit, and "
+        "sessions stay out of the cpu controller (v1), whose scheduling costs "
+        "busy sessions CPU time"},
     {"session-disk", OPT_SIZE, F(fc_session_disk), 0, 1 << 20, UINT64_MAX,
         "256M", "SIZE", "session directory and /tmp, each"},
     {"session-max-lifetime", OPT_MS, F(fc_session_lifetime_ms), 0, 0,

@@ -168,7 +168,11 @@ front_sandbox_controllers(void)
 {
 	_Static_assert(CG_C_MEMORY == 1 && CG_C_PIDS == 2 && CG_C_CPU == 4,
 	    "the bits of Init.cgroup_limits");
-	return front_conf.fc_sandbox ? front_cg.cr_controllers : 0;
+	unsigned int ctl = front_cg.cr_controllers;
+
+	if (front_conf.fc_session_cpu == 0)
+		ctl &= ~CG_C_CPU; /* no limit: none to report */
+	return front_conf.fc_sandbox ? ctl : 0;
 }
 
 /* A cgroup for an environment build: the builder joins it first. */
@@ -364,11 +368,15 @@ front_sandbox_describe(char lines[][160], int max)
 {
 	static const char *nets[] = {"off (loopback only)",
 	    "isolated (own namespace, slirp4netns)", "the host's"};
-	char mem[32], disk[32];
+	char mem[32], disk[32], cpu[32];
 	int n = 0, abi = landlock_abi();
 
 	if (!front_conf.fc_sandbox || max < 7)
 		return 0;
+	if (front_conf.fc_session_cpu == 0)
+		snprintf(cpu, sizeof(cpu), "no limit");
+	else
+		snprintf(cpu, sizeof(cpu), "%u%%", front_conf.fc_session_cpu);
 	front_sandbox_size(front_conf.fc_session_memory, mem, sizeof(mem));
 	front_sandbox_size(front_conf.fc_session_disk, disk, sizeof(disk));
 	snprintf(lines[n++], 160, "uids: one per session from %u-%u",
@@ -381,11 +389,11 @@ front_sandbox_describe(char lines[][160], int max)
 		snprintf(lines[n++], 160, "cgroups: none usable");
 	else
 		snprintf(lines[n++], 160,
-		    "cgroup %s: memory %s%s, pids %u, cpu %u%%",
+		    "cgroup %s: memory %s%s, pids %u, cpu %s",
 		    front_cg.cr_version == CG_V2 ? "v2" : "v1",
 		    (front_cg.cr_controllers & CG_C_MEMORY) ? mem : "(none)",
 		    (front_cg.cr_controllers & CG_C_SWAP) ? " (swap too)" : "",
-		    front_conf.fc_session_pids, front_conf.fc_session_cpu);
+		    front_conf.fc_session_pids, cpu);
 	snprintf(lines[n++], 160,
 	    "rlimits: nofile %d, fsize %s, core 0, cpu from the lifetime",
 	    SANDBOX_NOFILE, disk);

@@ -375,8 +375,13 @@ fw_init_sandbox(struct session *ses, Remotemedia__Worker__V1__Init *init)
 	init->cpu_percent = front_conf.fc_session_cpu;
 	/* RLIMIT_CPU is a backstop: the whole lifetime at the CPU share. */
 	life_s = front_conf.fc_session_lifetime_ms / 1000;
-	share = front_conf.fc_session_cpu < 100 ? 100
-	                                        : front_conf.fc_session_cpu;
+	share = front_conf.fc_session_cpu;
+	if (share == 0) { /* no limit: all the CPUs there are */
+		long online = sysconf(_SC_NPROCESSORS_ONLN);
+		share = 100 * (uint64_t)(online > 0 ? online : 1);
+	}
+	if (share < 100)
+		share = 100;
 	cpu_s = life_s > UINT64_MAX / share ? UINT64_MAX : life_s * share / 100;
 	init->cpu_seconds = cpu_s;
 	init->seccomp_log = front_conf.fc_seccomp_log;

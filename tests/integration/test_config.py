@@ -98,7 +98,7 @@ def test_the_example_config_checks_clean():
 
 
 @pytest.mark.parametrize("text,line,words", [
-    ("listen = 127.0.0.1:1\nsession-cpu = 0\n", 2, ["--session-cpu", "'0'"]),
+    ("listen = 127.0.0.1:1\nsession-cpu = 6401\n", 2, ["--session-cpu", "'6401'"]),
     ("# fine\n\nbogus-key = 1\n", 3, ["bogus-key", "unknown key"]),
     ("state-dir = relative/dir\n", 1, ["--state-dir", "absolute"]),
     ("pip-timeout\n", 1, ["pip-timeout", "missing value"]),

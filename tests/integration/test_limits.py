@@ -574,6 +574,44 @@ def test_session_cpu_sets_the_thread_variables(fresh_server, server):
     server.wait_idle()
 
 
+def _cgroup_lines(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup: each v1 hierarchy's controllers, and its path."""
+    out = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, ctls, path = line.rstrip("\n").split(":", 2)
+            out[ctls] = path
+    return out
+
+
+@ROOT_ONLY
+def test_session_cpu_0_is_no_cpu_limit(fresh_server):
+    """--session-cpu 0: no CPU limit. Ready says so (0), rmctl info too,
+    the thread variables count every CPU, and where the cpu controller is
+    v1 the session's processes stay out of it: the memory and pids limits
+    still hold."""
+    srv = fresh_server(["--session-cpu", "0"])
+    assert ready_limits(srv).cpu_percent == 0
+
+    async def probe():
+        async with RemoteProxyClient(srv.config()) as client:
+            p = await client.create_proxy(Probe())
+            env = await p.env(THREAD_VARS + ["REMOTEMEDIA_SESSION"])
+            pid = srv.worker_pid_of(env.pop("REMOTEMEDIA_SESSION"))
+            return env, _cgroup_lines(pid)
+    env, lines = run(probe())
+    assert env == {v: str(os.cpu_count()) for v in THREAD_VARS}
+    cpu = [path for ctls, path in lines.items() if "cpu" in ctls.split(",")]
+    memory = [path for ctls, path in lines.items() if "memory" in ctls.split(",")]
+    if cpu and memory:  # v1: a hierarchy each
+        assert "/remotemedia/" in memory[0], lines
+        assert "/remotemedia/" not in cpu[0], lines
+    info = subprocess.run([str(BUILD / "rmctl"), "--port", str(srv.port), "info"],
+                          capture_output=True, text=True, timeout=30)
+    assert re.search(r"cgroup v[12]: .*, cpu no limit", info.stdout), info.stdout
+    srv.wait_idle()
+
+
 # ---------------------------------------------------------------------------
 # 6. --session-memory
 
@@ -622,7 +660,7 @@ def _run_daemon(args: list[str], timeout: float = 10.0) -> subprocess.CompletedP
     ("--session-network", "bogus"),
     ("--session-memory", "10"),
     ("--sandbox", "maybe"),
-    ("--session-cpu", "0"),
+    ("--session-cpu", "-1"),
     # a few more of the same family
     ("--session-uids", "0-5"),
     ("--session-uids", "61000"),

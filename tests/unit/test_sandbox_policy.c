@@ -761,9 +761,10 @@ t_thread_env(void **state)
 		uint32_t	 pct;
 		const char	*want;
 	} cases[] = {
-		{ 0, "1" }, { 1, "1" }, { 100, "1" }, { 101, "2" },
+		{ 1, "1" }, { 100, "1" }, { 101, "2" },
 		{ 250, "3" }, { 400, "4" }, { UINT32_MAX, "42949673" },
 	};
+	char online[24];
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -773,6 +774,11 @@ t_thread_env(void **state)
 		assert_string_equal(getenv("OMP_NUM_THREADS"), cases[i].want);
 		assert_string_equal(getenv("MKL_NUM_THREADS"), cases[i].want);
 	}
+	/* No CPU limit (--session-cpu 0): one thread per CPU. */
+	snprintf(online, sizeof(online), "%ld", sysconf(_SC_NPROCESSORS_ONLN));
+	sandbox_thread_env(0);
+	assert_string_equal(getenv("OPENBLAS_NUM_THREADS"), online);
+	assert_string_equal(getenv("NUMEXPR_MAX_THREADS"), online);
 	unsetenv("OPENBLAS_NUM_THREADS");
 	unsetenv("OMP_NUM_THREADS");
 	unsetenv("MKL_NUM_THREADS");

@@ -27,7 +27,12 @@ the medians of their rounds.
                           measures its small calls with the sandbox on)
 
 rmctl is this tree's build/rmctl in every mode. A and B may be the same
-tree: an A/A run shows the noise.
+tree: an A/A run shows the noise. --a-args and --b-args add server flags
+to A's and B's servers (opens, serves), after `--sandbox off`, so that
+one tree compares two configurations:
+
+  bench/ab.py serves build build --a-args="--sandbox on" \
+      --b-args="--sandbox on --session-cpu 0"
 
 For an older commit: `git worktree add /tmp/old COMMIT && make -C /tmp/old
 all`, then /tmp/old/python or /tmp/old/build. Sandbox off, as the open
@@ -40,6 +45,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -181,7 +187,7 @@ def opens(args) -> list[list[dict]]:
     res: list[list[dict]] = [[], []]
     for i, tree in rounds_of(args.trees, args.rounds):
         serverlib.BUILD = Path(tree).resolve()
-        srv = Server(["--sandbox", "off"])
+        srv = Server(["--sandbox", "off", *args.server_args[i]])
         try:
             rmctl = bench.rmctl_open_ms(srv, 24)
             py = asyncio.run(bench.open_times(srv.config(timeout=60.0), 24))
@@ -195,9 +201,9 @@ def opens(args) -> list[list[dict]]:
 def serves(args) -> list[list[dict]]:
     servers = []
     try:
-        for tree in args.trees:
+        for tree, extra in zip(args.trees, args.server_args):
             serverlib.BUILD = Path(tree).resolve()
-            servers.append(Server(["--sandbox", "off"]))
+            servers.append(Server(["--sandbox", "off", *extra]))
         res: list[list[dict]] = [[], []]
         for i, _ in rounds_of(args.trees, args.rounds):
             srv = servers[i]
@@ -228,9 +234,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--pin", action="store_true")
+    ap.add_argument("--a-args", default="", help="more server flags for A (opens, serves)")
+    ap.add_argument("--b-args", default="", help="the same for B")
     args = ap.parse_args()
+    args.server_args = [shlex.split(args.a_args), shlex.split(args.b_args)]
     if args.pin and args.what != "calls":
         ap.error("--pin is for calls only")
+    if (args.a_args or args.b_args) and args.what not in ("opens", "serves"):
+        ap.error("--a-args and --b-args are for opens and serves only")
     if args.rounds < 1 or args.n < 1:
         ap.error("--rounds and --n must be at least 1")
     res = {"calls": calls, "bigs": bigs, "opens": opens, "serves": serves}[args.what](args)

@@ -11,11 +11,15 @@
  *     <own>/remotemedia         +memory +pids +cpu in subtree_control
  *     <own>/remotemedia/<name>  one session: memory.max, memory.swap.max=0,
  *                               pids.max, cpu.max "<quota> 100000"
+ *                               (left at "max" with cpu_percent 0)
  *   v1 (the dev machines):
  *     <mount>/memory/remotemedia/<name>  memory.limit_in_bytes and
  *                                        memory.memsw.limit_in_bytes
  *     <mount>/pids/remotemedia/<name>    pids.max
  *     <mount>/cpu/remotemedia/<name>     cpu.cfs_period_us, cpu.cfs_quota_us
+ *                                        (none with cpu_percent 0: the
+ *                                        session stays out of the cpu
+ *                                        controller)
  *   none: not root, or no usable cgroupfs; every call is a no-op.
  *
  * A session's cgroup is named by a ':'-separated list of directories, one
@@ -51,7 +55,8 @@ enum cg_version {
 /* Room for the paths list that cg_create writes. */
 #define CG_PATHS_LEN (3 * PATH_MAX)
 
-/* Limits of one cgroup; 0 leaves that limit off. */
+/* Limits of one cgroup; 0 leaves that limit off (cpu_percent 0 on v1:
+ * no directory under the cpu controller at all). */
 struct cg_limits {
 	uint64_t memory_bytes;
 	uint32_t pids;

@@ -42,8 +42,11 @@ int sandbox_rlimits_apply(
     uint64_t nofile, uint64_t fsize_bytes, uint64_t cpu_seconds);
 /*
  * OPENBLAS_, OMP_, MKL_ and NUMEXPR_NUM_THREADS (and NUMEXPR_MAX_THREADS)
- * from the CPU limit: max(1, ceil(cpu_percent / 100)), overriding.
+ * from the CPU limit: max(1, ceil(cpu_percent / 100)), overriding; with
+ * no limit (0), the CPUs the process may run on, at most
+ * SANDBOX_THREADS_MAX (64, as --session-cpu's 6400 gives).
  */
+#define SANDBOX_THREADS_MAX 64
 void sandbox_thread_env(uint32_t cpu_percent);
 
 /*

@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -72,6 +73,26 @@ sandbox_rlimits_apply(
 	return 0;
 }
 
+/*
+ * The CPUs this process may run on (its affinity, which a cpuset or
+ * systemd's AllowedCPUs= narrows), at most SANDBOX_THREADS_MAX: a thread
+ * per CPU must stay well within the pids limit.
+ */
+static uint64_t
+sandbox_usable_cpus(void)
+{
+	cpu_set_t set;
+	long n = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		n = CPU_COUNT(&set);
+	if (n <= 0)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n <= 0)
+		n = 1;
+	return n > SANDBOX_THREADS_MAX ? SANDBOX_THREADS_MAX : (uint64_t)n;
+}
+
 void
 sandbox_thread_env(uint32_t cpu_percent)
 {
@@ -87,10 +108,8 @@ sandbox_thread_env(uint32_t cpu_percent)
 	size_t i;
 
 	n = ((uint64_t)cpu_percent + 99) / 100;
-	if (cpu_percent == 0) { /* no CPU limit: the CPUs there are */
-		long online = sysconf(_SC_NPROCESSORS_ONLN);
-		n = online > 0 ? (uint64_t)online : 1;
-	}
+	if (cpu_percent == 0) /* no CPU limit: the CPUs it may run on */
+		n = sandbox_usable_cpus();
 	if (n < 1)
 		n = 1;
 	snprintf(buf, sizeof(buf), "%" PRIu64, n);

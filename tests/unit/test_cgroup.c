@@ -692,6 +692,34 @@ test_v1_create_join(void **state)
 	assert_false(exists("%s/cpu,cpuacct/remotemedia/s1", scratch));
 }
 
+/* No CPU limit (--session-cpu 0): no directory under the cpu controller,
+ * whose scheduling would cost the session for nothing; the others as ever. */
+static void
+test_v1_no_cpu_limit(void **state)
+{
+	struct cg_root cr;
+	struct cg_limits lim = {64ULL << 20, 16, 0};
+	char paths[CG_PATHS_LEN], want[3 * PATH_MAX];
+
+	layout_v1(1);
+	assert_int_equal(cg_discover(&cr, scratch, selff), 0);
+	assert_int_equal(cg_create(&cr, "s1", &lim, paths, sizeof(paths)), 0);
+	snprintf(want, sizeof(want),
+	    "%s/memory/remotemedia/s1:%s/pids/remotemedia/s1", scratch,
+	    scratch);
+	assert_string_equal(paths, want);
+	assert_false(exists("%s/cpu,cpuacct/remotemedia/s1", scratch));
+	assert_string_equal(
+	    get("%s/pids/remotemedia/s1/pids.max", scratch), "16");
+	assert_int_equal(cg_join(paths, 4242), 0);
+	assert_string_equal(
+	    get("%s/memory/remotemedia/s1/cgroup.procs", scratch), "4242");
+	assert_int_equal(cg_destroy(paths), 0);
+	assert_false(exists("%s/memory/remotemedia/s1", scratch));
+	assert_false(exists("%s/pids/remotemedia/s1", scratch));
+	(void)state;
+}
+
 /* v1: oom_control, the pre-4.13 failcnt rule, and pids.events. */
 static void
 test_v1_events(void **state)
@@ -974,6 +1002,7 @@ main(void)
 	    SCRATCH(test_v2_exists),
 	    SCRATCH(test_v2_stale),
 	    SCRATCH(test_v1_create_join),
+	    SCRATCH(test_v1_no_cpu_limit),
 	    SCRATCH(test_v1_events),
 	    SCRATCH(test_v1_missing),
 #undef SCRATCH

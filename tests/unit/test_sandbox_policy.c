@@ -764,7 +764,9 @@ t_thread_env(void **state)
 		{ 1, "1" }, { 100, "1" }, { 101, "2" },
 		{ 250, "3" }, { 400, "4" }, { UINT32_MAX, "42949673" },
 	};
-	char online[24];
+	cpu_set_t set, one;
+	char usable[24];
+	int cpu;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -774,11 +776,23 @@ t_thread_env(void **state)
 		assert_string_equal(getenv("OMP_NUM_THREADS"), cases[i].want);
 		assert_string_equal(getenv("MKL_NUM_THREADS"), cases[i].want);
 	}
-	/* No CPU limit (--session-cpu 0): one thread per CPU. */
-	snprintf(online, sizeof(online), "%ld", sysconf(_SC_NPROCESSORS_ONLN));
+	/* No CPU limit (--session-cpu 0): a thread per CPU it may use. */
+	assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+	snprintf(usable, sizeof(usable), "%d",
+	    CPU_COUNT(&set) > SANDBOX_THREADS_MAX ? SANDBOX_THREADS_MAX
+	                                          : CPU_COUNT(&set));
 	sandbox_thread_env(0);
-	assert_string_equal(getenv("OPENBLAS_NUM_THREADS"), online);
-	assert_string_equal(getenv("NUMEXPR_MAX_THREADS"), online);
+	assert_string_equal(getenv("OPENBLAS_NUM_THREADS"), usable);
+	assert_string_equal(getenv("NUMEXPR_MAX_THREADS"), usable);
+	/* Held to one CPU, as a cpuset or AllowedCPUs= may hold it. */
+	CPU_ZERO(&one);
+	for (cpu = 0; cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &set); cpu++)
+		;
+	CPU_SET(cpu, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	sandbox_thread_env(0);
+	assert_int_equal(sched_setaffinity(0, sizeof(set), &set), 0);
+	assert_string_equal(getenv("OMP_NUM_THREADS"), "1");
 	unsetenv("OPENBLAS_NUM_THREADS");
 	unsetenv("OMP_NUM_THREADS");
 	unsetenv("MKL_NUM_THREADS");

@@ -32,9 +32,10 @@ CGROUP_SRC   = src/front_cgroup.c src/front_cgroup_v1.c src/front_cgroup_v2.c \
                $(CGROUP_JOIN_SRC)
 FRONT_SRC    = src/front.c src/front_config.c src/front_h2.c \
                src/front_grpc.c src/front_session.c src/front_call.c \
-               src/front_worker.c src/front_exec.c src/front_env.c \
-               src/front_trash.c src/front_sandbox.c src/front_auth.c \
-               src/front_tls.c src/front_pool.c src/front_systemd.c \
+               src/front_worker.c src/front_output.c src/front_exec.c \
+               src/front_env.c src/front_trash.c src/front_sandbox.c \
+               src/front_auth.c src/front_tls.c src/front_pool.c \
+               src/front_systemd.c \
                src/front_metrics.c src/front_admin.c src/envelope.c \
                src/req.c $(CGROUP_SRC)
 # The sandbox: one file per mechanism (architecture section 5).
@@ -134,9 +135,11 @@ CMOCKA_LIBS := $(call pkgconf,--libs cmocka)
 
 # The fake front (tests/fake/fake.h) for the unit tests and fuzz targets
 # that link a part of the front alone: a program links the fake's files
-# for the modules it does not link, front_session.c's or front_env.c's.
+# for the modules it does not link, front_session.c's or front_env.c's
+# (front_session.c's also link the real front_output.c, whose pipes a
+# fake worker never has).
 FAKE_FOR_SESSION = tests/fake/fake_front.c tests/fake/fake_worker.c \
-                   tests/fake/fake_env.c
+                   tests/fake/fake_env.c src/front_output.c
 FAKE_FOR_ENV     = tests/fake/fake_front.c tests/fake/fake_session.c
 $(OBJ)/tests/%.o: CFLAGS += -Itests/fake
 

@@ -209,6 +209,12 @@ struct session {
 	int ses_exit_killed; /* it did not exit in time: the front killed it */
 	struct bufferevent *ses_wbev;
 	int ses_out[2]; /* read ends of its stdout and stderr, or -1 */
+	struct event *ses_oread[2]; /* read ses_out (front_output.c) */
+	struct event *ses_oreport; /* reports drops nothing else carried */
+	double ses_otokens; /* the Output rate cap's bucket */
+	uint64_t ses_olast; /* now_us() at its last refill */
+	uint64_t ses_odropped; /* Output bytes dropped, not yet reported */
+	int ses_odropped_stream;
 	struct event *ses_wflush; /* writes ses_wbev once per loop turn */
 	struct event *ses_wread; /* reads ses_wbev's socket (fw_read_cb) */
 	int ses_adopted; /* its worker was a spare's */
@@ -473,6 +479,13 @@ int front_sandbox_describe(char[][160], int);
 char *front_sandbox_build_cgroup(const char *);
 unsigned int front_sandbox_controllers(void);
 void front_sandbox_cgroup_destroy(char *);
+
+/* front_output.c */
+void front_output_attach(struct session *);
+void front_output_reading(struct session *, int);
+void front_output_flush(struct session *);
+void front_output_last(struct session *);
+void front_output_close(struct session *);
 
 /* front_worker.c */
 int front_worker_spawn(struct session *, char *, size_t);

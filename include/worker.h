@@ -5,7 +5,7 @@
  * worker.c        start-up, and every frame written to fd 3 (one lock);
  * worker_py.c     the embedded CPython, the builtin module _rmworker, the
  *                 reading of fd 3 and the reassembly of chunked values;
- * worker_output.c the capture of fds 1 and 2 into rate-capped Output.
+ * worker_output.c the capture of fds 1 and 2, which the front reads.
  *
  * The object semantics (unpickling, dispatch, generators, deadlines) live
  * in python/remotemedia/_worker_runtime.py, embedded in the binary.
@@ -22,12 +22,6 @@
 #include "frame.h"
 #include "remotemedia.pb-c.h"
 
-/* Output rate cap when the front's Init leaves it at 0. */
-#define WORKER_OUTPUT_RATE (64 * 1024)
-#define WORKER_OUTPUT_BURST (256 * 1024)
-/* How long the output thread may take to send what is left at exit. */
-#define WORKER_FLUSH_MS 200
-
 /* gRPC status codes the worker puts in a Fatal. */
 #define WORKER_INVALID_ARGUMENT 3
 #define WORKER_RESOURCE_EXHAUSTED 8
@@ -39,8 +33,6 @@ struct worker_conf {
 	char *wc_session_id;
 	char *wc_session_dir;
 	uint64_t wc_max_value; /* largest value, either way; 0: none */
-	uint32_t wc_out_rate; /* Output bytes per second */
-	uint32_t wc_out_burst; /* Output bucket size */
 	uint64_t wc_grace_ms;
 	uint32_t wc_prefetch;
 	char **wc_sys_path; /* prepended to sys.path */
@@ -67,8 +59,7 @@ int worker_venv_main(const char *, int);
 int worker_py_run(const struct worker_conf *);
 
 /* worker_output.c */
-void worker_output_start(uint32_t, uint32_t);
-void worker_output_drain(void);
-void worker_output_stop(unsigned int);
+void worker_output_start(void);
+void worker_output_flush(void);
 
 #endif

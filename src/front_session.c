@@ -1162,7 +1162,7 @@ session_worker_failed(struct session *ses, int code, const char *how)
 	front_session_end(ses, GRPC_UNAVAILABLE, msg);
 }
 
-/* A control frame: a worker may send Fatal, and Taken once. */
+/* A control frame: a worker may send Fatal, Flush, and Taken once. */
 static int
 session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 {
@@ -1180,6 +1180,12 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 		if (ses->ses_adopted)
 			front_pool_adopted_ok();
 		return 0;
+	}
+	if (c != NULL &&
+	    c->msg_case == REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FLUSH) {
+		remotemedia__worker__v1__worker_control__free_unpacked(c, NULL);
+		front_output_flush(ses);
+		return ses->ses_state == SES_ENDING ? -1 : 0;
 	}
 	if (c == NULL ||
 	    c->msg_case != REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FATAL) {

@@ -3,7 +3,6 @@
  * fork of the front, with the session's socketpair on fd 3. Spare sessions
  * (front_pool.c) start theirs the same way, before a client asks.
  */
-#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -27,10 +26,6 @@
 
 #define WORKER_READ_MAX (1024 * 1024)
 #define FW_READ_SIZE (256 * 1024) /* one read of a worker's socket */
-/* What a dead worker left in its stdout or stderr, sent on: an Output's
- * part, and the most of each (the worker's own default burst). */
-#define FW_OUT_PART (64 * 1024)
-#define FW_OUT_LEFT_MAX (256 * 1024)
 
 static void fw_event_cb(struct bufferevent *, short, void *);
 
@@ -239,13 +234,14 @@ front_worker_attach(struct session *ses)
 	if (ses->ses_wread == NULL)
 		fatalx("%s: event_new", __func__);
 	front_worker_reading(ses, 1);
+	front_output_attach(ses);
 }
 
 /*
  * exec the worker with fd on WORKER_FD, /dev/null on 0, the pipes of its
  * stdout and stderr after it (frame.h: write end, then read end), and
  * nothing else open. The front keeps the pipes' read ends, nonblocking,
- * for what a dead worker leaves in them (fw_drain_output).
+ * and reads them (front_output.c).
  */
 static int
 fw_exec(struct session *ses, int fd)
@@ -500,6 +496,7 @@ front_worker_pending_out(struct session *ses)
 void
 front_worker_pause(struct session *ses, int pause)
 {
+	front_output_reading(ses, !pause);
 	if (ses->ses_wbev == NULL || ses->ses_eof)
 		return;
 	ses->ses_paused = pause;
@@ -523,8 +520,6 @@ front_worker_kill(struct session *ses)
 void
 front_worker_close(struct session *ses)
 {
-	int i;
-
 	if (ses->ses_wflush != NULL) {
 		event_free(ses->ses_wflush);
 		ses->ses_wflush = NULL;
@@ -537,56 +532,7 @@ front_worker_close(struct session *ses)
 		bufferevent_free(ses->ses_wbev);
 		ses->ses_wbev = NULL;
 	}
-	for (i = 0; i < 2; i++)
-		if (ses->ses_out[i] != -1) {
-			close(ses->ses_out[i]);
-			ses->ses_out[i] = -1;
-		}
-}
-
-/*
- * Send on what a dead worker's stdout or stderr (stream) still held: what
- * it wrote just before it died, which its output thread had no time to
- * send (a C extension's message before its abort, the fault handler's
- * traceback). Up to FW_OUT_LEFT_MAX, the size of the worker's own burst;
- * the rest is counted as dropped.
- */
-static void
-fw_drain_output(struct session *ses, int stream)
-{
-	static uint8_t buf[FW_OUT_PART];
-	Remotemedia__V1__ServerMessage sm =
-	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
-	Remotemedia__V1__Output out = REMOTEMEDIA__V1__OUTPUT__INIT;
-	uint8_t *packed;
-	size_t sent, len;
-	ssize_t n;
-	int left;
-
-	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_OUTPUT;
-	sm.output = &out;
-	out.stream = stream == 0 ? REMOTEMEDIA__V1__OUTPUT__STREAM__STDOUT
-	                         : REMOTEMEDIA__V1__OUTPUT__STREAM__STDERR;
-	out.data.data = buf;
-	for (sent = 0; sent < FW_OUT_LEFT_MAX && ses->ses_state != SES_ENDING;
-	     sent += (size_t)n) {
-		n = read(ses->ses_out[stream], buf, sizeof(buf));
-		if (n == -1 && errno == EINTR) {
-			n = 0;
-			continue;
-		}
-		if (n <= 0)
-			break;
-		out.data.len = (size_t)n;
-		if (sent + (size_t)n >= FW_OUT_LEFT_MAX &&
-		    ioctl(ses->ses_out[stream], FIONREAD, &left) == 0)
-			out.dropped_bytes = (uint64_t)left;
-		len = remotemedia__v1__server_message__get_packed_size(&sm);
-		packed = xmalloc(len);
-		remotemedia__v1__server_message__pack(&sm, packed);
-		(void)front_session_worker_frame(ses, FRAME_MSG, packed, len);
-		free(packed);
-	}
+	front_output_close(ses);
 }
 
 /*
@@ -603,9 +549,7 @@ front_worker_drain(struct session *ses)
 	for (i = 0; i < 64 && ses->ses_state != SES_ENDING; i++)
 		if (fw_read(ses, bufferevent_getfd(ses->ses_wbev)) <= 0)
 			break;
-	for (i = 0; i < 2; i++)
-		if (ses->ses_out[i] != -1)
-			fw_drain_output(ses, i);
+	front_output_last(ses);
 }
 
 /* Describe a wait status for a person: how the worker died. */

@@ -7,7 +7,7 @@
  * hands the session to the embedded Python runtime (worker_py.c).
  *
  * Every frame the worker writes goes through worker_send, under one lock,
- * so that the output thread never splits another frame. Writes block: when
+ * so that no thread splits another's frame. Writes block: when
  * the front stops reading, the worker stops, and that is the flow control.
  */
 #include <sys/stat.h>
@@ -159,10 +159,6 @@ worker_conf_init(
 	wc->wc_session_id = xstrdup(init->session_id);
 	wc->wc_session_dir = xstrdup(init->session_dir);
 	wc->wc_max_value = init->max_value_bytes;
-	wc->wc_out_rate = init->output_rate_bytes ? init->output_rate_bytes
-	                                          : WORKER_OUTPUT_RATE;
-	wc->wc_out_burst = init->output_burst_bytes ? init->output_burst_bytes
-	                                            : WORKER_OUTPUT_BURST;
 	wc->wc_grace_ms = init->grace_ms;
 	wc->wc_prefetch = init->prefetch_items;
 	wc->wc_busy_poll_us = init->busy_poll_us;
@@ -330,7 +326,7 @@ main(int argc, char *argv[])
 
 	worker_confine(&wc, init);
 	remotemedia__worker__v1__worker_control__free_unpacked(ctl, NULL);
-	worker_output_start(wc.wc_out_rate, wc.wc_out_burst);
+	worker_output_start();
 	worker_exit(worker_py_run(&wc));
 }
 
@@ -528,15 +524,14 @@ worker_send_fatal(uint32_t code, const char *message)
 }
 
 /*
- * Leave: give the output thread a bounded moment to send what user code
- * wrote, then exit without running Python's finalization, which could
- * wait forever on threads that user code left behind.
+ * Leave without running Python's finalization, which could wait forever
+ * on threads that user code left behind. What is in the output pipes, the
+ * front reads once the worker is gone.
  */
 void
 worker_exit(int code)
 {
 	fflush(stdout);
-	worker_output_stop(WORKER_FLUSH_MS);
 	log_debug("%s: exit %d", __func__, code);
 	fflush(stderr);
 	_exit(code);

@@ -1,15 +1,17 @@
 /*
  * The capture of what the session writes to fds 1 and 2.
  *
- * Before Python starts, fds 1 and 2 become the write ends of two pipes, so
- * that print, logging, C extensions and subprocesses are all captured and
- * their stream is known. A thread reads the pipes and sends Output frames
- * under a token-bucket rate cap: what is over the cap is dropped, never
- * waited for, and counted in the next Output's dropped_bytes.
+ * Before Python starts, fds 1 and 2 become the write ends of two pipes
+ * whose read ends the front holds (frame.h), so that print, logging, C
+ * extensions and subprocesses are all captured and their stream is known.
+ * The front reads the pipes and sends Output under its rate cap
+ * (front_output.c). The worker never reads them: no byte is ever in
+ * flight in a worker that dies, so its last words all reach the front.
  *
- * The main thread drains the pipes too, before each answer it sends, so
- * that what a call printed reaches the client before the call's result.
- * Both readers hold wo_lock, which keeps the bytes in order.
+ * So that what a call printed reaches the client before the call's
+ * answer, the worker looks at the pipes before each answer: if they hold
+ * bytes, it sends Flush first, and the front reads them before the frames
+ * that follow.
  *
  * The worker's own log keeps going to the front's stderr, on a copy of the
  * original fd 2; the C stderr is fd 2, the capture.
@@ -17,51 +19,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "frame.h"
 #include "log.h"
-#include "remotemedia.pb-c.h"
 #include "worker.h"
+#include "worker.pb-c.h"
 
-#define WORKER_OUTPUT_READ (64 * 1024)
-/* Reads per stream in one drain, so that a flood cannot hold the lock. */
-#define WORKER_OUTPUT_ROUNDS 4
-/* The smallest part of a write that the cap cuts. */
-#define WORKER_OUTPUT_PART 4096
-/* How often the thread reports drops when nothing else is written. */
-#define WORKER_OUTPUT_REPORT_MS 1000
-
-static struct {
-	int wo_fd[2]; /* read ends: stdout, stderr; -1 at EOF */
-	int wo_wake[2]; /* a byte here asks the thread to stop */
-	pthread_t wo_thread;
-	int wo_running;
-	pthread_mutex_t wo_lock; /* the read ends and the bucket */
-	double wo_rate; /* bytes per second */
-	double wo_burst;
-	double wo_tokens;
-	struct timespec wo_last; /* last refill */
-	uint64_t wo_dropped; /* not yet reported */
-	int wo_dropped_stream;
-	atomic_int wo_stop;
-} wo = {
-    .wo_fd = {-1, -1},
-    .wo_wake = {-1, -1},
-    .wo_lock = PTHREAD_MUTEX_INITIALIZER,
-};
-
-static const int worker_output_streams[2] = {
-    REMOTEMEDIA__V1__OUTPUT__STREAM__STDOUT,
-    REMOTEMEDIA__V1__OUTPUT__STREAM__STDERR,
-};
+/* The worker's copies of the read ends, polled and never read; -1: no
+ * capture (a worker run by hand). */
+static int wo_fd[2] = {-1, -1};
 
 /*
  * Keep the worker's log on the front's stderr, as fd 2 is about to become
@@ -84,239 +52,73 @@ worker_output_keep_log(void)
 }
 
 /*
- * Make target the write end of a pipe; returns the read end. The pipe is
- * the front's, on fds `from` (write end) and from + 1 (read end), as
- * frame.h says: the front reads what is left in it once the worker is
- * dead. Run by hand, without them, the worker makes its own.
+ * Make target the write end of the front's pipe on fds `from` (write end)
+ * and from + 1 (read end); returns the worker's copy of the read end.
  */
 static int
 worker_output_pipe(int target, int from)
 {
-	int p[2];
+	int r;
 
-	if (fcntl(from, F_GETFD) != -1 && fcntl(from + 1, F_GETFD) != -1) {
-		p[1] = from;
-		if ((p[0] = fcntl(from + 1, F_DUPFD_CLOEXEC, 10)) == -1)
-			fatal("fcntl");
-		close(from + 1);
-		if (fcntl(p[0], F_SETFL, O_NONBLOCK) == -1)
-			fatal("fcntl O_NONBLOCK");
-	} else if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1)
-		fatal("pipe2");
+	if ((r = fcntl(from + 1, F_DUPFD_CLOEXEC, 10)) == -1)
+		fatal("fcntl");
+	close(from + 1);
 	/* The write end blocks, as a terminal or a file would. */
-	if (fcntl(p[1], F_SETFL, 0) == -1 || dup2(p[1], target) == -1)
+	if (fcntl(from, F_SETFL, 0) == -1 || dup2(from, target) == -1)
 		fatal("dup2 onto fd %d", target);
-	close(p[1]);
-	return p[0];
-}
-
-/* Add the tokens earned since the last refill, up to the burst. */
-static void
-worker_output_refill(void)
-{
-	struct timespec now;
-	double dt;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	dt = (double)(now.tv_sec - wo.wo_last.tv_sec) +
-	    (double)(now.tv_nsec - wo.wo_last.tv_nsec) / 1e9;
-	wo.wo_last = now;
-	if (dt > 0)
-		wo.wo_tokens += dt * wo.wo_rate;
-	if (wo.wo_tokens > wo.wo_burst)
-		wo.wo_tokens = wo.wo_burst;
-}
-
-/* Send one Output, carrying the drops not yet reported. */
-static void
-worker_output_send(int i, const uint8_t *p, size_t n)
-{
-	Remotemedia__V1__ServerMessage sm =
-	    REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
-	Remotemedia__V1__Output out = REMOTEMEDIA__V1__OUTPUT__INIT;
-
-	out.stream = worker_output_streams[i];
-	out.data.data = (uint8_t *)p;
-	out.data.len = n;
-	out.dropped_bytes = wo.wo_dropped;
-	wo.wo_dropped = 0;
-	sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_OUTPUT;
-	sm.output = &out;
-	worker_send(FRAME_MSG, &sm.base);
+	close(from);
+	return r;
 }
 
 /*
- * Pass what the bucket allows of n bytes of stream i; count the rest. A
- * part cut by the cap is at least WORKER_OUTPUT_PART (or the burst, if
- * smaller): a flood otherwise goes out as a stream of Outputs of the few
- * bytes earned between two reads.
- */
-static void
-worker_output_meter(int i, const uint8_t *p, size_t n)
-{
-	double part = wo.wo_burst < WORKER_OUTPUT_PART ? wo.wo_burst
-	                                               : WORKER_OUTPUT_PART;
-	size_t allow;
-
-	worker_output_refill();
-	allow = wo.wo_tokens >= (double)n ? n : (size_t)wo.wo_tokens;
-	if (allow < n && (double)allow < part)
-		allow = 0;
-	wo.wo_tokens -= (double)allow;
-	if (allow < n) {
-		wo.wo_dropped += n - allow;
-		wo.wo_dropped_stream = i;
-	}
-	if (allow > 0)
-		worker_output_send(i, p, allow);
-}
-
-/* Read what stream i has now, a bounded amount; the lock is held. */
-static void
-worker_output_read(int i)
-{
-	static uint8_t buf[WORKER_OUTPUT_READ];
-	ssize_t n;
-	int nread;
-
-	for (nread = 0; nread < WORKER_OUTPUT_ROUNDS && wo.wo_fd[i] != -1;
-	     nread++) {
-		n = read(wo.wo_fd[i], buf, sizeof(buf));
-		if (n > 0) {
-			if (!worker_dead())
-				worker_output_meter(i, buf, (size_t)n);
-			continue;
-		}
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && errno == EAGAIN)
-			break;
-		if (n == -1)
-			log_warn("%s: read", __func__);
-		/* Every writer closed it: stop polling it. */
-		close(wo.wo_fd[i]);
-		wo.wo_fd[i] = -1;
-	}
-}
-
-/*
- * Send what the pipes hold now. Called by the thread, and by the main
- * thread before each answer so that output comes before the result.
+ * Capture fds 1 and 2 into the front's pipes. A worker run by hand,
+ * without them, leaves its fds 1 and 2 as they are.
  */
 void
-worker_output_drain(void)
+worker_output_start(void)
 {
+	int i;
+
+	fflush(stdout);
+	fflush(stderr);
+	for (i = WORKER_OUT_FD; i < WORKER_EXEC_FDS; i++)
+		if (fcntl(i, F_GETFD) == -1) {
+			log_debug(
+			    "%s: no output pipes: fds 1 and 2 stay", __func__);
+			return;
+		}
+	worker_output_keep_log();
+	wo_fd[0] = worker_output_pipe(STDOUT_FILENO, WORKER_OUT_FD);
+	wo_fd[1] = worker_output_pipe(STDERR_FILENO, WORKER_OUT_FD + 2);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
+/*
+ * Before an answer: if the pipes hold bytes, ask the front to read them
+ * first (Flush). One poll, and no frame when, as most often, nothing was
+ * written.
+ */
+void
+worker_output_flush(void)
+{
+	Remotemedia__Worker__V1__WorkerControl ctl =
+	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
+	Remotemedia__Worker__V1__Flush fl =
+	    REMOTEMEDIA__WORKER__V1__FLUSH__INIT;
 	struct pollfd pfd[2];
 	int i;
 
-	/* Under the lock, so that what the thread is sending goes first;
-	 * one poll rather than a read of each pipe when, as most often,
-	 * nothing was written. */
-	pthread_mutex_lock(&wo.wo_lock);
+	if (wo_fd[0] == -1)
+		return;
 	for (i = 0; i < 2; i++) {
-		pfd[i].fd = wo.wo_fd[i];
+		pfd[i].fd = wo_fd[i];
 		pfd[i].events = POLLIN;
 		pfd[i].revents = 0;
 	}
-	if (poll(pfd, 2, 0) != 0) {
-		worker_output_read(0);
-		worker_output_read(1);
-	}
-	pthread_mutex_unlock(&wo.wo_lock);
-}
-
-/* Report drops that no later Output carried. */
-static void
-worker_output_report(void)
-{
-	pthread_mutex_lock(&wo.wo_lock);
-	if (wo.wo_dropped > 0 && !worker_dead())
-		worker_output_send(wo.wo_dropped_stream, NULL, 0);
-	pthread_mutex_unlock(&wo.wo_lock);
-}
-
-/* The thread: wait for output or for the stop byte, and send. */
-static void *
-worker_output_main(void *arg)
-{
-	struct pollfd pfd[3];
-	int i, n;
-
-	while (!atomic_load(&wo.wo_stop)) {
-		for (i = 0; i < 2; i++) {
-			pfd[i].fd = wo.wo_fd[i];
-			pfd[i].events = POLLIN;
-		}
-		pfd[2].fd = wo.wo_wake[0];
-		pfd[2].events = POLLIN;
-		n = poll(pfd, 3, wo.wo_dropped ? WORKER_OUTPUT_REPORT_MS : -1);
-		if (n == -1 && errno != EINTR) {
-			log_warn("%s: poll", __func__);
-			break;
-		}
-		worker_output_drain();
-		if (n == 0)
-			worker_output_report();
-	}
-	worker_output_drain();
-	worker_output_report();
-	return NULL;
-}
-
-/*
- * Capture fds 1 and 2 and start the thread that forwards them, with rate
- * bytes per second and a bucket of burst bytes.
- */
-void
-worker_output_start(uint32_t rate, uint32_t burst)
-{
-	sigset_t all, old;
-
-	wo.wo_rate = rate;
-	wo.wo_burst = burst;
-	wo.wo_tokens = burst;
-	clock_gettime(CLOCK_MONOTONIC, &wo.wo_last);
-	fflush(stdout);
-	fflush(stderr);
-	worker_output_keep_log();
-	wo.wo_fd[0] = worker_output_pipe(STDOUT_FILENO, WORKER_OUT_FD);
-	wo.wo_fd[1] = worker_output_pipe(STDERR_FILENO, WORKER_OUT_FD + 2);
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (pipe2(wo.wo_wake, O_CLOEXEC) == -1)
-		fatal("pipe2");
-
-	/* Signals (SIGALRM for deadlines) belong to the Python thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	if (pthread_create(&wo.wo_thread, NULL, worker_output_main, NULL) != 0)
-		fatalx("cannot start the output thread");
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	wo.wo_running = 1;
-	log_debug(
-	    "%s: output capped at %u bytes/s, burst %u", __func__, rate, burst);
-}
-
-/* Ask the thread to send what is left, and wait for it at most ms. */
-void
-worker_output_stop(unsigned int ms)
-{
-	struct timespec ts;
-	ssize_t n;
-
-	if (!wo.wo_running)
+	if (poll(pfd, 2, 0) <= 0 ||
+	    !((pfd[0].revents | pfd[1].revents) & POLLIN))
 		return;
-	wo.wo_running = 0;
-	atomic_store(&wo.wo_stop, 1);
-	do
-		n = write(wo.wo_wake[1], "x", 1);
-	while (n == -1 && errno == EINTR);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	if (pthread_timedjoin_np(wo.wo_thread, NULL, &ts) != 0)
-		log_debug("%s: output not sent within %u ms", __func__, ms);
+	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FLUSH;
+	ctl.flush = &fl;
+	(void)worker_send(FRAME_CTL, &ctl.base);
 }

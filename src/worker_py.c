@@ -5,7 +5,7 @@
  * front's frames, reassembles chunked values and hands the runtime a list
  * of plain event tuples; the send_* functions build ServerMessages, chunk
  * values and write them with the GIL released, so that a slow client
- * blocks only the write, not the output thread.
+ * blocks only the write, not the session's other threads.
  *
  * The runtime (python/remotemedia/_worker_runtime.py, in the binary as
  * worker_runtime_source, both its text and its code compiled at build
@@ -118,7 +118,7 @@ worker_py_clip(const char *s, size_t max)
 static void
 worker_py_send_nogil(Remotemedia__V1__ServerMessage *sm)
 {
-	Py_BEGIN_ALLOW_THREADS worker_output_drain();
+	Py_BEGIN_ALLOW_THREADS worker_output_flush();
 	worker_send(FRAME_MSG, &sm->base);
 	Py_END_ALLOW_THREADS
 }
@@ -699,14 +699,13 @@ worker_py_init_info(PyObject *self, PyObject *unused)
 
 	if ((sys_path = worker_py_sys_path_list()) == NULL)
 		return NULL;
-	return Py_BuildValue("{sssssKsKsIsIsIsIsNsO}", "session_id",
+	return Py_BuildValue("{sssssKsKsIsIsNsO}", "session_id",
 	    wp_conf->wc_session_id, "session_dir", wp_conf->wc_session_dir,
 	    "max_value_bytes", (unsigned long long)wp_conf->wc_max_value,
 	    "grace_ms", (unsigned long long)wp_conf->wc_grace_ms,
 	    "prefetch_items", wp_conf->wc_prefetch, "busy_poll_us",
-	    wp_conf->wc_busy_poll_us, "output_rate_bytes", wp_conf->wc_out_rate,
-	    "output_burst_bytes", wp_conf->wc_out_burst, "sys_path", sys_path,
-	    "isolate_site", wp_conf->wc_isolate_site ? Py_True : Py_False);
+	    wp_conf->wc_busy_poll_us, "sys_path", sys_path, "isolate_site",
+	    wp_conf->wc_isolate_site ? Py_True : Py_False);
 }
 
 /* _rmworker.log(level, message): a line in the worker's own log. */
@@ -815,7 +814,7 @@ worker_py_value_out(enum worker_py_carrier carrier, uint64_t id, uint64_t index,
 		sm.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_ITEM;
 		sm.item = &item;
 	}
-	worker_output_drain();
+	worker_output_flush();
 	worker_send_lock();
 	rv = worker_send(FRAME_MSG, &sm.base);
 	if (rv == 0 && v.more)
@@ -1005,7 +1004,7 @@ worker_py_send_fatal(PyObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "Is", &code, &msg))
 		return NULL;
 	clipped = worker_py_clip(msg, WORKER_PY_MAX_TEXT);
-	Py_BEGIN_ALLOW_THREADS worker_output_drain();
+	Py_BEGIN_ALLOW_THREADS worker_output_flush();
 	worker_send_fatal(code, clipped);
 	Py_END_ALLOW_THREADS free(clipped);
 	Py_RETURN_NONE;

@@ -227,9 +227,56 @@ class Talker:
             s.stdout.write(chunk)
         return mib
 
+    def dribble(self, n, times, pause):
+        """Write n bytes at once, times times, pause seconds apart."""
+        import os as o
+        import time as tm
+        for _ in range(times):
+            o.write(1, b"d" * n)
+            tm.sleep(pause)
+        return n * times
+
+    def flood_in_background(self, seconds):
+        """Write to stdout from a thread as fast as it goes, for a while."""
+        import os as o
+        import threading as th
+        import time as tm
+
+        def run():
+            block = b"f" * 65535 + b"\n"
+            end = tm.monotonic() + seconds
+            while tm.monotonic() < end:
+                o.write(1, block)
+        th.Thread(target=run, daemon=True).start()
+        return "started"
+
+    def close_stdio(self):
+        import os as o
+        o.close(1)
+        o.close(2)
+        return "closed"
+
+    def ping(self):
+        return "pong"
+
+    def written_when_killed(self, lines, after):
+        """Write numbered lines from a thread, and SIGKILL the worker
+        after `after` seconds, while the front reads them."""
+        import os as o
+        import signal as sg
+        import threading as th
+        import time as tm
+
+        def write():
+            for i in range(lines):
+                o.write(1, b"%d\n" % i)
+        th.Thread(target=write, daemon=True).start()
+        tm.sleep(after)
+        o.kill(o.getpid(), sg.SIGKILL)
+
     def last_words(self, tag, how):
-        """Write to both streams, then die at once: what the output thread
-        had not read yet died with the worker."""
+        """Write to both streams, then die at once, before or while the
+        front reads them."""
         import ctypes
         import os as o
         import sys as s
@@ -1200,6 +1247,61 @@ def test_json_format(server):
 
 # --- output -----------------------------------------------------------------------
 
+def test_a_killed_worker_loses_none_of_its_output(server):
+    """A worker killed while it writes: what it wrote arrives whole, in
+    order, without a gap. (When the worker read its own pipes, what it had
+    read and not yet sent died with it: a gap before the last lines.)"""
+    from h2raw import H2Client, call_msgs, open_session, server_msgs
+    for _ in range(20):
+        c = H2Client(server.host, server.port, timeout=60)
+        try:
+            sid = open_session(c, Talker())
+            c.send(sid, call_msgs(1, "written_when_killed", (20000, 0.02)))
+            r = c.wait(sid, 60)
+            assert r.ended, r
+        finally:
+            c.close()
+        outs = [m.output for m in server_msgs(r.data) if m.WhichOneof("msg") == "output"]
+        assert sum(o.dropped_bytes for o in outs) == 0
+        data = b"".join(o.data for o in outs if o.stream == 0)
+        lines = data.split(b"\n")
+        assert lines[-1] == b"", data[-100:]  # each line is one write
+        lines = lines[:-1]
+        assert lines == [b"%d" % i for i in range(len(lines))], (
+            len(lines), [x for i, x in enumerate(lines) if x != b"%d" % i][:3])
+
+
+def test_a_session_flooding_its_output_holds_up_no_one(server, caplog):
+    """A session that writes as fast as it can: the front drops what is
+    over the cap without waiting for it (the session's own calls go on,
+    print included) and without holding up another session."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            a = await client.create_proxy(Talker())
+            b = await client.create_proxy(Values())
+            assert await a.flood_in_background(3) == "started"
+            for i in range(50):
+                assert await b.echo(i) == i
+                assert await a.talk(1) == 1
+    with caplog.at_level(logging.INFO, logger="remotemedia"):
+        run(main())
+    assert "bytes of output dropped" in caplog.text
+    server.wait_idle()
+
+
+def test_a_session_that_closes_its_stdout_and_stderr_goes_on(server):
+    """Every writer of the pipes closed: the front stops reading them, and
+    the session goes on without output."""
+    async def main():
+        async with RemoteProxyClient(server.config()) as client:
+            t = await client.create_proxy(Talker())
+            assert await t.close_stdio() == "closed"
+            for _ in range(3):
+                assert await t.ping() == "pong"
+    run(main())
+    server.wait_idle()
+
+
 def test_c_stderr_arrives_as_output_not_in_the_server_log(server, caplog):
     """C extensions' stderr (fputs(stderr), perror, assert, Py_FatalError)
     is the session's output, as fd 2 is: it went to the server's log."""
@@ -1225,10 +1327,11 @@ def test_c_stderr_arrives_as_output_not_in_the_server_log(server, caplog):
         reason="ASan's SEGV handler reports the deliberate segfault")),
 ])
 def test_what_a_dying_worker_wrote_last_arrives(server, caplog, how):
-    """The front keeps the read ends of the worker's stdout and stderr, and
-    sends on what a dead worker left in them: about half of these last
-    words were lost before. On a fatal signal, the fault handler's Python
-    traceback comes too."""
+    """The front reads the worker's stdout and stderr, and what a dead
+    worker left in them: none of these last words is lost, none comes
+    twice. (When the worker read its own pipes, a worker that died between
+    its read and its send lost what it had read.) On a fatal signal, the
+    fault handler's Python traceback comes too."""
     async def main():
         async with RemoteProxyClient(server.config()) as client:
             for i in range(5):
@@ -1281,6 +1384,67 @@ def test_print_and_logging_arrive_as_output(server, caplog):
     # with level and name.
     assert "INFO:talker:logged info" in caplog.text
     assert "[session " in caplog.text
+
+
+def _raw_outputs(server, calls):
+    """Make calls (name, args) in turn on a Talker over a raw HTTP/2
+    session, then half-close it: its Outputs as (stream, data, dropped),
+    split at each call's result, and the seconds the session took."""
+    from h2raw import H2Client, call_msgs, open_session, pump, server_msgs
+    c = H2Client(server.host, server.port, timeout=60)
+    try:
+        t0 = time.monotonic()
+        sid = open_session(c, Talker())
+        r = c.responses[sid]
+        for i, (name, args) in enumerate(calls, 1):
+            c.send(sid, call_msgs(i, name, args))
+            deadline = time.monotonic() + 60
+            while not any(m.WhichOneof("msg") == "result" and m.result.call_id == i
+                          for m in server_msgs(r.data)):
+                assert not r.ended and time.monotonic() < deadline, r.trailers
+                pump(c, 0.2)
+        c.send(sid, b"", end=True)
+        c.wait(sid, 60)
+        took = time.monotonic() - t0
+        assert r.ended and r.trailers.get("grpc-status") == "0", r.trailers
+        msgs = server_msgs(r.data)
+    finally:
+        c.close()
+    parts = [[]]
+    for m in msgs:
+        if m.WhichOneof("msg") == "result":
+            parts.append([])
+        elif m.WhichOneof("msg") == "output":
+            parts[-1].append((m.output.stream, m.output.data, m.output.dropped_bytes))
+    return parts, took
+
+
+def test_the_front_caps_output_and_counts_every_byte(server):
+    """The front reads the worker's pipes under the cap: 64 KiB a second
+    in bursts of 256 KiB. Every byte written is either sent or counted as
+    dropped, by the end of the session."""
+    parts, took = _raw_outputs(server, [("flood", (2,))])
+    outs = [o for p in parts for o in p]
+    sent = sum(len(d) for _, d, _ in outs)
+    dropped = sum(n for _, _, n in outs)
+    assert sent + dropped == 2 << 20, (sent, dropped)
+    assert 0 < sent <= (256 << 10) + (64 << 10) * (took + 1), (sent, took)
+    assert dropped > 0
+
+
+def test_output_over_the_cap_goes_in_whole_parts(server):
+    """Over the cap, what the bucket earns is not sent in crumbs as it
+    comes (an Output of the few bytes earned between two writes): a part
+    waits for 4 KiB of tokens."""
+    t0 = time.monotonic()
+    parts, _ = _raw_outputs(server, [("dribble", (1 << 20, 1, 0)),
+                                     ("dribble", (10000, 20, 0.05))])
+    took = time.monotonic() - t0
+    sizes = [len(d) for _, d, _ in parts[1] if d]  # the second call's
+    assert sizes and all(n >= 4096 for n in sizes), sizes
+    assert len(sizes) <= 2 + 16 * took, (sizes, took)
+    total = sum(len(d) + n for p in parts for _, d, n in p)
+    assert total == (1 << 20) + 200000
 
 
 def test_output_is_rate_capped(server, caplog):

@@ -207,11 +207,9 @@ class Sample:
         sys.stdout.flush()
         return n
 
-    def dribble(self, n, times, pause):
-        for _ in range(times):
-            os.write(1, b"d" * n)
-            time.sleep(pause)
-        return n * times
+    def die_after_writing(self):
+        os.write(1, b"last words\n")
+        os._exit(5)
 
     def executable(self):
         return sys.executable
@@ -1347,36 +1345,20 @@ def test_print_and_logging_arrive_as_output(w):
     assert "worker:" not in out + err  # the worker's log stays with the front
 
 
-def test_output_rate_cap(front):
-    f = front(output_rate_bytes=1000, output_burst_bytes=1000)
-    f.open(Sample())
-    assert f.call_value("flood", 50000) == 50000
-    f.close()
-    assert f.wait_exit() == 0
-    f.drain(0.3)
-    sent = sum(len(d) for s, d, _ in f.outputs)
-    dropped = sum(n for _, _, n in f.outputs)
-    assert sent < 5000
-    assert sent + dropped == 50000
+def test_what_a_call_printed_comes_before_its_answer(w):
+    """The worker sends Flush before an answer while its pipes hold bytes,
+    and reads none of them itself: the front does."""
+    assert w.call_value("flood", 100000) == 100000
+    assert sum(len(d) for s, d, _ in w.outputs if s == STDOUT) == 100000
+    assert w.call_value("add", 1, 2) == 3
 
 
-def test_output_over_the_cap_goes_in_whole_parts(front):
-    """Over the cap, what the bucket refills is not sent in crumbs as it
-    comes (hundreds of Outputs of a few bytes a second): a part waits for
-    4 KiB of tokens, or the burst if smaller."""
-    f = front(output_rate_bytes=4096, output_burst_bytes=4096)
-    f.open(Sample())
-    t0 = time.monotonic()
-    assert f.call_value("dribble", 10000, 20, 0.05, timeout=30) == 200000
-    f.close()
-    assert f.wait_exit() == 0
-    took = time.monotonic() - t0
-    f.drain(0.3)
-    parts = [len(d) for _, d, _ in f.outputs if d]
-    assert parts and all(n >= 4096 for n in parts), parts
-    # The burst, then one part for each 4 KiB the rate earned.
-    assert len(parts) <= 2 + took, (parts, took)
-    assert sum(parts) + sum(n for _, _, n in f.outputs) == 200000
+def test_the_worker_reads_none_of_its_output(w):
+    """What a worker that dies wrote stays in the pipes for the front."""
+    w.send_call("die_after_writing")
+    w.drain(5)
+    assert w.eof
+    assert w.output_text(STDOUT).endswith("last words\n"), w.outputs
 
 
 # Session failures -----------------------------------------------------------------------

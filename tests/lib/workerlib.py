@@ -1,9 +1,12 @@
 """A fake front for driving build/remotemedia-worker directly.
 
 It does what remotemediad does for one session and nothing more: it spawns
-the worker with its end of an AF_UNIX socketpair on fd 3, a scrubbed
-environment and the session directory as cwd, sends Init and Open, relays
-calls, and reassembles what comes back. Every read has a timeout.
+the worker with its end of an AF_UNIX socketpair on fd 3 and the pipes of
+its stdout and stderr on fds 4-7, a scrubbed environment and the session
+directory as cwd, sends Init and Open, relays calls, reads the pipes (on
+Flush, as they fill, and once the worker is gone), and reassembles what
+comes back. Every read has a timeout. The front's rate cap on output is
+not here: the integration tests against the server test it.
 
     w = FakeFront(tmp_path)
     w.start()
@@ -61,13 +64,15 @@ def worker_pb2():
     return _worker_pb2
 
 
-def _child_fds(high):
-    """In the child: the socket on fd 3 and, as closefrom(4), nothing else
+def _child_fds(fds):
+    """In the child: fds[i] on fd 3 + i (the socket, then each output
+    pipe's write end and read end) and, as closefrom(8), nothing else
     inherited (close-on-exec descriptors go at exec by themselves)."""
-    os.dup2(high, 3)
+    for i, fd in enumerate(fds):
+        os.dup2(fd, 3 + i)
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 3:
+        if fd > 2 + len(fds):
             try:
                 if os.get_inheritable(fd):
                     os.close(fd)
@@ -114,20 +119,18 @@ class FakeFront:
     """One session's worker, driven the way the front drives it."""
 
     def __init__(self, session_dir, *, fmt="pickle", max_value_bytes=64 << 20,
-                 output_rate_bytes=0, output_burst_bytes=0, sys_path=(),
-                 log_level="debug", parent_pid=None, wrap=()):
+                 sys_path=(), log_level="debug", parent_pid=None, wrap=()):
         self.session_dir = pathlib.Path(session_dir)
         # A command that execs its arguments, keeping the pid (unshare...).
         self.wrap = list(wrap)
         self.fmt = fmt
         self.max_value_bytes = max_value_bytes
-        self.output_rate_bytes = output_rate_bytes
-        self.output_burst_bytes = output_burst_bytes
         self.sys_path = list(sys_path)
         self.log_level = log_level
         self.parent_pid = os.getpid() if parent_pid is None else parent_pid
         self.proc = None
         self.sock = None
+        self.pipes = []         # read ends of the worker's stdout and stderr
         self.buf = bytearray()
         self.next_id = 1
         self.inbox = collections.defaultdict(collections.deque)
@@ -144,12 +147,18 @@ class FakeFront:
     # Process ------------------------------------------------------------------
 
     def start(self):
-        """Spawn the worker with fd 3 on a socketpair, and send Init."""
+        """Spawn the worker with fd 3 on a socketpair and its output pipes
+        on fds 4-7 (frame.h), and send Init."""
         self.session_dir.mkdir(parents=True, exist_ok=True)
         (self.session_dir / "tmp").mkdir(exist_ok=True)
         front, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        high = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
+        high = [fcntl.fcntl(child.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)]
         child.close()
+        for _ in range(2):
+            r, w = os.pipe()
+            for fd in (w, r):  # write end, then read end
+                high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
+                os.close(fd)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                "HOME": str(self.session_dir),
                "TMPDIR": str(self.session_dir / "tmp")}
@@ -159,7 +168,11 @@ class FakeFront:
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
             cwd=str(self.session_dir), env=env, close_fds=False,
             preexec_fn=lambda: _child_fds(high))
-        os.close(high)
+        for fd in high[:2] + high[3:4]:  # the socket and the write ends
+            os.close(fd)
+        self.pipes = [high[2], high[4]]
+        for fd in self.pipes:
+            os.set_blocking(fd, False)
         self.sock = front
         self.send_init()
         return self
@@ -170,8 +183,6 @@ class FakeFront:
                         session_dir=str(self.session_dir),
                         parent_pid=self.parent_pid, log_level=3,
                         max_value_bytes=self.max_value_bytes,
-                        output_rate_bytes=self.output_rate_bytes,
-                        output_burst_bytes=self.output_burst_bytes,
                         grace_ms=2000, prefetch_items=0,
                         sys_path=self.sys_path)
         for k, v in overrides.items():
@@ -194,6 +205,10 @@ class FakeFront:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        for fd in self.pipes:
+            if fd != -1:
+                os.close(fd)
+        self.pipes = []
         if getattr(self, "log", None):
             self.log.close()
 
@@ -220,14 +235,33 @@ class FakeFront:
             if left <= 0:
                 raise TimeoutError("no frame from the worker in time; "
                                    "log:\n" + self.worker_log())
-            r, _, _ = select.select([self.sock], [], [], left)
+            r, _, _ = select.select(
+                [self.sock] + [fd for fd in self.pipes if fd != -1], [], [], left)
             if not r:
+                continue
+            if self.sock not in r:
+                self.read_output()
                 continue
             data = self.sock.recv(1 << 20)
             if not data:
                 self.eof = True
+                self.read_output()  # what a dead worker left, as the front
                 raise WorkerGone("the worker closed the socket")
             self.buf += data
+
+    def read_output(self):
+        """What the worker's stdout and stderr hold now, into self.outputs."""
+        for stream, fd in enumerate(self.pipes):
+            while fd != -1:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not data:  # every writer is gone: stop selecting it
+                    os.close(fd)
+                    self.pipes[stream] = fd = -1
+                    break
+                self.outputs.append((stream, data, 0))
 
     def read_frame(self, timeout=10.0):
         """(type, payload) of the next frame."""
@@ -249,6 +283,9 @@ class FakeFront:
             if ctl.WhichOneof("msg") == "taken":  # once, as the Open arrives
                 assert not self.taken, "Taken twice"
                 self.taken = True
+                return
+            if ctl.WhichOneof("msg") == "flush":  # output before the answer
+                self.read_output()
                 return
             assert ctl.WhichOneof("msg") == "fatal", ctl
             self.fatal = ctl.fatal

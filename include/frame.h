@@ -22,9 +22,8 @@
 /*
  * A session's worker starts with its end of the socketpair on WORKER_FD,
  * then the pipes of its stdout and stderr: stdout's write end on
- * WORKER_OUT_FD, its read end next, then stderr's two ends. The front
- * keeps the read ends too: what a worker that died had not sent, the front
- * reads itself.
+ * WORKER_OUT_FD, its read end next, then stderr's two ends. The worker
+ * closes the read ends: the front reads the pipes (front_output.c).
  */
 #define WORKER_FD 3
 #define WORKER_OUT_FD 4

@@ -215,6 +215,7 @@ struct session {
 	uint64_t ses_olast; /* now_us() at its last refill */
 	uint64_t ses_odropped; /* Output bytes dropped, not yet reported */
 	int ses_odropped_stream;
+	int ses_oflushed; /* read since this read of the socket began */
 	struct event *ses_wflush; /* writes ses_wbev once per loop turn */
 	struct event *ses_wread; /* reads ses_wbev's socket (fw_read_cb) */
 	int ses_adopted; /* its worker was a spare's */
@@ -420,6 +421,7 @@ void front_session_client_closed(struct session *);
 void front_session_client_gone(struct session *);
 int
 front_session_worker_frame(struct session *, uint8_t, const uint8_t *, size_t);
+void front_session_output(struct session *, const uint8_t *, size_t);
 void front_session_worker_exited(struct session *, int);
 void front_session_worker_eof(struct session *);
 void front_session_end(struct session *, int, const char *);

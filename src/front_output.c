@@ -66,7 +66,7 @@ fo_send(struct session *ses, int i, const uint8_t *p, size_t n)
 	len = remotemedia__v1__server_message__get_packed_size(&sm);
 	packed = xmalloc(len);
 	remotemedia__v1__server_message__pack(&sm, packed);
-	(void)front_session_worker_frame(ses, FRAME_MSG, packed, len);
+	front_session_output(ses, packed, len);
 	free(packed);
 }
 
@@ -118,7 +118,7 @@ fo_meter(struct session *ses, int i, const uint8_t *p, size_t n)
 static int
 fo_skip(struct session *ses, int i)
 {
-	static int devnull = -2;
+	static int devnull = -1;
 	ssize_t n;
 	int left;
 
@@ -126,10 +126,9 @@ fo_skip(struct session *ses, int i)
 	    ioctl(ses->ses_out[i], FIONREAD, &left) == -1 ||
 	    (double)left <= ses->ses_otokens)
 		return -1;
-	if (devnull == -2 &&
+	/* Tried again each time: it fails only when fds run out. */
+	if (devnull == -1 &&
 	    (devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)) == -1)
-		log_warn("%s: /dev/null", __func__);
-	if (devnull < 0)
 		return -1;
 	n = splice(ses->ses_out[i], NULL, devnull, NULL, (size_t)left,
 	    SPLICE_F_NONBLOCK);
@@ -143,6 +142,8 @@ fo_skip(struct session *ses, int i)
 static void
 fo_stop(struct session *ses, int i)
 {
+	log_debug("session %s: its %s is closed", ses->ses_id,
+	    i == 0 ? "stdout" : "stderr");
 	if (ses->ses_oread[i] != NULL) {
 		event_free(ses->ses_oread[i]);
 		ses->ses_oread[i] = NULL;
@@ -197,6 +198,12 @@ fo_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct session *ses = arg;
 	int i = fd == ses->ses_out[0] ? 0 : 1;
 
+	if (ses->ses_state == SES_ENDING) {
+		/* Nothing more goes to the client: a readable pipe would
+		 * wake the loop for nothing until the worker is reaped. */
+		front_output_reading(ses, 0);
+		return;
+	}
 	front_traffic(FRONT_FROM_WORKER);
 	fo_read(ses, i, FO_ROUNDS);
 }
@@ -238,12 +245,20 @@ front_output_reading(struct session *ses, int on)
 		}
 }
 
-/* The worker sent Flush: what the pipes hold comes before what follows. */
+/*
+ * The worker sent Flush: what the pipes hold comes before what follows.
+ * Once per read of its socket: what came before each Flush of that read
+ * was in the pipes before the read, so one pass takes it all (a worker
+ * that sends thousands costs a flag test each).
+ */
 void
 front_output_flush(struct session *ses)
 {
 	int i;
 
+	if (ses->ses_oflushed)
+		return;
+	ses->ses_oflushed = 1;
 	for (i = 0; i < 2; i++)
 		fo_read(ses, i, FO_ROUNDS);
 }

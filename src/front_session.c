@@ -1115,7 +1115,9 @@ session_worker_check(struct session *ses, const struct envelope *m)
 		    (int)ses->ses_pid);
 		return 0;
 	case ENV_SERVER_OUTPUT:
-		return 0;
+		/* The front reads the output (front_output.c): an Output on
+		 * the socket would get round the rate cap. */
+		return from_worker_violation(ses, "Output on its socket", 0);
 	default:
 		break;
 	}
@@ -1169,6 +1171,12 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 	Remotemedia__Worker__V1__WorkerControl *c;
 	int code;
 
+	/* Flush, as the worker writes it, without an unpack: it may come
+	 * before every answer. */
+	if (len == 2 && msg[0] == 0x2a && msg[1] == 0x00) {
+		front_output_flush(ses);
+		return ses->ses_state == SES_ENDING ? -1 : 0;
+	}
 	c = remotemedia__worker__v1__worker_control__unpack(NULL, len, msg);
 	if (c != NULL &&
 	    c->msg_case == REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_TAKEN) {
@@ -1202,6 +1210,17 @@ session_worker_control(struct session *ses, const uint8_t *msg, size_t len)
 	return -1;
 }
 
+/* Send a ServerMessage to the client; over the high mark, pause. */
+static void
+session_relay(struct session *ses, const uint8_t *msg, size_t len)
+{
+	if (ses->ses_stream == NULL)
+		return;
+	front_grpc_send(ses->ses_stream, msg, len);
+	if (front_grpc_pending_out(ses->ses_stream) >= FRONT_BUF_HIGH)
+		front_worker_pause(ses, 1);
+}
+
 /* One frame from the worker: check it, then relay it unchanged. */
 int
 front_session_worker_frame(
@@ -1220,12 +1239,18 @@ front_session_worker_frame(
 	session_touch(ses);
 	if (rv == -1)
 		return -1;
-	if (ses->ses_stream == NULL)
-		return 0;
-	front_grpc_send(ses->ses_stream, msg, len);
-	if (front_grpc_pending_out(ses->ses_stream) >= FRONT_BUF_HIGH)
-		front_worker_pause(ses, 1);
+	session_relay(ses, msg, len);
 	return 0;
+}
+
+/* An Output the front made of the worker's pipes (front_output.c). */
+void
+front_session_output(struct session *ses, const uint8_t *msg, size_t len)
+{
+	if (ses->ses_state == SES_ENDING)
+		return;
+	session_touch(ses);
+	session_relay(ses, msg, len);
 }
 
 /* The client drained our queue: read the worker again. */

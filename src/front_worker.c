@@ -70,8 +70,10 @@ fw_read(struct session *ses, int fd)
 	static uint8_t buf[FW_READ_SIZE];
 	ssize_t n;
 
-	if ((n = read(fd, buf, sizeof(buf))) > 0)
+	if ((n = read(fd, buf, sizeof(buf))) > 0) {
+		ses->ses_oflushed = 0;
 		fw_feed(ses, buf, (size_t)n);
+	}
 	return n;
 }
 
@@ -492,15 +494,19 @@ front_worker_pending_out(struct session *ses)
 	return evbuffer_get_length(bufferevent_get_output(ses->ses_wbev));
 }
 
-/* Stop or resume reading the worker: end-to-end flow control. */
+/*
+ * Stop or resume reading the worker, its socket and its pipes: end-to-end
+ * flow control. The pipes may outlive the socket's end.
+ */
 void
 front_worker_pause(struct session *ses, int pause)
 {
-	front_output_reading(ses, !pause);
-	if (ses->ses_wbev == NULL || ses->ses_eof)
+	if (ses->ses_wbev == NULL)
 		return;
 	ses->ses_paused = pause;
-	front_worker_reading(ses, !pause);
+	front_output_reading(ses, !pause);
+	if (!ses->ses_eof)
+		front_worker_reading(ses, !pause);
 }
 
 /* Kill the worker (once), and make sure it is reaped soon. */

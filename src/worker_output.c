@@ -16,9 +16,9 @@
  * The worker's own log keeps going to the front's stderr, on a copy of the
  * original fd 2; the C stderr is fd 2, the capture.
  */
-#include <errno.h>
+#include <sys/ioctl.h>
+
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -27,8 +27,11 @@
 #include "worker.h"
 #include "worker.pb-c.h"
 
-/* The worker's copies of the read ends, polled and never read; -1: no
- * capture (a worker run by hand). */
+/* Private copies of the pipes' write ends, which FIONREAD asks how much
+ * the front has yet to read; -1: no capture (a worker run by hand). The
+ * worker holds no read end: the front's read ends are nonblocking, and
+ * user code could make a read end it held blocking, and the front's with
+ * it (one open file). */
 static int wo_fd[2] = {-1, -1};
 
 /*
@@ -53,21 +56,21 @@ worker_output_keep_log(void)
 
 /*
  * Make target the write end of the front's pipe on fds `from` (write end)
- * and from + 1 (read end); returns the worker's copy of the read end.
+ * and from + 1 (read end, closed); returns a private copy of the write end.
  */
 static int
 worker_output_pipe(int target, int from)
 {
-	int r;
+	int w;
 
-	if ((r = fcntl(from + 1, F_DUPFD_CLOEXEC, 10)) == -1)
-		fatal("fcntl");
 	close(from + 1);
 	/* The write end blocks, as a terminal or a file would. */
 	if (fcntl(from, F_SETFL, 0) == -1 || dup2(from, target) == -1)
 		fatal("dup2 onto fd %d", target);
+	if ((w = fcntl(from, F_DUPFD_CLOEXEC, 10)) == -1)
+		fatal("fcntl");
 	close(from);
-	return r;
+	return w;
 }
 
 /*
@@ -95,7 +98,7 @@ worker_output_start(void)
 
 /*
  * Before an answer: if the pipes hold bytes, ask the front to read them
- * first (Flush). One poll, and no frame when, as most often, nothing was
+ * first (Flush). Two ioctls, and no frame when, as most often, nothing was
  * written.
  */
 void
@@ -105,18 +108,14 @@ worker_output_flush(void)
 	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
 	Remotemedia__Worker__V1__Flush fl =
 	    REMOTEMEDIA__WORKER__V1__FLUSH__INIT;
-	struct pollfd pfd[2];
-	int i;
+	int i, n;
 
 	if (wo_fd[0] == -1)
 		return;
-	for (i = 0; i < 2; i++) {
-		pfd[i].fd = wo_fd[i];
-		pfd[i].events = POLLIN;
-		pfd[i].revents = 0;
-	}
-	if (poll(pfd, 2, 0) <= 0 ||
-	    !((pfd[0].revents | pfd[1].revents) & POLLIN))
+	for (i = 0; i < 2; i++)
+		if (ioctl(wo_fd[i], FIONREAD, &n) == 0 && n > 0)
+			break;
+	if (i == 2)
 		return;
 	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FLUSH;
 	ctl.flush = &fl;

@@ -965,6 +965,8 @@ def fake_open() -> bytes:
     ("ready_twice", INTERNAL, "worker protocol violation: unexpected Ready"),
     ("two_members", INTERNAL, "worker protocol violation: malformed message"),
     ("bad_utf8", INTERNAL, "worker protocol violation: malformed message"),
+    ("output_socket", INTERNAL, "worker protocol violation: Output on its socket"),
+    ("flush_flood", INTERNAL, "worker protocol violation: result for an unknown call (call 42)"),
     ("exit", ABORTED, "worker exited with status 3"),
     ("ready_exit0", ABORTED, "worker exited with status 0 before the session was closed"),
 ])

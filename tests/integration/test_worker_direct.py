@@ -1345,12 +1345,25 @@ def test_print_and_logging_arrive_as_output(w):
     assert "worker:" not in out + err  # the worker's log stays with the front
 
 
-def test_what_a_call_printed_comes_before_its_answer(w):
+def test_what_a_call_printed_comes_before_its_answer(front):
     """The worker sends Flush before an answer while its pipes hold bytes,
-    and reads none of them itself: the front does."""
-    assert w.call_value("flood", 100000) == 100000
-    assert sum(len(d) for s, d, _ in w.outputs if s == STDOUT) == 100000
-    assert w.call_value("add", 1, 2) == 3
+    and reads none of them itself: a front that reads them only on Flush
+    has all of it with the answer, and no Flush when nothing was written."""
+    f = front(eager_output=False)
+    f.open(Sample())
+    for i in range(1, 6):
+        assert f.call_value("flood", 1000) == 1000
+        assert f.flushes == i
+        assert sum(len(d) for s, d, _ in f.outputs if s == STDOUT) == 1000 * i
+    assert f.call_value("add", 1, 2) == 3
+    assert f.flushes == 5
+
+
+def test_output_over_a_pipe_full_waits_for_the_front(w):
+    """A call that writes more than a pipe holds goes on as the front
+    reads."""
+    assert w.call_value("flood", 300000) == 300000
+    assert sum(len(d) for s, d, _ in w.outputs if s == STDOUT) == 300000
 
 
 def test_the_worker_reads_none_of_its_output(w):

@@ -22,6 +22,10 @@ Modes (what the worker does after reading Init and Open):
   two_members     one message holding both a Ready and an Output, which
                   protobuf parsers read differently
   bad_utf8        Ready, then an Error whose type is not UTF-8
+  output_socket   Ready, then an Output on its socket, round the front's
+                  rate cap (the front reads the output pipes)
+  flush_flood     Ready, then 200,000 Flush frames, then a Result for
+                  call 42, which was never made
   silent          Ready, then nothing at all: it neither reads nor answers
   hang_up         Ready, then closes its socket and stays
   deaf_to_close   Ready, then reads on (Close among it) and stays
@@ -140,6 +144,12 @@ def main():
         both = (pb.ServerMessage(ready=pb.Ready(session_id="x")).SerializeToString()
                 + pb.ServerMessage(output=pb.Output(data=b"o")).SerializeToString())
         sock.sendall(frame(FRAME_MSG, both))
+    elif mode == "output_socket":
+        sock.sendall(ready(pb) + msg(pb.ServerMessage(output=pb.Output(data=b"o"))))
+    elif mode == "flush_flood":
+        flush = frame(FRAME_CTL, b"\x2a\x00")  # WorkerControl{flush: {}}
+        sock.sendall(ready(pb) + flush * 200000 + msg(pb.ServerMessage(
+            result=pb.Result(call_id=42))))
     elif mode == "bad_utf8":
         sock.sendall(ready(pb) + frame(FRAME_MSG, b"\x22\x04\x12\x02\xc3\x28"))
     elif mode == "ready_exit0":

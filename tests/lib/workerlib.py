@@ -119,7 +119,8 @@ class FakeFront:
     """One session's worker, driven the way the front drives it."""
 
     def __init__(self, session_dir, *, fmt="pickle", max_value_bytes=64 << 20,
-                 sys_path=(), log_level="debug", parent_pid=None, wrap=()):
+                 sys_path=(), log_level="debug", parent_pid=None, wrap=(),
+                 eager_output=True):
         self.session_dir = pathlib.Path(session_dir)
         # A command that execs its arguments, keeping the pid (unshare...).
         self.wrap = list(wrap)
@@ -131,6 +132,10 @@ class FakeFront:
         self.proc = None
         self.sock = None
         self.pipes = []         # read ends of the worker's stdout and stderr
+        # Read them as they fill, as the front does; False: only on Flush
+        # and once the worker is gone (what a call wrote must then fit).
+        self.eager_output = eager_output
+        self.flushes = 0
         self.buf = bytearray()
         self.next_id = 1
         self.inbox = collections.defaultdict(collections.deque)
@@ -235,8 +240,8 @@ class FakeFront:
             if left <= 0:
                 raise TimeoutError("no frame from the worker in time; "
                                    "log:\n" + self.worker_log())
-            r, _, _ = select.select(
-                [self.sock] + [fd for fd in self.pipes if fd != -1], [], [], left)
+            pipes = [fd for fd in self.pipes if fd != -1] if self.eager_output else []
+            r, _, _ = select.select([self.sock] + pipes, [], [], left)
             if not r:
                 continue
             if self.sock not in r:
@@ -285,6 +290,7 @@ class FakeFront:
                 self.taken = True
                 return
             if ctl.WhichOneof("msg") == "flush":  # output before the answer
+                self.flushes += 1
                 self.read_output()
                 return
             assert ctl.WhichOneof("msg") == "fatal", ctl

@@ -350,17 +350,50 @@ w_progress(void)
 	return send_worker(&m);
 }
 
+static void
+pack_output(ServerMessage *m, Remotemedia__V1__Output *o)
+{
+	o->data.data = (uint8_t *)"printed\n";
+	o->data.len = 8;
+	m->msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_OUTPUT;
+	m->output = o;
+}
+
+/* An Output on the worker's socket: a violation, as the front reads the
+ * output pipes itself. */
 static int
 w_output(void)
 {
 	ServerMessage m = REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
 	Remotemedia__V1__Output o = REMOTEMEDIA__V1__OUTPUT__INIT;
 
-	o.data.data = (uint8_t *)"printed\n";
-	o.data.len = 8;
-	m.msg_case = REMOTEMEDIA__V1__SERVER_MESSAGE__MSG_OUTPUT;
-	m.output = &o;
+	pack_output(&m, &o);
 	return send_worker(&m);
+}
+
+/* An Output the front made of the worker's pipes (front_output.c). */
+static void
+f_output(void)
+{
+	ServerMessage m = REMOTEMEDIA__V1__SERVER_MESSAGE__INIT;
+	Remotemedia__V1__Output o = REMOTEMEDIA__V1__OUTPUT__INIT;
+
+	pack_output(&m, &o);
+	last_len = remotemedia__v1__server_message__get_packed_size(&m);
+	remotemedia__v1__server_message__pack(&m, last_buf);
+	front_session_output(ses, last_buf, last_len);
+}
+
+/* The worker's Flush, as it writes it (0x2a 0x00), or padded with an
+ * unknown field, which takes the unpack path. */
+static int
+w_flush(int padded)
+{
+	static const uint8_t plain[] = {0x2a, 0x00};
+	static const uint8_t pad[] = {0x2a, 0x00, 0xf8, 0x01, 0x01};
+
+	return front_session_worker_frame(ses, FRAME_CTL, padded ? pad : plain,
+	    padded ? sizeof(pad) : sizeof(plain));
 }
 
 static int
@@ -808,14 +841,27 @@ test_open_chunk_wrong_seq(void **state)
 
 /* ---- Ready ---- */
 
+/* The front reads the output: an Output on the socket gets round its cap. */
+static void
+test_output_on_the_socket(void **state)
+{
+	make_ready();
+	assert_int_equal(w_output(), -1);
+	check_violation("Output on its socket");
+	assert_int_equal(rec.to_client_n, 1); /* Ready alone */
+}
+
 static void
 test_ready(void **state)
 {
 	assert_int_equal(c_open(), 0);
 	assert_int_equal(w_progress(), 0);
 	check_forwarded_to_client(1);
-	assert_int_equal(w_output(), 0);
+	f_output();
 	check_forwarded_to_client(2);
+	assert_int_equal(w_flush(0), 0);
+	assert_int_equal(w_flush(1), 0);
+	assert_int_equal(rec.to_client_n, 2); /* Flush is not relayed */
 	assert_int_equal(ses->ses_state, SES_STARTING);
 	assert_int_equal(w_ready(), 0);
 	assert_int_equal(ses->ses_state, SES_READY);
@@ -1599,7 +1645,7 @@ test_backpressure(void **state)
 	make_ready();
 	assert_int_equal(fake.fk_paused, 0);
 	fake.fk_grpc_pending = FRONT_BUF_HIGH;
-	assert_int_equal(w_output(), 0);
+	f_output();
 	assert_int_equal(fake.fk_paused, 1);
 	assert_int_equal(ses->ses_paused, 1);
 	fake.fk_grpc_pending = 0;
@@ -1657,7 +1703,7 @@ test_call_deadline_while_paused(void **state)
 	make_ready();
 	assert_int_equal(c_call_full(1, "slow", 1, 0, 0), 0);
 	fake.fk_grpc_pending = FRONT_BUF_HIGH;
-	assert_int_equal(w_output(), 0);
+	f_output();
 	assert_true(ses->ses_paused);
 	event_base_dispatch(front_base);
 	check_running();
@@ -1877,6 +1923,7 @@ main(void)
 	    T(test_open_chunks),
 	    T(test_open_chunk_wrong_seq),
 	    T(test_ready),
+	    T(test_output_on_the_socket),
 	    T(test_ready_twice),
 	    T(test_progress_after_ready),
 	    T(test_answer_before_ready),

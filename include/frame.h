@@ -22,8 +22,9 @@
 /*
  * A session's worker starts with its end of the socketpair on WORKER_FD,
  * then the pipes of its stdout and stderr: stdout's write end on
- * WORKER_OUT_FD, its read end next, then stderr's two ends. The worker
- * closes the read ends: the front reads the pipes (front_output.c).
+ * WORKER_OUT_FD, its read end next, then stderr's two ends. The front
+ * reads the pipes (front_output.c) through read ends of its own, other
+ * open files than the worker's, which the worker only polls.
  */
 #define WORKER_FD 3
 #define WORKER_OUT_FD 4

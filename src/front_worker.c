@@ -243,23 +243,32 @@ front_worker_attach(struct session *ses)
  * exec the worker with fd on WORKER_FD, /dev/null on 0, the pipes of its
  * stdout and stderr after it (frame.h: write end, then read end), and
  * nothing else open. The front keeps the pipes' read ends, nonblocking,
- * and reads them (front_output.c).
+ * and reads them (front_output.c). The worker's read ends, which it only
+ * polls, are other open files of the same pipes: O_NONBLOCK belongs to
+ * an open file, and user code could clear it on one it holds.
  */
 static int
 fw_exec(struct session *ses, int fd)
 {
-	int fds[WORKER_EXEC_FDS] = {-1, -1, -1, fd}, p[2], i;
-	char home[4200], tmp[4200], id[128];
+	int fds[WORKER_EXEC_FDS] = {-1, -1, -1, fd}, p[2], r[2] = {-1, -1};
+	char home[4200], tmp[4200], id[128], path[64];
 	const char *const env[3] = {home, tmp, id};
+	int i;
 
+	ses->ses_pid = -1;
 	for (i = 0; i < 2; i++) {
-		if (pipe2(p, O_CLOEXEC) == -1) {
+		if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {
 			log_warn("%s: pipe2", __func__);
-			ses->ses_pid = -1;
 			goto done;
 		}
+		r[i] = p[0];
 		fds[WORKER_OUT_FD + 2 * i] = p[1];
-		fds[WORKER_OUT_FD + 2 * i + 1] = p[0];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", p[0]);
+		if ((fds[WORKER_OUT_FD + 2 * i + 1] = open(
+		         path, O_RDONLY | O_CLOEXEC)) == -1) {
+			log_warn("%s: open %s", __func__, path);
+			goto done;
+		}
 	}
 	snprintf(home, sizeof(home), "HOME=%s", ses->ses_dir);
 	snprintf(tmp, sizeof(tmp), "TMPDIR=%s/tmp", ses->ses_dir);
@@ -267,11 +276,13 @@ fw_exec(struct session *ses, int fd)
 	ses->ses_pid = front_worker_exec(NULL, env, fds, WORKER_EXEC_FDS);
 	if (ses->ses_pid != -1)
 		for (i = 0; i < 2; i++) {
-			ses->ses_out[i] = fds[WORKER_OUT_FD + 2 * i + 1];
-			fds[WORKER_OUT_FD + 2 * i + 1] = -1;
-			evutil_make_socket_nonblocking(ses->ses_out[i]);
+			ses->ses_out[i] = r[i];
+			r[i] = -1;
 		}
 done:
+	for (i = 0; i < 2; i++)
+		if (r[i] != -1)
+			close(r[i]);
 	for (i = WORKER_OUT_FD; i < WORKER_EXEC_FDS; i++)
 		if (fds[i] != -1)
 			close(fds[i]);

@@ -9,16 +9,16 @@
  * flight in a worker that dies, so its last words all reach the front.
  *
  * So that what a call printed reaches the client before the call's
- * answer, the worker looks at the pipes before each answer: if they hold
+ * answer, the worker polls the pipes before each answer: if they hold
  * bytes, it sends Flush first, and the front reads them before the frames
- * that follow.
+ * that follow. Its read ends are other open files of the pipes than the
+ * front's: user code that made one blocking would not make the front's.
  *
  * The worker's own log keeps going to the front's stderr, on a copy of the
  * original fd 2; the C stderr is fd 2, the capture.
  */
-#include <sys/ioctl.h>
-
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -27,11 +27,9 @@
 #include "worker.h"
 #include "worker.pb-c.h"
 
-/* Private copies of the pipes' write ends, which FIONREAD asks how much
- * the front has yet to read; -1: no capture (a worker run by hand). The
- * worker holds no read end: the front's read ends are nonblocking, and
- * user code could make a read end it held blocking, and the front's with
- * it (one open file). */
+/* The worker's read ends of the pipes, which it polls and never reads:
+ * other open files than the front's (fw_exec); -1: no capture (a worker
+ * run by hand). */
 static int wo_fd[2] = {-1, -1};
 
 /*
@@ -56,21 +54,21 @@ worker_output_keep_log(void)
 
 /*
  * Make target the write end of the front's pipe on fds `from` (write end)
- * and from + 1 (read end, closed); returns a private copy of the write end.
+ * and from + 1 (read end); returns the read end, moved out of the way.
  */
 static int
 worker_output_pipe(int target, int from)
 {
-	int w;
+	int r;
 
+	if ((r = fcntl(from + 1, F_DUPFD_CLOEXEC, 10)) == -1)
+		fatal("fcntl");
 	close(from + 1);
 	/* The write end blocks, as a terminal or a file would. */
 	if (fcntl(from, F_SETFL, 0) == -1 || dup2(from, target) == -1)
 		fatal("dup2 onto fd %d", target);
-	if ((w = fcntl(from, F_DUPFD_CLOEXEC, 10)) == -1)
-		fatal("fcntl");
 	close(from);
-	return w;
+	return r;
 }
 
 /*
@@ -98,7 +96,7 @@ worker_output_start(void)
 
 /*
  * Before an answer: if the pipes hold bytes, ask the front to read them
- * first (Flush). Two ioctls, and no frame when, as most often, nothing was
+ * first (Flush). One poll, and no frame when, as most often, nothing was
  * written.
  */
 void
@@ -108,14 +106,18 @@ worker_output_flush(void)
 	    REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__INIT;
 	Remotemedia__Worker__V1__Flush fl =
 	    REMOTEMEDIA__WORKER__V1__FLUSH__INIT;
-	int i, n;
+	struct pollfd pfd[2];
+	int i;
 
 	if (wo_fd[0] == -1)
 		return;
-	for (i = 0; i < 2; i++)
-		if (ioctl(wo_fd[i], FIONREAD, &n) == 0 && n > 0)
-			break;
-	if (i == 2)
+	for (i = 0; i < 2; i++) {
+		pfd[i].fd = wo_fd[i];
+		pfd[i].events = POLLIN;
+		pfd[i].revents = 0;
+	}
+	if (poll(pfd, 2, 0) <= 0 ||
+	    !((pfd[0].revents | pfd[1].revents) & POLLIN))
 		return;
 	ctl.msg_case = REMOTEMEDIA__WORKER__V1__WORKER_CONTROL__MSG_FLUSH;
 	ctl.flush = &fl;

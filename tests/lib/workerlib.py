@@ -159,11 +159,15 @@ class FakeFront:
         front, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         high = [fcntl.fcntl(child.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)]
         child.close()
+        mine = []
         for _ in range(2):
             r, w = os.pipe()
-            for fd in (w, r):  # write end, then read end
+            # The worker's read end is another open file, as the front's.
+            theirs = os.open("/proc/self/fd/%d" % r, os.O_RDONLY | os.O_CLOEXEC)
+            for fd in (w, theirs):  # write end, then read end
                 high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
                 os.close(fd)
+            mine.append(r)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                "HOME": str(self.session_dir),
                "TMPDIR": str(self.session_dir / "tmp")}
@@ -173,9 +177,9 @@ class FakeFront:
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
             cwd=str(self.session_dir), env=env, close_fds=False,
             preexec_fn=lambda: _child_fds(high))
-        for fd in high[:2] + high[3:4]:  # the socket and the write ends
+        for fd in high:
             os.close(fd)
-        self.pipes = [high[2], high[4]]
+        self.pipes = mine
         for fd in self.pipes:
             os.set_blocking(fd, False)
         self.sock = front

@@ -279,7 +279,11 @@ def worker_seeds():
         op_wmsg(s_result(2, generator=True)) + op_pull(2, 1) +
         op_wmsg(s_result(3)) + op_wmsg(s_item(2, 0)) +
         op_wmsg(s_result(1)) + op_pull(2, 255) + op_wmsg(s_end(2)),
+        # An Output on the socket is a violation: the front reads the
+        # output pipes itself. Flush (2 bytes) is what the worker sends.
         "output_progress": op_wmsg(s_output()) + op_wmsg(s_progress()),
+        "flush": op_wmsg(b"\x2a\x00", FRAME_CTL) + op_call(1) +
+        op_wmsg(b"\x2a\x00", FRAME_CTL) + op_wmsg(s_result(1)),
         "unknown_call": op_wmsg(s_result(7)) + op_exit(0x81),
         "item_without_credit": op_call(1, NAME_GEN) +
         op_wmsg(s_result(1, generator=True)) + op_wmsg(s_item(1, 0)),
@@ -293,11 +297,11 @@ def worker_seeds():
         "split_frame": op_call(1) + (lambda f: op_worker(f[:3]) +
                                      op_worker(f[3:]))(
             worker_frame(s_result(1))),
-        "backpressure": op_event(2) + op_wmsg(s_output()) + op_event(3) +
-        op_call(1, timeout=True) + op_event(2) + op_wmsg(s_output()) +
-        op_event(3),
+        "backpressure": op_event(2) + op_call(2) + op_wmsg(s_result(2)) +
+        op_event(3) + op_call(1, timeout=True) + op_event(2) +
+        op_call(3) + op_wmsg(s_result(3)) + op_event(3),
         "client_gone": op_call(1) + op_event(4) + op_wmsg(s_result(1)) +
-        op_wmsg(s_output()),
+        op_wmsg(s_progress()),
         "half_close": op_call(1) + op_event(0) + op_wmsg(s_result(1)) +
         op_event(1) + op_exit(0x80),
         "kill_all": op_call(1) + op_event(5) + op_wmsg(s_result(1)),

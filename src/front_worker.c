@@ -250,11 +250,16 @@ front_worker_attach(struct session *ses)
 static int
 fw_exec(struct session *ses, int fd)
 {
-	int fds[WORKER_EXEC_FDS] = {-1, -1, -1, fd}, p[2], r[2] = {-1, -1};
+	int fds[WORKER_EXEC_FDS], p[2], r[2] = {-1, -1};
 	char home[4200], tmp[4200], id[128], path[64];
 	const char *const env[3] = {home, tmp, id};
 	int i;
 
+	/* Every entry -1 (an initializer would leave the rest 0, and a
+	 * failure below would close the front's fd 0), then the socket. */
+	for (i = 0; i < WORKER_EXEC_FDS; i++)
+		fds[i] = -1;
+	fds[WORKER_FD] = fd;
 	ses->ses_pid = -1;
 	for (i = 0; i < 2; i++) {
 		if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {

@@ -1394,7 +1394,7 @@ def test_what_a_dying_worker_wrote_last_arrives(server, caplog, how):
     server.wait_idle()
 
 
-def test_the_worker_holds_no_pipe_end_of_the_front(server):
+def test_the_worker_holds_its_own_ends_of_its_output_pipes(server):
     """The output pipes come from the front on fds 4-7: the worker holds
     each pipe twice (its write end on 1 or 2, a read end it polls), not
     more, and user code's children get no read end."""
